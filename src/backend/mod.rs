@@ -1,0 +1,290 @@
+//! Mock backends: a REST mock (hyper) and a gRPC mock (tonic) serving the same deterministic
+//! data, N instances each, with behaviour knobs (latency, errors, stalls) that an admin endpoint
+//! changes at run time. `gwbench backends` runs them; tests start them in-process on port 0.
+
+pub mod admin;
+pub mod behavior;
+pub mod data;
+pub mod grpc;
+pub mod rest;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::HeaderValue;
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+
+use crate::net::{self, BindError};
+use behavior::{Behavior, Behaviors};
+
+/// Default port of the (first) REST mock.
+pub const DEFAULT_REST_PORT: u16 = 8081;
+/// Default port of the (first) gRPC mock.
+pub const DEFAULT_GRPC_PORT: u16 = 50051;
+/// Default port of the mocks' shared admin endpoint.
+pub const DEFAULT_ADMIN_PORT: u16 = 8082;
+
+/// The wire protocol of a mock listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// REST/JSON over HTTP/1.1 or h2c.
+    Rest,
+    /// gRPC over h2c.
+    Grpc,
+}
+
+impl Protocol {
+    /// `rest` or `grpc`, as in the ready lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// One running mock instance: what it shares with its siblings and what is its own.
+#[derive(Debug)]
+pub struct Instance {
+    /// REST or gRPC.
+    pub protocol: Protocol,
+    /// 0-based instance number within its protocol.
+    pub index: usize,
+    /// The behaviour table (shared by every instance).
+    pub behaviors: Arc<Behaviors>,
+    /// Requests this instance has received (including injected failures).
+    pub requests: AtomicU64,
+    index_header: HeaderValue,
+    index_metadata: MetadataValue<Ascii>,
+}
+
+impl Instance {
+    /// A fresh instance with no requests counted.
+    pub fn new(protocol: Protocol, index: usize, behaviors: Arc<Behaviors>) -> Self {
+        Instance {
+            protocol,
+            index,
+            behaviors,
+            requests: AtomicU64::new(0),
+            index_header: HeaderValue::from(index),
+            index_metadata: MetadataValue::from(index),
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct BackendsConfig {
+    /// Address every listener binds to.
+    pub host: IpAddr,
+    /// Port of REST instance 0; instance i listens on `rest_port + i` (0 = free ports).
+    pub rest_port: u16,
+    /// Port of gRPC instance 0; likewise.
+    pub grpc_port: u16,
+    /// Port of the admin endpoint (0 = a free port).
+    pub admin_port: u16,
+    /// Instances of each mock.
+    pub instances: usize,
+    /// Start the REST mock.
+    pub rest: bool,
+    /// Start the gRPC mock.
+    pub grpc: bool,
+    /// Behaviour of every service at start.
+    pub behavior: Behavior,
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        BackendsConfig {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rest_port: DEFAULT_REST_PORT,
+            grpc_port: DEFAULT_GRPC_PORT,
+            admin_port: DEFAULT_ADMIN_PORT,
+            instances: 1,
+            rest: true,
+            grpc: true,
+            behavior: Behavior::default(),
+        }
+    }
+}
+
+impl BackendsConfig {
+    /// The defaults, but every listener on a free port of 127.0.0.1 (for tests).
+    pub fn ephemeral() -> Self {
+        BackendsConfig {
+            rest_port: 0,
+            grpc_port: 0,
+            admin_port: 0,
+            ..Default::default()
+        }
+    }
+
+    fn addrs(&self, base: u16, what: &str) -> Result<Vec<SocketAddr>, BackendError> {
+        (0..self.instances)
+            .map(|i| {
+                let port = if base == 0 {
+                    Some(0)
+                } else {
+                    u16::try_from(base as usize + i).ok()
+                };
+                port.map(|p| SocketAddr::new(self.host, p)).ok_or_else(|| {
+                    BackendError::Config(format!(
+                        "{what} instance {i} would need port {} (base {base} + {i}), above 65535",
+                        base as usize + i
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The mocks could not be started.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Running mock backends. Dropping this stops them (without waiting); [`Backends::shutdown`]
+/// stops them and waits for in-flight requests.
+#[derive(Debug)]
+pub struct Backends {
+    /// REST mock addresses, by instance.
+    pub rest: Vec<SocketAddr>,
+    /// gRPC mock addresses, by instance.
+    pub grpc: Vec<SocketAddr>,
+    /// The admin endpoint.
+    pub admin: SocketAddr,
+    /// The live behaviour table (the admin endpoint changes the same one).
+    pub behaviors: Arc<Behaviors>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Backends {
+    /// Binds every listener (so that a port in use fails before anything is served), then starts
+    /// serving.
+    pub async fn start(cfg: &BackendsConfig) -> Result<Backends, BackendError> {
+        if cfg.instances == 0 {
+            return Err(BackendError::Config(
+                "--instances must be at least 1".into(),
+            ));
+        }
+        if !cfg.rest && !cfg.grpc {
+            return Err(BackendError::Config(
+                "nothing to serve: neither REST nor gRPC is enabled".into(),
+            ));
+        }
+        let mut rest_listeners = Vec::new();
+        if cfg.rest {
+            for addr in cfg.addrs(cfg.rest_port, "REST mock")? {
+                rest_listeners.push(net::bind(addr, "the REST mock").await?);
+            }
+        }
+        let mut grpc_listeners = Vec::new();
+        if cfg.grpc {
+            for addr in cfg.addrs(cfg.grpc_port, "gRPC mock")? {
+                grpc_listeners.push(net::bind(addr, "the gRPC mock").await?);
+            }
+        }
+        let admin_listener = net::bind(
+            SocketAddr::new(cfg.host, cfg.admin_port),
+            "the mocks' admin endpoint",
+        )
+        .await?;
+
+        let behaviors = Arc::new(Behaviors::new(cfg.behavior));
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut instances = Vec::new();
+        let (mut rest, mut grpc) = (Vec::new(), Vec::new());
+
+        for (i, listener) in rest_listeners.into_iter().enumerate() {
+            let addr = local_addr(&listener, "the REST mock")?;
+            let inst = Arc::new(Instance::new(Protocol::Rest, i, behaviors.clone()));
+            instances.push((addr, inst.clone()));
+            let handler = move |req| rest::handle(inst.clone(), req);
+            tasks.push(net::serve_http(listener, handler, shutdown.clone()));
+            rest.push(addr);
+        }
+        for (i, listener) in grpc_listeners.into_iter().enumerate() {
+            let addr = local_addr(&listener, "the gRPC mock")?;
+            let inst = Arc::new(Instance::new(Protocol::Grpc, i, behaviors.clone()));
+            instances.push((addr, inst.clone()));
+            let server = grpc::serve(listener, inst, shutdown.clone()).await;
+            tasks.push(tokio::spawn(async move {
+                if let Ok(Err(err)) = server.await {
+                    tracing::error!(%err, "gRPC mock stopped with an error");
+                }
+            }));
+            grpc.push(addr);
+        }
+        let admin = local_addr(&admin_listener, "the mocks' admin endpoint")?;
+        let state = Arc::new(admin::AdminState {
+            behaviors: behaviors.clone(),
+            instances,
+        });
+        tasks.push(net::serve_http(
+            admin_listener,
+            move |req| admin::handle(state.clone(), req),
+            shutdown.clone(),
+        ));
+        Ok(Backends {
+            rest,
+            grpc,
+            admin,
+            behaviors,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// One `ready <kind> <addr>` line per listener, in the order: REST instances, gRPC
+    /// instances, admin.
+    pub fn ready_lines(&self) -> Vec<String> {
+        let rest = self.rest.iter().map(|a| format!("ready rest {a}"));
+        let grpc = self.grpc.iter().map(|a| format!("ready grpc {a}"));
+        rest.chain(grpc)
+            .chain([format!("ready admin {}", self.admin)])
+            .collect()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by [`net::DRAIN_TIMEOUT`]), and
+    /// returns when every server has stopped.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        // The HTTP servers bound their own drain; tonic's does not, so bound it here.
+        let _ =
+            tokio::time::timeout(net::DRAIN_TIMEOUT + std::time::Duration::from_secs(1), all).await;
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn local_addr(listener: &tokio::net::TcpListener, what: &str) -> Result<SocketAddr, BackendError> {
+    listener.local_addr().map_err(|io| {
+        BackendError::Bind(BindError {
+            what: what.into(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            io,
+        })
+    })
+}

@@ -1,0 +1,173 @@
+//! The command line (clap derive): one struct per subcommand, with help text and examples.
+//! Nothing below this module imports clap; `run` turns these into typed configs.
+
+use std::net::IpAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::behavior::{self, Behavior, Latency, Stall};
+use crate::backend::{BackendsConfig, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT, DEFAULT_REST_PORT};
+
+const EXAMPLES: &str = "\
+Examples:
+  gwbench backends                      # mock REST :8081, gRPC :50051, admin :8082
+  gwbench backends --latency exp:2ms    # every mock answers after ~2 ms on average
+  curl localhost:8081/api/users/42      # a user, as proto3 JSON
+
+Every listener defaults to 127.0.0.1; a port of 0 means \"pick a free one\".
+Set RUST_LOG (e.g. RUST_LOG=debug) for more logs on stderr.";
+
+const BACKENDS_EXAMPLES: &str = "\
+Examples:
+  gwbench backends
+  gwbench backends --instances 2 --latency lognormal:1ms,0.5 --error-rate 0.01
+  gwbench backends --rest-port 0 --grpc-port 0 --admin-port 0   # free ports, see the ready lines
+
+When every listener is up, one line per listener is printed on stdout:
+  ready rest 127.0.0.1:8081
+  ready grpc 127.0.0.1:50051
+  ready admin 127.0.0.1:8082
+
+Change behaviour at run time through the admin endpoint (JSON; only named fields change):
+  curl -X POST localhost:8082/admin/behavior -d '{\"latency\": \"fixed:5ms\"}'
+  curl -X POST localhost:8082/admin/behavior/orders -d '{\"error_rate\": 1.0}'
+  curl localhost:8082/admin/behavior
+  curl -X DELETE localhost:8082/admin/behavior
+
+Services: users, orders, products, inventory (REST paths /api/users/{id}, /api/users,
+/api/orders/{id}, /api/orders?user_id=N, /api/products/{id}, /api/products/search?q=kettle,
+/api/inventory/{product_id}; gRPC gwbench.v1.UserService etc. and grpc.health.v1).
+Ids 1..=1000000 exist; others answer NOT_FOUND / 404. Orders have ids ord-<user>-<1..20>.";
+
+/// gwbench: measure what an API gateway costs.
+///
+/// Starts mock backends (REST and gRPC) and, in later versions, a gateway and an open-loop load
+/// generator that measures the latency and CPU the gateway adds.
+#[derive(Debug, Parser)]
+#[command(name = "gwbench", version, propagate_version = true, after_help = EXAMPLES)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the mock REST (hyper) and gRPC (tonic) backends with controllable latency and faults.
+    #[command(after_help = BACKENDS_EXAMPLES)]
+    Backends(BackendsArgs),
+}
+
+/// Which mocks `gwbench backends` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Serve {
+    /// REST and gRPC.
+    Both,
+    /// Only the REST mock.
+    Rest,
+    /// Only the gRPC mock.
+    Grpc,
+}
+
+/// `gwbench backends`.
+#[derive(Debug, Args)]
+pub struct BackendsArgs {
+    /// Address every listener binds to.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: IpAddr,
+    /// Port of REST instance 0; instance i listens on PORT + i (0 = free ports).
+    #[arg(long, default_value_t = DEFAULT_REST_PORT, value_name = "PORT")]
+    pub rest_port: u16,
+    /// Port of gRPC instance 0; instance i listens on PORT + i (0 = free ports).
+    #[arg(long, default_value_t = DEFAULT_GRPC_PORT, value_name = "PORT")]
+    pub grpc_port: u16,
+    /// Port of the admin endpoint shared by all mocks (0 = a free port).
+    #[arg(long, default_value_t = DEFAULT_ADMIN_PORT, value_name = "PORT")]
+    pub admin_port: u16,
+    /// Instances of each mock (for load-balancing tests).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub instances: u16,
+    /// Which mocks to start.
+    #[arg(long, value_enum, default_value_t = Serve::Both)]
+    pub serve: Serve,
+    /// Added latency: none | fixed:5ms | uniform:1ms..10ms | exp:2ms (mean) | lognormal:5ms,0.5
+    /// (median, sigma). Applied with a 1 ms timer resolution.
+    #[arg(long, default_value = "none", value_name = "SPEC", value_parser = parse_latency)]
+    pub latency: Latency,
+    /// Fraction of requests (0..=1) answered with gRPC UNAVAILABLE / HTTP 503.
+    #[arg(long, default_value = "0", value_name = "RATE", value_parser = parse_error_rate)]
+    pub error_rate: f64,
+    /// Periodic stalls LENGTH/PERIOD, e.g. 200ms/5s: every 5 s, hold all requests for 200 ms.
+    #[arg(long, value_name = "SPEC", value_parser = parse_stall)]
+    pub stall: Option<Stall>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    s.parse()
+        .map_err(|e: behavior::BehaviorError| e.to_string())
+}
+
+fn parse_error_rate(s: &str) -> Result<f64, String> {
+    behavior::parse_error_rate(s).map_err(|e| e.to_string())
+}
+
+fn parse_stall(s: &str) -> Result<Stall, String> {
+    s.parse()
+        .map_err(|e: behavior::BehaviorError| e.to_string())
+}
+
+impl BackendsArgs {
+    /// The typed configuration these flags describe.
+    pub fn to_config(&self) -> BackendsConfig {
+        BackendsConfig {
+            host: self.host,
+            rest_port: self.rest_port,
+            grpc_port: self.grpc_port,
+            admin_port: self.admin_port,
+            instances: self.instances as usize,
+            rest: self.serve != Serve::Grpc,
+            grpc: self.serve != Serve::Rest,
+            behavior: Behavior {
+                latency: self.latency,
+                error_rate: self.error_rate,
+                stall: self.stall,
+            },
+        }
+    }
+}
+
+/// Renders a clap usage error as one line (`invalid value 'x' for '--latency <SPEC>': ...`)
+/// followed by where to get help, instead of clap's multi-line block.
+pub fn one_line_error(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ");
+    format!("{first} (see gwbench --help)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_latency_is_a_one_line_error_naming_the_value() {
+        let err =
+            Cli::try_parse_from(["gwbench", "backends", "--latency", "fixed:10x"]).unwrap_err();
+        let line = one_line_error(&err);
+        assert!(line.contains("10x") && line.contains("--latency"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}

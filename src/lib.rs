@@ -1,0 +1,12 @@
+//! gwbench: measure what an API gateway costs.
+//!
+//! The library holds everything; `src/main.rs` only parses the command line and maps errors to
+//! exit codes. See `ARCHITECTURE.md` for the module map and data flow.
+
+pub mod backend;
+pub mod cli;
+pub mod net;
+pub mod proto;
+mod run;
+
+pub use run::{exit_code, run};

@@ -1,0 +1,28 @@
+//! The `gwbench` binary: parse the command line, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gwbench::cli::{Cli, one_line_error};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("gwbench: error: {}", one_line_error(&err));
+            return ExitCode::from(2);
+        }
+    };
+    match gwbench::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gwbench: error: {err:#}");
+            ExitCode::from(gwbench::exit_code(&err))
+        }
+    }
+}

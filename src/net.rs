@@ -1,0 +1,117 @@
+//! Listener plumbing shared by every server in the binary (mocks, admin endpoints, later the
+//! gateway): binding with a clear error, a hyper accept loop serving HTTP/1.1 and h2c on one port
+//! with graceful shutdown, and JSON responses in the project's error format.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The body type of every response our HTTP servers build.
+pub type Body = Full<Bytes>;
+
+/// How long a server waits for in-flight requests after shutdown is requested.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listener could not be opened.
+#[derive(Debug, Error)]
+#[error("cannot listen on {addr} for {what}: {io}")]
+pub struct BindError {
+    /// What the listener was for, e.g. "the REST mock".
+    pub what: String,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The OS error (address in use, permission denied, …); part of the message, not a
+    /// separate cause, so that it is printed once.
+    pub io: std::io::Error,
+}
+
+/// Binds a TCP listener on `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|io| BindError {
+        what: what.to_string(),
+        addr,
+        io,
+    })
+}
+
+/// Serves `handler` on `listener` over HTTP/1.1 (keep-alive) and h2c until `shutdown` is
+/// cancelled; then stops accepting and lets in-flight requests finish for up to
+/// [`DRAIN_TIMEOUT`].
+pub fn serve_http<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+) -> JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // Client resets and protocol errors end that connection only.
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    })
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON error response in the project's format:
+/// `{"error": {"code": "NOT_FOUND", "message": "...", "http_status": 404}}`, where `code` is the
+/// gRPC status code name that corresponds to the HTTP status.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "http_status": status.as_u16() }
+    });
+    json(status, body.to_string())
+}

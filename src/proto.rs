@@ -1,0 +1,139 @@
+//! The project's protobuf types: generated prost messages and tonic clients/servers, plus the
+//! serialized descriptor set that `build.rs` compiled them from (for runtime reflection and
+//! transcoding), and the proto3 JSON mapping used by the REST mock.
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+/// `google.api` annotation types (`HttpRule`), generated from the vendored protos.
+pub mod google {
+    /// `google.api`: HTTP annotations.
+    pub mod api {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        tonic::include_proto!("google.api");
+    }
+}
+
+/// The mock shop's services and messages (`proto/gwbench/v1`).
+pub mod gwbench {
+    /// Version 1 of the mock shop API.
+    pub mod v1 {
+        #![allow(missing_docs, unreachable_pub, clippy::all)]
+        tonic::include_proto!("gwbench.v1");
+    }
+}
+
+pub use gwbench::v1;
+
+/// The serialized `FileDescriptorSet` of every proto under `proto/` (with imports, without source
+/// info), as written by `build.rs`.
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/gwbench_descriptor.bin"));
+
+/// The embedded descriptor set, decoded once.
+pub fn descriptor_pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTOR_SET)
+            .expect("the descriptor set embedded by build.rs decodes (it was produced by protox)")
+    })
+}
+
+/// A generated message type whose fully qualified protobuf name is known, so that it can be
+/// rendered with the proto3 JSON mapping through the descriptor pool.
+pub trait Named: prost::Message + Default {
+    /// Fully qualified protobuf name, e.g. `gwbench.v1.User`.
+    const FULL_NAME: &'static str;
+}
+
+macro_rules! named {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Named for v1::$ty { const FULL_NAME: &'static str = concat!("gwbench.v1.", stringify!($ty)); })*
+    };
+}
+named!(
+    User,
+    ListUsersResponse,
+    CreateUserRequest,
+    Order,
+    ListOrdersResponse,
+    Product,
+    SearchProductsResponse,
+    Stock,
+);
+
+/// Renders a message as proto3 JSON (lowerCamelCase names, default values omitted, 64-bit
+/// integers as strings, timestamps as RFC 3339), exactly as a grpc-gateway would.
+pub fn to_json<M: Named>(msg: &M) -> Vec<u8> {
+    to_json_with(msg, &SerializeOptions::new())
+}
+
+/// Like [`to_json`], with explicit serialization options.
+pub fn to_json_with<M: Named>(msg: &M, options: &SerializeOptions) -> Vec<u8> {
+    let desc = descriptor_pool()
+        .get_message_by_name(M::FULL_NAME)
+        .expect("every Named type is in the embedded descriptor set");
+    let mut dynamic = DynamicMessage::new(desc);
+    dynamic
+        .transcode_from(msg)
+        .expect("a generated message re-decodes with its own descriptor");
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    dynamic
+        .serialize_with_options(&mut ser, options)
+        .expect("serializing to a Vec cannot fail");
+    out
+}
+
+/// Parses proto3 JSON into a generated message (unknown fields are an error).
+pub fn from_json<M: Named>(json: &[u8]) -> Result<M, String> {
+    let desc = descriptor_pool()
+        .get_message_by_name(M::FULL_NAME)
+        .expect("every Named type is in the embedded descriptor set");
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let dynamic = DynamicMessage::deserialize(desc, &mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    dynamic.transcode_to::<M>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_has_every_service_and_the_http_annotation() {
+        let pool = descriptor_pool();
+        for svc in [
+            "gwbench.v1.UserService",
+            "gwbench.v1.OrderService",
+            "gwbench.v1.ProductService",
+            "gwbench.v1.InventoryService",
+        ] {
+            assert!(pool.get_service_by_name(svc).is_some(), "{svc} missing");
+        }
+        assert!(pool.get_extension_by_name("google.api.http").is_some());
+    }
+
+    #[test]
+    fn json_round_trip_uses_proto3_mapping() {
+        let user = v1::User {
+            id: 42,
+            username: "ada".into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_704_067_200,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let json: serde_json::Value = serde_json::from_slice(&to_json(&user)).unwrap();
+        assert_eq!(json["id"], "42", "int64 is a JSON string");
+        assert_eq!(json["createdAt"], "2024-01-01T00:00:00Z");
+        assert!(json.get("email").is_none(), "defaults are omitted");
+        let req: v1::CreateUserRequest =
+            from_json(br#"{"username":"ada","tier":"USER_TIER_PRO"}"#).unwrap();
+        assert_eq!(req.tier, v1::UserTier::Pro as i32);
+        let err = from_json::<v1::CreateUserRequest>(br#"{"nope":1}"#).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

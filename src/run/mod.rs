@@ -1,0 +1,84 @@
+//! Runs a parsed command line: builds the tokio runtime, starts what the subcommand asks for,
+//! and waits for Ctrl-C / SIGTERM. This is the one place (with `main`) that uses `anyhow`.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::backend::{BackendError, Backends};
+use crate::cli::{BackendsArgs, Cli, Command};
+
+/// Runs `cli` to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing();
+    match cli.command {
+        Command::Backends(args) => backends(&args),
+    }
+}
+
+/// The process exit code for an error `run` returned: 2 for problems with what the user asked
+/// (bad configuration, a port in use), 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|e| e.is::<BackendError>() || e.is::<crate::net::BindError>())
+    {
+        2
+    } else {
+        1
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("gwbench=info,warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn runtime(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n as usize);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn backends(args: &BackendsArgs) -> anyhow::Result<()> {
+    let cfg = args.to_config();
+    runtime(args.threads)?.block_on(async {
+        let backends = Backends::start(&cfg).await?;
+        print_ready(&backends.ready_lines())?;
+        wait_for_signal().await?;
+        tracing::info!("signal received: draining and stopping");
+        backends.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Prints the `ready ...` lines on stdout and flushes, so a parent process can read them.
+fn print_ready(lines: &[String]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+        .context("cannot write the ready lines to stdout")
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot install the Ctrl-C handler")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The `gwbench` binary: starts, prints its ready lines, answers, stops on SIGTERM; bad input
+//! exits 2 with a one-line message.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gwbench() -> Command {
+    Command::new(cargo_bin("gwbench"))
+}
+
+/// Runs `gwbench args`, expecting it to fail fast; returns (exit code, stderr).
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = gwbench().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    for (args, needle) in [
+        (&["backends", "--nope"][..], "--nope"),
+        (&["backends", "--latency", "fixed:10x"][..], "10x"),
+        (&["backends", "--latency", "gamma:1ms"][..], "gamma"),
+        (&["backends", "--error-rate", "2"][..], "between 0 and 1"),
+        (&["backends", "--stall", "5s/1s"][..], "shorter"),
+        (&["backends", "--instances", "0"][..], "--instances"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let (code, stderr) = fails(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, stderr) = fails(&[
+        "backends",
+        "--rest-port",
+        &port,
+        "--grpc-port",
+        "0",
+        "--admin-port",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains(&port),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn help_and_version() {
+    let out = gwbench().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("backends") && help.contains("Examples"),
+        "{help}"
+    );
+    let out = gwbench().args(["backends", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/admin/behavior"));
+    let out = gwbench().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn backends_start_answer_and_stop_on_sigterm() {
+    let child = gwbench()
+        .args([
+            "backends",
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut ready = Vec::new();
+    for _ in 0..3 {
+        let line = lines
+            .next()
+            .expect("the child printed fewer than 3 lines")
+            .unwrap();
+        ready.push(line);
+    }
+    let kinds: Vec<&str> = ready
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["rest", "grpc", "admin"], "{ready:?}");
+    assert!(
+        ready
+            .iter()
+            .all(|l| l.starts_with("ready ") && l.contains("127.0.0.1:")),
+        "{ready:?}"
+    );
+    let rest_addr = ready[0].rsplit(' ').next().unwrap().to_string();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(common::get(&format!("http://{rest_addr}/api/users/42")));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["id"], "42");
+
+    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gwbench backends did not exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
