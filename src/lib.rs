@@ -5,8 +5,10 @@
 
 pub mod backend;
 pub mod cli;
+pub mod load;
 pub mod net;
 pub mod proto;
+pub mod report;
 mod run;
 
 pub use run::{exit_code, run};

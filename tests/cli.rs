@@ -150,3 +150,118 @@ fn backends_start_answer_and_stop_on_sigterm() {
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+/// A free port with nothing listening on it.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn load_rejects_bad_input_before_sending() {
+    let dead = format!("http://127.0.0.1:{}/x", dead_port());
+    for (args, needle) in [
+        (vec!["load", dead.as_str()], "cannot connect"),
+        (vec!["load", "not-a-url"], "not a URL"),
+        (vec!["load", "https://127.0.0.1:1/"], "https"),
+        (vec!["load", "http://127.0.0.1:1/", "--rps", "0"], "--rps"),
+        (
+            vec!["load", "http://127.0.0.1:1/", "--ramp", "10:5"],
+            "FROM:TO:OVER",
+        ),
+        (
+            vec!["load", "http://127.0.0.1:1/", "--duration", "10x"],
+            "10x",
+        ),
+        (
+            vec![
+                "load",
+                "http://127.0.0.1:1",
+                "--grpc",
+                "gwbench.v1.UserService/Nope",
+            ],
+            "no method",
+        ),
+        (
+            vec![
+                "load",
+                "http://127.0.0.1:1",
+                "--grpc",
+                "gwbench.v1.UserService/GetUser",
+                "--data",
+                "{\"id\":",
+            ],
+            "not a valid",
+        ),
+        (
+            vec!["load", "http://127.0.0.1:1/", "--slo", "p99>1ms"],
+            "--slo",
+        ),
+        (
+            vec!["load", "http://127.0.0.1:1/", "-H", "no-colon"],
+            "--header",
+        ),
+    ] {
+        let (code, stderr) = fails(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn load_slo_sets_the_exit_code() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    let url = format!("http://{}/api/users/1", backends.rest[0]);
+    let base = [
+        "load",
+        url.as_str(),
+        "--rps",
+        "200",
+        "-d",
+        "500ms",
+        "--warmup",
+        "0s",
+        "-c",
+        "2",
+    ];
+    let out = gwbench()
+        .args(base)
+        .args(["--slo", "p99<1ns"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLO missed: p99<1ns"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("scheduled"),
+        "the summary is still printed"
+    );
+    let out = gwbench()
+        .args(base)
+        .args(["--slo", "p99<30s,errors<1%", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["schema"], "gwbench.load.v1");
+    assert_eq!(json["requests"]["scheduled"], 100);
+    rt.block_on(backends.shutdown());
+}

@@ -5,28 +5,29 @@ use std::io::Write;
 
 use anyhow::Context;
 
+mod load;
+
 use crate::backend::{BackendError, Backends};
 use crate::cli::{BackendsArgs, Cli, Command};
+use crate::load::LoadError;
 
 /// Runs `cli` to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Backends(args) => backends(&args),
+        Command::Load(args) => load::load(&args),
     }
 }
 
 /// The process exit code for an error `run` returned: 2 for problems with what the user asked
-/// (bad configuration, a port in use), 1 for everything else.
+/// (bad configuration, a port in use, an unreachable target), 1 for everything else (including
+/// a missed `--slo`).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|e| e.is::<BackendError>() || e.is::<crate::net::BindError>())
-    {
-        2
-    } else {
-        1
-    }
+    let usage = |e: &(dyn std::error::Error + 'static)| {
+        e.is::<BackendError>() || e.is::<crate::net::BindError>() || e.is::<LoadError>()
+    };
+    if err.chain().any(usage) { 2 } else { 1 }
 }
 
 fn init_tracing() {
@@ -64,12 +65,18 @@ fn backends(args: &BackendsArgs) -> anyhow::Result<()> {
 
 /// Prints the `ready ...` lines on stdout and flushes, so a parent process can read them.
 fn print_ready(lines: &[String]) -> anyhow::Result<()> {
+    print_out(&lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
+/// Writes `text` to stdout and flushes. A closed pipe (`gwbench ... | head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    for line in lines {
-        writeln!(out, "{line}")?;
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
     }
-    out.flush()
-        .context("cannot write the ready lines to stdout")
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -1,0 +1,368 @@
+//! The open-loop load generator (`gwbench load`): when to send ([`schedule`]), how to send
+//! ([`http`], [`grpc`], [`target`]), paced by [`timer`] on generator threads ([`engine`]), and
+//! what happened ([`recorder`]). It never imports the gateway.
+
+mod engine;
+pub mod grpc;
+pub mod http;
+pub mod recorder;
+pub mod schedule;
+pub mod slo;
+pub mod target;
+pub mod timer;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+
+use engine::{Phase, PhaseEnd, Shared};
+use http::Pool;
+use recorder::{Collector, HistSet, IntervalRecord, Outcomes};
+use schedule::{Dispenser, Limit, Rate};
+use target::{Protocol, RequestTemplate};
+
+/// Why a load run could not start. All of these are the user's input: exit code 2.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// A flag or value makes no sense.
+    #[error("{0}")]
+    Config(String),
+    /// The target cannot be reached before any load is sent.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// A run to make.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// What to send, where.
+    pub template: RequestTemplate,
+    /// Arrival profile.
+    pub rate: Rate,
+    /// When the measured phase stops scheduling.
+    pub limit: Limit,
+    /// Warm-up before the measured phase (same rate, results discarded).
+    pub warmup: Duration,
+    /// TCP connections.
+    pub connections: usize,
+    /// For HTTP/2 and gRPC: requests in flight at most (all threads together).
+    pub max_in_flight: usize,
+    /// Generator threads (each with its share of the connections).
+    pub threads: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Show a live progress bar on stderr.
+    pub progress: bool,
+}
+
+/// CPU time the generator process used during the measured phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    /// User-mode seconds.
+    pub user_s: f64,
+    /// Kernel-mode seconds.
+    pub system_s: f64,
+}
+
+fn cpu_now() -> CpuTime {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let s = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            CpuTime {
+                user_s: s(u.user_time()),
+                system_s: s(u.system_time()),
+            }
+        }
+        Err(_) => CpuTime::default(),
+    }
+}
+
+/// The result of a run: what the report is made from.
+#[derive(Debug)]
+pub struct LoadRun {
+    /// The target, as given.
+    pub target: String,
+    /// Protocol used.
+    pub protocol: Protocol,
+    /// Arrival profile.
+    pub rate: Rate,
+    /// Length of the measured phase (configured duration, or first to last send).
+    pub duration: Duration,
+    /// Every scheduled request's outcome (with `not_sent`).
+    pub outcomes: Outcomes,
+    /// Whole-run histograms.
+    pub total: HistSet,
+    /// Per-second intervals.
+    pub intervals: Vec<IntervalRecord>,
+    /// Wall-clock time of the measured phase's start (for the `.hlog`).
+    pub start_wall: SystemTime,
+    /// CPU the generator used in the measured phase.
+    pub cpu: CpuTime,
+    /// Connections and threads used.
+    pub connections: usize,
+    /// Generator threads used.
+    pub threads: usize,
+}
+
+impl LoadRun {
+    /// Requests scheduled in the measured phase (the sum of every outcome bucket).
+    pub fn scheduled(&self) -> u64 {
+        self.outcomes.total()
+    }
+
+    /// Requests sent per second over the measured phase.
+    pub fn achieved_rps(&self) -> f64 {
+        let secs = self.duration.as_secs_f64();
+        if secs > 0.0 {
+            self.outcomes.sent() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs the load to completion on `threads` generator threads and returns what happened.
+/// Blocks the calling thread (call it from a plain thread, not from inside an async task).
+pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
+    if cfg.connections == 0 {
+        return Err(LoadError::Config("--connections must be at least 1".into()));
+    }
+    if cfg.timeout.is_zero() {
+        return Err(LoadError::Config("--timeout must be longer than 0".into()));
+    }
+    let threads = cfg.threads.clamp(1, cfg.connections);
+    let addr = cfg.template.addr;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
+        LoadError::Unreachable(format!(
+            "cannot connect to {} ({addr}): {e}",
+            cfg.template.describe()
+        ))
+    })?;
+
+    let shared = Arc::new(Shared {
+        template: cfg.template.clone(),
+        timeout: cfg.timeout,
+        in_flight: AtomicI64::new(0),
+    });
+    let warm_rate = match cfg.rate {
+        Rate::Ramp { from, .. } => Rate::Constant(from),
+        other => other,
+    };
+    let warm_dispenser = Arc::new(Dispenser::new(warm_rate, Limit::Duration(cfg.warmup)));
+    let dispenser = Arc::new(Dispenser::new(cfg.rate, cfg.limit));
+    // Every thread opens its connections, then all start together at `start`.
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let start_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+
+    // The collectors are made once the start is known; recorders reach threads through a slot.
+    let recorders: Arc<Mutex<Vec<(recorder::ThreadRecorder, recorder::ThreadRecorder)>>> =
+        Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for k in 0..threads {
+        let conns = cfg.connections / threads + usize::from(k < cfg.connections % threads);
+        let in_flight = (cfg.max_in_flight / threads).max(conns);
+        let (shared, warm_dispenser, dispenser) =
+            (shared.clone(), warm_dispenser.clone(), dispenser.clone());
+        let (ready, go, start_at, recorders) = (
+            ready.clone(),
+            go.clone(),
+            start_at.clone(),
+            recorders.clone(),
+        );
+        let (warmup, limit) = (cfg.warmup, cfg.limit);
+        let handle = std::thread::Builder::new()
+            .name(format!("gwbench-load-{k}"))
+            .spawn(
+                move || -> std::io::Result<(PhaseEnd, Option<&'static str>)> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, async move {
+                        let mut pool = Pool::new(shared.template.protocol, conns, in_flight);
+                        let warm_error = pool.warm(shared.template.addr).await.err();
+                        ready.wait();
+                        go.wait();
+                        let start = start_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .expect("start is set before go");
+                        let (warm_rec, rec) = recorders
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .pop()
+                            .expect("one recorder pair per thread");
+                        if !warmup.is_zero() {
+                            let phase = Phase {
+                                dispenser: &warm_dispenser,
+                                start,
+                                end: Some(start + warmup),
+                                recorder: warm_rec,
+                                drain: false,
+                            };
+                            engine::run_phase(shared.clone(), &mut pool, phase).await?;
+                        }
+                        let m_start = start + warmup;
+                        let end = match limit {
+                            Limit::Duration(d) => Some(m_start + d),
+                            Limit::Requests(_) => None,
+                        };
+                        let phase = Phase {
+                            dispenser: &dispenser,
+                            start: m_start,
+                            end,
+                            recorder: rec,
+                            drain: true,
+                        };
+                        let result = engine::run_phase(shared, &mut pool, phase).await?;
+                        Ok((result, warm_error))
+                    })
+                },
+            )
+            .map_err(|e| LoadError::Config(format!("cannot start a generator thread: {e}")))?;
+        handles.push(handle);
+    }
+
+    ready.wait();
+    // A small margin so that every thread is parked on its first send time, not still waking.
+    let start = Instant::now() + Duration::from_millis(20);
+    let m_start = start + cfg.warmup;
+    let warm_collector = Collector::new(threads, start);
+    let mut collector = Collector::new(threads, m_start);
+    {
+        let mut slots = recorders.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..threads {
+            slots.push((warm_collector.recorder(), collector.recorder()));
+        }
+    }
+    drop(warm_collector); // warm-up results are discarded
+    *start_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
+    let start_wall = SystemTime::now() + (m_start - Instant::now());
+    go.wait();
+
+    let progress = Progress::new(cfg, &shared);
+    std::thread::sleep(m_start.saturating_duration_since(Instant::now()));
+    let cpu_start = cpu_now();
+    loop {
+        let (_, done) = collector.poll(Duration::from_millis(200));
+        progress.update(&collector, m_start);
+        if done {
+            break;
+        }
+    }
+    let cpu_end = cpu_now();
+    progress.finish();
+
+    let mut ends = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok((end, warm_error))) => {
+                if let Some(kind) = warm_error {
+                    tracing::warn!(kind, "some connections could not be opened before the run");
+                }
+                ends.push(end);
+            }
+            Ok(Err(e)) => return Err(LoadError::Config(format!("generator thread failed: {e}"))),
+            Err(_) => return Err(LoadError::Config("a generator thread panicked".into())),
+        }
+    }
+    let mut outcomes = collector.outcomes.clone();
+    outcomes.not_sent = ends.iter().map(|e| e.not_sent).sum::<u64>() + dispenser.drain_not_sent();
+    let duration = match cfg.limit {
+        Limit::Duration(d) => d,
+        Limit::Requests(_) => ends
+            .iter()
+            .filter_map(|e| e.last_send)
+            .max()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(m_start)),
+    };
+    let finished = ends
+        .iter()
+        .filter_map(|e| e.finished)
+        .max()
+        .unwrap_or_else(Instant::now);
+    collector.close(finished.saturating_duration_since(m_start));
+    Ok(LoadRun {
+        target: cfg.template.describe(),
+        protocol: cfg.template.protocol,
+        rate: cfg.rate,
+        duration,
+        outcomes,
+        total: collector.total,
+        intervals: collector.intervals,
+        start_wall,
+        cpu: CpuTime {
+            user_s: cpu_end.user_s - cpu_start.user_s,
+            system_s: cpu_end.system_s - cpu_start.system_s,
+        },
+        connections: cfg.connections,
+        threads,
+    })
+}
+
+// ===== progress =====
+
+/// The live progress bar (stderr), hidden when disabled.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    shared: Arc<Shared>,
+    by_requests: bool,
+}
+
+impl Progress {
+    fn new(cfg: &LoadConfig, shared: &Arc<Shared>) -> Self {
+        let bar = if cfg.progress {
+            let (len, template) = match cfg.limit {
+                Limit::Duration(d) => (
+                    d.as_secs().max(1),
+                    "{elapsed_precise} [{bar:30}] {pos}/{len}s  {msg}",
+                ),
+                Limit::Requests(n) => (n, "{elapsed_precise} [{bar:30}] {pos}/{len}  {msg}"),
+            };
+            let bar = indicatif::ProgressBar::new(len);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Progress {
+            bar,
+            shared: shared.clone(),
+            by_requests: matches!(cfg.limit, Limit::Requests(_)),
+        }
+    }
+
+    fn update(&self, collector: &Collector, m_start: Instant) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let Some(last) = collector.intervals.last() else {
+            return;
+        };
+        if self.by_requests {
+            self.bar.set_position(collector.outcomes.total());
+        } else {
+            self.bar
+                .set_position(Instant::now().saturating_duration_since(m_start).as_secs());
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        self.bar.set_message(format!(
+            "{:.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  in flight {}",
+            last.outcomes.sent() as f64 / last.length.as_secs_f64().max(1e-3),
+            ms(last.corrected[0]),
+            ms(last.corrected[1]),
+            collector.outcomes.failed(),
+            self.shared.in_flight.load(Ordering::Relaxed),
+        ));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,450 @@
+//! What happened to each request: HDR histograms (nanoseconds, 3 significant figures) of
+//! corrected latency (from the intended send time), service time (from the actual send) and
+//! generator lag (actual − intended send), per 1-second interval and for the whole run, plus the
+//! outcome of every scheduled request.
+//!
+//! Each generator thread records into its own [`ThreadRecorder`] (no locks on the request path)
+//! and hands each finished interval to the [`Collector`], which merges threads, keeps a small
+//! summary and the compressed histograms of each interval (for the `.hlog`), and the totals.
+//! Memory is bounded by histogram size, not by request count.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+
+/// Length of one interval of the time series and of the `.hlog`.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The three histograms recorded for every request.
+#[derive(Debug, Clone)]
+pub struct HistSet {
+    /// Latency from the intended send time (coordinated omission corrected): the headline figure.
+    pub corrected: Histogram<u64>,
+    /// Latency from the actual send time.
+    pub service: Histogram<u64>,
+    /// Actual send time minus intended send time.
+    pub lag: Histogram<u64>,
+}
+
+impl Default for HistSet {
+    fn default() -> Self {
+        let h = || Histogram::new(3).expect("3 significant figures is a valid histogram");
+        HistSet {
+            corrected: h(),
+            service: h(),
+            lag: h(),
+        }
+    }
+}
+
+impl HistSet {
+    /// Adds every count of `other` into `self`.
+    pub fn add(&mut self, other: &HistSet) {
+        // Auto-resizing histograms cannot fail to add.
+        let _ = self.corrected.add(&other.corrected);
+        let _ = self.service.add(&other.service);
+        let _ = self.lag.add(&other.lag);
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx, or gRPC OK.
+    Ok,
+    /// An HTTP status outside 2xx.
+    Http(u16),
+    /// A gRPC status other than OK (code number).
+    Grpc(i32),
+    /// The request failed below HTTP (kind, e.g. "connect_refused").
+    Transport(&'static str),
+    /// No answer within the timeout.
+    Timeout,
+}
+
+/// Counts of outcomes; every scheduled request is in exactly one bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Successful requests.
+    pub ok: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Scheduled requests that were never sent.
+    pub not_sent: u64,
+    /// HTTP errors by status.
+    pub http: BTreeMap<u16, u64>,
+    /// gRPC errors by code.
+    pub grpc: BTreeMap<i32, u64>,
+    /// Transport errors by kind.
+    pub transport: BTreeMap<&'static str, u64>,
+}
+
+impl Outcomes {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::Http(s) => *self.http.entry(s).or_default() += 1,
+            Outcome::Grpc(c) => *self.grpc.entry(c).or_default() += 1,
+            Outcome::Transport(k) => *self.transport.entry(k).or_default() += 1,
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Outcomes) {
+        self.ok += other.ok;
+        self.timeouts += other.timeouts;
+        self.not_sent += other.not_sent;
+        for (k, v) in &other.http {
+            *self.http.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.grpc {
+            *self.grpc.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.transport {
+            *self.transport.entry(*k).or_default() += v;
+        }
+    }
+
+    /// Requests that did not succeed (errors, timeouts, not sent).
+    pub fn failed(&self) -> u64 {
+        self.total() - self.ok
+    }
+
+    /// Every request counted, in any bucket.
+    pub fn total(&self) -> u64 {
+        self.ok
+            + self.timeouts
+            + self.not_sent
+            + self.http.values().sum::<u64>()
+            + self.grpc.values().sum::<u64>()
+            + self.transport.values().sum::<u64>()
+    }
+
+    /// Requests that were sent (everything but `not_sent`).
+    pub fn sent(&self) -> u64 {
+        self.total() - self.not_sent
+    }
+}
+
+/// The timing of one finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it should have been sent (equal to `sent` in closed loop).
+    pub intended: Instant,
+    /// When it was sent.
+    pub sent: Instant,
+    /// When the response ended, or the timeout fired, or the transport failed.
+    pub done: Instant,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Records `d` in ns, growing the (auto-resizing) histogram as needed. `saturating_record` would
+/// clamp to the current range instead of growing, so it is only the fallback.
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let v = nanos(d);
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+enum Msg {
+    Interval {
+        index: u64,
+        hist: Box<HistSet>,
+        outcomes: Outcomes,
+    },
+    Done,
+}
+
+// ===== ThreadRecorder =====
+
+/// One generator thread's recorder.
+#[derive(Debug)]
+pub struct ThreadRecorder {
+    start: Instant,
+    index: u64,
+    hist: Box<HistSet>,
+    outcomes: Outcomes,
+    tx: mpsc::Sender<Msg>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Interval { index, .. } => write!(f, "Interval({index})"),
+            Msg::Done => f.write_str("Done"),
+        }
+    }
+}
+
+impl ThreadRecorder {
+    /// Records one request (into the interval in which it ended).
+    pub fn record(&mut self, s: Sample) {
+        if self.finished {
+            return;
+        }
+        self.advance(s.done);
+        record(
+            &mut self.hist.lag,
+            s.sent.saturating_duration_since(s.intended),
+        );
+        if !matches!(s.outcome, Outcome::Transport(_)) {
+            record(
+                &mut self.hist.corrected,
+                s.done.saturating_duration_since(s.intended),
+            );
+            record(
+                &mut self.hist.service,
+                s.done.saturating_duration_since(s.sent),
+            );
+        }
+        self.outcomes.count(s.outcome);
+    }
+
+    /// Closes the intervals that ended before `now` (called by a ticker so that an idle thread
+    /// does not hold the others' intervals back).
+    pub fn advance(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        let index =
+            (now.saturating_duration_since(self.start).as_nanos() / INTERVAL.as_nanos()) as u64;
+        while self.index < index {
+            self.flush();
+            self.index += 1;
+        }
+    }
+
+    fn flush(&mut self) {
+        let hist = std::mem::take(&mut self.hist);
+        let outcomes = std::mem::take(&mut self.outcomes);
+        // The collector outlives the threads; if it is gone the run is being torn down anyway.
+        let _ = self.tx.send(Msg::Interval {
+            index: self.index,
+            hist,
+            outcomes,
+        });
+    }
+
+    /// Sends the last (partial) interval and signs off; later samples are ignored.
+    pub fn finish(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.advance(now);
+        self.flush();
+        self.finished = true;
+        let _ = self.tx.send(Msg::Done);
+    }
+}
+
+// ===== Collector =====
+
+/// Summary and compressed histograms of one interval of the whole run (all threads).
+#[derive(Debug, Clone)]
+pub struct IntervalRecord {
+    /// Offset of the interval's start from the phase start.
+    pub start: Duration,
+    /// Its length (the last one may be shorter).
+    pub length: Duration,
+    /// Outcomes of requests that ended in it.
+    pub outcomes: Outcomes,
+    /// Corrected latency p50, p99 and max, ns.
+    pub corrected: [u64; 3],
+    /// Service time p50, p99 and max, ns.
+    pub service: [u64; 3],
+    /// The corrected histogram, V2 + deflate.
+    pub corrected_v2: Vec<u8>,
+    /// The service-time histogram, V2 + deflate.
+    pub service_v2: Vec<u8>,
+}
+
+/// Merges the threads' intervals as they arrive.
+#[derive(Debug)]
+pub struct Collector {
+    threads: usize,
+    start: Instant,
+    rx: mpsc::Receiver<Msg>,
+    tx: Option<mpsc::Sender<Msg>>,
+    pending: BTreeMap<u64, (usize, HistSet, Outcomes)>,
+    done: usize,
+    /// Whole-run histograms.
+    pub total: HistSet,
+    /// Whole-run outcomes (without `not_sent`, which the schedule knows).
+    pub outcomes: Outcomes,
+    /// Finished intervals, in order.
+    pub intervals: Vec<IntervalRecord>,
+}
+
+fn three(h: &Histogram<u64>) -> [u64; 3] {
+    [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
+}
+
+fn compress(h: &Histogram<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Serializing into a Vec cannot fail for a valid histogram.
+    let _ = V2DeflateSerializer::new().serialize(h, &mut out);
+    out
+}
+
+impl Collector {
+    /// A collector for `threads` recorders of a phase that starts at `start`.
+    pub fn new(threads: usize, start: Instant) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Collector {
+            threads,
+            start,
+            rx,
+            tx: Some(tx),
+            pending: BTreeMap::new(),
+            done: 0,
+            total: HistSet::default(),
+            outcomes: Outcomes::default(),
+            intervals: Vec::new(),
+        }
+    }
+
+    /// A recorder for one thread. Call exactly `threads` times.
+    pub fn recorder(&self) -> ThreadRecorder {
+        ThreadRecorder {
+            start: self.start,
+            index: 0,
+            hist: Box::default(),
+            outcomes: Outcomes::default(),
+            tx: self
+                .tx
+                .clone()
+                .expect("recorders are made before the collector runs"),
+            finished: false,
+        }
+    }
+
+    /// Waits up to `timeout` for recorder messages; returns the intervals finished meanwhile
+    /// (for progress display) and whether every recorder has finished.
+    pub fn poll(&mut self, timeout: Duration) -> (usize, bool) {
+        self.tx = None; // from now on, only recorders hold senders
+        let before = self.intervals.len();
+        let deadline = Instant::now() + timeout;
+        while self.done < self.threads {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Interval {
+                    index,
+                    hist,
+                    outcomes,
+                }) => {
+                    let entry = self
+                        .pending
+                        .entry(index)
+                        .or_insert_with(|| (0, HistSet::default(), Outcomes::default()));
+                    entry.0 += 1;
+                    entry.1.add(&hist);
+                    entry.2.add(&outcomes);
+                    self.finalize_ready(false);
+                }
+                Ok(Msg::Done) => self.done += 1,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                // Every recorder is gone (a thread panicked): finish with what arrived.
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.done = self.threads,
+            }
+        }
+        let all_done = self.done >= self.threads;
+        if all_done {
+            self.finalize_ready(true);
+        }
+        (self.intervals.len() - before, all_done)
+    }
+
+    fn finalize_ready(&mut self, all: bool) {
+        while let Some(entry) = self.pending.first_entry() {
+            if !all && entry.get().0 < self.threads {
+                break;
+            }
+            let index = *entry.key();
+            let (_, hist, outcomes) = entry.remove();
+            self.finalize(index, hist, outcomes);
+        }
+    }
+
+    fn finalize(&mut self, index: u64, hist: HistSet, outcomes: Outcomes) {
+        let start = INTERVAL * index as u32;
+        self.total.add(&hist);
+        self.outcomes.add(&outcomes);
+        self.intervals.push(IntervalRecord {
+            start,
+            length: INTERVAL,
+            outcomes,
+            corrected: three(&hist.corrected),
+            service: three(&hist.service),
+            corrected_v2: compress(&hist.corrected),
+            service_v2: compress(&hist.service),
+        });
+    }
+
+    /// Marks the end of the phase (offset from its start): the last interval is cut there.
+    pub fn close(&mut self, end: Duration) {
+        if let Some(last) = self.intervals.last_mut() {
+            last.length = end
+                .saturating_sub(last.start)
+                .clamp(Duration::from_millis(1), INTERVAL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_merge_across_threads_and_sum_to_the_total() {
+        let start = Instant::now();
+        let mut collector = Collector::new(2, start);
+        let mut recs = [collector.recorder(), collector.recorder()];
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        for (r, ms, outcome) in [
+            (0, 100, Outcome::Ok),
+            (1, 200, Outcome::Http(503)),
+            (0, 1_500, Outcome::Ok),
+            (1, 2_500, Outcome::Transport("connect_refused")),
+            (0, 2_600, Outcome::Timeout),
+        ] {
+            recs[r].record(Sample {
+                intended: at(ms - 10),
+                sent: at(ms - 5),
+                done: at(ms),
+                outcome,
+            });
+        }
+        for r in &mut recs {
+            r.finish(at(2_700));
+        }
+        let (_, done) = collector.poll(Duration::from_secs(5));
+        assert!(done);
+        assert_eq!(collector.intervals.len(), 3);
+        assert_eq!(collector.intervals[0].outcomes.total(), 2);
+        assert_eq!(collector.intervals[1].outcomes.ok, 1);
+        assert_eq!(collector.outcomes.total(), 5);
+        assert_eq!(collector.outcomes.transport["connect_refused"], 1);
+        // A transport error has no latency, only lag.
+        assert_eq!(collector.total.corrected.len(), 4);
+        assert_eq!(collector.total.lag.len(), 5);
+        assert_eq!(
+            collector.total.corrected.max(),
+            collector.total.corrected.highest_equivalent(10_000_000)
+        );
+        assert_eq!(
+            collector.total.service.value_at_quantile(0.5),
+            collector.total.service.highest_equivalent(5_000_000)
+        );
+    }
+}

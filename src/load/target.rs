@@ -1,0 +1,352 @@
+//! What to send: the target URL(s) with `{seq}` / `{rand:A-B}` placeholders, and the request
+//! template (method, headers, body) prepared once so that building a request is a few clones.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{Method, Request};
+use http_body_util::Full;
+use rand::Rng;
+
+use super::LoadError;
+
+/// One piece of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    /// `{seq}`: 1, 2, 3, … (the request's 1-based index in the phase).
+    Seq,
+    /// `{rand:A-B}`: a uniform integer in A..=B.
+    Rand(u64, u64),
+}
+
+/// A path-and-query with placeholders.
+#[derive(Debug, Clone)]
+struct PathTemplate {
+    parts: Vec<Part>,
+    fixed: Option<PathAndQuery>,
+}
+
+impl PathTemplate {
+    fn parse(pq: &str, url: &str) -> Result<Self, LoadError> {
+        let mut parts = Vec::new();
+        let mut rest = pq;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .map(|c| open + c)
+                .ok_or_else(|| LoadError::Config(format!("{url}: unclosed '{{' in the path")))?;
+            if open > 0 {
+                parts.push(Part::Lit(rest[..open].to_string()));
+            }
+            let inner = &rest[open + 1..close];
+            parts.push(match inner.split_once(':') {
+                None if inner == "seq" => Part::Seq,
+                Some(("rand", range)) => {
+                    let bad = || {
+                        LoadError::Config(format!(
+                            "{url}: {{rand:{range}}} must be {{rand:A-B}} with A <= B"
+                        ))
+                    };
+                    let (a, b) = range.split_once('-').ok_or_else(bad)?;
+                    let (a, b): (u64, u64) =
+                        (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    if a > b {
+                        return Err(bad());
+                    }
+                    Part::Rand(a, b)
+                }
+                _ => {
+                    return Err(LoadError::Config(format!(
+                        "{url}: unknown placeholder {{{inner}}}; expected {{seq}} or {{rand:A-B}}"
+                    )));
+                }
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        let fixed = match parts.as_slice() {
+            [] => Some(PathAndQuery::from_static("/")),
+            [Part::Lit(s)] => Some(
+                PathAndQuery::try_from(s.as_str())
+                    .map_err(|e| LoadError::Config(format!("{url}: invalid path ({e})")))?,
+            ),
+            _ => None,
+        };
+        // Check that an instance of the template is a valid path.
+        let t = PathTemplate { parts, fixed };
+        PathAndQuery::try_from(t.render(1).as_str())
+            .map_err(|e| LoadError::Config(format!("{url}: invalid path ({e})")))?;
+        Ok(t)
+    }
+
+    fn render(&self, seq: u64) -> String {
+        let mut s = String::with_capacity(64);
+        for part in &self.parts {
+            match part {
+                Part::Lit(l) => s.push_str(l),
+                Part::Seq => s.push_str(&seq.to_string()),
+                Part::Rand(a, b) => s.push_str(&rand::rng().random_range(*a..=*b).to_string()),
+            }
+        }
+        s
+    }
+
+    fn instance(&self, seq: u64) -> PathAndQuery {
+        match &self.fixed {
+            Some(pq) => pq.clone(),
+            // The template was checked at parse time; a rendered number cannot make it invalid.
+            None => PathAndQuery::try_from(self.render(seq))
+                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+        }
+    }
+}
+
+/// The wire protocol of the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, one request at a time per connection, keep-alive.
+    Http1,
+    /// HTTP/2 over cleartext (prior knowledge), many streams per connection.
+    Http2,
+    /// gRPC unary calls (HTTP/2).
+    Grpc,
+}
+
+impl Protocol {
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "h2c",
+            Protocol::Grpc => "gRPC",
+        }
+    }
+}
+
+/// Everything needed to build each request, prepared once.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    /// HTTP/1.1, h2c or gRPC.
+    pub protocol: Protocol,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    authority: Authority,
+    method: Method,
+    paths: Vec<PathTemplate>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl RequestTemplate {
+    /// Parses the target URL(s) and prepares the request. All URLs must share scheme and
+    /// host:port (one connection pool); their paths are used round-robin.
+    pub fn new(
+        protocol: Protocol,
+        urls: &[String],
+        method: Method,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Self, LoadError> {
+        let first = urls
+            .first()
+            .ok_or_else(|| LoadError::Config("no target URL given".into()))?;
+        let mut authority: Option<Authority> = None;
+        let mut paths = Vec::new();
+        for url in urls {
+            // Placeholders are not valid URI characters: parse a neutral stand-in first.
+            let (base, pq) = split_url(url)?;
+            let uri: Uri = base.parse().map_err(|e| {
+                LoadError::Config(format!(
+                    "{url}: not a URL ({e}); expected e.g. http://127.0.0.1:8080/path"
+                ))
+            })?;
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") => {
+                    return Err(LoadError::Config(format!(
+                        "{url}: https is not supported; gwbench loads plaintext HTTP/1.1, h2c and gRPC"
+                    )));
+                }
+                _ => return Err(LoadError::Config(format!("{url}: expected an http:// URL"))),
+            }
+            let auth = uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| LoadError::Config(format!("{url}: the URL has no host")))?;
+            if let Some(a) = &authority
+                && *a != auth
+            {
+                return Err(LoadError::Config(format!(
+                    "all targets must share host:port (one connection pool): {a} and {auth}"
+                )));
+            }
+            authority = Some(auth);
+            paths.push(PathTemplate::parse(pq, url)?);
+        }
+        let authority = authority.expect("at least one URL");
+        let host_port = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let addr = host_port
+            .to_socket_addrs()
+            .map_err(|e| {
+                LoadError::Unreachable(format!("{first}: cannot resolve {host_port}: {e}"))
+            })?
+            .next()
+            .ok_or_else(|| {
+                LoadError::Unreachable(format!("{first}: {host_port} has no address"))
+            })?;
+
+        let mut map = HeaderMap::new();
+        if protocol == Protocol::Http1 {
+            map.insert(
+                header::HOST,
+                HeaderValue::from_str(authority.as_str())
+                    .expect("an authority is a valid header value"),
+            );
+        }
+        if protocol == Protocol::Grpc {
+            map.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            map.insert(header::TE, HeaderValue::from_static("trailers"));
+        } else if !body.is_empty() {
+            map.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        for (k, v) in headers {
+            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
+                LoadError::Config(format!("--header {k:?}: not a valid header name"))
+            })?;
+            let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
+                LoadError::Config(format!("--header {k}: {v:?} is not a valid header value"))
+            })?;
+            map.append(name, value);
+        }
+        Ok(RequestTemplate {
+            protocol,
+            addr,
+            authority,
+            method,
+            paths,
+            headers: map,
+            body,
+        })
+    }
+
+    /// The first target, for reports.
+    pub fn describe(&self) -> String {
+        let paths: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| {
+                p.fixed
+                    .as_ref()
+                    .map_or_else(|| "(template)".to_string(), |f| f.to_string())
+            })
+            .collect();
+        format!(
+            "http://{}{}",
+            self.authority,
+            paths.first().cloned().unwrap_or_default()
+        )
+    }
+
+    /// Builds request `index` (0-based) of a phase.
+    pub fn build(&self, index: u64) -> Request<Full<Bytes>> {
+        let path = &self.paths[(index % self.paths.len() as u64) as usize];
+        let pq = path.instance(index + 1);
+        let uri = match self.protocol {
+            // HTTP/1.1 sends origin-form; the Host header carries the authority.
+            Protocol::Http1 => Uri::from(pq),
+            // HTTP/2 takes :scheme and :authority from an absolute URI.
+            Protocol::Http2 | Protocol::Grpc => {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(http::uri::Scheme::HTTP);
+                parts.authority = Some(self.authority.clone());
+                parts.path_and_query = Some(pq);
+                Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+            }
+        };
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = self.headers.clone();
+        if self.protocol != Protocol::Http1 {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
+        req
+    }
+}
+
+/// Splits `http://host:port/path?q` into (`http://host:port`, `/path?q`).
+fn split_url(url: &str) -> Result<(&str, &str), LoadError> {
+    let after_scheme = url.find("://").map(|i| i + 3).ok_or_else(|| {
+        LoadError::Config(format!(
+            "{url:?}: not a URL; expected e.g. http://127.0.0.1:8080/path"
+        ))
+    })?;
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => Ok((&url[..after_scheme + i], &url[after_scheme + i..])),
+        None => Ok((url, "/")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(urls: &[&str]) -> Result<RequestTemplate, LoadError> {
+        let urls: Vec<String> = urls.iter().map(|s| s.to_string()).collect();
+        RequestTemplate::new(Protocol::Http1, &urls, Method::GET, &[], Bytes::new())
+    }
+
+    #[test]
+    fn placeholders_expand() {
+        let t = template(&["http://127.0.0.1:8081/api/users/{seq}?x={rand:5-5}"]).unwrap();
+        assert_eq!(t.build(0).uri(), "/api/users/1?x=5");
+        assert_eq!(t.build(41).uri(), "/api/users/42?x=5");
+        assert_eq!(t.build(0).headers()["host"], "127.0.0.1:8081");
+        let rr = template(&["http://127.0.0.1:1/a", "http://127.0.0.1:1/b"]).unwrap();
+        assert_eq!(
+            [
+                rr.build(0).uri().path(),
+                rr.build(1).uri().path(),
+                rr.build(2).uri().path()
+            ],
+            ["/a", "/b", "/a"]
+        );
+        assert_eq!(
+            template(&["http://127.0.0.1:9"]).unwrap().build(0).uri(),
+            "/"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for bad in [
+            "localhost:8080/x",
+            "https://127.0.0.1/x",
+            "http://127.0.0.1:1/{nope}",
+            "http://127.0.0.1:1/{rand:9-1}",
+            "http://127.0.0.1:1/{seq",
+            "http:///x",
+        ] {
+            assert!(
+                matches!(template(&[bad]), Err(LoadError::Config(_))),
+                "{bad}"
+            );
+        }
+        assert!(template(&["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]).is_err());
+    }
+}

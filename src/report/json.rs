@@ -1,0 +1,217 @@
+//! The `gwbench.load.v1` JSON object (see DESIGN.md "Output contract" and
+//! `reports/schema/load.json`): times are integer nanoseconds, and `requests.scheduled` is the
+//! sum of every outcome bucket. Keys may be added; these keep their meaning.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::grpc_code_name;
+use crate::load::LoadRun;
+
+/// Schema identifier of [`LoadReport`].
+pub const SCHEMA: &str = "gwbench.load.v1";
+
+/// Percentiles of one histogram, in nanoseconds.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Mean, rounded.
+    pub mean: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// 99.99th percentile.
+    pub p9999: u64,
+    /// Largest value (highest equivalent value of its bucket).
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Reads the percentiles off `h` (all zero when empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Percentiles {
+                count: 0,
+                mean: 0,
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                p999: 0,
+                p9999: 0,
+                max: 0,
+            };
+        }
+        Percentiles {
+            count: h.len(),
+            mean: h.mean().round() as u64,
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+        }
+    }
+}
+
+/// Outcome counts; `scheduled` equals the sum of all the others.
+#[derive(Debug, Clone, Serialize)]
+pub struct Requests {
+    /// Requests the schedule called for in the measured phase.
+    pub scheduled: u64,
+    /// 2xx / gRPC OK.
+    pub ok: u64,
+    /// No answer within the timeout.
+    pub timeouts: u64,
+    /// Scheduled but never sent (the generator fell behind or the run ended first).
+    pub not_sent: u64,
+    /// By HTTP status.
+    pub http_errors: BTreeMap<String, u64>,
+    /// By gRPC code name.
+    pub grpc_errors: BTreeMap<String, u64>,
+    /// By kind (connect_refused, connection_reset, …).
+    pub transport_errors: BTreeMap<String, u64>,
+}
+
+/// The three latency histograms.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// From the intended send time (coordinated omission corrected).
+    pub corrected: Percentiles,
+    /// From the actual send time.
+    pub service: Percentiles,
+    /// Actual send time minus intended send time.
+    pub lag: Percentiles,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Start, seconds from the measured phase's start.
+    pub start_s: f64,
+    /// Length in seconds.
+    pub length_s: f64,
+    /// Requests that ended in it.
+    pub completed: u64,
+    /// Of which unsuccessful.
+    pub errors: u64,
+    /// Corrected latency p50, ns.
+    pub corrected_p50: u64,
+    /// Corrected latency p99, ns.
+    pub corrected_p99: u64,
+    /// Corrected latency max, ns.
+    pub corrected_max: u64,
+    /// Service time p99, ns.
+    pub service_p99: u64,
+}
+
+/// CPU the generator used during the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorCpu {
+    /// User + system seconds.
+    pub cpu_s: f64,
+    /// Microseconds of CPU per request sent.
+    pub cpu_us_per_request: f64,
+}
+
+/// The whole report of one load run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// The target.
+    pub target: String,
+    /// Offered mean rate; None for closed loop (`--rps max`).
+    pub offered_rps: Option<f64>,
+    /// Requests sent per second.
+    pub achieved_rps: f64,
+    /// Length of the measured phase.
+    pub duration_s: f64,
+    /// Outcome counts.
+    pub requests: Requests,
+    /// Latency percentiles, ns.
+    pub latency_ns: Latency,
+    /// HTTP/1.1, h2c or gRPC.
+    pub protocol: &'static str,
+    /// The arrival profile, in words.
+    pub rate: String,
+    /// TCP connections.
+    pub connections: usize,
+    /// Generator threads.
+    pub threads: usize,
+    /// Generator CPU.
+    pub generator: GeneratorCpu,
+    /// Per-second time series.
+    pub intervals: Vec<Interval>,
+}
+
+impl LoadReport {
+    /// The report of `run`.
+    pub fn from_run(run: &LoadRun) -> Self {
+        let o = &run.outcomes;
+        let cpu_s = run.cpu.user_s + run.cpu.system_s;
+        LoadReport {
+            schema: SCHEMA,
+            target: run.target.clone(),
+            offered_rps: run.rate.offered(),
+            achieved_rps: run.achieved_rps(),
+            duration_s: run.duration.as_secs_f64(),
+            requests: Requests {
+                scheduled: run.scheduled(),
+                ok: o.ok,
+                timeouts: o.timeouts,
+                not_sent: o.not_sent,
+                http_errors: o.http.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                grpc_errors: o
+                    .grpc
+                    .iter()
+                    .map(|(k, v)| (grpc_code_name(*k).to_string(), *v))
+                    .collect(),
+                transport_errors: o
+                    .transport
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+            },
+            latency_ns: Latency {
+                corrected: Percentiles::of(&run.total.corrected),
+                service: Percentiles::of(&run.total.service),
+                lag: Percentiles::of(&run.total.lag),
+            },
+            protocol: run.protocol.name(),
+            rate: run.rate.to_string(),
+            connections: run.connections,
+            threads: run.threads,
+            generator: GeneratorCpu {
+                cpu_s,
+                cpu_us_per_request: if o.sent() > 0 {
+                    cpu_s * 1e6 / o.sent() as f64
+                } else {
+                    0.0
+                },
+            },
+            intervals: run
+                .intervals
+                .iter()
+                .map(|i| Interval {
+                    start_s: i.start.as_secs_f64(),
+                    length_s: i.length.as_secs_f64(),
+                    completed: i.outcomes.total(),
+                    errors: i.outcomes.failed(),
+                    corrected_p50: i.corrected[0],
+                    corrected_p99: i.corrected[1],
+                    corrected_max: i.corrected[2],
+                    service_p99: i.service[1],
+                })
+                .collect(),
+        }
+    }
+}

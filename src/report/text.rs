@@ -1,0 +1,103 @@
+//! The one-screen terminal summary of a load run.
+
+use std::fmt::Write;
+
+use super::json::{LoadReport, Percentiles};
+
+/// Lag p99 above which the summary warns that the generator could not keep up.
+pub const LAG_WARN_NS: u64 = 1_000_000;
+
+/// Formats nanoseconds for a person: µs below 1 ms, ms below 10 s, else s.
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        n if n < 1_000_000 => format!("{:.0}µs", n as f64 / 1e3),
+        n if n < 10_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
+        n => format!("{:.1}s", n as f64 / 1e9),
+    }
+}
+
+fn row(out: &mut String, name: &str, p: &Percentiles) {
+    let _ = writeln!(
+        out,
+        "  {name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        human_ns(p.p50),
+        human_ns(p.p90),
+        human_ns(p.p99),
+        human_ns(p.p999),
+        human_ns(p.p9999),
+        human_ns(p.max)
+    );
+}
+
+/// Whether the generator fell behind enough to make the figures untrustworthy.
+pub fn generator_fell_behind(r: &LoadReport) -> bool {
+    r.offered_rps.is_some() && (r.latency_ns.lag.p99 > LAG_WARN_NS || r.requests.not_sent > 0)
+}
+
+/// Renders the summary.
+pub fn render(r: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "target     {} ({}, {} connections, {} thread(s))",
+        r.target, r.protocol, r.connections, r.threads
+    );
+    let offered = r
+        .offered_rps
+        .map_or_else(|| "max (closed loop)".to_string(), |o| format!("{o:.1}/s"));
+    let _ = writeln!(
+        out,
+        "rate       offered {offered} [{}], achieved {:.1}/s over {:.1}s",
+        r.rate, r.achieved_rps, r.duration_s
+    );
+    let q = &r.requests;
+    let mut errors = Vec::new();
+    for (k, v) in &q.http_errors {
+        errors.push(format!("{v} HTTP {k}"));
+    }
+    for (k, v) in &q.grpc_errors {
+        errors.push(format!("{v} gRPC {k}"));
+    }
+    for (k, v) in &q.transport_errors {
+        errors.push(format!("{v} {k}"));
+    }
+    let errors = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", errors.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "requests   {} scheduled: {} ok{errors}, {} timeouts, {} not sent",
+        q.scheduled, q.ok, q.timeouts, q.not_sent
+    );
+    let _ = writeln!(
+        out,
+        "latency          p50       p90       p99     p99.9    p99.99       max"
+    );
+    row(&mut out, "corrected", &r.latency_ns.corrected);
+    row(&mut out, "service", &r.latency_ns.service);
+    let lag = &r.latency_ns.lag;
+    let _ = writeln!(
+        out,
+        "lag        p50 {}, p99 {}, max {} (send time behind schedule)",
+        human_ns(lag.p50),
+        human_ns(lag.p99),
+        human_ns(lag.max)
+    );
+    let _ = writeln!(
+        out,
+        "generator  {:.2} s CPU, {:.1} µs per request",
+        r.generator.cpu_s, r.generator.cpu_us_per_request
+    );
+    if generator_fell_behind(r) {
+        let _ = writeln!(
+            out,
+            "WARNING: the generator could not keep up (lag p99 {}, {} not sent): the latency figures include \
+             generator delay; lower --rps, add --connections or --threads, or give the generator its own core.",
+            human_ns(lag.p99),
+            q.not_sent
+        );
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! `gwbench load`: turns the flags into a [`LoadConfig`], runs it, prints and writes the reports,
+//! and checks the SLO.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::cli::{Arrival, LoadArgs};
+use crate::load::schedule::{Limit, Rate};
+use crate::load::slo::Slo;
+use crate::load::target::{Protocol, RequestTemplate};
+use crate::load::{LoadConfig, LoadError, grpc, run_load};
+use crate::report::{hgrm, hlog, json::LoadReport, text};
+
+/// Objectives of `--slo` were missed (exit code 1).
+#[derive(Debug, Error)]
+#[error("SLO missed: {0}")]
+pub(super) struct SloMissed(pub String);
+
+fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
+    let rate = match (&args.ramp, args.arrival) {
+        (Some(ramp), _) => ramp
+            .parse()
+            .map_err(|e: crate::load::schedule::RateError| LoadError::Config(e.0))?,
+        (None, arrival) => match Rate::parse_rps(&args.rps).map_err(|e| LoadError::Config(e.0))? {
+            Rate::Constant(r) if arrival == Arrival::Poisson => Rate::Poisson(r),
+            r => r,
+        },
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| {
+            LoadError::Config(format!("--header {h:?}: expected \"Name: value\""))
+        })?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let method: http::Method = args.method.parse().map_err(|_| {
+        LoadError::Config(format!("--method {:?} is not an HTTP method", args.method))
+    })?;
+    let template = if let Some(method_name) = &args.grpc {
+        let pool = match &args.descriptor_set {
+            Some(path) => grpc::load_descriptor_set(path)?,
+            None => crate::proto::descriptor_pool().clone(),
+        };
+        let call = grpc::prepare(&pool, method_name, &args.data)?;
+        let [base] = args.urls.as_slice() else {
+            return Err(LoadError::Config(
+                "--grpc takes exactly one server URL, e.g. http://127.0.0.1:50051".into(),
+            ));
+        };
+        let url = format!("{}{}", base.trim_end_matches('/'), call.path);
+        RequestTemplate::new(
+            Protocol::Grpc,
+            &[url],
+            http::Method::POST,
+            &headers,
+            call.body,
+        )?
+    } else {
+        let body =
+            match (&args.body, &args.body_file) {
+                (Some(b), _) => Bytes::from(b.clone()),
+                (None, Some(path)) => Bytes::from(std::fs::read(path).map_err(|e| {
+                    LoadError::Config(format!("--body-file {}: {e}", path.display()))
+                })?),
+                (None, None) => Bytes::new(),
+            };
+        let protocol = if args.http2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        RequestTemplate::new(protocol, &args.urls, method, &headers, body)?
+    };
+    let slo = args.slo.as_deref().map(str::parse).transpose()?;
+    let cfg = LoadConfig {
+        template,
+        rate,
+        limit: match args.requests {
+            Some(n) => Limit::Requests(n),
+            None => Limit::Duration(args.duration),
+        },
+        warmup: args.warmup,
+        connections: args.connections as usize,
+        max_in_flight: args.max_in_flight as usize,
+        threads: args.threads as usize,
+        timeout: args.timeout,
+        progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
+    };
+    if cfg.duration_is_zero() {
+        return Err(LoadError::Config("--duration must be longer than 0".into()));
+    }
+    Ok((cfg, slo))
+}
+
+impl LoadConfig {
+    fn duration_is_zero(&self) -> bool {
+        matches!(self.limit, Limit::Duration(d) if d.is_zero())
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs `gwbench load`.
+pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
+    let (cfg, slo) = config(args)?;
+    let run = run_load(&cfg)?;
+    let report = LoadReport::from_run(&run);
+    if args.json {
+        super::print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        super::print_out(&text::render(&report))?;
+    }
+    if let Some(path) = &args.hgrm {
+        write(path, &hgrm::render(&run.total.corrected))?;
+        let service = path.with_extension("service.hgrm");
+        write(&service, &hgrm::render(&run.total.service))?;
+    }
+    if let Some(path) = &args.hlog {
+        write(path, &hlog::render(run.start_wall, &run.intervals))?;
+    }
+    if let Some(slo) = slo {
+        let missed = slo.check(&run);
+        if !missed.is_empty() {
+            let list: Vec<String> = missed
+                .iter()
+                .map(|v| format!("{} (measured {})", v.objective, v.measured))
+                .collect();
+            return Err(SloMissed(list.join(", ")).into());
+        }
+    }
+    Ok(())
+}

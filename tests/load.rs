@@ -1,0 +1,406 @@
+//! The load generator against real servers on 127.0.0.1 (the mocks and small purpose-built
+//! servers): coordinated omission, accounting under failures, protocols, and output formats.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use gwbench::backend::behavior::{Behavior, Latency};
+use gwbench::backend::{Backends, BackendsConfig};
+use gwbench::load::schedule::{Limit, Rate};
+use gwbench::load::target::{Protocol, RequestTemplate};
+use gwbench::load::{LoadConfig, LoadRun, grpc, run_load};
+use gwbench::report::json::LoadReport;
+use gwbench::report::{hgrm, hlog};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use http::Method;
+use tokio_util::sync::CancellationToken;
+
+fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadConfig {
+    LoadConfig {
+        template: RequestTemplate::new(
+            protocol,
+            &[url.to_string()],
+            Method::GET,
+            &[],
+            Bytes::new(),
+        )
+        .unwrap(),
+        rate: Rate::Constant(rps),
+        limit: Limit::Duration(duration),
+        warmup: Duration::ZERO,
+        connections: 8,
+        max_in_flight: 256,
+        threads: 1,
+        timeout: Duration::from_secs(5),
+        progress: false,
+    }
+}
+
+async fn load(cfg: LoadConfig) -> LoadRun {
+    tokio::task::spawn_blocking(move || run_load(&cfg))
+        .await
+        .unwrap()
+        .expect("the run starts")
+}
+
+/// Every scheduled request is in exactly one bucket, and the schedule scheduled `expected`.
+fn assert_accounted(run: &LoadRun, expected: u64) {
+    let o = &run.outcomes;
+    let sum = o.ok
+        + o.timeouts
+        + o.not_sent
+        + o.http.values().sum::<u64>()
+        + o.grpc.values().sum::<u64>()
+        + o.transport.values().sum::<u64>();
+    assert_eq!(
+        sum, expected,
+        "outcomes {o:?} do not add up to the {expected} scheduled"
+    );
+    let report = LoadReport::from_run(run);
+    assert_eq!(report.requests.scheduled, expected);
+}
+
+/// No request failed (a generator slowed by a busy machine may leave some not sent).
+fn assert_no_errors(run: &LoadRun) {
+    let o = &run.outcomes;
+    assert!(o.ok > 0, "{o:?}");
+    assert_eq!(o.ok + o.not_sent, o.total(), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrected_latency_survives_a_stall_that_closed_loop_would_hide() {
+    // A server that, once, holds every request arriving between 1.0 s and 1.5 s after its first
+    // request until 1.5 s.
+    let first: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    gwbench::net::serve_http(
+        listener,
+        move |_req| {
+            let first = first.clone();
+            async move {
+                let t0 = *first.get_or_init(Instant::now);
+                let since = t0.elapsed();
+                if since >= Duration::from_millis(1000) && since < Duration::from_millis(1500) {
+                    tokio::time::sleep_until((t0 + Duration::from_millis(1500)).into()).await;
+                }
+                gwbench::net::json(http::StatusCode::OK, "{}")
+            }
+        },
+        shutdown,
+    );
+    let mut cfg = config(
+        Protocol::Http1,
+        &format!("http://{addr}/"),
+        1000.0,
+        Duration::from_secs(3),
+    );
+    cfg.connections = 32;
+    let run = load(cfg).await;
+    assert_accounted(&run, 3000);
+    assert_no_errors(&run);
+    let corrected_p90 = run.total.corrected.value_at_quantile(0.9);
+    let service_p90 = run.total.service.value_at_quantile(0.9);
+    assert!(
+        corrected_p90 >= 100_000_000,
+        "corrected p90 {corrected_p90} ns should include the stall"
+    );
+    assert!(
+        service_p90 < 50_000_000,
+        "service p90 {service_p90} ns should not"
+    );
+    // The stall shows up as generator lag too: requests waited for a connection.
+    assert!(
+        run.total.lag.max() >= 100_000_000,
+        "lag max {}",
+        run.total.lag.max()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_ok_over_http1_h2c_and_grpc() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let rest = format!("http://{}/api/users/{{rand:1-1000}}", b.rest[0]);
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let run = load(config(protocol, &rest, 400.0, Duration::from_secs(1))).await;
+        assert_accounted(&run, 400);
+        assert_no_errors(&run);
+        assert_eq!(run.total.corrected.len(), run.outcomes.ok);
+    }
+    let call = grpc::prepare(
+        gwbench::proto::descriptor_pool(),
+        "gwbench.v1.UserService/GetUser",
+        r#"{"id": 7}"#,
+    )
+    .unwrap();
+    let mut cfg = config(
+        Protocol::Grpc,
+        "http://127.0.0.1:1/",
+        400.0,
+        Duration::from_secs(1),
+    );
+    cfg.template = RequestTemplate::new(
+        Protocol::Grpc,
+        &[format!("http://{}{}", b.grpc[0], call.path)],
+        Method::POST,
+        &[],
+        call.body,
+    )
+    .unwrap();
+    let run = load(cfg).await;
+    assert_accounted(&run, 400);
+    assert_no_errors(&run);
+
+    // A gRPC error is counted by code: user 0 does not exist.
+    let call = grpc::prepare(
+        gwbench::proto::descriptor_pool(),
+        "gwbench.v1.UserService/GetUser",
+        r#"{"id": 0}"#,
+    )
+    .unwrap();
+    let mut cfg = config(
+        Protocol::Grpc,
+        "http://127.0.0.1:1/",
+        200.0,
+        Duration::from_secs(1),
+    );
+    cfg.template = RequestTemplate::new(
+        Protocol::Grpc,
+        &[format!("http://{}{}", b.grpc[0], call.path)],
+        Method::POST,
+        &[],
+        call.body,
+    )
+    .unwrap();
+    let run = load(cfg).await;
+    assert_accounted(&run, 200);
+    let not_found = run.outcomes.grpc.get(&5).copied().unwrap_or(0);
+    assert!(not_found > 0, "{:?}", run.outcomes);
+    assert_eq!(
+        not_found + run.outcomes.not_sent,
+        200,
+        "only NOT_FOUND: {:?}",
+        run.outcomes
+    );
+
+    // Closed loop sends as fast as responses come back, and schedules nothing ahead.
+    let mut cfg = config(Protocol::Http1, &rest, 1.0, Duration::from_millis(500));
+    cfg.rate = Rate::Max;
+    let run = load(cfg).await;
+    assert!(run.outcomes.ok > 0);
+    assert_eq!(run.outcomes.not_sent, 0);
+    assert_eq!(run.outcomes.ok, run.outcomes.total());
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounting_adds_up_with_errors_timeouts_and_a_dying_target() {
+    // A fraction of 503s.
+    let cfg = BackendsConfig {
+        behavior: Behavior {
+            error_rate: 0.3,
+            ..Default::default()
+        },
+        ..BackendsConfig::ephemeral()
+    };
+    let b = Backends::start(&cfg).await.unwrap();
+    let run1 = load(config(
+        Protocol::Http1,
+        &format!("http://{}/api/users/1", b.rest[0]),
+        500.0,
+        Duration::from_secs(1),
+    ))
+    .await;
+    assert_accounted(&run1, 500);
+    let failed = run1.outcomes.http.get(&503).copied().unwrap_or(0);
+    assert!(failed > 0 && run1.outcomes.ok > 0, "{:?}", run1.outcomes);
+    assert_eq!(
+        failed + run1.outcomes.ok + run1.outcomes.not_sent,
+        500,
+        "{:?}",
+        run1.outcomes
+    );
+    b.shutdown().await;
+
+    // Timeouts: the target answers after 400 ms, the timeout is 100 ms.
+    let cfg = BackendsConfig {
+        behavior: Behavior {
+            latency: Latency::Fixed(Duration::from_millis(400)),
+            ..Default::default()
+        },
+        ..BackendsConfig::ephemeral()
+    };
+    let b = Backends::start(&cfg).await.unwrap();
+    let mut cfg = config(
+        Protocol::Http1,
+        &format!("http://{}/api/users/1", b.rest[0]),
+        100.0,
+        Duration::from_secs(1),
+    );
+    cfg.timeout = Duration::from_millis(100);
+    let run2 = load(cfg).await;
+    assert_accounted(&run2, 100);
+    assert!(run2.outcomes.timeouts > 0, "{:?}", run2.outcomes);
+    assert_eq!(run2.outcomes.ok, 0);
+    assert!(
+        run2.total.service.min() >= 100_000_000,
+        "a timeout is recorded at its deadline"
+    );
+    b.shutdown().await;
+
+    // The target is killed mid-run: connections fail, the run goes on and counts them.
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let url = format!("http://{}/api/users/1", b.rest[0]);
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        b.shutdown().await;
+    });
+    let run3 = load(config(
+        Protocol::Http1,
+        &url,
+        500.0,
+        Duration::from_millis(2000),
+    ))
+    .await;
+    killer.await.unwrap();
+    assert_accounted(&run3, 1000);
+    assert!(run3.outcomes.ok > 0, "{:?}", run3.outcomes);
+    assert!(
+        run3.outcomes
+            .transport
+            .get("connect_refused")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        run3.outcomes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_closes_every_connection_is_counted_as_transport_errors() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                break;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                // Drop without answering.
+            });
+        }
+    });
+    let run = load(config(
+        Protocol::Http1,
+        &format!("http://{addr}/x"),
+        200.0,
+        Duration::from_secs(1),
+    ))
+    .await;
+    acceptor.abort();
+    assert_accounted(&run, 200);
+    assert_eq!(run.outcomes.ok, 0);
+    let transport = run.outcomes.transport.values().sum::<u64>();
+    assert!(transport > 0, "{:?}", run.outcomes);
+    assert_eq!(transport + run.outcomes.not_sent, 200, "{:?}", run.outcomes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_parse_back() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let run = load(config(
+        Protocol::Http1,
+        &format!("http://{}/api/users/1", b.rest[0]),
+        500.0,
+        Duration::from_millis(2500),
+    ))
+    .await;
+    b.shutdown().await;
+    assert_accounted(&run, 1250);
+
+    // .hgrm: monotonic rows, footer total = recorded count.
+    let text = hgrm::render(&run.total.corrected);
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| {
+            l.split_whitespace()
+                .take(3)
+                .map(|f| f.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 10);
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1] && w[0][2] <= w[1][2])
+    );
+    let footer = text.lines().find(|l| l.starts_with("#[Max")).unwrap();
+    let total: u64 = footer
+        .trim_end_matches(']')
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(total, run.total.corrected.len());
+    assert_eq!(rows.last().unwrap()[2] as u64, total);
+
+    // .hlog: read back with the crate's iterator; the merged intervals equal the total.
+    let log = hlog::render(run.start_wall, &run.intervals);
+    let mut merged = Histogram::<u64>::new(3).unwrap();
+    let mut intervals = 0;
+    let mut saw_base_time = false;
+    for entry in IntervalLogIterator::new(log.as_bytes()) {
+        match entry.expect("the log parses") {
+            LogEntry::BaseTime(_) => saw_base_time = true,
+            LogEntry::Interval(i) if i.tag().map(|t| t.as_str()) == Some("corrected") => {
+                intervals += 1;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(i.encoded_histogram())
+                    .unwrap();
+                let h: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .unwrap();
+                merged.add(&h).unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_base_time);
+    assert_eq!(intervals, run.intervals.len());
+    assert_eq!(merged.len(), run.total.corrected.len());
+    assert_eq!(merged.max(), run.total.corrected.max());
+    assert_eq!(
+        merged.value_at_quantile(0.99),
+        run.total.corrected.value_at_quantile(0.99)
+    );
+
+    // JSON: valid against the published schema.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/load.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let json = serde_json::to_value(LoadReport::from_run(&run)).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{json:#}");
+    // The schema does reject a report that breaks the contract.
+    let mut broken = json.clone();
+    broken["latency_ns"]["corrected"]["p99"] = serde_json::json!(1.5);
+    assert!(!validator.is_valid(&broken));
+}
