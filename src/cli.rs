@@ -131,6 +131,10 @@ pub struct LoadArgs {
     /// Per-request timeout; a request without an answer by then counts as a timeout.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Busy-wait (yielding) this long before each send instead of sleeping, for precise pacing:
+    /// a sleeping thread wakes tens of µs late, more on a VM. Costs CPU; 0 always sleeps.
+    #[arg(long, default_value = "20us", value_name = "DURATION", value_parser = parse_duration)]
+    pub spin: std::time::Duration,
     /// HTTP method.
     #[arg(short = 'm', long, default_value = "GET")]
     pub method: String,

@@ -38,6 +38,7 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
         max_in_flight: 256,
         threads: 1,
         timeout: Duration::from_secs(5),
+        spin: Duration::from_micros(20),
         progress: false,
     }
 }

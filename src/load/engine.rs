@@ -1,35 +1,40 @@
-//! One generator thread: a current-thread tokio runtime that paces tickets from the shared
-//! [`Dispenser`] (sleeping precisely until each intended send time), leases a connection or
-//! stream, and spawns the request; the response is recorded when it ends. Waiting for a
-//! connection when all are busy shows up as generator lag, and in the corrected latency.
+//! One generator thread: a current-thread tokio runtime whose senders take tickets from the
+//! shared [`Dispenser`], sleep precisely until each intended send time, send, and record the
+//! outcome when the response ends.
+//!
+//! - HTTP/1.1: one sender task per connection (as wrk), one request at a time each. When every
+//!   connection is busy, nobody takes the next ticket: it goes out late, which shows up as
+//!   generator lag and in the corrected latency.
+//! - HTTP/2 and gRPC: one pacer task takes tickets and spawns each request on a shared
+//!   connection, up to `max_in_flight` streams; waiting for a stream is lag likewise.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
-use super::http::Pool;
+use super::http::{H1Conn, Pool};
 use super::recorder::{Outcome, Sample, ThreadRecorder};
-use super::schedule::Dispenser;
+use super::schedule::{Dispenser, Ticket};
 use super::target::RequestTemplate;
 use super::timer::PreciseTimer;
+
+/// How long after the end of the phase a request that was due inside it may still go out (as
+/// lag); after that it counts as not sent. Keeps a late wake-up at the very end from turning
+/// into a `not_sent`, while a generator that is hopelessly behind still stops.
+pub(super) const SEND_GRACE: Duration = Duration::from_secs(1);
 
 /// What every thread shares.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) template: RequestTemplate,
     pub(super) timeout: Duration,
+    /// Busy-wait this long before a send instead of sleeping through it.
+    pub(super) spin: Duration,
     /// Requests in flight across threads, for the progress display.
     pub(super) in_flight: AtomicI64,
 }
-
-/// How long after the end of the phase a request that was due inside it may still go out (as
-/// lag); after that it counts as not sent. Keeps a late wake-up at the very end from turning
-/// into a `not_sent`, while a generator that is hopelessly behind still stops.
-pub(super) const SEND_GRACE: Duration = Duration::from_secs(1);
 
 /// One phase (warm-up or measurement) as one thread sees it.
 pub(super) struct Phase<'a> {
@@ -38,8 +43,6 @@ pub(super) struct Phase<'a> {
     /// Stop sending at this instant (None: when the dispenser runs out).
     pub(super) end: Option<Instant>,
     pub(super) recorder: ThreadRecorder,
-    /// Wait for the requests in flight before returning (the last phase does).
-    pub(super) drain: bool,
 }
 
 /// What a thread reports at the end of a phase.
@@ -49,114 +52,229 @@ pub(super) struct PhaseEnd {
     pub(super) not_sent: u64,
     /// When the last request was sent.
     pub(super) last_send: Option<Instant>,
-    /// When the last response ended (or now, if none).
+    /// When the last response ended.
     pub(super) finished: Option<Instant>,
 }
 
-/// Runs one phase on this thread's runtime.
+impl PhaseEnd {
+    fn merge(&mut self, other: PhaseEnd) {
+        self.not_sent += other.not_sent;
+        self.last_send = self.last_send.max(other.last_send);
+        self.finished = self.finished.max(other.finished);
+    }
+}
+
+/// The per-thread state of a running phase, shared by its sender tasks.
+struct Run<'a> {
+    shared: Arc<Shared>,
+    dispenser: &'a Dispenser,
+    start: Instant,
+    end: Option<Instant>,
+    recorder: RefCell<ThreadRecorder>,
+}
+
+impl Run<'_> {
+    /// Takes the next ticket and waits for its send time; None when the phase is over.
+    async fn next(
+        &self,
+        timer: &mut PreciseTimer,
+    ) -> std::io::Result<Option<(Ticket, Option<Instant>)>> {
+        if self.end.is_some_and(|e| Instant::now() >= e) {
+            return Ok(None);
+        }
+        let Some(ticket) = self.dispenser.next() else {
+            return Ok(None);
+        };
+        let intended = ticket.at.map(|at| self.start + at);
+        if let Some(t) = intended {
+            timer.sleep_until(t, self.shared.spin).await?;
+        }
+        Ok(Some((ticket, intended)))
+    }
+
+    /// Whether a ticket that could only go out now must count as not sent instead.
+    fn too_late(&self, ticket: &Ticket, now: Instant) -> bool {
+        match (self.end, ticket.at) {
+            (Some(e), Some(_)) => now >= e + SEND_GRACE,
+            (Some(e), None) => now >= e,
+            (None, _) => false,
+        }
+    }
+
+    fn record(&self, intended: Option<Instant>, sent: Instant, outcome: Outcome) -> Instant {
+        let done = Instant::now();
+        self.record_sample(Sample {
+            intended: intended.unwrap_or(sent),
+            sent,
+            done,
+            outcome,
+        })
+    }
+
+    fn record_sample(&self, sample: Sample) -> Instant {
+        self.recorder.borrow_mut().record(sample);
+        sample.done
+    }
+}
+
+/// Runs one phase on this thread's runtime: sends until the phase ends, waits for the requests
+/// in flight, and signs the recorder off.
 pub(super) async fn run_phase(
     shared: Arc<Shared>,
     pool: &mut Pool,
     phase: Phase<'_>,
 ) -> std::io::Result<PhaseEnd> {
-    let mut timer = PreciseTimer::new()?;
-    let recorder = Rc::new(RefCell::new(phase.recorder));
-    let in_flight = Rc::new(Cell::new(0usize));
-    let idle = Rc::new(Notify::new());
-    let last_done: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
-
+    let run = Rc::new(Run {
+        shared,
+        dispenser: phase.dispenser,
+        start: phase.start,
+        end: phase.end,
+        recorder: RefCell::new(phase.recorder),
+    });
     // Close intervals even when no response arrives (a stalled target).
-    let ticker = {
-        let recorder = Rc::downgrade(&recorder);
-        tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                match recorder.upgrade() {
-                    Some(r) => r.borrow_mut().advance(Instant::now()),
-                    None => break,
+    let ticker = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            run.recorder.borrow_mut().advance(Instant::now());
+        }
+    };
+    let senders = async {
+        match pool {
+            Pool::H1(conns) => {
+                let mut end = PhaseEnd::default();
+                let workers = conns.iter_mut().map(|conn| h1_sender(&run, conn));
+                for result in futures_join(workers).await {
+                    end.merge(result?);
+                }
+                Ok(end)
+            }
+            Pool::H2 { conns, streams } => h2_pacer(&run, conns, streams).await,
+        }
+    };
+    let end = tokio::select! {
+        end = senders => end?,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    run.recorder.borrow_mut().finish(Instant::now());
+    Ok(end)
+}
+
+/// Polls every future to completion on this task (no spawning: they borrow the connections).
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
                 }
             }
-        })
-    };
-
-    let mut end = PhaseEnd::default();
-    // Closed loop stops taking tickets at the end; open loop sends what was due, within grace.
-    let past_end = |now: Instant| phase.end.is_some_and(|e| now >= e);
-    let past_grace = |now: Instant| phase.end.is_some_and(|e| now >= e + SEND_GRACE);
-    loop {
-        if past_end(Instant::now()) {
-            break;
         }
-        let Some(ticket) = phase.dispenser.next() else {
-            break;
-        };
-        let intended = ticket.at.map(|at| phase.start + at);
-        if let Some(t) = intended {
-            timer.sleep_until(t).await?;
-        }
-        let mut lease = pool.acquire().await;
-        let now = Instant::now();
-        if if ticket.at.is_some() {
-            past_grace(now)
+        if pending {
+            std::task::Poll::Pending
         } else {
-            past_end(now)
-        } {
-            if ticket.at.is_some() {
-                end.not_sent += 1;
-            }
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future completed"))
+        .collect()
+}
+
+/// One HTTP/1.1 connection's sender: take a ticket, wait for its time, send, record, repeat.
+async fn h1_sender(run: &Run<'_>, conn: &mut H1Conn) -> std::io::Result<PhaseEnd> {
+    let mut timer = PreciseTimer::new()?;
+    let mut end = PhaseEnd::default();
+    let template = &run.shared.template;
+    while let Some((ticket, intended)) = run.next(&mut timer).await? {
+        let sent = Instant::now();
+        if run.too_late(&ticket, sent) {
+            end.not_sent += u64::from(ticket.at.is_some());
             break;
         }
-        let req = shared.template.build(ticket.index);
-        let sent = Instant::now();
+        let req = template.build(ticket.index);
         end.last_send = Some(sent);
-        in_flight.set(in_flight.get() + 1);
+        run.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = match tokio::time::timeout(
+            run.shared.timeout,
+            conn.execute(template.addr, template.protocol, req),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                conn.discard();
+                Outcome::Timeout
+            }
+        };
+        run.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        end.finished = Some(run.record(intended, sent, outcome));
+    }
+    Ok(end)
+}
+
+/// The HTTP/2 pacer: take a ticket, wait for its time and for a free stream, spawn the request.
+async fn h2_pacer(
+    run: &Rc<Run<'_>>,
+    conns: &[Rc<super::http::H2Conn>],
+    streams: &Arc<tokio::sync::Semaphore>,
+) -> std::io::Result<PhaseEnd> {
+    let mut timer = PreciseTimer::new()?;
+    let mut end = PhaseEnd::default();
+    let mut next_conn = 0usize;
+    // The spawned requests borrow nothing from the phase: they time themselves and hand the
+    // sample back through a channel, which the pacer records between tickets.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+    let mut outstanding = 0usize;
+    while let Some((ticket, intended)) = run.next(&mut timer).await? {
+        while let Ok(sample) = rx.try_recv() {
+            outstanding -= 1;
+            end.finished = Some(run.record_sample(sample));
+        }
+        let permit = streams
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let sent = Instant::now();
+        if run.too_late(&ticket, sent) {
+            end.not_sent += u64::from(ticket.at.is_some());
+            break;
+        }
+        let req = run.shared.template.build(ticket.index);
+        end.last_send = Some(sent);
+        let conn = conns[next_conn % conns.len()].clone();
+        next_conn = next_conn.wrapping_add(1);
+        let (shared, tx) = (run.shared.clone(), tx.clone());
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let (shared, recorder, in_flight, idle, last_done) = (
-            shared.clone(),
-            recorder.clone(),
-            in_flight.clone(),
-            idle.clone(),
-            last_done.clone(),
-        );
+        outstanding += 1;
         tokio::task::spawn_local(async move {
             let (addr, protocol) = (shared.template.addr, shared.template.protocol);
-            let outcome = match tokio::time::timeout(
-                shared.timeout,
-                lease.execute(addr, protocol, req),
-            )
-            .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    lease.discard_connection();
-                    Outcome::Timeout
-                }
-            };
-            drop(lease);
+            let outcome = tokio::time::timeout(shared.timeout, conn.execute(addr, protocol, req))
+                .await
+                .unwrap_or(Outcome::Timeout);
             let done = Instant::now();
-            recorder.borrow_mut().record(Sample {
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let _ = tx.send(Sample {
                 intended: intended.unwrap_or(sent),
                 sent,
                 done,
                 outcome,
             });
-            last_done.set(Some(done));
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            in_flight.set(in_flight.get() - 1);
-            if in_flight.get() == 0 {
-                idle.notify_one();
-            }
         });
     }
-    if phase.drain {
-        while in_flight.get() > 0 {
-            idle.notified().await;
-        }
+    // Wait for every request in flight (each is bounded by the timeout).
+    drop(tx);
+    while outstanding > 0 {
+        let Some(sample) = rx.recv().await else { break };
+        outstanding -= 1;
+        end.finished = Some(run.record_sample(sample));
     }
-    ticker.abort();
-    end.finished = last_done.get();
-    // Sign off; responses of an undrained phase that arrive later are ignored.
-    recorder.borrow_mut().finish(Instant::now());
     Ok(end)
 }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use super::recorder::Outcome;
 use super::target::Protocol;
@@ -116,193 +116,146 @@ async fn finish(resp: Response<Incoming>, protocol: Protocol) -> Outcome {
     }
 }
 
-// ===== pools =====
+// ===== connections =====
 
-/// One HTTP/1.1 connection slot: a connection, or none yet / broken.
+/// One HTTP/1.1 connection, owned by one sender task: a connection, or none yet / broken.
 #[derive(Debug, Default)]
-pub struct H1Slot(Option<http1::SendRequest<Body>>);
+pub struct H1Conn(Option<http1::SendRequest<Body>>);
 
-/// An HTTP/2 connection shared by many streams.
-#[derive(Debug, Default)]
-pub struct H2Conn(RefCell<Option<http2::SendRequest<Body>>>);
-
-/// One generator thread's connections.
-#[derive(Debug)]
-pub enum Pool {
-    /// HTTP/1.1: idle slots come back through a channel; waiting for one is generator lag.
-    H1 {
-        /// Idle slots.
-        idle: mpsc::UnboundedReceiver<H1Slot>,
-        /// Where finished requests return their slot.
-        back: mpsc::UnboundedSender<H1Slot>,
-    },
-    /// HTTP/2 and gRPC: connections used round-robin, streams bounded by `streams`.
-    H2 {
-        /// The connections.
-        conns: Vec<Rc<H2Conn>>,
-        /// Next connection to use.
-        next: usize,
-        /// Bounds requests in flight.
-        streams: Arc<Semaphore>,
-    },
-}
-
-/// The right to send one request: a connection and, for HTTP/2, a stream permit.
-#[derive(Debug)]
-pub enum Lease {
-    /// An HTTP/1.1 slot, returned on drop of the lease through `back`.
-    H1(H1Slot, mpsc::UnboundedSender<H1Slot>),
-    /// An HTTP/2 connection and a stream permit.
-    H2(Rc<H2Conn>, OwnedSemaphorePermit),
-}
-
-impl Pool {
-    /// A pool of `connections` connections (opened lazily) allowing `in_flight` requests.
-    pub fn new(protocol: Protocol, connections: usize, in_flight: usize) -> Pool {
-        match protocol {
-            Protocol::Http1 => {
-                let (back, idle) = mpsc::unbounded_channel();
-                for _ in 0..connections {
-                    let _ = back.send(H1Slot::default());
-                }
-                Pool::H1 { idle, back }
-            }
-            Protocol::Http2 | Protocol::Grpc => Pool::H2 {
-                conns: (0..connections)
-                    .map(|_| Rc::new(H2Conn::default()))
-                    .collect(),
-                next: 0,
-                streams: Arc::new(Semaphore::new(in_flight.max(1))),
-            },
-        }
+impl H1Conn {
+    /// Opens the connection now (before the clock starts).
+    pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
+        self.0 = Some(connect_h1(addr).await?);
+        Ok(())
     }
 
-    /// Waits for a free connection (HTTP/1.1) or stream (HTTP/2).
-    pub async fn acquire(&mut self) -> Lease {
-        match self {
-            Pool::H1 { idle, back } => {
-                // The pool holds a sender, so the channel never closes.
-                let slot = idle.recv().await.unwrap_or_default();
-                Lease::H1(slot, back.clone())
-            }
-            Pool::H2 {
-                conns,
-                next,
-                streams,
-            } => {
-                let permit = streams
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let conn = conns[*next % conns.len()].clone();
-                *next = next.wrapping_add(1);
-                Lease::H2(conn, permit)
-            }
-        }
-    }
-
-    /// Opens every connection now (before the clock starts), so that the first requests do not
-    /// pay for the handshake. Returns the first failure.
-    pub async fn warm(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
-        match self {
-            Pool::H1 { idle, back } => {
-                let mut slots = Vec::new();
-                while let Ok(slot) = idle.try_recv() {
-                    slots.push(slot);
-                }
-                let mut result = Ok(());
-                for mut slot in slots {
-                    match connect_h1(addr).await {
-                        Ok(s) => slot.0 = Some(s),
-                        Err(e) => result = Err(e),
-                    }
-                    let _ = back.send(slot);
-                }
-                result
-            }
-            Pool::H2 { conns, .. } => {
-                for conn in conns.iter() {
-                    *conn.0.borrow_mut() = Some(connect_h2(addr).await?);
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Lease {
-    /// Sends `req` and reads the whole response. On any failure the connection is dropped, so
-    /// the next request on this slot reconnects.
+    /// Sends `req` and reads the whole response, reconnecting first if the connection was
+    /// closed. On a transport failure the connection is dropped.
     pub async fn execute(
         &mut self,
         addr: SocketAddr,
         protocol: Protocol,
         req: Request<Body>,
     ) -> Outcome {
-        match self {
-            Lease::H1(slot, _) => {
-                let mut sender = match slot.0.take() {
-                    Some(s) if !s.is_closed() => s,
-                    _ => match connect_h1(addr).await {
-                        Ok(s) => s,
-                        Err(kind) => return Outcome::Transport(kind),
-                    },
-                };
-                if let Err(e) = sender.ready().await {
-                    return Outcome::Transport(hyper_kind(&e));
-                }
-                let outcome = match sender.send_request(req).await {
-                    Ok(resp) => finish(resp, protocol).await,
-                    Err(e) => Outcome::Transport(hyper_kind(&e)),
-                };
-                if !matches!(outcome, Outcome::Transport(_)) {
-                    slot.0 = Some(sender);
-                }
-                outcome
-            }
-            Lease::H2(conn, _) => {
-                let existing = conn.0.borrow().clone().filter(|s| !s.is_closed());
-                let mut sender = match existing {
-                    Some(s) => s,
-                    None => match connect_h2(addr).await {
-                        Ok(s) => {
-                            *conn.0.borrow_mut() = Some(s.clone());
-                            s
-                        }
-                        Err(kind) => return Outcome::Transport(kind),
-                    },
-                };
-                if let Err(e) = sender.ready().await {
-                    conn.0.borrow_mut().take();
-                    return Outcome::Transport(hyper_kind(&e));
-                }
-                let outcome = match sender.send_request(req).await {
-                    Ok(resp) => finish(resp, protocol).await,
-                    Err(e) => Outcome::Transport(hyper_kind(&e)),
-                };
-                if matches!(outcome, Outcome::Transport(_)) {
-                    conn.0.borrow_mut().take();
-                }
-                outcome
-            }
+        let mut sender = match self.0.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => match connect_h1(addr).await {
+                Ok(s) => s,
+                Err(kind) => return Outcome::Transport(kind),
+            },
+        };
+        if let Err(e) = sender.ready().await {
+            return Outcome::Transport(hyper_kind(&e));
         }
+        let outcome = match sender.send_request(req).await {
+            Ok(resp) => finish(resp, protocol).await,
+            Err(e) => Outcome::Transport(hyper_kind(&e)),
+        };
+        if !matches!(outcome, Outcome::Transport(_)) {
+            self.0 = Some(sender);
+        }
+        outcome
     }
 
-    /// Marks the connection as unusable (after a timeout, the response may still arrive on it).
-    pub fn discard_connection(&mut self) {
-        match self {
-            Lease::H1(slot, _) => slot.0 = None,
-            // An HTTP/2 stream is reset when its future is dropped; the connection stays.
-            Lease::H2(..) => {}
-        }
+    /// Drops the connection (after a timeout the late response would arrive on it).
+    pub fn discard(&mut self) {
+        self.0 = None;
     }
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Lease::H1(slot, back) = self {
-            let _ = back.send(std::mem::take(slot));
+/// An HTTP/2 connection shared by many streams.
+#[derive(Debug, Default)]
+pub struct H2Conn(RefCell<Option<http2::SendRequest<Body>>>);
+
+impl H2Conn {
+    /// Opens the connection now (before the clock starts).
+    pub async fn open(&self, addr: SocketAddr) -> Result<(), &'static str> {
+        *self.0.borrow_mut() = Some(connect_h2(addr).await?);
+        Ok(())
+    }
+
+    /// Sends `req` on a new stream and reads the whole response; reconnects if the connection
+    /// is gone, and drops it on a transport failure.
+    pub async fn execute(
+        &self,
+        addr: SocketAddr,
+        protocol: Protocol,
+        req: Request<Body>,
+    ) -> Outcome {
+        let existing = self.0.borrow().clone().filter(|s| !s.is_closed());
+        let mut sender = match existing {
+            Some(s) => s,
+            None => match connect_h2(addr).await {
+                Ok(s) => {
+                    *self.0.borrow_mut() = Some(s.clone());
+                    s
+                }
+                Err(kind) => return Outcome::Transport(kind),
+            },
+        };
+        if let Err(e) = sender.ready().await {
+            self.0.borrow_mut().take();
+            return Outcome::Transport(hyper_kind(&e));
         }
+        let outcome = match sender.send_request(req).await {
+            Ok(resp) => finish(resp, protocol).await,
+            Err(e) => Outcome::Transport(hyper_kind(&e)),
+        };
+        if matches!(outcome, Outcome::Transport(_)) {
+            self.0.borrow_mut().take();
+        }
+        outcome
+    }
+}
+
+/// One generator thread's connections.
+#[derive(Debug)]
+pub enum Pool {
+    /// HTTP/1.1: one sender task per connection, one request at a time each.
+    H1(Vec<H1Conn>),
+    /// HTTP/2 and gRPC: connections used round-robin, requests in flight bounded by `streams`.
+    H2 {
+        /// The connections.
+        conns: Vec<Rc<H2Conn>>,
+        /// Bounds requests in flight.
+        streams: Arc<Semaphore>,
+    },
+}
+
+impl Pool {
+    /// A pool of `connections` connections (not yet open) allowing `in_flight` requests.
+    pub fn new(protocol: Protocol, connections: usize, in_flight: usize) -> Pool {
+        match protocol {
+            Protocol::Http1 => Pool::H1((0..connections).map(|_| H1Conn::default()).collect()),
+            Protocol::Http2 | Protocol::Grpc => Pool::H2 {
+                conns: (0..connections)
+                    .map(|_| Rc::new(H2Conn::default()))
+                    .collect(),
+                streams: Arc::new(Semaphore::new(in_flight.max(1))),
+            },
+        }
+    }
+
+    /// Opens every connection now, so that the first requests do not pay for the handshake.
+    /// Returns the last failure (the run goes on; failed connections retry per request).
+    pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
+        let mut result = Ok(());
+        match self {
+            Pool::H1(conns) => {
+                for c in conns.iter_mut() {
+                    if let Err(e) = c.open(addr).await {
+                        result = Err(e);
+                    }
+                }
+            }
+            Pool::H2 { conns, .. } => {
+                for c in conns.iter() {
+                    if let Err(e) = c.open(addr).await {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        result
     }
 }

@@ -53,6 +53,9 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Busy-wait (yielding) this long before each send instead of sleeping: precise pacing for
+    /// CPU. Zero sleeps all the way.
+    pub spin: Duration,
     /// Show a live progress bar on stderr.
     pub progress: bool,
 }
@@ -145,6 +148,7 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
     let shared = Arc::new(Shared {
         template: cfg.template.clone(),
         timeout: cfg.timeout,
+        spin: cfg.spin,
         in_flight: AtomicI64::new(0),
     });
     let warm_rate = match cfg.rate {
@@ -184,7 +188,7 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async move {
                         let mut pool = Pool::new(shared.template.protocol, conns, in_flight);
-                        let warm_error = pool.warm(shared.template.addr).await.err();
+                        let warm_error = pool.open(shared.template.addr).await.err();
                         ready.wait();
                         go.wait();
                         let start = start_at
@@ -202,7 +206,6 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                                 start,
                                 end: Some(start + warmup),
                                 recorder: warm_rec,
-                                drain: false,
                             };
                             engine::run_phase(shared.clone(), &mut pool, phase).await?;
                         }
@@ -216,7 +219,6 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                             start: m_start,
                             end,
                             recorder: rec,
-                            drain: true,
                         };
                         let result = engine::run_phase(shared, &mut pool, phase).await?;
                         Ok((result, warm_error))

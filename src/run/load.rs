@@ -88,6 +88,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         max_in_flight: args.max_in_flight as usize,
         threads: args.threads as usize,
         timeout: args.timeout,
+        spin: args.spin,
         progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
     };
     if cfg.duration_is_zero() {
