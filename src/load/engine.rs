@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::http::{H1Conn, Pool};
+use super::h1::H1Conn;
+use super::http::Pool;
 use super::recorder::{Outcome, Sample, ThreadRecorder};
 use super::schedule::{Dispenser, Ticket};
 use super::target::RequestTemplate;
@@ -191,21 +192,17 @@ async fn h1_sender(run: &Run<'_>, conn: &mut H1Conn) -> std::io::Result<PhaseEnd
     let mut timer = PreciseTimer::new()?;
     let mut end = PhaseEnd::default();
     let template = &run.shared.template;
+    let fixed = template.h1_fixed();
     while let Some((ticket, intended)) = run.next(&mut timer).await? {
         let sent = Instant::now();
         if run.too_late(&ticket, sent) {
             end.not_sent += u64::from(ticket.at.is_some());
             break;
         }
-        let req = template.build(ticket.index);
         end.last_send = Some(sent);
         run.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = match tokio::time::timeout(
-            run.shared.timeout,
-            conn.execute(template.addr, template.protocol, req),
-        )
-        .await
-        {
+        let exchange = conn.execute(template, fixed.as_ref(), ticket.index);
+        let outcome = match tokio::time::timeout(run.shared.timeout, exchange).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 conn.discard();

@@ -1,7 +1,6 @@
-//! How to send: connection pools and the send/receive of one request, for HTTP/1.1 (one
-//! request at a time per connection, keep-alive, reconnect when closed), and HTTP/2 (h2c, shared
-//! connections, streams bounded by a semaphore) which also carries gRPC. Every transport
-//! failure is classified into a stable kind for the report.
+//! How to send: connection pools, and for HTTP/2 (h2c, shared connections, streams bounded by a
+//! semaphore; it also carries gRPC) the send/receive of one request over hyper. HTTP/1.1 uses
+//! the lean client in [`super::h1`]. Every transport failure is classified into a stable kind.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -12,7 +11,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
+
+use super::h1::H1Conn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -23,7 +24,7 @@ use super::target::Protocol;
 type Body = Full<Bytes>;
 
 /// Classifies an I/O error into a transport-error kind.
-fn io_kind(err: &std::io::Error) -> &'static str {
+pub(super) fn io_kind(err: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match err.kind() {
         ConnectionRefused => "connect_refused",
@@ -59,15 +60,6 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, &'static str> {
     let stream = TcpStream::connect(addr).await.map_err(|e| io_kind(&e))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-async fn connect_h1(addr: SocketAddr) -> Result<http1::SendRequest<Body>, &'static str> {
-    let io = TokioIo::new(connect(addr).await?);
-    let (sender, conn) = http1::handshake(io).await.map_err(|e| hyper_kind(&e))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, &'static str> {
@@ -117,51 +109,6 @@ async fn finish(resp: Response<Incoming>, protocol: Protocol) -> Outcome {
 }
 
 // ===== connections =====
-
-/// One HTTP/1.1 connection, owned by one sender task: a connection, or none yet / broken.
-#[derive(Debug, Default)]
-pub struct H1Conn(Option<http1::SendRequest<Body>>);
-
-impl H1Conn {
-    /// Opens the connection now (before the clock starts).
-    pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
-        self.0 = Some(connect_h1(addr).await?);
-        Ok(())
-    }
-
-    /// Sends `req` and reads the whole response, reconnecting first if the connection was
-    /// closed. On a transport failure the connection is dropped.
-    pub async fn execute(
-        &mut self,
-        addr: SocketAddr,
-        protocol: Protocol,
-        req: Request<Body>,
-    ) -> Outcome {
-        let mut sender = match self.0.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => match connect_h1(addr).await {
-                Ok(s) => s,
-                Err(kind) => return Outcome::Transport(kind),
-            },
-        };
-        if let Err(e) = sender.ready().await {
-            return Outcome::Transport(hyper_kind(&e));
-        }
-        let outcome = match sender.send_request(req).await {
-            Ok(resp) => finish(resp, protocol).await,
-            Err(e) => Outcome::Transport(hyper_kind(&e)),
-        };
-        if !matches!(outcome, Outcome::Transport(_)) {
-            self.0 = Some(sender);
-        }
-        outcome
-    }
-
-    /// Drops the connection (after a timeout the late response would arrive on it).
-    pub fn discard(&mut self) {
-        self.0 = None;
-    }
-}
 
 /// An HTTP/2 connection shared by many streams.
 #[derive(Debug, Default)]

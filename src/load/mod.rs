@@ -4,6 +4,7 @@
 
 mod engine;
 pub mod grpc;
+pub mod h1;
 pub mod http;
 pub mod recorder;
 pub mod schedule;

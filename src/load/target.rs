@@ -262,6 +262,52 @@ impl RequestTemplate {
         )
     }
 
+    /// Whether responses to this request carry no body whatever their headers say (HEAD).
+    pub fn is_head(&self) -> bool {
+        self.method == Method::HEAD
+    }
+
+    /// Writes request `index` (0-based) of a phase as HTTP/1.1 bytes into `out` (cleared
+    /// first): request line, headers, `Content-Length`, body. For a path without placeholders
+    /// these are the same bytes every time, prepared by [`RequestTemplate::h1_fixed`].
+    pub fn write_h1(&self, index: u64, out: &mut Vec<u8>) {
+        out.clear();
+        let path = &self.paths[(index % self.paths.len() as u64) as usize];
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        match &path.fixed {
+            Some(pq) => out.extend_from_slice(pq.as_str().as_bytes()),
+            None => out.extend_from_slice(path.render(index + 1).as_bytes()),
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !self.body.is_empty()
+            || !matches!(self.method, Method::GET | Method::HEAD | Method::DELETE)
+        {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The HTTP/1.1 bytes of every request, when they never change (one path, no placeholders).
+    pub fn h1_fixed(&self) -> Option<Bytes> {
+        if self.paths.len() == 1 && self.paths[0].fixed.is_some() {
+            let mut out = Vec::new();
+            self.write_h1(0, &mut out);
+            Some(Bytes::from(out))
+        } else {
+            None
+        }
+    }
+
     /// Builds request `index` (0-based) of a phase.
     pub fn build(&self, index: u64) -> Request<Full<Bytes>> {
         let path = &self.paths[(index % self.paths.len() as u64) as usize];
@@ -330,6 +376,32 @@ mod tests {
             template(&["http://127.0.0.1:9"]).unwrap().build(0).uri(),
             "/"
         );
+    }
+
+    #[test]
+    fn http1_bytes() {
+        let t = template(&["http://127.0.0.1:8081/api/users/{seq}"]).unwrap();
+        let mut out = Vec::new();
+        t.write_h1(6, &mut out);
+        assert_eq!(
+            out,
+            b"GET /api/users/7 HTTP/1.1\r\nhost: 127.0.0.1:8081\r\n\r\n"
+        );
+        assert!(t.h1_fixed().is_none());
+        let urls = ["http://127.0.0.1:8081/x".to_string()];
+        let headers = [("x-k".to_string(), "v".to_string())];
+        let post = RequestTemplate::new(
+            Protocol::Http1,
+            &urls,
+            Method::POST,
+            &headers,
+            Bytes::from("{}"),
+        )
+        .unwrap();
+        let expected: &[u8] =
+            b"POST /x HTTP/1.1\r\nhost: 127.0.0.1:8081\r\ncontent-type: application/json\r\n\
+            x-k: v\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(post.h1_fixed().unwrap(), expected);
     }
 
     #[test]
