@@ -43,6 +43,17 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
     }
 }
 
+/// `GetUser` with `data` against the gRPC mock at `addr`, for one second.
+fn grpc_config(addr: std::net::SocketAddr, data: &str, rps: f64) -> LoadConfig {
+    let pool = gwbench::proto::descriptor_pool();
+    let call = grpc::prepare(pool, "gwbench.v1.UserService/GetUser", data).unwrap();
+    let url = format!("http://{addr}{}", call.path);
+    let mut cfg = config(Protocol::Grpc, &url, rps, Duration::from_secs(1));
+    cfg.template =
+        RequestTemplate::new(Protocol::Grpc, &[url], Method::POST, &[], call.body).unwrap();
+    cfg
+}
+
 async fn load(cfg: LoadConfig) -> LoadRun {
     tokio::task::spawn_blocking(move || run_load(&cfg))
         .await
@@ -136,52 +147,12 @@ async fn all_ok_over_http1_h2c_and_grpc() {
         assert_no_errors(&run);
         assert_eq!(run.total.corrected.len(), run.outcomes.ok);
     }
-    let call = grpc::prepare(
-        gwbench::proto::descriptor_pool(),
-        "gwbench.v1.UserService/GetUser",
-        r#"{"id": 7}"#,
-    )
-    .unwrap();
-    let mut cfg = config(
-        Protocol::Grpc,
-        "http://127.0.0.1:1/",
-        400.0,
-        Duration::from_secs(1),
-    );
-    cfg.template = RequestTemplate::new(
-        Protocol::Grpc,
-        &[format!("http://{}{}", b.grpc[0], call.path)],
-        Method::POST,
-        &[],
-        call.body,
-    )
-    .unwrap();
-    let run = load(cfg).await;
+    let run = load(grpc_config(b.grpc[0], r#"{"id": 7}"#, 400.0)).await;
     assert_accounted(&run, 400);
     assert_no_errors(&run);
 
     // A gRPC error is counted by code: user 0 does not exist.
-    let call = grpc::prepare(
-        gwbench::proto::descriptor_pool(),
-        "gwbench.v1.UserService/GetUser",
-        r#"{"id": 0}"#,
-    )
-    .unwrap();
-    let mut cfg = config(
-        Protocol::Grpc,
-        "http://127.0.0.1:1/",
-        200.0,
-        Duration::from_secs(1),
-    );
-    cfg.template = RequestTemplate::new(
-        Protocol::Grpc,
-        &[format!("http://{}{}", b.grpc[0], call.path)],
-        Method::POST,
-        &[],
-        call.body,
-    )
-    .unwrap();
-    let run = load(cfg).await;
+    let run = load(grpc_config(b.grpc[0], r#"{"id": 0}"#, 200.0)).await;
     assert_accounted(&run, 200);
     let not_found = run.outcomes.grpc.get(&5).copied().unwrap_or(0);
     assert!(not_found > 0, "{:?}", run.outcomes);

@@ -321,6 +321,12 @@ mod tests {
         addr
     }
 
+    fn get(addr: SocketAddr) -> RequestTemplate {
+        let urls = [format!("http://{addr}/")];
+        let http1 = super::super::target::Protocol::Http1;
+        RequestTemplate::new(http1, &urls, Method::GET, &[], Bytes::new()).unwrap()
+    }
+
     #[tokio::test]
     async fn reads_every_framing_and_keeps_the_connection() {
         let addr = canned(vec![
@@ -330,15 +336,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
         ])
         .await;
-        let urls = [format!("http://{addr}/")];
-        let t = RequestTemplate::new(
-            super::super::target::Protocol::Http1,
-            &urls,
-            Method::GET,
-            &[],
-            Bytes::new(),
-        )
-        .unwrap();
+        let t = get(addr);
         let fixed = t.h1_fixed();
         let mut conn = H1Conn::default();
         assert_eq!(conn.execute(&t, fixed.as_ref(), 0).await, Outcome::Ok);
@@ -355,30 +353,14 @@ mod tests {
     #[tokio::test]
     async fn garbage_and_early_close_are_transport_errors() {
         let addr = canned(vec![b"SPDY/9 what\r\n\r\n"]).await;
-        let urls = [format!("http://{addr}/")];
-        let t = RequestTemplate::new(
-            super::super::target::Protocol::Http1,
-            &urls,
-            Method::GET,
-            &[],
-            Bytes::new(),
-        )
-        .unwrap();
+        let t = get(addr);
         let mut conn = H1Conn::default();
         assert_eq!(
             conn.execute(&t, None, 0).await,
             Outcome::Transport("protocol_error")
         );
         let addr = canned(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
-        let urls = [format!("http://{addr}/")];
-        let t = RequestTemplate::new(
-            super::super::target::Protocol::Http1,
-            &urls,
-            Method::GET,
-            &[],
-            Bytes::new(),
-        )
-        .unwrap();
+        let t = get(addr);
         assert_eq!(
             conn.execute(&t, None, 0).await,
             Outcome::Transport("connection_closed")
