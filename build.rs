@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -19,12 +17,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     files.sort();
 
-    let fds = protox::Compiler::new(["proto"])?
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
         .include_imports(true)
         .include_source_info(false)
-        .open_files(&files)?
-        .file_descriptor_set();
-    std::fs::write(out_dir.join("gwbench_descriptor.bin"), fds.encode_to_vec())?;
+        .open_files(&files)?;
+    // The embedded set keeps custom options (google.api.http): prost_types' structs would drop
+    // them as unknown fields, so the bytes come from protox's own encoder.
+    std::fs::write(
+        out_dir.join("gwbench_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .build_client(true)

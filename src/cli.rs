@@ -61,6 +61,55 @@ pub enum Command {
     /// coordinated-omission-corrected latency.
     #[command(after_help = LOAD_EXAMPLES)]
     Load(Box<LoadArgs>),
+    /// Run the API gateway: REST/JSON routes transcoded to gRPC from the protos'
+    /// google.api.http annotations, and reverse-proxy routes to HTTP upstreams.
+    #[command(after_help = GATEWAY_EXAMPLES)]
+    Gateway(GatewayArgs),
+}
+
+const GATEWAY_EXAMPLES: &str = "\
+Examples:
+  gwbench backends &                    # mocks on :8081 (REST) and :50051 (gRPC)
+  gwbench gateway                       # :8080, admin :9901, the embedded default config
+  curl localhost:8080/api/users/42      # REST -> gRPC GetUser, transcoded
+  curl localhost:8080/rest/api/users/42 # REST -> REST, proxied (prefix /rest stripped)
+  curl localhost:9901/routes            # what is routed where
+  gwbench gateway --print-default-config > gw.toml; gwbench gateway --config gw.toml
+  gwbench gateway --upstream-grpc 10.0.0.5:50051 --upstream-grpc 10.0.0.6:50051
+
+Every RPC with a google.api.http annotation in the descriptor set (the embedded one, or
+--descriptor-set FILE: a FileDescriptorSet with imports) becomes a route. gRPC errors map to
+HTTP statuses as grpc-gateway does; errors are JSON: {\"error\": {\"code\", \"message\",
+\"http_status\"}}. Prints `ready http ADDR` and `ready admin ADDR` when listening; on SIGTERM
+or Ctrl-C stops accepting and lets requests in flight finish (limits.drain_timeout).";
+
+/// `gwbench gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Configuration file (TOML); default: the embedded configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+    /// Listen address for REST/JSON (overrides listen.http; port 0 = any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Listen address for the admin endpoint (overrides listen.admin).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Endpoint of the gRPC upstream of transcoded routes (repeatable; replaces the configured ones).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream_grpc: Vec<String>,
+    /// Endpoint of the HTTP upstream of proxy routes (repeatable; replaces the configured ones).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream_rest: Vec<String>,
+    /// FileDescriptorSet whose annotated RPCs become routes (overrides transcode.descriptor_set).
+    #[arg(long, value_name = "FILE")]
+    pub descriptor_set: Option<std::path::PathBuf>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 const LOAD_EXAMPLES: &str = "\

@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod cli;
+pub mod config;
+pub mod gateway;
 pub mod load;
 pub mod net;
 pub mod proto;

@@ -47,26 +47,32 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError
     })
 }
 
+/// The client's address, put in every request's extensions by [`serve_http`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Serves `handler` on `listener` over HTTP/1.1 (keep-alive) and h2c until `shutdown` is
 /// cancelled; then stops accepting and lets in-flight requests finish for up to
-/// [`DRAIN_TIMEOUT`].
-pub fn serve_http<H, F>(
+/// [`DRAIN_TIMEOUT`]. Each request carries the client's [`PeerAddr`] in its extensions.
+pub fn serve_http<H, F, B>(
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
 ) -> JoinHandle<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::spawn(async move {
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(%err, "accept failed");
@@ -77,7 +83,8 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });

@@ -458,6 +458,20 @@ async fn serving_one_protocol_only() {
 }
 
 #[tokio::test]
+async fn overlapping_port_ranges_are_refused_before_binding() {
+    // Defaults with two instances: REST instance 1 would take the admin port 8082.
+    let cfg = BackendsConfig {
+        instances: 2,
+        ..BackendsConfig::default()
+    };
+    let err = Backends::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("port 8082") && err.contains("REST mock instance 1") && err.contains("admin"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();

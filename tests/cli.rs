@@ -108,16 +108,7 @@ fn backends_start_answer_and_stop_on_sigterm() {
         .spawn()
         .unwrap();
     let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut ready = Vec::new();
-    for _ in 0..3 {
-        let line = lines
-            .next()
-            .expect("the child printed fewer than 3 lines")
-            .unwrap();
-        ready.push(line);
-    }
+    let ready = ready_lines(&mut guard.0, 3);
     let kinds: Vec<&str> = ready
         .iter()
         .map(|l| l.split(' ').nth(1).unwrap_or(""))
@@ -264,4 +255,137 @@ fn load_slo_sets_the_exit_code() {
     assert_eq!(json["schema"], "gwbench.load.v1");
     assert_eq!(json["requests"]["scheduled"], 100);
     rt.block_on(backends.shutdown());
+}
+
+/// Reads `n` lines from the child's stdout (its ready lines).
+fn ready_lines(child: &mut Child, n: usize) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    (0..n)
+        .map(|_| {
+            lines
+                .next()
+                .expect("the child printed too few lines")
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn gateway_finishes_a_request_in_flight_at_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let slow = gwbench::backend::behavior::Behavior {
+        latency: gwbench::backend::behavior::Latency::Fixed(Duration::from_millis(600)),
+        ..Default::default()
+    };
+    let cfg = gwbench::backend::BackendsConfig {
+        behavior: slow,
+        ..gwbench::backend::BackendsConfig::ephemeral()
+    };
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(&cfg))
+        .unwrap();
+    let child = gwbench()
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ])
+        .args([
+            "--upstream-grpc",
+            &backends.grpc[0].to_string(),
+            "--upstream-rest",
+            &backends.rest[0].to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let ready = ready_lines(&mut guard.0, 2);
+    assert!(
+        ready[0].starts_with("ready http 127.0.0.1:") && ready[1].starts_with("ready admin "),
+        "{ready:?}"
+    );
+    let http = ready[0].rsplit(' ').next().unwrap().to_string();
+
+    let in_flight =
+        rt.spawn(async move { common::get(&format!("http://{http}/api/users/7")).await });
+    std::thread::sleep(Duration::from_millis(200));
+    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGTERM).unwrap();
+    let reply = rt.block_on(in_flight).unwrap();
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight completes: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.json()["id"], "7");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    rt.block_on(backends.shutdown());
+}
+
+#[test]
+fn gateway_config_errors_exit_2_before_binding() {
+    let dir = std::env::temp_dir().join(format!("gwbench-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        gwbench::config::DEFAULT_CONFIG.replace("lb = \"round_robin\"", "lb = \"random\""),
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["gateway", "--config", bad], "random"),
+        (
+            vec!["gateway", "--config", "/nonexistent/gw.toml"],
+            "cannot read",
+        ),
+        (
+            vec!["gateway", "--upstream-grpc", "localhost"],
+            "is not host:port",
+        ),
+        (
+            vec![
+                "gateway",
+                "--descriptor-set",
+                "/nonexistent.pb",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+            "nonexistent.pb",
+        ),
+    ] {
+        let (code, stderr) = fails(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    let out = gwbench()
+        .args(["gateway", "--print-default-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        gwbench::config::DEFAULT_CONFIG
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -183,6 +183,29 @@ impl Backends {
                 "nothing to serve: neither REST nor gRPC is enabled".into(),
             ));
         }
+        // Instance i listens on base + i, so ranges can run into each other (with the defaults,
+        // REST instance 1 would take the admin port 8082): say so before binding anything.
+        let mut planned: Vec<(u16, String)> = Vec::new();
+        for (on, base, what) in [
+            (cfg.rest, cfg.rest_port, "REST mock"),
+            (cfg.grpc, cfg.grpc_port, "gRPC mock"),
+        ] {
+            if on && base != 0 {
+                for (i, a) in cfg.addrs(base, what)?.iter().enumerate() {
+                    planned.push((a.port(), format!("{what} instance {i}")));
+                }
+            }
+        }
+        if cfg.admin_port != 0 {
+            planned.push((cfg.admin_port, "the admin endpoint".into()));
+        }
+        for (k, (port, who)) in planned.iter().enumerate() {
+            if let Some((_, other)) = planned[..k].iter().find(|(p, _)| p == port) {
+                return Err(BackendError::Config(format!(
+                    "port {port} would be used by both {other} and {who}; move one (--rest-port, --grpc-port, --admin-port, or 0 for free ports)"
+                )));
+            }
+        }
         let mut rest_listeners = Vec::new();
         if cfg.rest {
             for addr in cfg.addrs(cfg.rest_port, "REST mock")? {

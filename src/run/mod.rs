@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
+mod gateway;
 mod load;
 
 use crate::backend::{BackendError, Backends};
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backends(args) => backends(&args),
         Command::Load(args) => load::load(&args),
+        Command::Gateway(args) => gateway::gateway(&args),
     }
 }
 
@@ -25,7 +27,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// a missed `--slo`).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = |e: &(dyn std::error::Error + 'static)| {
-        e.is::<BackendError>() || e.is::<crate::net::BindError>() || e.is::<LoadError>()
+        e.is::<BackendError>()
+            || e.is::<crate::net::BindError>()
+            || e.is::<LoadError>()
+            || e.is::<crate::config::ConfigError>()
+            || e.is::<crate::gateway::server::StartError>()
+            || e.is::<crate::gateway::GatewayError>()
     };
     if err.chain().any(usage) { 2 } else { 1 }
 }

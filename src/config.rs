@@ -1,0 +1,395 @@
+//! Gateway configuration: TOML (serde) with an embedded default that matches the mock backends'
+//! default ports, checked once into typed values before any port is bound. Errors name the file,
+//! the key and what was expected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The embedded default: every annotated RPC transcoded to the gRPC mock, `/rest/*` proxied to
+/// the REST mock, listeners on the default ports.
+pub const DEFAULT_CONFIG: &str = r#"# gwbench gateway configuration (this is the embedded default; print it with
+# `gwbench gateway --print-default-config`, edit, and pass it with --config FILE).
+# Durations are written like "500ms", "5s"; addresses as "host:port".
+
+[listen]
+http = "127.0.0.1:8080"        # REST/JSON in (HTTP/1.1 and h2c)
+admin = "127.0.0.1:9901"       # /healthz, /routes
+
+[limits]
+max_body_bytes = 1048576       # larger request bodies are answered 413
+drain_timeout = "5s"           # on SIGTERM, how long in-flight requests may finish
+
+# Every RPC with a google.api.http annotation in the descriptor set becomes a route.
+[transcode]
+upstream = "grpc"              # the upstream that serves them (protocol "grpc")
+# descriptor_set = "api.pb"    # a FileDescriptorSet; default: gwbench's own protos
+timeout = "5s"                 # per-request deadline (a shorter grpc-timeout / X-Request-Timeout wins)
+proto_field_names = false      # JSON keys: false = lowerCamelCase json names, true = proto names
+emit_defaults = false          # include fields that hold their default value
+reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
+
+[[upstreams]]
+name = "grpc"
+protocol = "grpc"
+endpoints = ["127.0.0.1:50051"]
+lb = "round_robin"             # or "least_request" (power of two choices)
+connect_timeout = "1s"
+
+[[upstreams]]
+name = "rest"
+protocol = "http"
+endpoints = ["127.0.0.1:8081"]
+lb = "round_robin"
+connect_timeout = "1s"
+
+# Plain reverse-proxy routes: a path prefix to an HTTP upstream.
+[[proxy]]
+prefix = "/rest/"
+upstream = "rest"
+strip_prefix = "/rest"         # /rest/api/users/42 -> /api/users/42
+timeout = "5s"
+"#;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// The file (or "embedded default config").
+    pub source_name: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// A duration written as text ("500ms").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for TextDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(TextDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); use e.g. 500ms or 5s"
+                ))
+            })
+    }
+}
+
+impl Serialize for TextDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// REST/JSON listener.
+    pub http: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Graceful-shutdown bound.
+    pub drain_timeout: TextDuration,
+}
+
+/// `[transcode]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transcode {
+    /// Upstream serving the annotated RPCs.
+    pub upstream: String,
+    /// A FileDescriptorSet file; None = the embedded one.
+    #[serde(default)]
+    pub descriptor_set: Option<std::path::PathBuf>,
+    /// Per-request deadline.
+    pub timeout: TextDuration,
+    /// JSON keys as proto field names instead of json names.
+    #[serde(default)]
+    pub proto_field_names: bool,
+    /// Emit fields holding default values.
+    #[serde(default)]
+    pub emit_defaults: bool,
+    /// Unknown JSON fields and query parameters are an error.
+    #[serde(default = "yes")]
+    pub reject_unknown_fields: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// gRPC over h2c.
+    Grpc,
+    /// HTTP/1.1.
+    Http,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The less busy of two random endpoints.
+    LeastRequest,
+}
+
+/// `[[upstreams]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Name routes refer to.
+    pub name: String,
+    /// gRPC or HTTP.
+    pub protocol: UpstreamProtocol,
+    /// host:port of each instance.
+    pub endpoints: Vec<String>,
+    /// Balancing policy.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// TCP connect timeout.
+    pub connect_timeout: TextDuration,
+}
+
+/// `[[proxy]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRoute {
+    /// Path prefix, starting and ending with '/'.
+    pub prefix: String,
+    /// An upstream with protocol "http".
+    pub upstream: String,
+    /// Removed from the start of the path before forwarding ("" keeps it).
+    #[serde(default)]
+    pub strip_prefix: String,
+    /// Per-request deadline.
+    pub timeout: TextDuration,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listeners.
+    pub listen: Listen,
+    /// Limits.
+    pub limits: Limits,
+    /// Transcoded routes.
+    pub transcode: Transcode,
+    /// Upstreams.
+    pub upstreams: Vec<Upstream>,
+    /// Proxy routes.
+    #[serde(default)]
+    pub proxy: Vec<ProxyRoute>,
+}
+
+impl GatewayConfig {
+    /// The embedded default.
+    pub fn default_config() -> GatewayConfig {
+        GatewayConfig::parse(DEFAULT_CONFIG, "embedded default config")
+            .expect("the embedded default config is valid")
+    }
+
+    /// Parses and validates `text` (from `source_name`, for messages).
+    pub fn parse(text: &str, source_name: &str) -> Result<GatewayConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let cfg: GatewayConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().replace('\n', " ")))?;
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        GatewayConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Checks what serde cannot: references, uniqueness, non-empty lists, address syntax.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.limits.max_body_bytes == 0 {
+            return Err("limits.max_body_bytes: must be above 0".into());
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(format!("upstreams[{i}].name: must not be empty"));
+            }
+            if self.upstreams[..i].iter().any(|o| o.name == u.name) {
+                return Err(format!(
+                    "upstreams[{i}].name: {:?} is defined twice",
+                    u.name
+                ));
+            }
+            if u.endpoints.is_empty() {
+                return Err(format!(
+                    "upstreams[{i}].endpoints ({}): needs at least one host:port",
+                    u.name
+                ));
+            }
+            for (j, e) in u.endpoints.iter().enumerate() {
+                check_endpoint(e)
+                    .map_err(|m| format!("upstreams[{i}].endpoints[{j}] ({}): {m}", u.name))?;
+            }
+        }
+        let want = |key: &str, name: &str, protocol: UpstreamProtocol| -> Result<(), String> {
+            match self.upstream(name) {
+                None => Err(format!(
+                    "{key}: no upstream named {name:?} (defined: {})",
+                    self.upstreams
+                        .iter()
+                        .map(|u| u.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Some(u) if u.protocol != protocol => Err(format!(
+                    "{key}: upstream {name:?} has protocol {:?}, expected {protocol:?}",
+                    u.protocol
+                )),
+                Some(_) => Ok(()),
+            }
+        };
+        want(
+            "transcode.upstream",
+            &self.transcode.upstream,
+            UpstreamProtocol::Grpc,
+        )?;
+        for (i, p) in self.proxy.iter().enumerate() {
+            if !p.prefix.starts_with('/') || !p.prefix.ends_with('/') {
+                return Err(format!(
+                    "proxy[{i}].prefix: {:?} must start and end with '/'",
+                    p.prefix
+                ));
+            }
+            if !p.strip_prefix.is_empty() && !p.prefix.starts_with(&p.strip_prefix) {
+                return Err(format!(
+                    "proxy[{i}].strip_prefix: {:?} is not a prefix of {:?}",
+                    p.strip_prefix, p.prefix
+                ));
+            }
+            want(
+                &format!("proxy[{i}].upstream"),
+                &p.upstream,
+                UpstreamProtocol::Http,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// An endpoint must be host:port with a port.
+fn check_endpoint(e: &str) -> Result<(), String> {
+    let (host, port) = e
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{e:?} is not host:port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{e:?} is not host:port"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_parses_and_matches_the_mock_ports() {
+        let cfg = GatewayConfig::default_config();
+        assert_eq!(cfg.listen.http.port(), 8080);
+        assert_eq!(cfg.listen.admin.port(), 9901);
+        assert_eq!(cfg.upstream("grpc").unwrap().endpoints, ["127.0.0.1:50051"]);
+        assert_eq!(cfg.upstream("rest").unwrap().endpoints, ["127.0.0.1:8081"]);
+        assert_eq!(cfg.proxy[0].strip_prefix, "/rest");
+        // What it prints parses back to the same thing.
+        let again = GatewayConfig::parse(&cfg.to_toml(), "printed").unwrap();
+        assert_eq!(again.to_toml(), cfg.to_toml());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = DEFAULT_CONFIG;
+        for (from, to, needle) in [
+            (
+                "lb = \"round_robin\"             # or",
+                "lb = \"random\" # or",
+                "random",
+            ),
+            (
+                "timeout = \"5s\"                 # per-request",
+                "timeout = \"5x\" # ",
+                "5x",
+            ),
+            (
+                "upstream = \"grpc\"              # the",
+                "upstream = \"nope\" # ",
+                "transcode.upstream: no upstream named \"nope\"",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:8081\"]",
+                "endpoints = [\"localhost\"]",
+                "upstreams[1].endpoints[0] (rest)",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:8081\"]",
+                "endpoints = []",
+                "needs at least one",
+            ),
+            (
+                "prefix = \"/rest/\"",
+                "prefix = \"rest\"",
+                "proxy[0].prefix",
+            ),
+            (
+                "upstream = \"rest\"",
+                "upstream = \"grpc\"",
+                "expected Http",
+            ),
+            (
+                "max_body_bytes = 1048576",
+                "max_body_byte = 1",
+                "max_body_byte",
+            ),
+        ] {
+            assert!(base.contains(from), "{from}");
+            let err = GatewayConfig::parse(&base.replacen(from, to, 1), "test.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("test.toml: "), "{err}");
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The gateway: REST/JSON in → route → (middleware, next issue) → REST proxy or gRPC
+//! transcoding. [`Gateway::handle`] is the whole request path, generic over the request body so
+//! tests can drive it without a socket; [`server`] puts it on a port.
+//!
+//! Request path, in order: request id → path check → route match → body limit → deadline →
+//! upstream (transcode | proxy) → response headers.
+
+pub mod router;
+pub mod server;
+pub mod status;
+pub mod transcode;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use rand::Rng;
+use thiserror::Error;
+use tonic::Code;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::config::GatewayConfig;
+use crate::net::PeerAddr;
+use router::{Router, Target};
+use status::GwError;
+use transcode::JsonOptions;
+use upstream::Upstream;
+
+/// Response body: a buffered JSON body, or an upstream's streamed body (proxy routes).
+pub type GwBody = Either<Full<Bytes>, Incoming>;
+
+/// Header carrying the request id to upstreams and back to the client.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Header a client may set to shorten the route's deadline (`500ms`, `2s`, or seconds).
+pub const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
+
+/// The gateway could not be built from its configuration.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct GatewayError(pub String);
+
+/// The built gateway: routes, upstream pools and options. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Gateway {
+    router: Router,
+    upstreams: Vec<Upstream>,
+    json: JsonOptions,
+    transcode_upstream: usize,
+    transcode_timeout: Duration,
+    max_body: usize,
+}
+
+impl Gateway {
+    /// Builds routes (from the descriptor set's annotations and the proxy routes) and upstream
+    /// pools. Must run inside a tokio runtime; opens no connection yet.
+    pub fn new(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
+        let pool = match &cfg.transcode.descriptor_set {
+            Some(path) => crate::load::grpc::load_descriptor_set(path)
+                .map_err(|e| GatewayError(e.to_string()))?,
+            None => crate::proto::descriptor_pool().clone(),
+        };
+        let upstreams = cfg
+            .upstreams
+            .iter()
+            .map(Upstream::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(GatewayError)?;
+        let index_of = |name: &str| upstreams.iter().position(|u| u.name == name);
+        let mut router = Router::new();
+        let mut paths = HashMap::new();
+        router
+            .add_annotated(&pool, &mut paths)
+            .map_err(GatewayError)?;
+        for p in &cfg.proxy {
+            let target = router::ProxyTarget {
+                prefix: p.prefix.clone(),
+                strip: p.strip_prefix.clone(),
+                upstream: index_of(&p.upstream)
+                    .ok_or_else(|| GatewayError(format!("no upstream {}", p.upstream)))?,
+                timeout: p.timeout.0,
+            };
+            router
+                .add_proxy(target, &p.upstream, &mut paths)
+                .map_err(GatewayError)?;
+        }
+        let t = &cfg.transcode;
+        Ok(Gateway {
+            router,
+            transcode_upstream: index_of(&t.upstream)
+                .ok_or_else(|| GatewayError(format!("no upstream {}", t.upstream)))?,
+            upstreams,
+            json: JsonOptions::new(
+                t.proto_field_names,
+                t.emit_defaults,
+                t.reject_unknown_fields,
+            ),
+            transcode_timeout: t.timeout.0,
+            max_body: cfg.limits.max_body_bytes,
+        })
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &[router::RouteInfo] {
+        self.router.routes()
+    }
+
+    /// Answers one request. Errors become JSON responses here, in one place.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<GwBody>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request_id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let mut resp = match self.route(req, &request_id).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        };
+        resp.headers_mut().insert(REQUEST_ID, request_id);
+        resp
+    }
+
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        request_id: &HeaderValue,
+    ) -> Result<Response<GwBody>, GwError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path();
+        check_path(path)?;
+        let (target, params) = self.router.at(req.method(), path).map_err(|e| match e {
+            router::RouteError::NotFound => GwError::grpc(
+                Code::NotFound,
+                format!("no route for {} {path}", req.method()),
+            ),
+            router::RouteError::MethodNotAllowed(allow) => {
+                let mut err = GwError::http(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Code::Unimplemented,
+                    format!(
+                        "{} is not allowed on {path}; allowed: {allow}",
+                        req.method()
+                    ),
+                );
+                err.allow = Some(allow);
+                err
+            }
+        })?;
+        let target = target.clone();
+        let route_timeout = match &target {
+            Target::Transcode(_) => self.transcode_timeout,
+            Target::Proxy(p) => p.timeout,
+        };
+        let deadline =
+            client_deadline(req.headers()).map_or(route_timeout, |d| d.min(route_timeout));
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let started = std::time::Instant::now();
+        let call = async {
+            match &target {
+                Target::Transcode(route) => {
+                    let msg =
+                        route.encode_request(&params, parts.uri.query(), &body, &self.json)?;
+                    let mut metadata = MetadataMap::new();
+                    if let Ok(v) = MetadataValue::try_from(request_id.as_bytes()) {
+                        metadata.insert("x-request-id", v);
+                    }
+                    let upstream = &self.upstreams[self.transcode_upstream];
+                    let (_, reply) = upstream
+                        .grpc_unary(&route.grpc_path, msg, &metadata, Some(deadline))
+                        .await
+                        .map_err(|s| match s.code() {
+                            // tonic enforces the grpc-timeout it sends and reports it as CANCELLED.
+                            Code::Cancelled if started.elapsed() >= deadline => {
+                                deadline_exceeded(deadline)
+                            }
+                            code => GwError::grpc(code, s.message().to_string()),
+                        })?;
+                    let json = route.render_response(&reply, &self.json)?;
+                    Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
+                }
+                Target::Proxy(p) => self.proxy(p, &parts, body, request_id).await,
+            }
+        };
+        match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(deadline)),
+        }
+    }
+
+    /// Reads the request body up to the limit; a declared oversize body is refused unread.
+    async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, GwError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = || {
+            GwError::http(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ResourceExhausted,
+                format!("request body is over the limit of {} bytes", self.max_body),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return Err(too_large());
+        }
+        match Limited::new(body, self.max_body).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(GwError::grpc(
+                Code::InvalidArgument,
+                format!("could not read the request body: {e}"),
+            )),
+        }
+    }
+
+    async fn proxy(
+        &self,
+        p: &router::ProxyTarget,
+        parts: &http::request::Parts,
+        body: Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<Response<GwBody>, GwError> {
+        let path = parts.uri.path();
+        let rest = path.strip_prefix(p.strip.as_str()).unwrap_or(path);
+        let rest = if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        };
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest,
+        };
+        let pq = PathAndQuery::try_from(pq)
+            .map_err(|e| GwError::grpc(Code::InvalidArgument, e.to_string()))?;
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.insert(REQUEST_ID, request_id.clone());
+        if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>() {
+            let ip = peer.ip().to_string();
+            let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.clone(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                headers.insert("x-forwarded-for", v);
+            }
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let for_ = if peer.is_ipv6() {
+                format!("\"[{ip}]\"")
+            } else {
+                ip
+            };
+            if let Ok(v) = HeaderValue::from_str(&format!("for={for_};proto=http;host=\"{host}\""))
+            {
+                headers.append(header::FORWARDED, v);
+            }
+        }
+        let upstream = &self.upstreams[p.upstream];
+        let resp = upstream
+            .http_forward(&parts.method, &pq, &headers, body)
+            .await
+            .map_err(|s| GwError::grpc(s.code(), s.message().to_string()))?;
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        Ok(Response::from_parts(rparts, Either::Right(rbody)))
+    }
+}
+
+fn deadline_exceeded(deadline: Duration) -> GwError {
+    GwError::grpc(
+        Code::DeadlineExceeded,
+        format!(
+            "the upstream did not answer within {}",
+            humantime::format_duration(deadline)
+        ),
+    )
+}
+
+/// A fresh request id: 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    let v: u128 = rand::rng().random();
+    HeaderValue::from_str(&format!("{v:032x}")).expect("hex digits are a valid header value")
+}
+
+/// Refuses paths that try to climb out of their route (`..`, encoded dots or slashes).
+fn check_path(path: &str) -> Result<(), GwError> {
+    let lower = path.to_ascii_lowercase();
+    let traversal = path.split('/').any(|s| s == ".." || s == ".")
+        || lower.contains("%2e%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\');
+    if traversal {
+        return Err(GwError::grpc(
+            Code::InvalidArgument,
+            format!("path {path:?} is not allowed (dot segments or encoded separators)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The deadline a client asked for: `grpc-timeout` (`100m`, `2S`) or `X-Request-Timeout`
+/// (`500ms`, `2s`, or seconds).
+fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
+    let grpc = headers
+        .get("grpc-timeout")
+        .and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
+    let plain = headers.get(&REQUEST_TIMEOUT).and_then(|v| {
+        let s = v.to_str().ok()?.trim();
+        humantime::parse_duration(s).ok().or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0 && x.is_finite())
+                .map(Duration::from_secs_f64)
+        })
+    });
+    match (grpc, plain) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses a gRPC `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(s: &str) -> Option<Duration> {
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_paths() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("x"), None);
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static("300m"));
+        h.insert(REQUEST_TIMEOUT, HeaderValue::from_static("0.1"));
+        assert_eq!(client_deadline(&h), Some(Duration::from_millis(100)));
+        for bad in [
+            "/rest/../admin",
+            "/rest/%2e%2e/x",
+            "/a/%2F/b",
+            "/a\\b",
+            "/./x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_path("/api/users/42").is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+}

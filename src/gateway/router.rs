@@ -1,0 +1,339 @@
+//! Routing (matchit): method + path template → a transcoded RPC or a proxy route. Transcoded
+//! routes come from the `google.api.http` annotations of a descriptor set, so adding an
+//! annotated RPC to a proto makes it routable with no Rust code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use prost_reflect::{DescriptorPool, Value};
+use serde::Serialize;
+
+use super::transcode::MethodRoute;
+use crate::proto::google::api::{HttpRule, http_rule::Pattern};
+
+/// A proxy route's target.
+#[derive(Debug, Clone)]
+pub struct ProxyTarget {
+    /// The configured prefix.
+    pub prefix: String,
+    /// Removed from the path before forwarding.
+    pub strip: String,
+    /// Index of the upstream.
+    pub upstream: usize,
+    /// Per-request deadline.
+    pub timeout: Duration,
+}
+
+/// What a route leads to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An annotated RPC, transcoded to gRPC.
+    Transcode(Arc<MethodRoute>),
+    /// A reverse-proxy route.
+    Proxy(Arc<ProxyTarget>),
+}
+
+/// Why no route was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No route has this path.
+    NotFound,
+    /// The path exists for other methods (the `Allow` list).
+    MethodNotAllowed(String),
+}
+
+/// One configured route, for `/routes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteInfo {
+    /// HTTP method, or `*`.
+    pub method: String,
+    /// Path template.
+    pub path: String,
+    /// `transcode` or `proxy`.
+    pub kind: &'static str,
+    /// The RPC or the upstream.
+    pub target: String,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    methods: Vec<(Method, Target)>,
+    any: Option<Target>,
+}
+
+/// The route table, built once.
+#[derive(Debug)]
+pub struct Router {
+    paths: matchit::Router<usize>,
+    entries: Vec<Entry>,
+    info: Vec<RouteInfo>,
+}
+
+/// A path template translated for matchit: the matchit path and the bound variables in order.
+fn translate(template: &str) -> Result<(String, Vec<String>), String> {
+    if !template.starts_with('/') {
+        return Err(format!("path {template:?} must start with '/'"));
+    }
+    if template
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':') && !last.starts_with('{'))
+    {
+        return Err(format!(
+            "path {template:?}: custom verbs (':verb') are not supported"
+        ));
+    }
+    let mut out = String::new();
+    let mut vars = Vec::new();
+    let segments: Vec<&str> = template[1..].split('/').collect();
+    let mut anon = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        out.push('/');
+        let last = i + 1 == segments.len();
+        if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let (name, pattern) = inner.split_once('=').unwrap_or((inner, "*"));
+            match pattern {
+                "*" => out.push_str(&format!("{{p{}}}", vars.len())),
+                "**" if last => out.push_str(&format!("{{*p{}}}", vars.len())),
+                _ => {
+                    return Err(format!(
+                        "path {template:?}: variable pattern {{{inner}}} is not supported (use {{name}} or a final {{name=**}})"
+                    ));
+                }
+            }
+            vars.push(name.to_string());
+        } else if *seg == "*" {
+            out.push_str(&format!("{{a{anon}}}"));
+            anon += 1;
+        } else if *seg == "**" && last {
+            out.push_str(&format!("{{*a{anon}}}"));
+        } else if seg.contains(['{', '}', '*']) {
+            return Err(format!(
+                "path {template:?}: segment {seg:?} is not supported"
+            ));
+        } else {
+            out.push_str(seg);
+        }
+    }
+    Ok((out, vars))
+}
+
+fn method_of(pattern: &Pattern) -> Result<(Method, &str), String> {
+    Ok(match pattern {
+        Pattern::Get(p) => (Method::GET, p),
+        Pattern::Put(p) => (Method::PUT, p),
+        Pattern::Post(p) => (Method::POST, p),
+        Pattern::Delete(p) => (Method::DELETE, p),
+        Pattern::Patch(p) => (Method::PATCH, p),
+        Pattern::Custom(c) => (
+            Method::from_bytes(c.kind.as_bytes())
+                .map_err(|_| format!("custom method {:?} is not an HTTP method", c.kind))?,
+            &c.path,
+        ),
+    })
+}
+
+impl Router {
+    /// An empty table.
+    pub fn new() -> Self {
+        Router {
+            paths: matchit::Router::new(),
+            entries: Vec::new(),
+            info: Vec::new(),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        matchit_path: &str,
+        index: &mut HashMap<String, usize>,
+    ) -> Result<usize, String> {
+        if let Some(i) = index.get(matchit_path) {
+            return Ok(*i);
+        }
+        let i = self.entries.len();
+        self.paths
+            .insert(matchit_path, i)
+            .map_err(|e| format!("route {matchit_path:?} cannot be added: {e}"))?;
+        self.entries.push(Entry::default());
+        index.insert(matchit_path.to_string(), i);
+        Ok(i)
+    }
+
+    /// Adds every annotated RPC of `pool` (and its additional bindings).
+    pub fn add_annotated(
+        &mut self,
+        pool: &DescriptorPool,
+        index: &mut HashMap<String, usize>,
+    ) -> Result<usize, String> {
+        let Some(ext) = pool.get_extension_by_name("google.api.http") else {
+            return Ok(0); // the descriptor set has no HTTP annotations at all
+        };
+        let mut added = 0;
+        for service in pool.services() {
+            for method in service.methods() {
+                let options = method.options();
+                if !options.has_extension(&ext) {
+                    continue;
+                }
+                let value = options.get_extension(&ext);
+                let Value::Message(rule) = value.as_ref() else {
+                    continue;
+                };
+                let rule: HttpRule = rule
+                    .transcode_to()
+                    .map_err(|e| format!("{}: bad http rule: {e}", method.full_name()))?;
+                let mut rules = vec![rule.clone()];
+                rules.extend(rule.additional_bindings.iter().cloned());
+                for r in rules {
+                    let Some(pattern) = &r.pattern else { continue };
+                    let (http_method, template) =
+                        method_of(pattern).map_err(|e| format!("{}: {e}", method.full_name()))?;
+                    let (path, vars) =
+                        translate(template).map_err(|e| format!("{}: {e}", method.full_name()))?;
+                    let route = MethodRoute::new(&method, &r.body, &r.response_body, &vars)?;
+                    let i = self.entry(&path, index)?;
+                    if self.entries[i]
+                        .methods
+                        .iter()
+                        .any(|(m, _)| *m == http_method)
+                    {
+                        return Err(format!(
+                            "{}: {http_method} {template} is bound twice",
+                            method.full_name()
+                        ));
+                    }
+                    self.info.push(RouteInfo {
+                        method: http_method.to_string(),
+                        path: template.to_string(),
+                        kind: "transcode",
+                        target: route.rpc.clone(),
+                    });
+                    self.entries[i]
+                        .methods
+                        .push((http_method, Target::Transcode(Arc::new(route))));
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Adds a proxy route for every method under `target.prefix`.
+    pub fn add_proxy(
+        &mut self,
+        target: ProxyTarget,
+        upstream_name: &str,
+        index: &mut HashMap<String, usize>,
+    ) -> Result<(), String> {
+        let prefix = target.prefix.clone();
+        let target = Target::Proxy(Arc::new(target));
+        for path in [prefix.clone(), format!("{prefix}{{*rest}}")] {
+            let i = self.entry(&path, index)?;
+            self.entries[i].any = Some(target.clone());
+        }
+        self.info.push(RouteInfo {
+            method: "*".into(),
+            path: format!("{prefix}*"),
+            kind: "proxy",
+            target: upstream_name.into(),
+        });
+        Ok(())
+    }
+
+    /// Finds the route for `method` and `path`; the values of the bound variables, in order,
+    /// percent-decoded.
+    pub fn at(&self, method: &Method, path: &str) -> Result<(&Target, Vec<String>), RouteError> {
+        let m = self.paths.at(path).map_err(|_| RouteError::NotFound)?;
+        let entry = &self.entries[*m.value];
+        let target = match entry.methods.iter().find(|(mm, _)| mm == method) {
+            Some((_, t)) => t,
+            None => match &entry.any {
+                Some(t) => t,
+                None => {
+                    let allow: Vec<&str> = entry.methods.iter().map(|(m, _)| m.as_str()).collect();
+                    return Err(RouteError::MethodNotAllowed(allow.join(", ")));
+                }
+            },
+        };
+        let mut params = Vec::new();
+        for (k, v) in m.params.iter() {
+            if k.starts_with('p') {
+                params.push(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        Ok((target, params))
+    }
+
+    /// Every route, for `/routes`.
+    pub fn routes(&self) -> &[RouteInfo] {
+        &self.info
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_translate() {
+        assert_eq!(
+            translate("/api/users/{id}").unwrap(),
+            ("/api/users/{p0}".into(), vec!["id".into()])
+        );
+        assert_eq!(
+            translate("/v1/{parent.id}/items/{item=*}").unwrap(),
+            (
+                "/v1/{p0}/items/{p1}".into(),
+                vec!["parent.id".into(), "item".into()]
+            )
+        );
+        assert_eq!(translate("/files/{path=**}").unwrap().0, "/files/{*p0}");
+        assert!(translate("/v1/{name=shelves/*}").is_err());
+        assert!(translate("/v1/things:batchGet").is_err());
+        assert!(translate("v1/x").is_err());
+    }
+
+    #[test]
+    fn the_embedded_protos_route() {
+        let mut r = Router::new();
+        let mut index = HashMap::new();
+        let n = r
+            .add_annotated(crate::proto::descriptor_pool(), &mut index)
+            .unwrap();
+        assert_eq!(n, 8);
+        let (t, params) = r.at(&Method::GET, "/api/users/42").unwrap();
+        assert!(matches!(t, Target::Transcode(m) if m.rpc == "gwbench.v1.UserService.GetUser"));
+        assert_eq!(params, ["42"]);
+        // A static segment wins over a parameter.
+        let (t, params) = r.at(&Method::GET, "/api/products/search").unwrap();
+        assert!(matches!(t, Target::Transcode(m) if m.rpc.ends_with("SearchProducts")));
+        assert!(params.is_empty());
+        assert!(matches!(
+            r.at(&Method::POST, "/api/users"),
+            Ok((Target::Transcode(_), _))
+        ));
+        assert_eq!(
+            r.at(&Method::DELETE, "/api/users").err(),
+            Some(RouteError::MethodNotAllowed("GET, POST".into()))
+        );
+        assert_eq!(
+            r.at(&Method::GET, "/nope").err(),
+            Some(RouteError::NotFound)
+        );
+        let (_, params) = r.at(&Method::GET, "/api/orders/ord-1-2%20x").unwrap();
+        assert_eq!(params, ["ord-1-2 x"]);
+    }
+}

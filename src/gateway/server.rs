@@ -1,0 +1,126 @@
+//! Puts the gateway on its ports: the REST/JSON listener (HTTP/1.1 and h2c) and the admin
+//! listener (`GET /healthz`, `GET /routes`), with graceful shutdown that stops accepting and lets
+//! in-flight requests finish (bounded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Gateway, GatewayError};
+use crate::config::GatewayConfig;
+use crate::net::{self, BindError};
+
+/// A gateway that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Routes or upstreams are wrong.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A running gateway. Dropping it stops it without waiting; [`GatewayServer::shutdown`] drains.
+#[derive(Debug)]
+pub struct GatewayServer {
+    /// The REST/JSON listener.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The gateway (for tests that want to inspect it).
+    pub gateway: Arc<Gateway>,
+    drain: Duration,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl GatewayServer {
+    /// Builds the gateway, binds both listeners (failing before serving anything), and serves.
+    pub async fn start(cfg: &GatewayConfig) -> Result<GatewayServer, StartError> {
+        let gateway = Arc::new(Gateway::new(cfg)?);
+        let http_listener = net::bind(cfg.listen.http, "the gateway").await?;
+        let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
+        let local = |l: &tokio::net::TcpListener, addr| l.local_addr().unwrap_or(addr);
+        let (http, admin) = (
+            local(&http_listener, cfg.listen.http),
+            local(&admin_listener, cfg.listen.admin),
+        );
+        let shutdown = CancellationToken::new();
+        let gw = gateway.clone();
+        let main = net::serve_http(
+            http_listener,
+            move |req| {
+                let gw = gw.clone();
+                async move { gw.handle(req).await }
+            },
+            shutdown.clone(),
+        );
+        let gw = gateway.clone();
+        let admin_task = net::serve_http(
+            admin_listener,
+            move |req| {
+                let gw = gw.clone();
+                async move {
+                    match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/healthz") => {
+                            net::json(StatusCode::OK, r#"{"status":"ok"}"#)
+                        }
+                        (&Method::GET, "/routes") => net::json(
+                            StatusCode::OK,
+                            serde_json::json!({ "routes": gw.routes() }).to_string(),
+                        ),
+                        (_, path) => net::json_error(
+                            StatusCode::NOT_FOUND,
+                            "NOT_FOUND",
+                            &format!("no admin route for {path}"),
+                        ),
+                    }
+                }
+            },
+            shutdown.clone(),
+        );
+        Ok(GatewayServer {
+            http,
+            admin,
+            gateway,
+            drain: cfg.limits.drain_timeout.0,
+            shutdown,
+            tasks: vec![main, admin_task],
+        })
+    }
+
+    /// `ready http ADDR` and `ready admin ADDR`.
+    pub fn ready_lines(&self) -> Vec<String> {
+        vec![
+            format!("ready http {}", self.http),
+            format!("ready admin {}", self.admin),
+        ]
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), returns when stopped.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(
+            self.drain.max(net::DRAIN_TIMEOUT) + Duration::from_secs(1),
+            all,
+        )
+        .await;
+    }
+}
+
+impl Drop for GatewayServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,111 @@
+//! gRPC status ⇄ HTTP status, as grpc-gateway v2 and Envoy map them, and the one place that
+//! turns an error into the JSON error response `{"error": {"code", "message", "http_status"}}`.
+
+use http::{HeaderValue, Response, StatusCode};
+use tonic::Code;
+
+use super::GwBody;
+use crate::net;
+
+/// The HTTP status for a gRPC code.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        // 499 Client Closed Request (nginx's): not a registered status, but a valid code.
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status code"),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+/// The canonical name of a gRPC code (`NOT_FOUND`).
+pub fn code_name(code: Code) -> &'static str {
+    crate::report::grpc_code_name(code as i32)
+}
+
+/// A gateway error on its way to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GwError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// gRPC code name.
+    pub code: &'static str,
+    /// A sentence for the client.
+    pub message: String,
+    /// `Allow` header for 405.
+    pub allow: Option<String>,
+}
+
+impl GwError {
+    /// An error with the gRPC code's HTTP status.
+    pub fn grpc(code: Code, message: impl Into<String>) -> Self {
+        GwError {
+            status: http_status(code),
+            code: code_name(code),
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// An error with an explicit HTTP status (e.g. 413, 405) and the closest gRPC code.
+    pub fn http(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
+        GwError {
+            status,
+            code: code_name(code),
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// The JSON error response.
+    pub fn into_response(self) -> Response<GwBody> {
+        let mut resp = net::json_error(self.status, self.code, &self.message).map(GwBody::Left);
+        if let Some(allow) = self.allow
+            && let Ok(v) = HeaderValue::from_str(&allow)
+        {
+            resp.headers_mut().insert(http::header::ALLOW, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_matches_grpc_gateway() {
+        for (code, status) in [
+            (Code::Ok, 200),
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::OutOfRange, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::Internal, 500),
+            (Code::DataLoss, 500),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+        ] {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+        assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    }
+}

@@ -1,0 +1,304 @@
+//! REST/JSON ⇄ gRPC for one annotated RPC, at run time from its descriptors (prost-reflect):
+//! the request message is built from path parameters, query parameters (scalars, repeated
+//! `?a=1&a=2`, nested `a.b=x`) and the JSON body as the rule's `body` says (`*` or a field);
+//! the response is rendered as proto3 JSON. No per-method Rust code.
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use prost::Message;
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
+    SerializeOptions, Value,
+};
+use tonic::Code;
+
+use super::status::GwError;
+
+/// Where the JSON body goes.
+#[derive(Debug, Clone)]
+pub enum BodyRule {
+    /// No body (query parameters fill the message).
+    None,
+    /// `body: "*"`: the body is the whole request message.
+    All,
+    /// `body: "field"`: the body is that field.
+    Field(FieldDescriptor),
+}
+
+/// JSON mapping options, from the config.
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// Rendering of responses.
+    pub serialize: SerializeOptions,
+    /// Whether `serialize` uses proto field names (it has no getter).
+    pub proto_names: bool,
+    /// Unknown JSON fields and query parameters are an error.
+    pub reject_unknown: bool,
+}
+
+/// One annotated RPC binding, ready to transcode.
+#[derive(Debug, Clone)]
+pub struct MethodRoute {
+    /// `/package.Service/Method`.
+    pub grpc_path: PathAndQuery,
+    /// The RPC's full name, for `/routes`.
+    pub rpc: String,
+    input: MessageDescriptor,
+    output: MessageDescriptor,
+    body: BodyRule,
+    /// Field paths bound to the path's parameters, in order.
+    path_fields: Vec<Vec<FieldDescriptor>>,
+    response_body: Option<FieldDescriptor>,
+}
+
+/// Resolves a dotted field path (proto or json names) in `desc`.
+fn field_path(desc: &MessageDescriptor, dotted: &str) -> Option<Vec<FieldDescriptor>> {
+    let mut out = Vec::new();
+    let mut current = desc.clone();
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let f = current
+            .get_field_by_name(part)
+            .or_else(|| current.get_field_by_json_name(part))?;
+        if parts.peek().is_some() {
+            current = f.kind().as_message()?.clone();
+        }
+        out.push(f);
+    }
+    Some(out)
+}
+
+impl MethodRoute {
+    /// Binds `method` with the rule's `body`, `response_body` and the variables of its path
+    /// template (`vars`, dotted field paths in order). Errors name the RPC and the field.
+    pub fn new(
+        method: &MethodDescriptor,
+        body: &str,
+        response_body: &str,
+        vars: &[String],
+    ) -> Result<Self, String> {
+        let input = method.input();
+        let rpc = method.full_name().to_string();
+        let body = match body {
+            "" => BodyRule::None,
+            "*" => BodyRule::All,
+            name => BodyRule::Field(input.get_field_by_name(name).ok_or_else(|| {
+                format!("{rpc}: body field {name:?} is not in {}", input.full_name())
+            })?),
+        };
+        let path_fields = vars
+            .iter()
+            .map(|v| {
+                field_path(&input, v).ok_or_else(|| {
+                    format!(
+                        "{rpc}: path variable {v:?} is not a field of {}",
+                        input.full_name()
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let response_body = match response_body {
+            "" => None,
+            name => Some(
+                method
+                    .output()
+                    .get_field_by_name(name)
+                    .ok_or_else(|| format!("{rpc}: response_body {name:?} is not a field"))?,
+            ),
+        };
+        let grpc_path = PathAndQuery::try_from(format!(
+            "/{}/{}",
+            method.parent_service().full_name(),
+            method.name()
+        ))
+        .map_err(|e| format!("{rpc}: {e}"))?;
+        Ok(MethodRoute {
+            grpc_path,
+            rpc,
+            input,
+            output: method.output(),
+            body,
+            path_fields,
+            response_body,
+        })
+    }
+
+    /// Builds and encodes the request message.
+    pub fn encode_request(
+        &self,
+        params: &[String],
+        query: Option<&str>,
+        body: &[u8],
+        opts: &JsonOptions,
+    ) -> Result<Bytes, GwError> {
+        let de = DeserializeOptions::new().deny_unknown_fields(opts.reject_unknown);
+        let mut msg = match &self.body {
+            BodyRule::All if !body.iter().all(u8::is_ascii_whitespace) => {
+                parse_json(&self.input, body, &de)?
+            }
+            BodyRule::Field(f) if !body.iter().all(u8::is_ascii_whitespace) => {
+                // The body is the value of one field: parse it as {"field": <body>}.
+                let mut wrapped = Vec::with_capacity(body.len() + f.name().len() + 8);
+                wrapped.extend_from_slice(b"{\"");
+                wrapped.extend_from_slice(f.name().as_bytes());
+                wrapped.extend_from_slice(b"\":");
+                wrapped.extend_from_slice(body);
+                wrapped.push(b'}');
+                parse_json(&self.input, &wrapped, &de)?
+            }
+            _ => DynamicMessage::new(self.input.clone()),
+        };
+        for (path, raw) in self.path_fields.iter().zip(params) {
+            set_path(&mut msg, path, raw)?;
+        }
+        if !matches!(self.body, BodyRule::All)
+            && let Some(q) = query
+        {
+            for (key, value) in form_urlencoded::parse(q.as_bytes()) {
+                let Some(path) = field_path(&self.input, &key) else {
+                    if opts.reject_unknown {
+                        return Err(bad(format!(
+                            "unknown query parameter {key:?} for {}",
+                            self.input.full_name()
+                        )));
+                    }
+                    continue;
+                };
+                let bound_by_path = self.path_fields.iter().any(|p| p == &path);
+                let bound_by_body = matches!(&self.body, BodyRule::Field(f) if path[0] == *f);
+                if bound_by_path || bound_by_body {
+                    return Err(bad(format!(
+                        "query parameter {key:?} is already bound by the path or body"
+                    )));
+                }
+                set_path(&mut msg, &path, &value)?;
+            }
+        }
+        Ok(Bytes::from(msg.encode_to_vec()))
+    }
+
+    /// Decodes the response message and renders it as JSON (or only its `response_body`
+    /// field when the rule names one).
+    pub fn render_response(&self, bytes: &[u8], opts: &JsonOptions) -> Result<Vec<u8>, GwError> {
+        let internal = |e: String| GwError::grpc(Code::Internal, format!("{}: {e}", self.rpc));
+        let msg = DynamicMessage::decode(self.output.clone(), bytes)
+            .map_err(|e| internal(format!("upstream sent an undecodable response: {e}")))?;
+        let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
+        match &self.response_body {
+            None => msg
+                .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &opts.serialize)
+                .map_err(|e| internal(e.to_string()))?,
+            Some(f) => {
+                let all = opts.serialize.clone().skip_default_fields(false);
+                let whole = msg
+                    .serialize_with_options(serde_json::value::Serializer, &all)
+                    .map_err(|e| internal(e.to_string()))?;
+                let key = if opts.proto_names {
+                    f.name()
+                } else {
+                    f.json_name()
+                };
+                serde_json::to_writer(&mut out, whole.get(key).unwrap_or(&serde_json::Value::Null))
+                    .map_err(|e| internal(e.to_string()))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl JsonOptions {
+    /// Options from the config's switches.
+    pub fn new(proto_names: bool, emit_defaults: bool, reject_unknown: bool) -> Self {
+        JsonOptions {
+            serialize: SerializeOptions::new()
+                .use_proto_field_name(proto_names)
+                .skip_default_fields(!emit_defaults),
+            proto_names,
+            reject_unknown,
+        }
+    }
+}
+
+fn bad(message: String) -> GwError {
+    GwError::grpc(Code::InvalidArgument, message)
+}
+
+fn parse_json(
+    desc: &MessageDescriptor,
+    body: &[u8],
+    de: &DeserializeOptions,
+) -> Result<DynamicMessage, GwError> {
+    let mut d = serde_json::Deserializer::from_slice(body);
+    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &mut d, de)
+        .map_err(|e| bad(format!("invalid JSON body for {}: {e}", desc.full_name())))?;
+    d.end()
+        .map_err(|e| bad(format!("invalid JSON body for {}: {e}", desc.full_name())))?;
+    Ok(msg)
+}
+
+/// Sets the (possibly nested, possibly repeated) scalar at `path` from its text form.
+fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], raw: &str) -> Result<(), GwError> {
+    let (last, parents) = path.split_last().expect("field paths are not empty");
+    let mut current = msg;
+    for f in parents {
+        let Value::Message(inner) = current.get_field_mut(f) else {
+            return Err(bad(format!("field {} is not a message", f.name())));
+        };
+        current = inner;
+    }
+    let value = parse_scalar(last, raw)?;
+    if last.is_list() {
+        if let Value::List(items) = current.get_field_mut(last) {
+            items.push(value);
+        }
+    } else {
+        current.set_field(last, value);
+    }
+    Ok(())
+}
+
+fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
+    let fail = |expected: &str| {
+        bad(format!(
+            "invalid value {raw:?} for field {}: expected {expected}",
+            f.name()
+        ))
+    };
+    Ok(match f.kind() {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Value::I32(raw.parse().map_err(|_| fail("an int32"))?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            Value::I64(raw.parse().map_err(|_| fail("an int64"))?)
+        }
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(raw.parse().map_err(|_| fail("a uint32"))?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(raw.parse().map_err(|_| fail("a uint64"))?),
+        Kind::Float => Value::F32(raw.parse().map_err(|_| fail("a float"))?),
+        Kind::Double => Value::F64(raw.parse().map_err(|_| fail("a double"))?),
+        Kind::Bool => Value::Bool(match raw {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(fail("true or false")),
+        }),
+        Kind::String => Value::String(raw.to_string()),
+        Kind::Bytes => {
+            use base64::Engine;
+            let engine = base64::engine::general_purpose::STANDARD;
+            Value::Bytes(Bytes::from(engine.decode(raw).map_err(|_| fail("base64"))?))
+        }
+        Kind::Enum(e) => match e
+            .get_value_by_name(raw)
+            .or_else(|| raw.parse().ok().and_then(|n| e.get_value(n)))
+        {
+            Some(v) => Value::EnumNumber(v.number()),
+            None => return Err(fail(&format!("a value of {}", e.full_name()))),
+        },
+        Kind::Message(m) => {
+            return Err(bad(format!(
+                "field {} is a message ({}); set it in the JSON body, not in the path or query",
+                f.name(),
+                m.full_name()
+            )));
+        }
+    })
+}

@@ -1,0 +1,349 @@
+//! Upstream pools and load balancing: per upstream, several endpoints; `round_robin` or
+//! `least_request` (power of two choices over in-flight counts). gRPC endpoints are tonic
+//! channels (multiplexed HTTP/2, connected lazily) called with a pass-through bytes codec; HTTP
+//! endpoints share one keep-alive pool. An endpoint that refuses connections is skipped for a
+//! while, and the refused request is retried once on another endpoint (it never reached one).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::config::{self, LbPolicy, UpstreamProtocol};
+
+/// How long an endpoint that refused a connection is skipped.
+pub const DOWN_FOR: Duration = Duration::from_secs(1);
+
+// ===== bytes codec =====
+
+/// A gRPC codec that passes already-encoded messages through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
+
+/// Encoder half of [`BytesCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesEncoder;
+
+/// Decoder half of [`BytesCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesDecoder;
+
+impl Codec for BytesCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = BytesEncoder;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+// ===== endpoints =====
+
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Whether an error chain says the TCP connection could not be made.
+fn is_connect_error(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool {
+    while let Some(e) = err {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && c.is_connect()
+        {
+            return true;
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        err = e.source();
+    }
+    false
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    addr: String,
+    channel: Option<Channel>,
+    in_flight: AtomicUsize,
+    down_until: AtomicU64,
+}
+
+/// One upstream: its endpoints and how to choose among them.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Configured name.
+    pub name: String,
+    /// gRPC or HTTP.
+    pub protocol: UpstreamProtocol,
+    policy: LbPolicy,
+    endpoints: Vec<Endpoint>,
+    next: AtomicUsize,
+    http: Option<Client<HttpConnector, Full<Bytes>>>,
+}
+
+/// Decrements an endpoint's in-flight count when the call ends, however it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Builds the pools (connections open lazily). Must run inside a tokio runtime.
+    pub fn new(cfg: &config::Upstream) -> Result<Upstream, String> {
+        let connect_timeout = cfg.connect_timeout.0;
+        let mut endpoints = Vec::new();
+        for addr in &cfg.endpoints {
+            let channel = match cfg.protocol {
+                UpstreamProtocol::Grpc => Some(
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(|e| format!("upstream {}: endpoint {addr:?}: {e}", cfg.name))?
+                        .connect_timeout(connect_timeout)
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                ),
+                UpstreamProtocol::Http => None,
+            };
+            endpoints.push(Endpoint {
+                addr: addr.clone(),
+                channel,
+                in_flight: AtomicUsize::new(0),
+                down_until: AtomicU64::new(0),
+            });
+        }
+        let http = (cfg.protocol == UpstreamProtocol::Http).then(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(connect_timeout));
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(connector)
+        });
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            protocol: cfg.protocol,
+            policy: cfg.lb,
+            endpoints,
+            next: AtomicUsize::new(0),
+            http,
+        })
+    }
+
+    fn is_up(&self, i: usize, now: u64) -> bool {
+        self.endpoints[i].down_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Chooses an endpoint (not `exclude` when there is another): healthy ones first.
+    fn pick(&self, exclude: Option<usize>) -> usize {
+        let n = self.endpoints.len();
+        if n == 1 {
+            return 0;
+        }
+        let now = now_ns();
+        let usable = |i: usize| Some(i) != exclude && self.is_up(i, now);
+        match self.policy {
+            LbPolicy::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| usable(i))
+                    .unwrap_or_else(|| {
+                        // Everything is down: try the next one that is not excluded anyway.
+                        (0..n)
+                            .map(|k| (start + k) % n)
+                            .find(|&i| Some(i) != exclude)
+                            .unwrap_or(start % n)
+                    })
+            }
+            LbPolicy::LeastRequest => {
+                let candidates: Vec<usize> = (0..n).filter(|&i| usable(i)).collect();
+                let pool: Vec<usize> = if candidates.is_empty() {
+                    (0..n).filter(|&i| Some(i) != exclude).collect()
+                } else {
+                    candidates
+                };
+                if pool.len() == 1 {
+                    return pool[0];
+                }
+                let mut rng = rand::rng();
+                let a = pool[rng.random_range(0..pool.len())];
+                let b = pool[rng.random_range(0..pool.len())];
+                let load = |i: usize| self.endpoints[i].in_flight.load(Ordering::Relaxed);
+                if load(b) < load(a) { b } else { a }
+            }
+        }
+    }
+
+    fn mark_down(&self, i: usize) {
+        self.endpoints[i]
+            .down_until
+            .store(now_ns() + DOWN_FOR.as_nanos() as u64, Ordering::Relaxed);
+        tracing::warn!(upstream = %self.name, endpoint = %self.endpoints[i].addr, "connection refused; skipping the endpoint for 1 s");
+    }
+
+    /// A unary gRPC call with an encoded message; `timeout` is sent as `grpc-timeout`.
+    pub async fn grpc_unary(
+        &self,
+        path: &PathAndQuery,
+        body: Bytes,
+        metadata: &MetadataMap,
+        timeout: Option<Duration>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let first = self.pick(None);
+        match self
+            .grpc_on(first, path, body.clone(), metadata, timeout)
+            .await
+        {
+            Err(status) if is_connect_error(Some(&status)) => {
+                self.mark_down(first);
+                if self.endpoints.len() == 1 {
+                    return Err(Status::unavailable(format!(
+                        "upstream {}: {} refused the connection",
+                        self.name, self.endpoints[first].addr
+                    )));
+                }
+                let second = self.pick(Some(first));
+                self.grpc_on(second, path, body, metadata, timeout)
+                    .await
+                    .map_err(|s| {
+                        if is_connect_error(Some(&s)) {
+                            self.mark_down(second);
+                            Status::unavailable(format!(
+                                "upstream {}: no endpoint accepts connections",
+                                self.name
+                            ))
+                        } else {
+                            s
+                        }
+                    })
+            }
+            other => other,
+        }
+    }
+
+    async fn grpc_on(
+        &self,
+        i: usize,
+        path: &PathAndQuery,
+        body: Bytes,
+        metadata: &MetadataMap,
+        timeout: Option<Duration>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let ep = &self.endpoints[i];
+        let channel = ep
+            .channel
+            .clone()
+            .ok_or_else(|| Status::internal("not a gRPC upstream"))?;
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&ep.in_flight);
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::from_error(e.into()))?;
+        let mut req = tonic::Request::new(body);
+        *req.metadata_mut() = metadata.clone();
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        let resp = grpc.unary(req, path.clone(), BytesCodec).await?;
+        let (meta, body, _) = resp.into_parts();
+        Ok((meta, body))
+    }
+
+    /// Forwards an HTTP request (method, path and query, headers, body) to an endpoint; the
+    /// URI's authority is the endpoint's.
+    pub async fn http_forward(
+        &self,
+        method: &http::Method,
+        pq: &PathAndQuery,
+        headers: &http::HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Status> {
+        let client = self
+            .http
+            .as_ref()
+            .ok_or_else(|| Status::internal("not an HTTP upstream"))?;
+        let mut tried = None;
+        for _ in 0..self.endpoints.len().min(2) {
+            let i = self.pick(tried);
+            let ep = &self.endpoints[i];
+            let uri = http::Uri::builder()
+                .scheme("http")
+                .authority(ep.addr.as_str())
+                .path_and_query(pq.clone())
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let mut req = Request::new(Full::new(body.clone()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers.clone();
+            ep.in_flight.fetch_add(1, Ordering::Relaxed);
+            let _guard = InFlight(&ep.in_flight);
+            match client.request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_connect() => {
+                    self.mark_down(i);
+                    tried = Some(i);
+                }
+                Err(e) => {
+                    return Err(Status::unavailable(format!(
+                        "upstream {} ({}): {e}",
+                        self.name, ep.addr
+                    )));
+                }
+            }
+        }
+        Err(Status::new(
+            Code::Unavailable,
+            format!("upstream {}: no endpoint accepts connections", self.name),
+        ))
+    }
+}

@@ -1,0 +1,71 @@
+//! `gwbench gateway`: configuration from the file or the embedded default, flag overrides,
+//! validation before any port is bound, then serve until SIGINT/SIGTERM.
+
+use crate::cli::GatewayArgs;
+use crate::config::{ConfigError, GatewayConfig, UpstreamProtocol};
+use crate::gateway::server::GatewayServer;
+
+/// The configuration the flags describe, validated.
+pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
+    let (mut cfg, source) = match &args.config {
+        Some(path) => (GatewayConfig::load(path)?, path.display().to_string()),
+        None => (
+            GatewayConfig::default_config(),
+            "embedded default config".to_string(),
+        ),
+    };
+    let flag_error = |message: String| ConfigError {
+        source_name: source.clone(),
+        message,
+    };
+    if let Some(a) = args.listen {
+        cfg.listen.http = a;
+    }
+    if let Some(a) = args.admin {
+        cfg.listen.admin = a;
+    }
+    if let Some(d) = &args.descriptor_set {
+        cfg.transcode.descriptor_set = Some(d.clone());
+    }
+    if !args.upstream_grpc.is_empty() {
+        let name = cfg.transcode.upstream.clone();
+        if let Some(u) = cfg.upstreams.iter_mut().find(|u| u.name == name) {
+            u.endpoints = args.upstream_grpc.clone();
+        }
+    }
+    if !args.upstream_rest.is_empty() {
+        let names: Vec<String> = cfg.proxy.iter().map(|p| p.upstream.clone()).collect();
+        if names.is_empty() {
+            return Err(flag_error(
+                "--upstream-rest: the configuration has no proxy route".into(),
+            ));
+        }
+        for u in cfg
+            .upstreams
+            .iter_mut()
+            .filter(|u| names.contains(&u.name) && u.protocol == UpstreamProtocol::Http)
+        {
+            u.endpoints = args.upstream_rest.clone();
+        }
+    }
+    cfg.validate()
+        .map_err(|m| flag_error(format!("after the command-line overrides: {m}")))?;
+    Ok(cfg)
+}
+
+/// Runs `gwbench gateway`.
+pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
+    if args.print_default_config {
+        return super::print_out(crate::config::DEFAULT_CONFIG);
+    }
+    let cfg = config(args)?;
+    super::runtime(args.threads)?.block_on(async {
+        let server = GatewayServer::start(&cfg).await?;
+        tracing::info!(routes = server.gateway.routes().len(), "gateway ready");
+        super::print_ready(&server.ready_lines())?;
+        super::wait_for_signal().await?;
+        tracing::info!("signal received: draining and stopping");
+        server.shutdown().await;
+        Ok(())
+    })
+}
