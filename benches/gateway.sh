@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# What the gateway core adds, side by side with nginx's proxy_pass, at a constant rate.
+# Starts the mocks (CPU 0), the gateway and nginx (CPU 0), and loads each path from CPU 1:
+#   direct REST mock | gateway proxy route | nginx proxy_pass (1 worker, upstream keepalive)
+#   direct gRPC mock | gateway REST->gRPC transcoding
+# For each: corrected/service p50 and p99 (gwbench load), and CPU µs per request of the middle
+# process (from /proc/PID/stat). Runs alternate in rounds; medians are printed.
+#
+#   bash benches/gateway.sh            # needs nginx: apt-get install -y nginx
+#   RPS=5000 DURATION=5 ROUNDS=3 bash benches/gateway.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RPS=${RPS:-5000}; DURATION=${DURATION:-5}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-16}
+command -v nginx >/dev/null || { echo "missing: nginx (apt-get install -y nginx)" >&2; exit 2; }
+cargo build --release --quiet
+GW=target/release/gwbench
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+srv="taskset -c 0"; gen="taskset -c 1"
+[ "$(nproc)" -ge 2 ] || { srv=""; gen=""; }
+
+rest=$(free_port); grpc=$(free_port); adm=$(free_port); gwp=$(free_port); gwa=$(free_port); ngp=$(free_port)
+$srv $GW backends --rest-port "$rest" --grpc-port "$grpc" --admin-port "$adm" --threads 1 > "$work/b.out" 2>&1 &
+pids+=($!)
+$srv $GW gateway --listen "127.0.0.1:$gwp" --admin "127.0.0.1:$gwa" --threads 1 \
+  --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/g.out" 2>&1 &
+gw_pid=$!; pids+=($gw_pid)
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream mock { server 127.0.0.1:$rest; keepalive 64; }
+  server {
+    listen 127.0.0.1:$ngp;
+    keepalive_requests 1000000;
+    location /rest/ { proxy_pass http://mock/; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+$srv nginx -c "$work/nginx.conf" -p "$work" &
+ng_pid=$!; pids+=($ng_pid)
+for _ in $(seq 100); do grep -q "ready admin" "$work/g.out" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+# CPU ticks (user + system) of a process and its children (nginx's worker is the master's child).
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+run() { # name pid args...
+  local name=$1 pid=$2; shift 2
+  local before after
+  before=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+  $gen "$GW" load "$@" --rps "$RPS" -c "$CONNS" -d "${DURATION}s" --warmup 1s --json -q > "$work/r.json"
+  after=$([ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+  python3 - "$work/r.json" "$name" "$before" "$after" "$hz" "$DURATION" >> "$work/all.txt" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); name = sys.argv[2]
+ticks = int(sys.argv[4]) - int(sys.argv[3]); hz = int(sys.argv[5])
+sent = r["requests"]["scheduled"] - r["requests"]["not_sent"]
+# The CPU counter also covers the 1 s warm-up: scale it to the measured share of requests.
+warm = r["offered_rps"] * 1.0
+cpu_us = ticks / hz * 1e6 / (sent + warm) if ticks else float("nan")
+c, s = r["latency_ns"]["corrected"], r["latency_ns"]["service"]
+ok = r["requests"]["ok"] == r["requests"]["scheduled"]
+print(name, c["p50"], c["p99"], s["p50"], s["p99"], f"{cpu_us:.2f}", "ok" if ok else "ERRORS")
+PY
+}
+for round in $(seq "$ROUNDS"); do
+  run direct-rest - "http://127.0.0.1:$rest/api/users/42"
+  run gateway-proxy "$gw_pid" "http://127.0.0.1:$gwp/rest/api/users/42"
+  run nginx-proxy "$ng_pid" "http://127.0.0.1:$ngp/rest/api/users/42"
+  run direct-grpc - "http://127.0.0.1:$grpc" --grpc gwbench.v1.UserService/GetUser --data '{"id": 42}'
+  run gateway-transcode "$gw_pid" "http://127.0.0.1:$gwp/api/users/42"
+done
+echo "rate $RPS req/s, $CONNS connections, ${DURATION}s x $ROUNDS rounds; servers on CPU 0, generator on CPU 1"
+echo "gateway RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$gw_pid/status)"
+python3 - "$work/all.txt" <<'PY'
+import statistics, sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.split(); rows[f[0]].append(f[1:])
+med = lambda xs: statistics.median(float(x) for x in xs)
+m = {k: [med(col) for col in list(zip(*v))[:5]] + [" ".join(sorted(set(x[5] for x in v)))] for k, v in rows.items()}
+print(f"{'path':<18} {'corr p50':>9} {'corr p99':>9} {'svc p50':>9} {'svc p99':>9} {'CPU us/req':>10}")
+for k, v in m.items():
+    print(f"{k:<18} {v[0]/1e3:>8.0f}u {v[1]/1e3:>8.0f}u {v[2]/1e3:>8.0f}u {v[3]/1e3:>8.0f}u {v[4]:>10.2f} {v[5]}")
+def add(a, b, i): return (m[a][i] - m[b][i]) / 1e3
+print(f"proxy added:     p50 {add('gateway-proxy','direct-rest',2):.0f} us, p99 {add('gateway-proxy','direct-rest',3):.0f} us (service time)")
+print(f"nginx added:     p50 {add('nginx-proxy','direct-rest',2):.0f} us, p99 {add('nginx-proxy','direct-rest',3):.0f} us")
+print(f"transcode added: p50 {add('gateway-transcode','direct-grpc',2):.0f} us, p99 {add('gateway-transcode','direct-grpc',3):.0f} us")
+print(f"CPU per request: gateway proxy / nginx = {m['gateway-proxy'][4]/m['nginx-proxy'][4]:.2f}x, "
+      f"gateway transcode / nginx = {m['gateway-transcode'][4]/m['nginx-proxy'][4]:.2f}x")
+PY
