@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// The body type of every response our HTTP servers build.
 pub type Body = Full<Bytes>;
 
-/// How long a server waits for in-flight requests after shutdown is requested.
+/// How long the mocks wait for in-flight requests after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A listener could not be opened.
@@ -53,11 +53,12 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// Serves `handler` on `listener` over HTTP/1.1 (keep-alive) and h2c until `shutdown` is
 /// cancelled; then stops accepting and lets in-flight requests finish for up to
-/// [`DRAIN_TIMEOUT`]. Each request carries the client's [`PeerAddr`] in its extensions.
+/// `drain`. Each request carries the client's [`PeerAddr`] in its extensions.
 pub fn serve_http<H, F, B>(
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
+    drain: Duration,
 ) -> JoinHandle<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -98,7 +99,7 @@ where
             });
         }
         drop(listener);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     })
 }
 

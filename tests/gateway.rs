@@ -316,6 +316,73 @@ async fn deadlines_answer_504() {
 }
 
 #[tokio::test]
+async fn proxy_headers_and_h2c() {
+    // An upstream that echoes what it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    gwbench::net::serve_http(
+        listener,
+        |req: Request<hyper::body::Incoming>| async move {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let body = serde_json::json!({ "uri": req.uri().to_string(), "headers": headers });
+            gwbench::net::json(StatusCode::OK, body.to_string())
+        },
+        shutdown,
+        Duration::from_secs(1),
+    );
+    let gw = GatewayServer::start(&config(&[dead_addr()], &[echo_addr.to_string()]))
+        .await
+        .unwrap();
+    let req = Request::get(format!("http://{}/rest/echo/x?y=1", gw.http))
+        .header("x-request-id", "req-123")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("connection", "keep-alive, x-drop")
+        .header("x-drop", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-123");
+    let echoed: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echoed["uri"], "/echo/x?y=1", "{echoed}");
+    let h = &echoed["headers"];
+    assert_eq!(h["x-request-id"], "req-123");
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert!(
+        h["forwarded"]
+            .as_str()
+            .unwrap()
+            .starts_with("for=127.0.0.1;proto=http;host="),
+        "{h}"
+    );
+    assert_eq!(h["host"], echo_addr.to_string());
+    assert!(
+        h.get("x-drop").is_none()
+            && h.get("connection")
+                .is_none_or(|c| c != "keep-alive, x-drop"),
+        "{h}"
+    );
+
+    // The same listener speaks h2c (prior knowledge).
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = h2
+        .get(format!("http://{}/rest/echo/h2", gw.http).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn routing_in_process_without_a_socket() {
     // Upstreams are never contacted for these: no route, wrong method, bad input.
     let gw = Gateway::new(&config(&[dead_addr()], &[dead_addr()])).unwrap();

@@ -108,6 +108,7 @@ async fn corrected_latency_survives_a_stall_that_closed_loop_would_hide() {
             }
         },
         shutdown,
+        Duration::from_secs(1),
     );
     let mut cfg = config(
         Protocol::Http1,

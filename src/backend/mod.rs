@@ -235,7 +235,12 @@ impl Backends {
             let inst = Arc::new(Instance::new(Protocol::Rest, i, behaviors.clone()));
             instances.push((addr, inst.clone()));
             let handler = move |req| rest::handle(inst.clone(), req);
-            tasks.push(net::serve_http(listener, handler, shutdown.clone()));
+            tasks.push(net::serve_http(
+                listener,
+                handler,
+                shutdown.clone(),
+                net::DRAIN_TIMEOUT,
+            ));
             rest.push(addr);
         }
         for (i, listener) in grpc_listeners.into_iter().enumerate() {
@@ -259,6 +264,7 @@ impl Backends {
             admin_listener,
             move |req| admin::handle(state.clone(), req),
             shutdown.clone(),
+            net::DRAIN_TIMEOUT,
         ));
         Ok(Backends {
             rest,

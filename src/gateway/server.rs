@@ -59,6 +59,7 @@ impl GatewayServer {
                 async move { gw.handle(req).await }
             },
             shutdown.clone(),
+            cfg.limits.drain_timeout.0,
         );
         let gw = gateway.clone();
         let admin_task = net::serve_http(
@@ -83,6 +84,7 @@ impl GatewayServer {
                 }
             },
             shutdown.clone(),
+            cfg.limits.drain_timeout.0,
         );
         Ok(GatewayServer {
             http,
@@ -111,11 +113,7 @@ impl GatewayServer {
                 let _ = t.await;
             }
         };
-        let _ = tokio::time::timeout(
-            self.drain.max(net::DRAIN_TIMEOUT) + Duration::from_secs(1),
-            all,
-        )
-        .await;
+        let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
     }
 }
 

@@ -302,3 +302,103 @@ fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{descriptor_pool, v1};
+
+    fn route(
+        service: &str,
+        method: &str,
+        body: &str,
+        response_body: &str,
+        vars: &[&str],
+    ) -> MethodRoute {
+        let svc = descriptor_pool().get_service_by_name(service).unwrap();
+        let m = svc.methods().find(|m| m.name() == method).unwrap();
+        let vars: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
+        MethodRoute::new(&m, body, response_body, &vars).unwrap()
+    }
+
+    #[test]
+    fn body_field_query_and_unknown_field_policy() {
+        let r = route("gwbench.v1.UserService", "ListUsers", "", "", &[]);
+        let strict = JsonOptions::new(false, false, true);
+        let lenient = JsonOptions::new(false, false, false);
+        assert!(
+            r.encode_request(&[], Some("page_size=2&nope=1"), b"", &strict)
+                .is_err()
+        );
+        let bytes = r
+            .encode_request(&[], Some("pageSize=2&nope=1"), b"", &lenient)
+            .unwrap();
+        assert_eq!(
+            v1::ListUsersRequest::decode(bytes).unwrap().page_size,
+            2,
+            "json names work in queries"
+        );
+
+        // body: "address" puts the whole body into that field; the rest comes from the query.
+        let r = route("gwbench.v1.UserService", "CreateUser", "address", "", &[]);
+        let bytes = r
+            .encode_request(
+                &[],
+                Some("username=ada&roles=a&roles=b"),
+                br#"{"city": "Rome"}"#,
+                &strict,
+            )
+            .unwrap();
+        let req = v1::CreateUserRequest::decode(bytes).unwrap();
+        assert_eq!(req.address.unwrap().city, "Rome");
+        assert_eq!(req.username, "ada");
+        assert_eq!(req.roles, ["a", "b"]);
+        let err = r
+            .encode_request(&[], Some("address.city=x"), b"{}", &strict)
+            .unwrap_err();
+        assert!(err.message.contains("already bound"), "{}", err.message);
+    }
+
+    #[test]
+    fn response_body_and_field_names() {
+        let r = route(
+            "gwbench.v1.UserService",
+            "ListUsers",
+            "",
+            "next_page_token",
+            &[],
+        );
+        let reply = v1::ListUsersResponse {
+            next_page_token: "11".into(),
+            ..Default::default()
+        };
+        let json = r
+            .render_response(
+                &reply.encode_to_vec(),
+                &JsonOptions::new(false, false, true),
+            )
+            .unwrap();
+        assert_eq!(json, br#""11""#);
+        let r = route("gwbench.v1.UserService", "GetUser", "", "", &["id"]);
+        let user = v1::User {
+            id: 1,
+            display_name: "A".into(),
+            ..Default::default()
+        };
+        let proto_names = r
+            .render_response(&user.encode_to_vec(), &JsonOptions::new(true, false, true))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(proto_names).unwrap(),
+            r#"{"id":"1","display_name":"A"}"#
+        );
+        let with_defaults = r
+            .render_response(&user.encode_to_vec(), &JsonOptions::new(false, true, true))
+            .unwrap();
+        assert!(
+            String::from_utf8(with_defaults)
+                .unwrap()
+                .contains(r#""active":false"#)
+        );
+    }
+}

@@ -213,9 +213,11 @@ impl Upstream {
                 if pool.len() == 1 {
                     return pool[0];
                 }
+                // Two distinct random candidates; the less busy one wins.
                 let mut rng = rand::rng();
-                let a = pool[rng.random_range(0..pool.len())];
-                let b = pool[rng.random_range(0..pool.len())];
+                let i = rng.random_range(0..pool.len());
+                let j = (i + rng.random_range(1..pool.len())) % pool.len();
+                let (a, b) = (pool[i], pool[j]);
                 let load = |i: usize| self.endpoints[i].in_flight.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
@@ -345,5 +347,42 @@ impl Upstream {
             Code::Unavailable,
             format!("upstream {}: no endpoint accepts connections", self.name),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(policy: LbPolicy, n: usize) -> Upstream {
+        let cfg = config::Upstream {
+            name: "t".into(),
+            protocol: UpstreamProtocol::Http,
+            endpoints: (0..n)
+                .map(|i| format!("127.0.0.1:{}", 10_000 + i))
+                .collect(),
+            lb: policy,
+            connect_timeout: config::TextDuration(Duration::from_secs(1)),
+        };
+        Upstream::new(&cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_robin_cycles_and_skips_endpoints_that_are_down() {
+        let u = upstream(LbPolicy::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| u.pick(None)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        u.mark_down(1);
+        assert!((0..6).map(|_| u.pick(None)).all(|i| i != 1));
+        assert_ne!(u.pick(Some(0)), 0);
+    }
+
+    #[tokio::test]
+    async fn least_request_prefers_the_less_busy() {
+        let u = upstream(LbPolicy::LeastRequest, 2);
+        u.endpoints[0].in_flight.store(10, Ordering::Relaxed);
+        assert!((0..100).all(|_| u.pick(None) == 1));
+        u.endpoints[1].in_flight.store(20, Ordering::Relaxed);
+        assert!((0..100).all(|_| u.pick(None) == 0));
     }
 }
