@@ -65,6 +65,57 @@ pub enum Command {
     /// google.api.http annotations, and reverse-proxy routes to HTTP upstreams.
     #[command(after_help = GATEWAY_EXAMPLES)]
     Gateway(GatewayArgs),
+    /// The main job: how much latency and CPU does the gateway add? Starts the mocks and the
+    /// gateway on loopback and offers the same load directly and through the gateway.
+    #[command(after_help = COMPARE_EXAMPLES)]
+    Compare(CompareArgs),
+}
+
+const COMPARE_EXAMPLES: &str = "\
+Examples:
+  gwbench compare --rps 5000                       # rest and grpc scenarios, 3 rounds x 5 s
+  gwbench compare --rps 2000 --scenarios grpc --rounds 5 --pin
+  gwbench compare --rps 5000 --out /tmp/run1       # reports there instead of reports/<time>-compare
+
+Scenarios (direct vs through the gateway, same offered rate):
+  rest   REST mock GET /api/users/{id} vs the gateway's /rest proxy route (proxy cost)
+  grpc   gRPC GetUser vs REST GET /api/users/42 transcoded by the gateway (translation cost)
+  full, dashboard: need the gateway middleware, not built yet.
+Direct and gateway runs alternate in rounds so that drift hits both; the table gives the median
+of the rounds, the overhead (gateway - direct) per percentile, and CPU per 1,000 requests of
+each process. Writes summary.json, summary.md, and a .hgrm and .hlog per scenario and side.";
+
+/// `gwbench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Offered rate, requests per second, the same on both sides.
+    #[arg(long, default_value = "5000", value_name = "N")]
+    pub rps: String,
+    /// Scenarios to run, comma-separated.
+    #[arg(long, default_value = "rest,grpc", value_name = "LIST")]
+    pub scenarios: String,
+    /// Rounds (each runs direct and gateway once, alternating which goes first).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Length of each measured run.
+    #[arg(short = 'd', long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Warm-up before each run, discarded.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub warmup: std::time::Duration,
+    /// TCP connections of the load generator.
+    #[arg(short = 'c', long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Pin generator, gateway and backends to separate cores (on 2 cores: generator on CPU 1,
+    /// gateway and backends on CPU 0).
+    #[arg(long)]
+    pub pin: bool,
+    /// Directory for the reports (default: reports/<UTC time>-compare).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 const GATEWAY_EXAMPLES: &str = "\

@@ -13,4 +13,6 @@ pub mod proto;
 pub mod report;
 mod run;
 
+pub use run::process;
+
 pub use run::{exit_code, run};

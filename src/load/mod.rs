@@ -109,6 +109,9 @@ pub struct LoadRun {
     pub connections: usize,
     /// Generator threads used.
     pub threads: usize,
+    /// Requests taken for sending during the warm-up (for per-request CPU of other processes
+    /// measured across warm-up and run).
+    pub warmup_requests: u64,
 }
 
 impl LoadRun {
@@ -304,6 +307,7 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
         },
         connections: cfg.connections,
         threads,
+        warmup_requests: warm_dispenser.taken(),
     })
 }
 

@@ -5,8 +5,10 @@ use std::io::Write;
 
 use anyhow::Context;
 
+mod compare;
 mod gateway;
 mod load;
+pub mod process;
 
 use crate::backend::{BackendError, Backends};
 use crate::cli::{BackendsArgs, Cli, Command};
@@ -19,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backends(args) => backends(&args),
         Command::Load(args) => load::load(&args),
         Command::Gateway(args) => gateway::gateway(&args),
+        Command::Compare(args) => compare::compare(&args),
     }
 }
 
@@ -33,6 +36,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<crate::config::ConfigError>()
             || e.is::<crate::gateway::server::StartError>()
             || e.is::<crate::gateway::GatewayError>()
+            || e.is::<compare::CompareError>()
+            || e.is::<process::SpawnError>()
     };
     if err.chain().any(usage) { 2 } else { 1 }
 }

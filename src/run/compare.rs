@@ -1,0 +1,639 @@
+//! `gwbench compare`: starts the mocks and the gateway as child processes, offers the same
+//! constant load directly and through the gateway in alternating rounds, and reports the latency
+//! and CPU the gateway adds per scenario (terminal table, `summary.json`, `summary.md`, and per
+//! scenario and side a `.hgrm` and a `.hlog`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::process::{ChildProcess, pin_self};
+use crate::cli::CompareArgs;
+use crate::load::recorder::IntervalRecord;
+use crate::load::schedule::{Limit, Rate};
+use crate::load::target::{Protocol, RequestTemplate};
+use crate::load::{LoadConfig, LoadRun, grpc, run_load};
+use crate::report::json::{LoadReport, Percentiles};
+use crate::report::text::human_ns;
+use crate::report::{hgrm, hlog};
+
+/// A compare that cannot run as asked (exit code 2).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub(super) struct CompareError(String);
+
+/// One side of a scenario: what to load.
+#[derive(Debug, Clone)]
+struct Side {
+    label: &'static str,
+    protocol: Protocol,
+    url: String,
+    grpc_method: Option<(&'static str, &'static str)>,
+}
+
+/// A pair of sides.
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: &'static str,
+    description: &'static str,
+    direct: Side,
+    gateway: Side,
+}
+
+const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard"];
+
+fn scenarios(
+    names: &[String],
+    rest: &str,
+    grpc: &str,
+    gw: &str,
+) -> Result<Vec<Scenario>, CompareError> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(match name.as_str() {
+            "rest" => Scenario {
+                name: "rest",
+                description: "REST mock GET /api/users/{id}: direct vs the gateway's proxy route (pure proxy cost)",
+                direct: Side { label: "direct", protocol: Protocol::Http1, url: format!("http://{rest}/api/users/{{rand:1-1000}}"), grpc_method: None },
+                gateway: Side { label: "gateway", protocol: Protocol::Http1, url: format!("http://{gw}/rest/api/users/{{rand:1-1000}}"), grpc_method: None },
+            },
+            "grpc" => Scenario {
+                name: "grpc",
+                description: "gRPC GetUser direct vs REST GET /api/users/42 transcoded by the gateway (translation cost)",
+                direct: Side {
+                    label: "direct",
+                    protocol: Protocol::Grpc,
+                    url: format!("http://{grpc}"),
+                    grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
+                },
+                gateway: Side { label: "gateway", protocol: Protocol::Http1, url: format!("http://{gw}/api/users/42"), grpc_method: None },
+            },
+            "full" | "dashboard" => {
+                return Err(CompareError(format!(
+                    "scenario {name:?} needs the gateway middleware (JWT auth, rate limits, breakers, aggregation), \
+                     which is not built yet; available now: rest, grpc"
+                )));
+            }
+            other => {
+                return Err(CompareError(format!("unknown scenario {other:?}; expected some of {}", KNOWN.join(", "))));
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
+    match side.grpc_method {
+        Some((method, data)) => {
+            let call = grpc::prepare(crate::proto::descriptor_pool(), method, data)?;
+            let url = format!("{}{}", side.url, call.path);
+            RequestTemplate::new(Protocol::Grpc, &[url], http::Method::POST, &[], call.body)
+        }
+        None => RequestTemplate::new(
+            side.protocol,
+            std::slice::from_ref(&side.url),
+            http::Method::GET,
+            &[],
+            Bytes::new(),
+        ),
+    }
+}
+
+// ===== results =====
+
+/// CPU milliseconds per 1,000 requests of each process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct CpuPer1000 {
+    gateway_ms: Option<f64>,
+    backends_ms: f64,
+    generator_ms: f64,
+}
+
+#[derive(Debug)]
+struct RoundResult {
+    run: LoadRun,
+    report: LoadReport,
+    cpu: CpuPer1000,
+}
+
+/// Median and spread of one number across rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(values: &[f64]) -> Spread {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+        };
+    }
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Spread {
+        median,
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+/// Reads one percentile off a summary.
+type Pick = fn(&Percentiles) -> u64;
+
+const PCTS: [(&str, Pick); 5] = [
+    ("p50", |p| p.p50),
+    ("p90", |p| p.p90),
+    ("p99", |p| p.p99),
+    ("p999", |p| p.p999),
+    ("max", |p| p.max),
+];
+
+/// One side's summary across rounds.
+#[derive(Debug, Serialize)]
+struct SideSummary {
+    /// Median and spread per percentile of the corrected latency, ns.
+    corrected_ns: std::collections::BTreeMap<&'static str, Spread>,
+    /// Likewise for the service time.
+    service_ns: std::collections::BTreeMap<&'static str, Spread>,
+    achieved_rps: Spread,
+    lag_p99_ns: Spread,
+    errors: u64,
+    not_sent: u64,
+    cpu_ms_per_1000: CpuPer1000,
+    rounds: Vec<LoadReport>,
+}
+
+fn summarize(rounds: &[RoundResult]) -> SideSummary {
+    let pick = |f: &dyn Fn(&LoadReport) -> f64| {
+        spread(&rounds.iter().map(|r| f(&r.report)).collect::<Vec<_>>())
+    };
+    let mut corrected = std::collections::BTreeMap::new();
+    let mut service = std::collections::BTreeMap::new();
+    for (name, get) in PCTS {
+        corrected.insert(name, pick(&|r| get(&r.latency_ns.corrected) as f64));
+        service.insert(name, pick(&|r| get(&r.latency_ns.service) as f64));
+    }
+    let cpu = |f: &dyn Fn(&CpuPer1000) -> f64| {
+        spread(&rounds.iter().map(|r| f(&r.cpu)).collect::<Vec<_>>()).median
+    };
+    SideSummary {
+        corrected_ns: corrected,
+        service_ns: service,
+        achieved_rps: pick(&|r| r.achieved_rps),
+        lag_p99_ns: pick(&|r| r.latency_ns.lag.p99 as f64),
+        errors: rounds
+            .iter()
+            .map(|r| r.run.outcomes.failed() - r.run.outcomes.not_sent)
+            .sum(),
+        not_sent: rounds.iter().map(|r| r.run.outcomes.not_sent).sum(),
+        cpu_ms_per_1000: CpuPer1000 {
+            gateway_ms: rounds
+                .iter()
+                .all(|r| r.cpu.gateway_ms.is_some())
+                .then(|| cpu(&|c| c.gateway_ms.unwrap_or(f64::NAN))),
+            backends_ms: cpu(&|c| c.backends_ms),
+            generator_ms: cpu(&|c| c.generator_ms),
+        },
+        rounds: rounds.iter().map(|r| r.report.clone()).collect(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioSummary {
+    name: &'static str,
+    description: &'static str,
+    direct: SideSummary,
+    gateway: SideSummary,
+    /// Gateway median minus direct median, per percentile, ns.
+    overhead_ns:
+        std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, f64>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    cpu_model: String,
+    pinning: Vec<String>,
+    /// The child processes (name, pid), for CPU accounting and for checking they are gone.
+    processes: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Serialize)]
+struct CompareSummary {
+    schema: &'static str,
+    started: String,
+    rps: f64,
+    rounds: u32,
+    duration_s: f64,
+    warmup_s: f64,
+    connections: usize,
+    machine: Machine,
+    scenarios: Vec<ScenarioSummary>,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ===== the run =====
+
+/// Runs `gwbench compare`; prints the table and the report directory.
+pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let rate = match Rate::parse_rps(&args.rps).map_err(|e| CompareError(e.0))? {
+        Rate::Max => {
+            return Err(CompareError(
+                "--rps max is not comparable; give a rate, e.g. --rps 5000".into(),
+            )
+            .into());
+        }
+        r => r,
+    };
+    let names: Vec<String> = args
+        .scenarios
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    scenarios(&names, "x", "x", "x")?; // check names before starting anything
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Where each process runs: generator | gateway | backends.
+    type Cpus = Option<Vec<usize>>;
+    let (pin_gen, pin_gw, pin_be): (Cpus, Cpus, Cpus) = if !args.pin {
+        (None, None, None)
+    } else if cores >= 3 {
+        (Some(vec![0]), Some(vec![1]), Some((2..cores).collect()))
+    } else if cores == 2 {
+        (Some(vec![1]), Some(vec![0]), Some(vec![0]))
+    } else {
+        (None, None, None)
+    };
+    let mut pinning = Vec::new();
+    for (who, cpus) in [
+        ("generator", &pin_gen),
+        ("gateway", &pin_gw),
+        ("backends", &pin_be),
+    ] {
+        pinning.push(match cpus {
+            Some(c) => format!("{who}: CPU {c:?}"),
+            None => format!("{who}: not pinned (shares all {cores} cores)"),
+        });
+    }
+    let threads = |pin: &Option<Vec<usize>>| pin.as_ref().map_or(1, |c| c.len()).to_string();
+    let backends = ChildProcess::spawn(
+        "gwbench backends",
+        &[
+            "backends",
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--threads",
+            &threads(&pin_be),
+        ]
+        .map(String::from),
+        3,
+        pin_be.clone(),
+    )?;
+    let (rest, grpc_addr) = (
+        backends.addr("rest").expect("ready rest"),
+        backends.addr("grpc").expect("ready grpc"),
+    );
+    let gateway = ChildProcess::spawn(
+        "gwbench gateway",
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            &threads(&pin_gw),
+            "--upstream-grpc",
+            &grpc_addr.to_string(),
+            "--upstream-rest",
+            &rest.to_string(),
+        ]
+        .map(String::from),
+        2,
+        pin_gw.clone(),
+    )?;
+    let gw = gateway.addr("http").expect("ready http");
+    let processes = vec![
+        ("backends".to_string(), backends.pid()),
+        ("gateway".to_string(), gateway.pid()),
+    ];
+    if let Some(cpus) = &pin_gen {
+        pin_self(cpus).map_err(CompareError)?;
+    }
+    let list = scenarios(
+        &names,
+        &rest.to_string(),
+        &grpc_addr.to_string(),
+        &gw.to_string(),
+    )?;
+    let started = SystemTime::now();
+    let total_runs = list.len() as u64 * u64::from(args.rounds) * 2;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.quiet {
+        let b = indicatif::ProgressBar::new(total_runs);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let mut results: Vec<(Scenario, Vec<RoundResult>, Vec<RoundResult>)> = Vec::new();
+    for sc in &list {
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            // Alternate which side goes first, so that drift hits both.
+            let order: [(&Side, bool); 2] = if round % 2 == 1 {
+                [(&sc.direct, false), (&sc.gateway, true)]
+            } else {
+                [(&sc.gateway, true), (&sc.direct, false)]
+            };
+            for (side, via_gateway) in order {
+                bar.set_message(format!(
+                    "scenario {}, round {round}/{}, {}",
+                    sc.name, args.rounds, side.label
+                ));
+                let cfg = LoadConfig {
+                    template: template(side)?,
+                    rate,
+                    limit: Limit::Duration(args.duration),
+                    warmup: args.warmup,
+                    connections: args.connections as usize,
+                    max_in_flight: 1024,
+                    threads: 1,
+                    timeout: Duration::from_secs(5),
+                    spin: Duration::from_micros(20),
+                    progress: false,
+                };
+                let (gw0, be0) = (gateway.cpu_seconds(), backends.cpu_seconds());
+                let run = run_load(&cfg)
+                    .with_context(|| format!("scenario {}, {}", sc.name, side.label))?;
+                let (gw1, be1) = (gateway.cpu_seconds(), backends.cpu_seconds());
+                // The children's counters span warm-up and run: divide by the requests of both.
+                let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
+                let per1000 = |a: Option<f64>, b: Option<f64>| {
+                    a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests)
+                };
+                let cpu = CpuPer1000 {
+                    gateway_ms: if via_gateway { per1000(gw0, gw1) } else { None },
+                    backends_ms: per1000(be0, be1).unwrap_or(f64::NAN),
+                    generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
+                        / (run.outcomes.sent().max(1) as f64 / 1000.0),
+                };
+                let report = LoadReport::from_run(&run);
+                let result = RoundResult { run, report, cpu };
+                if via_gateway {
+                    through.push(result)
+                } else {
+                    direct.push(result)
+                }
+                bar.inc(1);
+            }
+        }
+        results.push((sc.clone(), direct, through));
+    }
+    bar.finish_and_clear();
+    drop(gateway);
+    drop(backends);
+
+    let summary = CompareSummary {
+        schema: "gwbench.compare.v1",
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        rps: rate.offered().unwrap_or(0.0),
+        rounds: args.rounds,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        connections: args.connections as usize,
+        machine: Machine {
+            cores,
+            cpu_model: cpu_model(),
+            pinning,
+            processes,
+        },
+        scenarios: results
+            .iter()
+            .map(|(sc, d, g)| {
+                let (direct, gateway) = (summarize(d), summarize(g));
+                let mut overhead = std::collections::BTreeMap::new();
+                for (kind, dd, gg) in [
+                    ("corrected", &direct.corrected_ns, &gateway.corrected_ns),
+                    ("service", &direct.service_ns, &gateway.service_ns),
+                ] {
+                    overhead.insert(
+                        kind,
+                        PCTS.iter()
+                            .map(|(n, _)| (*n, gg[n].median - dd[n].median))
+                            .collect(),
+                    );
+                }
+                ScenarioSummary {
+                    name: sc.name,
+                    description: sc.description,
+                    direct,
+                    gateway,
+                    overhead_ns: overhead,
+                }
+            })
+            .collect(),
+    };
+    let table = render_table(&summary);
+    super::print_out(&table)?;
+    let dir = write_reports(args.out.as_deref(), started, &summary, &table, &results)?;
+    super::print_out(&format!("report: {}\n", dir.display()))?;
+    Ok(())
+}
+
+// ===== output =====
+
+fn render_table(s: &CompareSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gwbench compare: {} req/s, {} rounds x {}s (+{}s warm-up), {} connections; {} cores ({}); {}",
+        s.rps,
+        s.rounds,
+        s.duration_s,
+        s.warmup_s,
+        s.connections,
+        s.machine.cores,
+        s.machine.cpu_model,
+        s.machine.pinning.join(", ")
+    );
+    for sc in &s.scenarios {
+        let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "(median of rounds)", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for (kind, d, g) in [
+            (
+                "corrected",
+                &sc.direct.corrected_ns,
+                &sc.gateway.corrected_ns,
+            ),
+            ("service", &sc.direct.service_ns, &sc.gateway.service_ns),
+        ] {
+            let row = |m: &std::collections::BTreeMap<&'static str, Spread>| -> String {
+                PCTS.iter()
+                    .map(|(n, _)| format!("{:>9}", human_ns(m[n].median as u64)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(out, "  {:<22} {}", format!("{kind} direct"), row(d));
+            let _ = writeln!(out, "  {:<22} {}", format!("{kind} gateway"), row(g));
+            let over: Vec<String> = PCTS
+                .iter()
+                .map(|(n, _)| {
+                    let v = g[n].median - d[n].median;
+                    let sign = if v < 0.0 { "-" } else { "+" };
+                    format!("{:>9}", format!("{sign}{}", human_ns(v.abs() as u64)))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<22} {}",
+                format!("{kind} overhead"),
+                over.join(" ")
+            );
+        }
+        let p99 = |m: &std::collections::BTreeMap<&'static str, Spread>| {
+            format!(
+                "{}..{}",
+                human_ns(m["p99"].min as u64),
+                human_ns(m["p99"].max as u64)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  spread of p99 over rounds: direct {}, gateway {}",
+            p99(&sc.direct.corrected_ns),
+            p99(&sc.gateway.corrected_ns)
+        );
+        let _ = writeln!(
+            out,
+            "  achieved: direct {:.1}/s, gateway {:.1}/s; errors {} / {}; not sent {} / {}",
+            sc.direct.achieved_rps.median,
+            sc.gateway.achieved_rps.median,
+            sc.direct.errors,
+            sc.gateway.errors,
+            sc.direct.not_sent,
+            sc.gateway.not_sent
+        );
+        let c = (&sc.direct.cpu_ms_per_1000, &sc.gateway.cpu_ms_per_1000);
+        let _ = writeln!(
+            out,
+            "  CPU ms per 1,000 requests: gateway {}, backends {:.1} (direct) / {:.1} (via gateway), generator {:.1} / {:.1}",
+            c.1.gateway_ms
+                .map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
+            c.0.backends_ms,
+            c.1.backends_ms,
+            c.0.generator_ms,
+            c.1.generator_ms
+        );
+        for (side, sum) in [("direct", &sc.direct), ("gateway", &sc.gateway)] {
+            if sum.lag_p99_ns.max > crate::report::text::LAG_WARN_NS as f64 || sum.not_sent > 0 {
+                let _ = writeln!(
+                    out,
+                    "  WARNING: the load generator could not keep up on the {side} side (lag p99 up to {}, {} not sent): \
+                     these figures include generator delay and are not trustworthy; lower --rps or use --pin.",
+                    human_ns(sum.lag_p99_ns.max as u64),
+                    sum.not_sent
+                );
+            }
+        }
+    }
+    out
+}
+
+fn merged(rounds: &[RoundResult], f: fn(&LoadRun) -> &Histogram<u64>) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new(3).expect("3 significant figures");
+    for r in rounds {
+        let _ = h.add(f(&r.run));
+    }
+    h
+}
+
+fn write_reports(
+    out: Option<&Path>,
+    started: SystemTime,
+    summary: &CompareSummary,
+    table: &str,
+    results: &[(Scenario, Vec<RoundResult>, Vec<RoundResult>)],
+) -> anyhow::Result<PathBuf> {
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "");
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-compare")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))
+    };
+    write("summary.json", &serde_json::to_string_pretty(summary)?)?;
+    write(
+        "summary.md",
+        &format!("# gwbench compare\n\n```\n{table}```\n"),
+    )?;
+    for (sc, direct, through) in results {
+        for (side, rounds) in [("direct", direct), ("gateway", through)] {
+            let base = format!("{}-{side}", sc.name);
+            write(
+                &format!("{base}.hgrm"),
+                &hgrm::render(&merged(rounds, |r| &r.total.corrected)),
+            )?;
+            write(
+                &format!("{base}.service.hgrm"),
+                &hgrm::render(&merged(rounds, |r| &r.total.service)),
+            )?;
+            // One interval log for all rounds, times relative to the first round's start.
+            let start = rounds.first().map_or(started, |r| r.run.start_wall);
+            let intervals: Vec<IntervalRecord> = rounds
+                .iter()
+                .flat_map(|r| {
+                    let offset = r.run.start_wall.duration_since(start).unwrap_or_default();
+                    r.run.intervals.iter().cloned().map(move |mut i| {
+                        i.start += offset;
+                        i
+                    })
+                })
+                .collect();
+            write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
+        }
+    }
+    Ok(dir)
+}

@@ -1,0 +1,229 @@
+//! Child processes of the same binary (`gwbench backends`, `gwbench gateway`), so that CPU is
+//! accounted per process: spawn with an optional CPU pin, wait for the `ready` lines (with a
+//! timeout; the child's stderr in the error if it dies), read CPU time from `/proc/PID/stat`,
+//! and stop by PID on drop, on error and when the parent dies (PR_SET_PDEATHSIG). No orphans.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sched::CpuSet;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use thiserror::Error;
+
+/// How long a child may take to print its ready lines.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child that did not start.
+#[derive(Debug, Error)]
+#[error("{what} did not start: {reason}")]
+pub struct SpawnError {
+    /// Which child.
+    pub what: String,
+    /// Why, with the child's stderr when it exited.
+    pub reason: String,
+}
+
+/// A running child process of ours; killed (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ChildProcess {
+    /// Name for messages ("backends", "gateway").
+    pub what: String,
+    child: Child,
+    /// Listeners from its ready lines: (kind, address).
+    pub ready: Vec<(String, SocketAddr)>,
+    /// The CPUs it is pinned to, if any.
+    pub pinned: Option<Vec<usize>>,
+}
+
+fn cpuset(cpus: &[usize]) -> nix::Result<CpuSet> {
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c)?;
+    }
+    Ok(set)
+}
+
+/// Pins the calling process's current thread (and the threads it creates later) to `cpus`.
+pub fn pin_self(cpus: &[usize]) -> Result<(), String> {
+    let set = cpuset(cpus).map_err(|e| format!("CPU set {cpus:?}: {e}"))?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| format!("pinning to CPUs {cpus:?}: {e}"))
+}
+
+/// CPU seconds (user + system, all threads) a process has used, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Some((utime + stime) / hz)
+}
+
+impl ChildProcess {
+    /// Spawns `gwbench <args>` (this same binary), pinned to `pin` if given, and waits for
+    /// `expect` ready lines.
+    pub fn spawn(
+        what: &str,
+        args: &[String],
+        expect: usize,
+        pin: Option<Vec<usize>>,
+    ) -> Result<ChildProcess, SpawnError> {
+        let fail = |reason: String| SpawnError {
+            what: what.to_string(),
+            reason,
+        };
+        let exe =
+            std::env::current_exe().map_err(|e| fail(format!("cannot find this binary: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let pin_set = pin
+            .as_deref()
+            .map(cpuset)
+            .transpose()
+            .map_err(|e| fail(format!("CPU set: {e}")))?;
+        // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+        // (prctl, sched_setaffinity) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                if let Some(set) = &pin_set {
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), set)
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Keep the last lines of stderr for error messages without letting the pipe fill up.
+        let (etx, erx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0
+                    || etx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut me = ChildProcess {
+            what: what.to_string(),
+            child,
+            ready: Vec::new(),
+            pinned: pin,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while me.ready.len() < expect {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(line) => {
+                    let mut f = line.split_whitespace();
+                    if let (Some("ready"), Some(kind), Some(addr)) = (f.next(), f.next(), f.next())
+                        && let Ok(addr) = addr.parse()
+                    {
+                        me.ready.push((kind.to_string(), addr));
+                    }
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50)); // let stderr arrive
+                    let stderr: String = erx.try_iter().collect();
+                    let last = stderr
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    let reason = match me.child.try_wait() {
+                        Ok(Some(status)) => format!("it exited ({status}): {last}"),
+                        _ => format!("no ready line within {}s", READY_TIMEOUT.as_secs()),
+                    };
+                    return Err(fail(reason));
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first listener of `kind` (e.g. "rest", "http").
+    pub fn addr(&self, kind: &str) -> Option<SocketAddr> {
+        self.ready.iter().find(|(k, _)| k == kind).map(|(_, a)| *a)
+    }
+
+    /// CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// Stops the child: SIGTERM, up to 3 s to exit, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_of_this_process() {
+        // Burn CPU until the kernel's tick counter moves (bounded, so /proc being wrong fails).
+        let t = Instant::now();
+        while cpu_seconds(std::process::id()).unwrap() == 0.0
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
+        assert!(cpu_seconds(u32::MAX).is_none());
+    }
+}

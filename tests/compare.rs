@@ -1,0 +1,212 @@
+//! `gwbench compare` end to end through the binary, with tiny durations: structure and
+//! consistency of what it writes, and no child process left behind, even when the parent is
+//! killed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes: it runs nothing and holds no port.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+fn wait_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn compare_writes_consistent_reports_and_leaves_no_child() {
+    let out = std::env::temp_dir().join(format!("gwbench-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "300",
+            "--rounds",
+            "2",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "100ms",
+            "-c",
+            "4",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("== rest") && stdout.contains("== grpc") && stdout.contains("overhead"),
+        "{stdout}"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&summary)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let load_schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/load.json")).unwrap();
+    let load_validator = jsonschema::validator_for(&load_schema).unwrap();
+
+    for sc in summary["scenarios"].as_array().unwrap() {
+        let name = sc["name"].as_str().unwrap();
+        for kind in ["corrected", "service"] {
+            for p in ["p50", "p90", "p99", "p999", "max"] {
+                let d = sc["direct"][format!("{kind}_ns")][p]["median"]
+                    .as_f64()
+                    .unwrap();
+                let g = sc["gateway"][format!("{kind}_ns")][p]["median"]
+                    .as_f64()
+                    .unwrap();
+                assert_eq!(
+                    sc["overhead_ns"][kind][p].as_f64().unwrap(),
+                    g - d,
+                    "{name} {kind} {p}"
+                );
+            }
+        }
+        for side in ["direct", "gateway"] {
+            let rounds = sc[side]["rounds"].as_array().unwrap();
+            assert_eq!(rounds.len(), 2);
+            for r in rounds {
+                assert!(
+                    load_validator.is_valid(r),
+                    "{name} {side}: a round is not a valid gwbench.load.v1 object"
+                );
+                assert_eq!(
+                    r["requests"]["scheduled"], 180,
+                    "{name} {side}: 300/s for 0.6 s"
+                );
+            }
+            let base = format!("{name}-{side}");
+            let hgrm = std::fs::read_to_string(out.join(format!("{base}.hgrm"))).unwrap();
+            let footer = hgrm.lines().find(|l| l.starts_with("#[Max")).unwrap();
+            let count: u64 = footer
+                .trim_end_matches(']')
+                .rsplit('=')
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let recorded: u64 = rounds
+                .iter()
+                .map(|r| r["latency_ns"]["corrected"]["count"].as_u64().unwrap())
+                .sum();
+            assert_eq!(count, recorded, "{base}.hgrm holds both rounds");
+            let log = std::fs::read(out.join(format!("{base}.hlog"))).unwrap();
+            let intervals = IntervalLogIterator::new(&log)
+                .map(|e| e.unwrap())
+                .filter(|e| matches!(e, LogEntry::Interval(_)))
+                .count();
+            assert!(intervals >= 4, "{base}.hlog: {intervals} intervals");
+        }
+    }
+    assert!(
+        std::fs::read_to_string(out.join("summary.md"))
+            .unwrap()
+            .contains("== rest")
+    );
+    for pair in summary["machine"]["processes"].as_array().unwrap() {
+        let pid = pair[1].as_u64().unwrap() as u32;
+        assert!(wait_gone(pid), "child {pair} is still running");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn killing_compare_takes_its_children_along() {
+    let mut parent = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "100",
+            "--rounds",
+            "1",
+            "--duration",
+            "30s",
+            "--quiet",
+            "--out",
+        ])
+        .arg(std::env::temp_dir().join(format!("gwbench-killed-{}", std::process::id())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until both children are up.
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut kids = Vec::new();
+    while Instant::now() < deadline && kids.len() < 2 {
+        kids = children(parent.id());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        kids.len(),
+        2,
+        "compare should have started backends and gateway"
+    );
+    parent.kill().unwrap(); // SIGKILL: no destructor runs in the parent
+    let _ = parent.wait();
+    for pid in kids {
+        assert!(wait_gone(pid), "child {pid} outlived its parent");
+    }
+}
+
+#[test]
+fn unknown_scenarios_and_bad_rates_exit_2() {
+    for (args, needle) in [
+        (
+            vec!["compare", "--scenarios", "rest,nope"],
+            "unknown scenario",
+        ),
+        (vec!["compare", "--scenarios", "full"], "middleware"),
+        (vec!["compare", "--rps", "max"], "--rps"),
+        (vec!["compare", "--rps", "0"], "--rps"),
+    ] {
+        let out = Command::new(cargo_bin("gwbench"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
