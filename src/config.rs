@@ -31,6 +31,10 @@ proto_field_names = false      # JSON keys: false = lowerCamelCase json names, t
 emit_defaults = false          # include fields that hold their default value
 reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
 
+# The annotated routes, as annotated (/api/users/{id}), with no middleware.
+[[transcode.mounts]]
+prefix = ""
+
 [[upstreams]]
 name = "grpc"
 protocol = "grpc"
@@ -126,6 +130,21 @@ pub struct Transcode {
     /// Unknown JSON fields and query parameters are an error.
     #[serde(default = "yes")]
     pub reject_unknown_fields: bool,
+    /// Where the annotated routes are mounted, each with its own middleware.
+    #[serde(default = "default_mounts")]
+    pub mounts: Vec<Mount>,
+}
+
+fn default_mounts() -> Vec<Mount> {
+    vec![Mount::default()]
+}
+
+/// `[[transcode.mounts]]`: the annotated routes under a path prefix, with a middleware policy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Prepended to every annotated path ("" = the paths as annotated).
+    pub prefix: String,
 }
 
 fn yes() -> bool {
@@ -283,6 +302,23 @@ impl GatewayConfig {
             &self.transcode.upstream,
             UpstreamProtocol::Grpc,
         )?;
+        for (i, m) in self.transcode.mounts.iter().enumerate() {
+            if !(m.prefix.is_empty() || (m.prefix.starts_with('/') && !m.prefix.ends_with('/'))) {
+                return Err(format!(
+                    "transcode.mounts[{i}].prefix: {:?} must be empty or start with '/' and not end with it",
+                    m.prefix
+                ));
+            }
+            if self.transcode.mounts[..i]
+                .iter()
+                .any(|o| o.prefix == m.prefix)
+            {
+                return Err(format!(
+                    "transcode.mounts[{i}].prefix: {:?} is mounted twice",
+                    m.prefix
+                ));
+            }
+        }
         for (i, p) in self.proxy.iter().enumerate() {
             if !p.prefix.starts_with('/') || !p.prefix.ends_with('/') {
                 return Err(format!(

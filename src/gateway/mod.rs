@@ -7,6 +7,7 @@
 
 pub mod router;
 pub mod server;
+pub mod stack;
 pub mod status;
 pub mod transcode;
 pub mod upstream;
@@ -45,15 +46,56 @@ pub const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeo
 #[error("{0}")]
 pub struct GatewayError(pub String);
 
-/// The built gateway: routes, upstream pools and options. Cheap to share behind an `Arc`.
+/// A request after routing, as the middleware stack and the upstream call see it.
 #[derive(Debug)]
-pub struct Gateway {
-    router: Router,
+pub struct GwRequest {
+    /// Method, URI, headers, extensions (peer address).
+    pub parts: http::request::Parts,
+    /// The whole request body (already bounded by the body limit).
+    pub body: Bytes,
+    /// Values of the route's path variables, in order.
+    pub params: Vec<String>,
+    /// Where the route leads.
+    pub target: Target,
+    /// Index of the upstream that serves it.
+    pub upstream: usize,
+    /// The request id (also sent upstream and back).
+    pub request_id: HeaderValue,
+    /// Time the upstream call may take.
+    pub deadline: Duration,
+}
+
+/// A response of the gateway.
+pub type GwResponse = Response<GwBody>;
+
+/// A mount's middleware stack around the upstream call. Errors are responses already.
+pub type RouteService =
+    tower::util::BoxCloneSyncService<GwRequest, GwResponse, std::convert::Infallible>;
+
+/// What the innermost service (the upstream call) needs.
+#[derive(Debug)]
+pub struct Core {
     upstreams: Vec<Upstream>,
     json: JsonOptions,
+}
+
+/// The built gateway: routes, one middleware stack per mount, upstream pools and options.
+/// Cheap to share behind an `Arc`.
+pub struct Gateway {
+    router: Router,
+    stacks: Vec<RouteService>,
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("router", &self.router)
+            .field("stacks", &self.stacks.len())
+            .finish()
+    }
 }
 
 impl Gateway {
@@ -74,9 +116,12 @@ impl Gateway {
         let index_of = |name: &str| upstreams.iter().position(|u| u.name == name);
         let mut router = Router::new();
         let mut paths = HashMap::new();
-        router
-            .add_annotated(&pool, &mut paths)
-            .map_err(GatewayError)?;
+        // Stack 0 (no middleware) serves proxy routes; mount i is served by stack i + 1.
+        for (mount, m) in cfg.transcode.mounts.iter().enumerate() {
+            router
+                .add_annotated(&pool, &m.prefix, mount + 1, &mut paths)
+                .map_err(GatewayError)?;
+        }
         for p in &cfg.proxy {
             let target = router::ProxyTarget {
                 prefix: p.prefix.clone(),
@@ -86,20 +131,29 @@ impl Gateway {
                 timeout: p.timeout.0,
             };
             router
-                .add_proxy(target, &p.upstream, &mut paths)
+                .add_proxy(target, &p.upstream, 0, &mut paths)
                 .map_err(GatewayError)?;
         }
         let t = &cfg.transcode;
-        Ok(Gateway {
-            router,
-            transcode_upstream: index_of(&t.upstream)
-                .ok_or_else(|| GatewayError(format!("no upstream {}", t.upstream)))?,
+        let transcode_upstream = index_of(&t.upstream)
+            .ok_or_else(|| GatewayError(format!("no upstream {}", t.upstream)))?;
+        let core = std::sync::Arc::new(Core {
             upstreams,
             json: JsonOptions::new(
                 t.proto_field_names,
                 t.emit_defaults,
                 t.reject_unknown_fields,
             ),
+        });
+        let bare = crate::config::Mount::default();
+        let stacks = std::iter::once(&bare)
+            .chain(&t.mounts)
+            .map(|m| stack::build(m, core.clone()))
+            .collect();
+        Ok(Gateway {
+            router,
+            stacks,
+            transcode_upstream,
             transcode_timeout: t.timeout.0,
             max_body: cfg.limits.max_body_bytes,
         })
@@ -141,7 +195,7 @@ impl Gateway {
     {
         let path = req.uri().path();
         check_path(path)?;
-        let (target, params) = self.router.at(req.method(), path).map_err(|e| match e {
+        let (target, mount, params) = self.router.at(req.method(), path).map_err(|e| match e {
             router::RouteError::NotFound => GwError::grpc(
                 Code::NotFound,
                 format!("no route for {} {path}", req.method()),
@@ -160,45 +214,27 @@ impl Gateway {
             }
         })?;
         let target = target.clone();
-        let route_timeout = match &target {
-            Target::Transcode(_) => self.transcode_timeout,
-            Target::Proxy(p) => p.timeout,
+        let (route_timeout, upstream) = match &target {
+            Target::Transcode(_) => (self.transcode_timeout, self.transcode_upstream),
+            Target::Proxy(p) => (p.timeout, p.upstream),
         };
         let deadline =
             client_deadline(req.headers()).map_or(route_timeout, |d| d.min(route_timeout));
         let (parts, body) = req.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
-        let started = std::time::Instant::now();
-        let call = async {
-            match &target {
-                Target::Transcode(route) => {
-                    let msg =
-                        route.encode_request(&params, parts.uri.query(), &body, &self.json)?;
-                    let mut metadata = MetadataMap::new();
-                    if let Ok(v) = MetadataValue::try_from(request_id.as_bytes()) {
-                        metadata.insert("x-request-id", v);
-                    }
-                    let upstream = &self.upstreams[self.transcode_upstream];
-                    let (_, reply) = upstream
-                        .grpc_unary(&route.grpc_path, msg, &metadata, Some(deadline))
-                        .await
-                        .map_err(|s| match s.code() {
-                            // tonic enforces the grpc-timeout it sends and reports it as CANCELLED.
-                            Code::Cancelled if started.elapsed() >= deadline => {
-                                deadline_exceeded(deadline)
-                            }
-                            code => GwError::grpc(code, s.message().to_string()),
-                        })?;
-                    let json = route.render_response(&reply, &self.json)?;
-                    Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
-                }
-                Target::Proxy(p) => self.proxy(p, &parts, body, request_id).await,
-            }
+        let request = GwRequest {
+            parts,
+            body,
+            params,
+            target,
+            upstream,
+            request_id: request_id.clone(),
+            deadline,
         };
-        match tokio::time::timeout(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(deadline_exceeded(deadline)),
-        }
+        let stack = self.stacks[mount].clone();
+        Ok(tower::ServiceExt::oneshot(stack, request)
+            .await
+            .unwrap_or_else(|never| match never {}))
     }
 
     /// Reads the request body up to the limit; a declared oversize body is refused unread.
@@ -228,6 +264,56 @@ impl Gateway {
                 format!("could not read the request body: {e}"),
             )),
         }
+    }
+}
+
+impl Core {
+    /// The innermost service: transcode to gRPC or proxy, within the request's deadline.
+    pub async fn call(&self, req: GwRequest) -> GwResponse {
+        let deadline = req.deadline;
+        let started = std::time::Instant::now();
+        let call = async {
+            match &req.target {
+                Target::Transcode(route) => {
+                    let msg = route.encode_request(
+                        &req.params,
+                        req.parts.uri.query(),
+                        &req.body,
+                        &self.json,
+                    )?;
+                    let mut metadata = MetadataMap::new();
+                    if let Ok(v) = MetadataValue::try_from(req.request_id.as_bytes()) {
+                        metadata.insert("x-request-id", v);
+                    }
+                    let (_, reply) = self.upstreams[req.upstream]
+                        .grpc_unary(&route.grpc_path, msg, &metadata, Some(deadline))
+                        .await
+                        .map_err(|s| match s.code() {
+                            // tonic enforces the grpc-timeout it sends and reports it as CANCELLED.
+                            Code::Cancelled if started.elapsed() >= deadline => {
+                                deadline_exceeded(deadline)
+                            }
+                            code => GwError::grpc(code, s.message().to_string()),
+                        })?;
+                    let json = route.render_response(&reply, &self.json)?;
+                    Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
+                }
+                Target::Proxy(p) => {
+                    self.proxy(p, &req.parts, req.body.clone(), &req.request_id)
+                        .await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(deadline)),
+        };
+        result.unwrap_or_else(GwError::into_response)
+    }
+
+    /// The name of upstream `i`.
+    pub fn upstream_name(&self, i: usize) -> &str {
+        &self.upstreams[i].name
     }
 
     async fn proxy(

@@ -57,10 +57,13 @@ pub struct RouteInfo {
     pub target: String,
 }
 
+/// A route's target and the index of the middleware stack in front of it.
+type Bound = (Target, usize);
+
 #[derive(Debug, Default)]
 struct Entry {
-    methods: Vec<(Method, Target)>,
-    any: Option<Target>,
+    methods: Vec<(Method, Bound)>,
+    any: Option<Bound>,
 }
 
 /// The route table, built once.
@@ -162,10 +165,13 @@ impl Router {
         Ok(i)
     }
 
-    /// Adds every annotated RPC of `pool` (and its additional bindings).
+    /// Adds every annotated RPC of `pool` (and its additional bindings) under `prefix` (""
+    /// keeps the annotated paths), served through middleware stack `stack`.
     pub fn add_annotated(
         &mut self,
         pool: &DescriptorPool,
+        prefix: &str,
+        stack: usize,
         index: &mut HashMap<String, usize>,
     ) -> Result<usize, String> {
         let Some(ext) = pool.get_extension_by_name("google.api.http") else {
@@ -191,8 +197,9 @@ impl Router {
                     let Some(pattern) = &r.pattern else { continue };
                     let (http_method, template) =
                         method_of(pattern).map_err(|e| format!("{}: {e}", method.full_name()))?;
+                    let template = format!("{prefix}{template}");
                     let (path, vars) =
-                        translate(template).map_err(|e| format!("{}: {e}", method.full_name()))?;
+                        translate(&template).map_err(|e| format!("{}: {e}", method.full_name()))?;
                     let route = MethodRoute::new(&method, &r.body, &r.response_body, &vars)?;
                     let i = self.entry(&path, index)?;
                     if self.entries[i]
@@ -207,13 +214,12 @@ impl Router {
                     }
                     self.info.push(RouteInfo {
                         method: http_method.to_string(),
-                        path: template.to_string(),
+                        path: template.clone(),
                         kind: "transcode",
                         target: route.rpc.clone(),
                     });
-                    self.entries[i]
-                        .methods
-                        .push((http_method, Target::Transcode(Arc::new(route))));
+                    let target = Target::Transcode(Arc::new(route));
+                    self.entries[i].methods.push((http_method, (target, stack)));
                     added += 1;
                 }
             }
@@ -221,18 +227,19 @@ impl Router {
         Ok(added)
     }
 
-    /// Adds a proxy route for every method under `target.prefix`.
+    /// Adds a proxy route for every method under `target.prefix`, served through stack `stack`.
     pub fn add_proxy(
         &mut self,
         target: ProxyTarget,
         upstream_name: &str,
+        stack: usize,
         index: &mut HashMap<String, usize>,
     ) -> Result<(), String> {
         let prefix = target.prefix.clone();
         let target = Target::Proxy(Arc::new(target));
         for path in [prefix.clone(), format!("{prefix}{{*rest}}")] {
             let i = self.entry(&path, index)?;
-            self.entries[i].any = Some(target.clone());
+            self.entries[i].any = Some((target.clone(), stack));
         }
         self.info.push(RouteInfo {
             method: "*".into(),
@@ -243,15 +250,19 @@ impl Router {
         Ok(())
     }
 
-    /// Finds the route for `method` and `path`; the values of the bound variables, in order,
-    /// percent-decoded.
-    pub fn at(&self, method: &Method, path: &str) -> Result<(&Target, Vec<String>), RouteError> {
+    /// Finds the route for `method` and `path`: its target, its stack, and the values of the
+    /// bound variables in order, percent-decoded.
+    pub fn at(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(&Target, usize, Vec<String>), RouteError> {
         let m = self.paths.at(path).map_err(|_| RouteError::NotFound)?;
         let entry = &self.entries[*m.value];
-        let target = match entry.methods.iter().find(|(mm, _)| mm == method) {
-            Some((_, t)) => t,
+        let (target, stack) = match entry.methods.iter().find(|(mm, _)| mm == method) {
+            Some((_, (t, stack))) => (t, *stack),
             None => match &entry.any {
-                Some(t) => t,
+                Some((t, stack)) => (t, *stack),
                 None => {
                     let allow: Vec<&str> = entry.methods.iter().map(|(m, _)| m.as_str()).collect();
                     return Err(RouteError::MethodNotAllowed(allow.join(", ")));
@@ -268,7 +279,7 @@ impl Router {
                 );
             }
         }
-        Ok((target, params))
+        Ok((target, stack, params))
     }
 
     /// Every route, for `/routes`.
@@ -310,20 +321,23 @@ mod tests {
     fn the_embedded_protos_route() {
         let mut r = Router::new();
         let mut index = HashMap::new();
-        let n = r
-            .add_annotated(crate::proto::descriptor_pool(), &mut index)
-            .unwrap();
+        let pool = crate::proto::descriptor_pool();
+        let n = r.add_annotated(pool, "", 1, &mut index).unwrap();
         assert_eq!(n, 8);
-        let (t, params) = r.at(&Method::GET, "/api/users/42").unwrap();
+        r.add_annotated(pool, "/secure", 2, &mut index).unwrap();
+        let (_, stack, params) = r.at(&Method::GET, "/secure/api/users/7").unwrap();
+        assert_eq!((stack, params), (2, vec!["7".to_string()]));
+        let (t, stack, params) = r.at(&Method::GET, "/api/users/42").unwrap();
+        assert_eq!(stack, 1);
         assert!(matches!(t, Target::Transcode(m) if m.rpc == "gwbench.v1.UserService.GetUser"));
         assert_eq!(params, ["42"]);
         // A static segment wins over a parameter.
-        let (t, params) = r.at(&Method::GET, "/api/products/search").unwrap();
+        let (t, _, params) = r.at(&Method::GET, "/api/products/search").unwrap();
         assert!(matches!(t, Target::Transcode(m) if m.rpc.ends_with("SearchProducts")));
         assert!(params.is_empty());
         assert!(matches!(
             r.at(&Method::POST, "/api/users"),
-            Ok((Target::Transcode(_), _))
+            Ok((Target::Transcode(_), _, _))
         ));
         assert_eq!(
             r.at(&Method::DELETE, "/api/users").err(),
@@ -333,7 +347,7 @@ mod tests {
             r.at(&Method::GET, "/nope").err(),
             Some(RouteError::NotFound)
         );
-        let (_, params) = r.at(&Method::GET, "/api/orders/ord-1-2%20x").unwrap();
+        let (_, _, params) = r.at(&Method::GET, "/api/orders/ord-1-2%20x").unwrap();
         assert_eq!(params, ["ord-1-2 x"]);
     }
 }
