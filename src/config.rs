@@ -35,6 +35,12 @@ reject_unknown_fields = true   # unknown JSON fields / query parameters are a 40
 [[transcode.mounts]]
 prefix = ""
 
+# The same routes under /secure (/secure/api/users/{id}) with the middleware on, so that
+# `gwbench compare` can measure what it costs against the bare mount.
+[[transcode.mounts]]
+prefix = "/secure"
+breaker = true
+
 [[upstreams]]
 name = "grpc"
 protocol = "grpc"
@@ -48,6 +54,16 @@ protocol = "http"
 endpoints = ["127.0.0.1:8081"]
 lb = "round_robin"
 connect_timeout = "1s"
+
+# One circuit breaker per upstream, used by mounts with `breaker = true`.
+[breaker]
+consecutive_failures = 5       # open after 5 failures (5xx, refused, timed out) in a row
+failure_ratio = 0.5            # or when half of the window's requests failed
+window = "10s"
+min_requests = 20              # (with at least this many requests in the window)
+cooldown = "5s"                # open for 5 s, then half-open
+max_cooldown = "60s"           # a failed probe doubles the cooldown, up to this
+half_open_probes = 3
 
 # Plain reverse-proxy routes: a path prefix to an HTTP upstream.
 [[proxy]]
@@ -145,6 +161,43 @@ fn default_mounts() -> Vec<Mount> {
 pub struct Mount {
     /// Prepended to every annotated path ("" = the paths as annotated).
     pub prefix: String,
+    /// Put the upstream's circuit breaker in front of these routes.
+    #[serde(default)]
+    pub breaker: bool,
+}
+
+/// `[breaker]`: circuit-breaker settings, one breaker per upstream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when this fraction of the window's requests failed…
+    pub failure_ratio: f64,
+    /// …over this rolling window…
+    pub window: TextDuration,
+    /// …with at least this many requests in it.
+    pub min_requests: u32,
+    /// How long it stays open before probing.
+    pub cooldown: TextDuration,
+    /// Cap of the cooldown, which doubles each time a probe fails.
+    pub max_cooldown: TextDuration,
+    /// Probes allowed at once while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            window: TextDuration(Duration::from_secs(10)),
+            min_requests: 20,
+            cooldown: TextDuration(Duration::from_secs(5)),
+            max_cooldown: TextDuration(Duration::from_secs(60)),
+            half_open_probes: 3,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -219,6 +272,9 @@ pub struct GatewayConfig {
     /// Proxy routes.
     #[serde(default)]
     pub proxy: Vec<ProxyRoute>,
+    /// Circuit breakers.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 impl GatewayConfig {
@@ -256,6 +312,22 @@ impl GatewayConfig {
 
     /// Checks what serde cannot: references, uniqueness, non-empty lists, address syntax.
     pub fn validate(&self) -> Result<(), String> {
+        let b = &self.breaker;
+        if b.consecutive_failures == 0 || b.half_open_probes == 0 || b.min_requests == 0 {
+            return Err("breaker: consecutive_failures, min_requests and half_open_probes must be at least 1".into());
+        }
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            return Err(format!(
+                "breaker.failure_ratio: must be in (0, 1], got {}",
+                b.failure_ratio
+            ));
+        }
+        if b.window.0.is_zero() || b.cooldown.0.is_zero() || b.max_cooldown.0 < b.cooldown.0 {
+            return Err(
+                "breaker: window and cooldown must be above 0, and max_cooldown at least cooldown"
+                    .into(),
+            );
+        }
         if self.limits.max_body_bytes == 0 {
             return Err("limits.max_body_bytes: must be above 0".into());
         }

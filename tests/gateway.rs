@@ -93,8 +93,8 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
     let routes = get(&format!("http://{}/routes", gw.admin)).await.json();
     assert_eq!(
         routes["routes"].as_array().unwrap().len(),
-        9,
-        "8 annotated RPCs and one proxy route"
+        17,
+        "8 annotated RPCs on the bare and the /secure mount, and one proxy route"
     );
     gw.shutdown().await;
     b.shutdown().await;
@@ -380,6 +380,92 @@ async fn proxy_headers_and_h2c() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.breaker.cooldown = gwbench::config::TextDuration(Duration::from_millis(200));
+    cfg.breaker.max_cooldown = gwbench::config::TextDuration(Duration::from_millis(400));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let secure = format!("http://{}/secure/api/users/1", gw.http);
+    let requests = || async {
+        let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+        stats["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["requests"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    // The users service fails: 5 failures in a row open the circuit.
+    post(
+        &format!("http://{}/admin/behavior/users", b.admin),
+        r#"{"error_rate": 1.0}"#,
+    )
+    .await;
+    for _ in 0..5 {
+        let r = get(&secure).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("injected"),
+            "the upstream's own error"
+        );
+    }
+    let before = requests().await;
+    let r = get(&secure).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open for upstream grpc")
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(
+        requests().await,
+        before,
+        "an open circuit does not reach the upstream"
+    );
+    // Routes without the breaker still reach it; other services keep serving.
+    assert_eq!(
+        get(&format!("http://{}/api/users/1", gw.http)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(requests().await, before + 1);
+    assert_eq!(
+        get(&format!("http://{}/rest/api/products/1", gw.http))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The upstream recovers: after the cooldown a probe succeeds and the circuit closes.
+    send(
+        Method::DELETE,
+        &format!("http://{}/admin/behavior", b.admin),
+        "",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(&secure).await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the circuit did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&secure).await.status, StatusCode::OK);
+    }
+    gw.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test]

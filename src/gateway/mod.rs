@@ -5,6 +5,7 @@
 //! Request path, in order: request id → path check → route match → body limit → deadline →
 //! upstream (transcode | proxy) → response headers.
 
+pub mod middleware;
 pub mod router;
 pub mod server;
 pub mod stack;
@@ -145,10 +146,20 @@ impl Gateway {
                 t.reject_unknown_fields,
             ),
         });
+        let shared = stack::Shared {
+            breakers: std::sync::Arc::new(
+                core.upstreams
+                    .iter()
+                    .map(|u| {
+                        std::sync::Arc::new(middleware::Breaker::new(&u.name, cfg.breaker.clone()))
+                    })
+                    .collect(),
+            ),
+        };
         let bare = crate::config::Mount::default();
         let stacks = std::iter::once(&bare)
             .chain(&t.mounts)
-            .map(|m| stack::build(m, core.clone()))
+            .map(|m| stack::build(m, core.clone(), &shared))
             .collect();
         Ok(Gateway {
             router,

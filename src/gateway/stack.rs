@@ -7,16 +7,30 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
+use super::middleware::{Breaker, BreakerLayer};
 use super::{Core, GwRequest, RouteService};
 use crate::config::Mount;
 
-/// Builds the stack for `mount` around the upstream call of `core`.
-pub fn build(_mount: &Mount, core: Arc<Core>) -> RouteService {
+/// Shared middleware state, built once per gateway.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// One breaker per upstream, by index.
+    pub breakers: Arc<Vec<Arc<Breaker>>>,
+}
+
+/// Builds the stack for `mount` around the upstream call of `core`, in request order.
+pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
     let upstream = tower::service_fn(move |req: GwRequest| {
         let core = core.clone();
         async move { Ok::<_, Infallible>(core.call(req).await) }
     });
     let stack = ServiceBuilder::new()
+        // circuit breaker of the route's upstream: fail fast with 503 while it is open
+        .option_layer(
+            mount
+                .breaker
+                .then(|| BreakerLayer::new(shared.breakers.clone())),
+        )
         // the upstream call: transcode or proxy, within the request's deadline
         .service(upstream);
     BoxCloneSyncService::new(stack)
