@@ -40,6 +40,7 @@ prefix = ""
 [[transcode.mounts]]
 prefix = "/secure"
 breaker = true
+rate_limit = true
 
 [[upstreams]]
 name = "grpc"
@@ -64,6 +65,17 @@ min_requests = 20              # (with at least this many requests in the window
 cooldown = "5s"                # open for 5 s, then half-open
 max_cooldown = "60s"           # a failed probe doubles the cooldown, up to this
 half_open_probes = 3
+
+# Per-key rate limits (GCRA), used by mounts with `rate_limit = true`. The default allowance is
+# high so that it does not trigger in benchmarks; it still costs its check on every request.
+[rate_limit]
+rate = 100000                  # requests per key…
+per = "1s"                     # …per this period
+burst = 10000
+key = "api_key"                # api_key (else client address) | sub (JWT subject) | ip
+api_key_header = "x-api-key"
+trust_forwarded_for = false    # true only behind a proxy you trust
+prune_every = "60s"            # forget idle keys this often
 
 # Plain reverse-proxy routes: a path prefix to an HTTP upstream.
 [[proxy]]
@@ -164,6 +176,63 @@ pub struct Mount {
     /// Put the upstream's circuit breaker in front of these routes.
     #[serde(default)]
     pub breaker: bool,
+    /// Apply `[rate_limit]` to these routes.
+    #[serde(default)]
+    pub rate_limit: bool,
+}
+
+/// What a rate limit counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The API key header (the client address when absent).
+    #[default]
+    ApiKey,
+    /// The JWT subject (the client address when unauthenticated).
+    Sub,
+    /// The client address.
+    Ip,
+}
+
+/// `[rate_limit]`: per-key GCRA limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per key per `per`.
+    pub rate: u32,
+    /// The period `rate` is counted over.
+    #[serde(default = "one_second")]
+    pub per: TextDuration,
+    /// Requests allowed at once.
+    pub burst: u32,
+    /// What a limit counts against.
+    #[serde(default)]
+    pub key: RateLimitKey,
+    /// Header carrying the API key.
+    pub api_key_header: String,
+    /// Use the first X-Forwarded-For address as the client address (only behind a trusted proxy).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// How often idle keys are forgotten.
+    pub prune_every: TextDuration,
+}
+
+fn one_second() -> TextDuration {
+    TextDuration(Duration::from_secs(1))
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            rate: 100_000,
+            per: one_second(),
+            burst: 10_000,
+            key: RateLimitKey::ApiKey,
+            api_key_header: "x-api-key".into(),
+            trust_forwarded_for: false,
+            prune_every: TextDuration(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// `[breaker]`: circuit-breaker settings, one breaker per upstream.
@@ -275,6 +344,9 @@ pub struct GatewayConfig {
     /// Circuit breakers.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
 }
 
 impl GatewayConfig {
@@ -312,6 +384,16 @@ impl GatewayConfig {
 
     /// Checks what serde cannot: references, uniqueness, non-empty lists, address syntax.
     pub fn validate(&self) -> Result<(), String> {
+        let r = &self.rate_limit;
+        if r.rate == 0 || r.burst == 0 || r.prune_every.0.is_zero() || r.per.0.is_zero() {
+            return Err("rate_limit: rate, per, burst and prune_every must be above 0".into());
+        }
+        if http::HeaderName::try_from(r.api_key_header.as_str()).is_err() {
+            return Err(format!(
+                "rate_limit.api_key_header: {:?} is not a header name",
+                r.api_key_header
+            ));
+        }
         let b = &self.breaker;
         if b.consecutive_failures == 0 || b.half_open_probes == 0 || b.min_requests == 0 {
             return Err("breaker: consecutive_failures, min_requests and half_open_probes must be at least 1".into());

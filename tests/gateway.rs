@@ -469,6 +469,74 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
 }
 
 #[tokio::test]
+async fn rate_limits_are_per_key_and_say_when_to_retry() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    // One request per hour, burst 2: nothing refills while the test runs, however slow.
+    cfg.rate_limit.rate = 1;
+    cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
+    cfg.rate_limit.burst = 2;
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let call = |key: Option<&'static str>, xff: &'static str| {
+        let url = format!("http://{}/secure/api/users/1", gw.http);
+        async move {
+            let mut req = Request::get(url).header("x-forwarded-for", xff);
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            common::client()
+                .request(req.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let first = call(Some("alice"), "1.1.1.1").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["ratelimit-limit"], "2");
+    assert_eq!(first.headers()["ratelimit-remaining"], "1");
+    assert!(
+        first.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("q=2")
+    );
+    assert!(first.headers().contains_key("ratelimit"));
+    assert_eq!(
+        call(Some("alice"), "1.1.1.1").await.status(),
+        StatusCode::OK
+    );
+    let refused = call(Some("alice"), "1.1.1.1").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 3000 && retry <= 3600, "{retry}");
+    let body: serde_json::Value =
+        serde_json::from_slice(&refused.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "RESOURCE_EXHAUSTED");
+    // Alice's flood does not touch Bob's allowance.
+    assert_eq!(call(Some("bob"), "1.1.1.1").await.status(), StatusCode::OK);
+    // Without a key the client address counts, and a spoofed X-Forwarded-For does not change it.
+    assert_eq!(call(None, "2.2.2.2").await.status(), StatusCode::OK);
+    assert_eq!(call(None, "3.3.3.3").await.status(), StatusCode::OK);
+    assert_eq!(
+        call(None, "4.4.4.4").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The bare mount has no limit.
+    for _ in 0..5 {
+        assert_eq!(
+            get(&format!("http://{}/api/users/1", gw.http)).await.status,
+            StatusCode::OK
+        );
+    }
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn routing_in_process_without_a_socket() {
     // Upstreams are never contacted for these: no route, wrong method, bad input.
     let gw = Gateway::new(&config(&[dead_addr()], &[dead_addr()])).unwrap();

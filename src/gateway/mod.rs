@@ -85,6 +85,7 @@ pub struct Core {
 pub struct Gateway {
     router: Router,
     stacks: Vec<RouteService>,
+    rate_limit_store: std::sync::Arc<dyn middleware::KeyStore>,
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
@@ -146,7 +147,17 @@ impl Gateway {
                 t.reject_unknown_fields,
             ),
         });
+        let rl = &cfg.rate_limit;
+        let store = middleware::GovernorStore::new(
+            std::num::NonZeroU32::new(rl.rate)
+                .ok_or_else(|| GatewayError("rate_limit.rate must be above 0".into()))?,
+            rl.per.0,
+            std::num::NonZeroU32::new(rl.burst)
+                .ok_or_else(|| GatewayError("rate_limit.burst must be above 0".into()))?,
+        );
+        let store: std::sync::Arc<dyn middleware::KeyStore> = std::sync::Arc::new(store);
         let shared = stack::Shared {
+            rate_limit: (store.clone(), std::sync::Arc::new(rl.clone())),
             breakers: std::sync::Arc::new(
                 core.upstreams
                     .iter()
@@ -164,10 +175,16 @@ impl Gateway {
         Ok(Gateway {
             router,
             stacks,
+            rate_limit_store: store,
             transcode_upstream,
             transcode_timeout: t.timeout.0,
             max_body: cfg.limits.max_body_bytes,
         })
+    }
+
+    /// The rate limiter's key store (the server prunes it periodically).
+    pub fn rate_limit_store(&self) -> &std::sync::Arc<dyn middleware::KeyStore> {
+        &self.rate_limit_store
     }
 
     /// The route table.

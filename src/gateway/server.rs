@@ -86,13 +86,26 @@ impl GatewayServer {
             shutdown.clone(),
             cfg.limits.drain_timeout.0,
         );
+        // Forget idle rate-limit keys, so memory follows the active keys only.
+        let store = gateway.rate_limit_store().clone();
+        let (every, stop) = (cfg.rate_limit.prune_every.0, shutdown.clone());
+        let pruner = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => store.prune(),
+                }
+            }
+        });
         Ok(GatewayServer {
             http,
             admin,
             gateway,
             drain: cfg.limits.drain_timeout.0,
             shutdown,
-            tasks: vec![main, admin_task],
+            tasks: vec![main, admin_task, pruner],
         })
     }
 

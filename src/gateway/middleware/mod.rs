@@ -1,5 +1,7 @@
 //! Gateway middleware: one tower layer per file. This module only re-exports.
 
 pub mod breaker;
+pub mod ratelimit;
 
 pub use breaker::{Breaker, BreakerLayer};
+pub use ratelimit::{GovernorStore, KeyStore, RateLimitLayer};
