@@ -69,6 +69,42 @@ pub enum Command {
     /// gateway on loopback and offers the same load directly and through the gateway.
     #[command(after_help = COMPARE_EXAMPLES)]
     Compare(CompareArgs),
+    /// Mint a JWT the gateway accepts (for the default config's dev key, or a config's first
+    /// shared-secret key, or a private key file).
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Token(TokenArgs),
+}
+
+const TOKEN_EXAMPLES: &str = "\
+Examples:
+  curl -H \"Authorization: Bearer $(gwbench token --sub alice)\" localhost:8080/secure/api/users/42
+  gwbench token --sub bob --ttl 10m --scope 'read write'
+  gwbench token --sub carol --alg RS256 --key-file private.pem --kid k1";
+
+/// `gwbench token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Subject (`sub`).
+    #[arg(long, default_value = "alice")]
+    pub sub: String,
+    /// Lifetime.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Space-separated scopes (`scope`).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Gateway config whose [auth] issuer, audience and first HS key to use (default: embedded).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Sign with this algorithm and private key instead (RS256, ES256, …).
+    #[arg(long, requires = "key_file")]
+    pub alg: Option<String>,
+    /// PEM private key for --alg.
+    #[arg(long, value_name = "FILE", requires = "alg")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Key id for the header (default: the config key's kid).
+    #[arg(long)]
+    pub kid: Option<String>,
 }
 
 const COMPARE_EXAMPLES: &str = "\

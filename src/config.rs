@@ -39,8 +39,9 @@ prefix = ""
 # `gwbench compare` can measure what it costs against the bare mount.
 [[transcode.mounts]]
 prefix = "/secure"
-breaker = true
+auth = true
 rate_limit = true
+breaker = true
 
 [[upstreams]]
 name = "grpc"
@@ -65,6 +66,23 @@ min_requests = 20              # (with at least this many requests in the window
 cooldown = "5s"                # open for 5 s, then half-open
 max_cooldown = "60s"           # a failed probe doubles the cooldown, up to this
 half_open_probes = 3
+
+# JWT authentication, used by mounts with `auth = true`. The dev key below is for trying the
+# gateway on loopback (`gwbench token` mints tokens for it); replace it for anything else.
+[auth]
+issuer = "gwbench"
+audience = "gwbench-api"
+leeway = "30s"                 # clock skew allowed on exp / nbf
+public_paths = ["/healthz"]    # path prefixes without auth
+forward_claims = { sub = "x-user-id" }   # verified claim -> upstream header / gRPC metadata
+# required_scope = "read"      # 403 for tokens without it
+# jwks_file = "jwks.json"      # more keys, selected by kid
+
+[[auth.keys]]
+kid = "dev"
+algorithms = ["HS256"]
+secret = "gwbench-dev-secret-not-for-production"
+# For RS256 / ES256: algorithms = ["RS256"], public_key_file = "public.pem"
 
 # Per-key rate limits (GCRA), used by mounts with `rate_limit = true`. The default allowance is
 # high so that it does not trigger in benchmarks; it still costs its check on every request.
@@ -179,6 +197,80 @@ pub struct Mount {
     /// Apply `[rate_limit]` to these routes.
     #[serde(default)]
     pub rate_limit: bool,
+    /// Require a JWT (`[auth]`) on these routes.
+    #[serde(default)]
+    pub auth: bool,
+}
+
+/// `[[auth.keys]]`: one verification key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKey {
+    /// Key id tokens name in their header (`kid`); optional.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Algorithms this key accepts (one family: HS*, RS* or ES*).
+    pub algorithms: Vec<String>,
+    /// Shared secret, for HS*.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM public key, for RS* / ES*.
+    #[serde(default)]
+    pub public_key_file: Option<std::path::PathBuf>,
+}
+
+/// `[auth]`: JWT verification.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: TextDuration,
+    /// A scope (in `scope`, `scp` or `roles`) every token must have; 403 otherwise.
+    #[serde(default)]
+    pub required_scope: Option<String>,
+    /// Path prefixes that skip authentication.
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    /// Claims forwarded upstream: claim name → header / metadata name.
+    #[serde(default)]
+    pub forward_claims: std::collections::BTreeMap<String, String>,
+    /// A JWKS file with more keys (selected by `kid`).
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Verification keys.
+    #[serde(default)]
+    pub keys: Vec<AuthKey>,
+}
+
+/// The HS256 secret of the embedded default config: for trying the gateway on loopback only.
+pub const DEV_SECRET: &str = "gwbench-dev-secret-not-for-production";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: Some("gwbench".into()),
+            audience: Some("gwbench-api".into()),
+            leeway: TextDuration(Duration::from_secs(30)),
+            required_scope: None,
+            public_paths: vec!["/healthz".into()],
+            forward_claims: [("sub".to_string(), "x-user-id".to_string())]
+                .into_iter()
+                .collect(),
+            jwks_file: None,
+            keys: vec![AuthKey {
+                kid: Some("dev".into()),
+                algorithms: vec!["HS256".into()],
+                secret: Some(DEV_SECRET.into()),
+                public_key_file: None,
+            }],
+        }
+    }
 }
 
 /// What a rate limit counts against.
@@ -347,6 +439,9 @@ pub struct GatewayConfig {
     /// Rate limits.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// JWT authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl GatewayConfig {

@@ -386,6 +386,7 @@ async fn proxy_headers_and_h2c() {
 async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
     let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.transcode.mounts[1].auth = false; // this test is about the breaker
     cfg.breaker.cooldown = gwbench::config::TextDuration(Duration::from_millis(200));
     cfg.breaker.max_cooldown = gwbench::config::TextDuration(Duration::from_millis(400));
     let gw = GatewayServer::start(&cfg).await.unwrap();
@@ -472,6 +473,7 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
 async fn rate_limits_are_per_key_and_say_when_to_retry() {
     let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.transcode.mounts[1].auth = false; // this test is about the rate limit
     // One request per hour, burst 2: nothing refills while the test runs, however slow.
     cfg.rate_limit.rate = 1;
     cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
@@ -532,6 +534,43 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
             StatusCode::OK
         );
     }
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_secure_mount_requires_a_token_from_gwbench_token() {
+    let (b, gw) = stack(1).await;
+    let url = format!("http://{}/secure/api/users/42", gw.http);
+    let r = get(&url).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"gwbench\"");
+    assert_eq!(r.json()["error"]["code"], "UNAUTHENTICATED");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
+        .args(["token", "--sub", "alice", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let req = Request::get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers().contains_key("ratelimit-remaining"),
+        "the rate limit runs after auth"
+    );
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        body,
+        get(&format!("http://{}/api/users/42", gw.http))
+            .await
+            .json(),
+        "same answer as the bare route"
+    );
     gw.shutdown().await;
     b.shutdown().await;
 }

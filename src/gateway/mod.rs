@@ -156,7 +156,15 @@ impl Gateway {
                 .ok_or_else(|| GatewayError("rate_limit.burst must be above 0".into()))?,
         );
         let store: std::sync::Arc<dyn middleware::KeyStore> = std::sync::Arc::new(store);
+        let verifier = if t.mounts.iter().any(|m| m.auth) {
+            Some(std::sync::Arc::new(
+                middleware::Verifier::new(&cfg.auth).map_err(GatewayError)?,
+            ))
+        } else {
+            None
+        };
         let shared = stack::Shared {
+            verifier,
             rate_limit: (store.clone(), std::sync::Arc::new(rl.clone())),
             breakers: std::sync::Arc::new(
                 core.upstreams
@@ -312,6 +320,21 @@ impl Core {
                     let mut metadata = MetadataMap::new();
                     if let Ok(v) = MetadataValue::try_from(req.request_id.as_bytes()) {
                         metadata.insert("x-request-id", v);
+                    }
+                    // Claims the auth layer verified travel as metadata.
+                    if let Some(claims) = req
+                        .parts
+                        .extensions
+                        .get::<middleware::auth::ForwardedClaims>()
+                    {
+                        for (name, value) in &claims.0 {
+                            if let (Ok(k), Ok(v)) = (
+                                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                                MetadataValue::try_from(value.as_bytes()),
+                            ) {
+                                metadata.insert(k, v);
+                            }
+                        }
                     }
                     let (_, reply) = self.upstreams[req.upstream]
                         .grpc_unary(&route.grpc_path, msg, &metadata, Some(deadline))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::middleware::{Breaker, BreakerLayer, KeyStore, RateLimitLayer};
+use super::middleware::{AuthLayer, Breaker, BreakerLayer, KeyStore, RateLimitLayer, Verifier};
 use super::{Core, GwRequest, RouteService};
 use crate::config::Mount;
 
@@ -16,6 +16,8 @@ use crate::config::Mount;
 pub struct Shared {
     /// One breaker per upstream, by index.
     pub breakers: Arc<Vec<Arc<Breaker>>>,
+    /// The JWT verifier (when any mount uses auth).
+    pub verifier: Option<Arc<Verifier>>,
     /// The rate-limit key store and its settings.
     pub rate_limit: (Arc<dyn KeyStore>, Arc<crate::config::RateLimitConfig>),
 }
@@ -26,19 +28,28 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
         let core = core.clone();
         async move { Ok::<_, Infallible>(core.call(req).await) }
     });
-    let stack =
-        ServiceBuilder::new()
-            // rate limit per key (API key, JWT subject or client address): 429 when spent
-            .option_layer(mount.rate_limit.then(|| {
-                RateLimitLayer::new(shared.rate_limit.0.clone(), shared.rate_limit.1.clone())
-            }))
-            // circuit breaker of the route's upstream: fail fast with 503 while it is open
-            .option_layer(
-                mount
-                    .breaker
-                    .then(|| BreakerLayer::new(shared.breakers.clone())),
-            )
-            // the upstream call: transcode or proxy, within the request's deadline
-            .service(upstream);
+    let auth = mount.auth.then(|| {
+        AuthLayer::new(
+            shared
+                .verifier
+                .clone()
+                .expect("a verifier is built when a mount uses auth"),
+        )
+    });
+    let rate_limit = mount
+        .rate_limit
+        .then(|| RateLimitLayer::new(shared.rate_limit.0.clone(), shared.rate_limit.1.clone()));
+    let breaker = mount
+        .breaker
+        .then(|| BreakerLayer::new(shared.breakers.clone()));
+    let stack = ServiceBuilder::new()
+        // JWT auth: 401/403 before anything else; verified claims forwarded upstream
+        .option_layer(auth)
+        // rate limit per key (API key, JWT subject or client address): 429 when spent
+        .option_layer(rate_limit)
+        // circuit breaker of the route's upstream: fail fast with 503 while it is open
+        .option_layer(breaker)
+        // the upstream call: transcode or proxy, within the request's deadline
+        .service(upstream);
     BoxCloneSyncService::new(stack)
 }

@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::load(&args),
         Command::Gateway(args) => gateway::gateway(&args),
         Command::Compare(args) => compare::compare(&args),
+        Command::Token(args) => token(&args),
     }
 }
 
@@ -37,9 +38,67 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<crate::gateway::server::StartError>()
             || e.is::<crate::gateway::GatewayError>()
             || e.is::<compare::CompareError>()
+            || e.is::<TokenError>()
             || e.is::<process::SpawnError>()
     };
     if err.chain().any(usage) { 2 } else { 1 }
+}
+
+/// A token the user asked for cannot be made (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TokenError(String);
+
+/// `gwbench token`: mints a JWT for the gateway's [auth] settings.
+fn token(args: &crate::cli::TokenArgs) -> anyhow::Result<()> {
+    let cfg = match &args.config {
+        Some(path) => crate::config::GatewayConfig::load(path)?,
+        None => crate::config::GatewayConfig::default_config(),
+    };
+    let auth = &cfg.auth;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims =
+        serde_json::json!({ "sub": args.sub, "iat": now, "exp": now + args.ttl.as_secs().max(1) });
+    if let Some(iss) = &auth.issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if let Some(aud) = &auth.audience {
+        claims["aud"] = aud.clone().into();
+    }
+    if let Some(scope) = &args.scope {
+        claims["scope"] = scope.clone().into();
+    }
+    let token = match (&args.alg, &args.key_file) {
+        (Some(alg), Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| TokenError(format!("--key-file {}: {e}", path.display())))?;
+            crate::gateway::middleware::auth::mint(alg, &pem, args.kid.as_deref(), &claims)
+                .map_err(TokenError)?
+        }
+        _ => {
+            let key = auth
+                .keys
+                .iter()
+                .find(|k| k.secret.is_some() && k.algorithms.iter().any(|a| a.starts_with("HS")))
+                .ok_or_else(|| {
+                    TokenError(
+                        "the config has no shared-secret (HS*) key; pass --alg and --key-file"
+                            .into(),
+                    )
+                })?;
+            let alg = key
+                .algorithms
+                .iter()
+                .find(|a| a.starts_with("HS"))
+                .expect("checked above");
+            let kid = args.kid.as_deref().or(key.kid.as_deref());
+            let secret = key.secret.as_deref().expect("checked above").as_bytes();
+            crate::gateway::middleware::auth::mint(alg, secret, kid, &claims).map_err(TokenError)?
+        }
+    };
+    print_out(&format!("{token}\n"))
 }
 
 fn init_tracing() {
