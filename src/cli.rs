@@ -109,14 +109,16 @@ pub struct TokenArgs {
 
 const COMPARE_EXAMPLES: &str = "\
 Examples:
-  gwbench compare --rps 5000                       # rest and grpc scenarios, 3 rounds x 5 s
+  gwbench compare --rps 5000                       # rest, grpc and full, 3 rounds x 5 s
   gwbench compare --rps 2000 --scenarios grpc --rounds 5 --pin
   gwbench compare --rps 5000 --out /tmp/run1       # reports there instead of reports/<time>-compare
 
 Scenarios (direct vs through the gateway, same offered rate):
   rest   REST mock GET /api/users/{id} vs the gateway's /rest proxy route (proxy cost)
   grpc   gRPC GetUser vs REST GET /api/users/42 transcoded by the gateway (translation cost)
-  full, dashboard: need the gateway middleware, not built yet.
+  full   the gateway's bare REST->gRPC route vs /secure with JWT auth, rate limit (not
+         triggering) and breaker (middleware cost); compare mints the token itself
+  dashboard: needs the aggregation endpoint, not built yet.
 Direct and gateway runs alternate in rounds so that drift hits both; the table gives the median
 of the rounds, the overhead (gateway - direct) per percentile, and CPU per 1,000 requests of
 each process. Writes summary.json, summary.md, and a .hgrm and .hlog per scenario and side.";
@@ -128,7 +130,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "5000", value_name = "N")]
     pub rps: String,
     /// Scenarios to run, comma-separated.
-    #[arg(long, default_value = "rest,grpc", value_name = "LIST")]
+    #[arg(long, default_value = "rest,grpc,full", value_name = "LIST")]
     pub scenarios: String,
     /// Rounds (each runs direct and gateway once, alternating which goes first).
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -136,7 +138,7 @@ pub struct CompareArgs {
     /// Length of each measured run.
     #[arg(short = 'd', long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: std::time::Duration,
-    /// Warm-up before each run, discarded.
+    /// Warm-up before each side's first run (discarded); later rounds find it warm.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub warmup: std::time::Duration,
     /// TCP connections of the load generator.

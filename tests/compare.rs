@@ -61,7 +61,10 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        stdout.contains("== rest") && stdout.contains("== grpc") && stdout.contains("overhead"),
+        stdout.contains("== rest")
+            && stdout.contains("== grpc")
+            && stdout.contains("== full")
+            && stdout.contains("overhead"),
         "{stdout}"
     );
 
@@ -107,6 +110,12 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
                 assert_eq!(
                     r["requests"]["scheduled"], 180,
                     "{name} {side}: 300/s for 0.6 s"
+                );
+                let ok = r["requests"]["ok"].as_u64().unwrap()
+                    + r["requests"]["not_sent"].as_u64().unwrap();
+                assert_eq!(
+                    ok, 180,
+                    "{name} {side}: no request failed (the full scenario's token is accepted)"
                 );
             }
             let base = format!("{name}-{side}");
@@ -197,7 +206,7 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
             vec!["compare", "--scenarios", "rest,nope"],
             "unknown scenario",
         ),
-        (vec!["compare", "--scenarios", "full"], "middleware"),
+        (vec!["compare", "--scenarios", "dashboard"], "aggregation"),
         (vec!["compare", "--rps", "max"], "--rps"),
         (vec!["compare", "--rps", "0"], "--rps"),
     ] {

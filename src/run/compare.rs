@@ -35,6 +35,23 @@ struct Side {
     protocol: Protocol,
     url: String,
     grpc_method: Option<(&'static str, &'static str)>,
+    /// Whether the requests pass through the gateway (its CPU is then counted).
+    through_gateway: bool,
+    /// Extra request headers (a bearer token).
+    headers: Vec<(String, String)>,
+}
+
+impl Side {
+    fn http(label: &'static str, url: String, through_gateway: bool) -> Side {
+        Side {
+            label,
+            protocol: Protocol::Http1,
+            url,
+            grpc_method: None,
+            through_gateway,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// A pair of sides.
@@ -48,6 +65,23 @@ struct Scenario {
 
 const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard"];
 
+/// A token for the embedded config's dev key, valid for the whole run.
+fn dev_token() -> Result<String, CompareError> {
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({
+        "sub": "gwbench-compare", "iss": "gwbench", "aud": "gwbench-api", "iat": now, "exp": now + 24 * 3600
+    });
+    crate::gateway::middleware::auth::mint(
+        "HS256",
+        crate::config::DEV_SECRET.as_bytes(),
+        Some("dev"),
+        &claims,
+    )
+    .map_err(CompareError)
+}
+
 fn scenarios(
     names: &[String],
     rest: &str,
@@ -60,8 +94,8 @@ fn scenarios(
             "rest" => Scenario {
                 name: "rest",
                 description: "REST mock GET /api/users/{id}: direct vs the gateway's proxy route (pure proxy cost)",
-                direct: Side { label: "direct", protocol: Protocol::Http1, url: format!("http://{rest}/api/users/{{rand:1-1000}}"), grpc_method: None },
-                gateway: Side { label: "gateway", protocol: Protocol::Http1, url: format!("http://{gw}/rest/api/users/{{rand:1-1000}}"), grpc_method: None },
+                direct: Side::http("direct", format!("http://{rest}/api/users/{{rand:1-1000}}"), false),
+                gateway: Side::http("gateway", format!("http://{gw}/rest/api/users/{{rand:1-1000}}"), true),
             },
             "grpc" => Scenario {
                 name: "grpc",
@@ -71,14 +105,27 @@ fn scenarios(
                     protocol: Protocol::Grpc,
                     url: format!("http://{grpc}"),
                     grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
+                    through_gateway: false,
+                    headers: Vec::new(),
                 },
-                gateway: Side { label: "gateway", protocol: Protocol::Http1, url: format!("http://{gw}/api/users/42"), grpc_method: None },
+                gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
             },
-            "full" | "dashboard" => {
-                return Err(CompareError(format!(
-                    "scenario {name:?} needs the gateway middleware (JWT auth, rate limits, breakers, aggregation), \
-                     which is not built yet; available now: rest, grpc"
-                )));
+            "full" => Scenario {
+                name: "full",
+                description: "REST GET /api/users/42 through the gateway: the bare route (\"direct\" side) vs /secure with \
+                              JWT auth + rate limit (not triggering) + breaker (middleware cost)",
+                direct: Side::http("bare", format!("http://{gw}/api/users/42"), true),
+                gateway: Side {
+                    headers: vec![("authorization".into(), format!("Bearer {}", dev_token()?))],
+                    ..Side::http("middleware", format!("http://{gw}/secure/api/users/42"), true)
+                },
+            },
+            "dashboard" => {
+                return Err(CompareError(
+                    "scenario \"dashboard\" needs the gateway's aggregation endpoint, which is not built yet; \
+                     available now: rest, grpc, full"
+                        .into(),
+                ));
             }
             other => {
                 return Err(CompareError(format!("unknown scenario {other:?}; expected some of {}", KNOWN.join(", "))));
@@ -93,15 +140,24 @@ fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
         Some((method, data)) => {
             let call = grpc::prepare(crate::proto::descriptor_pool(), method, data)?;
             let url = format!("{}{}", side.url, call.path);
-            RequestTemplate::new(Protocol::Grpc, &[url], http::Method::POST, &[], call.body)
+            RequestTemplate::new(
+                Protocol::Grpc,
+                &[url],
+                http::Method::POST,
+                &side.headers,
+                call.body,
+            )
         }
-        None => RequestTemplate::new(
-            side.protocol,
-            std::slice::from_ref(&side.url),
-            http::Method::GET,
-            &[],
-            Bytes::new(),
-        ),
+        None => {
+            let urls = std::slice::from_ref(&side.url);
+            RequestTemplate::new(
+                side.protocol,
+                urls,
+                http::Method::GET,
+                &side.headers,
+                Bytes::new(),
+            )
+        }
     }
 }
 
@@ -380,7 +436,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             } else {
                 [(&sc.gateway, true), (&sc.direct, false)]
             };
-            for (side, via_gateway) in order {
+            for (side, is_gateway_side) in order {
                 bar.set_message(format!(
                     "scenario {}, round {round}/{}, {}",
                     sc.name, args.rounds, side.label
@@ -389,7 +445,12 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     template: template(side)?,
                     rate,
                     limit: Limit::Duration(args.duration),
-                    warmup: args.warmup,
+                    // Warm each side up before its first run; later rounds find it warm.
+                    warmup: if round == 1 {
+                        args.warmup
+                    } else {
+                        Duration::ZERO
+                    },
                     connections: args.connections as usize,
                     max_in_flight: 1024,
                     threads: 1,
@@ -407,14 +468,18 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests)
                 };
                 let cpu = CpuPer1000 {
-                    gateway_ms: if via_gateway { per1000(gw0, gw1) } else { None },
+                    gateway_ms: if side.through_gateway {
+                        per1000(gw0, gw1)
+                    } else {
+                        None
+                    },
                     backends_ms: per1000(be0, be1).unwrap_or(f64::NAN),
                     generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
                         / (run.outcomes.sent().max(1) as f64 / 1000.0),
                 };
                 let report = LoadReport::from_run(&run);
                 let result = RoundResult { run, report, cpu };
-                if via_gateway {
+                if is_gateway_side {
                     through.push(result)
                 } else {
                     direct.push(result)
@@ -553,11 +618,16 @@ fn render_table(s: &CompareSummary) -> String {
             sc.gateway.not_sent
         );
         let c = (&sc.direct.cpu_ms_per_1000, &sc.gateway.cpu_ms_per_1000);
+        let gw_cpu = |c: &CpuPer1000| {
+            c.gateway_ms
+                .map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+        };
         let _ = writeln!(
             out,
-            "  CPU ms per 1,000 requests: gateway {}, backends {:.1} (direct) / {:.1} (via gateway), generator {:.1} / {:.1}",
-            c.1.gateway_ms
-                .map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
+            "  CPU ms per 1,000 requests (direct side / gateway side): gateway {} / {}, backends {:.1} / {:.1}, \
+             generator {:.1} / {:.1}",
+            gw_cpu(c.0),
+            gw_cpu(c.1),
             c.0.backends_ms,
             c.1.backends_ms,
             c.0.generator_ms,

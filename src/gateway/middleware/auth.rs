@@ -115,9 +115,9 @@ impl Verifier {
                         "RS" => DecodingKey::from_rsa_pem(&pem),
                         "ES" => DecodingKey::from_ec_pem(&pem),
                         _ => {
-                            return Err(
-                                at("an HS key takes `secret`, not a public key file".into()),
-                            );
+                            return Err(at(
+                                "an HS key takes `secret`, not a public key file".into()
+                            ));
                         }
                     };
                     parsed.map_err(|e| {
