@@ -147,6 +147,16 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             .unwrap()
             .contains("== rest")
     );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        1 + 2 * 3,
+        "overhead bars, and two charts per scenario"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("<link") && !html.contains("src="),
+        "self-contained"
+    );
     for pair in summary["machine"]["processes"].as_array().unwrap() {
         let pid = pair[1].as_u64().unwrap() as u32;
         assert!(wait_gone(pid), "child {pair} is still running");

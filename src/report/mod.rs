@@ -1,8 +1,10 @@
 //! Reports of a load run: the JSON contract ([`json`]), HdrHistogram percentile distributions
-//! ([`hgrm`]), interval logs ([`hlog`]) and the terminal summary ([`text`]).
+//! ([`hgrm`]), interval logs ([`hlog`]), the terminal summary ([`text`]) and the HTML page with
+//! SVG charts ([`html`]).
 
 pub mod hgrm;
 pub mod hlog;
+pub mod html;
 pub mod json;
 pub mod text;
 

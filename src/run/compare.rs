@@ -21,7 +21,7 @@ use crate::load::target::{Protocol, RequestTemplate};
 use crate::load::{LoadConfig, LoadRun, grpc, run_load};
 use crate::report::json::{LoadReport, Percentiles};
 use crate::report::text::human_ns;
-use crate::report::{hgrm, hlog};
+use crate::report::{hgrm, hlog, html};
 
 /// A compare that cannot run as asked (exit code 2).
 #[derive(Debug, Error)]
@@ -679,19 +679,29 @@ fn write_reports(
         "summary.md",
         &format!("# gwbench compare\n\n```\n{table}```\n"),
     )?;
+    // The scenario's time axis starts at its first round, whichever side ran first.
+    let scenario_start = |d: &[RoundResult], g: &[RoundResult]| {
+        d.iter()
+            .chain(g)
+            .map(|r| r.run.start_wall)
+            .min()
+            .unwrap_or(started)
+    };
+    let mut merged_hists = Vec::new();
+    let mut timelines = Vec::new();
     for (sc, direct, through) in results {
+        let start = scenario_start(direct, through);
+        let mut sides = Vec::new();
+        let mut lines = Vec::new();
         for (side, rounds) in [("direct", direct), ("gateway", through)] {
             let base = format!("{}-{side}", sc.name);
-            write(
-                &format!("{base}.hgrm"),
-                &hgrm::render(&merged(rounds, |r| &r.total.corrected)),
-            )?;
+            let corrected = merged(rounds, |r| &r.total.corrected);
+            write(&format!("{base}.hgrm"), &hgrm::render(&corrected))?;
             write(
                 &format!("{base}.service.hgrm"),
                 &hgrm::render(&merged(rounds, |r| &r.total.service)),
             )?;
-            // One interval log for all rounds, times relative to the first round's start.
-            let start = rounds.first().map_or(started, |r| r.run.start_wall);
+            // One interval log for all rounds, times relative to the scenario's first round.
             let intervals: Vec<IntervalRecord> = rounds
                 .iter()
                 .flat_map(|r| {
@@ -703,7 +713,52 @@ fn write_reports(
                 })
                 .collect();
             write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
+            lines.push(
+                intervals
+                    .iter()
+                    .map(|i| (i.start.as_secs_f64(), i.corrected[1] as f64))
+                    .collect::<Vec<_>>(),
+            );
+            sides.push(corrected);
         }
+        merged_hists.push(sides);
+        timelines.push(lines);
     }
+    let plots: Vec<html::ScenarioPlot<'_>> = results
+        .iter()
+        .zip(&summary.scenarios)
+        .zip(merged_hists.iter().zip(timelines))
+        .map(|(((sc, _, _), sum), (hists, mut lines))| {
+            let gateway_line = lines.pop().unwrap_or_default();
+            let direct_line = lines.pop().unwrap_or_default();
+            html::ScenarioPlot {
+                name: sc.name,
+                description: sc.description,
+                labels: (sc.direct.label, sc.gateway.label),
+                hists: (&hists[0], &hists[1]),
+                p99_over_time: (direct_line, gateway_line),
+                overhead_ns: (
+                    sum.overhead_ns["service"]["p50"],
+                    sum.overhead_ns["service"]["p99"],
+                ),
+            }
+        })
+        .collect();
+    let context = vec![
+        format!(
+            "{} req/s offered, {} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
+            summary.rps, summary.rounds, summary.duration_s, summary.warmup_s, summary.connections
+        ),
+        format!(
+            "machine: {} cores, {}",
+            summary.machine.cores, summary.machine.cpu_model
+        ),
+        format!("pinning: {}", summary.machine.pinning.join("; ")),
+        format!("started {}", summary.started),
+    ];
+    write(
+        "report.html",
+        &html::render("gwbench compare", &context, table, &plots),
+    )?;
     Ok(dir)
 }

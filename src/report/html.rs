@@ -1,0 +1,321 @@
+//! `report.html`: one self-contained page (inline SVG drawn with plotters, no scripts, no network)
+//! with, per scenario, the HdrHistogram-style latency-by-percentile chart (log "nines" axis,
+//! direct and gateway on the same chart) and the p99 over time, plus the overhead per scenario as
+//! bars and the summary table.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+/// What one scenario's charts need.
+#[derive(Debug)]
+pub struct ScenarioPlot<'a> {
+    /// Scenario name.
+    pub name: &'a str,
+    /// One sentence.
+    pub description: &'a str,
+    /// Names of the two sides, e.g. ("direct", "gateway").
+    pub labels: (&'a str, &'a str),
+    /// Corrected latency of all rounds, per side (ns).
+    pub hists: (&'a Histogram<u64>, &'a Histogram<u64>),
+    /// p99 per interval over the run, per side: (seconds from the first round's start, ns).
+    pub p99_over_time: (Vec<(f64, f64)>, Vec<(f64, f64)>),
+    /// Median overhead of the service time at p50 and p99, ns.
+    pub overhead_ns: (f64, f64),
+}
+
+const NINES: [(f64, &str); 5] = [
+    (0.0, "0%"),
+    (1.0, "90%"),
+    (2.0, "99%"),
+    (3.0, "99.9%"),
+    (4.0, "99.99%"),
+];
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Points (nines, ms) of a histogram, up to 99.99 %.
+fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        if q >= 0.9999 {
+            break;
+        }
+        points.push((
+            -(1.0 - q).log10(),
+            (v.value_iterated_to() as f64 / 1e6).max(0.001),
+        ));
+    }
+    points.push((4.0, (h.value_at_quantile(0.9999) as f64 / 1e6).max(0.001)));
+    points
+}
+
+fn chart_error(e: impl std::fmt::Display) -> String {
+    format!(
+        "<p>chart could not be drawn: {}</p>",
+        escape(&e.to_string())
+    )
+}
+
+fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
+    let curves = [percentile_curve(s.hists.0), percentile_curve(s.hists.1)];
+    let top = curves.iter().flatten().map(|p| p.1).fold(0.01f64, f64::max) * 1.5;
+    let bottom = curves
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::MAX, f64::min)
+        .min(top / 10.0)
+        .max(0.001);
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 380)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: corrected latency by percentile", s.name),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..4f64, (bottom..top).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_labels(5)
+            .x_label_formatter(&|x| {
+                NINES
+                    .iter()
+                    .find(|(n, _)| (n - x).abs() < 1e-9)
+                    .map_or(String::new(), |(_, l)| l.to_string())
+            })
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .draw()?;
+        for (curve, label, color) in [
+            (&curves[0], s.labels.0, BLUE),
+            (&curves[1], s.labels.1, RED),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    curve.iter().copied(),
+                    color.stroke_width(2),
+                ))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_or_else(chart_error, |()| svg)
+}
+
+fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
+    let all = s.p99_over_time.0.iter().chain(&s.p99_over_time.1);
+    let t_max = all.clone().map(|p| p.0).fold(1.0f64, f64::max);
+    let top = all.map(|p| p.1 / 1e6).fold(0.01f64, f64::max) * 1.2;
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 300)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: p99 per 1 s interval (all rounds)", s.name),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..t_max, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the first round's start")
+            .y_desc("p99 (ms)")
+            .draw()?;
+        for (series, label, color) in [
+            (&s.p99_over_time.0, s.labels.0, BLUE),
+            (&s.p99_over_time.1, s.labels.1, RED),
+        ] {
+            let points: Vec<(f64, f64)> = series.iter().map(|(t, v)| (*t, v / 1e6)).collect();
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_or_else(chart_error, |()| svg)
+}
+
+fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
+    let values: Vec<(f64, f64)> = scenarios
+        .iter()
+        .map(|s| (s.overhead_ns.0 / 1e3, s.overhead_ns.1 / 1e3))
+        .collect();
+    let top = values.iter().map(|v| v.0.max(v.1)).fold(1.0f64, f64::max) * 1.2;
+    let low = values.iter().map(|v| v.0.min(v.1)).fold(0.0f64, f64::min) * 1.2;
+    let n = scenarios.len().max(1);
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 320)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "overhead of the gateway side (service time, median of rounds)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..n as f64, low..top)?;
+        chart
+            .configure_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 {
+                    scenarios
+                        .get(i)
+                        .map_or(String::new(), |s| s.name.to_string())
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("added latency (µs)")
+            .draw()?;
+        for (i, (p50, p99)) in values.iter().enumerate() {
+            let x = i as f64;
+            chart.draw_series([
+                Rectangle::new([(x + 0.15, 0.0), (x + 0.45, *p50)], BLUE.filled()),
+                Rectangle::new([(x + 0.55, 0.0), (x + 0.85, *p99)], RED.filled()),
+            ])?;
+        }
+        chart
+            .draw_series([Rectangle::new([(0.0, 0.0), (0.0, 0.0)], BLUE.filled())])?
+            .label("p50")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.filled()));
+        chart
+            .draw_series([Rectangle::new([(0.0, 0.0), (0.0, 0.0)], RED.filled())])?
+            .label("p99")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.filled()));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_or_else(chart_error, |()| svg)
+}
+
+/// The whole page.
+pub fn render(
+    title: &str,
+    context: &[String],
+    table: &str,
+    scenarios: &[ScenarioPlot<'_>],
+) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}\
+         figure{{margin:1em 0}} h2{{border-bottom:1px solid #ccc}}</style></head><body>\n<h1>{t}</h1>\n",
+        t = escape(title)
+    );
+    out.push_str("<ul>\n");
+    for c in context {
+        let _ = writeln!(out, "<li>{}</li>", escape(c));
+    }
+    out.push_str("</ul>\n");
+    let _ = writeln!(
+        out,
+        "<figure id=\"overhead\">{}</figure>",
+        overhead_chart(scenarios)
+    );
+    for s in scenarios {
+        let _ = writeln!(
+            out,
+            "<h2 id=\"{n}\">{n}</h2>\n<p>{d}</p>",
+            n = escape(s.name),
+            d = escape(s.description)
+        );
+        let _ = writeln!(
+            out,
+            "<figure class=\"percentiles\">{}</figure>",
+            percentile_chart(s)
+        );
+        let _ = writeln!(
+            out,
+            "<figure class=\"over-time\">{}</figure>",
+            over_time_chart(s)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Summary</h2>\n<pre>{}</pre>\n</body></html>",
+        escape(table)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_every_chart_without_scripts() {
+        let mut a = Histogram::<u64>::new(3).unwrap();
+        let mut b = Histogram::<u64>::new(3).unwrap();
+        for v in 1..=10_000u64 {
+            a.record(50_000 + v * 10).unwrap();
+            b.record(90_000 + v * 20).unwrap();
+        }
+        let plot = ScenarioPlot {
+            name: "rest",
+            description: "a <test>",
+            labels: ("direct", "gateway"),
+            hists: (&a, &b),
+            p99_over_time: (vec![(0.0, 1e6), (1.0, 2e6)], vec![(0.0, 2e6), (1.0, 3e6)]),
+            overhead_ns: (40_000.0, 120_000.0),
+        };
+        let page = render(
+            "gwbench compare",
+            &["2 cores".into()],
+            "table & <stuff>",
+            &[plot],
+        );
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(!page.contains("<script"));
+        assert!(page.contains("a &lt;test&gt;") && page.contains("table &amp; &lt;stuff&gt;"));
+        assert!(!page.contains("chart could not be drawn"), "{page}");
+        assert!(page.contains("99.9%"), "the nines axis is labelled");
+    }
+}
