@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
+/// Points of a chart: (x, y).
+pub type Series = Vec<(f64, f64)>;
+
 /// What one scenario's charts need.
 #[derive(Debug)]
 pub struct ScenarioPlot<'a> {
@@ -20,7 +23,7 @@ pub struct ScenarioPlot<'a> {
     /// Corrected latency of all rounds, per side (ns).
     pub hists: (&'a Histogram<u64>, &'a Histogram<u64>),
     /// p99 per interval over the run, per side: (seconds from the first round's start, ns).
-    pub p99_over_time: (Vec<(f64, f64)>, Vec<(f64, f64)>),
+    pub p99_over_time: (Series, Series),
     /// Median overhead of the service time at p50 and p99, ns.
     pub overhead_ns: (f64, f64),
 }
