@@ -229,3 +229,73 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// report.html opens in headless Chromium with its charts in the DOM. Chromium comes from
+/// `.ci/run` (apt-get install chromium); elsewhere the test says it is missing and skips, unless
+/// GWBENCH_REQUIRE_BROWSER=1 (set by CI) makes that a failure.
+#[test]
+fn report_html_renders_in_headless_chromium() {
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        let msg = "chromium is not installed (apt-get install -y chromium): report.html was not checked in a browser";
+        assert!(std::env::var("GWBENCH_REQUIRE_BROWSER").is_err(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    };
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    for v in 1..=1000u64 {
+        h.record(v * 1000).unwrap();
+    }
+    let plot = gwbench::report::html::ScenarioPlot {
+        name: "rest",
+        description: "test",
+        labels: ("direct", "gateway"),
+        hists: (&h, &h),
+        p99_over_time: (vec![(0.0, 1e6)], vec![(0.0, 2e6)]),
+        overhead_ns: (1000.0, 2000.0),
+    };
+    let dir = std::env::temp_dir().join(format!("gwbench-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("report.html");
+    std::fs::write(
+        &file,
+        gwbench::report::html::render("gwbench compare", &[], "table", &[plot]),
+    )
+    .unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    assert_eq!(
+        dom.matches("<svg").count(),
+        3,
+        "the charts are in the DOM: {dom}"
+    );
+    assert!(dom.contains("99.9%"));
+    assert!(!log.contains("Uncaught"), "a script error: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
