@@ -73,6 +73,65 @@ pub enum Command {
     /// shared-secret key, or a private key file).
     #[command(after_help = TOKEN_EXAMPLES)]
     Token(TokenArgs),
+    /// At what request rate does the gateway become the bottleneck? Steps the offered rate up,
+    /// then bisects to the knee, for the direct path and through the gateway.
+    #[command(after_help = SATURATE_EXAMPLES)]
+    Saturate(SaturateArgs),
+}
+
+const SATURATE_EXAMPLES: &str = "\
+Examples:
+  gwbench saturate                                  # grpc scenario, direct and gateway
+  gwbench saturate --target gateway --scenario rest --pin
+  gwbench saturate --start 2000 --factor 1.5 --slo-p99 20ms
+
+A step is good while achieved >= 97 % of offered, errors < 1 % and p99 <= the SLO (default: 10 x
+the p99 of the first step). Rates rise by --factor until a bad step, then bisect to within 5 %.
+When the load generator lagged or used a whole core on the bad steps, the knee is reported as a
+lower bound.";
+
+/// `gwbench saturate`.
+#[derive(Debug, Args)]
+pub struct SaturateArgs {
+    /// Which path to search: gateway, direct, or both.
+    #[arg(long, default_value = "both")]
+    pub target: String,
+    /// Scenario whose paths are searched (rest, grpc, full).
+    #[arg(long, default_value = "grpc")]
+    pub scenario: String,
+    /// First offered rate.
+    #[arg(long, default_value_t = 1000.0, value_name = "RPS")]
+    pub start: f64,
+    /// Multiplier between steps.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f64,
+    /// Highest rate to try.
+    #[arg(long, default_value_t = 200_000.0, value_name = "RPS")]
+    pub max: f64,
+    /// Length of each step.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    pub step_duration: std::time::Duration,
+    /// Warm-up before each step (discarded).
+    #[arg(long, default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub warmup: std::time::Duration,
+    /// p99 above which a step is bad (default: 10 x the first step's p99).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub slo_p99: Option<std::time::Duration>,
+    /// Generator connections.
+    #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Generator threads.
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Pin generator, gateway and backends to separate cores.
+    #[arg(long)]
+    pub pin: bool,
+    /// Directory for the reports (default: reports/<UTC time>-saturate).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// No progress display.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 const TOKEN_EXAMPLES: &str = "\

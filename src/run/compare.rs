@@ -30,19 +30,19 @@ pub(super) struct CompareError(String);
 
 /// One side of a scenario: what to load.
 #[derive(Debug, Clone)]
-struct Side {
-    label: &'static str,
-    protocol: Protocol,
-    url: String,
-    grpc_method: Option<(&'static str, &'static str)>,
+pub(super) struct Side {
+    pub(super) label: &'static str,
+    pub(super) protocol: Protocol,
+    pub(super) url: String,
+    pub(super) grpc_method: Option<(&'static str, &'static str)>,
     /// Whether the requests pass through the gateway (its CPU is then counted).
-    through_gateway: bool,
+    pub(super) through_gateway: bool,
     /// Extra request headers (a bearer token).
-    headers: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
 }
 
 impl Side {
-    fn http(label: &'static str, url: String, through_gateway: bool) -> Side {
+    pub(super) fn http(label: &'static str, url: String, through_gateway: bool) -> Side {
         Side {
             label,
             protocol: Protocol::Http1,
@@ -56,11 +56,11 @@ impl Side {
 
 /// A pair of sides.
 #[derive(Debug, Clone)]
-struct Scenario {
-    name: &'static str,
-    description: &'static str,
-    direct: Side,
-    gateway: Side,
+pub(super) struct Scenario {
+    pub(super) name: &'static str,
+    pub(super) description: &'static str,
+    pub(super) direct: Side,
+    pub(super) gateway: Side,
 }
 
 const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard"];
@@ -82,7 +82,7 @@ fn dev_token() -> Result<String, CompareError> {
     .map_err(CompareError)
 }
 
-fn scenarios(
+pub(super) fn scenarios(
     names: &[String],
     rest: &str,
     grpc: &str,
@@ -135,7 +135,7 @@ fn scenarios(
     Ok(out)
 }
 
-fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
+pub(super) fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
     match side.grpc_method {
         Some((method, data)) => {
             let call = grpc::prepare(crate::proto::descriptor_pool(), method, data)?;
@@ -314,6 +314,103 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The mocks and the gateway, running as child processes, and where everything is pinned.
+#[derive(Debug)]
+pub(super) struct Stack {
+    pub(super) backends: ChildProcess,
+    pub(super) gateway: ChildProcess,
+    pub(super) rest: std::net::SocketAddr,
+    pub(super) grpc: std::net::SocketAddr,
+    pub(super) gw: std::net::SocketAddr,
+    pub(super) cores: usize,
+    pub(super) pinning: Vec<String>,
+}
+
+impl Stack {
+    /// Starts `gwbench backends` and `gwbench gateway`; with `pin`, places generator (this
+    /// process), gateway and backends on separate cores where the machine has them (on 2 cores:
+    /// generator on CPU 1, gateway and backends on CPU 0).
+    pub(super) fn start(pin: bool) -> anyhow::Result<Stack> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        type Cpus = Option<Vec<usize>>;
+        let (pin_gen, pin_gw, pin_be): (Cpus, Cpus, Cpus) = if !pin {
+            (None, None, None)
+        } else if cores >= 3 {
+            (Some(vec![0]), Some(vec![1]), Some((2..cores).collect()))
+        } else if cores == 2 {
+            (Some(vec![1]), Some(vec![0]), Some(vec![0]))
+        } else {
+            (None, None, None)
+        };
+        let pinning = [
+            ("generator", &pin_gen),
+            ("gateway", &pin_gw),
+            ("backends", &pin_be),
+        ]
+        .iter()
+        .map(|(who, cpus)| match cpus {
+            Some(c) => format!("{who}: CPU {c:?}"),
+            None => format!("{who}: not pinned (shares all {cores} cores)"),
+        })
+        .collect();
+        let threads = |pin: &Cpus| pin.as_ref().map_or(1, |c| c.len()).to_string();
+        let backend_args = [
+            "backends",
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--threads",
+            &threads(&pin_be),
+        ];
+        let backends = ChildProcess::spawn(
+            "gwbench backends",
+            &backend_args.map(String::from),
+            3,
+            pin_be.clone(),
+        )?;
+        let (rest, grpc) = (
+            backends.addr("rest").expect("ready rest"),
+            backends.addr("grpc").expect("ready grpc"),
+        );
+        let (grpc_s, rest_s) = (grpc.to_string(), rest.to_string());
+        let gateway_args = [
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            &threads(&pin_gw),
+            "--upstream-grpc",
+            &grpc_s,
+            "--upstream-rest",
+            &rest_s,
+        ];
+        let gateway = ChildProcess::spawn(
+            "gwbench gateway",
+            &gateway_args.map(String::from),
+            2,
+            pin_gw.clone(),
+        )?;
+        let gw = gateway.addr("http").expect("ready http");
+        if let Some(cpus) = &pin_gen {
+            pin_self(cpus).map_err(CompareError)?;
+        }
+        Ok(Stack {
+            backends,
+            gateway,
+            rest,
+            grpc,
+            gw,
+            cores,
+            pinning,
+        })
+    }
+}
+
 // ===== the run =====
 
 /// Runs `gwbench compare`; prints the table and the report directory.
@@ -334,78 +431,14 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     scenarios(&names, "x", "x", "x")?; // check names before starting anything
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Where each process runs: generator | gateway | backends.
-    type Cpus = Option<Vec<usize>>;
-    let (pin_gen, pin_gw, pin_be): (Cpus, Cpus, Cpus) = if !args.pin {
-        (None, None, None)
-    } else if cores >= 3 {
-        (Some(vec![0]), Some(vec![1]), Some((2..cores).collect()))
-    } else if cores == 2 {
-        (Some(vec![1]), Some(vec![0]), Some(vec![0]))
-    } else {
-        (None, None, None)
-    };
-    let mut pinning = Vec::new();
-    for (who, cpus) in [
-        ("generator", &pin_gen),
-        ("gateway", &pin_gw),
-        ("backends", &pin_be),
-    ] {
-        pinning.push(match cpus {
-            Some(c) => format!("{who}: CPU {c:?}"),
-            None => format!("{who}: not pinned (shares all {cores} cores)"),
-        });
-    }
-    let threads = |pin: &Option<Vec<usize>>| pin.as_ref().map_or(1, |c| c.len()).to_string();
-    let backends = ChildProcess::spawn(
-        "gwbench backends",
-        &[
-            "backends",
-            "--rest-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--threads",
-            &threads(&pin_be),
-        ]
-        .map(String::from),
-        3,
-        pin_be.clone(),
-    )?;
-    let (rest, grpc_addr) = (
-        backends.addr("rest").expect("ready rest"),
-        backends.addr("grpc").expect("ready grpc"),
-    );
-    let gateway = ChildProcess::spawn(
-        "gwbench gateway",
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--threads",
-            &threads(&pin_gw),
-            "--upstream-grpc",
-            &grpc_addr.to_string(),
-            "--upstream-rest",
-            &rest.to_string(),
-        ]
-        .map(String::from),
-        2,
-        pin_gw.clone(),
-    )?;
-    let gw = gateway.addr("http").expect("ready http");
+    let stack = Stack::start(args.pin)?;
+    let (backends, gateway) = (&stack.backends, &stack.gateway);
+    let (rest, grpc_addr, gw) = (stack.rest, stack.grpc, stack.gw);
+    let (cores, pinning) = (stack.cores, stack.pinning.clone());
     let processes = vec![
         ("backends".to_string(), backends.pid()),
         ("gateway".to_string(), gateway.pid()),
     ];
-    if let Some(cpus) = &pin_gen {
-        pin_self(cpus).map_err(CompareError)?;
-    }
     let list = scenarios(
         &names,
         &rest.to_string(),
@@ -490,8 +523,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         results.push((sc.clone(), direct, through));
     }
     bar.finish_and_clear();
-    drop(gateway);
-    drop(backends);
+    drop(stack);
 
     let summary = CompareSummary {
         schema: "gwbench.compare.v1",

@@ -9,6 +9,7 @@ mod compare;
 mod gateway;
 mod load;
 pub mod process;
+mod saturate;
 
 use crate::backend::{BackendError, Backends};
 use crate::cli::{BackendsArgs, Cli, Command};
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(args) => gateway::gateway(&args),
         Command::Compare(args) => compare::compare(&args),
         Command::Token(args) => token(&args),
+        Command::Saturate(args) => saturate::saturate(&args),
     }
 }
 
@@ -39,6 +41,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<crate::gateway::GatewayError>()
             || e.is::<compare::CompareError>()
             || e.is::<TokenError>()
+            || e.is::<saturate::SaturateError>()
             || e.is::<process::SpawnError>()
     };
     if err.chain().any(usage) { 2 } else { 1 }

@@ -1,0 +1,466 @@
+//! `gwbench saturate`: at what request rate does the gateway become the bottleneck? Steps the
+//! offered rate up geometrically until a step is bad, then bisects between the last good and
+//! the first bad rate until they are within 5 %. A step is good while the achieved rate is at
+//! least 97 % of the offered, errors stay under 1 %, and p99 stays under the SLO (default 10 ×
+//! the p99 of the first step). Done for the direct path and through the gateway; the answer is
+//! one sentence. When the load generator was the one that could not keep up, it says so: the
+//! result is then a lower bound.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::compare::{Side, Stack, scenarios, template};
+use crate::cli::SaturateArgs;
+use crate::load::schedule::{Limit, Rate};
+use crate::load::{LoadConfig, run_load};
+use crate::report::text::human_ns;
+
+/// A saturate that cannot run as asked (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct SaturateError(String);
+
+/// One offered rate and what came of it.
+#[derive(Debug, Clone, Serialize)]
+struct Step {
+    offered_rps: f64,
+    achieved_rps: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    error_ratio: f64,
+    lag_p99_ns: u64,
+    /// Generator CPU as a fraction of one core over the step.
+    generator_cpu: f64,
+    good: bool,
+    /// Why a step was bad, in words.
+    reason: Option<String>,
+}
+
+/// The search on one side.
+#[derive(Debug, Serialize)]
+struct Search {
+    side: String,
+    steps: Vec<Step>,
+    /// Highest good rate found.
+    knee_rps: Option<f64>,
+    /// Lowest bad rate found.
+    first_bad_rps: Option<f64>,
+    slo_p99_ns: u64,
+    /// The generator, not the target, ran out first: the knee is a lower bound.
+    generator_limited: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SaturateSummary {
+    schema: &'static str,
+    started: String,
+    scenario: String,
+    step_duration_s: f64,
+    cores: usize,
+    pinning: Vec<String>,
+    searches: Vec<Search>,
+    answer: String,
+}
+
+fn run_step(
+    side: &Side,
+    rate: f64,
+    args: &SaturateArgs,
+) -> anyhow::Result<(Step, crate::load::LoadRun)> {
+    let cfg = LoadConfig {
+        template: template(side)?,
+        rate: Rate::Constant(rate),
+        limit: Limit::Duration(args.step_duration),
+        warmup: args.warmup,
+        connections: args.connections as usize,
+        max_in_flight: 4096,
+        threads: args.threads as usize,
+        timeout: Duration::from_secs(2),
+        spin: Duration::from_micros(20),
+        progress: false,
+    };
+    let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
+    let o = &run.outcomes;
+    let scheduled = o.total().max(1) as f64;
+    let errors = (o.failed() - o.not_sent) as f64 / scheduled;
+    let cpu = (run.cpu.user_s + run.cpu.system_s) / run.duration.as_secs_f64().max(1e-3);
+    let step = Step {
+        offered_rps: rate,
+        achieved_rps: run.achieved_rps(),
+        p50_ns: run.total.corrected.value_at_quantile(0.5),
+        p99_ns: run.total.corrected.value_at_quantile(0.99),
+        error_ratio: errors,
+        lag_p99_ns: run.total.lag.value_at_quantile(0.99),
+        generator_cpu: cpu,
+        good: false,
+        reason: None,
+    };
+    Ok((step, run))
+}
+
+fn judge(step: &mut Step, slo_p99: u64) {
+    let mut why = Vec::new();
+    if step.achieved_rps < 0.97 * step.offered_rps {
+        why.push(format!(
+            "achieved {:.0}/s < 97 % of offered",
+            step.achieved_rps
+        ));
+    }
+    if step.error_ratio >= 0.01 {
+        why.push(format!("{:.1} % errors", step.error_ratio * 100.0));
+    }
+    if step.p99_ns > slo_p99 {
+        why.push(format!(
+            "p99 {} > SLO {}",
+            human_ns(step.p99_ns),
+            human_ns(slo_p99)
+        ));
+    }
+    step.good = why.is_empty();
+    step.reason = (!why.is_empty()).then(|| why.join(", "));
+}
+
+/// Whether the generator, rather than the target, ran out on a step: it used (nearly) a whole
+/// core per thread. Lag alone does not say so: on HTTP/1.1 a slow target keeps every connection
+/// busy, and tickets then wait — that lag is the target's doing.
+fn generator_limited(step: &Step, threads: u16) -> bool {
+    step.generator_cpu > 0.85 * f64::from(threads)
+}
+
+fn search(
+    side: &Side,
+    args: &SaturateArgs,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Search> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut slo = args.slo_p99.map(|d| d.as_nanos() as u64);
+    let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
+    let mut rate = args.start;
+    // Geometric steps up to the first bad one.
+    while rate <= args.max {
+        bar.set_message(format!("{}: {rate:.0} req/s", side.label));
+        let (mut step, _) = run_step(side, rate, args)?;
+        let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
+        judge(&mut step, limit);
+        let ok = step.good;
+        steps.push(step);
+        if ok {
+            good = Some(rate);
+            rate *= args.factor;
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    // Bisect until the bracket is within 5 %.
+    if let (Some(mut lo), Some(mut hi)) = (good, bad) {
+        while (hi - lo) / lo > 0.05 {
+            let mid = (lo + hi) / 2.0;
+            bar.set_message(format!("{}: {mid:.0} req/s (bisecting)", side.label));
+            let (mut step, _) = run_step(side, mid, args)?;
+            judge(&mut step, slo.unwrap_or(u64::MAX));
+            if step.good {
+                lo = mid
+            } else {
+                hi = mid
+            }
+            steps.push(step);
+        }
+        good = Some(lo);
+        bad = Some(hi);
+    }
+    let limited = steps
+        .iter()
+        .filter(|s| !s.good)
+        .any(|s| generator_limited(s, args.threads));
+    Ok(Search {
+        side: side.label.to_string(),
+        steps,
+        knee_rps: good,
+        first_bad_rps: bad,
+        slo_p99_ns: slo.unwrap_or(0),
+        generator_limited: limited,
+    })
+}
+
+fn p99_at(search: &Search, rate: Option<f64>) -> Option<u64> {
+    let rate = rate?;
+    search
+        .steps
+        .iter()
+        .find(|s| (s.offered_rps - rate).abs() < 1e-6)
+        .map(|s| s.p99_ns)
+}
+
+fn answer(direct: Option<&Search>, gateway: Option<&Search>) -> String {
+    let describe = |s: &Search| match (s.knee_rps, s.first_bad_rps) {
+        (Some(k), Some(b)) => {
+            let before = p99_at(s, Some(k)).map_or_else(String::new, human_ns);
+            let after = p99_at(s, Some(b)).map_or_else(String::new, human_ns);
+            format!("{k:.0} req/s; beyond it p99 rises from {before} to {after}")
+        }
+        (Some(k), None) => format!("more than {k:.0} req/s (no bad step up to --max)"),
+        (None, Some(b)) => format!("less than {b:.0} req/s (already the first step was bad)"),
+        (None, None) => "unknown".into(),
+    };
+    let bound = |s: &Search| {
+        if s.generator_limited {
+            " (a lower bound: the load generator could not keep up)"
+        } else {
+            ""
+        }
+    };
+    match (direct, gateway) {
+        (Some(d), Some(g)) => {
+            let share = match (g.knee_rps, d.knee_rps) {
+                (Some(gk), Some(dk)) if dk > 0.0 => {
+                    format!(", {:.0} % of direct's {dk:.0} req/s", gk / dk * 100.0)
+                }
+                _ => String::new(),
+            };
+            format!(
+                "The gateway saturates at {}{share}{}; direct saturates at {}{}.",
+                describe(g),
+                bound(g),
+                describe(d),
+                bound(d)
+            )
+        }
+        (Some(d), None) => format!("Direct saturates at {}{}.", describe(d), bound(d)),
+        (None, Some(g)) => format!("The gateway saturates at {}{}.", describe(g), bound(g)),
+        (None, None) => String::new(),
+    }
+}
+
+/// Runs `gwbench saturate`.
+pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
+    let valid =
+        args.factor.is_finite() && args.factor > 1.0 && args.start.is_finite() && args.start > 0.0;
+    if !valid || args.max < args.start {
+        return Err(SaturateError(
+            "--factor must be above 1, --start above 0 and --max at least --start".into(),
+        )
+        .into());
+    }
+    if args.target.starts_with("http://") {
+        return saturate_url(args);
+    }
+    let sides: &[&str] = match args.target.as_str() {
+        "both" => &["direct", "gateway"],
+        "direct" => &["direct"],
+        "gateway" => &["gateway"],
+        other => {
+            return Err(SaturateError(format!(
+                "--target {other:?}: expected gateway, direct, both or an http:// URL"
+            ))
+            .into());
+        }
+    };
+    scenarios(std::slice::from_ref(&args.scenario), "x", "x", "x")
+        .map_err(|e| SaturateError(e.to_string()))?;
+    let stack = Stack::start(args.pin)?;
+    let (cores, pinning) = (stack.cores, stack.pinning.clone());
+    let sc = scenarios(
+        std::slice::from_ref(&args.scenario),
+        &stack.rest.to_string(),
+        &stack.grpc.to_string(),
+        &stack.gw.to_string(),
+    )
+    .map_err(|e| SaturateError(e.to_string()))?
+    .remove(0);
+    let started = SystemTime::now();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.quiet {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut searches = Vec::new();
+    for which in sides {
+        let side = if *which == "direct" {
+            &sc.direct
+        } else {
+            &sc.gateway
+        };
+        searches.push(search(side, args, &bar)?);
+    }
+    bar.finish_and_clear();
+    drop(stack);
+    let direct = searches.iter().find(|s| s.side == sc.direct.label);
+    let gateway = searches.iter().find(|s| s.side == sc.gateway.label);
+    let answer = answer(direct, gateway);
+
+    let title = format!("scenario {} ({})", sc.name, sc.description);
+    report(
+        args, started, sc.name, &title, searches, answer, cores, pinning,
+    )
+}
+
+/// `--target URL`: search one HTTP target of the user's (nothing is spawned).
+fn saturate_url(args: &SaturateArgs) -> anyhow::Result<()> {
+    let side = Side::http("target", args.target.clone(), false);
+    template(&side)?; // a bad URL fails before any load
+    let started = SystemTime::now();
+    let found = search(&side, args, &indicatif::ProgressBar::hidden())?;
+    let bound = if found.generator_limited {
+        " (a lower bound: the load generator could not keep up)"
+    } else {
+        ""
+    };
+    let answer = match (found.knee_rps, found.first_bad_rps) {
+        (Some(k), Some(b)) => format!(
+            "{} saturates at {k:.0} req/s; beyond it p99 rises from {} to {}{bound}.",
+            args.target,
+            p99_at(&found, Some(k)).map_or_else(String::new, human_ns),
+            p99_at(&found, Some(b)).map_or_else(String::new, human_ns),
+        ),
+        (Some(k), None) => format!(
+            "{} takes more than {k:.0} req/s (no bad step up to --max).",
+            args.target
+        ),
+        (None, _) => format!(
+            "{} is already saturated at the first step ({} req/s).",
+            args.target, args.start
+        ),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report(
+        args,
+        started,
+        "url",
+        &args.target,
+        vec![found],
+        answer,
+        cores,
+        vec!["not pinned".into()],
+    )
+}
+
+/// Prints the step tables and the answer; writes summary.json and summary.md.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &SaturateArgs,
+    started: SystemTime,
+    scenario: &str,
+    title: &str,
+    searches: Vec<Search>,
+    answer: String,
+    cores: usize,
+    pinning: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gwbench saturate: {title}, steps of {}s",
+        args.step_duration.as_secs_f64()
+    );
+
+    for s in &searches {
+        let _ = writeln!(out, "\n== {} (SLO p99 {})", s.side, human_ns(s.slo_p99_ns));
+        let _ = writeln!(
+            out,
+            "  {:>10} {:>10} {:>9} {:>9} {:>7} {:>9} {:>6}  verdict",
+            "offered", "achieved", "p50", "p99", "errors", "lag p99", "gen CPU"
+        );
+        for st in &s.steps {
+            let _ = writeln!(
+                out,
+                "  {:>10.0} {:>10.0} {:>9} {:>9} {:>6.2}% {:>9} {:>5.0}%  {}",
+                st.offered_rps,
+                st.achieved_rps,
+                human_ns(st.p50_ns),
+                human_ns(st.p99_ns),
+                st.error_ratio * 100.0,
+                human_ns(st.lag_p99_ns),
+                st.generator_cpu * 100.0,
+                st.reason
+                    .as_deref()
+                    .map_or("good".to_string(), |r| format!("bad: {r}"))
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{answer}");
+    super::print_out(&out)?;
+    let summary = SaturateSummary {
+        schema: "gwbench.saturate.v1",
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        scenario: scenario.to_string(),
+        step_duration_s: args.step_duration.as_secs_f64(),
+        cores,
+        pinning,
+        searches,
+        answer,
+    };
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "");
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-saturate")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("# gwbench saturate\n\n```\n{out}```\n"),
+    )?;
+    super::print_out(&format!("report: {}\n", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(offered: f64, achieved: f64, p99_ms: u64) -> Step {
+        Step {
+            offered_rps: offered,
+            achieved_rps: achieved,
+            p50_ns: 0,
+            p99_ns: p99_ms * 1_000_000,
+            error_ratio: 0.0,
+            lag_p99_ns: 0,
+            generator_cpu: 0.1,
+            good: false,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn steps_are_judged_by_rate_errors_and_slo() {
+        let mut s = step(1000.0, 995.0, 1);
+        judge(&mut s, 10_000_000);
+        assert!(s.good);
+        let mut s = step(1000.0, 900.0, 1);
+        judge(&mut s, 10_000_000);
+        assert!(!s.good && s.reason.unwrap().contains("97 %"));
+        let mut s = step(1000.0, 1000.0, 50);
+        judge(&mut s, 10_000_000);
+        assert!(!s.good && s.reason.unwrap().contains("SLO"));
+    }
+
+    #[test]
+    fn the_answer_is_one_sentence_with_the_ratio() {
+        let mk = |side: &str, knee: f64, bad: f64| Search {
+            side: side.into(),
+            steps: vec![step(knee, knee, 1), step(bad, bad * 0.5, 40)],
+            knee_rps: Some(knee),
+            first_bad_rps: Some(bad),
+            slo_p99_ns: 10_000_000,
+            generator_limited: false,
+        };
+        let a = answer(
+            Some(&mk("direct", 20_000.0, 21_000.0)),
+            Some(&mk("gateway", 10_000.0, 10_400.0)),
+        );
+        assert!(a.starts_with("The gateway saturates at 10000 req/s; beyond it p99 rises from 1.00ms to 40.00ms, 50 % of direct's 20000 req/s"), "{a}");
+    }
+}

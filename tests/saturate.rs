@@ -1,0 +1,86 @@
+//! `gwbench saturate --target URL` against a server with a hard capacity: one request at a time,
+//! each holding it for ~1 ms (tokio's timer rounds up to whole milliseconds), so ~500-1000 req/s.
+//! The knee must lie in that band, with room for a slow machine below it.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+
+#[test]
+fn the_knee_of_a_capacity_limited_server_is_found() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let one_at_a_time = Arc::new(tokio::sync::Semaphore::new(1));
+        gwbench::net::serve_http(
+            listener,
+            move |_req| {
+                let gate = one_at_a_time.clone();
+                async move {
+                    let _permit = gate.acquire().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    gwbench::net::json(http::StatusCode::OK, "{}")
+                }
+            },
+            shutdown.clone(),
+            Duration::from_secs(1),
+        );
+        addr
+    });
+    let out_dir = std::env::temp_dir().join(format!("gwbench-saturate-{}", std::process::id()));
+    let out = Command::new(cargo_bin("gwbench"))
+        .args([
+            "saturate",
+            "--target",
+            &format!("http://{addr}/x"),
+            "--start",
+            "100",
+            "--factor",
+            "2",
+            "--max",
+            "6400",
+        ])
+        .args([
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "-c",
+            "16",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    shutdown.cancel();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let search = &summary["searches"][0];
+    let knee = search["knee_rps"].as_f64().unwrap_or(0.0);
+    let bad = search["first_bad_rps"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        (150.0..=1100.0).contains(&knee),
+        "knee {knee} req/s outside the expected band\n{stdout}"
+    );
+    assert!(
+        bad / knee <= 1.06,
+        "bisection stops within 5 %: {knee}..{bad}"
+    );
+    assert!(stdout.contains("saturates at"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
