@@ -21,6 +21,27 @@ impl Drop for Guard {
     }
 }
 
+/// Waits (at most 15 s) for the child to exit.
+fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child did not exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM and waits for the child to exit.
+fn terminate(guard: &mut Guard) -> std::process::ExitStatus {
+    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGTERM).unwrap();
+    wait_exit(guard)
+}
+
 fn gwbench() -> Command {
     Command::new(cargo_bin("gwbench"))
 }
@@ -127,18 +148,7 @@ fn backends_start_answer_and_stop_on_sigterm() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["id"], "42");
 
-    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gwbench backends did not exit within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = terminate(&mut guard);
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
@@ -324,17 +334,7 @@ fn gateway_finishes_a_request_in_flight_at_sigterm() {
         reply.body
     );
     assert_eq!(reply.json()["id"], "7");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut guard);
     assert!(status.success(), "{status}");
     rt.block_on(backends.shutdown());
 }

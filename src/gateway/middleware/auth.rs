@@ -388,9 +388,7 @@ where
 {
     type Response = GwResponse;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<GwResponse, std::convert::Infallible>> + Send>,
-    >;
+    type Future = super::MwFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -403,8 +401,7 @@ where
                 Err(e) => return Box::pin(async move { Ok(refuse(e)) }),
             }
         }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         Box::pin(async move { inner.call(req).await })
     }
 }

@@ -268,9 +268,7 @@ where
 {
     type Response = GwResponse;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<GwResponse, std::convert::Infallible>> + Send>,
-    >;
+    type Future = super::MwFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -278,9 +276,7 @@ where
 
     fn call(&mut self, req: GwRequest) -> Self::Future {
         let breaker = self.breakers[req.upstream].clone();
-        // Take the service that was made ready; leave a fresh clone for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         Box::pin(async move {
             match breaker.admit() {
                 Admission::Reject(wait) => {
