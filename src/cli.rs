@@ -77,6 +77,32 @@ pub enum Command {
     /// then bisects to the knee, for the direct path and through the gateway.
     #[command(after_help = SATURATE_EXAMPLES)]
     Saturate(SaturateArgs),
+    /// Re-render a compare run's report.html from its files, or merge interval logs from several
+    /// load-generator machines into one percentile table.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+}
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  gwbench report reports/20261128T061500Z-compare            # rewrite its report.html
+  gwbench report --merge a.hlog b.hlog c.hlog                # one table from three machines
+  gwbench report --merge a.hlog b.hlog --hgrm merged.hgrm    # and the merged distribution
+
+Merging adds the interval histograms; percentiles are never averaged.";
+
+/// `gwbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A `gwbench compare` run directory (with summary.json, summary.md and the .hlog files).
+    #[arg(value_name = "DIR", required_unless_present = "merge")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Interval logs to merge instead (gwbench load --hlog, or any HdrHistogram interval log).
+    #[arg(long, value_name = "HLOG", num_args = 1.., conflicts_with = "dir")]
+    pub merge: Vec<std::path::PathBuf>,
+    /// With --merge: also write the merged distribution (.hgrm, ms) to FILE.
+    #[arg(long, value_name = "FILE", requires = "merge")]
+    pub hgrm: Option<std::path::PathBuf>,
 }
 
 const SATURATE_EXAMPLES: &str = "\

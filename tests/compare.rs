@@ -157,6 +157,39 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         !html.contains("<script") && !html.contains("<link") && !html.contains("src="),
         "self-contained"
     );
+    // gwbench report re-renders the page from the files alone, and merges logs by adding counts.
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    let rerender = Command::new(cargo_bin("gwbench"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        rerender.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerender.stderr)
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 7);
+    let merged = Command::new(cargo_bin("gwbench"))
+        .args(["report", "--merge"])
+        .arg(out.join("rest-direct.hlog"))
+        .arg(out.join("rest-gateway.hlog"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&merged.stdout);
+    let count: u64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("corrected"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let expected: u64 = ["direct", "gateway"]
+        .iter()
+        .flat_map(|side| summary["scenarios"][0][*side]["rounds"].as_array().unwrap())
+        .map(|r| r["latency_ns"]["corrected"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count, expected, "{text}");
     for pair in summary["machine"]["processes"].as_array().unwrap() {
         let pid = pair[1].as_u64().unwrap() as u32;
         assert!(wait_gone(pid), "child {pair} is still running");

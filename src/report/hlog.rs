@@ -47,3 +47,57 @@ pub fn render(start: SystemTime, intervals: &[IntervalRecord]) -> String {
     }
     out
 }
+
+/// One interval read back from a log.
+#[derive(Debug)]
+pub struct ReadInterval {
+    /// The tag (`corrected`, `service`), if any.
+    pub tag: Option<String>,
+    /// Start, seconds from the log's base time.
+    pub start_s: f64,
+    /// The interval's histogram (values as written: nanoseconds for gwbench's logs).
+    pub hist: hdrhistogram::Histogram<u64>,
+}
+
+/// Reads every interval of an interval log (gwbench's or any v1.2/v1.3 writer's).
+pub fn read(log: &[u8]) -> Result<Vec<ReadInterval>, String> {
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut de = Deserializer::new();
+    for entry in IntervalLogIterator::new(log) {
+        match entry.map_err(|e| format!("not an interval log ({e:?})"))? {
+            LogEntry::Interval(i) => {
+                let bytes = b64
+                    .decode(i.encoded_histogram())
+                    .map_err(|e| format!("bad base64 in an interval: {e}"))?;
+                let hist: hdrhistogram::Histogram<u64> = de
+                    .deserialize(&mut bytes.as_slice())
+                    .map_err(|e| format!("bad histogram in an interval: {e:?}"))?;
+                out.push(ReadInterval {
+                    tag: i.tag().map(|t| t.as_str().to_string()),
+                    start_s: i.start_timestamp().as_secs_f64(),
+                    hist,
+                });
+            }
+            LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the intervals tagged `tag` into one (auto-resizing) histogram: percentiles of the whole
+/// come from the merged counts, never from averaging the intervals' percentiles.
+pub fn merge<'a>(
+    intervals: impl IntoIterator<Item = &'a ReadInterval>,
+    tag: &str,
+) -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant figures");
+    for i in intervals {
+        if i.tag.as_deref() == Some(tag) {
+            let _ = h.add(&i.hist);
+        }
+    }
+    h
+}

@@ -273,6 +273,8 @@ fn summarize(rounds: &[RoundResult]) -> SideSummary {
 struct ScenarioSummary {
     name: &'static str,
     description: &'static str,
+    /// Names of the two sides (e.g. direct / gateway, or bare / middleware).
+    labels: [&'static str; 2],
     direct: SideSummary,
     gateway: SideSummary,
     /// Gateway median minus direct median, per percentile, ns.
@@ -558,6 +560,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                 ScenarioSummary {
                     name: sc.name,
                     description: sc.description,
+                    labels: [sc.direct.label, sc.gateway.label],
                     direct,
                     gateway,
                     overhead_ns: overhead,

@@ -9,6 +9,7 @@ mod compare;
 mod gateway;
 mod load;
 pub mod process;
+mod report;
 mod saturate;
 
 use crate::backend::{BackendError, Backends};
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => compare::compare(&args),
         Command::Token(args) => token(&args),
         Command::Saturate(args) => saturate::saturate(&args),
+        Command::Report(args) => report::report(&args),
     }
 }
 
@@ -42,6 +44,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<compare::CompareError>()
             || e.is::<TokenError>()
             || e.is::<saturate::SaturateError>()
+            || e.is::<report::ReportError>()
             || e.is::<process::SpawnError>()
     };
     if err.chain().any(usage) { 2 } else { 1 }
