@@ -43,6 +43,11 @@ auth = true
 rate_limit = true
 breaker = true
 
+# And under /cached (/cached/api/users/{id}) behind the response cache.
+[[transcode.mounts]]
+prefix = "/cached"
+cache = true
+
 [[upstreams]]
 name = "grpc"
 protocol = "grpc"
@@ -83,6 +88,14 @@ kid = "dev"
 algorithms = ["HS256"]
 secret = "gwbench-dev-secret-not-for-production"
 # For RS256 / ES256: algorithms = ["RS256"], public_key_file = "public.pem"
+
+# The response cache, used by mounts with `cache = true` (GET only; keyed per caller unless
+# public; honours Cache-Control; never stores errors or Set-Cookie; X-Cache: HIT|MISS|BYPASS).
+[cache]
+ttl = "5s"
+max_entries = 100000
+public = false
+api_key_header = "x-api-key"
 
 # Per-key rate limits (GCRA), used by mounts with `rate_limit = true`. The default allowance is
 # high so that it does not trigger in benchmarks; it still costs its check on every request.
@@ -200,6 +213,35 @@ pub struct Mount {
     /// Require a JWT (`[auth]`) on these routes.
     #[serde(default)]
     pub auth: bool,
+    /// Cache GET responses (`[cache]`) on these routes.
+    #[serde(default)]
+    pub cache: bool,
+}
+
+/// `[cache]`: the response cache of mounts with `cache = true`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long an entry is served.
+    pub ttl: TextDuration,
+    /// Most entries kept.
+    pub max_entries: u64,
+    /// Share entries between callers (otherwise the key includes the JWT subject or API key).
+    #[serde(default)]
+    pub public: bool,
+    /// Header carrying the API key (for the identity part of the key).
+    pub api_key_header: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: TextDuration(Duration::from_secs(5)),
+            max_entries: 100_000,
+            public: false,
+            api_key_header: "x-api-key".into(),
+        }
+    }
 }
 
 /// `[[auth.keys]]`: one verification key.
@@ -442,6 +484,9 @@ pub struct GatewayConfig {
     /// JWT authentication.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Response cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 impl GatewayConfig {
@@ -488,6 +533,9 @@ impl GatewayConfig {
                 "rate_limit.api_key_header: {:?} is not a header name",
                 r.api_key_header
             ));
+        }
+        if self.cache.ttl.0.is_zero() || self.cache.max_entries == 0 {
+            return Err("cache: ttl and max_entries must be above 0".into());
         }
         let b = &self.breaker;
         if b.consecutive_failures == 0 || b.half_open_probes == 0 || b.min_requests == 0 {

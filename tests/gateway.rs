@@ -93,8 +93,8 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
     let routes = get(&format!("http://{}/routes", gw.admin)).await.json();
     assert_eq!(
         routes["routes"].as_array().unwrap().len(),
-        17,
-        "8 annotated RPCs on the bare and the /secure mount, and one proxy route"
+        25,
+        "8 annotated RPCs on the bare, /secure and /cached mounts, and one proxy route"
     );
     gw.shutdown().await;
     b.shutdown().await;
@@ -571,6 +571,38 @@ async fn the_secure_mount_requires_a_token_from_gwbench_token() {
             .json(),
         "same answer as the bare route"
     );
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cached_mount_answers_repeats_from_the_cache() {
+    let (b, gw) = stack(1).await;
+    let url = format!("http://{}/cached/api/users/9", gw.http);
+    let first = get(&url).await;
+    assert_eq!(
+        (first.status, first.headers["x-cache"].to_str().unwrap()),
+        (StatusCode::OK, "MISS")
+    );
+    let second = get(&url).await;
+    assert_eq!(second.headers["x-cache"], "HIT");
+    assert_eq!(second.json(), first.json());
+    let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+    let total: u64 = stats["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1, "the second answer came from the cache");
+    // A not-found answer is not cached.
+    for _ in 0..2 {
+        let r = get(&format!("http://{}/cached/api/users/0", gw.http)).await;
+        assert_eq!(
+            (r.status, r.headers["x-cache"].to_str().unwrap()),
+            (StatusCode::NOT_FOUND, "MISS")
+        );
+    }
     gw.shutdown().await;
     b.shutdown().await;
 }

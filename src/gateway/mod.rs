@@ -165,6 +165,7 @@ impl Gateway {
         };
         let shared = stack::Shared {
             verifier,
+            cache: std::sync::Arc::new(cfg.cache.clone()),
             rate_limit: (store.clone(), std::sync::Arc::new(rl.clone())),
             breakers: std::sync::Arc::new(
                 core.upstreams

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::middleware::{AuthLayer, Breaker, BreakerLayer, KeyStore, RateLimitLayer, Verifier};
+use super::middleware::{
+    AuthLayer, Breaker, BreakerLayer, CacheLayer, KeyStore, RateLimitLayer, Verifier,
+};
 use super::{Core, GwRequest, RouteService};
 use crate::config::Mount;
 
@@ -18,6 +20,8 @@ pub struct Shared {
     pub breakers: Arc<Vec<Arc<Breaker>>>,
     /// The JWT verifier (when any mount uses auth).
     pub verifier: Option<Arc<Verifier>>,
+    /// The response cache settings.
+    pub cache: Arc<crate::config::CacheConfig>,
     /// The rate-limit key store and its settings.
     pub rate_limit: (Arc<dyn KeyStore>, Arc<crate::config::RateLimitConfig>),
 }
@@ -39,6 +43,8 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
     let rate_limit = mount
         .rate_limit
         .then(|| RateLimitLayer::new(shared.rate_limit.0.clone(), shared.rate_limit.1.clone()));
+    // Each caching mount has its own cache (its routes' keys cannot collide with another mount's).
+    let cache = mount.cache.then(|| CacheLayer::new(shared.cache.clone()));
     let breaker = mount
         .breaker
         .then(|| BreakerLayer::new(shared.breakers.clone()));
@@ -47,6 +53,8 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
         .option_layer(auth)
         // rate limit per key (API key, JWT subject or client address): 429 when spent
         .option_layer(rate_limit)
+        // response cache for GET: HIT answers here, concurrent misses make one upstream call
+        .option_layer(cache)
         // circuit breaker of the route's upstream: fail fast with 503 while it is open
         .option_layer(breaker)
         // the upstream call: transcode or proxy, within the request's deadline
