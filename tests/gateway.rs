@@ -607,6 +607,100 @@ async fn the_cached_mount_answers_repeats_from_the_cache() {
     b.shutdown().await;
 }
 
+/// Parses Prometheus text exposition: (metric name, labels, value) per sample line; panics on a
+/// line that is not a comment and not a sample.
+fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {l:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {l:?}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (
+                    n,
+                    rest.strip_suffix('}')
+                        .unwrap_or_else(|| panic!("bad labels in {l:?}")),
+                ),
+                None => (series, ""),
+            };
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {l:?}"
+            );
+            (name.to_string(), labels.to_string(), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_scrape_cleanly() {
+    let (b, gw) = stack(1).await;
+    for _ in 0..3 {
+        get(&format!("http://{}/api/users/5", gw.http)).await;
+        get(&format!("http://{}/cached/api/users/5", gw.http)).await;
+    }
+    get(&format!("http://{}/no/route", gw.http)).await;
+    let r = get(&format!("http://{}/metrics", gw.admin)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let samples = parse_prometheus(&text);
+    let value = |name: &str, label_part: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| n == name && l.contains(label_part))
+            .map(|s| s.2)
+            .sum()
+    };
+    // Other tests share this process's recorder: at least what this test did is there.
+    assert!(
+        value("gwbench_requests_total", "route=\"/api/users/{id}\"") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        value("gwbench_requests_total", "route=\"(none)\"") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("gwbench_cache_total", "result=\"HIT\"") >= 2.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            "gwbench_request_duration_seconds_count",
+            "route=\"/api/users/{id}\""
+        ) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            "gwbench_upstream_duration_seconds_count",
+            "upstream=\"grpc\""
+        ) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, _)| n == "gwbench_request_duration_seconds_bucket"),
+        "a histogram, not a summary"
+    );
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn routing_in_process_without_a_socket() {
     // Upstreams are never contacted for these: no route, wrong method, bad input.

@@ -58,6 +58,8 @@ pub struct GwRequest {
     pub params: Vec<String>,
     /// Where the route leads.
     pub target: Target,
+    /// The route's path template (for metrics).
+    pub route: std::sync::Arc<str>,
     /// Index of the upstream that serves it.
     pub upstream: usize,
     /// The request id (also sent upstream and back).
@@ -213,9 +215,13 @@ impl Gateway {
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .cloned()
             .unwrap_or_else(new_request_id);
+        let method = req.method().clone();
         let mut resp = match self.route(req, &request_id).await {
             Ok(resp) => resp,
-            Err(e) => e.into_response(),
+            Err(e) => {
+                middleware::metrics::record_unrouted(&method, e.status);
+                e.into_response()
+            }
         };
         resp.headers_mut().insert(REQUEST_ID, request_id);
         resp
@@ -232,7 +238,12 @@ impl Gateway {
     {
         let path = req.uri().path();
         check_path(path)?;
-        let (target, mount, params) = self.router.at(req.method(), path).map_err(|e| match e {
+        let router::RouteMatch {
+            target,
+            stack: mount,
+            route,
+            params,
+        } = self.router.at(req.method(), path).map_err(|e| match e {
             router::RouteError::NotFound => GwError::grpc(
                 Code::NotFound,
                 format!("no route for {} {path}", req.method()),
@@ -250,7 +261,7 @@ impl Gateway {
                 err
             }
         })?;
-        let target = target.clone();
+        let (target, route) = (target.clone(), route.clone());
         let (route_timeout, upstream) = match &target {
             Target::Transcode(_) => (self.transcode_timeout, self.transcode_upstream),
             Target::Proxy(p) => (p.timeout, p.upstream),
@@ -264,6 +275,7 @@ impl Gateway {
             body,
             params,
             target,
+            route,
             upstream,
             request_id: request_id.clone(),
             deadline,
@@ -360,6 +372,9 @@ impl Core {
             Ok(result) => result,
             Err(_) => Err(deadline_exceeded(deadline)),
         };
+        let upstream = self.upstreams[req.upstream].name.clone();
+        metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => upstream)
+            .record(started.elapsed().as_secs_f64());
         result.unwrap_or_else(GwError::into_response)
     }
 

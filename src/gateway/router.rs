@@ -35,6 +35,19 @@ pub enum Target {
     Proxy(Arc<ProxyTarget>),
 }
 
+/// A matched route.
+#[derive(Debug)]
+pub struct RouteMatch<'a> {
+    /// Where it leads.
+    pub target: &'a Target,
+    /// Index of its middleware stack.
+    pub stack: usize,
+    /// Its path template.
+    pub route: &'a Arc<str>,
+    /// Values of its path variables, in order, percent-decoded.
+    pub params: Vec<String>,
+}
+
 /// Why no route was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -57,8 +70,9 @@ pub struct RouteInfo {
     pub target: String,
 }
 
-/// A route's target and the index of the middleware stack in front of it.
-type Bound = (Target, usize);
+/// A route's target, the index of the middleware stack in front of it, and its path template
+/// (the `route` label of metrics).
+type Bound = (Target, usize, Arc<str>);
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -219,7 +233,10 @@ impl Router {
                         target: route.rpc.clone(),
                     });
                     let target = Target::Transcode(Arc::new(route));
-                    self.entries[i].methods.push((http_method, (target, stack)));
+                    let label: Arc<str> = Arc::from(template.as_str());
+                    self.entries[i]
+                        .methods
+                        .push((http_method, (target, stack, label)));
                     added += 1;
                 }
             }
@@ -239,7 +256,11 @@ impl Router {
         let target = Target::Proxy(Arc::new(target));
         for path in [prefix.clone(), format!("{prefix}{{*rest}}")] {
             let i = self.entry(&path, index)?;
-            self.entries[i].any = Some((target.clone(), stack));
+            self.entries[i].any = Some((
+                target.clone(),
+                stack,
+                Arc::from(format!("{prefix}*").as_str()),
+            ));
         }
         self.info.push(RouteInfo {
             method: "*".into(),
@@ -252,17 +273,13 @@ impl Router {
 
     /// Finds the route for `method` and `path`: its target, its stack, and the values of the
     /// bound variables in order, percent-decoded.
-    pub fn at(
-        &self,
-        method: &Method,
-        path: &str,
-    ) -> Result<(&Target, usize, Vec<String>), RouteError> {
+    pub fn at(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, RouteError> {
         let m = self.paths.at(path).map_err(|_| RouteError::NotFound)?;
         let entry = &self.entries[*m.value];
-        let (target, stack) = match entry.methods.iter().find(|(mm, _)| mm == method) {
-            Some((_, (t, stack))) => (t, *stack),
+        let (target, stack, label) = match entry.methods.iter().find(|(mm, _)| mm == method) {
+            Some((_, (t, stack, label))) => (t, *stack, label),
             None => match &entry.any {
-                Some((t, stack)) => (t, *stack),
+                Some((t, stack, label)) => (t, *stack, label),
                 None => {
                     let allow: Vec<&str> = entry.methods.iter().map(|(m, _)| m.as_str()).collect();
                     return Err(RouteError::MethodNotAllowed(allow.join(", ")));
@@ -279,7 +296,12 @@ impl Router {
                 );
             }
         }
-        Ok((target, stack, params))
+        Ok(RouteMatch {
+            target,
+            stack,
+            route: label,
+            params,
+        })
     }
 
     /// Every route, for `/routes`.
@@ -325,19 +347,27 @@ mod tests {
         let n = r.add_annotated(pool, "", 1, &mut index).unwrap();
         assert_eq!(n, 8);
         r.add_annotated(pool, "/secure", 2, &mut index).unwrap();
-        let (_, stack, params) = r.at(&Method::GET, "/secure/api/users/7").unwrap();
-        assert_eq!((stack, params), (2, vec!["7".to_string()]));
-        let (t, stack, params) = r.at(&Method::GET, "/api/users/42").unwrap();
+        let m = r.at(&Method::GET, "/secure/api/users/7").unwrap();
+        assert_eq!(&**m.route, "/secure/api/users/{id}");
+        assert_eq!((m.stack, m.params), (2, vec!["7".to_string()]));
+        let RouteMatch {
+            target: t,
+            stack,
+            params,
+            ..
+        } = r.at(&Method::GET, "/api/users/42").unwrap();
         assert_eq!(stack, 1);
         assert!(matches!(t, Target::Transcode(m) if m.rpc == "gwbench.v1.UserService.GetUser"));
         assert_eq!(params, ["42"]);
         // A static segment wins over a parameter.
-        let (t, _, params) = r.at(&Method::GET, "/api/products/search").unwrap();
+        let RouteMatch {
+            target: t, params, ..
+        } = r.at(&Method::GET, "/api/products/search").unwrap();
         assert!(matches!(t, Target::Transcode(m) if m.rpc.ends_with("SearchProducts")));
         assert!(params.is_empty());
         assert!(matches!(
-            r.at(&Method::POST, "/api/users"),
-            Ok((Target::Transcode(_), _, _))
+            r.at(&Method::POST, "/api/users").map(|m| m.target),
+            Ok(Target::Transcode(_))
         ));
         assert_eq!(
             r.at(&Method::DELETE, "/api/users").err(),
@@ -347,7 +377,10 @@ mod tests {
             r.at(&Method::GET, "/nope").err(),
             Some(RouteError::NotFound)
         );
-        let (_, _, params) = r.at(&Method::GET, "/api/orders/ord-1-2%20x").unwrap();
+        let params = r
+            .at(&Method::GET, "/api/orders/ord-1-2%20x")
+            .unwrap()
+            .params;
         assert_eq!(params, ["ord-1-2 x"]);
     }
 }

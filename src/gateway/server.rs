@@ -1,5 +1,5 @@
 //! Puts the gateway on its ports: the REST/JSON listener (HTTP/1.1 and h2c) and the admin
-//! listener (`GET /healthz`, `GET /routes`), with graceful shutdown that stops accepting and lets
+//! listener (`GET /healthz`, `GET /routes`, `GET /metrics`), with graceful shutdown that stops accepting and lets
 //! in-flight requests finish (bounded).
 
 use std::net::SocketAddr;
@@ -70,6 +70,17 @@ impl GatewayServer {
                     match (req.method(), req.uri().path()) {
                         (&Method::GET, "/healthz") => {
                             net::json(StatusCode::OK, r#"{"status":"ok"}"#)
+                        }
+                        (&Method::GET, "/metrics") => {
+                            let mut resp = net::json(
+                                StatusCode::OK,
+                                crate::gateway::middleware::metrics::render(),
+                            );
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                            );
+                            resp
                         }
                         (&Method::GET, "/routes") => net::json(
                             StatusCode::OK,

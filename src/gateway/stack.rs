@@ -8,7 +8,7 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use super::middleware::{
-    AuthLayer, Breaker, BreakerLayer, CacheLayer, KeyStore, RateLimitLayer, Verifier,
+    AuthLayer, Breaker, BreakerLayer, CacheLayer, KeyStore, MetricsLayer, RateLimitLayer, Verifier,
 };
 use super::{Core, GwRequest, RouteService};
 use crate::config::Mount;
@@ -49,6 +49,8 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
         .breaker
         .then(|| BreakerLayer::new(shared.breakers.clone()));
     let stack = ServiceBuilder::new()
+        // metrics: requests by route, method and status; latency by route; in flight
+        .layer(MetricsLayer)
         // JWT auth: 401/403 before anything else; verified claims forwarded upstream
         .option_layer(auth)
         // rate limit per key (API key, JWT subject or client address): 429 when spent

@@ -626,6 +626,7 @@ mod tests {
                         timeout: Duration::from_secs(1),
                     },
                 )),
+                route: Arc::from("/x"),
                 upstream: 0,
                 request_id: HeaderValue::from_static("r"),
                 deadline: Duration::from_secs(1),

@@ -71,7 +71,7 @@ pub enum Admission {
 impl Breaker {
     /// A closed breaker for upstream `name`.
     pub fn new(name: &str, cfg: BreakerConfig) -> Self {
-        Breaker {
+        let breaker = Breaker {
             name: name.to_string(),
             cooldown_ns: AtomicU64::new(cfg.cooldown.0.as_nanos() as u64),
             cfg,
@@ -81,7 +81,9 @@ impl Breaker {
             opened_at_ns: AtomicU64::new(0),
             probes: AtomicU32::new(0),
             window: Default::default(),
-        }
+        };
+        breaker.export(CLOSED);
+        breaker
     }
 
     fn now_ns(&self) -> u64 {
@@ -115,6 +117,7 @@ impl Breaker {
                 {
                     self.probes.store(0, Ordering::Release);
                     tracing::info!(upstream = %self.name, "circuit half-open: probing");
+                    self.export(HALF_OPEN);
                 }
                 self.admit_probe()
             }
@@ -156,6 +159,7 @@ impl Breaker {
                     b.failures.store(0, Ordering::Relaxed);
                 }
                 tracing::info!(upstream = %self.name, "circuit closed");
+                self.export(CLOSED);
             }
             return;
         }
@@ -216,7 +220,17 @@ impl Breaker {
                 cooldown_ms = self.cooldown_ns.load(Ordering::Relaxed) / 1_000_000,
                 "circuit open"
             );
+            self.export(OPEN);
         }
+    }
+}
+
+impl Breaker {
+    /// Exports the state as the gauge `gwbench_breaker_state{upstream}` (0 closed, 1 open,
+    /// 2 half-open).
+    fn export(&self, state: u8) {
+        metrics::gauge!("gwbench_breaker_state", "upstream" => self.name.clone())
+            .set(f64::from(state));
     }
 }
 

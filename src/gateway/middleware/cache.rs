@@ -84,6 +84,7 @@ fn cacheable(resp: &GwResponse) -> bool {
 }
 
 fn with_x_cache(mut resp: GwResponse, value: &'static str) -> GwResponse {
+    metrics::counter!("gwbench_cache_total", "result" => value).increment(1);
     resp.headers_mut()
         .insert("x-cache", HeaderValue::from_static(value));
     resp
@@ -270,6 +271,7 @@ mod tests {
                     timeout: Duration::from_secs(1),
                 },
             )),
+            route: Arc::from("/test"),
             upstream: 0,
             request_id: HeaderValue::from_static("r"),
             deadline: Duration::from_secs(1),

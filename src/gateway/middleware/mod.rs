@@ -3,11 +3,13 @@
 pub mod auth;
 pub mod breaker;
 pub mod cache;
+pub mod metrics;
 pub mod ratelimit;
 
 pub use auth::{AuthLayer, Verifier};
 pub use breaker::{Breaker, BreakerLayer};
 pub use cache::CacheLayer;
+pub use metrics::MetricsLayer;
 pub use ratelimit::{GovernorStore, KeyStore, RateLimitLayer};
 
 /// The future every middleware service returns: errors are already responses.

@@ -244,6 +244,7 @@ where
         let policy = HeaderValue::from_str(&format!("\"default\";q={limit};w={window}")).ok();
         match decision {
             Decision::Deny { retry_after } => {
+                metrics::counter!("gwbench_rate_limited_total").increment(1);
                 let secs = ceil_secs(retry_after).max(1);
                 let mut resp = GwError::http(
                     http::StatusCode::TOO_MANY_REQUESTS,
