@@ -108,6 +108,37 @@ api_key_header = "x-api-key"
 trust_forwarded_for = false    # true only behind a proxy you trust
 prune_every = "60s"            # forget idle keys this often
 
+# Fan-out aggregation: GET /api/dashboard?user_id=N calls four services of the transcode
+# upstream under one deadline; stock depends on the recommended products (once per product).
+# A failed or late part is null and listed in _meta (X-Gwbench-Completed: false).
+[[aggregations]]
+name = "dashboard"
+path = "/api/dashboard"
+timeout = "500ms"
+
+[[aggregations.parts]]
+name = "user"
+rpc = "gwbench.v1.UserService/GetUser"
+request = { id = "{query.user_id}" }
+required = true
+
+[[aggregations.parts]]
+name = "orders"
+rpc = "gwbench.v1.OrderService/ListOrders"
+request = { user_id = "{query.user_id}", page_size = 5 }
+
+[[aggregations.parts]]
+name = "recommended"
+rpc = "gwbench.v1.ProductService/SearchProducts"
+request = { q = "kettle", limit = 3 }
+
+[[aggregations.parts]]
+name = "stock"
+rpc = "gwbench.v1.InventoryService/GetStock"
+depends_on = "recommended"
+for_each = "products"
+request = { product_id = "{item.id}" }
+
 # Plain reverse-proxy routes: a path prefix to an HTTP upstream.
 [[proxy]]
 prefix = "/rest/"
@@ -487,6 +518,48 @@ pub struct GatewayConfig {
     /// Response cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Fan-out aggregations.
+    #[serde(default)]
+    pub aggregations: Vec<AggregationConfig>,
+}
+
+/// `[[aggregations]]`: one GET path answered by several RPCs of the transcode upstream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// Name, for messages.
+    pub name: String,
+    /// The GET path it answers.
+    pub path: String,
+    /// One deadline for the whole.
+    pub timeout: TextDuration,
+    /// The calls.
+    pub parts: Vec<AggregationPart>,
+}
+
+/// `[[aggregations.parts]]`: one call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationPart {
+    /// Key of its result in the document.
+    pub name: String,
+    /// `package.Service/Method`.
+    pub rpc: String,
+    /// The request as JSON, with `{query.NAME}`, `{PART.path}` and `{item.path}` placeholders.
+    #[serde(default)]
+    pub request: serde_json::Map<String, serde_json::Value>,
+    /// A part whose result this one needs (runs after it).
+    #[serde(default)]
+    pub depends_on: Option<String>,
+    /// With depends_on: call once per item of this array in the dependency's result.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// Without it the whole answer fails (502, or 504 on its deadline).
+    #[serde(default)]
+    pub required: bool,
+    /// A shorter deadline for this part.
+    #[serde(default)]
+    pub timeout: Option<TextDuration>,
 }
 
 impl GatewayConfig {
@@ -536,6 +609,14 @@ impl GatewayConfig {
         }
         if self.cache.ttl.0.is_zero() || self.cache.max_entries == 0 {
             return Err("cache: ttl and max_entries must be above 0".into());
+        }
+        for (i, a) in self.aggregations.iter().enumerate() {
+            if !a.path.starts_with('/') || a.parts.is_empty() || a.timeout.0.is_zero() {
+                return Err(format!(
+                    "aggregations[{i}] ({}): needs a path starting with '/', parts and a timeout above 0",
+                    a.name
+                ));
+            }
         }
         let b = &self.breaker;
         if b.consecutive_failures == 0 || b.half_open_probes == 0 || b.min_requests == 0 {

@@ -93,8 +93,8 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
     let routes = get(&format!("http://{}/routes", gw.admin)).await.json();
     assert_eq!(
         routes["routes"].as_array().unwrap().len(),
-        25,
-        "8 annotated RPCs on the bare, /secure and /cached mounts, and one proxy route"
+        26,
+        "8 annotated RPCs on the bare, /secure and /cached mounts, one proxy route, one aggregation"
     );
     gw.shutdown().await;
     b.shutdown().await;
@@ -702,6 +702,59 @@ async fn metrics_scrape_cleanly() {
 }
 
 #[tokio::test]
+async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
+    let (b, gw) = stack(1).await;
+    let url = format!("http://{}/api/dashboard?user_id=42", gw.http);
+    let r = get(&url).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.headers["x-gwbench-completed"], "true");
+    let doc = r.json();
+    assert_eq!(doc["user"]["id"], "42");
+    assert_eq!(doc["orders"]["orders"].as_array().unwrap().len(), 5);
+    let products = doc["recommended"]["products"].as_array().unwrap();
+    let stock = doc["stock"].as_array().unwrap();
+    assert_eq!(
+        stock.len(),
+        products.len(),
+        "stock is fetched for each recommended product"
+    );
+    assert_eq!(stock[0]["productId"], products[0]["id"]);
+    assert_eq!(doc["_meta"]["complete"], true);
+
+    // A failing optional part is null and listed.
+    post(
+        &format!("http://{}/admin/behavior/orders", b.admin),
+        r#"{"error_rate": 1.0}"#,
+    )
+    .await;
+    let r = get(&url).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-gwbench-completed"], "false");
+    let doc = r.json();
+    assert!(doc["orders"].is_null());
+    assert_eq!(doc["_meta"]["missing"], serde_json::json!(["orders"]));
+    assert!(
+        doc["_meta"]["errors"]["orders"]
+            .as_str()
+            .unwrap()
+            .contains("UNAVAILABLE")
+    );
+    // A failing required part fails the whole with 502.
+    let r = get(&format!("http://{}/api/dashboard?user_id=0", gw.http)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    // Everything slower than the 500 ms deadline: 504.
+    post(
+        &format!("http://{}/admin/behavior", b.admin),
+        r#"{"latency": "fixed:700ms"}"#,
+    )
+    .await;
+    let r = get(&url).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn routing_in_process_without_a_socket() {
     // Upstreams are never contacted for these: no route, wrong method, bad input.
     let gw = Gateway::new(&config(&[dead_addr()], &[dead_addr()])).unwrap();
@@ -798,6 +851,7 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     let upstream = echo_grpc_server().await;
     let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
     cfg.transcode.descriptor_set = Some(set);
+    cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let r = get(&format!(
         "http://{}/v1/say/bob%20smith?times=3&tags=a&tags=b",

@@ -5,6 +5,7 @@
 //! Request path, in order: request id → path check → route match → body limit → deadline →
 //! upstream (transcode | proxy) → response headers.
 
+pub mod aggregate;
 pub mod middleware;
 pub mod router;
 pub mod server;
@@ -138,6 +139,12 @@ impl Gateway {
                 .add_proxy(target, &p.upstream, 0, &mut paths)
                 .map_err(GatewayError)?;
         }
+        for a in &cfg.aggregations {
+            let agg = aggregate::Aggregation::new(a, &pool).map_err(GatewayError)?;
+            router
+                .add_aggregate(std::sync::Arc::new(agg), 0, &mut paths)
+                .map_err(GatewayError)?;
+        }
         let t = &cfg.transcode;
         let transcode_upstream = index_of(&t.upstream)
             .ok_or_else(|| GatewayError(format!("no upstream {}", t.upstream)))?;
@@ -265,6 +272,7 @@ impl Gateway {
         let (route_timeout, upstream) = match &target {
             Target::Transcode(_) => (self.transcode_timeout, self.transcode_upstream),
             Target::Proxy(p) => (p.timeout, p.upstream),
+            Target::Aggregate(a) => (a.timeout(), self.transcode_upstream),
         };
         let deadline =
             client_deadline(req.headers()).map_or(route_timeout, |d| d.min(route_timeout));
@@ -320,6 +328,19 @@ impl Core {
     /// The innermost service: transcode to gRPC or proxy, within the request's deadline.
     pub async fn call(&self, req: GwRequest) -> GwResponse {
         let deadline = req.deadline;
+        if let Target::Aggregate(a) = &req.target {
+            // An aggregation keeps what arrived in time, so it enforces its deadline per part.
+            let upstream = &self.upstreams[req.upstream];
+            return a
+                .run(
+                    req.parts.uri.query(),
+                    upstream,
+                    &req.request_id,
+                    deadline,
+                    &self.json,
+                )
+                .await;
+        }
         let started = std::time::Instant::now();
         let call = async {
             match &req.target {
@@ -366,6 +387,7 @@ impl Core {
                     self.proxy(p, &req.parts, req.body.clone(), &req.request_id)
                         .await
                 }
+                Target::Aggregate(_) => unreachable!("answered above"),
             }
         };
         let result = match tokio::time::timeout(deadline, call).await {

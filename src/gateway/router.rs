@@ -33,6 +33,8 @@ pub enum Target {
     Transcode(Arc<MethodRoute>),
     /// A reverse-proxy route.
     Proxy(Arc<ProxyTarget>),
+    /// A fan-out aggregation.
+    Aggregate(Arc<super::aggregate::Aggregation>),
 }
 
 /// A matched route.
@@ -268,6 +270,44 @@ impl Router {
             kind: "proxy",
             target: upstream_name.into(),
         });
+        Ok(())
+    }
+
+    /// Adds an aggregation's GET path, served through stack `stack`.
+    pub fn add_aggregate(
+        &mut self,
+        agg: Arc<super::aggregate::Aggregation>,
+        stack: usize,
+        index: &mut HashMap<String, usize>,
+    ) -> Result<(), String> {
+        let (path, vars) = translate(&agg.path)?;
+        if !vars.is_empty() {
+            return Err(format!(
+                "aggregation {}: its path takes no variables (use query parameters)",
+                agg.name
+            ));
+        }
+        let i = self.entry(&path, index)?;
+        if self.entries[i]
+            .methods
+            .iter()
+            .any(|(m, _)| m == Method::GET)
+        {
+            return Err(format!(
+                "aggregation {}: GET {} is already routed",
+                agg.name, agg.path
+            ));
+        }
+        self.info.push(RouteInfo {
+            method: "GET".into(),
+            path: agg.path.clone(),
+            kind: "aggregate",
+            target: agg.name.clone(),
+        });
+        let label: Arc<str> = Arc::from(agg.path.as_str());
+        self.entries[i]
+            .methods
+            .push((Method::GET, (Target::Aggregate(agg), stack, label)));
         Ok(())
     }
 
