@@ -107,6 +107,10 @@ key = "api_key"                # api_key (else client address) | sub (JWT subjec
 api_key_header = "x-api-key"
 trust_forwarded_for = false    # true only behind a proxy you trust
 prune_every = "60s"            # forget idle keys this often
+# [[rate_limit.overrides]]     # one key's own allowance (key:<api key>, sub:<subject>, ip:<addr>)
+# key = "key:partner-1"
+# rate = 500
+# burst = 50
 
 # Fan-out aggregation: GET /api/dashboard?user_id=N calls four services of the transcode
 # upstream under one deadline; stock depends on the recommended products (once per product).
@@ -380,6 +384,24 @@ pub struct RateLimitConfig {
     pub trust_forwarded_for: bool,
     /// How often idle keys are forgotten.
     pub prune_every: TextDuration,
+    /// Different allowances for particular keys.
+    #[serde(default)]
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+/// `[[rate_limit.overrides]]`: one key's own allowance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    /// The key as the limiter sees it: `key:<api key>`, `sub:<JWT subject>` or `ip:<address>`.
+    pub key: String,
+    /// Requests per `per`.
+    pub rate: u32,
+    /// The period `rate` is counted over.
+    #[serde(default = "one_second")]
+    pub per: TextDuration,
+    /// Requests allowed at once.
+    pub burst: u32,
 }
 
 fn one_second() -> TextDuration {
@@ -396,6 +418,7 @@ impl Default for RateLimitConfig {
             api_key_header: "x-api-key".into(),
             trust_forwarded_for: false,
             prune_every: TextDuration(Duration::from_secs(60)),
+            overrides: Vec::new(),
         }
     }
 }
@@ -600,6 +623,20 @@ impl GatewayConfig {
         let r = &self.rate_limit;
         if r.rate == 0 || r.burst == 0 || r.prune_every.0.is_zero() || r.per.0.is_zero() {
             return Err("rate_limit: rate, per, burst and prune_every must be above 0".into());
+        }
+        for (i, o) in r.overrides.iter().enumerate() {
+            if o.rate == 0 || o.burst == 0 || o.per.0.is_zero() {
+                return Err(format!(
+                    "rate_limit.overrides[{i}] ({}): rate, per and burst must be above 0",
+                    o.key
+                ));
+            }
+            if !["key:", "sub:", "ip:"].iter().any(|p| o.key.starts_with(p)) {
+                return Err(format!(
+                    "rate_limit.overrides[{i}].key: {:?} must start with key:, sub: or ip:",
+                    o.key
+                ));
+            }
         }
         if http::HeaderName::try_from(r.api_key_header.as_str()).is_err() {
             return Err(format!(

@@ -478,6 +478,12 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
     cfg.rate_limit.rate = 1;
     cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
     cfg.rate_limit.burst = 2;
+    cfg.rate_limit.overrides = vec![gwbench::config::RateLimitOverride {
+        key: "key:vip".into(),
+        rate: 1,
+        per: gwbench::config::TextDuration(Duration::from_secs(3600)),
+        burst: 5,
+    }];
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let call = |key: Option<&'static str>, xff: &'static str| {
         let url = format!("http://{}/secure/api/users/1", gw.http);
@@ -518,6 +524,16 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
     let body: serde_json::Value =
         serde_json::from_slice(&refused.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["error"]["code"], "RESOURCE_EXHAUSTED");
+    // A key with an override has its own, larger allowance.
+    for _ in 0..5 {
+        let r = call(Some("vip"), "1.1.1.1").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["ratelimit-limit"], "5");
+    }
+    assert_eq!(
+        call(Some("vip"), "1.1.1.1").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // Alice's flood does not touch Bob's allowance.
     assert_eq!(call(Some("bob"), "1.1.1.1").await.status(), StatusCode::OK);
     // Without a key the client address counts, and a spoofed X-Forwarded-For does not change it.

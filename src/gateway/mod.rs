@@ -175,7 +175,11 @@ impl Gateway {
         let shared = stack::Shared {
             verifier,
             cache: std::sync::Arc::new(cfg.cache.clone()),
-            rate_limit: (store.clone(), std::sync::Arc::new(rl.clone())),
+            rate_limit: (
+                store.clone(),
+                middleware::ratelimit::overrides(rl),
+                std::sync::Arc::new(rl.clone()),
+            ),
             breakers: std::sync::Arc::new(
                 core.upstreams
                     .iter()

@@ -23,7 +23,11 @@ pub struct Shared {
     /// The response cache settings.
     pub cache: Arc<crate::config::CacheConfig>,
     /// The rate-limit key store and its settings.
-    pub rate_limit: (Arc<dyn KeyStore>, Arc<crate::config::RateLimitConfig>),
+    pub rate_limit: (
+        Arc<dyn KeyStore>,
+        super::middleware::ratelimit::Overrides,
+        Arc<crate::config::RateLimitConfig>,
+    ),
 }
 
 /// Builds the stack for `mount` around the upstream call of `core`, in request order.
@@ -40,9 +44,13 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
                 .expect("a verifier is built when a mount uses auth"),
         )
     });
-    let rate_limit = mount
-        .rate_limit
-        .then(|| RateLimitLayer::new(shared.rate_limit.0.clone(), shared.rate_limit.1.clone()));
+    let rate_limit = mount.rate_limit.then(|| {
+        RateLimitLayer::new(
+            shared.rate_limit.0.clone(),
+            shared.rate_limit.1.clone(),
+            shared.rate_limit.2.clone(),
+        )
+    });
     // Each caching mount has its own cache (its routes' keys cannot collide with another mount's).
     let cache = mount.cache.then(|| CacheLayer::new(shared.cache.clone()));
     let breaker = mount

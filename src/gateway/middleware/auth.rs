@@ -572,6 +572,30 @@ mod tests {
     }
 
     #[test]
+    fn jwks_keys_are_selected_by_kid() {
+        let mut c = cfg();
+        c.keys.clear();
+        c.jwks_file = Some(format!("{FIX}jwks.json").into());
+        let v = Verifier::new(&c).unwrap();
+        let rs = mint(
+            "RS256",
+            &pem("rsa_private.pem"),
+            Some("jw-rsa"),
+            &claims(60),
+        )
+        .unwrap();
+        let hs = mint("HS256", b"jwks-shared-secret", Some("jw-hs"), &claims(60)).unwrap();
+        assert!(v.verify(&headers(&rs)).is_ok());
+        assert!(v.verify(&headers(&hs)).is_ok());
+        // The RSA key's allow-list is RS256 alone: an HS256 token naming it is refused.
+        let confused = mint("HS256", &pem("rsa_public.pem"), Some("jw-rsa"), &claims(60)).unwrap();
+        assert!(matches!(
+            v.verify(&headers(&confused)),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn scope_and_bad_key_config() {
         let mut c = cfg();
         c.required_scope = Some("admin".into());

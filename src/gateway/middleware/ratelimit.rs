@@ -188,17 +188,40 @@ fn client_ip(headers: &HeaderMap, peer: Option<&PeerAddr>, trust_forwarded: bool
 
 // ===== RateLimitLayer =====
 
+/// Per-key allowances that differ from the default, by key (`key:…`, `sub:…`, `ip:…`).
+pub type Overrides = Arc<std::collections::HashMap<String, Arc<dyn KeyStore>>>;
+
+/// Builds the override stores of `cfg`.
+pub fn overrides(cfg: &RateLimitConfig) -> Overrides {
+    let nz = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
+    Arc::new(
+        cfg.overrides
+            .iter()
+            .map(|o| {
+                let store: Arc<dyn KeyStore> =
+                    Arc::new(GovernorStore::new(nz(o.rate), o.per.0, nz(o.burst)));
+                (o.key.clone(), store)
+            })
+            .collect(),
+    )
+}
+
 /// Applies the rate limit in front of the inner service.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     store: Arc<dyn KeyStore>,
+    overrides: Overrides,
     cfg: Arc<RateLimitConfig>,
 }
 
 impl RateLimitLayer {
-    /// A layer over `store`, keyed as `cfg` says.
-    pub fn new(store: Arc<dyn KeyStore>, cfg: Arc<RateLimitConfig>) -> Self {
-        RateLimitLayer { store, cfg }
+    /// A layer over `store` (and the per-key `overrides`), keyed as `cfg` says.
+    pub fn new(store: Arc<dyn KeyStore>, overrides: Overrides, cfg: Arc<RateLimitConfig>) -> Self {
+        RateLimitLayer {
+            store,
+            overrides,
+            cfg,
+        }
     }
 }
 
@@ -209,6 +232,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             store: self.store.clone(),
+            overrides: self.overrides.clone(),
             cfg: self.cfg.clone(),
         }
     }
@@ -219,6 +243,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     store: Arc<dyn KeyStore>,
+    overrides: Overrides,
     cfg: Arc<RateLimitConfig>,
 }
 
@@ -239,8 +264,10 @@ where
     }
 
     fn call(&mut self, req: GwRequest) -> Self::Future {
-        let decision = self.store.check(&key_of(&req, &self.cfg));
-        let (limit, window) = (self.store.limit(), self.store.window_s());
+        let key = key_of(&req, &self.cfg);
+        let store = self.overrides.get(&key).unwrap_or(&self.store);
+        let decision = store.check(&key);
+        let (limit, window) = (store.limit(), store.window_s());
         let policy = HeaderValue::from_str(&format!("\"default\";q={limit};w={window}")).ok();
         match decision {
             Decision::Deny { retry_after } => {
