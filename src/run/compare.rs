@@ -462,7 +462,9 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     };
 
     let mut results: Vec<(Scenario, Vec<RoundResult>, Vec<RoundResult>)> = Vec::new();
-    for sc in &list {
+    // A run that fails stops the measurement; what was measured before is still reported.
+    let mut failure: Option<anyhow::Error> = None;
+    'scenarios: for sc in &list {
         let (mut direct, mut through) = (Vec::new(), Vec::new());
         for round in 1..=args.rounds {
             // Alternate which side goes first, so that drift hits both.
@@ -494,8 +496,18 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     progress: false,
                 };
                 let (gw0, be0) = (gateway.cpu_seconds(), backends.cpu_seconds());
-                let run = run_load(&cfg)
-                    .with_context(|| format!("scenario {}, {}", sc.name, side.label))?;
+                let run = match run_load(&cfg)
+                    .with_context(|| format!("scenario {}, {}", sc.name, side.label))
+                {
+                    Ok(run) => run,
+                    Err(e) => {
+                        failure = Some(e);
+                        if !direct.is_empty() && !through.is_empty() {
+                            results.push((sc.clone(), direct, through));
+                        }
+                        break 'scenarios;
+                    }
+                };
                 let (gw1, be1) = (gateway.cpu_seconds(), backends.cpu_seconds());
                 // The children's counters span warm-up and run: divide by the requests of both.
                 let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
@@ -570,9 +582,20 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     };
     let table = render_table(&summary);
     super::print_out(&table)?;
+    if results.is_empty() {
+        return Err(failure.unwrap_or_else(|| anyhow::anyhow!("nothing was measured")));
+    }
     let dir = write_reports(args.out.as_deref(), started, &summary, &table, &results)?;
-    super::print_out(&format!("report: {}\n", dir.display()))?;
-    Ok(())
+    match failure {
+        None => super::print_out(&format!("report: {}\n", dir.display())),
+        Some(e) => {
+            super::print_out(&format!(
+                "report (partial: the run failed): {}\n",
+                dir.display()
+            ))?;
+            Err(e)
+        }
+    }
 }
 
 // ===== output =====
