@@ -567,6 +567,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A routed request for unit tests of the middleware (a proxy target, no body).
+#[cfg(test)]
+pub(crate) fn test_request(method: http::Method, uri: &str, headers: &[(&str, &str)]) -> GwRequest {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let (parts, _) = b.body(()).expect("a valid test request").into_parts();
+    GwRequest {
+        parts,
+        body: Bytes::new(),
+        params: vec![],
+        target: Target::Proxy(std::sync::Arc::new(router::ProxyTarget {
+            prefix: "/".into(),
+            strip: String::new(),
+            upstream: 0,
+            timeout: Duration::from_secs(1),
+        })),
+        route: std::sync::Arc::from("/test"),
+        upstream: 0,
+        request_id: HeaderValue::from_static("r"),
+        deadline: Duration::from_secs(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -631,30 +631,13 @@ mod tests {
         });
         let svc = AuthLayer::new(v).layer(inner);
         let request = |auth: Option<String>, path: &str| {
-            let mut b = http::Request::builder()
-                .uri(path)
-                .header("x-user-id", "forged");
+            let mut headers = vec![("x-user-id", "forged".to_string())];
             if let Some(a) = auth {
-                b = b.header("authorization", a);
+                headers.push(("authorization", a));
             }
-            let (parts, _) = b.body(()).unwrap().into_parts();
-            GwRequest {
-                parts,
-                body: bytes::Bytes::new(),
-                params: vec![],
-                target: crate::gateway::router::Target::Proxy(Arc::new(
-                    crate::gateway::router::ProxyTarget {
-                        prefix: "/".into(),
-                        strip: String::new(),
-                        upstream: 0,
-                        timeout: Duration::from_secs(1),
-                    },
-                )),
-                route: Arc::from("/x"),
-                upstream: 0,
-                request_id: HeaderValue::from_static("r"),
-                deadline: Duration::from_secs(1),
-            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            crate::gateway::test_request(http::Method::GET, path, &headers)
         };
         let token = mint("HS256", b"s3cret", Some("hs"), &claims(60)).unwrap();
         let resp = svc

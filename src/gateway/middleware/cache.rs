@@ -253,29 +253,19 @@ mod tests {
     use std::time::Duration;
     use tower::ServiceExt;
 
-    fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> GwRequest {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let (parts, _) = b.body(()).unwrap().into_parts();
-        GwRequest {
-            parts,
-            body: Bytes::new(),
-            params: vec![],
-            target: crate::gateway::router::Target::Proxy(Arc::new(
-                crate::gateway::router::ProxyTarget {
-                    prefix: "/".into(),
-                    strip: String::new(),
-                    upstream: 0,
-                    timeout: Duration::from_secs(1),
-                },
-            )),
-            route: Arc::from("/test"),
-            upstream: 0,
-            request_id: HeaderValue::from_static("r"),
-            deadline: Duration::from_secs(1),
-        }
+    use crate::gateway::test_request as request;
+
+    /// The X-Cache verdict of one request through `svc`.
+    async fn verdict<S>(svc: &S, method: Method, uri: &str, headers: &[(&str, &str)]) -> String
+    where
+        S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible> + Clone,
+    {
+        let resp = svc
+            .clone()
+            .oneshot(request(method, uri, headers))
+            .await
+            .unwrap();
+        resp.headers()["x-cache"].to_str().unwrap().to_string()
     }
 
     /// An upstream that counts calls and answers per path: /error → 500, /cookie → Set-Cookie,
@@ -325,65 +315,34 @@ mod tests {
     async fn hits_after_a_miss_and_keys_by_identity_and_query_order() {
         let calls = Arc::new(AtomicUsize::new(0));
         let svc = layer().layer(upstream(calls.clone()));
-        let x = |r: GwResponse| r.headers()["x-cache"].to_str().unwrap().to_string();
-        assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(Method::GET, "/a?b=2&a=1", &[]))
-                .await
-                .unwrap()),
-            "MISS"
-        );
-        assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(Method::GET, "/a?a=1&b=2", &[]))
-                .await
-                .unwrap()),
-            "HIT"
-        );
+        assert_eq!(verdict(&svc, Method::GET, "/a?b=2&a=1", &[]).await, "MISS");
+        assert_eq!(verdict(&svc, Method::GET, "/a?a=1&b=2", &[]).await, "HIT");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Another caller (API key) has its own entry.
         assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(Method::GET, "/a?a=1&b=2", &[("x-api-key", "k2")]))
-                .await
-                .unwrap()),
+            verdict(&svc, Method::GET, "/a?a=1&b=2", &[("x-api-key", "k2")]).await,
             "MISS"
         );
-        // POST and client no-store go around the cache.
+        // POST and client no-store go around the cache; client no-cache asks the upstream again.
+        assert_eq!(verdict(&svc, Method::POST, "/a", &[]).await, "BYPASS");
         assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(Method::POST, "/a", &[]))
-                .await
-                .unwrap()),
+            verdict(
+                &svc,
+                Method::GET,
+                "/a?a=1&b=2",
+                &[("cache-control", "no-store")]
+            )
+            .await,
             "BYPASS"
         );
         assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(
-                    Method::GET,
-                    "/a?a=1&b=2",
-                    &[("cache-control", "no-store")]
-                ))
-                .await
-                .unwrap()),
-            "BYPASS"
-        );
-        // Client no-cache asks the upstream again.
-        assert_eq!(
-            x(svc
-                .clone()
-                .oneshot(request(
-                    Method::GET,
-                    "/a?a=1&b=2",
-                    &[("cache-control", "no-cache")]
-                ))
-                .await
-                .unwrap()),
+            verdict(
+                &svc,
+                Method::GET,
+                "/a?a=1&b=2",
+                &[("cache-control", "no-cache")]
+            )
+            .await,
             "MISS"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 5);
@@ -395,12 +354,11 @@ mod tests {
         let svc = layer().layer(upstream(calls.clone()));
         for path in ["/error", "/cookie", "/private"] {
             for _ in 0..2 {
-                let resp = svc
-                    .clone()
-                    .oneshot(request(Method::GET, path, &[]))
-                    .await
-                    .unwrap();
-                assert_eq!(resp.headers()["x-cache"], "MISS", "{path}");
+                assert_eq!(
+                    verdict(&svc, Method::GET, path, &[]).await,
+                    "MISS",
+                    "{path}"
+                );
             }
         }
         assert_eq!(calls.load(Ordering::SeqCst), 6);
