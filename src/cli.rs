@@ -112,7 +112,8 @@ Examples:
   gwbench saturate --start 2000 --factor 1.5 --slo-p99 20ms
 
 A step is good while achieved >= 97 % of offered, errors < 1 % and p99 <= the SLO (default: 10 x
-the p99 of the first step). Rates rise by --factor until a bad step, then bisect to within 5 %.
+the p99 of the first step); a bad step is run once more to confirm it. Rates rise by --factor
+until a confirmed bad step, then bisect to within 5 %.
 When the load generator lagged or used a whole core on the bad steps, the knee is reported as a
 lower bound.";
 

@@ -139,16 +139,27 @@ fn search(
     let mut steps: Vec<Step> = Vec::new();
     let mut slo = args.slo_p99.map(|d| d.as_nanos() as u64);
     let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
-    let mut rate = args.start;
+    // One step at `rate`; a bad verdict is confirmed by running the rate once more, so that a
+    // single hiccup of the machine (a 50 ms stall in one 3 s window) does not end the search.
+    let probe = |rate: f64, steps: &mut Vec<Step>, slo: &mut Option<u64>| -> anyhow::Result<bool> {
+        for attempt in 0..2 {
+            let note = if attempt == 0 { "" } else { " (confirming)" };
+            bar.set_message(format!("{}: {rate:.0} req/s{note}", side.label));
+            let (mut step, _) = run_step(side, rate, args)?;
+            let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
+            judge(&mut step, limit);
+            let ok = step.good;
+            steps.push(step);
+            if ok {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
     // Geometric steps up to the first bad one.
+    let mut rate = args.start;
     while rate <= args.max {
-        bar.set_message(format!("{}: {rate:.0} req/s", side.label));
-        let (mut step, _) = run_step(side, rate, args)?;
-        let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
-        judge(&mut step, limit);
-        let ok = step.good;
-        steps.push(step);
-        if ok {
+        if probe(rate, &mut steps, &mut slo)? {
             good = Some(rate);
             rate *= args.factor;
         } else {
@@ -160,15 +171,11 @@ fn search(
     if let (Some(mut lo), Some(mut hi)) = (good, bad) {
         while (hi - lo) / lo > 0.05 {
             let mid = (lo + hi) / 2.0;
-            bar.set_message(format!("{}: {mid:.0} req/s (bisecting)", side.label));
-            let (mut step, _) = run_step(side, mid, args)?;
-            judge(&mut step, slo.unwrap_or(u64::MAX));
-            if step.good {
+            if probe(mid, &mut steps, &mut slo)? {
                 lo = mid
             } else {
                 hi = mid
             }
-            steps.push(step);
         }
         good = Some(lo);
         bad = Some(hi);
@@ -187,11 +194,14 @@ fn search(
     })
 }
 
+/// The p99 measured at `rate`: of the run that decided its verdict (the last one at that rate —
+/// a confirmed bad step, or the good retry of a step that was bad once).
 fn p99_at(search: &Search, rate: Option<f64>) -> Option<u64> {
     let rate = rate?;
     search
         .steps
         .iter()
+        .rev()
         .find(|s| (s.offered_rps - rate).abs() < 1e-6)
         .map(|s| s.p99_ns)
 }
