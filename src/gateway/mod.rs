@@ -398,8 +398,8 @@ impl Core {
             Ok(result) => result,
             Err(_) => Err(deadline_exceeded(deadline)),
         };
-        let upstream = self.upstreams[req.upstream].name.clone();
-        metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => upstream)
+        self.upstreams[req.upstream]
+            .latency
             .record(started.elapsed().as_secs_f64());
         result.unwrap_or_else(GwError::into_response)
     }

@@ -115,7 +115,6 @@ struct Endpoint {
 }
 
 /// One upstream: its endpoints and how to choose among them.
-#[derive(Debug)]
 pub struct Upstream {
     /// Configured name.
     pub name: String,
@@ -125,6 +124,18 @@ pub struct Upstream {
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     http: Option<Client<HttpConnector, Full<Bytes>>>,
+    /// `gwbench_upstream_duration_seconds{upstream}`, registered once.
+    pub latency: metrics::Histogram,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
 }
 
 /// Decrements an endpoint's in-flight count when the call ends, however it ends.
@@ -167,7 +178,11 @@ impl Upstream {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build(connector)
         });
+        // Registered once here: recording then needs no label lookup per request.
+        let _ = crate::gateway::middleware::metrics::handle();
+        let latency = metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => cfg.name.clone());
         Ok(Upstream {
+            latency,
             name: cfg.name.clone(),
             protocol: cfg.protocol,
             policy: cfg.lb,
