@@ -237,6 +237,13 @@ pub struct CompareArgs {
     /// Directory for the reports (default: reports/<UTC time>-compare).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// Compare your own running gateway (full URL of a route) instead of spawning ours; needs
+    /// --direct-url. Nothing is spawned and the scenarios are replaced by this one pair.
+    #[arg(long, value_name = "URL", requires = "direct_url")]
+    pub gateway_url: Option<String>,
+    /// The same resource served directly by your backend (full URL); needs --gateway-url.
+    #[arg(long, value_name = "URL", requires = "gateway_url")]
+    pub direct_url: Option<String>,
     /// No progress bar.
     #[arg(short = 'q', long)]
     pub quiet: bool,

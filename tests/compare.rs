@@ -332,3 +332,86 @@ fn report_html_renders_in_headless_chromium() {
     assert!(!log.contains("Uncaught"), "a script error: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn compare_measures_a_gateway_it_did_not_start() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (backends, gateway) = rt.block_on(async {
+        let b = gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
+            .await
+            .unwrap();
+        let mut cfg = gwbench::config::GatewayConfig::default_config();
+        cfg.listen.http = "127.0.0.1:0".parse().unwrap();
+        cfg.listen.admin = "127.0.0.1:0".parse().unwrap();
+        for u in &mut cfg.upstreams {
+            u.endpoints = vec![
+                if u.name == "grpc" {
+                    b.grpc[0]
+                } else {
+                    b.rest[0]
+                }
+                .to_string(),
+            ];
+        }
+        let gw = gwbench::gateway::server::GatewayServer::start(&cfg)
+            .await
+            .unwrap();
+        (b, gw)
+    });
+    let out = std::env::temp_dir().join(format!("gwbench-external-{}", std::process::id()));
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "200",
+            "--rounds",
+            "1",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+            "-c",
+            "2",
+            "--quiet",
+        ])
+        .args([
+            "--gateway-url",
+            &format!("http://{}/rest/api/users/1", gateway.http),
+        ])
+        .args([
+            "--direct-url",
+            &format!("http://{}/api/users/1", backends.rest[0]),
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["scenarios"][0]["name"], "custom");
+    assert!(
+        summary["machine"]["processes"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was spawned"
+    );
+    assert!(summary["scenarios"][0]["gateway"]["cpu_ms_per_1000"]["gateway_ms"].is_null());
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&summary)
+    );
+    rt.block_on(async {
+        gateway.shutdown().await;
+        backends.shutdown().await;
+    });
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -167,7 +167,7 @@ pub(super) fn template(side: &Side) -> Result<RequestTemplate, crate::load::Load
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 struct CpuPer1000 {
     gateway_ms: Option<f64>,
-    backends_ms: f64,
+    backends_ms: Option<f64>,
     generator_ms: f64,
 }
 
@@ -262,7 +262,10 @@ fn summarize(rounds: &[RoundResult]) -> SideSummary {
                 .iter()
                 .all(|r| r.cpu.gateway_ms.is_some())
                 .then(|| cpu(&|c| c.gateway_ms.unwrap_or(f64::NAN))),
-            backends_ms: cpu(&|c| c.backends_ms),
+            backends_ms: rounds
+                .iter()
+                .all(|r| r.cpu.backends_ms.is_some())
+                .then(|| cpu(&|c| c.backends_ms.unwrap_or(f64::NAN))),
             generator_ms: cpu(&|c| c.generator_ms),
         },
         rounds: rounds.iter().map(|r| r.report.clone()).collect(),
@@ -433,20 +436,51 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     scenarios(&names, "x", "x", "x")?; // check names before starting anything
-    let stack = Stack::start(args.pin)?;
-    let (backends, gateway) = (&stack.backends, &stack.gateway);
-    let (rest, grpc_addr, gw) = (stack.rest, stack.grpc, stack.gw);
-    let (cores, pinning) = (stack.cores, stack.pinning.clone());
-    let processes = vec![
-        ("backends".to_string(), backends.pid()),
-        ("gateway".to_string(), gateway.pid()),
-    ];
-    let list = scenarios(
-        &names,
-        &rest.to_string(),
-        &grpc_addr.to_string(),
-        &gw.to_string(),
-    )?;
+    // Either our own mocks and gateway as children, or the user's running gateway and backend.
+    let (stack, list) = match (&args.gateway_url, &args.direct_url) {
+        (Some(g), Some(d)) => {
+            let custom = Scenario {
+                name: "custom",
+                description: "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured)",
+                direct: Side::http("direct", d.clone(), false),
+                gateway: Side::http("gateway", g.clone(), false),
+            };
+            (None, vec![custom])
+        }
+        (None, None) => {
+            let stack = Stack::start(args.pin)?;
+            let list = scenarios(
+                &names,
+                &stack.rest.to_string(),
+                &stack.grpc.to_string(),
+                &stack.gw.to_string(),
+            )?;
+            (Some(stack), list)
+        }
+        _ => return Err(CompareError("--gateway-url and --direct-url go together".into()).into()),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinning = stack.as_ref().map_or_else(
+        || vec!["external targets: not pinned".to_string()],
+        |s| s.pinning.clone(),
+    );
+    let processes: Vec<(String, u32)> = stack
+        .as_ref()
+        .map(|s| {
+            vec![
+                ("backends".to_string(), s.backends.pid()),
+                ("gateway".to_string(), s.gateway.pid()),
+            ]
+        })
+        .unwrap_or_default();
+    let cpu_of = |which: &str| -> Option<f64> {
+        let s = stack.as_ref()?;
+        if which == "gateway" {
+            s.gateway.cpu_seconds()
+        } else {
+            s.backends.cpu_seconds()
+        }
+    };
     let started = SystemTime::now();
     let total_runs = list.len() as u64 * u64::from(args.rounds) * 2;
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.quiet {
@@ -495,7 +529,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     spin: Duration::from_micros(20),
                     progress: false,
                 };
-                let (gw0, be0) = (gateway.cpu_seconds(), backends.cpu_seconds());
+                let (gw0, be0) = (cpu_of("gateway"), cpu_of("backends"));
                 let run = match run_load(&cfg)
                     .with_context(|| format!("scenario {}, {}", sc.name, side.label))
                 {
@@ -508,7 +542,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                         break 'scenarios;
                     }
                 };
-                let (gw1, be1) = (gateway.cpu_seconds(), backends.cpu_seconds());
+                let (gw1, be1) = (cpu_of("gateway"), cpu_of("backends"));
                 // The children's counters span warm-up and run: divide by the requests of both.
                 let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
                 let per1000 = |a: Option<f64>, b: Option<f64>| {
@@ -520,7 +554,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
                     } else {
                         None
                     },
-                    backends_ms: per1000(be0, be1).unwrap_or(f64::NAN),
+                    backends_ms: per1000(be0, be1),
                     generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
                         / (run.outcomes.sent().max(1) as f64 / 1000.0),
                 };
@@ -676,18 +710,15 @@ fn render_table(s: &CompareSummary) -> String {
             sc.gateway.not_sent
         );
         let c = (&sc.direct.cpu_ms_per_1000, &sc.gateway.cpu_ms_per_1000);
-        let gw_cpu = |c: &CpuPer1000| {
-            c.gateway_ms
-                .map_or_else(|| "-".into(), |v| format!("{v:.1}"))
-        };
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(
             out,
-            "  CPU ms per 1,000 requests (direct side / gateway side): gateway {} / {}, backends {:.1} / {:.1}, \
+            "  CPU ms per 1,000 requests (direct side / gateway side): gateway {} / {}, backends {} / {}, \
              generator {:.1} / {:.1}",
-            gw_cpu(c.0),
-            gw_cpu(c.1),
-            c.0.backends_ms,
-            c.1.backends_ms,
+            ms(c.0.gateway_ms),
+            ms(c.1.gateway_ms),
+            ms(c.0.backends_ms),
+            ms(c.1.backends_ms),
             c.0.generator_ms,
             c.1.generator_ms
         );
