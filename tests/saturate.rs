@@ -82,5 +82,12 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
         "bisection stops within 5 %: {knee}..{bad}"
     );
     assert!(stdout.contains("saturates at"), "{stdout}");
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        2,
+        "achieved-by-offered and p99-by-offered charts"
+    );
+    assert!(html.contains("saturates at") && !html.contains("<script"));
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -322,3 +322,153 @@ mod tests {
         assert!(page.contains("99.9%"), "the nines axis is labelled");
     }
 }
+
+/// One side of a saturation search, for its charts: (offered, achieved, p99 ns) per step, the
+/// knee.
+#[derive(Debug)]
+pub struct SaturationPlot<'a> {
+    /// Side name.
+    pub label: &'a str,
+    /// (offered req/s, achieved req/s, p99 ns) per step, in the order run.
+    pub steps: Vec<(f64, f64, f64)>,
+    /// Highest good rate.
+    pub knee: Option<f64>,
+}
+
+fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
+    let x_max = sides
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max)
+        * 1.05;
+    let y_max = if p99 {
+        sides
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|p| p.2 / 1e6))
+            .fold(0.01f64, f64::max)
+            * 1.5
+    } else {
+        x_max
+    };
+    let y_min = if p99 {
+        sides
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|p| p.2 / 1e6))
+            .fold(f64::MAX, f64::min)
+            .clamp(0.001, y_max / 10.0)
+    } else {
+        0.0
+    };
+    let title = if p99 {
+        "p99 by offered rate (knee marked)"
+    } else {
+        "achieved by offered rate"
+    };
+    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (720, 340)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .margin_right(36)
+            .x_label_area_size(36)
+            .y_label_area_size(64);
+        let series = |s: &SaturationPlot<'_>| -> Vec<(f64, f64)> {
+            let mut pts: Vec<(f64, f64)> = s
+                .steps
+                .iter()
+                .map(|p| (p.0, if p99 { p.2 / 1e6 } else { p.1 }))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts
+        };
+        if p99 {
+            let mut chart = builder.build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("offered (req/s)")
+                .y_desc("p99 (ms)")
+                .draw()?;
+            for (i, s) in sides.iter().enumerate() {
+                let color = colors[i % colors.len()];
+                chart
+                    .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
+                    .label(s.label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                if let Some(k) = s.knee {
+                    chart.draw_series(LineSeries::new(
+                        vec![(k, y_min), (k, y_max)],
+                        color.stroke_width(1),
+                    ))?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+            chart
+                .configure_mesh()
+                .x_desc("offered (req/s)")
+                .y_desc("achieved (req/s)")
+                .draw()?;
+            chart.draw_series(LineSeries::new(
+                vec![(0.0, 0.0), (x_max, x_max)],
+                BLACK.mix(0.3),
+            ))?;
+            for (i, s) in sides.iter().enumerate() {
+                let color = colors[i % colors.len()];
+                chart
+                    .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
+                    .label(s.label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_or_else(chart_error, |()| svg)
+}
+
+/// The saturate page: the answer, the two charts, the step tables.
+pub fn render_saturation(
+    title: &str,
+    answer: &str,
+    table: &str,
+    sides: &[SaturationPlot<'_>],
+) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}</style></head><body>\n<h1>{t}</h1>\n\
+         <p><strong>{a}</strong></p>\n",
+        t = escape(title),
+        a = escape(answer)
+    );
+    let _ = writeln!(out, "<figure>{}</figure>", saturation_chart(sides, false));
+    let _ = writeln!(out, "<figure>{}</figure>", saturation_chart(sides, true));
+    let _ = writeln!(
+        out,
+        "<h2>Steps</h2>\n<pre>{}</pre>\n</body></html>",
+        escape(table)
+    );
+    out
+}

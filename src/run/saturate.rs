@@ -422,6 +422,22 @@ fn report(
         dir.join("summary.md"),
         format!("# gwbench saturate\n\n```\n{out}```\n"),
     )?;
+    let plots: Vec<crate::report::html::SaturationPlot<'_>> = summary
+        .searches
+        .iter()
+        .map(|s| crate::report::html::SaturationPlot {
+            label: &s.side,
+            steps: s
+                .steps
+                .iter()
+                .map(|st| (st.offered_rps, st.achieved_rps, st.p99_ns as f64))
+                .collect(),
+            knee: s.knee_rps,
+        })
+        .collect();
+    let page =
+        crate::report::html::render_saturation("gwbench saturate", &summary.answer, &out, &plots);
+    std::fs::write(dir.join("report.html"), page)?;
     super::print_out(&format!("report: {}\n", dir.display()))?;
     Ok(())
 }
