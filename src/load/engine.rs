@@ -145,7 +145,7 @@ pub(super) async fn run_phase(
             Pool::H1(conns) => {
                 let mut end = PhaseEnd::default();
                 let workers = conns.iter_mut().map(|conn| h1_sender(&run, conn));
-                for result in futures_join(workers).await {
+                for result in futures_util::future::join_all(workers).await {
                     end.merge(result?);
                 }
                 Ok(end)
@@ -159,32 +159,6 @@ pub(super) async fn run_phase(
     };
     run.recorder.borrow_mut().finish(Instant::now());
     Ok(end)
-}
-
-/// Polls every future to completion on this task (no spawning: they borrow the connections).
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|v| v.expect("every future completed"))
-        .collect()
 }
 
 /// One HTTP/1.1 connection's sender: take a ticket, wait for its time, send, record, repeat.
