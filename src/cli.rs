@@ -498,12 +498,21 @@ impl BackendsArgs {
 /// followed by where to get help, instead of clap's multi-line block.
 pub fn one_line_error(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let first = rendered
+    // The first paragraph, on one line (clap lists missing arguments on the lines after a ':').
+    let first: Vec<&str> = rendered
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid command line")
-        .trim_start_matches("error: ");
-    format!("{first} (see gwbench --help)")
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let text = first.join(" ");
+    let text = text.trim_start_matches("error: ");
+    let text = if text.is_empty() {
+        "invalid command line"
+    } else {
+        text
+    };
+    format!("{text} (see gwbench --help)")
 }
 
 #[cfg(test)]

@@ -113,7 +113,8 @@ prune_every = "60s"            # forget idle keys this often
 # burst = 50
 
 # Fan-out aggregation: GET /api/dashboard?user_id=N calls four services of the transcode
-# upstream under one deadline; stock depends on the recommended products (once per product).
+# upstream under one deadline; stock depends on the recommended products (of the first one; with
+# for_each = "products" and "{item.id}" it would be fetched once per product).
 # A failed or late part is null and listed in _meta (X-Gwbench-Completed: false).
 [[aggregations]]
 name = "dashboard"
@@ -140,8 +141,7 @@ request = { q = "kettle", limit = 3 }
 name = "stock"
 rpc = "gwbench.v1.InventoryService/GetStock"
 depends_on = "recommended"
-for_each = "products"
-request = { product_id = "{item.id}" }
+request = { product_id = "{recommended.products.0.id}" }
 
 # Plain reverse-proxy routes: a path prefix to an HTTP upstream.
 [[proxy]]

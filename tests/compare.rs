@@ -49,6 +49,8 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             "-c",
             "4",
             "--quiet",
+            "--scenarios",
+            "rest,grpc,full,dashboard",
         ])
         .arg("--out")
         .arg(&out)
@@ -64,6 +66,7 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         stdout.contains("== rest")
             && stdout.contains("== grpc")
             && stdout.contains("== full")
+            && stdout.contains("== dashboard")
             && stdout.contains("overhead"),
         "{stdout}"
     );
@@ -150,7 +153,7 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(
         html.matches("<svg").count(),
-        1 + 2 * 3,
+        1 + 2 * 4,
         "overhead bars, and two charts per scenario"
     );
     assert!(
@@ -170,7 +173,7 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         String::from_utf8_lossy(&rerender.stderr)
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 7);
+    assert_eq!(html.matches("<svg").count(), 9);
     let merged = Command::new(cargo_bin("gwbench"))
         .args(["report", "--merge"])
         .arg(out.join("rest-direct.hlog"))
@@ -249,7 +252,10 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
             vec!["compare", "--scenarios", "rest,nope"],
             "unknown scenario",
         ),
-        (vec!["compare", "--scenarios", "dashboard"], "aggregation"),
+        (
+            vec!["compare", "--gateway-url", "http://127.0.0.1:1/x"],
+            "--direct-url",
+        ),
         (vec!["compare", "--rps", "max"], "--rps"),
         (vec!["compare", "--rps", "0"], "--rps"),
     ] {

@@ -719,7 +719,19 @@ async fn metrics_scrape_cleanly() {
 
 #[tokio::test]
 async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
-    let (b, gw) = stack(1).await;
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    // Stock once per recommended product, instead of the default's first product only.
+    let stock = cfg.aggregations[0]
+        .parts
+        .iter_mut()
+        .find(|p| p.name == "stock")
+        .unwrap();
+    stock.for_each = Some("products".into());
+    stock
+        .request
+        .insert("product_id".into(), serde_json::json!("{item.id}"));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
     let url = format!("http://{}/api/dashboard?user_id=42", gw.http);
     let r = get(&url).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

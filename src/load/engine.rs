@@ -142,9 +142,9 @@ pub(super) async fn run_phase(
     };
     let senders = async {
         match pool {
-            Pool::H1(conns) => {
+            Pool::H1(slots) => {
                 let mut end = PhaseEnd::default();
-                let workers = conns.iter_mut().map(|conn| h1_sender(&run, conn));
+                let workers = slots.iter_mut().map(|slot| h1_sender(&run, slot));
                 for result in futures_util::future::join_all(workers).await {
                     end.merge(result?);
                 }
@@ -162,7 +162,7 @@ pub(super) async fn run_phase(
 }
 
 /// One HTTP/1.1 connection's sender: take a ticket, wait for its time, send, record, repeat.
-async fn h1_sender(run: &Run<'_>, conn: &mut H1Conn) -> std::io::Result<PhaseEnd> {
+async fn h1_sender(run: &Run<'_>, slot: &mut [H1Conn]) -> std::io::Result<PhaseEnd> {
     let mut timer = PreciseTimer::new()?;
     let mut end = PhaseEnd::default();
     let template = &run.shared.template;
@@ -175,12 +175,34 @@ async fn h1_sender(run: &Run<'_>, conn: &mut H1Conn) -> std::io::Result<PhaseEnd
         }
         end.last_send = Some(sent);
         run.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let exchange = conn.execute(template, fixed.as_ref(), ticket.index);
-        let outcome = match tokio::time::timeout(run.shared.timeout, exchange).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                conn.discard();
-                Outcome::Timeout
+        let outcome = if let [conn] = slot {
+            let exchange = conn.execute(template, fixed.as_ref(), ticket.index);
+            match tokio::time::timeout(run.shared.timeout, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    conn.discard();
+                    Outcome::Timeout
+                }
+            }
+        } else {
+            // Every URL of the template at once, timed as one: the last answer ends it, and the
+            // first failure is the outcome.
+            let k = slot.len() as u64;
+            let all = slot
+                .iter_mut()
+                .enumerate()
+                .map(|(i, c)| c.execute(template, None, ticket.index * k + i as u64));
+            match tokio::time::timeout(run.shared.timeout, futures_util::future::join_all(all))
+                .await
+            {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .find(|o| *o != Outcome::Ok)
+                    .unwrap_or(Outcome::Ok),
+                Err(_) => {
+                    slot.iter_mut().for_each(H1Conn::discard);
+                    Outcome::Timeout
+                }
             }
         };
         run.shared.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -158,8 +158,9 @@ impl H2Conn {
 /// One generator thread's connections.
 #[derive(Debug)]
 pub enum Pool {
-    /// HTTP/1.1: one sender task per connection, one request at a time each.
-    H1(Vec<H1Conn>),
+    /// HTTP/1.1: one sender task per slot, one request at a time per connection; a slot holds
+    /// one connection, or one per target URL when every URL goes out for each ticket (`group`).
+    H1(Vec<Vec<H1Conn>>),
     /// HTTP/2 and gRPC: connections used round-robin, requests in flight bounded by `streams`.
     H2 {
         /// The connections.
@@ -171,9 +172,13 @@ pub enum Pool {
 
 impl Pool {
     /// A pool of `connections` connections (not yet open) allowing `in_flight` requests.
-    pub fn new(protocol: Protocol, connections: usize, in_flight: usize) -> Pool {
+    pub fn new(protocol: Protocol, connections: usize, in_flight: usize, group: usize) -> Pool {
         match protocol {
-            Protocol::Http1 => Pool::H1((0..connections).map(|_| H1Conn::default()).collect()),
+            Protocol::Http1 => Pool::H1(
+                (0..connections)
+                    .map(|_| (0..group.max(1)).map(|_| H1Conn::default()).collect())
+                    .collect(),
+            ),
             Protocol::Http2 | Protocol::Grpc => Pool::H2 {
                 conns: (0..connections)
                     .map(|_| Rc::new(H2Conn::default()))
@@ -188,8 +193,8 @@ impl Pool {
     pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
         let mut result = Ok(());
         match self {
-            Pool::H1(conns) => {
-                for c in conns.iter_mut() {
+            Pool::H1(slots) => {
+                for c in slots.iter_mut().flatten() {
                     if let Err(e) = c.open(addr).await {
                         result = Err(e);
                     }

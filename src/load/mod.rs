@@ -191,7 +191,12 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                         .build()?;
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, async move {
-                        let mut pool = Pool::new(shared.template.protocol, conns, in_flight);
+                        let group = if shared.template.group() {
+                            shared.template.paths_len()
+                        } else {
+                            1
+                        };
+                        let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
                         let warm_error = pool.open(shared.template.addr).await.err();
                         ready.wait();
                         go.wait();

@@ -140,6 +140,7 @@ pub struct RequestTemplate {
     paths: Vec<PathTemplate>,
     headers: HeaderMap,
     body: Bytes,
+    group: bool,
 }
 
 impl RequestTemplate {
@@ -241,7 +242,28 @@ impl RequestTemplate {
             paths,
             headers: map,
             body,
+            group: false,
         })
+    }
+
+    /// Sends every URL for each scheduled request, in parallel on their own connections, and
+    /// times them as one (a client fanning out). HTTP/1.1 only.
+    pub fn with_group(mut self) -> Result<Self, LoadError> {
+        if self.protocol != Protocol::Http1 {
+            return Err(LoadError::Config("--all-of needs HTTP/1.1 targets".into()));
+        }
+        self.group = true;
+        Ok(self)
+    }
+
+    /// Whether every URL goes out for each request.
+    pub fn group(&self) -> bool {
+        self.group
+    }
+
+    /// How many target URLs there are.
+    pub fn paths_len(&self) -> usize {
+        self.paths.len()
     }
 
     /// The first target, for reports.

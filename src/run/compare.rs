@@ -39,6 +39,8 @@ pub(super) struct Side {
     pub(super) through_gateway: bool,
     /// Extra request headers (a bearer token).
     pub(super) headers: Vec<(String, String)>,
+    /// When set: these URLs all go out for each request, in parallel, timed as one.
+    pub(super) all_of: Vec<String>,
 }
 
 impl Side {
@@ -50,6 +52,7 @@ impl Side {
             grpc_method: None,
             through_gateway,
             headers: Vec::new(),
+            all_of: Vec::new(),
         }
     }
 }
@@ -107,6 +110,7 @@ pub(super) fn scenarios(
                     grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
                     through_gateway: false,
                     headers: Vec::new(),
+                    all_of: Vec::new(),
                 },
                 gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
             },
@@ -120,13 +124,23 @@ pub(super) fn scenarios(
                     ..Side::http("middleware", format!("http://{gw}/secure/api/users/42"), true)
                 },
             },
-            "dashboard" => {
-                return Err(CompareError(
-                    "scenario \"dashboard\" needs the gateway's aggregation endpoint, which is not built yet; \
-                     available now: rest, grpc, full"
-                        .into(),
-                ));
-            }
+            "dashboard" => Scenario {
+                name: "dashboard",
+                description: "the four calls a client makes in parallel to the REST mock (user, orders, search, stock) \
+                              vs the gateway's /api/dashboard aggregation of the same four over gRPC",
+                direct: Side {
+                    all_of: vec![
+                        format!("http://{rest}/api/users/42"),
+                        format!("http://{rest}/api/orders?user_id=42&page_size=5"),
+                        format!("http://{rest}/api/products/search?q=kettle&limit=3"),
+                        // The first product the search finds for "kettle" (what the gateway's
+                        // dependent stock call asks for).
+                        format!("http://{rest}/api/inventory/14"),
+                    ],
+                    ..Side::http("direct", format!("http://{rest}/api/users/42"), false)
+                },
+                gateway: Side::http("gateway", format!("http://{gw}/api/dashboard?user_id=42"), true),
+            },
             other => {
                 return Err(CompareError(format!("unknown scenario {other:?}; expected some of {}", KNOWN.join(", "))));
             }
@@ -148,6 +162,14 @@ pub(super) fn template(side: &Side) -> Result<RequestTemplate, crate::load::Load
                 call.body,
             )
         }
+        None if !side.all_of.is_empty() => RequestTemplate::new(
+            side.protocol,
+            &side.all_of,
+            http::Method::GET,
+            &side.headers,
+            Bytes::new(),
+        )?
+        .with_group(),
         None => {
             let urls = std::slice::from_ref(&side.url);
             RequestTemplate::new(
