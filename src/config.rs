@@ -43,6 +43,9 @@ auth = true
 rate_limit = true
 breaker = true
 
+# A mount may list only some RPCs (rpcs = ["gwbench.v1.UserService.GetUser"]) and give them their
+# own rate limit (rate = 100, burst = 10): middleware configured route by route.
+
 # And under /cached (/cached/api/users/{id}) behind the response cache.
 [[transcode.mounts]]
 prefix = "/cached"
@@ -251,6 +254,16 @@ pub struct Mount {
     /// Cache GET responses (`[cache]`) on these routes.
     #[serde(default)]
     pub cache: bool,
+    /// Only these RPCs (full names, e.g. `gwbench.v1.UserService.GetUser`); default: every
+    /// annotated RPC. With it, middleware is configured route by route.
+    #[serde(default)]
+    pub rpcs: Option<Vec<String>>,
+    /// This mount's own rate (requests per `[rate_limit].per`), instead of `[rate_limit].rate`.
+    #[serde(default)]
+    pub rate: Option<u32>,
+    /// This mount's own burst, instead of `[rate_limit].burst`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// `[cache]`: the response cache of mounts with `cache = true`.

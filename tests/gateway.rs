@@ -783,6 +783,42 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
 }
 
 #[tokio::test]
+async fn a_mount_configures_middleware_route_by_route() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
+    cfg.transcode.mounts.push(gwbench::config::Mount {
+        prefix: "/limited".into(),
+        rpcs: Some(vec!["gwbench.v1.UserService.GetUser".into()]),
+        rate_limit: true,
+        rate: Some(1),
+        burst: Some(1),
+        ..Default::default()
+    });
+    cfg.validate().unwrap();
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", gw.http);
+    let first = get(&url("/limited/api/users/1")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first.headers["ratelimit-limit"], "1",
+        "the mount's own burst"
+    );
+    assert_eq!(
+        get(&url("/limited/api/users/1")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Only the listed RPC is mounted there; the shared /secure limit is untouched.
+    assert_eq!(
+        get(&url("/limited/api/products/1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&url("/api/users/1")).await.status, StatusCode::OK);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn routing_in_process_without_a_socket() {
     // Upstreams are never contacted for these: no route, wrong method, bad input.
     let gw = Gateway::new(&config(&[dead_addr()], &[dead_addr()])).unwrap();

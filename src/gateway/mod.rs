@@ -88,7 +88,7 @@ pub struct Core {
 pub struct Gateway {
     router: Router,
     stacks: Vec<RouteService>,
-    rate_limit_store: std::sync::Arc<dyn middleware::KeyStore>,
+    rate_limit_stores: Vec<std::sync::Arc<dyn middleware::KeyStore>>,
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
@@ -124,7 +124,7 @@ impl Gateway {
         // Stack 0 (no middleware) serves proxy routes; mount i is served by stack i + 1.
         for (mount, m) in cfg.transcode.mounts.iter().enumerate() {
             router
-                .add_annotated(&pool, &m.prefix, mount + 1, &mut paths)
+                .add_annotated(&pool, &m.prefix, m.rpcs.as_deref(), mount + 1, &mut paths)
                 .map_err(GatewayError)?;
         }
         for p in &cfg.proxy {
@@ -172,7 +172,9 @@ impl Gateway {
         } else {
             None
         };
+        let stores = std::sync::Arc::new(std::sync::Mutex::new(vec![store.clone()]));
         let shared = stack::Shared {
+            stores: stores.clone(),
             verifier,
             cache: std::sync::Arc::new(cfg.cache.clone()),
             rate_limit: (
@@ -197,16 +199,16 @@ impl Gateway {
         Ok(Gateway {
             router,
             stacks,
-            rate_limit_store: store,
+            rate_limit_stores: stores.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             transcode_upstream,
             transcode_timeout: t.timeout.0,
             max_body: cfg.limits.max_body_bytes,
         })
     }
 
-    /// The rate limiter's key store (the server prunes it periodically).
-    pub fn rate_limit_store(&self) -> &std::sync::Arc<dyn middleware::KeyStore> {
-        &self.rate_limit_store
+    /// Every rate-limit key store (the server prunes them periodically).
+    pub fn rate_limit_stores(&self) -> &[std::sync::Arc<dyn middleware::KeyStore>] {
+        &self.rate_limit_stores
     }
 
     /// The route table.

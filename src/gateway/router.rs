@@ -187,6 +187,7 @@ impl Router {
         &mut self,
         pool: &DescriptorPool,
         prefix: &str,
+        only: Option<&[String]>,
         stack: usize,
         index: &mut HashMap<String, usize>,
     ) -> Result<usize, String> {
@@ -197,7 +198,9 @@ impl Router {
         for service in pool.services() {
             for method in service.methods() {
                 let options = method.options();
-                if !options.has_extension(&ext) {
+                if !options.has_extension(&ext)
+                    || only.is_some_and(|o| !o.iter().any(|r| r == method.full_name()))
+                {
                     continue;
                 }
                 let value = options.get_extension(&ext);
@@ -384,9 +387,10 @@ mod tests {
         let mut r = Router::new();
         let mut index = HashMap::new();
         let pool = crate::proto::descriptor_pool();
-        let n = r.add_annotated(pool, "", 1, &mut index).unwrap();
+        let n = r.add_annotated(pool, "", None, 1, &mut index).unwrap();
         assert_eq!(n, 8);
-        r.add_annotated(pool, "/secure", 2, &mut index).unwrap();
+        r.add_annotated(pool, "/secure", None, 2, &mut index)
+            .unwrap();
         let m = r.at(&Method::GET, "/secure/api/users/7").unwrap();
         assert_eq!(&**m.route, "/secure/api/users/{id}");
         assert_eq!((m.stack, m.params), (2, vec!["7".to_string()]));

@@ -98,7 +98,7 @@ impl GatewayServer {
             cfg.limits.drain_timeout.0,
         );
         // Forget idle rate-limit keys, so memory follows the active keys only.
-        let store = gateway.rate_limit_store().clone();
+        let stores = gateway.rate_limit_stores().to_vec();
         let (every, stop) = (cfg.rate_limit.prune_every.0, shutdown.clone());
         let pruner = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -106,7 +106,7 @@ impl GatewayServer {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => store.prune(),
+                    _ = tick.tick() => stores.iter().for_each(|s| s.prune()),
                 }
             }
         });

@@ -20,6 +20,8 @@ pub struct Shared {
     pub breakers: Arc<Vec<Arc<Breaker>>>,
     /// The JWT verifier (when any mount uses auth).
     pub verifier: Option<Arc<Verifier>>,
+    /// Every rate-limit store in use (the shared one and mounts' own), for pruning.
+    pub stores: Arc<std::sync::Mutex<Vec<Arc<dyn KeyStore>>>>,
     /// The response cache settings.
     pub cache: Arc<crate::config::CacheConfig>,
     /// The rate-limit key store and its settings.
@@ -45,8 +47,27 @@ pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
         )
     });
     let rate_limit = mount.rate_limit.then(|| {
+        // A mount with its own rate or burst counts against its own store.
+        let store: Arc<dyn KeyStore> = match (mount.rate, mount.burst) {
+            (None, None) => shared.rate_limit.0.clone(),
+            (rate, burst) => {
+                let base = &shared.rate_limit.2;
+                let nz = |v: u32| std::num::NonZeroU32::new(v.max(1)).expect("at least 1");
+                let own: Arc<dyn KeyStore> = Arc::new(super::middleware::GovernorStore::new(
+                    nz(rate.unwrap_or(base.rate)),
+                    base.per.0,
+                    nz(burst.unwrap_or(base.burst)),
+                ));
+                shared
+                    .stores
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(own.clone());
+                own
+            }
+        };
         RateLimitLayer::new(
-            shared.rate_limit.0.clone(),
+            store,
             shared.rate_limit.1.clone(),
             shared.rate_limit.2.clone(),
         )
