@@ -63,6 +63,24 @@ fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
+/// The short line drawn beside a series' name in a chart's legend.
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+/// Draws a chart's legend in the report's style: black border, white fill.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+}
+
 fn chart_error(e: impl std::fmt::Display) -> String {
     format!(
         "<p>chart could not be drawn: {}</p>",
@@ -115,16 +133,9 @@ fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
                     color.stroke_width(2),
                 ))?
                 .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(legend_line(color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present()?;
         Ok(())
     })();
@@ -163,12 +174,7 @@ fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
                 .label(label)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
         Ok(())
     })();
@@ -397,9 +403,7 @@ fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
                 chart
                     .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
                     .label(s.label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .legend(legend_line(color));
                 if let Some(k) = s.knee {
                     chart.draw_series(LineSeries::new(
                         vec![(k, y_min), (k, y_max)],
@@ -407,12 +411,7 @@ fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
                     ))?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .border_style(BLACK)
-                .background_style(WHITE)
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         } else {
             let mut chart = builder.build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
             chart
@@ -429,16 +428,9 @@ fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
                 chart
                     .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
                     .label(s.label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .legend(legend_line(color));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .border_style(BLACK)
-                .background_style(WHITE)
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
         root.present()?;
         Ok(())
