@@ -107,6 +107,20 @@ impl Gateway {
     /// Builds routes (from the descriptor set's annotations and the proxy routes) and upstream
     /// pools. Must run inside a tokio runtime; opens no connection yet.
     pub fn new(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
+        Gateway::build(cfg, None)
+    }
+
+    /// The same gateway with `upstream` in place of the upstream call (transcode, proxy,
+    /// aggregate): an in-process stub, so benchmarks measure the gateway's own cost without a
+    /// network or a backend. Everything before it (routing, body, deadline, middleware) is real.
+    pub fn with_upstream(
+        cfg: &GatewayConfig,
+        upstream: RouteService,
+    ) -> Result<Gateway, GatewayError> {
+        Gateway::build(cfg, Some(upstream))
+    }
+
+    fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
         let pool = match &cfg.transcode.descriptor_set {
             Some(path) => crate::load::grpc::load_descriptor_set(path)
                 .map_err(|e| GatewayError(e.to_string()))?,
@@ -192,9 +206,10 @@ impl Gateway {
             ),
         };
         let bare = crate::config::Mount::default();
+        let inner = inner.unwrap_or_else(|| stack::upstream(core));
         let stacks = std::iter::once(&bare)
             .chain(&t.mounts)
-            .map(|m| stack::build(m, core.clone(), &shared))
+            .map(|m| stack::build(m, inner.clone(), &shared))
             .collect();
         Ok(Gateway {
             router,

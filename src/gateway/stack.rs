@@ -32,12 +32,17 @@ pub struct Shared {
     ),
 }
 
-/// Builds the stack for `mount` around the upstream call of `core`, in request order.
-pub fn build(mount: &Mount, core: Arc<Core>, shared: &Shared) -> RouteService {
-    let upstream = tower::service_fn(move |req: GwRequest| {
+/// The upstream call of `core` (transcode, proxy or aggregate) as the innermost service.
+pub fn upstream(core: Arc<Core>) -> RouteService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: GwRequest| {
         let core = core.clone();
         async move { Ok::<_, Infallible>(core.call(req).await) }
-    });
+    }))
+}
+
+/// Builds the stack for `mount` around `upstream` (normally [`upstream`]; benchmarks pass an
+/// in-process stub), in request order.
+pub fn build(mount: &Mount, upstream: RouteService, shared: &Shared) -> RouteService {
     let auth = mount.auth.then(|| {
         AuthLayer::new(
             shared

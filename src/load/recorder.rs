@@ -269,6 +269,21 @@ pub struct IntervalRecord {
     pub service_v2: Vec<u8>,
 }
 
+impl IntervalRecord {
+    /// Summarises and compresses one interval's histograms (what goes into the `.hlog`).
+    pub fn new(start: Duration, length: Duration, hist: &HistSet, outcomes: Outcomes) -> Self {
+        IntervalRecord {
+            start,
+            length,
+            outcomes,
+            corrected: three(&hist.corrected),
+            service: three(&hist.service),
+            corrected_v2: compress(&hist.corrected),
+            service_v2: compress(&hist.service),
+        }
+    }
+}
+
 /// Merges the threads' intervals as they arrive.
 #[derive(Debug)]
 pub struct Collector {
@@ -380,15 +395,8 @@ impl Collector {
         let start = INTERVAL * index as u32;
         self.total.add(&hist);
         self.outcomes.add(&outcomes);
-        self.intervals.push(IntervalRecord {
-            start,
-            length: INTERVAL,
-            outcomes,
-            corrected: three(&hist.corrected),
-            service: three(&hist.service),
-            corrected_v2: compress(&hist.corrected),
-            service_v2: compress(&hist.service),
-        });
+        self.intervals
+            .push(IntervalRecord::new(start, INTERVAL, &hist, outcomes));
     }
 
     /// Marks the end of the phase (offset from its start): the last interval is cut there.
