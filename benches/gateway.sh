@@ -8,6 +8,8 @@
 #
 #   bash benches/gateway.sh            # needs nginx: apt-get install -y nginx
 #   RPS=5000 DURATION=5 ROUNDS=3 bash benches/gateway.sh
+#   GW_B=/tmp/gwbench-before bash benches/gateway.sh   # also a second gateway build, same runs
+#                                                      # (before/after a change, back to back)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RPS=${RPS:-5000}; DURATION=${DURATION:-5}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-16}
@@ -28,6 +30,12 @@ pids+=($!)
 $srv $GW gateway --listen "127.0.0.1:$gwp" --admin "127.0.0.1:$gwa" --threads 1 \
   --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/g.out" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
+if [ -n "${GW_B:-}" ]; then
+  gwbp=$(free_port); gwba=$(free_port)
+  $srv "$GW_B" gateway --listen "127.0.0.1:$gwbp" --admin "127.0.0.1:$gwba" --threads 1 \
+    --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/gb.out" 2>&1 &
+  gwb_pid=$!; pids+=($gwb_pid)
+fi
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -83,6 +91,10 @@ for round in $(seq "$ROUNDS"); do
   run nginx-proxy "$ng_pid" "http://127.0.0.1:$ngp/rest/api/users/42"
   run direct-grpc - "http://127.0.0.1:$grpc" --grpc gwbench.v1.UserService/GetUser --data '{"id": 42}'
   run gateway-transcode "$gw_pid" "http://127.0.0.1:$gwp/api/users/42"
+  if [ -n "${GW_B:-}" ]; then
+    run b-gateway-proxy "$gwb_pid" "http://127.0.0.1:$gwbp/rest/api/users/42"
+    run b-gateway-transcode "$gwb_pid" "http://127.0.0.1:$gwbp/api/users/42"
+  fi
 done
 echo "rate $RPS req/s, $CONNS connections, ${DURATION}s x $ROUNDS rounds; servers on CPU 0, generator on CPU 1"
 echo "gateway RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$gw_pid/status)"
@@ -102,4 +114,7 @@ print(f"nginx added:     p50 {add('nginx-proxy','direct-rest',2):.0f} us, p99 {a
 print(f"transcode added: p50 {add('gateway-transcode','direct-grpc',2):.0f} us, p99 {add('gateway-transcode','direct-grpc',3):.0f} us")
 print(f"CPU per request: gateway proxy / nginx = {m['gateway-proxy'][4]/m['nginx-proxy'][4]:.2f}x, "
       f"gateway transcode / nginx = {m['gateway-transcode'][4]/m['nginx-proxy'][4]:.2f}x")
+if 'b-gateway-proxy' in m:
+    print(f"this build / GW_B, CPU per request: proxy {m['gateway-proxy'][4]/m['b-gateway-proxy'][4]:.2f}x, "
+          f"transcode {m['gateway-transcode'][4]/m['b-gateway-transcode'][4]:.2f}x")
 PY

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Where the gateway's CPU goes under load: starts the mocks and the gateway (CPU 0), loads one
-# path at a constant rate from CPU 1, and samples the gateway with `perf record` (software clock:
-# this VM has no hardware counters) and, in a second run, counts its syscalls with `strace -c`.
-# Prints the top entries of the flat profile and the syscalls per request.
+# Where a proxy's CPU goes under load: starts the mocks and the gateway or nginx (CPU 0), loads
+# one path at a constant rate from CPU 1, samples the proxy with `perf record` (software clock:
+# this VM has no hardware counters) and, in a second run, counts its syscalls, context switches
+# and CPU time with `perf stat`. Prints the top of the flat profile and the counts per request.
 #
-#   bash benches/profile.sh                 # proxy route; needs perf (linux-perf) and strace
-#   PATH_KIND=transcode bash benches/profile.sh
-#   RPS=5000 DURATION=10 TOP=15 bash benches/profile.sh
-set -euo pipefail
+#   bash benches/profile.sh                     # gateway proxy route; needs perf (linux-perf)
+#   PATH_KIND=transcode bash benches/profile.sh # or secure (JWT + rate limit + breaker), nginx
+#   RPS=5000 DURATION=10 TOP=15 NO_BUILD=1 bash benches/profile.sh
+set -eu # not pipefail: `head` closing perf report's pipe is expected
 cd "$(dirname "$0")/.."
 RPS=${RPS:-5000}; DURATION=${DURATION:-10}; TOP=${TOP:-15}; PATH_KIND=${PATH_KIND:-proxy}
-for tool in perf strace; do
-  command -v $tool >/dev/null || { echo "missing: $tool (apt-get install -y linux-perf strace)" >&2; exit 2; }
-done
+command -v perf >/dev/null || { echo "missing: perf (apt-get install -y linux-perf)" >&2; exit 2; }
+[ "$PATH_KIND" != nginx ] || command -v nginx >/dev/null || { echo "missing: nginx (apt-get install -y nginx)" >&2; exit 2; }
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
 GW=target/release/gwbench
 work=$(mktemp -d)
@@ -29,22 +28,46 @@ $srv $GW gateway --listen "127.0.0.1:$gwp" --admin "127.0.0.1:$gwa" --threads 1 
   --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/g.out" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
 for _ in $(seq 100); do grep -q "ready admin" "$work/g.out" 2>/dev/null && break; sleep 0.1; done
+pid=$gw_pid
+if [ "$PATH_KIND" = nginx ]; then
+  ngp=$(free_port)
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream mock { server 127.0.0.1:$rest; keepalive 64; }
+  server {
+    listen 127.0.0.1:$ngp;
+    keepalive_requests 1000000;
+    location /rest/ { proxy_pass http://mock/; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+  $srv nginx -c "$work/nginx.conf" -p "$work" &
+  pids+=($!); sleep 0.5
+  pid=$(pgrep -P "$!") # the worker
+fi
 case $PATH_KIND in
+  nginx) url="http://127.0.0.1:$ngp/rest/api/users/42" ;;
   proxy) url="http://127.0.0.1:$gwp/rest/api/users/42" ;;
   transcode) url="http://127.0.0.1:$gwp/api/users/42" ;;
   secure) url="http://127.0.0.1:$gwp/secure/api/users/42" ;;
-  *) echo "PATH_KIND is proxy, transcode or secure" >&2; exit 2 ;;
+  *) echo "PATH_KIND is proxy, transcode, secure or nginx" >&2; exit 2 ;;
 esac
 hdr=()
 if [ "$PATH_KIND" = secure ]; then hdr=(-H "authorization: Bearer $($GW token --sub bench)"); fi
 load() { $gen "$GW" load "$url" "${hdr[@]}" --rps "$RPS" -c 16 -d "${DURATION}s" --warmup 1s -q --json > "$work/$1.json"; }
 
 load warm
-( sleep 1.5; exec perf record -F 1999 -e cpu-clock -g -o "$work/perf.data" -p "$gw_pid" -- sleep "$((DURATION - 1))" ) > "$work/perf.log" 2>&1 &
+( sleep 1.5; exec perf record -F 1999 -e cpu-clock -g -o "$work/perf.data" -p "$pid" -- sleep "$((DURATION - 1))" ) > "$work/perf.log" 2>&1 &
 load perf; wait $! || true
 report() { perf report -i "$work/perf.data" --no-children --stdio "$@" 2>/dev/null \
   | grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//'; }
-echo "== $PATH_KIND at $RPS req/s: the gateway's CPU samples by thread and by object (perf cpu-clock)"
+echo "== $PATH_KIND at $RPS req/s: the proxy's CPU samples by thread and by object (perf cpu-clock)"
 report --sort comm | head -n 5
 report --sort dso | head -n 5
 echo "== top $TOP symbols (self time; [k] kernel, [.] user space; in a VM without a PMU, kernel"
@@ -52,8 +75,22 @@ echo "   samples pile up where interrupts are re-enabled: finish_task_switch, *_
 report --sort symbol --percent-limit 0.3 | head -n "$TOP"
 echo "== top $TOP user-space symbols"
 report --sort symbol --percent-limit 0.1 | grep -F '[.]' | head -n "$TOP"
-( sleep 1.5; exec timeout "$((DURATION - 1))" strace -c -f -p "$(ls /proc/$gw_pid/task | paste -sd,)" -o "$work/strace.txt" ) > /dev/null 2>&1 &
-load strace || true; wait $! || true
-n=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["requests"]["ok"] * (int(sys.argv[2]) - 1) / int(sys.argv[2]))' "$work/strace.json" "$DURATION")
-echo "== syscalls per request (strace -c, ~$n requests; strace itself slows the gateway)"
-awk -v n="$n" '!/total/ && /^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ {printf "%-16s %6.2f\n", $NF, $4 / n} /total/ {printf "%-16s %6.2f\n", "total", $4 / n}' "$work/strace.txt"
+echo "== user-space samples by crate (share of all samples)"
+report --sort symbol --percent-limit 0 | grep -F "[.]" | python3 -c '
+import re, sys, collections
+by = collections.Counter()
+for line in sys.stdin:
+    pct, sym = line.split("[.]", 1); sym = sym.strip()
+    m = re.match(r"^<?(?:<)?([a-z_][a-z0-9_]*)::", sym)
+    by[m.group(1) if m else ("libc/malloc" if not "::" in sym else "other")] += float(pct.strip().rstrip("%"))
+for k, v in by.most_common(12): print(f"  {v:6.2f}%  {k}")
+'
+( sleep 1.5; exec perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-clock${EXTRA_EVENTS:+,$EXTRA_EVENTS} \
+    -o "$work/stat.txt" -p "$pid" -- sleep "$((DURATION - 1))" ) > /dev/null 2>&1 &
+load stat || true; wait $! || true
+n=$((RPS * (DURATION - 1)))
+echo "== per request (perf stat over $((DURATION - 1)) s = $n requests at the offered rate)"
+awk -F, -v n="$n" '$3 == "raw_syscalls:sys_enter" {printf "syscalls          %6.2f\n", $1 / n}
+  $3 ~ /context-switches/ {printf "context switches  %6.2f\n", $1 / n}
+  $3 ~ /cpu-clock/ {printf "CPU µs            %6.2f\n", $1 * 1000 / n}
+  $3 ~ /syscalls:sys_enter_/ {sub("syscalls:sys_enter_", "", $3); printf "  %-15s %6.2f\n", $3, $1 / n}' "$work/stat.txt"
