@@ -422,7 +422,7 @@ fn layers(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let svc = MetricsLayer.layer(noop());
+    let svc = MetricsLayer::default().layer(noop());
     g.bench_function("metrics", |b| {
         b.to_async(&rt).iter_batched(
             || request("/api/users/42", &[]),

@@ -923,3 +923,153 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A hand-written HTTP/1.1 upstream that answers each path in its own awkward way, to exercise
+/// the gateway's proxy client: chunked bodies in many writes, a large body, answers that close
+/// the connection (with or without saying so), HEAD, and garbage.
+async fn awkward_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request head (no request bodies in this test).
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let w = match path.as_str() {
+                        "/chunked" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                                .await;
+                            for i in 0..300u32 {
+                                let piece = vec![b'a' + (i % 26) as u8; 1000];
+                                let mut c = format!("{:x}\r\n", piece.len()).into_bytes();
+                                c.extend_from_slice(&piece);
+                                c.extend_from_slice(b"\r\n");
+                                let _ = s.write_all(&c).await;
+                                if i % 50 == 0 {
+                                    tokio::time::sleep(Duration::from_millis(2)).await;
+                                }
+                            }
+                            s.write_all(b"0\r\n\r\n").await
+                        }
+                        "/big" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n")
+                                .await;
+                            let mut r = Ok(());
+                            for i in 0..16u8 {
+                                r = s.write_all(&[b'0' + i % 10; 65536]).await;
+                            }
+                            r
+                        }
+                        "/close" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye")
+                                .await;
+                            return; // no length: the body ends with the connection
+                        }
+                        "/stale" => {
+                            // Says keep-alive, then closes anyway (as an idle timeout would).
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                            return;
+                        }
+                        "/head" => {
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+                                .await
+                        }
+                        "/garbage" => {
+                            let _ = s.write_all(b"SPDY/9 whatever\r\n\r\n").await;
+                            return;
+                        }
+                        _ => {
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+                                .await
+                        }
+                    };
+                    if w.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
+    let (up, task) = awkward_upstream().await;
+    let gw = GatewayServer::start(&config(&[dead_addr()], &[up.to_string()]))
+        .await
+        .unwrap();
+    let url = |p: &str| format!("http://{}/rest{p}", gw.http);
+
+    let r = get(&url("/chunked")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let expected: Vec<u8> = (0..300u32)
+        .flat_map(|i| vec![b'a' + (i % 26) as u8; 1000])
+        .collect();
+    assert!(
+        r.body == expected[..],
+        "chunked body: {} bytes",
+        r.body.len()
+    );
+
+    let r = get(&url("/big")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.len(), 1 << 20);
+    assert!(
+        r.body
+            .chunks(65536)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == b'0' + (i % 10) as u8))
+    );
+
+    // A body that ends with the connection, then a connection closed behind the pool's back:
+    // the next request goes out again on a new connection.
+    for path in ["/close", "/stale", "/stale", "/x", "/stale", "/x"] {
+        let r = get(&url(path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+    }
+    let r = get(&url("/x")).await;
+    assert_eq!(&r.body[..], b"hello");
+
+    let req = Request::head(url("/head"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), common::client().request(req))
+        .await
+        .expect("a HEAD answer without a body does not hang")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let r = get(&url("/garbage")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid response")
+    );
+
+    gw.shutdown().await;
+    task.abort();
+}

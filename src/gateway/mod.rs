@@ -6,6 +6,7 @@
 //! upstream (transcode | proxy) → response headers.
 
 pub mod aggregate;
+pub mod h1;
 pub mod middleware;
 pub mod router;
 pub mod server;
@@ -21,8 +22,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Limited};
 use rand::Rng;
 use thiserror::Error;
 use tonic::Code;
@@ -35,8 +35,9 @@ use status::GwError;
 use transcode::JsonOptions;
 use upstream::Upstream;
 
-/// Response body: a buffered JSON body, or an upstream's streamed body (proxy routes).
-pub type GwBody = Either<Full<Bytes>, Incoming>;
+/// Response body: a whole body (JSON, or a proxied answer that arrived with its head), or the
+/// rest of a proxied answer streaming from the upstream connection.
+pub type GwBody = h1::ProxyBody;
 
 /// Header carrying the request id to upstreams and back to the client.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -363,12 +364,15 @@ impl Core {
                 .await;
         }
         let started = std::time::Instant::now();
+        // The proxy forwards the request's headers as they are: it takes them, no copy.
+        let mut parts = Some(req.parts);
         let call = async {
             match &req.target {
                 Target::Transcode(route) => {
+                    let parts = parts.as_ref().expect("taken only by the proxy arm");
                     let msg = route.encode_request(
                         &req.params,
-                        req.parts.uri.query(),
+                        parts.uri.query(),
                         &req.body,
                         &self.json,
                     )?;
@@ -377,10 +381,8 @@ impl Core {
                         metadata.insert("x-request-id", v);
                     }
                     // Claims the auth layer verified travel as metadata.
-                    if let Some(claims) = req
-                        .parts
-                        .extensions
-                        .get::<middleware::auth::ForwardedClaims>()
+                    if let Some(claims) =
+                        parts.extensions.get::<middleware::auth::ForwardedClaims>()
                     {
                         for (name, value) in &claims.0 {
                             if let (Ok(k), Ok(v)) = (
@@ -405,7 +407,7 @@ impl Core {
                     Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
                 }
                 Target::Proxy(p) => {
-                    self.proxy(p, &req.parts, req.body.clone(), &req.request_id)
+                    self.proxy(p, parts.take(), req.body.clone(), &req.request_id)
                         .await
                 }
                 Target::Aggregate(_) => unreachable!("answered above"),
@@ -429,24 +431,14 @@ impl Core {
     async fn proxy(
         &self,
         p: &router::ProxyTarget,
-        parts: &http::request::Parts,
+        parts: Option<http::request::Parts>,
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<GwBody>, GwError> {
-        let path = parts.uri.path();
-        let rest = path.strip_prefix(p.strip.as_str()).unwrap_or(path);
-        let rest = if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        };
-        let pq = match parts.uri.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest,
-        };
-        let pq = PathAndQuery::try_from(pq)
-            .map_err(|e| GwError::grpc(Code::InvalidArgument, e.to_string()))?;
-        let mut headers = parts.headers.clone();
+        let parts = parts.expect("the request's parts are there for the proxy");
+        let pq = upstream_path(&parts.uri, &p.strip)?;
+        let host = parts.headers.get(header::HOST).cloned();
+        let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.insert(REQUEST_ID, request_id.clone());
@@ -459,11 +451,7 @@ impl Core {
             if let Ok(v) = HeaderValue::from_str(&xff) {
                 headers.insert("x-forwarded-for", v);
             }
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
+            let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
             let for_ = if peer.is_ipv6() {
                 format!("\"[{ip}]\"")
             } else {
@@ -475,14 +463,36 @@ impl Core {
             }
         }
         let upstream = &self.upstreams[p.upstream];
-        let resp = upstream
+        let mut resp = upstream
             .http_forward(&parts.method, &pq, &headers, body)
             .await
             .map_err(|s| GwError::grpc(s.code(), s.message().to_string()))?;
-        let (mut rparts, rbody) = resp.into_parts();
-        strip_hop_by_hop(&mut rparts.headers);
-        Ok(Response::from_parts(rparts, Either::Right(rbody)))
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
     }
+}
+
+/// The path and query sent upstream: `strip` removed from the front of the path (keeping a
+/// leading `/`). Without a prefix to strip, the client's own (already parsed) value is reused.
+fn upstream_path(uri: &http::Uri, strip: &str) -> Result<PathAndQuery, GwError> {
+    let path = uri.path();
+    let rest = path.strip_prefix(strip).unwrap_or(path);
+    if rest.len() == path.len()
+        && let Some(pq) = uri.path_and_query()
+    {
+        return Ok(pq.clone());
+    }
+    let query = uri.query();
+    let mut pq = String::with_capacity(rest.len() + 2 + query.map_or(0, str::len));
+    if !rest.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(rest);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    PathAndQuery::try_from(pq).map_err(|e| GwError::grpc(Code::InvalidArgument, e.to_string()))
 }
 
 fn deadline_exceeded(deadline: Duration) -> GwError {
@@ -497,8 +507,13 @@ fn deadline_exceeded(deadline: Duration) -> GwError {
 
 /// A fresh request id: 32 hex digits.
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v: u128 = rand::rng().random();
-    HeaderValue::from_str(&format!("{v:032x}")).expect("hex digits are a valid header value")
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
 }
 
 /// Refuses paths that try to climb out of their route (`..`, encoded dots or slashes).
@@ -633,6 +648,22 @@ mod tests {
             assert!(check_path(bad).is_err(), "{bad}");
         }
         assert!(check_path("/api/users/42").is_ok());
+    }
+
+    #[test]
+    fn upstream_paths_lose_the_prefix_and_keep_the_query() {
+        let pq = |uri: &str, strip: &str| {
+            upstream_path(&uri.parse().unwrap(), strip)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(pq("/rest/api/users/1?a=b", "/rest"), "/api/users/1?a=b");
+        assert_eq!(pq("/rest", "/rest"), "/");
+        assert_eq!(pq("/restapi/x", "/rest"), "/api/x");
+        assert_eq!(pq("/api/users/1?x=1", ""), "/api/users/1?x=1");
+        assert_eq!(pq("/api/users/1", "/other"), "/api/users/1");
+        assert!(new_request_id().to_str().unwrap().len() == 32);
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]

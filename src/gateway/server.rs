@@ -110,13 +110,15 @@ impl GatewayServer {
                 }
             }
         });
+        // Request deadlines then register without waking the I/O driver (see the function).
+        let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown.clone());
         Ok(GatewayServer {
             http,
             admin,
             gateway,
             drain: cfg.limits.drain_timeout.0,
             shutdown,
-            tasks: vec![main, admin_task, pruner],
+            tasks: vec![main, admin_task, pruner, armed],
         })
     }
 

@@ -84,7 +84,7 @@ pub fn build(mount: &Mount, upstream: RouteService, shared: &Shared) -> RouteSer
         .then(|| BreakerLayer::new(shared.breakers.clone()));
     let stack = ServiceBuilder::new()
         // metrics: requests by route, method and status; latency by route; in flight
-        .layer(MetricsLayer)
+        .layer(MetricsLayer::default())
         // JWT auth: 401/403 before anything else; verified claims forwarded upstream
         .option_layer(auth)
         // rate limit per key (API key, JWT subject or client address): 429 when spent

@@ -1,7 +1,7 @@
 //! Upstream pools and load balancing: per upstream, several endpoints; `round_robin` or
 //! `least_request` (power of two choices over in-flight counts). gRPC endpoints are tonic
 //! channels (multiplexed HTTP/2, connected lazily) called with a pass-through bytes codec; HTTP
-//! endpoints share one keep-alive pool. An endpoint that refuses connections is skipped for a
+//! endpoints each have a pool of keep-alive connections of the lean HTTP/1.1 client (`h1.rs`). An endpoint that refuses connections is skipped for a
 //! while, and the refused request is retried once on another endpoint (it never reached one).
 
 use std::sync::OnceLock;
@@ -9,13 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
+use http::Response;
 use http::uri::PathAndQuery;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
@@ -93,11 +88,6 @@ fn is_connect_error(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool
         {
             return true;
         }
-        if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>()
-            && c.is_connect()
-        {
-            return true;
-        }
         if e.to_string().contains("tcp connect error") {
             return true;
         }
@@ -109,6 +99,8 @@ fn is_connect_error(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool
 #[derive(Debug)]
 struct Endpoint {
     addr: String,
+    /// Idle keep-alive connections (HTTP upstreams).
+    h1: Option<std::sync::Arc<super::h1::Pool>>,
     channel: Option<Channel>,
     in_flight: AtomicUsize,
     down_until: AtomicU64,
@@ -123,7 +115,6 @@ pub struct Upstream {
     policy: LbPolicy,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    http: Option<Client<HttpConnector, Full<Bytes>>>,
     /// `gwbench_upstream_duration_seconds{upstream}`, registered once.
     pub latency: metrics::Histogram,
 }
@@ -165,19 +156,13 @@ impl Upstream {
             };
             endpoints.push(Endpoint {
                 addr: addr.clone(),
+                h1: (cfg.protocol == UpstreamProtocol::Http)
+                    .then(|| std::sync::Arc::new(super::h1::Pool::new(addr, connect_timeout))),
                 channel,
                 in_flight: AtomicUsize::new(0),
                 down_until: AtomicU64::new(0),
             });
         }
-        let http = (cfg.protocol == UpstreamProtocol::Http).then(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(connect_timeout));
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(connector)
-        });
         // Registered once here: recording then needs no label lookup per request.
         let _ = crate::gateway::middleware::metrics::handle();
         let latency = metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => cfg.name.clone());
@@ -188,7 +173,6 @@ impl Upstream {
             policy: cfg.lb,
             endpoints,
             next: AtomicUsize::new(0),
-            http,
         })
     }
 
@@ -315,38 +299,35 @@ impl Upstream {
         Ok((meta, body))
     }
 
-    /// Forwards an HTTP request (method, path and query, headers, body) to an endpoint; the
-    /// URI's authority is the endpoint's.
+    /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)
+    /// to an endpoint; its address is the Host. A refused connection marks the endpoint down
+    /// and the request goes to another one.
     pub async fn http_forward(
         &self,
         method: &http::Method,
         pq: &PathAndQuery,
         headers: &http::HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, Status> {
-        let client = self
-            .http
-            .as_ref()
-            .ok_or_else(|| Status::internal("not an HTTP upstream"))?;
+    ) -> Result<Response<crate::gateway::GwBody>, Status> {
         let mut tried = None;
         for _ in 0..self.endpoints.len().min(2) {
             let i = self.pick(tried);
             let ep = &self.endpoints[i];
-            let uri = http::Uri::builder()
-                .scheme("http")
-                .authority(ep.addr.as_str())
-                .path_and_query(pq.clone())
-                .build()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let mut req = Request::new(Full::new(body.clone()));
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers.clone();
+            let pool = ep
+                .h1
+                .as_ref()
+                .ok_or_else(|| Status::internal("not an HTTP upstream"))?;
             ep.in_flight.fetch_add(1, Ordering::Relaxed);
             let _guard = InFlight(&ep.in_flight);
-            match client.request(req).await {
+            let sent = pool.send(method, pq.as_str(), headers, &body).await;
+            match sent {
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.is_connect() => {
+                Err(super::h1::H1Error::Connect(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     self.mark_down(i);
                     tried = Some(i);
                 }

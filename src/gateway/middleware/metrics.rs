@@ -4,7 +4,8 @@
 //! `MetricsLayer` is the outermost layer of every stack; requests refused before routing
 //! (404, 405, 413, a bad path) are counted under the route `(none)`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -50,9 +51,59 @@ pub fn record_unrouted(method: &http::Method, status: http::StatusCode) {
 
 // ===== MetricsLayer =====
 
+/// Route, method and status of `gwbench_requests_total`.
+type RequestKey = (Arc<str>, http::Method, u16);
+
+/// Metric handles already registered, by label values: a request then costs one read-locked
+/// hash lookup instead of building label strings and a registry key (three of them).
+#[derive(Debug, Default)]
+struct Handles {
+    in_flight: OnceLock<metrics::Gauge>,
+    requests: RwLock<HashMap<RequestKey, metrics::Counter>>,
+    latency: RwLock<HashMap<Arc<str>, metrics::Histogram>>,
+}
+
+impl Handles {
+    fn in_flight(&self) -> &metrics::Gauge {
+        self.in_flight
+            .get_or_init(|| metrics::gauge!("gwbench_in_flight"))
+    }
+
+    fn latency(&self, route: &Arc<str>) -> metrics::Histogram {
+        if let Some(h) = read(&self.latency).get(route) {
+            return h.clone();
+        }
+        let h =
+            metrics::histogram!("gwbench_request_duration_seconds", "route" => route.to_string());
+        write(&self.latency).insert(route.clone(), h.clone());
+        h
+    }
+
+    fn requests(&self, route: &Arc<str>, method: &http::Method, status: u16) -> metrics::Counter {
+        let key = (route.clone(), method.clone(), status);
+        if let Some(c) = read(&self.requests).get(&key) {
+            return c.clone();
+        }
+        let c = metrics::counter!("gwbench_requests_total", "route" => route.to_string(),
+            "method" => method.to_string(), "status" => status.to_string());
+        write(&self.requests).insert(key, c.clone());
+        c
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Counts and times every request of a stack.
 #[derive(Debug, Clone, Default)]
-pub struct MetricsLayer;
+pub struct MetricsLayer {
+    handles: Arc<Handles>,
+}
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
@@ -60,7 +111,10 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         // Make sure the recorder exists before the first request records into it.
         let _ = handle();
-        MetricsService { inner }
+        MetricsService {
+            inner,
+            handles: self.handles.clone(),
+        }
     }
 }
 
@@ -68,6 +122,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Debug, Clone)]
 pub struct MetricsService<S> {
     inner: S,
+    handles: Arc<Handles>,
 }
 
 impl<S> Service<GwRequest> for MetricsService<S>
@@ -88,18 +143,20 @@ where
 
     fn call(&mut self, req: GwRequest) -> Self::Future {
         let mut inner = take_ready(&mut self.inner);
-        let route = req.route.to_string();
-        let method = req.parts.method.to_string();
+        let route = req.route.clone();
+        let method = req.parts.method.clone();
+        let handles = self.handles.clone();
         Box::pin(async move {
             let start = Instant::now();
-            let in_flight = metrics::gauge!("gwbench_in_flight");
+            let in_flight = handles.in_flight();
             in_flight.increment(1.0);
             let resp = inner.call(req).await?;
             in_flight.decrement(1.0);
-            let status = resp.status().as_str().to_string();
-            metrics::histogram!("gwbench_request_duration_seconds", "route" => route.clone())
+            handles
+                .latency(&route)
                 .record(start.elapsed().as_secs_f64());
-            metrics::counter!("gwbench_requests_total", "route" => route, "method" => method, "status" => status)
+            handles
+                .requests(&route, &method, resp.status().as_u16())
                 .increment(1);
             Ok(resp)
         })
