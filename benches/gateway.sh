@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# What the gateway core adds, side by side with nginx's proxy_pass, at a constant rate.
+# What the gateway core adds, side by side with nginx's proxy_pass, at a constant rate, and where
+# each saturates.
 # Starts the mocks (CPU 0), the gateway and nginx (CPU 0), and loads each path from CPU 1:
 #   direct REST mock | gateway proxy route | nginx proxy_pass (1 worker, upstream keepalive)
 #   direct gRPC mock | gateway REST->gRPC transcoding
 # For each: corrected/service p50 and p99 (gwbench load), and CPU µs per request of the middle
-# process (from /proc/PID/stat). Runs alternate in rounds; medians are printed.
+# process (from /proc/PID/stat). Runs alternate in rounds; medians are printed. Then `gwbench
+# saturate --target URL` finds the knee of the gateway's proxy route and of nginx's, with the
+# same p99 objective (SAT_SLO), and the three ratios of the performance goal are printed.
 #
 #   bash benches/gateway.sh            # needs nginx: apt-get install -y nginx
 #   RPS=5000 DURATION=5 ROUNDS=3 bash benches/gateway.sh
+#   SAT=0 bash benches/gateway.sh      # without the saturation searches (about 2 minutes)
+#   SAT_SLO=10ms bash benches/gateway.sh
 #   GW_B=/tmp/gwbench-before bash benches/gateway.sh   # also a second gateway build, same runs
 #                                                      # (before/after a change, back to back)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RPS=${RPS:-5000}; DURATION=${DURATION:-5}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-16}
+SAT=${SAT:-1}; SAT_SLO=${SAT_SLO:-10ms}
 command -v nginx >/dev/null || { echo "missing: nginx (apt-get install -y nginx)" >&2; exit 2; }
 cargo build --release --quiet
 GW=target/release/gwbench
@@ -96,10 +102,17 @@ for round in $(seq "$ROUNDS"); do
     run b-gateway-transcode "$gwb_pid" "http://127.0.0.1:$gwbp/api/users/42"
   fi
 done
+if [ "$SAT" != 0 ]; then
+  for side in gateway nginx; do
+    port=$([ $side = gateway ] && echo "$gwp" || echo "$ngp")
+    $gen "$GW" saturate --target "http://127.0.0.1:$port/rest/api/users/42" --slo-p99 "$SAT_SLO" \
+      -q --out "$work/sat-$side" > "$work/sat-$side.txt"
+  done
+fi
 echo "rate $RPS req/s, $CONNS connections, ${DURATION}s x $ROUNDS rounds; servers on CPU 0, generator on CPU 1"
 echo "gateway RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$gw_pid/status)"
-python3 - "$work/all.txt" <<'PY'
-import statistics, sys, collections
+python3 - "$work/all.txt" "$work" "$SAT_SLO" <<'PY'
+import statistics, sys, collections, json, os
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     f = line.split(); rows[f[0]].append(f[1:])
@@ -114,6 +127,26 @@ print(f"nginx added:     p50 {add('nginx-proxy','direct-rest',2):.0f} us, p99 {a
 print(f"transcode added: p50 {add('gateway-transcode','direct-grpc',2):.0f} us, p99 {add('gateway-transcode','direct-grpc',3):.0f} us")
 print(f"CPU per request: gateway proxy / nginx = {m['gateway-proxy'][4]/m['nginx-proxy'][4]:.2f}x, "
       f"gateway transcode / nginx = {m['gateway-transcode'][4]/m['nginx-proxy'][4]:.2f}x")
+print("the performance goal (issue #7):")
+r = m['gateway-proxy'][4] / m['nginx-proxy'][4]
+print(f"  1. REST->REST proxy CPU per request, gateway / nginx = {r:.2f}x (goal <= 0.8x); "
+      f"added p99 {add('gateway-proxy','direct-rest',3):.0f} us vs nginx {add('nginx-proxy','direct-rest',3):.0f} us")
+r = m['gateway-transcode'][4] / m['nginx-proxy'][4]
+print(f"  2. REST->gRPC transcoded CPU per request, gateway / nginx proxy = {r:.2f}x (goal <= 1.2x)")
+knees = {}
+for side in ("gateway", "nginx"):
+    f = os.path.join(sys.argv[2], f"sat-{side}", "summary.json")
+    if os.path.exists(f):
+        srch = json.load(open(f))["searches"][0]
+        knees[side] = (srch.get("knee_rps"), srch.get("generator_limited"))
+if len(knees) == 2 and all(k[0] for k in knees.values()):
+    (g, gl), (n, nl) = knees["gateway"], knees["nginx"]
+    lim = " (a lower bound: the generator ran out)" if gl or nl else ""
+    print(f"  3. saturation knee (p99 <= {sys.argv[3]}), gateway / nginx = {g:.0f} / {n:.0f} req/s = {g/n:.2f}x (goal >= 1.0x){lim}")
+elif knees:
+    print(f"  3. saturation: no knee found for one side: {knees}")
+else:
+    print("  3. saturation: not measured (SAT=0)")
 if 'b-gateway-proxy' in m:
     print(f"this build / GW_B, CPU per request: proxy {m['gateway-proxy'][4]/m['b-gateway-proxy'][4]:.2f}x, "
           f"transcode {m['gateway-transcode'][4]/m['b-gateway-transcode'][4]:.2f}x")

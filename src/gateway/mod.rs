@@ -6,6 +6,7 @@
 //! upstream (transcode | proxy) → response headers.
 
 pub mod aggregate;
+pub mod grpc;
 pub mod h1;
 pub mod middleware;
 pub mod router;

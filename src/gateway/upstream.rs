@@ -1,6 +1,6 @@
 //! Upstream pools and load balancing: per upstream, several endpoints; `round_robin` or
-//! `least_request` (power of two choices over in-flight counts). gRPC endpoints are tonic
-//! channels (multiplexed HTTP/2, connected lazily) called with a pass-through bytes codec; HTTP
+//! `least_request` (power of two choices over in-flight counts). gRPC endpoints each have one
+//! multiplexed HTTP/2 connection of the lean client (`grpc.rs`, connected lazily); HTTP
 //! endpoints each have a pool of keep-alive connections of the lean HTTP/1.1 client (`h1.rs`). An endpoint that refuses connections is skipped for a
 //! while, and the refused request is retried once on another endpoint (it never reached one).
 
@@ -8,67 +8,17 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use http::Response;
 use http::uri::PathAndQuery;
 use rand::Rng;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::config::{self, LbPolicy, UpstreamProtocol};
 
 /// How long an endpoint that refused a connection is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(1);
-
-// ===== bytes codec =====
-
-/// A gRPC codec that passes already-encoded messages through.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesCodec;
-
-/// Encoder half of [`BytesCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesEncoder;
-
-/// Decoder half of [`BytesCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesDecoder;
-
-impl Codec for BytesCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = BytesEncoder;
-    type Decoder = BytesDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        BytesDecoder
-    }
-}
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for BytesDecoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 // ===== endpoints =====
 
@@ -101,7 +51,8 @@ struct Endpoint {
     addr: String,
     /// Idle keep-alive connections (HTTP upstreams).
     h1: Option<std::sync::Arc<super::h1::Pool>>,
-    channel: Option<Channel>,
+    /// The HTTP/2 connection (gRPC upstreams).
+    grpc: Option<super::grpc::GrpcConn>,
     in_flight: AtomicUsize,
     down_until: AtomicU64,
 }
@@ -144,13 +95,10 @@ impl Upstream {
         let connect_timeout = cfg.connect_timeout.0;
         let mut endpoints = Vec::new();
         for addr in &cfg.endpoints {
-            let channel = match cfg.protocol {
+            let grpc = match cfg.protocol {
                 UpstreamProtocol::Grpc => Some(
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|e| format!("upstream {}: endpoint {addr:?}: {e}", cfg.name))?
-                        .connect_timeout(connect_timeout)
-                        .tcp_nodelay(true)
-                        .connect_lazy(),
+                    super::grpc::GrpcConn::new(addr, connect_timeout)
+                        .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
                 ),
                 UpstreamProtocol::Http => None,
             };
@@ -158,7 +106,7 @@ impl Upstream {
                 addr: addr.clone(),
                 h1: (cfg.protocol == UpstreamProtocol::Http)
                     .then(|| std::sync::Arc::new(super::h1::Pool::new(addr, connect_timeout))),
-                channel,
+                grpc,
                 in_flight: AtomicUsize::new(0),
                 down_until: AtomicU64::new(0),
             });
@@ -279,24 +227,16 @@ impl Upstream {
         timeout: Option<Duration>,
     ) -> Result<(MetadataMap, Bytes), Status> {
         let ep = &self.endpoints[i];
-        let channel = ep
-            .channel
-            .clone()
+        let conn = ep
+            .grpc
+            .as_ref()
             .ok_or_else(|| Status::internal("not a gRPC upstream"))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&ep.in_flight);
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::from_error(e.into()))?;
-        let mut req = tonic::Request::new(body);
-        *req.metadata_mut() = metadata.clone();
-        if let Some(t) = timeout {
-            req.set_timeout(t);
-        }
-        let resp = grpc.unary(req, path.clone(), BytesCodec).await?;
-        let (meta, body, _) = resp.into_parts();
-        Ok((meta, body))
+        let reply = conn
+            .unary(path, &body, metadata.clone().into_headers(), timeout)
+            .await?;
+        Ok((MetadataMap::new(), reply))
     }
 
     /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)

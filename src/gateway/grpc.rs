@@ -1,0 +1,291 @@
+//! A lean gRPC client for transcoded calls: unary calls over one HTTP/2 connection per endpoint
+//! (the `h2` crate, no tower buffer, no connection-task hand-off for the request). The request's
+//! HEADERS and its one DATA frame are queued by the calling task before the connection task
+//! flushes, so they leave in one write; through tonic's channel (and hyper's HTTP/2 client) the
+//! DATA frame followed in a second write, waking the upstream twice per call.
+//!
+//! The connection opens on first use and again after it fails; a call that finds it dead before
+//! sending anything goes out once more on a new one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, StatusCode};
+use tokio::net::TcpStream;
+use tonic::{Code, Status};
+
+/// Largest response message accepted (tonic's default is 4 MiB).
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+type Sender = h2::client::SendRequest<Bytes>;
+
+/// One gRPC endpoint's HTTP/2 connection.
+pub struct GrpcConn {
+    addr: String,
+    authority: Authority,
+    connect_timeout: Duration,
+    sender: Mutex<Option<Sender>>,
+    /// Held while connecting, so that concurrent first calls share one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for GrpcConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcConn")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+fn unavailable(msg: String, source: std::io::Error) -> Status {
+    let mut s = Status::unavailable(msg);
+    s.set_source(Arc::new(source));
+    s
+}
+
+fn from_h2(e: h2::Error) -> Status {
+    if let Some(reason) = e.reason() {
+        // A stream reset by the server: CANCEL is what a server sends when it gave up.
+        let code = match reason {
+            h2::Reason::CANCEL => Code::Cancelled,
+            h2::Reason::REFUSED_STREAM => Code::Unavailable,
+            h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+            _ => Code::Internal,
+        };
+        return Status::new(code, format!("HTTP/2 stream error: {e}"));
+    }
+    if e.is_io() {
+        let text = e.to_string();
+        return match e.into_io() {
+            Some(io) => unavailable(format!("connection error: {text}"), io),
+            None => Status::unavailable(text),
+        };
+    }
+    Status::unavailable(format!("HTTP/2 error: {e}"))
+}
+
+/// `grpc-timeout` for `d`: milliseconds (or microseconds when short), at most 8 digits.
+fn grpc_timeout(d: Duration) -> HeaderValue {
+    let us = d.as_micros();
+    let v = if us < 100_000_000 {
+        format!("{us}u")
+    } else {
+        format!("{}m", (d.as_millis()).min(99_999_999))
+    };
+    HeaderValue::from_str(&v).expect("digits and a unit")
+}
+
+impl GrpcConn {
+    /// A connection to `addr` (`host:port`), opened on first use.
+    pub fn new(addr: &str, connect_timeout: Duration) -> Result<Self, String> {
+        Ok(GrpcConn {
+            addr: addr.to_string(),
+            authority: Authority::try_from(addr).map_err(|e| format!("endpoint {addr:?}: {e}"))?,
+            connect_timeout,
+            sender: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn cached(&self) -> Option<Sender> {
+        self.sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn forget(&self) {
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn connect(&self) -> Result<Sender, Status> {
+        let _one = self.connecting.lock().await;
+        if let Some(s) = self.cached() {
+            return Ok(s);
+        }
+        let addr = &self.addr;
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(unavailable(format!("connect to {addr}: {e}"), e)),
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(unavailable(format!("connect to {addr}: {e}"), e));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(from_h2)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "gRPC upstream connection ended");
+            }
+        });
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// A sender ready for one more stream: the cached connection, or a new one when it is gone.
+    async fn ready(&self) -> Result<Sender, Status> {
+        if let Some(s) = self.cached() {
+            match s.ready().await {
+                Ok(s) => return Ok(s),
+                Err(_) => self.forget(), // closed (GOAWAY, reset): nothing was sent on it
+            }
+        }
+        self.connect().await?.ready().await.map_err(|e| {
+            self.forget();
+            from_h2(e)
+        })
+    }
+
+    /// One unary call: `msg` is the encoded request message; `headers` are sent as metadata
+    /// (with `grpc-timeout` when `timeout` is set). Returns the encoded response message.
+    pub async fn unary(
+        &self,
+        path: &PathAndQuery,
+        msg: &[u8],
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, Status> {
+        let mut sender = self.ready().await?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        let mut req = Request::new(());
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = http::Uri::from_parts(uri).map_err(|e| Status::internal(e.to_string()))?;
+        *req.headers_mut() = headers;
+        let h = req.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(t) = timeout {
+            h.insert(HeaderName::from_static("grpc-timeout"), grpc_timeout(t));
+        }
+        let mut framed = BytesMut::with_capacity(5 + msg.len());
+        framed.put_u8(0); // not compressed
+        framed.put_u32(msg.len() as u32);
+        framed.put_slice(msg);
+        let (response, mut stream) = sender.send_request(req, false).map_err(from_h2)?;
+        // Queued with the HEADERS: both leave in the connection task's next write.
+        stream.send_data(framed.freeze(), true).map_err(from_h2)?;
+        let resp = response.await.map_err(from_h2)?;
+        let (parts, mut body) = resp.into_parts();
+        // A trailers-only answer (an error, usually) carries the status in the headers.
+        if let Some(status) = status_of(&parts.headers) {
+            return Err(status);
+        }
+        if parts.status != StatusCode::OK {
+            return Err(Status::new(
+                http_code(parts.status),
+                format!("upstream answered HTTP {}", parts.status),
+            ));
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(from_h2)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if buf.len() + chunk.len() > MAX_MESSAGE + 5 {
+                return Err(Status::resource_exhausted(format!(
+                    "response message over {MAX_MESSAGE} bytes"
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.map_err(from_h2)?.unwrap_or_default();
+        match status_of(&trailers) {
+            Some(status) => return Err(status),
+            None if !trailers.contains_key("grpc-status") => {
+                return Err(Status::unknown("the upstream sent no grpc-status"));
+            }
+            None => {}
+        }
+        let mut buf = buf.freeze();
+        if buf.len() < 5 {
+            return Err(Status::internal("the upstream sent no response message"));
+        }
+        if buf[0] != 0 {
+            return Err(Status::internal(
+                "the upstream sent a compressed message (none was offered)",
+            ));
+        }
+        let len = (&buf[1..5]).get_u32() as usize;
+        buf.advance(5);
+        if buf.len() != len {
+            return Err(Status::internal(format!(
+                "response message framed as {len} bytes, {} arrived",
+                buf.len()
+            )));
+        }
+        Ok(buf)
+    }
+}
+
+/// The error in `grpc-status` / `grpc-message`; None when it says OK or is absent.
+fn status_of(headers: &HeaderMap) -> Option<Status> {
+    let code: i32 = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if code == 0 {
+        return None;
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    Some(Status::new(Code::from_i32(code), message))
+}
+
+/// gRPC's mapping of an HTTP status that is not 200 (the gRPC over HTTP/2 spec).
+fn http_code(s: StatusCode) -> Code {
+    match s.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502..=504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_timeouts() {
+        let mut h = HeaderMap::new();
+        assert!(status_of(&h).is_none());
+        h.insert("grpc-status", HeaderValue::from_static("5"));
+        h.insert("grpc-message", HeaderValue::from_static("no%20user%2042"));
+        let s = status_of(&h).unwrap();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "no user 42");
+        h.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(status_of(&h).is_none());
+        assert_eq!(grpc_timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
+        assert_eq!(
+            http_code(StatusCode::SERVICE_UNAVAILABLE),
+            Code::Unavailable
+        );
+    }
+}
