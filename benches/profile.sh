@@ -13,7 +13,7 @@ RPS=${RPS:-5000}; DURATION=${DURATION:-10}; TOP=${TOP:-15}; PATH_KIND=${PATH_KIN
 command -v perf >/dev/null || { echo "missing: perf (apt-get install -y linux-perf)" >&2; exit 2; }
 [ "$PATH_KIND" != nginx ] || command -v nginx >/dev/null || { echo "missing: nginx (apt-get install -y nginx)" >&2; exit 2; }
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
-GW=target/release/gwbench
+GW=${GW:-target/release/gwbench} # GW=/path/to/other/build profiles that build
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
