@@ -87,6 +87,26 @@ fn noop() -> RouteService {
     }))
 }
 
+/// Benches `svc` driven with `oneshot`, a fresh request from `make` per iteration (made outside
+/// the timed part, as criterion's `iter_batched` does).
+fn bench_oneshot<S>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: &S,
+    mut make: impl FnMut() -> GwRequest,
+) where
+    S: tower::Service<GwRequest, Response = GwResponse, Error = Infallible> + Clone,
+{
+    g.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
+            &mut make,
+            |req| svc.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -293,12 +313,8 @@ fn rate_limit(c: &mut Criterion) {
     });
     let layer = RateLimitLayer::new(Arc::new(store()), overrides(&cfg), cfg);
     let svc = layer.layer(noop());
-    g.bench_function("layer (x-api-key, allowed)", |b| {
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &[("x-api-key", "client-1")]),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "layer (x-api-key, allowed)", &svc, || {
+        request("/api/users/42", &[("x-api-key", "client-1")])
     });
     g.finish();
 }
@@ -339,12 +355,8 @@ fn breaker(c: &mut Criterion) {
         BreakerConfig::default(),
     ))]))
     .layer(noop());
-    g.bench_function("layer, closed", |b| {
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &[]),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "layer, closed", &svc, || {
+        request("/api/users/42", &[])
     });
     g.finish();
 }
@@ -378,23 +390,13 @@ fn cache(c: &mut Criterion) {
             .unwrap();
         assert_eq!(r.headers()["x-cache"], "HIT");
     });
-    g.bench_function("hit (100k resident)", |b| {
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &key),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "hit (100k resident)", &svc, || {
+        request("/api/users/42", &key)
     });
     let mut n = 1_000_000u64;
-    g.bench_function("miss + insert (100k resident)", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                n += 1;
-                request(&format!("/api/users/{n}"), &key)
-            },
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "miss + insert (100k resident)", &svc, || {
+        n += 1;
+        request(&format!("/api/users/{n}"), &key)
     });
     g.finish();
 }
@@ -404,31 +406,18 @@ fn cache(c: &mut Criterion) {
 fn layers(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("layer");
-    g.bench_function("none (request build + oneshot of the no-op)", |b| {
-        let svc = noop();
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &[]),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "none (oneshot of the no-op)", &noop(), || {
+        request("/api/users/42", &[])
     });
     let verifier = Arc::new(Verifier::new(&auth_config()).unwrap());
     let svc = AuthLayer::new(verifier).layer(noop());
     let t = format!("Bearer {}", token("hs", 3600));
-    g.bench_function("auth HS256", |b| {
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &[("authorization", &t)]),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "auth HS256", &svc, || {
+        request("/api/users/42", &[("authorization", &t)])
     });
     let svc = MetricsLayer::default().layer(noop());
-    g.bench_function("metrics", |b| {
-        b.to_async(&rt).iter_batched(
-            || request("/api/users/42", &[]),
-            |req| svc.clone().oneshot(req),
-            BatchSize::SmallInput,
-        )
+    bench_oneshot(&mut g, &rt, "metrics", &svc, || {
+        request("/api/users/42", &[])
     });
     g.finish();
 }

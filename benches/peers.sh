@@ -24,22 +24,9 @@ cargo build --release --quiet
 GW=target/release/gwbench
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port;
-    location / { return 200 'hello from nginx\n'; }
-  }
-}
-CONF
+. benches/lib.sh
+port=$(free_port)
+nginx_conf "$work" "$port"
 pin_server=""; pin_gen=""
 if [ "$(nproc)" -ge 2 ]; then pin_server="taskset -c 0"; pin_gen="taskset -c 1"; fi
 $pin_server nginx -c "$work/nginx.conf" -p "$work" &

@@ -14,39 +14,12 @@ command -v perf >/dev/null || { echo "missing: perf (apt-get install -y linux-pe
 [ "$PATH_KIND" != nginx ] || command -v nginx >/dev/null || { echo "missing: nginx (apt-get install -y nginx)" >&2; exit 2; }
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
 GW=${GW:-target/release/gwbench} # GW=/path/to/other/build profiles that build
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-srv="taskset -c 0"; gen="taskset -c 1"
-[ "$(nproc)" -ge 2 ] || { srv=""; gen=""; }
-rest=$(free_port); grpc=$(free_port); adm=$(free_port); gwp=$(free_port); gwa=$(free_port)
-$srv $GW backends --rest-port "$rest" --grpc-port "$grpc" --admin-port "$adm" --threads 1 > "$work/b.out" 2>&1 &
-pids+=($!)
-$srv $GW gateway --listen "127.0.0.1:$gwp" --admin "127.0.0.1:$gwa" --threads 1 \
-  --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/g.out" 2>&1 &
-gw_pid=$!; pids+=($gw_pid)
-for _ in $(seq 100); do grep -q "ready admin" "$work/g.out" 2>/dev/null && break; sleep 0.1; done
+. benches/lib.sh
+start_stack
 pid=$gw_pid
 if [ "$PATH_KIND" = nginx ]; then
   ngp=$(free_port)
-  cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream mock { server 127.0.0.1:$rest; keepalive 64; }
-  server {
-    listen 127.0.0.1:$ngp;
-    keepalive_requests 1000000;
-    location /rest/ { proxy_pass http://mock/; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
+  nginx_conf "$work" "$ngp" "$rest"
   $srv nginx -c "$work/nginx.conf" -p "$work" &
   pids+=($!); sleep 0.5
   pid=$(pgrep -P "$!") # the worker
