@@ -318,7 +318,12 @@ async fn proxy_headers_and_h2c() {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
-            let body = serde_json::json!({ "uri": req.uri().to_string(), "headers": headers });
+            let (method, uri) = (req.method().to_string(), req.uri().to_string());
+            let received = req.into_body().collect().await.unwrap().to_bytes();
+            let body = serde_json::json!({
+                "method": method, "uri": uri, "headers": headers,
+                "body": String::from_utf8_lossy(&received),
+            });
             gwbench::net::json(StatusCode::OK, body.to_string())
         },
         shutdown,
@@ -355,6 +360,36 @@ async fn proxy_headers_and_h2c() {
             && h.get("connection")
                 .is_none_or(|c| c != "keep-alive, x-drop"),
         "{h}"
+    );
+
+    // A request body goes upstream whole, framed by its length (here it came chunked).
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
+    let chunked = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    tokio::spawn(async move {
+        for part in [&b"{\"name\": "[..], &b"\"ada\"}"[..]] {
+            let _ = tx
+                .send(Ok(hyper::body::Frame::data(Bytes::from_static(part))))
+                .await;
+        }
+    });
+    let req = Request::post(format!("http://{}/rest/echo/post", gw.http))
+        .header("content-type", "application/json")
+        .body(chunked)
+        .unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap();
+    let echoed: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["body"], r#"{"name": "ada"}"#, "{echoed}");
+    assert_eq!(echoed["headers"]["content-length"], "15", "{echoed}");
+    assert!(
+        echoed["headers"].get("transfer-encoding").is_none(),
+        "{echoed}"
     );
 
     // The same listener speaks h2c (prior knowledge).
