@@ -329,14 +329,16 @@ impl Router {
                 }
             },
         };
-        let mut params = Vec::new();
+        let mut params = Vec::with_capacity(m.params.len());
         for (k, v) in m.params.iter() {
             if k.starts_with('p') {
-                params.push(
+                params.push(if v.contains('%') {
                     percent_encoding::percent_decode_str(v)
                         .decode_utf8_lossy()
-                        .into_owned(),
-                );
+                        .into_owned()
+                } else {
+                    v.to_string()
+                });
             }
         }
         Ok(RouteMatch {
