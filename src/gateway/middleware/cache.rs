@@ -49,27 +49,43 @@ fn key_of(req: &GwRequest, cfg: &CacheConfig) -> Option<String> {
     if req.parts.method != Method::GET {
         return None;
     }
-    let mut query: Vec<(String, String)> =
-        form_urlencoded::parse(req.parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    query.sort();
-    let mut key = format!("GET {}?", req.parts.uri.path());
-    for (k, v) in &query {
-        key.push_str(&format!("{k}={v}&"));
+    let path = req.parts.uri.path();
+    let mut key = String::with_capacity(path.len() + 48);
+    key.push_str("GET ");
+    key.push_str(path);
+    key.push('?');
+    // Query parameters in a canonical order (decoded, sorted), so `?a=1&b=2` and `?b=2&a=1` share.
+    if let Some(q) = req.parts.uri.query().filter(|q| !q.is_empty()) {
+        let mut query: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+            form_urlencoded::parse(q.as_bytes()).collect();
+        query.sort();
+        for (k, v) in &query {
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+            key.push('&');
+        }
     }
     if !cfg.public {
-        let identity = match req.parts.extensions.get::<Subject>() {
-            Some(Subject(s)) => format!("sub:{s}"),
-            None => req
+        key.push('#');
+        match req.parts.extensions.get::<Subject>() {
+            Some(Subject(s)) => {
+                key.push_str("sub:");
+                key.push_str(s);
+            }
+            None => match req
                 .parts
                 .headers
                 .get(cfg.api_key_header.as_str())
                 .and_then(|v| v.to_str().ok())
-                .map_or_else(|| "anonymous".to_string(), |k| format!("key:{k}")),
-        };
-        key.push('#');
-        key.push_str(&identity);
+            {
+                Some(k) => {
+                    key.push_str("key:");
+                    key.push_str(k);
+                }
+                None => key.push_str("anonymous"),
+            },
+        }
     }
     Some(key)
 }
@@ -84,7 +100,17 @@ fn cacheable(resp: &GwResponse) -> bool {
 }
 
 fn with_x_cache(mut resp: GwResponse, value: &'static str) -> GwResponse {
-    metrics::counter!("gwbench_cache_total", "result" => value).increment(1);
+    // One registered counter per result (a label lookup per request cost more than a hit).
+    static COUNTERS: std::sync::OnceLock<[(&'static str, metrics::Counter); 3]> =
+        std::sync::OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        ["HIT", "MISS", "BYPASS"]
+            .map(|r| (r, metrics::counter!("gwbench_cache_total", "result" => r)))
+    });
+    match counters.iter().find(|(r, _)| *r == value) {
+        Some((_, c)) => c.increment(1),
+        None => metrics::counter!("gwbench_cache_total", "result" => value).increment(1),
+    }
     resp.headers_mut()
         .insert("x-cache", HeaderValue::from_static(value));
     resp
@@ -130,7 +156,8 @@ async fn store(resp: GwResponse) -> Result<Cached, GwResponse> {
 /// Caches GET responses in front of the inner service.
 #[derive(Debug, Clone)]
 pub struct CacheLayer {
-    cache: moka::future::Cache<String, Arc<Cached>>,
+    /// Behind an `Arc`: cloning a moka cache clones several `Arc`s (one per request here).
+    cache: Arc<moka::future::Cache<String, Arc<Cached>>>,
     cfg: Arc<CacheConfig>,
 }
 
@@ -141,7 +168,10 @@ impl CacheLayer {
             .max_capacity(cfg.max_entries)
             .time_to_live(cfg.ttl.0)
             .build();
-        CacheLayer { cache, cfg }
+        CacheLayer {
+            cache: Arc::new(cache),
+            cfg,
+        }
     }
 }
 
@@ -161,7 +191,8 @@ impl<S> Layer<S> for CacheLayer {
 #[derive(Debug, Clone)]
 pub struct CacheService<S> {
     inner: S,
-    cache: moka::future::Cache<String, Arc<Cached>>,
+    /// Behind an `Arc`: cloning a moka cache clones several `Arc`s (one per request here).
+    cache: Arc<moka::future::Cache<String, Arc<Cached>>>,
     cfg: Arc<CacheConfig>,
 }
 
