@@ -81,6 +81,34 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .draw()
 }
 
+/// The drawing area of one chart.
+type Root<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// One chart as inline SVG of `size`: `draw` paints on a white area; a drawing error becomes a
+/// short paragraph in its place.
+fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Root<'_>) -> Drawn) -> String {
+    let mut svg = String::new();
+    let drawn = (|| -> Drawn {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root)?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_or_else(chart_error, |()| svg)
+}
+
+/// A chart builder in the report's style: caption, margins, label areas.
+fn builder<'a, 'b>(root: &'a Root<'b>, caption: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64);
+    b
+}
+
 fn chart_error(e: impl std::fmt::Display) -> String {
     format!(
         "<p>chart could not be drawn: {}</p>",
@@ -98,19 +126,12 @@ fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
         .fold(f64::MAX, f64::min)
         .min(top / 10.0)
         .max(0.001);
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (720, 380)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{}: corrected latency by percentile", s.name),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..4f64, (bottom..top).log_scale())?;
+    svg_chart((720, 380), |root| {
+        let mut chart = builder(
+            root,
+            &format!("{}: corrected latency by percentile", s.name),
+        )
+        .build_cartesian_2d(0f64..4f64, (bottom..top).log_scale())?;
         chart
             .configure_mesh()
             .x_labels(5)
@@ -136,29 +157,20 @@ fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
                 .legend(legend_line(color));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        root.present()?;
         Ok(())
-    })();
-    drawn.map_or_else(chart_error, |()| svg)
+    })
 }
 
 fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
     let all = s.p99_over_time.0.iter().chain(&s.p99_over_time.1);
     let t_max = all.clone().map(|p| p.0).fold(1.0f64, f64::max);
     let top = all.map(|p| p.1 / 1e6).fold(0.01f64, f64::max) * 1.2;
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (720, 300)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{}: p99 per 1 s interval (all rounds)", s.name),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..t_max, 0f64..top)?;
+    svg_chart((720, 300), |root| {
+        let mut chart = builder(
+            root,
+            &format!("{}: p99 per 1 s interval (all rounds)", s.name),
+        )
+        .build_cartesian_2d(0f64..t_max, 0f64..top)?;
         chart
             .configure_mesh()
             .x_desc("seconds since the first round's start")
@@ -175,10 +187,8 @@ fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
                 .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-        root.present()?;
         Ok(())
-    })();
-    drawn.map_or_else(chart_error, |()| svg)
+    })
 }
 
 fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
@@ -189,19 +199,12 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
     let top = values.iter().map(|v| v.0.max(v.1)).fold(1.0f64, f64::max) * 1.2;
     let low = values.iter().map(|v| v.0.min(v.1)).fold(0.0f64, f64::min) * 1.2;
     let n = scenarios.len().max(1);
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (720, 320)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "overhead of the gateway side (service time, median of rounds)",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..n as f64, low..top)?;
+    svg_chart((720, 320), |root| {
+        let mut chart = builder(
+            root,
+            "overhead of the gateway side (service time, median of rounds)",
+        )
+        .build_cartesian_2d(0f64..n as f64, low..top)?;
         chart
             .configure_mesh()
             .x_labels(n * 2 + 1)
@@ -237,10 +240,8 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
             .border_style(BLACK)
             .background_style(WHITE)
             .draw()?;
-        root.present()?;
         Ok(())
-    })();
-    drawn.map_or_else(chart_error, |()| svg)
+    })
 }
 
 /// The whole page.
@@ -371,17 +372,9 @@ fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
         "achieved by offered rate"
     };
     let colors = [BLUE, RED, GREEN, MAGENTA];
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, (720, 340)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut builder = ChartBuilder::on(&root);
-        builder
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .margin_right(36)
-            .x_label_area_size(36)
-            .y_label_area_size(64);
+    svg_chart((720, 340), |root| {
+        let mut builder = builder(root, title);
+        builder.margin_right(36);
         let series = |s: &SaturationPlot<'_>| -> Vec<(f64, f64)> {
             let mut pts: Vec<(f64, f64)> = s
                 .steps
@@ -432,10 +425,8 @@ fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
             }
             draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
-        root.present()?;
         Ok(())
-    })();
-    drawn.map_or_else(chart_error, |()| svg)
+    })
 }
 
 /// The saturate page: the answer, the two charts, the step tables.
