@@ -885,9 +885,15 @@ message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3;
 message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
 "#;
 
+/// The request headers (gRPC metadata) the echo server saw last.
+type Seen = std::sync::Arc<std::sync::Mutex<http::HeaderMap>>;
+
 /// A gRPC server for any unary method that answers with the request's own bytes (SayRequest and
-/// SayReply share their field numbers), so the reply shows what the gateway encoded.
-async fn echo_grpc_server() -> SocketAddr {
+/// SayReply share their field numbers), so the reply shows what the gateway encoded; it keeps
+/// the last request's headers.
+async fn echo_grpc_server() -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let keep = seen.clone();
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -897,19 +903,24 @@ async fn echo_grpc_server() -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 break;
             };
+            let keep = keep.clone();
             tokio::spawn(async move {
                 let service =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                        let resp = http::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .body(StreamBody::new(tokio_stream::iter(frames)))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            *keep.lock().unwrap() = req.headers().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                            let resp = http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(StreamBody::new(tokio_stream::iter(frames)))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -918,7 +929,7 @@ async fn echo_grpc_server() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 #[tokio::test]
@@ -935,7 +946,7 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     let set = dir.join("echo.pb");
     std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
 
-    let upstream = echo_grpc_server().await;
+    let (upstream, seen) = echo_grpc_server().await;
     let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
     cfg.transcode.descriptor_set = Some(set);
     cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
@@ -950,6 +961,31 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
         r.json(),
         serde_json::json!({"text": "bob smith", "count": 3, "labels": ["a", "b"]})
     );
+    // The call carried gRPC's headers, the request id and the route's deadline.
+    {
+        let h = seen.lock().unwrap();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-request-id"].len(), 32, "{h:?}");
+        assert!(h["grpc-timeout"].to_str().unwrap().ends_with('u'), "{h:?}");
+    }
+    // Through the /secure mount, the verified subject travels as metadata too.
+    let token = gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::config::DEV_SECRET.as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api",
+            "exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300}),
+    )
+    .unwrap();
+    let req = Request::get(format!("http://{}/secure/v1/say/bob", gw.http))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-user-id", "mallory") // a client's own copy is replaced
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(seen.lock().unwrap()["x-user-id"], "alice");
     // The gateway's own routes are not there: only what this descriptor set annotates.
     assert_eq!(
         get(&format!("http://{}/api/users/1", gw.http)).await.status,

@@ -15,7 +15,6 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::{Map, Value, json};
 use tonic::Code;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
 use super::status::GwError;
 use super::upstream::Upstream;
@@ -150,7 +149,7 @@ impl Aggregation {
         part: &Part,
         scopes: &BTreeMap<&str, &Value>,
         upstream: &Upstream,
-        metadata: &MetadataMap,
+        metadata: &http::HeaderMap,
         deadline: Instant,
         json: &JsonOptions,
     ) -> PartResult {
@@ -193,7 +192,7 @@ impl Aggregation {
                 true,
             )),
             Ok(Err(s)) if matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => {
-                // tonic reports the grpc-timeout it enforces as CANCELLED.
+                // The upstream gave up on the grpc-timeout it was sent (servers answer either).
                 Err((
                     format!("no answer within {}", humantime::format_duration(limit)),
                     true,
@@ -207,7 +206,7 @@ impl Aggregation {
                 ),
                 false,
             )),
-            Ok(Ok((_, reply))) => {
+            Ok(Ok(reply)) => {
                 let out = DynamicMessage::decode(part.output.clone(), reply)
                     .map_err(|e| (format!("undecodable answer: {e}"), false))?;
                 out.serialize_with_options(serde_json::value::Serializer, &json.serialize)
@@ -232,10 +231,8 @@ impl Aggregation {
                 .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
                 .collect(),
         );
-        let mut metadata = MetadataMap::new();
-        if let Ok(v) = MetadataValue::try_from(request_id.as_bytes()) {
-            metadata.insert("x-request-id", v);
-        }
+        let mut metadata = http::HeaderMap::new();
+        metadata.insert(super::REQUEST_ID, request_id.clone());
         let mut results: BTreeMap<String, PartResult> = BTreeMap::new();
         // Wave 1: independent parts, in parallel.
         let scopes: BTreeMap<&str, &Value> = [("query", &query_json)].into_iter().collect();

@@ -27,7 +27,6 @@ use http_body_util::{BodyExt, Either, Limited};
 use rand::Rng;
 use thiserror::Error;
 use tonic::Code;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::config::GatewayConfig;
 use crate::net::PeerAddr;
@@ -377,28 +376,22 @@ impl Core {
                         &req.body,
                         &self.json,
                     )?;
-                    let mut metadata = MetadataMap::new();
-                    if let Ok(v) = MetadataValue::try_from(req.request_id.as_bytes()) {
-                        metadata.insert("x-request-id", v);
-                    }
+                    let mut metadata = HeaderMap::new();
+                    metadata.insert(REQUEST_ID, req.request_id.clone());
                     // Claims the auth layer verified travel as metadata.
                     if let Some(claims) =
                         parts.extensions.get::<middleware::auth::ForwardedClaims>()
                     {
                         for (name, value) in &claims.0 {
-                            if let (Ok(k), Ok(v)) = (
-                                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-                                MetadataValue::try_from(value.as_bytes()),
-                            ) {
-                                metadata.insert(k, v);
-                            }
+                            metadata.insert(name.clone(), value.clone());
                         }
                     }
-                    let (_, reply) = self.upstreams[req.upstream]
+                    let reply = self.upstreams[req.upstream]
                         .grpc_unary(&route.grpc_path, msg, &metadata, Some(deadline))
                         .await
                         .map_err(|s| match s.code() {
-                            // tonic enforces the grpc-timeout it sends and reports it as CANCELLED.
+                            // A server that gives up on the grpc-timeout it was sent may answer
+                            // CANCELLED (tonic's does): past the deadline, that is a 504.
                             Code::Cancelled if started.elapsed() >= deadline => {
                                 deadline_exceeded(deadline)
                             }

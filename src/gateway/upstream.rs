@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::Response;
 use http::uri::PathAndQuery;
 use rand::Rng;
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::config::{self, LbPolicy, UpstreamProtocol};
@@ -183,9 +182,9 @@ impl Upstream {
         &self,
         path: &PathAndQuery,
         body: Bytes,
-        metadata: &MetadataMap,
+        metadata: &http::HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<(MetadataMap, Bytes), Status> {
+    ) -> Result<Bytes, Status> {
         let first = self.pick(None);
         match self
             .grpc_on(first, path, body.clone(), metadata, timeout)
@@ -223,9 +222,9 @@ impl Upstream {
         i: usize,
         path: &PathAndQuery,
         body: Bytes,
-        metadata: &MetadataMap,
+        metadata: &http::HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<(MetadataMap, Bytes), Status> {
+    ) -> Result<Bytes, Status> {
         let ep = &self.endpoints[i];
         let conn = ep
             .grpc
@@ -233,10 +232,7 @@ impl Upstream {
             .ok_or_else(|| Status::internal("not a gRPC upstream"))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&ep.in_flight);
-        let reply = conn
-            .unary(path, &body, metadata.clone().into_headers(), timeout)
-            .await?;
-        Ok((MetadataMap::new(), reply))
+        conn.unary(path, &body, metadata.clone(), timeout).await
     }
 
     /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)
