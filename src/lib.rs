@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod http1;
 pub mod load;
 pub mod net;
 pub mod proto;

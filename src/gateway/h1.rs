@@ -22,6 +22,8 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::http1::{Framing, Step};
+
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -73,122 +75,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// How the response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-}
-
-enum Step {
-    Data(Bytes),
-    NeedMore,
-    Done,
-}
-
 fn protocol(msg: impl Into<String>) -> H1Error {
     H1Error::Protocol(msg.into())
-}
-
-impl Framing {
-    /// Decodes what it can from `buf` (`eof`: nothing more will come).
-    fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, H1Error> {
-        loop {
-            match self {
-                Framing::Length(0) => return Ok(Step::Done),
-                Framing::Length(n) => {
-                    if buf.is_empty() {
-                        return if eof {
-                            Err(protocol("the body ended before its Content-Length"))
-                        } else {
-                            Ok(Step::NeedMore)
-                        };
-                    }
-                    let take = (*n).min(buf.len() as u64) as usize;
-                    *n -= take as u64;
-                    return Ok(Step::Data(buf.split_to(take).freeze()));
-                }
-                Framing::UntilClose => {
-                    return Ok(if !buf.is_empty() {
-                        Step::Data(buf.split().freeze())
-                    } else if eof {
-                        Step::Done
-                    } else {
-                        Step::NeedMore
-                    });
-                }
-                Framing::Chunked(state) => {
-                    let need_more = || {
-                        if eof {
-                            Err(protocol("the chunked body ended early"))
-                        } else {
-                            Ok(Step::NeedMore)
-                        }
-                    };
-                    match *state {
-                        Chunk::Size | Chunk::Trailers => {
-                            let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                                if buf.len() > MAX_HEAD {
-                                    return Err(protocol("chunk size line too long"));
-                                }
-                                return need_more();
-                            };
-                            let line = buf.split_to(end + 2);
-                            let line = &line[..end];
-                            if *state == Chunk::Trailers {
-                                if line.is_empty() {
-                                    *self = Framing::Length(0);
-                                }
-                                continue; // a trailer line: skipped
-                            }
-                            let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-                            let size = std::str::from_utf8(hex)
-                                .ok()
-                                .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                                .ok_or_else(|| protocol("bad chunk size"))?;
-                            *state = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
-                        }
-                        Chunk::Data(n) => {
-                            if buf.is_empty() {
-                                return need_more();
-                            }
-                            let take = n.min(buf.len() as u64) as usize;
-                            *state = if take as u64 == n {
-                                Chunk::DataEnd
-                            } else {
-                                Chunk::Data(n - take as u64)
-                            };
-                            return Ok(Step::Data(buf.split_to(take).freeze()));
-                        }
-                        Chunk::DataEnd => {
-                            if buf.len() < 2 {
-                                return need_more();
-                            }
-                            if &buf[..2] != b"\r\n" {
-                                return Err(protocol("chunk not followed by CRLF"));
-                            }
-                            buf.advance(2);
-                            *state = Chunk::Size;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 async fn write_request(stream: &mut TcpStream, head: &[u8], body: &Bytes) -> std::io::Result<()> {
@@ -334,7 +222,7 @@ impl Pool {
         let mut chunks: Vec<Bytes> = Vec::new();
         loop {
             match f.step(&mut conn.buf, false) {
-                Ok(Step::Data(d)) => chunks.push(d),
+                Ok(Step::Data(n)) => chunks.push(conn.buf.split_to(n).freeze()),
                 Ok(Step::Done) => {
                     let body = match chunks.len() {
                         0 => Bytes::new(),
@@ -392,7 +280,7 @@ impl Streaming {
         let mut eof = false;
         loop {
             match self.framing.step(&mut conn.buf, eof) {
-                Ok(Step::Data(d)) => return Some(Ok(Frame::data(d))),
+                Ok(Step::Data(n)) => return Some(Ok(Frame::data(conn.buf.split_to(n).freeze()))),
                 Ok(Step::Done) => {
                     self.done = true;
                     let conn = self.conn.take()?;
@@ -412,7 +300,7 @@ impl Streaming {
                 Err(e) => {
                     self.done = true;
                     self.conn = None;
-                    return Some(Err(std::io::Error::other(e.to_string())));
+                    return Some(Err(std::io::Error::other(e)));
                 }
             }
         }
@@ -495,40 +383,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, H1E
         if code == 101 {
             return Err(protocol("protocol upgrades are not proxied"));
         }
-        let http10 = r.version == Some(0);
+        let framing = crate::http1::head(&r, *method == Method::HEAD).map_err(protocol)?;
         let base = buf.as_ptr() as usize;
         // Header values are kept as slices of the head (no copy): their offsets now, the
         // slices once the head is split off the buffer.
         let mut values: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(r.headers.len());
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut close = http10;
         for h in r.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|e| protocol(format!("header name {:?}: {e}", h.name)))?;
-            if name == header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or_else(|| protocol("bad Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(protocol("conflicting Content-Length values"));
-                }
-                length = Some(n);
-            } else if name == header::TRANSFER_ENCODING {
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name == header::CONNECTION {
-                let v = h.value.to_ascii_lowercase();
-                if v.windows(5).any(|w| w == b"close") {
-                    close = true;
-                } else if http10 && v.windows(10).any(|w| w == b"keep-alive") {
-                    close = false;
-                }
-            }
             let at = if h.value.is_empty() {
                 0
             } else {
@@ -546,67 +408,17 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, H1E
                 .map_err(|e| protocol(format!("header {name}: {e}")))?;
             headers.append(name, value);
         }
-        let no_body = *method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let framing = if no_body {
-            None
-        } else if chunked {
-            // The body is re-framed by the gateway's server: the length it had is not kept.
+        if matches!(framing.framing, Some(Framing::Chunked(_))) {
+            // The body is re-framed by the gateway's server: a length it also had is dropped.
             headers.remove(header::CONTENT_LENGTH);
-            Some(Framing::Chunked(Chunk::Size))
-        } else if let Some(n) = length {
-            Some(Framing::Length(n))
-        } else {
-            close = true;
-            Some(Framing::UntilClose)
-        };
-        return Ok(Some((resp, framing, !close)));
+        }
+        return Ok(Some((resp, framing.framing, framing.keep_alive)));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode(framing: Framing, wire: &[u8], step: usize) -> Result<Vec<u8>, String> {
-        let mut f = framing;
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        let mut fed = 0;
-        loop {
-            let eof = fed >= wire.len();
-            match f.step(&mut buf, eof).map_err(|e| e.to_string())? {
-                Step::Data(d) => out.extend_from_slice(&d),
-                Step::Done => return Ok(out),
-                Step::NeedMore => {
-                    let end = (fed + step).min(wire.len());
-                    buf.extend_from_slice(&wire[fed..end]);
-                    fed = end;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn bodies_decode_whatever_the_read_sizes() {
-        let chunked = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
-        for step in [1, 2, 3, 7, 100] {
-            assert_eq!(
-                decode(Framing::Chunked(Chunk::Size), chunked, step).unwrap(),
-                b"hello, world",
-                "read size {step}"
-            );
-            assert_eq!(
-                decode(Framing::Length(5), b"hello", step).unwrap(),
-                b"hello"
-            );
-            assert_eq!(decode(Framing::UntilClose, b"abc", step).unwrap(), b"abc");
-        }
-        assert!(decode(Framing::Length(10), b"short", 3).is_err());
-        assert!(decode(Framing::Chunked(Chunk::Size), b"5\r\nhel", 2).is_err());
-        assert!(decode(Framing::Chunked(Chunk::Size), b"zz\r\n", 2).is_err());
-    }
 
     #[test]
     fn heads_parse_with_their_framing() {
@@ -629,7 +441,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"[..],
         );
         let (_, framing, keep) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
-        assert_eq!(framing, Some(Framing::Chunked(Chunk::Size)));
+        assert_eq!(framing, Some(Framing::Chunked(crate::http1::Chunk::Size)));
         assert!(!keep);
 
         let mut buf =

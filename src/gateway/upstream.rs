@@ -37,9 +37,6 @@ fn is_connect_error(mut err: Option<&(dyn std::error::Error + 'static)>) -> bool
         {
             return true;
         }
-        if e.to_string().contains("tcp connect error") {
-            return true;
-        }
         err = e.source();
     }
     false

@@ -13,18 +13,10 @@ use tokio::net::TcpStream;
 
 use super::recorder::Outcome;
 use super::target::RequestTemplate;
+use crate::http1::{Framing, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_HEADERS: usize = 96;
-
-/// How the response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
 
 /// One HTTP/1.1 connection of a sender task (none yet, or broken: the next request reconnects).
 #[derive(Debug)]
@@ -149,19 +141,20 @@ impl H1Conn {
 
     async fn read_response(&mut self, head: bool) -> Result<(Outcome, bool), &'static str> {
         // Status line and headers (skipping 1xx interim responses).
-        let (code, framing, keep_alive) = loop {
+        let (code, framing) = loop {
             if !self.buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut resp = httparse::Response::new(&mut headers);
                 match resp.parse(&self.buf) {
                     Ok(httparse::Status::Complete(len)) => {
                         let code = resp.code.unwrap_or(0);
-                        let parsed = framing_of(&resp, code, head);
+                        let parsed =
+                            crate::http1::head(&resp, head).map_err(|_| "protocol_error")?;
                         self.buf.advance(len);
                         if (100..200).contains(&code) && code != 101 {
                             continue;
                         }
-                        break (code, parsed.0, parsed.1);
+                        break (code, parsed);
                     }
                     Ok(httparse::Status::Partial) => {}
                     Err(_) => return Err("protocol_error"),
@@ -177,77 +170,28 @@ impl H1Conn {
                 });
             }
         };
-        match framing {
-            Framing::None => {}
-            Framing::Length(mut left) => loop {
-                let have = self.buf.len() as u64;
-                if have >= left {
-                    if have > left {
-                        return Err("protocol_error"); // bytes after the body: nothing was pipelined
-                    }
-                    break;
-                }
-                left -= have;
-                self.buf.clear();
-                self.fill().await?;
-            },
-            Framing::Chunked => self.skip_chunked().await?,
-            Framing::UntilClose => {
-                loop {
-                    self.buf.clear();
-                    if self.fill().await.is_err() {
-                        break;
-                    }
-                }
-                return Ok((outcome(code), false));
-            }
-        }
-        Ok((outcome(code), keep_alive))
-    }
-
-    /// Skips a chunked body (sizes, data, trailers) as it arrives.
-    async fn skip_chunked(&mut self) -> Result<(), &'static str> {
-        loop {
-            let line = self.line().await?;
-            let size_text = line.split(|b| *b == b';').next().unwrap_or_default();
-            let size = std::str::from_utf8(size_text)
-                .ok()
-                .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                .ok_or("protocol_error")?;
-            if size == 0 {
-                // Trailers, up to an empty line.
-                while !self.line().await?.is_empty() {}
-                return Ok(());
-            }
-            let mut left = size + 2; // data and its CRLF
+        // The body is skipped in place as it arrives.
+        if let Some(mut body) = framing.framing {
+            let until_close = body == Framing::UntilClose;
             loop {
-                let take = left.min(self.buf.len() as u64);
-                self.buf.advance(take as usize);
-                left -= take;
-                if left == 0 {
-                    break;
+                match body.step(&mut self.buf, false) {
+                    Ok(Step::Data(n)) => self.buf.advance(n),
+                    Ok(Step::Done) => break,
+                    Ok(Step::NeedMore) => match self.fill().await {
+                        Ok(()) => {}
+                        Err(_) if until_close => break,
+                        Err(kind) => return Err(kind),
+                    },
+                    Err(_) => return Err("protocol_error"),
                 }
-                self.fill().await?;
             }
         }
-    }
-
-    /// The next CRLF-terminated line (without the CRLF), consumed from the buffer.
-    async fn line(&mut self) -> Result<Vec<u8>, &'static str> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf[..i].to_vec();
-                self.buf.advance(i + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err("protocol_error");
-            }
-            self.fill().await?;
+        if !self.buf.is_empty() {
+            return Err("protocol_error"); // bytes after the body: nothing was pipelined
         }
+        Ok((outcome(code), framing.keep_alive))
     }
 }
-
 /// The connection closed before any byte of the response.
 struct Stale;
 
@@ -257,46 +201,6 @@ fn outcome(code: u16) -> Outcome {
     } else {
         Outcome::Http(code)
     }
-}
-
-/// Body framing and keep-alive, from the status and headers (RFC 9112 §6.3).
-fn framing_of(resp: &httparse::Response<'_, '_>, code: u16, head: bool) -> (Framing, bool) {
-    let mut length = None;
-    let mut chunked = false;
-    let mut close = resp.version == Some(0);
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .split(|b| *b == b',')
-                .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = h.value.trim_ascii();
-            if v.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if v.eq_ignore_ascii_case(b"keep-alive") {
-                close = false;
-            }
-        }
-    }
-    let framing = if head || code == 204 || code == 304 || (100..200).contains(&code) {
-        Framing::None
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        if n == 0 {
-            Framing::None
-        } else {
-            Framing::Length(n)
-        }
-    } else {
-        Framing::UntilClose
-    };
-    (framing, !close && framing != Framing::UntilClose)
 }
 
 #[cfg(test)]
