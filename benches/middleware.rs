@@ -23,14 +23,14 @@ use http_body_util::{Either, Empty, Full};
 use prost::Message;
 use tower::{Layer, ServiceExt};
 
-use gwbench::config::{
+use gwbench::gateway::config::{
     AuthConfig, AuthKey, BreakerConfig, CacheConfig, GatewayConfig, Mount, RateLimitConfig,
 };
 use gwbench::gateway::middleware::breaker::Admission;
 use gwbench::gateway::middleware::ratelimit::overrides;
 use gwbench::gateway::middleware::{
-    AuthLayer, Breaker, BreakerLayer, CacheLayer, GovernorStore, KeyStore, MetricsLayer,
-    RateLimitLayer, Verifier,
+    Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
+    Verifier,
 };
 use gwbench::gateway::router::{ProxyTarget, Router, Target};
 use gwbench::gateway::transcode::{JsonOptions, MethodRoute};
@@ -122,7 +122,12 @@ fn auth_config() -> AuthConfig {
     };
     AuthConfig {
         keys: vec![
-            key("hs", "HS256", Some(gwbench::config::DEV_SECRET), None),
+            key(
+                "hs",
+                "HS256",
+                Some(gwbench::gateway::config::dev_secret()),
+                None,
+            ),
             key("rs", "RS256", None, Some("rsa_public.pem")),
             key("es", "ES256", None, Some("ec_public.pem")),
         ],
@@ -138,7 +143,10 @@ fn token(kid: &str, exp_in: i64) -> String {
         "iat": now_s(), "exp": now_s() + exp_in, "scope": "read write",
     });
     let (alg, key) = match kid {
-        "hs" | "none" => ("HS256", gwbench::config::DEV_SECRET.as_bytes().to_vec()),
+        "hs" | "none" => (
+            "HS256",
+            gwbench::gateway::config::dev_secret().as_bytes().to_vec(),
+        ),
         "rs" => (
             "RS256",
             std::fs::read(format!("{FIXTURES}rsa_private.pem")).unwrap(),
@@ -307,11 +315,11 @@ fn rate_limit(c: &mut Criterion) {
     });
     let rt = runtime();
     let cfg = Arc::new(RateLimitConfig {
-        rate: 1_000_000_000,
-        burst: 1_000_000,
+        rate: NonZeroU32::new(1_000_000_000).unwrap(),
+        burst: NonZeroU32::new(1_000_000).unwrap(),
         ..RateLimitConfig::default()
     });
-    let layer = RateLimitLayer::new(Arc::new(store()), overrides(&cfg), cfg);
+    let layer = PolicyLayer::new(RateLimit::new(Arc::new(store()), overrides(&cfg), cfg));
     let svc = layer.layer(noop());
     bench_oneshot(&mut g, &rt, "layer (x-api-key, allowed)", &svc, || {
         request("/api/users/42", &[("x-api-key", "client-1")])
@@ -350,10 +358,10 @@ fn breaker(c: &mut Criterion) {
         b.iter(|| matches!(open.admit(), Admission::Reject(_)))
     });
     let rt = runtime();
-    let svc = BreakerLayer::new(Arc::new(vec![Arc::new(Breaker::new(
+    let svc = PolicyLayer::new(Breakers::new(Arc::new(vec![Arc::new(Breaker::new(
         "bench",
         BreakerConfig::default(),
-    ))]))
+    ))])))
     .layer(noop());
     bench_oneshot(&mut g, &rt, "layer, closed", &svc, || {
         request("/api/users/42", &[])
@@ -367,7 +375,7 @@ fn cache(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("cache");
     let cfg = Arc::new(CacheConfig {
-        ttl: gwbench::config::TextDuration(Duration::from_secs(3600)),
+        ttl: gwbench::gateway::config::TextDuration(Duration::from_secs(3600)),
         max_entries: 1_000_000,
         ..CacheConfig::default()
     });
@@ -410,12 +418,12 @@ fn layers(c: &mut Criterion) {
         request("/api/users/42", &[])
     });
     let verifier = Arc::new(Verifier::new(&auth_config()).unwrap());
-    let svc = AuthLayer::new(verifier).layer(noop());
+    let svc = PolicyLayer::new(Auth::new(verifier)).layer(noop());
     let t = format!("Bearer {}", token("hs", 3600));
     bench_oneshot(&mut g, &rt, "auth HS256", &svc, || {
         request("/api/users/42", &[("authorization", &t)])
     });
-    let svc = MetricsLayer::default().layer(noop());
+    let svc = PolicyLayer::new(Metrics::new()).layer(noop());
     bench_oneshot(&mut g, &rt, "metrics", &svc, || {
         request("/api/users/42", &[])
     });
@@ -481,8 +489,8 @@ fn transcoding(c: &mut Criterion) {
 fn whole_stack(c: &mut Criterion) {
     let rt = runtime();
     let mut cfg = GatewayConfig::default_config();
-    cfg.rate_limit.rate = 1_000_000_000;
-    cfg.rate_limit.burst = 1_000_000;
+    cfg.rate_limit.rate = NonZeroU32::new(1_000_000_000).unwrap();
+    cfg.rate_limit.burst = NonZeroU32::new(1_000_000).unwrap();
     cfg.transcode.mounts.push(Mount {
         prefix: "/all".into(),
         auth: true,

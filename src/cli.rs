@@ -41,8 +41,9 @@ Ids 1..=1000000 exist; others answer NOT_FOUND / 404. Orders have ids ord-<user>
 
 /// gwbench: measure what an API gateway costs.
 ///
-/// Starts mock backends (REST and gRPC) and, in later versions, a gateway and an open-loop load
-/// generator that measures the latency and CPU the gateway adds.
+/// Mock backends (REST and gRPC), a gateway (REST proxy, REST→gRPC transcoding, aggregation,
+/// JWT auth, rate limits, breakers, caching), an open-loop load generator, and `compare` /
+/// `saturate` / `report`, which measure the latency and CPU the gateway adds.
 #[derive(Debug, Parser)]
 #[command(name = "gwbench", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
@@ -204,10 +205,13 @@ Scenarios (direct vs through the gateway, same offered rate):
   grpc   gRPC GetUser vs REST GET /api/users/42 transcoded by the gateway (translation cost)
   full   the gateway's bare REST->gRPC route vs /secure with JWT auth, rate limit (not
          triggering) and breaker (middleware cost); compare mints the token itself
-  dashboard: needs the aggregation endpoint, not built yet.
+  dashboard  four REST calls a client fans out itself vs the gateway's /api/dashboard
+         aggregation of the same four over gRPC (not in the default set)
+The default scenarios are rest, grpc and full.
 Direct and gateway runs alternate in rounds so that drift hits both; the table gives the median
 of the rounds, the overhead (gateway - direct) per percentile, and CPU per 1,000 requests of
-each process. Writes summary.json, summary.md, and a .hgrm and .hlog per scenario and side.";
+each process. Writes summary.json, summary.md, report.html (charts), and a .hgrm and .hlog per
+scenario and side.";
 
 /// `gwbench compare`.
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
-//! HTTP/1.1 response framing (RFC 9112 §6.3), shared by the two lean clients: the load
-//! generator's (`load::h1`, which skips bodies) and the gateway's proxy client (`gateway::h1`,
-//! which forwards them). Both parse the head with httparse; this module says how the body ends
-//! and walks it in place in the read buffer, without copying.
+//! HTTP/1.1 for the two lean clients, the load generator's (`load::h1`, which skips bodies) and
+//! the gateway's proxy client (`gateway::h1`, which forwards them): response framing (RFC 9112
+//! §6.3) here — how the body ends, walked in place in the read buffer without copying — and the
+//! client core both drive in [`client`] (connect, write, parse the head, the reuse rule).
+
+pub mod client;
 
 use bytes::{Buf, BytesMut};
 

@@ -5,8 +5,8 @@
 
 pub mod backend;
 pub mod cli;
-pub mod config;
 pub mod gateway;
+pub mod grpc;
 pub mod http1;
 pub mod load;
 pub mod net;

@@ -1,5 +1,5 @@
-//! Listener plumbing shared by every server in the binary (mocks, admin endpoints, later the
-//! gateway): binding with a clear error, a hyper accept loop serving HTTP/1.1 and h2c on one port
+//! Listener plumbing shared by every server in the binary (mocks, gateway, admin endpoints):
+//! binding with a clear error, a hyper accept loop serving HTTP/1.1 and h2c on one port
 //! with graceful shutdown, and JSON responses in the project's error format.
 
 use std::convert::Infallible;
@@ -45,6 +45,27 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError
         addr,
         io,
     })
+}
+
+/// Opens a TCP connection for a client (TCP_NODELAY set: requests are written whole), within
+/// `timeout` when given; a timeout is an `io::ErrorKind::TimedOut` error that says how long.
+/// The one place every client of the binary connects.
+pub async fn connect(
+    addr: impl tokio::net::ToSocketAddrs,
+    timeout: Option<Duration>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    let stream = match timeout {
+        None => connect.await?,
+        Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {}", humantime::format_duration(t)),
+            )
+        })??,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// The client's address, put in every request's extensions by [`serve_http`].

@@ -40,6 +40,14 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
     })
 }
 
+/// Loads a descriptor set file (a serialized `FileDescriptorSet`, as `protoc
+/// --descriptor_set_out --include_imports` or protox write). The error starts with the path.
+pub fn load_descriptor_set(path: &std::path::Path) -> Result<DescriptorPool, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    DescriptorPool::decode(bytes.as_slice())
+        .map_err(|e| format!("{}: not a FileDescriptorSet ({e})", path.display()))
+}
+
 /// A generated message type whose fully qualified protobuf name is known, so that it can be
 /// rendered with the proto3 JSON mapping through the descriptor pool.
 pub trait Named: prost::Message + Default {

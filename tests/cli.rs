@@ -346,7 +346,7 @@ fn gateway_config_errors_exit_2_before_binding() {
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
-        gwbench::config::DEFAULT_CONFIG.replace("lb = \"round_robin\"", "lb = \"random\""),
+        gwbench::gateway::config::DEFAULT_CONFIG.replace("lb = \"round_robin\"", "lb = \"random\""),
     )
     .unwrap();
     let bad = bad.to_str().unwrap();
@@ -385,7 +385,7 @@ fn gateway_config_errors_exit_2_before_binding() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        gwbench::config::DEFAULT_CONFIG
+        gwbench::gateway::config::DEFAULT_CONFIG
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -346,7 +346,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
         let b = gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
             .await
             .unwrap();
-        let mut cfg = gwbench::config::GatewayConfig::default_config();
+        let mut cfg = gwbench::gateway::config::GatewayConfig::default_config();
         cfg.listen.http = "127.0.0.1:0".parse().unwrap();
         cfg.listen.admin = "127.0.0.1:0".parse().unwrap();
         for u in &mut cfg.upstreams {

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, post, send};
+use common::{get, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
-use gwbench::config::GatewayConfig;
 use gwbench::gateway::Gateway;
+use gwbench::gateway::config::GatewayConfig;
 use gwbench::gateway::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -64,8 +64,8 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
         "/api/products/search?q=lamp&limit=3",
         "/api/inventory/7",
     ] {
-        let via = get(&format!("http://{}{path}", gw.http)).await;
-        let direct = get(&format!("http://{}{path}", b.rest[0])).await;
+        let via = get(&url(gw.http, path)).await;
+        let direct = get(&url(b.rest[0], path)).await;
         assert_eq!(via.status, StatusCode::OK, "{path}: {:?}", via.body);
         assert_eq!(via.headers["content-type"], "application/json");
         assert_eq!(via.json(), direct.json(), "{path}");
@@ -76,21 +76,19 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
         );
     }
     let body = r#"{"username":"grace","email":"g@example.com","address":{"city":"Arlington"}}"#;
-    let via = post(&format!("http://{}/api/users", gw.http), body).await;
-    let direct = post(&format!("http://{}/api/users", b.rest[0]), body).await;
+    let via = post(&url(gw.http, "/api/users"), body).await;
+    let direct = post(&url(b.rest[0], "/api/users"), body).await;
     assert_eq!(via.status, StatusCode::OK);
     assert_eq!(via.json(), direct.json());
     // The proxy route strips /rest and returns the upstream's answer untouched.
-    let proxied = get(&format!("http://{}/rest/api/users/42", gw.http)).await;
+    let proxied = get(&url(gw.http, "/rest/api/users/42")).await;
     assert_eq!(proxied.status, StatusCode::OK);
     assert_eq!(
         proxied.json(),
-        get(&format!("http://{}/api/users/42", b.rest[0]))
-            .await
-            .json()
+        get(&url(b.rest[0], "/api/users/42")).await.json()
     );
     assert_eq!(proxied.headers["x-gwbench-instance"], "0");
-    let routes = get(&format!("http://{}/routes", gw.admin)).await.json();
+    let routes = get(&url(gw.admin, "/routes")).await.json();
     assert_eq!(
         routes["routes"].as_array().unwrap().len(),
         26,
@@ -103,7 +101,7 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
 #[tokio::test]
 async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
     let (b, gw) = stack(1).await;
-    let url = |p: &str| format!("http://{}{p}", gw.http);
+    let at = |p: &str| url(gw.http, p);
     for (method, path, body, status, code, needle) in [
         (Method::GET, "/api/users/0", "", 404, "NOT_FOUND", "user 0"),
         (
@@ -187,7 +185,7 @@ async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
             "not allowed",
         ),
     ] {
-        let r = send(method.clone(), &url(path), body.to_string()).await;
+        let r = send(method.clone(), &at(path), body.to_string()).await;
         assert_eq!(r.status.as_u16(), status, "{method} {path}: {:?}", r.body);
         assert_eq!(r.headers["content-type"], "application/json", "{path}");
         let json = r.json();
@@ -198,15 +196,15 @@ async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
             "{path}: {json}"
         );
     }
-    let r = send(Method::DELETE, &url("/api/users/1"), "").await;
+    let r = send(Method::DELETE, &at("/api/users/1"), "").await;
     assert_eq!(r.headers["allow"], "GET");
     let big = format!("{{\"username\": \"{}\"}}", "x".repeat(2 << 20));
     assert_eq!(
-        post(&url("/api/users"), &big).await.status,
+        post(&at("/api/users"), &big).await.status,
         StatusCode::PAYLOAD_TOO_LARGE
     );
     // Only the valid not-found lookup reached a mock.
-    let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+    let stats = get(&url(b.admin, "/admin/stats")).await.json();
     let total: u64 = stats["listeners"]
         .as_array()
         .unwrap()
@@ -222,7 +220,7 @@ async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
 async fn both_routes_ok(gw: &GatewayServer, n: usize) {
     for _ in 0..n {
         for path in ["/api/users/1", "/rest/api/users/1"] {
-            let reply = get(&format!("http://{}{path}", gw.http)).await;
+            let reply = get(&url(gw.http, path)).await;
             assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
         }
     }
@@ -232,7 +230,7 @@ async fn both_routes_ok(gw: &GatewayServer, n: usize) {
 async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
     let (b, gw) = stack(2).await;
     both_routes_ok(&gw, 20).await;
-    let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+    let stats = get(&url(b.admin, "/admin/stats")).await.json();
     for l in stats["listeners"].as_array().unwrap() {
         assert!(
             l["requests"].as_u64().unwrap() >= 5,
@@ -253,7 +251,7 @@ async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
         .await
         .unwrap();
     for path in ["/api/users/1", "/rest/api/users/1"] {
-        let r = get(&format!("http://{}{path}", gw.http)).await;
+        let r = get(&url(gw.http, path)).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(r.json()["error"]["code"], "UNAVAILABLE");
     }
@@ -274,11 +272,11 @@ async fn deadlines_answer_504() {
     .await
     .unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
-    cfg.transcode.timeout = gwbench::config::TextDuration(Duration::from_millis(100));
-    cfg.proxy[0].timeout = gwbench::config::TextDuration(Duration::from_millis(100));
+    cfg.transcode.timeout = gwbench::gateway::config::TextDuration(Duration::from_millis(100));
+    cfg.proxy[0].timeout = gwbench::gateway::config::TextDuration(Duration::from_millis(100));
     let gw = GatewayServer::start(&cfg).await.unwrap();
     for path in ["/api/users/1", "/rest/api/users/1"] {
-        let r = get(&format!("http://{}{path}", gw.http)).await;
+        let r = get(&url(gw.http, path)).await;
         assert_eq!(
             r.status,
             StatusCode::GATEWAY_TIMEOUT,
@@ -293,7 +291,7 @@ async fn deadlines_answer_504() {
     let gw = GatewayServer::start(&config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]))
         .await
         .unwrap();
-    let req = Request::get(format!("http://{}/api/users/1", gw.http))
+    let req = Request::get(url(gw.http, "/api/users/1"))
         .header("grpc-timeout", "50m")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -332,7 +330,7 @@ async fn proxy_headers_and_h2c() {
     let gw = GatewayServer::start(&config(&[dead_addr()], &[echo_addr.to_string()]))
         .await
         .unwrap();
-    let req = Request::get(format!("http://{}/rest/echo/x?y=1", gw.http))
+    let req = Request::get(url(gw.http, "/rest/echo/x?y=1"))
         .header("x-request-id", "req-123")
         .header("x-forwarded-for", "10.0.0.1")
         .header("connection", "keep-alive, x-drop")
@@ -373,7 +371,7 @@ async fn proxy_headers_and_h2c() {
                 .await;
         }
     });
-    let req = Request::post(format!("http://{}/rest/echo/post", gw.http))
+    let req = Request::post(url(gw.http, "/rest/echo/post"))
         .header("content-type", "application/json")
         .body(chunked)
         .unwrap();
@@ -397,7 +395,7 @@ async fn proxy_headers_and_h2c() {
         .http2_only(true)
         .build_http::<Full<Bytes>>();
     let resp = h2
-        .get(format!("http://{}/rest/echo/h2", gw.http).parse().unwrap())
+        .get(url(gw.http, "/rest/echo/h2").parse().unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -410,12 +408,12 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
     let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
     cfg.transcode.mounts[1].auth = false; // this test is about the breaker
-    cfg.breaker.cooldown = gwbench::config::TextDuration(Duration::from_millis(200));
-    cfg.breaker.max_cooldown = gwbench::config::TextDuration(Duration::from_millis(400));
+    cfg.breaker.cooldown = gwbench::gateway::config::TextDuration(Duration::from_millis(200));
+    cfg.breaker.max_cooldown = gwbench::gateway::config::TextDuration(Duration::from_millis(400));
     let gw = GatewayServer::start(&cfg).await.unwrap();
-    let secure = format!("http://{}/secure/api/users/1", gw.http);
+    let secure = url(gw.http, "/secure/api/users/1");
     let requests = || async {
-        let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+        let stats = get(&url(b.admin, "/admin/stats")).await.json();
         stats["listeners"]
             .as_array()
             .unwrap()
@@ -425,7 +423,7 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
     };
     // The users service fails: 5 failures in a row open the circuit.
     post(
-        &format!("http://{}/admin/behavior/users", b.admin),
+        &url(b.admin, "/admin/behavior/users"),
         r#"{"error_rate": 1.0}"#,
     )
     .await;
@@ -457,23 +455,16 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
     );
     // Routes without the breaker still reach it; other services keep serving.
     assert_eq!(
-        get(&format!("http://{}/api/users/1", gw.http)).await.status,
+        get(&url(gw.http, "/api/users/1")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(requests().await, before + 1);
     assert_eq!(
-        get(&format!("http://{}/rest/api/products/1", gw.http))
-            .await
-            .status,
+        get(&url(gw.http, "/rest/api/products/1")).await.status,
         StatusCode::OK
     );
     // The upstream recovers: after the cooldown a probe succeeds and the circuit closes.
-    send(
-        Method::DELETE,
-        &format!("http://{}/admin/behavior", b.admin),
-        "",
-    )
-    .await;
+    send(Method::DELETE, &url(b.admin, "/admin/behavior"), "").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if get(&secure).await.status == StatusCode::OK {
@@ -498,20 +489,20 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
     cfg.transcode.mounts[1].auth = false; // this test is about the rate limit
     // One request per hour, burst 2: nothing refills while the test runs, however slow.
-    cfg.rate_limit.rate = 1;
-    cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
-    cfg.rate_limit.burst = 2;
-    cfg.rate_limit.overrides = vec![gwbench::config::RateLimitOverride {
+    cfg.rate_limit.rate = nz(1);
+    cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
+    cfg.rate_limit.burst = nz(2);
+    cfg.rate_limit.overrides = vec![gwbench::gateway::config::RateLimitOverride {
         key: "key:vip".into(),
-        rate: 1,
-        per: gwbench::config::TextDuration(Duration::from_secs(3600)),
-        burst: 5,
+        rate: nz(1),
+        per: gwbench::gateway::config::TextDuration(Duration::from_secs(3600)),
+        burst: nz(5),
     }];
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let call = |key: Option<&'static str>, xff: &'static str| {
-        let url = format!("http://{}/secure/api/users/1", gw.http);
+        let target = url(gw.http, "/secure/api/users/1");
         async move {
-            let mut req = Request::get(url).header("x-forwarded-for", xff);
+            let mut req = Request::get(target).header("x-forwarded-for", xff);
             if let Some(k) = key {
                 req = req.header("x-api-key", k);
             }
@@ -569,7 +560,7 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
     // The bare mount has no limit.
     for _ in 0..5 {
         assert_eq!(
-            get(&format!("http://{}/api/users/1", gw.http)).await.status,
+            get(&url(gw.http, "/api/users/1")).await.status,
             StatusCode::OK
         );
     }
@@ -580,8 +571,8 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
 #[tokio::test]
 async fn the_secure_mount_requires_a_token_from_gwbench_token() {
     let (b, gw) = stack(1).await;
-    let url = format!("http://{}/secure/api/users/42", gw.http);
-    let r = get(&url).await;
+    let target = url(gw.http, "/secure/api/users/42");
+    let r = get(&target).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"gwbench\"");
     assert_eq!(r.json()["error"]["code"], "UNAUTHENTICATED");
@@ -591,7 +582,7 @@ async fn the_secure_mount_requires_a_token_from_gwbench_token() {
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let req = Request::get(&url)
+    let req = Request::get(&target)
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -605,9 +596,7 @@ async fn the_secure_mount_requires_a_token_from_gwbench_token() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(
         body,
-        get(&format!("http://{}/api/users/42", gw.http))
-            .await
-            .json(),
+        get(&url(gw.http, "/api/users/42")).await.json(),
         "same answer as the bare route"
     );
     gw.shutdown().await;
@@ -617,16 +606,16 @@ async fn the_secure_mount_requires_a_token_from_gwbench_token() {
 #[tokio::test]
 async fn the_cached_mount_answers_repeats_from_the_cache() {
     let (b, gw) = stack(1).await;
-    let url = format!("http://{}/cached/api/users/9", gw.http);
-    let first = get(&url).await;
+    let target = url(gw.http, "/cached/api/users/9");
+    let first = get(&target).await;
     assert_eq!(
         (first.status, first.headers["x-cache"].to_str().unwrap()),
         (StatusCode::OK, "MISS")
     );
-    let second = get(&url).await;
+    let second = get(&target).await;
     assert_eq!(second.headers["x-cache"], "HIT");
     assert_eq!(second.json(), first.json());
-    let stats = get(&format!("http://{}/admin/stats", b.admin)).await.json();
+    let stats = get(&url(b.admin, "/admin/stats")).await.json();
     let total: u64 = stats["listeners"]
         .as_array()
         .unwrap()
@@ -636,7 +625,7 @@ async fn the_cached_mount_answers_repeats_from_the_cache() {
     assert_eq!(total, 1, "the second answer came from the cache");
     // A not-found answer is not cached.
     for _ in 0..2 {
-        let r = get(&format!("http://{}/cached/api/users/0", gw.http)).await;
+        let r = get(&url(gw.http, "/cached/api/users/0")).await;
         assert_eq!(
             (r.status, r.headers["x-cache"].to_str().unwrap()),
             (StatusCode::NOT_FOUND, "MISS")
@@ -682,11 +671,11 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
 async fn metrics_scrape_cleanly() {
     let (b, gw) = stack(1).await;
     for _ in 0..3 {
-        get(&format!("http://{}/api/users/5", gw.http)).await;
-        get(&format!("http://{}/cached/api/users/5", gw.http)).await;
+        get(&url(gw.http, "/api/users/5")).await;
+        get(&url(gw.http, "/cached/api/users/5")).await;
     }
-    get(&format!("http://{}/no/route", gw.http)).await;
-    let r = get(&format!("http://{}/metrics", gw.admin)).await;
+    get(&url(gw.http, "/no/route")).await;
+    let r = get(&url(gw.admin, "/metrics")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.headers["content-type"]
@@ -755,8 +744,8 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
         .request
         .insert("product_id".into(), serde_json::json!("{item.id}"));
     let gw = GatewayServer::start(&cfg).await.unwrap();
-    let url = format!("http://{}/api/dashboard?user_id=42", gw.http);
-    let r = get(&url).await;
+    let target = url(gw.http, "/api/dashboard?user_id=42");
+    let r = get(&target).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.headers["x-gwbench-completed"], "true");
     let doc = r.json();
@@ -774,11 +763,11 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
 
     // A failing optional part is null and listed.
     post(
-        &format!("http://{}/admin/behavior/orders", b.admin),
+        &url(b.admin, "/admin/behavior/orders"),
         r#"{"error_rate": 1.0}"#,
     )
     .await;
-    let r = get(&url).await;
+    let r = get(&target).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-gwbench-completed"], "false");
     let doc = r.json();
@@ -791,15 +780,15 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
             .contains("UNAVAILABLE")
     );
     // A failing required part fails the whole with 502.
-    let r = get(&format!("http://{}/api/dashboard?user_id=0", gw.http)).await;
+    let r = get(&url(gw.http, "/api/dashboard?user_id=0")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     // Everything slower than the 500 ms deadline: 504.
     post(
-        &format!("http://{}/admin/behavior", b.admin),
+        &url(b.admin, "/admin/behavior"),
         r#"{"latency": "fixed:700ms"}"#,
     )
     .await;
-    let r = get(&url).await;
+    let r = get(&target).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body);
     gw.shutdown().await;
     b.shutdown().await;
@@ -809,34 +798,34 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
 async fn a_mount_configures_middleware_route_by_route() {
     let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
-    cfg.rate_limit.per = gwbench::config::TextDuration(Duration::from_secs(3600));
-    cfg.transcode.mounts.push(gwbench::config::Mount {
+    cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
+    cfg.transcode.mounts.push(gwbench::gateway::config::Mount {
         prefix: "/limited".into(),
         rpcs: Some(vec!["gwbench.v1.UserService.GetUser".into()]),
         rate_limit: true,
-        rate: Some(1),
-        burst: Some(1),
+        rate: Some(nz(1)),
+        burst: Some(nz(1)),
         ..Default::default()
     });
     cfg.validate().unwrap();
     let gw = GatewayServer::start(&cfg).await.unwrap();
-    let url = |p: &str| format!("http://{}{p}", gw.http);
-    let first = get(&url("/limited/api/users/1")).await;
+    let at = |p: &str| url(gw.http, p);
+    let first = get(&at("/limited/api/users/1")).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(
         first.headers["ratelimit-limit"], "1",
         "the mount's own burst"
     );
     assert_eq!(
-        get(&url("/limited/api/users/1")).await.status,
+        get(&at("/limited/api/users/1")).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
     // Only the listed RPC is mounted there; the shared /secure limit is untouched.
     assert_eq!(
-        get(&url("/limited/api/products/1")).await.status,
+        get(&at("/limited/api/products/1")).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(get(&url("/api/users/1")).await.status, StatusCode::OK);
+    assert_eq!(get(&at("/api/users/1")).await.status, StatusCode::OK);
     gw.shutdown().await;
     b.shutdown().await;
 }
@@ -972,13 +961,13 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     // Through the /secure mount, the verified subject travels as metadata too.
     let token = gwbench::gateway::middleware::auth::mint(
         "HS256",
-        gwbench::config::DEV_SECRET.as_bytes(),
+        gwbench::gateway::config::dev_secret().as_bytes(),
         Some("dev"),
         &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api",
             "exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300}),
     )
     .unwrap();
-    let req = Request::get(format!("http://{}/secure/v1/say/bob", gw.http))
+    let req = Request::get(url(gw.http, "/secure/v1/say/bob"))
         .header("authorization", format!("Bearer {token}"))
         .header("x-user-id", "mallory") // a client's own copy is replaced
         .body(Full::new(Bytes::new()))
@@ -988,7 +977,7 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     assert_eq!(seen.lock().unwrap()["x-user-id"], "alice");
     // The gateway's own routes are not there: only what this descriptor set annotates.
     assert_eq!(
-        get(&format!("http://{}/api/users/1", gw.http)).await.status,
+        get(&url(gw.http, "/api/users/1")).await.status,
         StatusCode::NOT_FOUND
     );
     gw.shutdown().await;
@@ -1091,9 +1080,9 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
     let gw = GatewayServer::start(&config(&[dead_addr()], &[up.to_string()]))
         .await
         .unwrap();
-    let url = |p: &str| format!("http://{}/rest{p}", gw.http);
+    let at = |p: &str| url(gw.http, &format!("/rest{p}"));
 
-    let r = get(&url("/chunked")).await;
+    let r = get(&at("/chunked")).await;
     assert_eq!(r.status, StatusCode::OK);
     let expected: Vec<u8> = (0..300u32)
         .flat_map(|i| vec![b'a' + (i % 26) as u8; 1000])
@@ -1104,7 +1093,7 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
         r.body.len()
     );
 
-    let r = get(&url("/big")).await;
+    let r = get(&at("/big")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body.len(), 1 << 20);
     assert!(
@@ -1117,13 +1106,13 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
     // A body that ends with the connection, then a connection closed behind the pool's back:
     // the next request goes out again on a new connection.
     for path in ["/close", "/stale", "/stale", "/x", "/stale", "/x"] {
-        let r = get(&url(path)).await;
+        let r = get(&at(path)).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
     }
-    let r = get(&url("/x")).await;
+    let r = get(&at("/x")).await;
     assert_eq!(&r.body[..], b"hello");
 
-    let req = Request::head(url("/head"))
+    let req = Request::head(at("/head"))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), common::client().request(req))
@@ -1132,7 +1121,7 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
-    let r = get(&url("/garbage")).await;
+    let r = get(&at("/garbage")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert!(
         r.json()["error"]["message"]
@@ -1143,4 +1132,8 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
 
     gw.shutdown().await;
     task.abort();
+}
+
+fn nz(v: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(v).expect("a test's allowance is above 0")
 }

@@ -16,10 +16,11 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageD
 use serde_json::{Map, Value, json};
 use tonic::Code;
 
+use super::GwResponse;
 use super::status::GwError;
+use super::transcode::JsonOptions;
 use super::upstream::Upstream;
-use super::{GwResponse, JsonOptions};
-use crate::config::AggregationConfig;
+use crate::gateway::config::AggregationConfig;
 
 /// One call of an aggregation.
 #[derive(Debug)]
@@ -201,7 +202,7 @@ impl Aggregation {
             Ok(Err(s)) => Err((
                 format!(
                     "{}: {}",
-                    crate::report::grpc_code_name(s.code() as i32),
+                    crate::grpc::code_name(s.code() as i32),
                     s.message()
                 ),
                 false,

@@ -10,11 +10,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, StatusCode};
-use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
 /// Largest response message accepted (tonic's default is 4 MiB).
@@ -67,17 +66,6 @@ fn from_h2(e: h2::Error) -> Status {
     Status::unavailable(format!("HTTP/2 error: {e}"))
 }
 
-/// `grpc-timeout` for `d`: milliseconds (or microseconds when short), at most 8 digits.
-fn grpc_timeout(d: Duration) -> HeaderValue {
-    let us = d.as_micros();
-    let v = if us < 100_000_000 {
-        format!("{us}u")
-    } else {
-        format!("{}m", (d.as_millis()).min(99_999_999))
-    };
-    HeaderValue::from_str(&v).expect("digits and a unit")
-}
-
 impl GrpcConn {
     /// A connection to `addr` (`host:port`), opened on first use.
     pub fn new(addr: &str, connect_timeout: Duration) -> Result<Self, String> {
@@ -107,15 +95,9 @@ impl GrpcConn {
             return Ok(s);
         }
         let addr = &self.addr;
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(unavailable(format!("connect to {addr}: {e}"), e)),
-            Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(unavailable(format!("connect to {addr}: {e}"), e));
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::net::connect(addr.as_str(), Some(self.connect_timeout))
+            .await
+            .map_err(|e| unavailable(format!("connect to {addr}: {e}"), e))?;
         let (sender, conn) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
@@ -170,15 +152,16 @@ impl GrpcConn {
         );
         h.insert(http::header::TE, HeaderValue::from_static("trailers"));
         if let Some(t) = timeout {
-            h.insert(HeaderName::from_static("grpc-timeout"), grpc_timeout(t));
+            h.insert(
+                HeaderName::from_static(crate::grpc::TIMEOUT),
+                crate::grpc::encode_timeout(t),
+            );
         }
-        let mut framed = BytesMut::with_capacity(5 + msg.len());
-        framed.put_u8(0); // not compressed
-        framed.put_u32(msg.len() as u32);
-        framed.put_slice(msg);
         let (response, mut stream) = sender.send_request(req, false).map_err(from_h2)?;
         // Queued with the HEADERS: both leave in the connection task's next write.
-        stream.send_data(framed.freeze(), true).map_err(from_h2)?;
+        stream
+            .send_data(crate::grpc::frame(msg), true)
+            .map_err(from_h2)?;
         let resp = response.await.map_err(from_h2)?;
         let (parts, mut body) = resp.into_parts();
         // A trailers-only answer (an error, usually) carries the status in the headers.
@@ -205,53 +188,24 @@ impl GrpcConn {
         let trailers = body.trailers().await.map_err(from_h2)?.unwrap_or_default();
         match status_of(&trailers) {
             Some(status) => return Err(status),
-            None if !trailers.contains_key("grpc-status") => {
+            None if !trailers.contains_key(crate::grpc::STATUS) => {
                 return Err(Status::unknown("the upstream sent no grpc-status"));
             }
             None => {}
         }
-        let mut buf = buf.freeze();
-        if buf.len() < 5 {
-            return Err(Status::internal("the upstream sent no response message"));
-        }
-        if buf[0] != 0 {
-            return Err(Status::internal(
-                "the upstream sent a compressed message (none was offered)",
-            ));
-        }
-        let len = (&buf[1..5]).get_u32() as usize;
-        buf.advance(5);
-        if buf.len() != len {
-            return Err(Status::internal(format!(
-                "response message framed as {len} bytes, {} arrived",
-                buf.len()
-            )));
-        }
-        Ok(buf)
+        crate::grpc::unframe(buf.freeze()).map_err(|e| Status::internal(e.to_string()))
     }
 }
 
 /// The error in `grpc-status` / `grpc-message`; None when it says OK or is absent.
 fn status_of(headers: &HeaderMap) -> Option<Status> {
-    let code: i32 = headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    if code == 0 {
-        return None;
+    match crate::grpc::status_code(headers)? {
+        0 => None,
+        code => Some(Status::new(
+            Code::from_i32(code),
+            crate::grpc::status_message(headers),
+        )),
     }
-    let message = headers
-        .get("grpc-message")
-        .map(|v| {
-            percent_encoding::percent_decode(v.as_bytes())
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .unwrap_or_default();
-    Some(Status::new(Code::from_i32(code), message))
 }
 
 /// gRPC's mapping of an HTTP status that is not 200 (the gRPC over HTTP/2 spec).
@@ -281,8 +235,9 @@ mod tests {
         assert_eq!(s.message(), "no user 42");
         h.insert("grpc-status", HeaderValue::from_static("0"));
         assert!(status_of(&h).is_none());
-        assert_eq!(grpc_timeout(Duration::from_millis(250)), "250000u");
-        assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
+        let timeout = crate::grpc::encode_timeout;
+        assert_eq!(timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(timeout(Duration::from_secs(3600)), "3600000m");
         assert_eq!(
             http_code(StatusCode::SERVICE_UNAVAILABLE),
             Code::Unavailable

@@ -10,23 +10,19 @@
 //! proxy load that hand-off was the gateway's largest user-space cost (see BENCHMARKS.md).
 
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::http1::{Framing, Step};
+use crate::http1::client::{ClientError, Conn, may_resend};
+use crate::http1::{Framing, Head, Step};
 
-const READ_CHUNK: usize = 16 * 1024;
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused.
@@ -39,24 +35,10 @@ pub type StreamedBody =
 /// A proxied response's body: all of it, or a stream.
 pub type ProxyBody = Either<Full<Bytes>, StreamedBody>;
 
-/// Why a request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum H1Error {
-    /// No connection could be made (refused, timed out): the request never left.
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    /// The connection failed while sending or receiving.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// The upstream's answer is not valid HTTP/1.1.
-    #[error("invalid response: {0}")]
-    Protocol(String),
-}
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    idle_since: Instant,
+/// An idle connection and since when.
+struct Idle {
+    conn: Conn,
+    since: Instant,
 }
 
 /// Idle keep-alive connections to one endpoint.
@@ -64,7 +46,7 @@ pub struct Pool {
     /// `host:port`, also sent as the Host.
     addr: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -75,31 +57,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn protocol(msg: impl Into<String>) -> H1Error {
-    H1Error::Protocol(msg.into())
-}
-
-async fn write_request(stream: &mut TcpStream, head: &[u8], body: &Bytes) -> std::io::Result<()> {
-    if body.is_empty() {
-        return stream.write_all(head).await;
-    }
-    let mut bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
-    let mut slices: &mut [std::io::IoSlice<'_>] = &mut bufs;
-    while !slices.is_empty() {
-        let n = stream.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        std::io::IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
-}
-
-/// Reads more into `buf`; Ok(false) at end of stream.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<bool> {
-    buf.reserve(READ_CHUNK);
-    Ok(stream.read_buf(buf).await? > 0)
-}
+/// A response head as the proxy forwards it, with how its body ends.
+type Parsed = (Response<()>, Head);
 
 impl Pool {
     /// An empty pool for the endpoint at `addr` (`host:port`).
@@ -114,50 +73,46 @@ impl Pool {
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if c.idle_since.elapsed() < IDLE_TIMEOUT {
-                return Some(c);
+            if c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn checkin(&self, mut conn: Conn) {
-        conn.idle_since = Instant::now();
+    fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 
     /// Sends one request to the endpoint (its address is the Host) and returns the response,
-    /// whose body may still be streaming. A reused connection that the upstream had closed (no
-    /// byte of the answer) is replaced and the request sent once more.
+    /// whose body may still be streaming. A failure is the request's answer, except the one
+    /// case [`may_resend`] names, where the request goes once more on a new connection.
     pub async fn send(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: &Bytes,
-    ) -> Result<Response<ProxyBody>, H1Error> {
+    ) -> Result<Response<ProxyBody>, ClientError> {
         let head = request_head(method, path, &self.addr, headers, body.len());
         let mut reused = self.checkout();
         loop {
-            let fresh = reused.is_none();
+            let was_reused = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
-                None => Conn {
-                    stream: connect(&self.addr, self.connect_timeout).await?,
-                    buf: BytesMut::with_capacity(READ_CHUNK),
-                    idle_since: Instant::now(),
-                },
+                None => Conn::connect(self.addr.as_str(), Some(self.connect_timeout)).await?,
             };
-            match self.exchange(&mut conn, &head, body, method).await {
-                Ok(Exchange::Answered(resp, framing, keep_alive)) => {
-                    return Ok(self.finish(conn, resp, framing, keep_alive));
-                }
-                Ok(Exchange::ClosedBeforeAnswer) if !fresh => continue,
-                Ok(Exchange::ClosedBeforeAnswer) => {
-                    return Err(protocol(
+            match exchange(&mut conn, &head, body, method).await {
+                Ok((resp, head)) => return Ok(self.finish(conn, resp, head)),
+                Err(e) if may_resend(&e, was_reused) => continue,
+                Err(ClientError::ClosedBeforeResponse) => {
+                    return Err(ClientError::protocol(
                         "the upstream closed the connection without answering",
                     ));
                 }
@@ -166,54 +121,16 @@ impl Pool {
         }
     }
 
-    async fn exchange(
-        &self,
-        conn: &mut Conn,
-        head: &[u8],
-        body: &Bytes,
-        method: &Method,
-    ) -> Result<Exchange, H1Error> {
-        conn.buf.clear();
-        // A connection the upstream closed while idle fails here, or reads nothing: either way
-        // no byte of an answer came, so the request can go again on a new connection.
-        if write_request(&mut conn.stream, head, body).await.is_err() {
-            return Ok(Exchange::ClosedBeforeAnswer);
-        }
-        loop {
-            match fill(&mut conn.stream, &mut conn.buf).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) if conn.buf.is_empty() => {
-                    return Ok(Exchange::ClosedBeforeAnswer);
-                }
-                Ok(false) => {
-                    return Err(protocol("the connection closed inside the response head"));
-                }
-                Err(e) => return Err(H1Error::Io(e)),
-            }
-            match parse_head(&mut conn.buf, method)? {
-                Some(parsed) => {
-                    let (resp, framing, keep_alive) = parsed;
-                    return Ok(Exchange::Answered(resp, framing, keep_alive));
-                }
-                None if conn.buf.len() > MAX_HEAD => {
-                    return Err(protocol("response head over 64 KiB"));
-                }
-                None => {}
-            }
-        }
-    }
-
     /// The body: whole if it is all in the buffer already, else a stream that checks the
     /// connection back in when it ends.
     fn finish(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         mut conn: Conn,
         resp: Response<()>,
-        mut framing: Option<Framing>,
-        keep_alive: bool,
+        head: Head,
     ) -> Response<ProxyBody> {
-        let Some(f) = framing.as_mut() else {
-            if keep_alive && conn.buf.is_empty() {
+        let Some(mut framing) = head.framing else {
+            if conn.reusable(head.keep_alive) {
                 self.checkin(conn);
             }
             return resp.map(|()| Either::Left(Full::new(Bytes::new())));
@@ -221,7 +138,7 @@ impl Pool {
         // Decode what is buffered; the usual small answer is all there already.
         let mut chunks: Vec<Bytes> = Vec::new();
         loop {
-            match f.step(&mut conn.buf, false) {
+            match framing.step(&mut conn.buf, false) {
                 Ok(Step::Data(n)) => chunks.push(conn.buf.split_to(n).freeze()),
                 Ok(Step::Done) => {
                     let body = match chunks.len() {
@@ -229,7 +146,7 @@ impl Pool {
                         1 => chunks.pop().unwrap_or_default(),
                         _ => chunks.concat().into(),
                     };
-                    if keep_alive && conn.buf.is_empty() {
+                    if conn.reusable(head.keep_alive) {
                         self.checkin(conn);
                     }
                     return resp.map(|()| Either::Left(Full::new(body)));
@@ -240,10 +157,10 @@ impl Pool {
         }
         let state = Streaming {
             conn: Some(conn),
-            framing: *f,
+            framing,
             pending: chunks.into(),
             pool: self.clone(),
-            keep_alive,
+            keep_alive: head.keep_alive,
             done: false,
         };
         let stream = futures_util::stream::unfold(state, |mut s| async move {
@@ -254,16 +171,69 @@ impl Pool {
     }
 }
 
-enum Exchange {
-    Answered(Response<()>, Option<Framing>, bool),
-    ClosedBeforeAnswer,
+/// Writes the request and reads the response head; body bytes that came with it stay in the
+/// connection's buffer.
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &Bytes,
+    method: &Method,
+) -> Result<Parsed, ClientError> {
+    conn.send(head, body).await?;
+    let (parsed, len) = conn.read_head(*method == Method::HEAD, head_of).await?;
+    let (offsets, status, framing) = parsed;
+    // Header values are kept as slices of the head (no copy).
+    let bytes = conn.buf.split_to(len).freeze();
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.reserve(offsets.len());
+    for (name, from, to) in offsets {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(from..to))
+            .map_err(|e| ClientError::protocol(format!("header {name}: {e}")))?;
+        headers.append(name, value);
+    }
+    if matches!(framing.framing, Some(Framing::Chunked(_))) {
+        // The body is re-framed by the gateway's server: a length it also had is dropped.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok((resp, framing))
+}
+
+/// Header names and where their values are in the head's bytes, the status, the framing.
+type HeadOffsets = (Vec<(HeaderName, usize, usize)>, StatusCode, Head);
+
+/// What the proxy keeps of a parsed head: names now, values as offsets into its bytes (turned
+/// into slices once the head is split off the buffer). Upgrades (101) are refused.
+fn head_of(
+    r: &httparse::Response<'_, '_>,
+    framing: Head,
+    bytes: &[u8],
+) -> Result<HeadOffsets, ClientError> {
+    let code = r.code.unwrap_or(0);
+    if code == 101 {
+        return Err(ClientError::protocol("protocol upgrades are not proxied"));
+    }
+    let status = StatusCode::from_u16(code).map_err(|e| ClientError::protocol(e.to_string()))?;
+    let base = bytes.as_ptr() as usize;
+    let mut values = Vec::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| ClientError::protocol(format!("header name {:?}: {e}", h.name)))?;
+        let at = match h.value.is_empty() {
+            true => 0,
+            false => h.value.as_ptr() as usize - base,
+        };
+        values.push((name, at, at + h.value.len()));
+    }
+    Ok((values, status, framing))
 }
 
 struct Streaming {
     conn: Option<Conn>,
     framing: Framing,
     pending: std::collections::VecDeque<Bytes>,
-    pool: std::sync::Arc<Pool>,
+    pool: Arc<Pool>,
     keep_alive: bool,
     done: bool,
 }
@@ -284,45 +254,26 @@ impl Streaming {
                 Ok(Step::Done) => {
                     self.done = true;
                     let conn = self.conn.take()?;
-                    if self.keep_alive && !eof && conn.buf.is_empty() {
+                    if !eof && conn.reusable(self.keep_alive) {
                         self.pool.checkin(conn);
                     }
                     return None;
                 }
-                Ok(Step::NeedMore) => match fill(&mut conn.stream, &mut conn.buf).await {
+                Ok(Step::NeedMore) => match conn.fill().await {
                     Ok(more) => eof = !more,
-                    Err(e) => {
-                        self.done = true;
-                        self.conn = None;
-                        return Some(Err(e));
-                    }
+                    Err(e) => return self.fail(std::io::Error::other(e)),
                 },
-                Err(e) => {
-                    self.done = true;
-                    self.conn = None;
-                    return Some(Err(std::io::Error::other(e)));
-                }
+                Err(e) => return self.fail(std::io::Error::other(e)),
             }
         }
     }
-}
 
-async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, H1Error> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(H1Error::Connect(e)),
-        Err(_) => {
-            return Err(H1Error::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {}",
-                    humantime::format_duration(timeout)
-                ),
-            )));
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    /// Ends the body with an error; the connection is dropped, never reused.
+    fn fail(&mut self, e: std::io::Error) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        self.done = true;
+        self.conn = None;
+        Some(Err(e))
+    }
 }
 
 /// The request line and headers (hop-by-hop headers are already gone); the body is framed with
@@ -361,64 +312,34 @@ fn request_head(
     out
 }
 
-type Parsed = (Response<()>, Option<Framing>, bool);
+/// A parsed head as the tests look at it: the response, its framing, keep-alive.
+#[cfg(test)]
+type TestHead = (Response<()>, Option<Framing>, bool);
 
-/// Parses a response head from the front of `buf` (skipping 1xx answers), leaving the body
-/// bytes in it. None: incomplete.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, H1Error> {
-    loop {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut r = httparse::Response::new(&mut raw);
-        let len = match r.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(protocol(e.to_string())),
-        };
-        let code = r.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code).map_err(|e| protocol(e.to_string()))?;
-        if status.is_informational() && code != 101 {
-            buf.advance(len);
-            continue; // 100 Continue and friends: the real answer follows
-        }
-        if code == 101 {
-            return Err(protocol("protocol upgrades are not proxied"));
-        }
-        let framing = crate::http1::head(&r, *method == Method::HEAD).map_err(protocol)?;
-        let base = buf.as_ptr() as usize;
-        // Header values are kept as slices of the head (no copy): their offsets now, the
-        // slices once the head is split off the buffer.
-        let mut values: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(r.headers.len());
-        for h in r.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|e| protocol(format!("header name {:?}: {e}", h.name)))?;
-            let at = if h.value.is_empty() {
-                0
-            } else {
-                h.value.as_ptr() as usize - base
-            };
-            values.push((name, at, at + h.value.len()));
-        }
-        let head = buf.split_to(len).freeze();
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        let headers = resp.headers_mut();
-        headers.reserve(values.len());
-        for (name, from, to) in values {
-            let value = HeaderValue::from_maybe_shared(head.slice(from..to))
-                .map_err(|e| protocol(format!("header {name}: {e}")))?;
-            headers.append(name, value);
-        }
-        if matches!(framing.framing, Some(Framing::Chunked(_))) {
-            // The body is re-framed by the gateway's server: a length it also had is dropped.
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        return Ok(Some((resp, framing.framing, framing.keep_alive)));
+/// Parses a response head from the front of `buf` as the proxy does (for tests).
+#[cfg(test)]
+fn parse_head(buf: &mut bytes::BytesMut, method: &Method) -> Result<Option<TestHead>, ClientError> {
+    let mut build = head_of;
+    let Some(((offsets, status, framing), len)) =
+        crate::http1::client::parse_head(buf, *method == Method::HEAD, &mut build)?
+    else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(len).freeze();
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    for (name, from, to) in offsets {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(from..to))
+            .map_err(|e| ClientError::protocol(e.to_string()))?;
+        resp.headers_mut().append(name, value);
     }
+    Ok(Some((resp, framing.framing, framing.keep_alive)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn heads_parse_with_their_framing() {

@@ -66,7 +66,7 @@ pub struct RouteInfo {
     pub method: String,
     /// Path template.
     pub path: String,
-    /// `transcode` or `proxy`.
+    /// `transcode`, `proxy` or `aggregate`.
     pub kind: &'static str,
     /// The RPC or the upstream.
     pub target: String,

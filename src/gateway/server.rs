@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, GatewayError};
-use crate::config::GatewayConfig;
+use crate::gateway::config::GatewayConfig;
 use crate::net::{self, BindError};
 
 /// A gateway that could not start.
@@ -72,10 +72,8 @@ impl GatewayServer {
                             net::json(StatusCode::OK, r#"{"status":"ok"}"#)
                         }
                         (&Method::GET, "/metrics") => {
-                            let mut resp = net::json(
-                                StatusCode::OK,
-                                crate::gateway::middleware::metrics::render(),
-                            );
+                            let mut resp =
+                                net::json(StatusCode::OK, crate::gateway::exporter::render());
                             resp.headers_mut().insert(
                                 http::header::CONTENT_TYPE,
                                 http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -119,7 +117,7 @@ impl GatewayServer {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {
-                        if let Some(h) = crate::gateway::middleware::metrics::handle() {
+                        if let Some(h) = crate::gateway::exporter::handle() {
                             h.run_upkeep();
                         }
                     }

@@ -1,90 +1,112 @@
 //! The middleware stack of a mount, assembled in one place in request order (one comment per
 //! layer), around the upstream call. Stack 0 (no middleware) serves the proxy routes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
+use super::config::{CacheConfig, GatewayConfig, Mount, RateLimitConfig};
+use super::middleware::ratelimit::{Overrides, overrides};
 use super::middleware::{
-    AuthLayer, Breaker, BreakerLayer, CacheLayer, KeyStore, MetricsLayer, RateLimitLayer, Verifier,
+    Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
+    Verifier,
 };
-use super::{Core, GwRequest, RouteService};
-use crate::config::Mount;
+use super::types::{GatewayError, RouteService};
 
-/// Shared middleware state, built once per gateway.
-#[derive(Debug, Clone)]
+/// Middleware state shared by every mount's stack, built once per gateway.
+#[derive(Debug)]
 pub struct Shared {
     /// One breaker per upstream, by index.
-    pub breakers: Arc<Vec<Arc<Breaker>>>,
+    breakers: Arc<Vec<Arc<Breaker>>>,
     /// The JWT verifier (when any mount uses auth).
-    pub verifier: Option<Arc<Verifier>>,
-    /// Every rate-limit store in use (the shared one and mounts' own), for pruning.
-    pub stores: Arc<std::sync::Mutex<Vec<Arc<dyn KeyStore>>>>,
+    verifier: Option<Arc<Verifier>>,
     /// The response cache settings.
-    pub cache: Arc<crate::config::CacheConfig>,
-    /// The rate-limit key store and its settings.
-    pub rate_limit: (
-        Arc<dyn KeyStore>,
-        super::middleware::ratelimit::Overrides,
-        Arc<crate::config::RateLimitConfig>,
-    ),
+    cache: Arc<CacheConfig>,
+    /// The default rate-limit key store, shared by mounts without their own allowance.
+    store: Arc<dyn KeyStore>,
+    /// Per-key allowances that differ from the default.
+    overrides: Overrides,
+    /// Rate-limit settings (key, period).
+    rate_limit: Arc<RateLimitConfig>,
 }
 
-/// The upstream call of `core` (transcode, proxy or aggregate) as the innermost service.
-pub fn upstream(core: Arc<Core>) -> RouteService {
-    BoxCloneSyncService::new(tower::service_fn(move |req: GwRequest| {
-        let core = core.clone();
-        async move { Ok::<_, Infallible>(core.call(req).await) }
-    }))
+impl Shared {
+    /// The shared state for `cfg`, with a breaker for each of `upstreams` (by name).
+    pub fn new<'a>(
+        cfg: &GatewayConfig,
+        upstreams: impl Iterator<Item = &'a str>,
+    ) -> Result<Shared, GatewayError> {
+        let rl = &cfg.rate_limit;
+        let verifier = match cfg.transcode.mounts.iter().any(|m| m.auth) {
+            true => Some(Arc::new(Verifier::new(&cfg.auth).map_err(GatewayError)?)),
+            false => None,
+        };
+        Ok(Shared {
+            breakers: Arc::new(
+                upstreams
+                    .map(|name| Arc::new(Breaker::new(name, cfg.breaker.clone())))
+                    .collect(),
+            ),
+            verifier,
+            cache: Arc::new(cfg.cache.clone()),
+            store: Arc::new(GovernorStore::new(rl.rate, rl.per.0, rl.burst)),
+            overrides: overrides(rl),
+            rate_limit: Arc::new(rl.clone()),
+        })
+    }
+
+    /// The key stores in use so far (the default one and the overrides'), for pruning.
+    pub fn stores(&self) -> Vec<Arc<dyn KeyStore>> {
+        std::iter::once(self.store.clone())
+            .chain(self.overrides.values().cloned())
+            .collect()
+    }
+
+    /// The key store of `mount`: its own when it sets a rate or a burst, else the shared one.
+    /// A new store is added to `stores`.
+    fn store_of(&self, mount: &Mount, stores: &mut Vec<Arc<dyn KeyStore>>) -> Arc<dyn KeyStore> {
+        if mount.rate.is_none() && mount.burst.is_none() {
+            return self.store.clone();
+        }
+        let base = &self.rate_limit;
+        let own: Arc<dyn KeyStore> = Arc::new(GovernorStore::new(
+            mount.rate.unwrap_or(base.rate),
+            base.per.0,
+            mount.burst.unwrap_or(base.burst),
+        ));
+        stores.push(own.clone());
+        own
+    }
 }
 
-/// Builds the stack for `mount` around `upstream` (normally [`upstream`]; benchmarks pass an
-/// in-process stub), in request order.
-pub fn build(mount: &Mount, upstream: RouteService, shared: &Shared) -> RouteService {
+/// Builds the stack for `mount` around `upstream` (normally the upstream call; benchmarks pass
+/// an in-process stub), in request order. A store the mount creates is added to `stores`.
+pub fn build(
+    mount: &Mount,
+    upstream: RouteService,
+    shared: &Shared,
+    stores: &mut Vec<Arc<dyn KeyStore>>,
+) -> RouteService {
     let auth = mount.auth.then(|| {
-        AuthLayer::new(
-            shared
-                .verifier
-                .clone()
-                .expect("a verifier is built when a mount uses auth"),
-        )
+        let verifier = shared.verifier.clone();
+        PolicyLayer::new(Auth::new(
+            verifier.expect("a verifier is built when a mount uses auth"),
+        ))
     });
     let rate_limit = mount.rate_limit.then(|| {
-        // A mount with its own rate or burst counts against its own store.
-        let store: Arc<dyn KeyStore> = match (mount.rate, mount.burst) {
-            (None, None) => shared.rate_limit.0.clone(),
-            (rate, burst) => {
-                let base = &shared.rate_limit.2;
-                let nz = |v: u32| std::num::NonZeroU32::new(v.max(1)).expect("at least 1");
-                let own: Arc<dyn KeyStore> = Arc::new(super::middleware::GovernorStore::new(
-                    nz(rate.unwrap_or(base.rate)),
-                    base.per.0,
-                    nz(burst.unwrap_or(base.burst)),
-                ));
-                shared
-                    .stores
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(own.clone());
-                own
-            }
-        };
-        RateLimitLayer::new(
-            store,
-            shared.rate_limit.1.clone(),
-            shared.rate_limit.2.clone(),
-        )
+        let store = shared.store_of(mount, stores);
+        let overrides = shared.overrides.clone();
+        PolicyLayer::new(RateLimit::new(store, overrides, shared.rate_limit.clone()))
     });
     // Each caching mount has its own cache (its routes' keys cannot collide with another mount's).
     let cache = mount.cache.then(|| CacheLayer::new(shared.cache.clone()));
     let breaker = mount
         .breaker
-        .then(|| BreakerLayer::new(shared.breakers.clone()));
+        .then(|| PolicyLayer::new(Breakers::new(shared.breakers.clone())));
     let stack = ServiceBuilder::new()
         // metrics: requests by route, method and status; latency by route; in flight
-        .layer(MetricsLayer::default())
+        .layer(PolicyLayer::new(Metrics::new()))
         // JWT auth: 401/403 before anything else; verified claims forwarded upstream
         .option_layer(auth)
         // rate limit per key (API key, JWT subject or client address): 429 when spent
@@ -93,7 +115,7 @@ pub fn build(mount: &Mount, upstream: RouteService, shared: &Shared) -> RouteSer
         .option_layer(cache)
         // circuit breaker of the route's upstream: fail fast with 503 while it is open
         .option_layer(breaker)
-        // the upstream call: transcode or proxy, within the request's deadline
+        // the upstream call: transcode, aggregate or proxy, within the request's deadline
         .service(upstream);
     BoxCloneSyncService::new(stack)
 }

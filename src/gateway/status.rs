@@ -30,7 +30,7 @@ pub fn http_status(code: Code) -> StatusCode {
 
 /// The canonical name of a gRPC code (`NOT_FOUND`).
 pub fn code_name(code: Code) -> &'static str {
-    crate::report::grpc_code_name(code as i32)
+    crate::grpc::code_name(code as i32)
 }
 
 /// A gateway error on its way to the client.

@@ -14,7 +14,7 @@ use http::uri::PathAndQuery;
 use rand::Rng;
 use tonic::{Code, Status};
 
-use crate::config::{self, LbPolicy, UpstreamProtocol};
+use crate::gateway::config::{self, LbPolicy, UpstreamProtocol};
 
 /// How long an endpoint that refused a connection is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(1);
@@ -108,7 +108,7 @@ impl Upstream {
             });
         }
         // Registered once here: recording then needs no label lookup per request.
-        let _ = crate::gateway::middleware::metrics::handle();
+        let _ = crate::gateway::exporter::handle();
         let latency = metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => cfg.name.clone());
         Ok(Upstream {
             latency,
@@ -255,7 +255,7 @@ impl Upstream {
             let sent = pool.send(method, pq.as_str(), headers, &body).await;
             match sent {
                 Ok(resp) => return Ok(resp),
-                Err(super::h1::H1Error::Connect(e))
+                Err(crate::http1::client::ClientError::Connect(e))
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut

@@ -2,7 +2,7 @@
 //! `--data` JSON is encoded once into a length-prefixed gRPC message, and every call sends those
 //! same bytes over HTTP/2. Works for any service the descriptor set describes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
@@ -20,14 +20,8 @@ pub struct GrpcCall {
 /// Loads a descriptor set file (a serialized `FileDescriptorSet`, as `protoc
 /// --descriptor_set_out --include_imports` or protox write).
 pub fn load_descriptor_set(path: &std::path::Path) -> Result<DescriptorPool, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| LoadError::Config(format!("--descriptor-set {}: {e}", path.display())))?;
-    DescriptorPool::decode(bytes.as_slice()).map_err(|e| {
-        LoadError::Config(format!(
-            "--descriptor-set {}: not a FileDescriptorSet ({e})",
-            path.display()
-        ))
-    })
+    crate::proto::load_descriptor_set(path)
+        .map_err(|e| LoadError::Config(format!("--descriptor-set {e}")))
 }
 
 /// Finds `method` (`package.Service/Method` or `package.Service.Method`) in `pool` and encodes
@@ -70,14 +64,9 @@ pub fn prepare(pool: &DescriptorPool, method: &str, data: &str) -> Result<GrpcCa
                 input.full_name()
             ))
         })?;
-    let encoded = msg.encode_to_vec();
-    let mut body = BytesMut::with_capacity(5 + encoded.len());
-    body.put_u8(0); // not compressed
-    body.put_u32(encoded.len() as u32);
-    body.put_slice(&encoded);
     Ok(GrpcCall {
         path: format!("/{}/{}", svc.full_name(), m.name()),
-        body: body.freeze(),
+        body: crate::grpc::frame(&msg.encode_to_vec()),
     })
 }
 

@@ -7,61 +7,35 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes};
 
 use super::recorder::Outcome;
 use super::target::RequestTemplate;
-use crate::http1::{Framing, Step};
-
-const READ_CHUNK: usize = 16 * 1024;
-const MAX_HEADERS: usize = 96;
+use crate::http1::client::{ClientError, Conn, may_resend};
 
 /// One HTTP/1.1 connection of a sender task (none yet, or broken: the next request reconnects).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct H1Conn {
-    stream: Option<TcpStream>,
-    buf: BytesMut,
+    conn: Option<Conn>,
     scratch: Vec<u8>,
-}
-
-impl Default for H1Conn {
-    fn default() -> Self {
-        H1Conn {
-            stream: None,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: Vec::new(),
-        }
-    }
-}
-
-fn io_kind(err: &std::io::Error) -> &'static str {
-    super::http::io_kind(err)
-}
-
-async fn connect(addr: SocketAddr) -> Result<TcpStream, &'static str> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| io_kind(&e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 impl H1Conn {
     /// Opens the connection now (before the clock starts).
     pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
-        self.stream = Some(connect(addr).await?);
+        self.conn = Some(Conn::connect(addr, None).await.map_err(|e| e.kind())?);
         Ok(())
     }
 
     /// Drops the connection (after a timeout the late response would arrive on it).
     pub fn discard(&mut self) {
-        self.stream = None;
+        self.conn = None;
     }
 
     /// Sends request `index` of `template` (`fixed`: its prepared bytes) and reads the whole
-    /// response. A kept-alive connection that turns out closed before any byte of the response
-    /// (the server timed it out) is reopened and the request sent once more, as browsers and
-    /// hyper do; any other failure drops the connection and is the request's outcome.
+    /// response, skipping its body. A failure drops the connection and is the request's
+    /// outcome, except the one case [`may_resend`] names, where the request goes once more on
+    /// a new connection.
     pub async fn execute(
         &mut self,
         template: &RequestTemplate,
@@ -75,125 +49,45 @@ impl H1Conn {
                 Bytes::copy_from_slice(&self.scratch)
             }
         };
-        let reused = self.stream.is_some();
-        match self.exchange(template, &bytes).await {
-            Err(Stale) if reused => {
-                self.stream = None;
-                self.exchange(template, &bytes)
-                    .await
-                    .unwrap_or(Outcome::Transport("connection_closed"))
-            }
-            Err(Stale) => Outcome::Transport("connection_closed"),
-            Ok(outcome) => outcome,
-        }
+        let reused = self.conn.is_some();
+        let result = match self.exchange(template, &bytes).await {
+            Err(e) if may_resend(&e, reused) => self.exchange(template, &bytes).await,
+            other => other,
+        };
+        result.unwrap_or_else(|e| Outcome::Transport(e.kind()))
     }
 
-    /// One attempt; `Err(Stale)` when the connection closed before any response byte.
+    /// One attempt on the current connection (opened first if there is none). The connection
+    /// is kept only when the response said keep-alive and ended exactly.
     async fn exchange(
         &mut self,
         template: &RequestTemplate,
         bytes: &[u8],
-    ) -> Result<Outcome, Stale> {
-        if self.stream.is_none() {
-            match connect(template.addr).await {
-                Ok(s) => self.stream = Some(s),
-                Err(kind) => return Ok(Outcome::Transport(kind)),
-            }
-        }
-        let stream = self.stream.as_mut().expect("connected above");
-        if let Err(e) = stream.write_all(bytes).await {
-            self.stream = None;
-            return match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Err(Stale),
-                _ => Ok(Outcome::Transport(io_kind(&e))),
-            };
-        }
-        self.buf.clear();
-        let result = self.read_response(template.is_head()).await;
-        match result {
-            Ok((outcome, keep_alive)) => {
-                if !keep_alive {
-                    self.stream = None;
-                }
-                Ok(outcome)
-            }
-            Err(kind) => {
-                self.stream = None;
-                if kind == "stale" {
-                    Err(Stale)
-                } else {
-                    Ok(Outcome::Transport(kind))
-                }
-            }
-        }
-    }
-
-    /// Reads more bytes into the buffer; `Err` on EOF or error.
-    async fn fill(&mut self) -> Result<(), &'static str> {
-        let stream = self.stream.as_mut().ok_or("connection_closed")?;
-        self.buf.reserve(READ_CHUNK);
-        match stream.read_buf(&mut self.buf).await {
-            Ok(0) => Err("connection_closed"),
-            Ok(_) => Ok(()),
-            Err(e) => Err(io_kind(&e)),
-        }
-    }
-
-    async fn read_response(&mut self, head: bool) -> Result<(Outcome, bool), &'static str> {
-        // Status line and headers (skipping 1xx interim responses).
-        let (code, framing) = loop {
-            if !self.buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let code = resp.code.unwrap_or(0);
-                        let parsed =
-                            crate::http1::head(&resp, head).map_err(|_| "protocol_error")?;
-                        self.buf.advance(len);
-                        if (100..200).contains(&code) && code != 101 {
-                            continue;
-                        }
-                        break (code, parsed);
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(_) => return Err("protocol_error"),
-                }
-            }
-            let first = self.buf.is_empty();
-            if let Err(kind) = self.fill().await {
-                // Closed before the first byte of a response: the connection was stale.
-                return Err(if first && kind == "connection_closed" {
-                    "stale"
-                } else {
-                    kind
-                });
-            }
+    ) -> Result<Outcome, ClientError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => Conn::connect(template.addr, None).await?,
         };
-        // The body is skipped in place as it arrives.
-        if let Some(mut body) = framing.framing {
-            let until_close = body == Framing::UntilClose;
-            loop {
-                match body.step(&mut self.buf, false) {
-                    Ok(Step::Data(n)) => self.buf.advance(n),
-                    Ok(Step::Done) => break,
-                    Ok(Step::NeedMore) => match self.fill().await {
-                        Ok(()) => {}
-                        Err(_) if until_close => break,
-                        Err(kind) => return Err(kind),
-                    },
-                    Err(_) => return Err("protocol_error"),
-                }
-            }
+        conn.send(bytes, &[]).await?;
+        let ((code, head), len) = conn
+            .read_head(template.is_head(), |r, head, _| {
+                Ok((r.code.unwrap_or(0), head))
+            })
+            .await?;
+        conn.buf.advance(len);
+        if let Some(framing) = head.framing {
+            conn.skip_body(framing).await?;
         }
-        if !self.buf.is_empty() {
-            return Err("protocol_error"); // bytes after the body: nothing was pipelined
+        if !conn.buf.is_empty() {
+            // Bytes after the body: nothing was pipelined, so the server said too much.
+            return Err(ClientError::protocol("bytes after the response"));
         }
-        Ok((outcome(code), framing.keep_alive))
+        if conn.reusable(head.keep_alive) {
+            self.conn = Some(conn);
+        }
+        Ok(outcome(code))
     }
 }
-/// The connection closed before any byte of the response.
-struct Stale;
 
 fn outcome(code: u16) -> Outcome {
     if (200..300).contains(&code) {
@@ -207,7 +101,7 @@ fn outcome(code: u16) -> Outcome {
 mod tests {
     use super::*;
     use http::Method;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A server that answers each request on a connection with the next canned response.
@@ -249,9 +143,9 @@ mod tests {
             Outcome::Http(503)
         );
         assert_eq!(conn.execute(&t, fixed.as_ref(), 2).await, Outcome::Ok);
-        assert!(conn.stream.is_some());
+        assert!(conn.conn.is_some());
         assert_eq!(conn.execute(&t, fixed.as_ref(), 3).await, Outcome::Ok);
-        assert!(conn.stream.is_none(), "connection: close is honoured");
+        assert!(conn.conn.is_none(), "connection: close is honoured");
     }
 
     #[tokio::test]

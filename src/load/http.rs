@@ -15,7 +15,6 @@ use hyper::client::conn::http2;
 
 use super::h1::H1Conn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::recorder::Outcome;
@@ -23,20 +22,7 @@ use super::target::Protocol;
 
 type Body = Full<Bytes>;
 
-/// Classifies an I/O error into a transport-error kind.
-pub(super) fn io_kind(err: &std::io::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    match err.kind() {
-        ConnectionRefused => "connect_refused",
-        ConnectionReset => "connection_reset",
-        ConnectionAborted => "connection_aborted",
-        BrokenPipe => "broken_pipe",
-        UnexpectedEof => "connection_closed",
-        TimedOut => "connect_timeout",
-        AddrNotAvailable => "addr_not_available",
-        _ => "io_error",
-    }
-}
+pub(super) use crate::http1::client::io_kind;
 
 /// Classifies a hyper error into a transport-error kind.
 fn hyper_kind(err: &hyper::Error) -> &'static str {
@@ -56,14 +42,11 @@ fn hyper_kind(err: &hyper::Error) -> &'static str {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, &'static str> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| io_kind(&e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
 async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, &'static str> {
-    let io = TokioIo::new(connect(addr).await?);
+    let tcp = crate::net::connect(addr, None)
+        .await
+        .map_err(|e| io_kind(&e))?;
+    let io = TokioIo::new(tcp);
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .handshake(io)
         .await
@@ -77,18 +60,13 @@ async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, &'stat
 /// Reads the whole response body (discarding it) and decides the outcome.
 async fn finish(resp: Response<Incoming>, protocol: Protocol) -> Outcome {
     let status = resp.status();
-    let mut grpc_status = resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
+    let mut grpc_status = crate::grpc::status_code(resp.headers());
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(trailers) = frame.into_trailers()
-                    && let Some(code) = trailers
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                    && let Some(code) = crate::grpc::status_code(&trailers)
                 {
                     grpc_status = Some(code);
                 }

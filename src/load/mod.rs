@@ -33,6 +33,17 @@ pub enum LoadError {
     /// The target cannot be reached before any load is sent.
     #[error("{0}")]
     Unreachable(String),
+    /// The generator itself failed while running (a thread could not start, failed or
+    /// panicked): not the user's input.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl LoadError {
+    /// Whether the user's input (flags, target) is to blame, rather than the run.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, LoadError::Config(_) | LoadError::Unreachable(_))
+    }
 }
 
 /// A run to make.
@@ -234,7 +245,7 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                     })
                 },
             )
-            .map_err(|e| LoadError::Config(format!("cannot start a generator thread: {e}")))?;
+            .map_err(|e| LoadError::Failed(format!("cannot start a generator thread: {e}")))?;
         handles.push(handle);
     }
 
@@ -277,8 +288,8 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
                 }
                 ends.push(end);
             }
-            Ok(Err(e)) => return Err(LoadError::Config(format!("generator thread failed: {e}"))),
-            Err(_) => return Err(LoadError::Config("a generator thread panicked".into())),
+            Ok(Err(e)) => return Err(LoadError::Failed(format!("generator thread failed: {e}"))),
+            Err(_) => return Err(LoadError::Failed("a generator thread panicked".into())),
         }
     }
     let mut outcomes = collector.outcomes.clone();

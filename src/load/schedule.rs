@@ -71,24 +71,6 @@ impl Rate {
             Rate::Max => None,
         }
     }
-
-    /// Requests scheduled in `[0, d)` (exact for constant and ramp, the mean for Poisson).
-    pub fn expected_in(&self, d: Duration) -> Option<f64> {
-        let t = d.as_secs_f64();
-        match *self {
-            Rate::Constant(r) | Rate::Poisson(r) => Some(r * t),
-            Rate::Ramp { from, to, over } => {
-                let ramp = over.as_secs_f64();
-                let a = (to - from) / ramp;
-                Some(if t <= ramp {
-                    from * t + a * t * t / 2.0
-                } else {
-                    from * ramp + a * ramp * ramp / 2.0 + to * (t - ramp)
-                })
-            }
-            Rate::Max => None,
-        }
-    }
 }
 
 impl FromStr for Rate {

@@ -250,7 +250,9 @@ impl RequestTemplate {
     /// times them as one (a client fanning out). HTTP/1.1 only.
     pub fn with_group(mut self) -> Result<Self, LoadError> {
         if self.protocol != Protocol::Http1 {
-            return Err(LoadError::Config("--all-of needs HTTP/1.1 targets".into()));
+            return Err(LoadError::Config(
+                "a group of URLs sent as one request needs HTTP/1.1 targets".into(),
+            ));
         }
         self.group = true;
         Ok(self)

@@ -46,7 +46,6 @@ impl PreciseTimer {
         Ok(PreciseTimer { fd })
     }
 
-    /// Waits until `deadline`; returns at once if it has passed.
     /// Waits until `deadline`; returns at once if it has passed. The last `spin` of the wait is
     /// spent yielding in a loop instead of sleeping: a sleeping thread wakes tens of µs late
     /// (more on a VM), a spinning one on time, at the price of CPU.

@@ -296,40 +296,6 @@ pub fn render(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn draws_every_chart_without_scripts() {
-        let mut a = Histogram::<u64>::new(3).unwrap();
-        let mut b = Histogram::<u64>::new(3).unwrap();
-        for v in 1..=10_000u64 {
-            a.record(50_000 + v * 10).unwrap();
-            b.record(90_000 + v * 20).unwrap();
-        }
-        let plot = ScenarioPlot {
-            name: "rest",
-            description: "a <test>",
-            labels: ("direct", "gateway"),
-            hists: (&a, &b),
-            p99_over_time: (vec![(0.0, 1e6), (1.0, 2e6)], vec![(0.0, 2e6), (1.0, 3e6)]),
-            overhead_ns: (40_000.0, 120_000.0),
-        };
-        let page = render(
-            "gwbench compare",
-            &["2 cores".into()],
-            "table & <stuff>",
-            &[plot],
-        );
-        assert_eq!(page.matches("<svg").count(), 3);
-        assert!(!page.contains("<script"));
-        assert!(page.contains("a &lt;test&gt;") && page.contains("table &amp; &lt;stuff&gt;"));
-        assert!(!page.contains("chart could not be drawn"), "{page}");
-        assert!(page.contains("99.9%"), "the nines axis is labelled");
-    }
-}
-
 /// One side of a saturation search, for its charts: (offered, achieved, p99 ns) per step, the
 /// knee.
 #[derive(Debug)]
@@ -454,4 +420,38 @@ pub fn render_saturation(
         escape(table)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_every_chart_without_scripts() {
+        let mut a = Histogram::<u64>::new(3).unwrap();
+        let mut b = Histogram::<u64>::new(3).unwrap();
+        for v in 1..=10_000u64 {
+            a.record(50_000 + v * 10).unwrap();
+            b.record(90_000 + v * 20).unwrap();
+        }
+        let plot = ScenarioPlot {
+            name: "rest",
+            description: "a <test>",
+            labels: ("direct", "gateway"),
+            hists: (&a, &b),
+            p99_over_time: (vec![(0.0, 1e6), (1.0, 2e6)], vec![(0.0, 2e6), (1.0, 3e6)]),
+            overhead_ns: (40_000.0, 120_000.0),
+        };
+        let page = render(
+            "gwbench compare",
+            &["2 cores".into()],
+            "table & <stuff>",
+            &[plot],
+        );
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(!page.contains("<script"));
+        assert!(page.contains("a &lt;test&gt;") && page.contains("table &amp; &lt;stuff&gt;"));
+        assert!(!page.contains("chart could not be drawn"), "{page}");
+        assert!(page.contains("99.9%"), "the nines axis is labelled");
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::grpc_code_name;
+use crate::grpc::code_name as grpc_code_name;
 use crate::load::LoadRun;
 
 /// Schema identifier of [`LoadReport`].

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::process::{ChildProcess, pin_self};
+use super::stack::Stack;
 use crate::cli::CompareArgs;
 use crate::load::recorder::IntervalRecord;
 use crate::load::schedule::{Limit, Rate};
@@ -73,12 +73,14 @@ fn dev_token() -> Result<String, CompareError> {
     let now = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let auth = crate::gateway::config::AuthConfig::default();
     let claims = serde_json::json!({
-        "sub": "gwbench-compare", "iss": "gwbench", "aud": "gwbench-api", "iat": now, "exp": now + 24 * 3600
+        "sub": "gwbench-compare", "iss": auth.issuer, "aud": auth.audience, "iat": now,
+        "exp": now + 24 * 3600
     });
     crate::gateway::middleware::auth::mint(
         "HS256",
-        crate::config::DEV_SECRET.as_bytes(),
+        crate::gateway::config::dev_secret().as_bytes(),
         Some("dev"),
         &claims,
     )
@@ -339,103 +341,6 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// The mocks and the gateway, running as child processes, and where everything is pinned.
-#[derive(Debug)]
-pub(super) struct Stack {
-    pub(super) backends: ChildProcess,
-    pub(super) gateway: ChildProcess,
-    pub(super) rest: std::net::SocketAddr,
-    pub(super) grpc: std::net::SocketAddr,
-    pub(super) gw: std::net::SocketAddr,
-    pub(super) cores: usize,
-    pub(super) pinning: Vec<String>,
-}
-
-impl Stack {
-    /// Starts `gwbench backends` and `gwbench gateway`; with `pin`, places generator (this
-    /// process), gateway and backends on separate cores where the machine has them (on 2 cores:
-    /// generator on CPU 1, gateway and backends on CPU 0).
-    pub(super) fn start(pin: bool) -> anyhow::Result<Stack> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        type Cpus = Option<Vec<usize>>;
-        let (pin_gen, pin_gw, pin_be): (Cpus, Cpus, Cpus) = if !pin {
-            (None, None, None)
-        } else if cores >= 3 {
-            (Some(vec![0]), Some(vec![1]), Some((2..cores).collect()))
-        } else if cores == 2 {
-            (Some(vec![1]), Some(vec![0]), Some(vec![0]))
-        } else {
-            (None, None, None)
-        };
-        let pinning = [
-            ("generator", &pin_gen),
-            ("gateway", &pin_gw),
-            ("backends", &pin_be),
-        ]
-        .iter()
-        .map(|(who, cpus)| match cpus {
-            Some(c) => format!("{who}: CPU {c:?}"),
-            None => format!("{who}: not pinned (shares all {cores} cores)"),
-        })
-        .collect();
-        let threads = |pin: &Cpus| pin.as_ref().map_or(1, |c| c.len()).to_string();
-        let backend_args = [
-            "backends",
-            "--rest-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--threads",
-            &threads(&pin_be),
-        ];
-        let backends = ChildProcess::spawn(
-            "gwbench backends",
-            &backend_args.map(String::from),
-            3,
-            pin_be.clone(),
-        )?;
-        let (rest, grpc) = (
-            backends.addr("rest").expect("ready rest"),
-            backends.addr("grpc").expect("ready grpc"),
-        );
-        let (grpc_s, rest_s) = (grpc.to_string(), rest.to_string());
-        let gateway_args = [
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--threads",
-            &threads(&pin_gw),
-            "--upstream-grpc",
-            &grpc_s,
-            "--upstream-rest",
-            &rest_s,
-        ];
-        let gateway = ChildProcess::spawn(
-            "gwbench gateway",
-            &gateway_args.map(String::from),
-            2,
-            pin_gw.clone(),
-        )?;
-        let gw = gateway.addr("http").expect("ready http");
-        if let Some(cpus) = &pin_gen {
-            pin_self(cpus).map_err(CompareError)?;
-        }
-        Ok(Stack {
-            backends,
-            gateway,
-            rest,
-            grpc,
-            gw,
-            cores,
-            pinning,
-        })
-    }
 }
 
 // ===== the run =====

@@ -2,7 +2,7 @@
 //! validation before any port is bound, then serve until SIGINT/SIGTERM.
 
 use crate::cli::GatewayArgs;
-use crate::config::{ConfigError, GatewayConfig, UpstreamProtocol};
+use crate::gateway::config::{ConfigError, GatewayConfig, UpstreamProtocol};
 use crate::gateway::server::GatewayServer;
 
 /// The configuration the flags describe, validated.
@@ -63,7 +63,7 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
 /// Runs `gwbench gateway`.
 pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
     if args.print_default_config {
-        return super::print_out(crate::config::DEFAULT_CONFIG);
+        return super::print_out(crate::gateway::config::DEFAULT_CONFIG);
     }
     let cfg = config(args)?;
     super::runtime(args.threads)?.block_on(async {

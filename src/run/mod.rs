@@ -11,6 +11,7 @@ mod load;
 pub mod process;
 mod report;
 mod saturate;
+mod stack;
 
 use crate::backend::{BackendError, Backends};
 use crate::cli::{BackendsArgs, Cli, Command};
@@ -34,20 +35,44 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// (bad configuration, a port in use, an unreachable target), 1 for everything else (including
 /// a missed `--slo`).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    let usage = |e: &(dyn std::error::Error + 'static)| {
-        e.is::<BackendError>()
+    let kind = err
+        .chain()
+        .find_map(ExitKind::of)
+        .unwrap_or(ExitKind::Failure);
+    kind as u8
+}
+
+/// What an error says about whose fault it is; the exit code follows from it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ExitKind {
+    /// The run failed (exit 1).
+    Failure = 1,
+    /// The user's input is wrong: a flag, a file, a port in use, an unreachable target (exit 2).
+    BadInput = 2,
+}
+
+impl ExitKind {
+    /// The kind of one error of a chain, when it is one of ours.
+    fn of(e: &(dyn std::error::Error + 'static)) -> Option<ExitKind> {
+        if let Some(load) = e.downcast_ref::<LoadError>() {
+            return Some(match load.is_bad_input() {
+                true => ExitKind::BadInput,
+                false => ExitKind::Failure,
+            });
+        }
+        let bad_input = e.is::<BackendError>()
             || e.is::<crate::net::BindError>()
-            || e.is::<LoadError>()
-            || e.is::<crate::config::ConfigError>()
+            || e.is::<crate::gateway::config::ConfigError>()
             || e.is::<crate::gateway::server::StartError>()
             || e.is::<crate::gateway::GatewayError>()
             || e.is::<compare::CompareError>()
             || e.is::<TokenError>()
             || e.is::<saturate::SaturateError>()
             || e.is::<report::ReportError>()
-            || e.is::<process::SpawnError>()
-    };
-    if err.chain().any(usage) { 2 } else { 1 }
+            || e.is::<process::SpawnError>();
+        bad_input.then_some(ExitKind::BadInput)
+    }
 }
 
 /// A token the user asked for cannot be made (exit code 2).
@@ -58,8 +83,8 @@ struct TokenError(String);
 /// `gwbench token`: mints a JWT for the gateway's [auth] settings.
 fn token(args: &crate::cli::TokenArgs) -> anyhow::Result<()> {
     let cfg = match &args.config {
-        Some(path) => crate::config::GatewayConfig::load(path)?,
-        None => crate::config::GatewayConfig::default_config(),
+        Some(path) => crate::gateway::config::GatewayConfig::load(path)?,
+        None => crate::gateway::config::GatewayConfig::default_config(),
     };
     let auth = &cfg.auth;
     let now = std::time::SystemTime::now()

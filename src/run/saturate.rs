@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::compare::{Side, Stack, scenarios, template};
+use super::compare::{Side, scenarios, template};
+use super::stack::Stack;
 use crate::cli::SaturateArgs;
 use crate::load::schedule::{Limit, Rate};
 use crate::load::{LoadConfig, run_load};

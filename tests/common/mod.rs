@@ -59,3 +59,8 @@ pub async fn get(url: &str) -> Reply {
 pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, body.to_string()).await
 }
+
+/// `http://{addr}{path}`: the one way tests write a URL.
+pub fn url(addr: impl std::fmt::Display, path: &str) -> String {
+    format!("http://{addr}{path}")
+}

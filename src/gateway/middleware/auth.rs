@@ -8,20 +8,22 @@
 //! `error="invalid_token"`; valid but without the required scope → 403 `insufficient_scope`.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tonic::Code;
-use tower::{Layer, Service};
 
-use super::ratelimit::Subject;
-use crate::config::AuthConfig;
+use crate::gateway::config::AuthConfig;
 use crate::gateway::status::GwError;
 use crate::gateway::{GwRequest, GwResponse};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The verified JWT subject, left by the auth layer in the request's extensions: the identity
+/// a rate limit (`key = "sub"`) and a private cache entry count against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject(pub String);
 
 /// Claims to forward upstream, left by the auth layer in the request's extensions.
 #[derive(Debug, Clone, Default)]
@@ -82,102 +84,140 @@ fn parse_alg(name: &str) -> Result<Algorithm, String> {
     }
 }
 
+/// The algorithm a JWKS key names, when it is one we verify.
+fn jwk_alg(alg: jsonwebtoken::jwk::KeyAlgorithm) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::KeyAlgorithm as K;
+    Some(match alg {
+        K::HS256 => Algorithm::HS256,
+        K::HS384 => Algorithm::HS384,
+        K::HS512 => Algorithm::HS512,
+        K::RS256 => Algorithm::RS256,
+        K::RS384 => Algorithm::RS384,
+        K::RS512 => Algorithm::RS512,
+        K::ES256 => Algorithm::ES256,
+        K::ES384 => Algorithm::ES384,
+        _ => return None,
+    })
+}
+
+/// The kind of key an algorithm verifies with; one key serves one family only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// HS*: a shared secret.
+    Hmac,
+    /// RS*: an RSA public key.
+    Rsa,
+    /// ES*: an EC public key.
+    Ec,
+}
+
+impl Family {
+    /// The family of one of the algorithms [`parse_alg`] accepts.
+    fn of(alg: Algorithm) -> Family {
+        match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Family::Hmac,
+            Algorithm::ES256 | Algorithm::ES384 => Family::Ec,
+            _ => Family::Rsa,
+        }
+    }
+}
+
+/// One `[[auth.keys]]` entry: a secret for HS*, a PEM public key file for RS*/ES*.
+fn configured_key(k: &crate::gateway::config::AuthKey) -> Result<Key, String> {
+    let algorithms = k
+        .algorithms
+        .iter()
+        .map(|a| parse_alg(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(&first) = algorithms.first() else {
+        return Err("algorithms must list at least one algorithm".into());
+    };
+    let family = Family::of(first);
+    if algorithms.iter().any(|&a| Family::of(a) != family) {
+        return Err("algorithms of one key must be of one family (HS, RS or ES)".into());
+    }
+    let key = match (&k.secret, &k.public_key_file, family) {
+        (Some(secret), None, Family::Hmac) => DecodingKey::from_secret(secret.as_bytes()),
+        (None, Some(_), Family::Hmac) => {
+            return Err("an HS key takes `secret`, not a public key file".into());
+        }
+        (None, Some(path), family) => {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let parsed = match family {
+                Family::Ec => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_rsa_pem(&pem),
+            };
+            parsed.map_err(|e| format!("{}: not a usable public key ({e})", path.display()))?
+        }
+        _ => return Err("give `secret` (HS*) or `public_key_file` (RS*/ES*)".into()),
+    };
+    Ok(Key {
+        kid: k.kid.clone(),
+        key,
+        algorithms,
+        validation: Validation::default(), // set by the caller, with the shared rules
+    })
+}
+
+/// The keys of a JWKS file, each with the one algorithm it names.
+fn jwks_keys(path: &std::path::Path) -> Result<Vec<Key>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("auth.jwks_file {}: {e}", path.display()))?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("auth.jwks_file {}: not a JWKS ({e})", path.display()))?;
+    set.keys
+        .iter()
+        .map(|jwk| {
+            let kid = jwk.common.key_id.clone();
+            let alg =
+                jwk.common.key_algorithm.and_then(jwk_alg).ok_or_else(|| {
+                    format!("auth.jwks_file: key {kid:?} names no supported \"alg\"")
+                })?;
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| format!("auth.jwks_file: key {kid:?}: {e}"))?;
+            Ok(Key {
+                kid,
+                key,
+                algorithms: vec![alg],
+                validation: Validation::default(), // set by the caller, with the shared rules
+            })
+        })
+        .collect()
+}
+
+/// The rules every token meets: `exp` required, `nbf` checked, leeway, issuer and audience.
+fn validation(cfg: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = cfg.leeway.0.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    if let Some(iss) = &cfg.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match &cfg.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
 impl Verifier {
     /// Loads the keys (secrets, PEM files, JWKS files) of `cfg`. Errors name the key.
     pub fn new(cfg: &AuthConfig) -> Result<Verifier, String> {
-        let mut keys = Vec::new();
-        for (i, k) in cfg.keys.iter().enumerate() {
-            let at = |m: String| format!("auth.keys[{i}]: {m}");
-            let algorithms = k
-                .algorithms
-                .iter()
-                .map(|a| parse_alg(a))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(at)?;
-            if algorithms.is_empty() {
-                return Err(at("algorithms must list at least one algorithm".into()));
-            }
-            let family = |a: &Algorithm| format!("{a:?}")[..2].to_string();
-            if algorithms
-                .iter()
-                .any(|a| family(a) != family(&algorithms[0]))
-            {
-                return Err(at(
-                    "algorithms of one key must be of one family (HS, RS or ES)".into(),
-                ));
-            }
-            let key = match (&k.secret, &k.public_key_file) {
-                (Some(secret), None) if family(&algorithms[0]) == "HS" => {
-                    DecodingKey::from_secret(secret.as_bytes())
-                }
-                (None, Some(path)) => {
-                    let pem =
-                        std::fs::read(path).map_err(|e| at(format!("{}: {e}", path.display())))?;
-                    let parsed = match family(&algorithms[0]).as_str() {
-                        "RS" => DecodingKey::from_rsa_pem(&pem),
-                        "ES" => DecodingKey::from_ec_pem(&pem),
-                        _ => {
-                            return Err(at(
-                                "an HS key takes `secret`, not a public key file".into()
-                            ));
-                        }
-                    };
-                    parsed.map_err(|e| {
-                        at(format!("{}: not a usable public key ({e})", path.display()))
-                    })?
-                }
-                _ => {
-                    return Err(at(
-                        "give `secret` (HS*) or `public_key_file` (RS*/ES*)".into()
-                    ));
-                }
-            };
-            keys.push(Key {
-                kid: k.kid.clone(),
-                key,
-                algorithms,
-                validation: Validation::default(), // set below, with the shared rules
-            });
-        }
+        let mut keys = cfg
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| configured_key(k).map_err(|m| format!("auth.keys[{i}]: {m}")))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(path) = &cfg.jwks_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("auth.jwks_file {}: {e}", path.display()))?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("auth.jwks_file {}: not a JWKS ({e})", path.display()))?;
-            for jwk in &set.keys {
-                let kid = jwk.common.key_id.clone();
-                let alg = jwk
-                    .common
-                    .key_algorithm
-                    .and_then(|a| parse_alg(&format!("{a:?}")).ok())
-                    .ok_or_else(|| {
-                        format!("auth.jwks_file: key {kid:?} names no supported \"alg\"")
-                    })?;
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| format!("auth.jwks_file: key {kid:?}: {e}"))?;
-                keys.push(Key {
-                    kid,
-                    key,
-                    algorithms: vec![alg],
-                    validation: Validation::default(), // set below, with the shared rules
-                });
-            }
+            keys.extend(jwks_keys(path)?);
         }
         if keys.is_empty() {
             return Err("auth: no key configured (auth.keys or auth.jwks_file)".into());
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = cfg.leeway.0.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        if let Some(iss) = &cfg.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
+        let validation = validation(cfg);
         for k in &mut keys {
             k.validation = validation.clone();
             k.validation.algorithms = k.algorithms.clone();
@@ -350,65 +390,39 @@ fn refuse(err: AuthError) -> GwResponse {
     resp
 }
 
-// ===== AuthLayer =====
+// ===== Auth =====
 
-/// Requires a valid JWT in front of the inner service.
+/// Requires a valid JWT: refuses with 401/403, or forwards the verified claims.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub struct Auth {
     verifier: Arc<Verifier>,
 }
 
-impl AuthLayer {
-    /// A layer checking tokens with `verifier`.
+impl Auth {
+    /// A policy checking tokens with `verifier`.
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        AuthLayer { verifier }
+        Auth { verifier }
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
+/// The auth middleware: [`Auth`] run by the policy service.
+pub type AuthLayer = super::PolicyLayer<Auth>;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            verifier: self.verifier.clone(),
-        }
-    }
-}
+impl super::Policy for Auth {
+    type State = ();
 
-/// The service of [`AuthLayer`].
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    verifier: Arc<Verifier>,
-}
-
-impl<S> Service<GwRequest> for Auth<S>
-where
-    S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = GwResponse;
-    type Error = std::convert::Infallible;
-    type Future = super::MwFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: GwRequest) -> Self::Future {
+    fn on_request(&self, req: &mut GwRequest) -> Result<(), Box<GwResponse>> {
         if !self.verifier.is_public(req.parts.uri.path()) {
-            match self.verifier.verify(&req.parts.headers) {
-                Ok(claims) => self.verifier.forward(&mut req, &claims),
-                Err(e) => return Box::pin(async move { Ok(refuse(e)) }),
-            }
+            let claims = self
+                .verifier
+                .verify(&req.parts.headers)
+                .map_err(|e| Box::new(refuse(e)))?;
+            self.verifier.forward(req, &claims);
         }
-        let mut inner = super::take_ready(&mut self.inner);
-        Box::pin(async move { inner.call(req).await })
+        Ok(())
     }
+
+    fn on_response(&self, (): (), _resp: &mut GwResponse) {}
 }
 
 // ===== minting (gwbench token) =====
@@ -436,7 +450,7 @@ pub fn mint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthConfig, AuthKey, TextDuration};
+    use crate::gateway::config::{AuthConfig, AuthKey, TextDuration};
     use base64::Engine;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -634,7 +648,7 @@ mod tests {
                 crate::net::json(StatusCode::OK, body).map(http_body_util::Either::Left),
             )
         });
-        let svc = AuthLayer::new(v).layer(inner);
+        let svc = tower::Layer::layer(&AuthLayer::new(Auth::new(v)), inner);
         let request = |auth: Option<String>, path: &str| {
             let mut headers = vec![("x-user-id", "forged".to_string())];
             if let Some(a) = auth {

@@ -12,9 +12,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use tower::{Layer, Service};
 
-use super::ratelimit::Subject;
-use super::{MwFuture, take_ready};
-use crate::config::CacheConfig;
+use super::MwFuture;
+use super::auth::Subject;
+use crate::gateway::config::CacheConfig;
 use crate::gateway::{GwRequest, GwResponse};
 
 /// A stored response.
@@ -176,10 +176,10 @@ impl CacheLayer {
 }
 
 impl<S> Layer<S> for CacheLayer {
-    type Service = CacheService<S>;
+    type Service = Cache<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService {
+        Cache {
             inner,
             cache: self.cache.clone(),
             cfg: self.cfg.clone(),
@@ -189,14 +189,14 @@ impl<S> Layer<S> for CacheLayer {
 
 /// The service of [`CacheLayer`].
 #[derive(Debug, Clone)]
-pub struct CacheService<S> {
+pub struct Cache<S> {
     inner: S,
     /// Behind an `Arc`: cloning a moka cache clones several `Arc`s (one per request here).
     cache: Arc<moka::future::Cache<String, Arc<Cached>>>,
     cfg: Arc<CacheConfig>,
 }
 
-impl<S> Service<GwRequest> for CacheService<S>
+impl<S> Service<GwRequest> for Cache<S>
 where
     S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible>
         + Clone
@@ -213,7 +213,9 @@ where
     }
 
     fn call(&mut self, req: GwRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+        // Call the clone that poll_ready made ready, leaving a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let client = directives(&req.parts.headers);
         let key = key_of(&req, &self.cfg);
         let cache = self.cache.clone();

@@ -2,46 +2,15 @@
 //! `GET /metrics`): requests by route, method and status; latency by route; upstream latency;
 //! requests in flight; rate-limited requests; breaker state per upstream; cache results.
 //! `MetricsLayer` is the outermost layer of every stack; requests refused before routing
-//! (404, 405, 413, a bad path) are counted under the route `(none)`.
+//! (404, 405, 413, a bad path) are counted under the route `(none)`. The recorder and the
+//! `/metrics` page are the server's ([`crate::gateway::exporter`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower::{Layer, Service};
-
-use super::{MwFuture, take_ready};
+use crate::gateway::exporter;
 use crate::gateway::{GwRequest, GwResponse};
-
-/// Latency buckets, seconds: 100 µs to 5 s.
-const BUCKETS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// The process-wide Prometheus recorder, installed on first use. None when another recorder
-/// was installed first (then `/metrics` says so).
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
-            Some(handle)
-        })
-        .as_ref()
-}
-
-/// The `/metrics` page.
-pub fn render() -> String {
-    match handle() {
-        Some(h) => h.render(),
-        None => "# no metrics: another recorder is installed in this process\n".into(),
-    }
-}
 
 /// Counts one response that never reached a route.
 pub fn record_unrouted(method: &http::Method, status: http::StatusCode) {
@@ -99,66 +68,62 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Counts and times every request of a stack.
-#[derive(Debug, Clone, Default)]
-pub struct MetricsLayer {
-    handles: Arc<Handles>,
+/// Counts and times every request of a stack. A request abandoned before its answer (the
+/// client hung up) leaves the in-flight gauge and is counted with status 499, nginx's "client
+/// closed request".
+#[derive(Debug, Default)]
+pub struct Metrics {
+    handles: Handles,
 }
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        // Make sure the recorder exists before the first request records into it.
-        let _ = handle();
-        MetricsService {
-            inner,
-            handles: self.handles.clone(),
-        }
+impl Metrics {
+    /// A policy recording into the process-wide recorder (installed here if it is not yet).
+    pub fn new() -> Self {
+        let _ = exporter::handle();
+        Metrics::default()
     }
 }
 
-/// The service of [`MetricsLayer`].
-#[derive(Debug, Clone)]
-pub struct MetricsService<S> {
-    inner: S,
-    handles: Arc<Handles>,
+/// The metrics middleware: [`Metrics`] run by the policy service.
+pub type MetricsLayer = super::PolicyLayer<Metrics>;
+
+/// Status counted for a request whose client left before the answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// What a passed request is counted under, and when it started.
+#[derive(Debug)]
+pub struct InFlight {
+    start: Instant,
+    route: Arc<str>,
+    method: http::Method,
 }
 
-impl<S> Service<GwRequest> for MetricsService<S>
-where
-    S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = GwResponse;
-    type Error = std::convert::Infallible;
-    type Future = MwFuture;
+impl super::Policy for Metrics {
+    type State = InFlight;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: GwRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
-        let route = req.route.clone();
-        let method = req.parts.method.clone();
-        let handles = self.handles.clone();
-        Box::pin(async move {
-            let start = Instant::now();
-            let in_flight = handles.in_flight();
-            in_flight.increment(1.0);
-            let resp = inner.call(req).await?;
-            in_flight.decrement(1.0);
-            handles
-                .latency(&route)
-                .record(start.elapsed().as_secs_f64());
-            handles
-                .requests(&route, &method, resp.status().as_u16())
-                .increment(1);
-            Ok(resp)
+    fn on_request(&self, req: &mut GwRequest) -> Result<InFlight, Box<GwResponse>> {
+        self.handles.in_flight().increment(1.0);
+        Ok(InFlight {
+            start: Instant::now(),
+            route: req.route.clone(),
+            method: req.parts.method.clone(),
         })
+    }
+
+    fn on_response(&self, f: InFlight, resp: &mut GwResponse) {
+        self.handles.in_flight().decrement(1.0);
+        self.handles
+            .latency(&f.route)
+            .record(f.start.elapsed().as_secs_f64());
+        self.handles
+            .requests(&f.route, &f.method, resp.status().as_u16())
+            .increment(1);
+    }
+
+    fn on_drop(&self, f: InFlight) {
+        self.handles.in_flight().decrement(1.0);
+        self.handles
+            .requests(&f.route, &f.method, CLIENT_CLOSED)
+            .increment(1);
     }
 }

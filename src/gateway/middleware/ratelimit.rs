@@ -8,7 +8,6 @@
 use std::fmt::Debug;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -17,9 +16,9 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue};
 use tonic::Code;
-use tower::{Layer, Service};
 
-use crate::config::{RateLimitConfig, RateLimitKey};
+use super::auth::Subject;
+use crate::gateway::config::{RateLimitConfig, RateLimitKey};
 use crate::gateway::status::GwError;
 use crate::gateway::{GwRequest, GwResponse};
 use crate::net::PeerAddr;
@@ -140,10 +139,6 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The identity the rate limit counts against, as the auth layer leaves it in extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject(pub String);
-
 /// The key of a request: API key, JWT subject or client address, falling back to the address.
 pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> String {
     let headers = &req.parts.headers;
@@ -193,31 +188,31 @@ pub type Overrides = Arc<std::collections::HashMap<String, Arc<dyn KeyStore>>>;
 
 /// Builds the override stores of `cfg`.
 pub fn overrides(cfg: &RateLimitConfig) -> Overrides {
-    let nz = |v: u32| NonZeroU32::new(v.max(1)).expect("at least 1");
     Arc::new(
         cfg.overrides
             .iter()
             .map(|o| {
                 let store: Arc<dyn KeyStore> =
-                    Arc::new(GovernorStore::new(nz(o.rate), o.per.0, nz(o.burst)));
+                    Arc::new(GovernorStore::new(o.rate, o.per.0, o.burst));
                 (o.key.clone(), store)
             })
             .collect(),
     )
 }
 
-/// Applies the rate limit in front of the inner service.
+/// Applies per-key rate limits: 429 when a key's allowance is spent, `RateLimit-*` headers on
+/// every answer.
 #[derive(Debug, Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimit {
     store: Arc<dyn KeyStore>,
     overrides: Overrides,
     cfg: Arc<RateLimitConfig>,
 }
 
-impl RateLimitLayer {
-    /// A layer over `store` (and the per-key `overrides`), keyed as `cfg` says.
+impl RateLimit {
+    /// A policy over `store` (and the per-key `overrides`), keyed as `cfg` says.
     pub fn new(store: Arc<dyn KeyStore>, overrides: Overrides, cfg: Arc<RateLimitConfig>) -> Self {
-        RateLimitLayer {
+        RateLimit {
             store,
             overrides,
             cfg,
@@ -225,51 +220,47 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+/// The rate-limit middleware: [`RateLimit`] run by the policy service.
+pub type RateLimitLayer = super::PolicyLayer<RateLimit>;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit {
-            inner,
-            store: self.store.clone(),
-            overrides: self.overrides.clone(),
-            cfg: self.cfg.clone(),
+/// The allowance a passed request left, for its response's headers.
+#[derive(Debug)]
+pub struct Allowance {
+    limit: u32,
+    window_s: u64,
+    remaining: u32,
+    reset_s: u64,
+}
+
+impl Allowance {
+    /// Writes the `RateLimit-*` headers (both the draft-6 trio and the newer pair).
+    fn write(&self, h: &mut HeaderMap) {
+        let Allowance {
+            limit,
+            window_s,
+            remaining,
+            reset_s,
+        } = *self;
+        h.insert("ratelimit-limit", HeaderValue::from(limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(reset_s));
+        if let Ok(v) = HeaderValue::from_str(&format!("\"default\";q={limit};w={window_s}")) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={reset_s}")) {
+            h.insert("ratelimit", v);
         }
     }
 }
 
-/// The service of [`RateLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    store: Arc<dyn KeyStore>,
-    overrides: Overrides,
-    cfg: Arc<RateLimitConfig>,
-}
+impl super::Policy for RateLimit {
+    type State = Allowance;
 
-impl<S> Service<GwRequest> for RateLimit<S>
-where
-    S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = GwResponse;
-    type Error = std::convert::Infallible;
-    type Future = super::MwFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: GwRequest) -> Self::Future {
-        let key = key_of(&req, &self.cfg);
+    fn on_request(&self, req: &mut GwRequest) -> Result<Allowance, Box<GwResponse>> {
+        let key = key_of(req, &self.cfg);
         let store = self.overrides.get(&key).unwrap_or(&self.store);
-        let decision = store.check(&key);
-        let (limit, window) = (store.limit(), store.window_s());
-        let policy = HeaderValue::from_str(&format!("\"default\";q={limit};w={window}")).ok();
-        match decision {
+        let (limit, window_s) = (store.limit(), store.window_s());
+        match store.check(&key) {
             Decision::Deny { retry_after } => {
                 metrics::counter!("gwbench_rate_limited_total").increment(1);
                 let secs = ceil_secs(retry_after).max(1);
@@ -277,44 +268,32 @@ where
                     http::StatusCode::TOO_MANY_REQUESTS,
                     Code::ResourceExhausted,
                     format!(
-                        "rate limit exceeded ({limit} requests per {window} s); retry in {secs} s"
+                        "rate limit exceeded ({limit} requests per {window_s} s); retry in {secs} s"
                     ),
                 )
                 .into_response();
                 let h = resp.headers_mut();
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-                h.insert("ratelimit-limit", HeaderValue::from(limit));
-                h.insert("ratelimit-remaining", HeaderValue::from(0u32));
-                h.insert("ratelimit-reset", HeaderValue::from(secs));
-                if let Some(p) = policy {
-                    h.insert("ratelimit-policy", p);
-                }
-                if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r=0;t={secs}")) {
-                    h.insert("ratelimit", v);
-                }
-                Box::pin(async move { Ok(resp) })
+                let spent = Allowance {
+                    limit,
+                    window_s,
+                    remaining: 0,
+                    reset_s: secs,
+                };
+                spent.write(h);
+                Err(Box::new(resp))
             }
-            Decision::Allow { remaining, reset } => {
-                let mut inner = super::take_ready(&mut self.inner);
-                Box::pin(async move {
-                    let mut resp = inner.call(req).await?;
-                    let reset = ceil_secs(reset);
-                    let h = resp.headers_mut();
-                    h.insert("ratelimit-limit", HeaderValue::from(limit));
-                    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-                    h.insert("ratelimit-reset", HeaderValue::from(reset));
-                    if let Some(p) = policy {
-                        h.insert("ratelimit-policy", p);
-                    }
-                    if let Ok(v) =
-                        HeaderValue::from_str(&format!("\"default\";r={remaining};t={reset}"))
-                    {
-                        h.insert("ratelimit", v);
-                    }
-                    Ok(resp)
-                })
-            }
+            Decision::Allow { remaining, reset } => Ok(Allowance {
+                limit,
+                window_s,
+                remaining,
+                reset_s: ceil_secs(reset),
+            }),
         }
+    }
+
+    fn on_response(&self, allowance: Allowance, resp: &mut GwResponse) {
+        allowance.write(resp.headers_mut());
     }
 }
 

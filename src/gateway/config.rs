@@ -3,6 +3,7 @@
 //! the key and what was expected.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -260,10 +261,10 @@ pub struct Mount {
     pub rpcs: Option<Vec<String>>,
     /// This mount's own rate (requests per `[rate_limit].per`), instead of `[rate_limit].rate`.
     #[serde(default)]
-    pub rate: Option<u32>,
+    pub rate: Option<NonZeroU32>,
     /// This mount's own burst, instead of `[rate_limit].burst`.
     #[serde(default)]
-    pub burst: Option<u32>,
+    pub burst: Option<NonZeroU32>,
 }
 
 /// `[cache]`: the response cache of mounts with `cache = true`.
@@ -282,13 +283,9 @@ pub struct CacheConfig {
 }
 
 impl Default for CacheConfig {
+    /// The embedded default config's `[cache]`: the defaults are written once, there.
     fn default() -> Self {
-        CacheConfig {
-            ttl: TextDuration(Duration::from_secs(5)),
-            max_entries: 100_000,
-            public: false,
-            api_key_header: "x-api-key".into(),
-        }
+        embedded().cache.clone()
     }
 }
 
@@ -338,28 +335,29 @@ pub struct AuthConfig {
     pub keys: Vec<AuthKey>,
 }
 
-/// The HS256 secret of the embedded default config: for trying the gateway on loopback only.
-pub const DEV_SECRET: &str = "gwbench-dev-secret-not-for-production";
+/// The embedded default config, parsed once. It sets every section, so parsing it never asks
+/// for a section's `Default` (which is read from here).
+fn embedded() -> &'static GatewayConfig {
+    static CONFIG: std::sync::OnceLock<GatewayConfig> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| {
+        GatewayConfig::parse(DEFAULT_CONFIG, "embedded default config")
+            .expect("the embedded default config is valid")
+    })
+}
+
+/// The HS256 secret of the embedded default config's first key (`kid = "dev"`): for trying the
+/// gateway on loopback only.
+pub fn dev_secret() -> &'static str {
+    embedded().auth.keys[0]
+        .secret
+        .as_deref()
+        .expect("the embedded default config's first key is an HS256 secret")
+}
 
 impl Default for AuthConfig {
+    /// The embedded default config's `[auth]`: the defaults are written once, there.
     fn default() -> Self {
-        AuthConfig {
-            issuer: Some("gwbench".into()),
-            audience: Some("gwbench-api".into()),
-            leeway: TextDuration(Duration::from_secs(30)),
-            required_scope: None,
-            public_paths: vec!["/healthz".into()],
-            forward_claims: [("sub".to_string(), "x-user-id".to_string())]
-                .into_iter()
-                .collect(),
-            jwks_file: None,
-            keys: vec![AuthKey {
-                kid: Some("dev".into()),
-                algorithms: vec!["HS256".into()],
-                secret: Some(DEV_SECRET.into()),
-                public_key_file: None,
-            }],
-        }
+        embedded().auth.clone()
     }
 }
 
@@ -380,13 +378,13 @@ pub enum RateLimitKey {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Requests per key per `per`.
-    pub rate: u32,
+    /// Requests per key per `per` (0 is refused when the file is read).
+    pub rate: NonZeroU32,
     /// The period `rate` is counted over.
     #[serde(default = "one_second")]
     pub per: TextDuration,
     /// Requests allowed at once.
-    pub burst: u32,
+    pub burst: NonZeroU32,
     /// What a limit counts against.
     #[serde(default)]
     pub key: RateLimitKey,
@@ -409,12 +407,12 @@ pub struct RateLimitOverride {
     /// The key as the limiter sees it: `key:<api key>`, `sub:<JWT subject>` or `ip:<address>`.
     pub key: String,
     /// Requests per `per`.
-    pub rate: u32,
+    pub rate: NonZeroU32,
     /// The period `rate` is counted over.
     #[serde(default = "one_second")]
     pub per: TextDuration,
     /// Requests allowed at once.
-    pub burst: u32,
+    pub burst: NonZeroU32,
 }
 
 fn one_second() -> TextDuration {
@@ -422,17 +420,9 @@ fn one_second() -> TextDuration {
 }
 
 impl Default for RateLimitConfig {
+    /// The embedded default config's `[rate_limit]`: the defaults are written once, there.
     fn default() -> Self {
-        RateLimitConfig {
-            rate: 100_000,
-            per: one_second(),
-            burst: 10_000,
-            key: RateLimitKey::ApiKey,
-            api_key_header: "x-api-key".into(),
-            trust_forwarded_for: false,
-            prune_every: TextDuration(Duration::from_secs(60)),
-            overrides: Vec::new(),
-        }
+        embedded().rate_limit.clone()
     }
 }
 
@@ -457,16 +447,9 @@ pub struct BreakerConfig {
 }
 
 impl Default for BreakerConfig {
+    /// The embedded default config's `[breaker]`: the defaults are written once, there.
     fn default() -> Self {
-        BreakerConfig {
-            consecutive_failures: 5,
-            failure_ratio: 0.5,
-            window: TextDuration(Duration::from_secs(10)),
-            min_requests: 20,
-            cooldown: TextDuration(Duration::from_secs(5)),
-            max_cooldown: TextDuration(Duration::from_secs(60)),
-            half_open_probes: 3,
-        }
+        embedded().breaker.clone()
     }
 }
 
@@ -601,8 +584,7 @@ pub struct AggregationPart {
 impl GatewayConfig {
     /// The embedded default.
     pub fn default_config() -> GatewayConfig {
-        GatewayConfig::parse(DEFAULT_CONFIG, "embedded default config")
-            .expect("the embedded default config is valid")
+        embedded().clone()
     }
 
     /// Parses and validates `text` (from `source_name`, for messages).
@@ -634,13 +616,13 @@ impl GatewayConfig {
     /// Checks what serde cannot: references, uniqueness, non-empty lists, address syntax.
     pub fn validate(&self) -> Result<(), String> {
         let r = &self.rate_limit;
-        if r.rate == 0 || r.burst == 0 || r.prune_every.0.is_zero() || r.per.0.is_zero() {
-            return Err("rate_limit: rate, per, burst and prune_every must be above 0".into());
+        if r.prune_every.0.is_zero() || r.per.0.is_zero() {
+            return Err("rate_limit: per and prune_every must be above 0".into());
         }
         for (i, o) in r.overrides.iter().enumerate() {
-            if o.rate == 0 || o.burst == 0 || o.per.0.is_zero() {
+            if o.per.0.is_zero() {
                 return Err(format!(
-                    "rate_limit.overrides[{i}] ({}): rate, per and burst must be above 0",
+                    "rate_limit.overrides[{i}] ({}): per must be above 0",
                     o.key
                 ));
             }

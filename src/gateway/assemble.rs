@@ -1,0 +1,120 @@
+//! Configuration → a gateway's parts, as a list of named steps: the descriptor set, the
+//! upstream pools, the route table (annotated RPCs, proxy prefixes, aggregations), the upstream
+//! call, and one middleware stack per mount.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost_reflect::DescriptorPool;
+
+use super::aggregate::Aggregation;
+use super::config::{GatewayConfig, Mount};
+use super::dispatch::{self, Core};
+use super::middleware::KeyStore;
+use super::router::{ProxyTarget, Router};
+use super::stack::{self, Shared};
+use super::transcode::JsonOptions;
+use super::types::{GatewayError, RouteService};
+use super::upstream::Upstream;
+
+/// What [`super::Gateway`] is made of.
+pub(super) struct Parts {
+    pub(super) router: Router,
+    pub(super) stacks: Vec<RouteService>,
+    pub(super) rate_limit_stores: Vec<Arc<dyn KeyStore>>,
+    pub(super) transcode_upstream: usize,
+    pub(super) transcode_timeout: Duration,
+}
+
+/// Builds the parts of a gateway from `cfg`; `inner` replaces the upstream call when given.
+pub(super) fn assemble(
+    cfg: &GatewayConfig,
+    inner: Option<RouteService>,
+) -> Result<Parts, GatewayError> {
+    let pool = descriptor_pool(cfg)?;
+    let upstreams = cfg
+        .upstreams
+        .iter()
+        .map(Upstream::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(GatewayError)?;
+    let index_of = |name: &str| {
+        upstreams
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| GatewayError(format!("no upstream {name}")))
+    };
+    let router = routes(cfg, &pool, &index_of)?;
+    let transcode_upstream = index_of(&cfg.transcode.upstream)?;
+    let shared = Shared::new(cfg, upstreams.iter().map(|u| u.name.as_str()))?;
+    let inner = inner.unwrap_or_else(|| dispatch::service(Arc::new(core(cfg, upstreams))));
+    let mut rate_limit_stores = shared.stores();
+    // Stack 0 (no middleware) serves proxy routes and aggregations; mount i is served by
+    // stack i + 1.
+    let bare = Mount::default();
+    let stacks = std::iter::once(&bare)
+        .chain(&cfg.transcode.mounts)
+        .map(|m| stack::build(m, inner.clone(), &shared, &mut rate_limit_stores))
+        .collect();
+    Ok(Parts {
+        router,
+        stacks,
+        rate_limit_stores,
+        transcode_upstream,
+        transcode_timeout: cfg.transcode.timeout.0,
+    })
+}
+
+/// The descriptor set routes are read from: the configured file, or the embedded one.
+fn descriptor_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
+    match &cfg.transcode.descriptor_set {
+        Some(path) => crate::proto::load_descriptor_set(path)
+            .map_err(|e| GatewayError(format!("transcode.descriptor_set {e}"))),
+        None => Ok(crate::proto::descriptor_pool().clone()),
+    }
+}
+
+/// The route table: every mount's annotated RPCs, then proxy prefixes, then aggregations.
+fn routes(
+    cfg: &GatewayConfig,
+    pool: &DescriptorPool,
+    index_of: &dyn Fn(&str) -> Result<usize, GatewayError>,
+) -> Result<Router, GatewayError> {
+    let mut router = Router::new();
+    let mut paths = HashMap::new();
+    for (mount, m) in cfg.transcode.mounts.iter().enumerate() {
+        router
+            .add_annotated(pool, &m.prefix, m.rpcs.as_deref(), mount + 1, &mut paths)
+            .map_err(GatewayError)?;
+    }
+    for p in &cfg.proxy {
+        let target = ProxyTarget {
+            prefix: p.prefix.clone(),
+            strip: p.strip_prefix.clone(),
+            upstream: index_of(&p.upstream)?,
+            timeout: p.timeout.0,
+        };
+        router
+            .add_proxy(target, &p.upstream, 0, &mut paths)
+            .map_err(GatewayError)?;
+    }
+    for a in &cfg.aggregations {
+        let agg = Aggregation::new(a, pool).map_err(GatewayError)?;
+        router
+            .add_aggregate(Arc::new(agg), 0, &mut paths)
+            .map_err(GatewayError)?;
+    }
+    Ok(router)
+}
+
+/// The upstream call over `upstreams`, with the transcoder's JSON options.
+fn core(cfg: &GatewayConfig, upstreams: Vec<Upstream>) -> Core {
+    let t = &cfg.transcode;
+    let json = JsonOptions::new(
+        t.proto_field_names,
+        t.emit_defaults,
+        t.reject_unknown_fields,
+    );
+    Core::new(upstreams, json)
+}

@@ -1,0 +1,138 @@
+//! The innermost service: a routed request goes to its target (transcode to gRPC, fan out an
+//! aggregation, or proxy over HTTP/1.1) within its deadline, and the answer comes back as a
+//! response (errors included).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use http::header::HeaderMap;
+use http_body_util::Either;
+use tonic::Code;
+
+use super::forward;
+use super::middleware::auth::ForwardedClaims;
+use super::router::{ProxyTarget, Target};
+use super::status::GwError;
+use super::transcode::{JsonOptions, MethodRoute};
+use super::types::{GwRequest, GwResponse, REQUEST_ID, RouteService};
+use super::upstream::Upstream;
+use crate::net::PeerAddr;
+
+/// What the upstream call needs: the upstream pools and the JSON options.
+#[derive(Debug)]
+pub struct Core {
+    upstreams: Vec<Upstream>,
+    json: JsonOptions,
+}
+
+impl Core {
+    /// The upstream call over `upstreams` (by index, as routes name them).
+    pub fn new(upstreams: Vec<Upstream>, json: JsonOptions) -> Self {
+        Core { upstreams, json }
+    }
+
+    /// The upstreams, by index.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// Calls the request's target within its deadline; errors become responses.
+    pub async fn call(&self, req: GwRequest) -> GwResponse {
+        let upstream = &self.upstreams[req.upstream];
+        let deadline = req.deadline;
+        if let Target::Aggregate(a) = &req.target {
+            // An aggregation keeps what arrived in time, so it enforces its deadline per part.
+            let query = req.parts.uri.query();
+            return a
+                .run(query, upstream, &req.request_id, deadline, &self.json)
+                .await;
+        }
+        let started = Instant::now();
+        let call = async {
+            match req.target.clone() {
+                Target::Transcode(route) => self.transcode(&route, &req, started).await,
+                Target::Proxy(p) => self.proxy(&p, req).await,
+                Target::Aggregate(_) => unreachable!("answered above"),
+            }
+        };
+        let result = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(deadline)),
+        };
+        upstream.latency.record(started.elapsed().as_secs_f64());
+        result.unwrap_or_else(GwError::into_response)
+    }
+
+    /// JSON, path and query → one unary gRPC call → JSON.
+    async fn transcode(
+        &self,
+        route: &MethodRoute,
+        req: &GwRequest,
+        started: Instant,
+    ) -> Result<GwResponse, GwError> {
+        let parts = &req.parts;
+        let msg = route.encode_request(&req.params, parts.uri.query(), &req.body, &self.json)?;
+        let mut metadata = HeaderMap::new();
+        metadata.insert(REQUEST_ID, req.request_id.clone());
+        // Claims the auth layer verified travel as metadata.
+        if let Some(claims) = parts.extensions.get::<ForwardedClaims>() {
+            for (name, value) in &claims.0 {
+                metadata.insert(name.clone(), value.clone());
+            }
+        }
+        let reply = self.upstreams[req.upstream]
+            .grpc_unary(&route.grpc_path, msg, &metadata, Some(req.deadline))
+            .await
+            .map_err(|s| match s.code() {
+                // A server that gives up on the grpc-timeout it was sent may answer CANCELLED
+                // (tonic's does): past the deadline, that is a 504.
+                Code::Cancelled if started.elapsed() >= req.deadline => {
+                    deadline_exceeded(req.deadline)
+                }
+                code => GwError::grpc(code, s.message().to_string()),
+            })?;
+        let json = route.render_response(&reply, &self.json)?;
+        Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
+    }
+
+    /// The request as it came (prefix stripped, headers rewritten) → the upstream's answer.
+    async fn proxy(&self, p: &ProxyTarget, req: GwRequest) -> Result<GwResponse, GwError> {
+        let GwRequest {
+            parts,
+            body,
+            request_id,
+            ..
+        } = req;
+        let pq = forward::upstream_path(&parts.uri, &p.strip)?;
+        // The proxy forwards the request's headers as they are: it takes them, no copy.
+        let peer = parts.extensions.get::<PeerAddr>();
+        let headers = forward::request_headers(parts.headers, peer, &request_id);
+        let upstream = &self.upstreams[p.upstream];
+        let mut resp = upstream
+            .http_forward(&parts.method, &pq, &headers, body)
+            .await
+            .map_err(|s| GwError::grpc(s.code(), s.message().to_string()))?;
+        forward::strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+}
+
+/// `core`'s upstream call as the innermost service of every stack.
+pub fn service(core: Arc<Core>) -> RouteService {
+    tower::util::BoxCloneSyncService::new(tower::service_fn(move |req: GwRequest| {
+        let core = core.clone();
+        async move { Ok::<_, Infallible>(core.call(req).await) }
+    }))
+}
+
+fn deadline_exceeded(deadline: Duration) -> GwError {
+    GwError::grpc(
+        Code::DeadlineExceeded,
+        format!(
+            "the upstream did not answer within {}",
+            humantime::format_duration(deadline)
+        ),
+    )
+}

@@ -1,0 +1,144 @@
+//! What the proxy changes on its way through: the path sent upstream (prefix stripped), the
+//! request's headers (hop-by-hop out; `X-Request-Id`, `X-Forwarded-For` and `Forwarded` in) and
+//! the response's headers (hop-by-hop out).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use tonic::Code;
+
+use super::status::GwError;
+use super::types::REQUEST_ID;
+use crate::net::PeerAddr;
+
+/// The path and query sent upstream: `strip` removed from the front of the path (keeping a
+/// leading `/`). Without a prefix to strip, the client's own (already parsed) value is reused.
+pub fn upstream_path(uri: &http::Uri, strip: &str) -> Result<PathAndQuery, GwError> {
+    let path = uri.path();
+    let rest = path.strip_prefix(strip).unwrap_or(path);
+    if rest.len() == path.len()
+        && let Some(pq) = uri.path_and_query()
+    {
+        return Ok(pq.clone());
+    }
+    let query = uri.query();
+    let mut pq = String::with_capacity(rest.len() + 2 + query.map_or(0, str::len));
+    if !rest.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(rest);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    PathAndQuery::try_from(pq).map_err(|e| GwError::grpc(Code::InvalidArgument, e.to_string()))
+}
+
+/// The headers sent upstream: the client's (taken, not copied) without hop-by-hop headers and
+/// `Host`, with the request id and the client's address (`X-Forwarded-For`, `Forwarded`).
+pub fn request_headers(
+    mut headers: HeaderMap,
+    peer: Option<&PeerAddr>,
+    request_id: &HeaderValue,
+) -> HeaderMap {
+    let host = headers.remove(header::HOST);
+    strip_hop_by_hop(&mut headers);
+    headers.insert(REQUEST_ID, request_id.clone());
+    if let Some(PeerAddr(peer)) = peer {
+        let ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let for_ = if peer.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("for={for_};proto=http;host=\"{host}\"")) {
+            headers.append(header::FORWARDED, v);
+        }
+    }
+    headers
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_paths_lose_the_prefix_and_keep_the_query() {
+        let pq = |uri: &str, strip: &str| {
+            upstream_path(&uri.parse().unwrap(), strip)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(pq("/rest/api/users/1?a=b", "/rest"), "/api/users/1?a=b");
+        assert_eq!(pq("/rest", "/rest"), "/");
+        assert_eq!(pq("/restapi/x", "/rest"), "/api/x");
+        assert_eq!(pq("/api/users/1?x=1", ""), "/api/users/1?x=1");
+        assert_eq!(pq("/api/users/1", "/other"), "/api/users/1");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn the_client_is_named_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let peer = PeerAddr("127.0.0.9:5000".parse().unwrap());
+        let out = request_headers(h, Some(&peer), &HeaderValue::from_static("rid"));
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(
+            out[header::FORWARDED],
+            "for=127.0.0.9;proto=http;host=\"gw.example\""
+        );
+        assert_eq!(out[REQUEST_ID], "rid");
+        assert!(!out.contains_key(header::HOST) && !out.contains_key(header::CONNECTION));
+    }
+}

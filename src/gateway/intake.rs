@@ -1,0 +1,166 @@
+//! Request intake, before any middleware: the request id, the path check, the route error
+//! responses (404, 405 + Allow), the deadline, and the body read within its limit (413).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use rand::Rng;
+use tonic::Code;
+
+use super::router::RouteError;
+use super::status::GwError;
+use super::types::{REQUEST_ID, REQUEST_TIMEOUT};
+
+/// Longest client-sent request id kept; a longer (or empty) one is replaced.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The client's request id when it sent a usable one, else a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(new_request_id)
+}
+
+/// A fresh request id: 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let v: u128 = rand::rng().random();
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+}
+
+/// Refuses paths that try to climb out of their route (`..`, encoded dots or slashes).
+pub fn check_path(path: &str) -> Result<(), GwError> {
+    let lower = path.to_ascii_lowercase();
+    let traversal = path.split('/').any(|s| s == ".." || s == ".")
+        || lower.contains("%2e%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\');
+    if traversal {
+        return Err(GwError::grpc(
+            Code::InvalidArgument,
+            format!("path {path:?} is not allowed (dot segments or encoded separators)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a request no route takes: 404, or 405 with the methods that are allowed.
+pub fn unrouted(method: &Method, path: &str, e: RouteError) -> GwError {
+    match e {
+        RouteError::NotFound => {
+            GwError::grpc(Code::NotFound, format!("no route for {method} {path}"))
+        }
+        RouteError::MethodNotAllowed(allow) => {
+            let mut err = GwError::http(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::Unimplemented,
+                format!("{method} is not allowed on {path}; allowed: {allow}"),
+            );
+            err.allow = Some(allow);
+            err
+        }
+    }
+}
+
+/// The time the upstream call may take: the route's timeout, or the client's shorter one.
+pub fn deadline(headers: &HeaderMap, route_timeout: Duration) -> Duration {
+    client_deadline(headers).map_or(route_timeout, |d| d.min(route_timeout))
+}
+
+/// The deadline a client asked for: `grpc-timeout` (`100m`, `2S`) or `X-Request-Timeout`
+/// (`500ms`, `2s`, or seconds).
+fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
+    let grpc = headers
+        .get(crate::grpc::TIMEOUT)
+        .and_then(|v| crate::grpc::parse_timeout(v.to_str().ok()?));
+    let plain = headers.get(&REQUEST_TIMEOUT).and_then(|v| {
+        let s = v.to_str().ok()?.trim();
+        humantime::parse_duration(s).ok().or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0 && x.is_finite())
+                .map(Duration::from_secs_f64)
+        })
+    });
+    match (grpc, plain) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Reads the request body up to `max` bytes; a declared oversize body is refused unread.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, GwError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        GwError::http(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            format!("request body is over the limit of {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(GwError::grpc(
+            Code::InvalidArgument,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_and_paths() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static("300m"));
+        h.insert(REQUEST_TIMEOUT, HeaderValue::from_static("0.1"));
+        assert_eq!(client_deadline(&h), Some(Duration::from_millis(100)));
+        assert_eq!(
+            deadline(&h, Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
+        for bad in [
+            "/rest/../admin",
+            "/rest/%2e%2e/x",
+            "/a/%2F/b",
+            "/a\\b",
+            "/./x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_path("/api/users/42").is_ok());
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        assert!(new_request_id().to_str().unwrap().len() == 32);
+        assert_ne!(new_request_id(), new_request_id());
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&h), "abc");
+        h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,208 @@
+//! gRPC's wire vocabulary, written once for the gateway, the load generator and the reports:
+//! status code names, `grpc-status` / `grpc-message`, `grpc-timeout` and the 5-byte message
+//! frame (the gRPC over HTTP/2 spec).
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use thiserror::Error;
+
+/// Header (or trailer) carrying the status code.
+pub const STATUS: &str = "grpc-status";
+/// Header (or trailer) carrying the percent-encoded status message.
+pub const MESSAGE: &str = "grpc-message";
+/// Header carrying the caller's deadline.
+pub const TIMEOUT: &str = "grpc-timeout";
+/// Length of a message frame's prefix: compressed flag and big-endian length.
+pub const FRAME_PREFIX: usize = 5;
+
+/// The canonical name of status code `code` (as grpc-gateway and Envoy print it).
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN_CODE",
+    }
+}
+
+/// The numeric `grpc-status` of a header or trailer map, if present and a number.
+pub fn status_code(headers: &HeaderMap) -> Option<i32> {
+    headers.get(STATUS)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The status message (`grpc-message`, percent-decoded), empty when absent.
+pub fn status_message(headers: &HeaderMap) -> String {
+    headers
+        .get(MESSAGE)
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses a `grpc-timeout` value: 1 to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_timeout(s: &str) -> Option<Duration> {
+    let (&unit, digits) = s.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most 8 digits: the largest value, in hours, is far from overflowing.
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The `grpc-timeout` value for `d`: microseconds while they fit in 8 digits, else
+/// milliseconds (capped at 8 digits, about 27 hours), so it never says more than `d`.
+pub fn encode_timeout(d: Duration) -> HeaderValue {
+    let us = d.as_micros();
+    let v = if us < 100_000_000 {
+        format!("{us}u")
+    } else {
+        format!("{}m", d.as_millis().min(99_999_999))
+    };
+    HeaderValue::from_str(&v).expect("digits and a unit are a valid header value")
+}
+
+/// `msg` with the message prefix (not compressed).
+pub fn frame(msg: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(FRAME_PREFIX + msg.len());
+    out.put_u8(0);
+    out.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
+    out.put_slice(msg);
+    out.freeze()
+}
+
+/// A response body that is not exactly one uncompressed message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// Fewer than five bytes.
+    #[error("the upstream sent no response message")]
+    Missing,
+    /// The compressed flag is set although no compression was offered.
+    #[error("the upstream sent a compressed message (none was offered)")]
+    Compressed,
+    /// The prefix's length disagrees with what arrived.
+    #[error("response message framed as {framed} bytes, {arrived} arrived")]
+    Length {
+        /// Length in the prefix.
+        framed: usize,
+        /// Bytes after the prefix.
+        arrived: usize,
+    },
+}
+
+/// The one message of a unary response body.
+pub fn unframe(mut buf: Bytes) -> Result<Bytes, FrameError> {
+    if buf.len() < FRAME_PREFIX {
+        return Err(FrameError::Missing);
+    }
+    if buf[0] != 0 {
+        return Err(FrameError::Compressed);
+    }
+    let framed = (&buf[1..FRAME_PREFIX]).get_u32() as usize;
+    buf.advance(FRAME_PREFIX);
+    if buf.len() != framed {
+        return Err(FrameError::Length {
+            framed,
+            arrived: buf.len(),
+        });
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn timeouts_parse_by_unit_and_refuse_the_rest() {
+        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["123456789S", "x", "", "m", "+5m", "5", "-1S", "1.5S", "5s"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_bad_frames_are_named() {
+        let f = frame(b"hello");
+        assert_eq!(&f[..], b"\0\0\0\0\x05hello");
+        assert_eq!(unframe(f).unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            unframe(Bytes::from_static(b"\0\0")),
+            Err(FrameError::Missing)
+        );
+        assert_eq!(
+            unframe(Bytes::from_static(b"\x01\0\0\0\0")),
+            Err(FrameError::Compressed)
+        );
+        assert_eq!(
+            unframe(Bytes::from_static(b"\0\0\0\0\x02a")),
+            Err(FrameError::Length {
+                framed: 2,
+                arrived: 1
+            })
+        );
+        let mut h = HeaderMap::new();
+        h.insert(STATUS, HeaderValue::from_static("5"));
+        h.insert(MESSAGE, HeaderValue::from_static("no%20user%2042"));
+        assert_eq!(status_code(&h), Some(5));
+        assert_eq!(status_message(&h), "no user 42");
+        assert_eq!(code_name(5), "NOT_FOUND");
+    }
+
+    proptest! {
+        /// What we send parses back to at most the deadline we meant, and loses at most a
+        /// microsecond below 100 s (a millisecond above).
+        #[test]
+        fn encoded_timeouts_parse_back(us in 0u64..200_000_000_000) {
+            let d = Duration::from_micros(us);
+            let sent = encode_timeout(d);
+            let back = parse_timeout(sent.to_str().unwrap()).unwrap();
+            prop_assert!(back <= d);
+            let cap = Duration::from_millis(99_999_999);
+            let tolerance = if d < Duration::from_secs(100) { Duration::ZERO } else { Duration::from_millis(1) };
+            prop_assert!(d.min(cap) - back <= tolerance, "{d:?} -> {sent:?} -> {back:?}");
+        }
+
+        /// Any string: no panic, and a value only for digits and a unit.
+        #[test]
+        fn arbitrary_timeouts_never_panic(s in ".{0,12}") {
+            if let Some(d) = parse_timeout(&s) {
+                let b = s.as_bytes();
+                prop_assert!(b.len() >= 2 && b[..b.len() - 1].iter().all(u8::is_ascii_digit));
+                prop_assert!(d <= Duration::from_secs(99_999_999 * 3600));
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The HTTP/1.1 client core that both lean clients drive: the proxy's pool (`gateway::h1`, which
+//! forwards bodies) and the generator's connections (`load::h1`, which skips them). Connect,
+//! write a request, read a response head (interim 1xx answers skipped, size bounded), skip a
+//! body, one typed error, and the one rule for sending a request again ([`may_resend`]). Each
+//! caller keeps only what differs: how it builds the head it parsed, and what it does with the
+//! body.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use super::{Framing, Head, Step};
+
+/// Bytes reserved for each read.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// Longest response head (status line and headers) read before giving up.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers parsed.
+pub const MAX_HEADERS: usize = 100;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made (refused, timed out): the request never left.
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// The connection closed (or was reset) before any byte of the response came.
+    #[error("the connection closed before any byte of the response")]
+    ClosedBeforeResponse,
+    /// The connection closed inside the response (`"head"` or `"body"`).
+    #[error("the connection closed inside the response {0}")]
+    ClosedInside(&'static str),
+    /// The connection failed while sending or receiving.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The answer is not valid HTTP/1.1 (or not one this client takes).
+    #[error("invalid response: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// A response that is not valid HTTP/1.1.
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        ClientError::Protocol(msg.into())
+    }
+
+    /// A stable, short name of the failure (the load generator counts outcomes by it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Connect(e) | ClientError::Io(e) => io_kind(e),
+            ClientError::ClosedBeforeResponse | ClientError::ClosedInside(_) => "connection_closed",
+            ClientError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+/// The one reuse rule: a request goes out again, once, on a new connection only when it went
+/// out on a reused keep-alive connection that closed before any byte of the answer (the server
+/// closed it while idle, as our write crossed). On a fresh connection the same is an error.
+pub fn may_resend(err: &ClientError, reused: bool) -> bool {
+    reused && matches!(err, ClientError::ClosedBeforeResponse)
+}
+
+/// Classifies an I/O error into a stable kind.
+pub fn io_kind(err: &io::Error) -> &'static str {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionRefused => "connect_refused",
+        ConnectionReset => "connection_reset",
+        ConnectionAborted => "connection_aborted",
+        BrokenPipe => "broken_pipe",
+        UnexpectedEof => "connection_closed",
+        TimedOut => "connect_timeout",
+        AddrNotAvailable => "addr_not_available",
+        _ => "io_error",
+    }
+}
+
+/// A write that failed because the peer had closed the connection.
+fn closed_by_peer(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+/// One connection and its read buffer.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    /// What was read and not consumed yet: the rest of the head, then body bytes.
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    /// Connects ([`crate::net::connect`]), within `timeout` when given.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        timeout: Option<Duration>,
+    ) -> Result<Conn, ClientError> {
+        let stream = crate::net::connect(addr, timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// Writes a request (its head, then its body) and forgets what an earlier exchange left
+    /// in the buffer. A write the peer refused because it had closed the connection is
+    /// [`ClientError::ClosedBeforeResponse`].
+    pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), ClientError> {
+        self.buf.clear();
+        let written = if body.is_empty() {
+            self.stream.write_all(head).await
+        } else {
+            write_vectored_all(&mut self.stream, head, body).await
+        };
+        written.map_err(|e| match closed_by_peer(&e) {
+            true => ClientError::ClosedBeforeResponse,
+            false => ClientError::Io(e),
+        })
+    }
+
+    /// Reads more into the buffer; `Ok(false)` at end of stream.
+    pub async fn fill(&mut self) -> Result<bool, ClientError> {
+        self.buf.reserve(READ_CHUNK);
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(n) => Ok(n > 0),
+            Err(e) => Err(ClientError::Io(e)),
+        }
+    }
+
+    /// Reads the response head, skipping interim 1xx answers (101 is final), and hands it to
+    /// `build` with its framing and its bytes (the parsed values are slices of them). Returns what `build` made and the head's length, which is
+    /// still at the front of the buffer (the caller advances past it or splits it off).
+    pub async fn read_head<T>(
+        &mut self,
+        head_request: bool,
+        mut build: impl FnMut(&httparse::Response<'_, '_>, Head, &[u8]) -> Result<T, ClientError>,
+    ) -> Result<(T, usize), ClientError> {
+        let mut received = false;
+        loop {
+            if let Some(done) = parse_head(&mut self.buf, head_request, &mut build)? {
+                return Ok(done);
+            }
+            match self.fill().await {
+                Ok(true) => received = true,
+                Ok(false) | Err(_) if !received && self.buf.is_empty() => {
+                    return Err(ClientError::ClosedBeforeResponse);
+                }
+                Ok(false) => return Err(ClientError::ClosedInside("head")),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads and discards a body framed by `framing`.
+    pub async fn skip_body(&mut self, mut framing: Framing) -> Result<(), ClientError> {
+        let mut eof = false;
+        loop {
+            match framing.step(&mut self.buf, eof) {
+                Ok(Step::Data(n)) => self.buf.advance(n),
+                Ok(Step::Done) => return Ok(()),
+                Ok(Step::NeedMore) => match self.fill().await {
+                    Ok(more) => eof = !more,
+                    // A body that ends with the connection ends on a reset too.
+                    Err(_) if framing == Framing::UntilClose => eof = true,
+                    Err(e) => return Err(e),
+                },
+                // Cut short by the peer closing: the body did not end as framed.
+                Err(_) if eof => return Err(ClientError::ClosedInside("body")),
+                Err(e) => return Err(ClientError::protocol(e)),
+            }
+        }
+    }
+
+    /// Whether the connection may carry another request: the response said keep-alive and
+    /// ended exactly (nothing after it is buffered).
+    pub fn reusable(&self, keep_alive: bool) -> bool {
+        keep_alive && self.buf.is_empty()
+    }
+}
+
+/// Parses a response head at the front of `buf`: interim 1xx answers are consumed, a final one
+/// goes to `build`. None: incomplete (an error once the head is over [`MAX_HEAD`]).
+pub fn parse_head<T>(
+    buf: &mut BytesMut,
+    head_request: bool,
+    build: &mut impl FnMut(&httparse::Response<'_, '_>, Head, &[u8]) -> Result<T, ClientError>,
+) -> Result<Option<(T, usize)>, ClientError> {
+    loop {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut raw);
+        let len = match r.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(ClientError::protocol("response head over 64 KiB"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(ClientError::protocol(e.to_string())),
+        };
+        let code = r.code.unwrap_or(0);
+        if (100..200).contains(&code) && code != 101 {
+            buf.advance(len);
+            continue; // 100 Continue and friends: the real answer follows
+        }
+        let head = super::head(&r, head_request).map_err(ClientError::protocol)?;
+        return Ok(Some((build(&r, head, &buf[..len])?, len)));
+    }
+}
+
+async fn write_vectored_all(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
+    let mut slices: &mut [io::IoSlice<'_>] = &mut bufs;
+    while !slices.is_empty() {
+        let n = stream.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Status code and framing, and where the head ends in the wire.
+    type Found = ((u16, Head), usize);
+
+    /// The code and framing of the head at the front of `wire`, and its length.
+    fn head_of(wire: &[u8]) -> Result<Option<Found>, ClientError> {
+        let mut buf = BytesMut::from(wire);
+        parse_head(&mut buf, false, &mut |r, h, _| Ok((r.code.unwrap_or(0), h)))
+            .map(|o| o.map(|(t, len)| (t, len + wire.len() - buf.len())))
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_the_head_is_bounded() {
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let ((code, head), len) = head_of(wire).unwrap().unwrap();
+        assert_eq!((code, head.framing), (200, Some(Framing::Length(2))));
+        assert_eq!(&wire[len..], b"ok");
+        assert!(
+            head_of(b"HTTP/1.1 200 OK\r\ncontent-len")
+                .unwrap()
+                .is_none()
+        );
+        let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        huge.resize(MAX_HEAD + 10, b'a');
+        assert!(matches!(head_of(&huge), Err(ClientError::Protocol(_))));
+        assert!(matches!(
+            head_of(b"SPDY/9 what\r\n\r\n"),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_reused_connection_closed_before_the_answer_is_retried() {
+        assert!(may_resend(&ClientError::ClosedBeforeResponse, true));
+        assert!(!may_resend(&ClientError::ClosedBeforeResponse, false));
+        assert!(!may_resend(&ClientError::ClosedInside("head"), true));
+        assert!(!may_resend(&ClientError::protocol("x"), true));
+        assert_eq!(
+            ClientError::ClosedBeforeResponse.kind(),
+            "connection_closed"
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(ClientError::Connect(refused).kind(), "connect_refused");
+    }
+
+    /// Valid responses of every framing, each with its body.
+    fn responses() -> impl Strategy<Value = Vec<u8>> {
+        let body = proptest::collection::vec(any::<u8>(), 0..300);
+        (body, 0usize..4, any::<bool>()).prop_map(|(body, kind, interim)| {
+            let mut wire = Vec::new();
+            if interim {
+                wire.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            match kind {
+                0 => {
+                    wire.extend_from_slice(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    );
+                    wire.extend_from_slice(&body);
+                }
+                1 => {
+                    wire.extend_from_slice(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    );
+                    for chunk in body.chunks(37) {
+                        wire.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+                        wire.extend_from_slice(chunk);
+                        wire.extend_from_slice(b"\r\n");
+                    }
+                    wire.extend_from_slice(b"0\r\nx-trailer: t\r\n\r\n");
+                }
+                2 => wire.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n"),
+                _ => {
+                    wire.extend_from_slice(b"HTTP/1.0 200 OK\r\n\r\n");
+                    wire.extend_from_slice(&body);
+                }
+            }
+            wire
+        })
+    }
+
+    /// Head and body of `wire` fed in reads of the given sizes: (code, body), or the first
+    /// error.
+    fn decode_in_reads(wire: &[u8], reads: &[usize]) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        let mut sizes = reads.iter().copied().cycle();
+        let mut feed = |buf: &mut BytesMut| -> bool {
+            if fed == wire.len() {
+                return false;
+            }
+            let n = sizes.next().unwrap_or(1).clamp(1, wire.len() - fed);
+            buf.extend_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            true
+        };
+        let mut build =
+            |r: &httparse::Response<'_, '_>, h: Head, _: &[u8]| Ok((r.code.unwrap_or(0), h));
+        let ((code, head), len) = loop {
+            if let Some(done) = parse_head(&mut buf, false, &mut build)? {
+                break done;
+            }
+            if !feed(&mut buf) {
+                return Err(ClientError::ClosedInside("head"));
+            }
+        };
+        buf.advance(len);
+        let mut body = Vec::new();
+        if let Some(mut framing) = head.framing {
+            let mut eof = false;
+            loop {
+                match framing.step(&mut buf, eof).map_err(ClientError::protocol)? {
+                    Step::Data(n) => body.extend_from_slice(&buf.split_to(n)),
+                    Step::Done => break,
+                    Step::NeedMore => eof = !feed(&mut buf),
+                }
+            }
+        }
+        Ok((code, body))
+    }
+
+    proptest! {
+        /// Any split of a valid response into reads decodes the same as one read.
+        #[test]
+        fn any_split_decodes_the_same(
+            wire in responses(),
+            reads in proptest::collection::vec(1usize..64, 1..20),
+        ) {
+            let whole = decode_in_reads(&wire, &[wire.len().max(1)]).unwrap();
+            let split = decode_in_reads(&wire, &reads).unwrap();
+            prop_assert_eq!(whole, split);
+        }
+
+        /// Arbitrary bytes, in arbitrary reads, end in a response or an error: never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            wire in proptest::collection::vec(any::<u8>(), 0..512),
+            reads in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let _ = decode_in_reads(&wire, &reads);
+        }
+
+        /// Arbitrary bytes after a valid status line and a chunked head: never a panic.
+        #[test]
+        fn arbitrary_chunked_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            wire.extend_from_slice(&body);
+            let _ = decode_in_reads(&wire, &[7]);
+        }
+    }
+}
