@@ -173,77 +173,24 @@ impl Backends {
     /// Binds every listener (so that a port in use fails before anything is served), then starts
     /// serving.
     pub async fn start(cfg: &BackendsConfig) -> Result<Backends, BackendError> {
-        if cfg.instances == 0 {
-            return Err(BackendError::Config(
-                "--instances must be at least 1".into(),
-            ));
-        }
-        if !cfg.rest && !cfg.grpc {
-            return Err(BackendError::Config(
-                "nothing to serve: neither REST nor gRPC is enabled".into(),
-            ));
-        }
-        // Instance i listens on base + i, so ranges can run into each other (with the defaults,
-        // REST instance 1 would take the admin port 8082): say so before binding anything.
-        let mut planned: Vec<(u16, String)> = Vec::new();
-        for (on, base, what) in [
-            (cfg.rest, cfg.rest_port, "REST mock"),
-            (cfg.grpc, cfg.grpc_port, "gRPC mock"),
-        ] {
-            if on && base != 0 {
-                for (i, a) in cfg.addrs(base, what)?.iter().enumerate() {
-                    planned.push((a.port(), format!("{what} instance {i}")));
-                }
-            }
-        }
-        if cfg.admin_port != 0 {
-            planned.push((cfg.admin_port, "the admin endpoint".into()));
-        }
-        for (k, (port, who)) in planned.iter().enumerate() {
-            if let Some((_, other)) = planned[..k].iter().find(|(p, _)| p == port) {
-                return Err(BackendError::Config(format!(
-                    "port {port} would be used by both {other} and {who}; move one (--rest-port, --grpc-port, --admin-port, or 0 for free ports)"
-                )));
-            }
-        }
-        let mut rest_listeners = Vec::new();
-        if cfg.rest {
-            for addr in cfg.addrs(cfg.rest_port, "REST mock")? {
-                rest_listeners.push(net::bind(addr, "the REST mock").await?);
-            }
-        }
-        let mut grpc_listeners = Vec::new();
-        if cfg.grpc {
-            for addr in cfg.addrs(cfg.grpc_port, "gRPC mock")? {
-                grpc_listeners.push(net::bind(addr, "the gRPC mock").await?);
-            }
-        }
-        let admin_listener = net::bind(
-            SocketAddr::new(cfg.host, cfg.admin_port),
-            "the mocks' admin endpoint",
-        )
-        .await?;
-
+        check_plan(cfg)?;
+        let listeners = Listeners::bind(cfg).await?;
         let behaviors = Arc::new(Behaviors::new(cfg.behavior));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut instances = Vec::new();
-        let (mut rest, mut grpc) = (Vec::new(), Vec::new());
-
-        for (i, listener) in rest_listeners.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        for (i, listener) in listeners.rest.into_iter().enumerate() {
             let addr = local_addr(&listener, "the REST mock")?;
             let inst = Arc::new(Instance::new(Protocol::Rest, i, behaviors.clone()));
             instances.push((addr, inst.clone()));
             let handler = move |req| rest::handle(inst.clone(), req);
-            tasks.push(net::serve_http(
-                listener,
-                handler,
-                shutdown.clone(),
-                net::DRAIN_TIMEOUT,
-            ));
+            let drain = net::DRAIN_TIMEOUT;
+            tasks.push(net::serve_http(listener, handler, shutdown.clone(), drain));
             rest.push(addr);
         }
-        for (i, listener) in grpc_listeners.into_iter().enumerate() {
+        let mut grpc = Vec::new();
+        for (i, listener) in listeners.grpc.into_iter().enumerate() {
             let addr = local_addr(&listener, "the gRPC mock")?;
             let inst = Arc::new(Instance::new(Protocol::Grpc, i, behaviors.clone()));
             instances.push((addr, inst.clone()));
@@ -255,13 +202,13 @@ impl Backends {
             }));
             grpc.push(addr);
         }
-        let admin = local_addr(&admin_listener, "the mocks' admin endpoint")?;
+        let admin = local_addr(&listeners.admin, "the mocks' admin endpoint")?;
         let state = Arc::new(admin::AdminState {
             behaviors: behaviors.clone(),
             instances,
         });
         tasks.push(net::serve_http(
-            admin_listener,
+            listeners.admin,
             move |req| admin::handle(state.clone(), req),
             shutdown.clone(),
             net::DRAIN_TIMEOUT,
@@ -316,4 +263,71 @@ fn local_addr(listener: &tokio::net::TcpListener, what: &str) -> Result<SocketAd
             io,
         })
     })
+}
+/// Refuses what cannot be served: no instance, nothing enabled, or two listeners on one port
+/// (instance i listens on base + i, so ranges can run into each other: with the defaults, REST
+/// instance 1 would take the admin port 8082). Checked before anything is bound.
+fn check_plan(cfg: &BackendsConfig) -> Result<(), BackendError> {
+    if cfg.instances == 0 {
+        return Err(BackendError::Config(
+            "--instances must be at least 1".into(),
+        ));
+    }
+    if !cfg.rest && !cfg.grpc {
+        return Err(BackendError::Config(
+            "nothing to serve: neither REST nor gRPC is enabled".into(),
+        ));
+    }
+    let mut planned: Vec<(u16, String)> = Vec::new();
+    for (on, base, what) in [
+        (cfg.rest, cfg.rest_port, "REST mock"),
+        (cfg.grpc, cfg.grpc_port, "gRPC mock"),
+    ] {
+        if on && base != 0 {
+            for (i, a) in cfg.addrs(base, what)?.iter().enumerate() {
+                planned.push((a.port(), format!("{what} instance {i}")));
+            }
+        }
+    }
+    if cfg.admin_port != 0 {
+        planned.push((cfg.admin_port, "the admin endpoint".into()));
+    }
+    for (k, (port, who)) in planned.iter().enumerate() {
+        if let Some((_, other)) = planned[..k].iter().find(|(p, _)| p == port) {
+            return Err(BackendError::Config(format!(
+                "port {port} would be used by both {other} and {who}; move one (--rest-port, --grpc-port, --admin-port, or 0 for free ports)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every listener of the mocks, bound before any is served.
+struct Listeners {
+    rest: Vec<tokio::net::TcpListener>,
+    grpc: Vec<tokio::net::TcpListener>,
+    admin: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    async fn bind(cfg: &BackendsConfig) -> Result<Listeners, BackendError> {
+        let mut rest = Vec::new();
+        if cfg.rest {
+            for addr in cfg.addrs(cfg.rest_port, "REST mock")? {
+                rest.push(net::bind(addr, "the REST mock").await?);
+            }
+        }
+        let mut grpc = Vec::new();
+        if cfg.grpc {
+            for addr in cfg.addrs(cfg.grpc_port, "gRPC mock")? {
+                grpc.push(net::bind(addr, "the gRPC mock").await?);
+            }
+        }
+        let admin = net::bind(
+            SocketAddr::new(cfg.host, cfg.admin_port),
+            "the mocks' admin endpoint",
+        )
+        .await?;
+        Ok(Listeners { rest, grpc, admin })
+    }
 }

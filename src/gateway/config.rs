@@ -615,6 +615,18 @@ impl GatewayConfig {
 
     /// Checks what serde cannot: references, uniqueness, non-empty lists, address syntax.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_rate_limit()?;
+        self.validate_cache_and_aggregations()?;
+        self.validate_breaker()?;
+        if self.limits.max_body_bytes == 0 {
+            return Err("limits.max_body_bytes: must be above 0".into());
+        }
+        self.validate_upstreams()?;
+        self.validate_routes()
+    }
+
+    /// `[rate_limit]` and its overrides.
+    fn validate_rate_limit(&self) -> Result<(), String> {
         let r = &self.rate_limit;
         if r.prune_every.0.is_zero() || r.per.0.is_zero() {
             return Err("rate_limit: per and prune_every must be above 0".into());
@@ -639,6 +651,11 @@ impl GatewayConfig {
                 r.api_key_header
             ));
         }
+        Ok(())
+    }
+
+    /// `[cache]` and `[[aggregations]]`.
+    fn validate_cache_and_aggregations(&self) -> Result<(), String> {
         if self.cache.ttl.0.is_zero() || self.cache.max_entries == 0 {
             return Err("cache: ttl and max_entries must be above 0".into());
         }
@@ -650,6 +667,11 @@ impl GatewayConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[breaker]`.
+    fn validate_breaker(&self) -> Result<(), String> {
         let b = &self.breaker;
         if b.consecutive_failures == 0 || b.half_open_probes == 0 || b.min_requests == 0 {
             return Err("breaker: consecutive_failures, min_requests and half_open_probes must be at least 1".into());
@@ -666,9 +688,11 @@ impl GatewayConfig {
                     .into(),
             );
         }
-        if self.limits.max_body_bytes == 0 {
-            return Err("limits.max_body_bytes: must be above 0".into());
-        }
+        Ok(())
+    }
+
+    /// `[[upstreams]]`: named once each, with valid endpoints.
+    fn validate_upstreams(&self) -> Result<(), String> {
         for (i, u) in self.upstreams.iter().enumerate() {
             if u.name.is_empty() {
                 return Err(format!("upstreams[{i}].name: must not be empty"));
@@ -690,24 +714,12 @@ impl GatewayConfig {
                     .map_err(|m| format!("upstreams[{i}].endpoints[{j}] ({}): {m}", u.name))?;
             }
         }
-        let want = |key: &str, name: &str, protocol: UpstreamProtocol| -> Result<(), String> {
-            match self.upstream(name) {
-                None => Err(format!(
-                    "{key}: no upstream named {name:?} (defined: {})",
-                    self.upstreams
-                        .iter()
-                        .map(|u| u.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                Some(u) if u.protocol != protocol => Err(format!(
-                    "{key}: upstream {name:?} has protocol {:?}, expected {protocol:?}",
-                    u.protocol
-                )),
-                Some(_) => Ok(()),
-            }
-        };
-        want(
+        Ok(())
+    }
+
+    /// Mount prefixes and proxy routes, and the upstreams they name.
+    fn validate_routes(&self) -> Result<(), String> {
+        self.want_upstream(
             "transcode.upstream",
             &self.transcode.upstream,
             UpstreamProtocol::Grpc,
@@ -742,13 +754,37 @@ impl GatewayConfig {
                     p.strip_prefix, p.prefix
                 ));
             }
-            want(
+            self.want_upstream(
                 &format!("proxy[{i}].upstream"),
                 &p.upstream,
                 UpstreamProtocol::Http,
             )?;
         }
         Ok(())
+    }
+
+    /// `name` (at `key`) is an upstream of `protocol`.
+    fn want_upstream(
+        &self,
+        key: &str,
+        name: &str,
+        protocol: UpstreamProtocol,
+    ) -> Result<(), String> {
+        match self.upstream(name) {
+            None => Err(format!(
+                "{key}: no upstream named {name:?} (defined: {})",
+                self.upstreams
+                    .iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(u) if u.protocol != protocol => Err(format!(
+                "{key}: upstream {name:?} has protocol {:?}, expected {protocol:?}",
+                u.protocol
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The configuration as TOML.

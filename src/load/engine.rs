@@ -46,6 +46,23 @@ pub(super) struct Phase<'a> {
     pub(super) recorder: ThreadRecorder,
 }
 
+impl<'a> Phase<'a> {
+    /// A phase taking tickets from `dispenser`, timed from `start`, sending until `end`.
+    pub(super) fn new(
+        dispenser: &'a Dispenser,
+        start: Instant,
+        end: Option<Instant>,
+        recorder: ThreadRecorder,
+    ) -> Self {
+        Phase {
+            dispenser,
+            start,
+            end,
+            recorder,
+        }
+    }
+}
+
 /// What a thread reports at the end of a phase.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct PhaseEnd {

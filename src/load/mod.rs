@@ -13,7 +13,7 @@ pub mod target;
 pub mod timer;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
@@ -144,14 +144,56 @@ impl LoadRun {
 
 /// Runs the load to completion on `threads` generator threads and returns what happened.
 /// Blocks the calling thread (call it from a plain thread, not from inside an async task).
+///
+/// Every thread opens its connections and says so; the start instant is then fixed, the
+/// collectors made, and each thread is sent its start and its recorders; warm-up (discarded)
+/// and measured phase follow; this thread collects intervals until every thread is done.
 pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
+    check(cfg)?;
+    let threads = cfg.threads.clamp(1, cfg.connections);
+    let plan = Plan::new(cfg);
+    let workers = (0..threads)
+        .map(|k| Worker::spawn(k, threads, cfg, &plan))
+        .collect::<Result<Vec<_>, _>>()?;
+    for w in &workers {
+        // A thread that ends before it is ready has failed: join it for the reason.
+        if w.ready.recv().is_err() {
+            return Err(join(workers).err().unwrap_or_else(|| {
+                LoadError::Failed("a generator thread stopped before the run".into())
+            }));
+        }
+    }
+    // A small margin so that every thread is parked on its first send time, not still waking.
+    let start = Instant::now() + Duration::from_millis(20);
+    let m_start = start + cfg.warmup;
+    let warm_collector = Collector::new(threads, start);
+    let mut collector = Collector::new(threads, m_start);
+    for w in &workers {
+        let go = Go {
+            start,
+            warm: warm_collector.recorder(),
+            measured: collector.recorder(),
+        };
+        // A thread that already ended reports why when it is joined.
+        let _ = w.go.send(go);
+    }
+    drop(warm_collector); // warm-up results are discarded
+    let start_wall = SystemTime::now() + (m_start - Instant::now());
+    let cpu = collect(cfg, &plan.shared, &mut collector, m_start);
+    let ends = join(workers)?;
+    Ok(finish(
+        cfg, &plan, collector, &ends, m_start, start_wall, cpu,
+    ))
+}
+
+/// Checks what makes no sense, and that the target accepts connections, before any thread.
+fn check(cfg: &LoadConfig) -> Result<(), LoadError> {
     if cfg.connections == 0 {
         return Err(LoadError::Config("--connections must be at least 1".into()));
     }
     if cfg.timeout.is_zero() {
         return Err(LoadError::Config("--timeout must be longer than 0".into()));
     }
-    let threads = cfg.threads.clamp(1, cfg.connections);
     let addr = cfg.template.addr;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
         LoadError::Unreachable(format!(
@@ -159,141 +201,173 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
             cfg.template.describe()
         ))
     })?;
+    Ok(())
+}
 
-    let shared = Arc::new(Shared {
-        template: cfg.template.clone(),
-        timeout: cfg.timeout,
-        spin: cfg.spin,
-        in_flight: AtomicI64::new(0),
-    });
-    let warm_rate = match cfg.rate {
-        Rate::Ramp { from, .. } => Rate::Constant(from),
-        other => other,
-    };
-    let warm_dispenser = Arc::new(Dispenser::new(warm_rate, Limit::Duration(cfg.warmup)));
-    let dispenser = Arc::new(Dispenser::new(cfg.rate, cfg.limit));
-    // Every thread opens its connections, then all start together at `start`.
-    let ready = Arc::new(Barrier::new(threads + 1));
-    let go = Arc::new(Barrier::new(threads + 1));
-    let start_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+/// What every generator thread shares: the request template and the two schedules.
+struct Plan {
+    shared: Arc<Shared>,
+    warm_dispenser: Arc<Dispenser>,
+    dispenser: Arc<Dispenser>,
+}
 
-    // The collectors are made once the start is known; recorders reach threads through a slot.
-    let recorders: Arc<Mutex<Vec<(recorder::ThreadRecorder, recorder::ThreadRecorder)>>> =
-        Arc::new(Mutex::new(Vec::new()));
-    let mut handles = Vec::new();
-    for k in 0..threads {
+impl Plan {
+    fn new(cfg: &LoadConfig) -> Plan {
+        // A ramp warms up at its starting rate.
+        let warm_rate = match cfg.rate {
+            Rate::Ramp { from, .. } => Rate::Constant(from),
+            other => other,
+        };
+        Plan {
+            shared: Arc::new(Shared {
+                template: cfg.template.clone(),
+                timeout: cfg.timeout,
+                spin: cfg.spin,
+                in_flight: AtomicI64::new(0),
+            }),
+            warm_dispenser: Arc::new(Dispenser::new(warm_rate, Limit::Duration(cfg.warmup))),
+            dispenser: Arc::new(Dispenser::new(cfg.rate, cfg.limit)),
+        }
+    }
+}
+
+/// What a generator thread is sent once every thread is ready: when to start, and where to
+/// record the warm-up and the measured phase.
+struct Go {
+    start: Instant,
+    warm: recorder::ThreadRecorder,
+    measured: recorder::ThreadRecorder,
+}
+
+/// What a thread returns: how its measured phase ended, and a warning from opening its
+/// connections.
+type WorkerEnd = (PhaseEnd, Option<&'static str>);
+
+/// A generator thread, as the collecting thread sees it.
+struct Worker {
+    handle: std::thread::JoinHandle<std::io::Result<WorkerEnd>>,
+    /// Says the thread's connections are open (closed unsent if the thread failed first).
+    ready: mpsc::Receiver<()>,
+    go: mpsc::Sender<Go>,
+}
+
+impl Worker {
+    /// Thread `k` of `threads`, with its share of the connections and of the in-flight bound.
+    fn spawn(k: usize, threads: usize, cfg: &LoadConfig, plan: &Plan) -> Result<Worker, LoadError> {
         let conns = cfg.connections / threads + usize::from(k < cfg.connections % threads);
         let in_flight = (cfg.max_in_flight / threads).max(conns);
-        let (shared, warm_dispenser, dispenser) =
-            (shared.clone(), warm_dispenser.clone(), dispenser.clone());
-        let (ready, go, start_at, recorders) = (
-            ready.clone(),
-            go.clone(),
-            start_at.clone(),
-            recorders.clone(),
+        let (ready_tx, ready) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<Go>();
+        let (shared, warm, measured) = (
+            plan.shared.clone(),
+            plan.warm_dispenser.clone(),
+            plan.dispenser.clone(),
         );
         let (warmup, limit) = (cfg.warmup, cfg.limit);
         let handle = std::thread::Builder::new()
             .name(format!("gwbench-load-{k}"))
-            .spawn(
-                move || -> std::io::Result<(PhaseEnd, Option<&'static str>)> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, async move {
-                        let group = if shared.template.group() {
-                            shared.template.paths_len()
-                        } else {
-                            1
-                        };
-                        let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
-                        let warm_error = pool.open(shared.template.addr).await.err();
-                        ready.wait();
-                        go.wait();
-                        let start = start_at
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .expect("start is set before go");
-                        let (warm_rec, rec) = recorders
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .pop()
-                            .expect("one recorder pair per thread");
-                        if !warmup.is_zero() {
-                            let phase = Phase {
-                                dispenser: &warm_dispenser,
-                                start,
-                                end: Some(start + warmup),
-                                recorder: warm_rec,
-                            };
-                            engine::run_phase(shared.clone(), &mut pool, phase).await?;
-                        }
-                        let m_start = start + warmup;
-                        let end = match limit {
-                            Limit::Duration(d) => Some(m_start + d),
-                            Limit::Requests(_) => None,
-                        };
-                        let phase = Phase {
-                            dispenser: &dispenser,
-                            start: m_start,
-                            end,
-                            recorder: rec,
-                        };
-                        let result = engine::run_phase(shared, &mut pool, phase).await?;
-                        Ok((result, warm_error))
-                    })
-                },
-            )
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let group = match shared.template.group() {
+                        true => shared.template.paths_len(),
+                        false => 1,
+                    };
+                    let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
+                    let warm_error = pool.open(shared.template.addr).await.err();
+                    let _ = ready_tx.send(());
+                    let Ok(go) = go_rx.recv() else {
+                        return Err(std::io::Error::other("the run was called off"));
+                    };
+                    if !warmup.is_zero() {
+                        let end = Some(go.start + warmup);
+                        let phase = Phase::new(&warm, go.start, end, go.warm);
+                        engine::run_phase(shared.clone(), &mut pool, phase).await?;
+                    }
+                    let m_start = go.start + warmup;
+                    let end = match limit {
+                        Limit::Duration(d) => Some(m_start + d),
+                        Limit::Requests(_) => None,
+                    };
+                    let phase = Phase::new(&measured, m_start, end, go.measured);
+                    let result = engine::run_phase(shared, &mut pool, phase).await?;
+                    Ok((result, warm_error))
+                })
+            })
             .map_err(|e| LoadError::Failed(format!("cannot start a generator thread: {e}")))?;
-        handles.push(handle);
+        Ok(Worker { handle, ready, go })
     }
+}
 
-    ready.wait();
-    // A small margin so that every thread is parked on its first send time, not still waking.
-    let start = Instant::now() + Duration::from_millis(20);
-    let m_start = start + cfg.warmup;
-    let warm_collector = Collector::new(threads, start);
-    let mut collector = Collector::new(threads, m_start);
-    {
-        let mut slots = recorders.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..threads {
-            slots.push((warm_collector.recorder(), collector.recorder()));
-        }
-    }
-    drop(warm_collector); // warm-up results are discarded
-    *start_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
-    let start_wall = SystemTime::now() + (m_start - Instant::now());
-    go.wait();
-
-    let progress = Progress::new(cfg, &shared);
+/// Merges the threads' intervals as they come, showing progress, until every thread is done.
+/// Returns the CPU this process used over the measured phase.
+fn collect(
+    cfg: &LoadConfig,
+    shared: &Arc<Shared>,
+    collector: &mut Collector,
+    m_start: Instant,
+) -> CpuTime {
+    let progress = Progress::new(cfg, shared);
     std::thread::sleep(m_start.saturating_duration_since(Instant::now()));
     let cpu_start = cpu_now();
     loop {
         let (_, done) = collector.poll(Duration::from_millis(200));
-        progress.update(&collector, m_start);
+        progress.update(collector, m_start);
         if done {
             break;
         }
     }
     let cpu_end = cpu_now();
     progress.finish();
+    CpuTime {
+        user_s: cpu_end.user_s - cpu_start.user_s,
+        system_s: cpu_end.system_s - cpu_start.system_s,
+    }
+}
 
-    let mut ends = Vec::new();
-    for h in handles {
-        match h.join() {
+/// Waits for every thread; the first failure is the run's.
+fn join(workers: Vec<Worker>) -> Result<Vec<PhaseEnd>, LoadError> {
+    let mut ends = Vec::with_capacity(workers.len());
+    let mut failure = None;
+    for w in workers {
+        drop(w.go); // a thread still waiting for its start gives up
+        match w.handle.join() {
             Ok(Ok((end, warm_error))) => {
                 if let Some(kind) = warm_error {
                     tracing::warn!(kind, "some connections could not be opened before the run");
                 }
                 ends.push(end);
             }
-            Ok(Err(e)) => return Err(LoadError::Failed(format!("generator thread failed: {e}"))),
-            Err(_) => return Err(LoadError::Failed("a generator thread panicked".into())),
+            Ok(Err(e)) => {
+                failure.get_or_insert(LoadError::Failed(format!("generator thread failed: {e}")));
+            }
+            Err(_) => {
+                failure.get_or_insert(LoadError::Failed("a generator thread panicked".into()));
+            }
         }
     }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ends),
+    }
+}
+
+/// The run's result from the merged intervals and how each thread ended.
+fn finish(
+    cfg: &LoadConfig,
+    plan: &Plan,
+    mut collector: Collector,
+    ends: &[PhaseEnd],
+    m_start: Instant,
+    start_wall: SystemTime,
+    cpu: CpuTime,
+) -> LoadRun {
     let mut outcomes = collector.outcomes.clone();
-    outcomes.not_sent = ends.iter().map(|e| e.not_sent).sum::<u64>() + dispenser.drain_not_sent();
+    outcomes.not_sent =
+        ends.iter().map(|e| e.not_sent).sum::<u64>() + plan.dispenser.drain_not_sent();
     let duration = match cfg.limit {
         Limit::Duration(d) => d,
         Limit::Requests(_) => ends
@@ -308,7 +382,7 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
         .max()
         .unwrap_or_else(Instant::now);
     collector.close(finished.saturating_duration_since(m_start));
-    Ok(LoadRun {
+    LoadRun {
         target: cfg.template.describe(),
         protocol: cfg.template.protocol,
         rate: cfg.rate,
@@ -317,14 +391,11 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
         total: collector.total,
         intervals: collector.intervals,
         start_wall,
-        cpu: CpuTime {
-            user_s: cpu_end.user_s - cpu_start.user_s,
-            system_s: cpu_end.system_s - cpu_start.system_s,
-        },
+        cpu,
         connections: cfg.connections,
-        threads,
-        warmup_requests: warm_dispenser.taken(),
-    })
+        threads: ends.len(),
+        warmup_requests: plan.warm_dispenser.taken(),
+    }
 }
 
 // ===== progress =====

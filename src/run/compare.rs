@@ -347,156 +347,14 @@ fn cpu_model() -> String {
 
 /// Runs `gwbench compare`; prints the table and the report directory.
 pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let rate = match Rate::parse_rps(&args.rps).map_err(|e| CompareError(e.0))? {
-        Rate::Max => {
-            return Err(CompareError(
-                "--rps max is not comparable; give a rate, e.g. --rps 5000".into(),
-            )
-            .into());
-        }
-        r => r,
-    };
-    let names: Vec<String> = args
-        .scenarios
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    scenarios(&names, "x", "x", "x")?; // check names before starting anything
-    // Either our own mocks and gateway as children, or the user's running gateway and backend.
-    let (stack, list) = match (&args.gateway_url, &args.direct_url) {
-        (Some(g), Some(d)) => {
-            let custom = Scenario {
-                name: "custom",
-                description: "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured)",
-                direct: Side::http("direct", d.clone(), false),
-                gateway: Side::http("gateway", g.clone(), false),
-            };
-            (None, vec![custom])
-        }
-        (None, None) => {
-            let stack = Stack::start(args.pin)?;
-            let list = scenarios(
-                &names,
-                &stack.rest.to_string(),
-                &stack.grpc.to_string(),
-                &stack.gw.to_string(),
-            )?;
-            (Some(stack), list)
-        }
-        _ => return Err(CompareError("--gateway-url and --direct-url go together".into()).into()),
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinning = stack.as_ref().map_or_else(
-        || vec!["external targets: not pinned".to_string()],
-        |s| s.pinning.clone(),
-    );
-    let processes: Vec<(String, u32)> = stack
-        .as_ref()
-        .map(|s| {
-            vec![
-                ("backends".to_string(), s.backends.pid()),
-                ("gateway".to_string(), s.gateway.pid()),
-            ]
-        })
-        .unwrap_or_default();
-    let cpu_of = |which: &str| -> Option<f64> {
-        let s = stack.as_ref()?;
-        if which == "gateway" {
-            s.gateway.cpu_seconds()
-        } else {
-            s.backends.cpu_seconds()
-        }
-    };
+    let rate = offered_rate(&args.rps)?;
+    let names = scenario_names(&args.scenarios)?;
+    let (stack, list) = targets(args, &names)?;
+    let machine = machine(stack.as_ref());
     let started = SystemTime::now();
     let total_runs = list.len() as u64 * u64::from(args.rounds) * 2;
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.quiet {
-        let b = indicatif::ProgressBar::new(total_runs);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-
-    let mut results: Vec<(Scenario, Vec<RoundResult>, Vec<RoundResult>)> = Vec::new();
-    // A run that fails stops the measurement; what was measured before is still reported.
-    let mut failure: Option<anyhow::Error> = None;
-    'scenarios: for sc in &list {
-        let (mut direct, mut through) = (Vec::new(), Vec::new());
-        for round in 1..=args.rounds {
-            // Alternate which side goes first, so that drift hits both.
-            let order: [(&Side, bool); 2] = if round % 2 == 1 {
-                [(&sc.direct, false), (&sc.gateway, true)]
-            } else {
-                [(&sc.gateway, true), (&sc.direct, false)]
-            };
-            for (side, is_gateway_side) in order {
-                bar.set_message(format!(
-                    "scenario {}, round {round}/{}, {}",
-                    sc.name, args.rounds, side.label
-                ));
-                let cfg = LoadConfig {
-                    template: template(side)?,
-                    rate,
-                    limit: Limit::Duration(args.duration),
-                    // Warm each side up before its first run; later rounds find it warm.
-                    warmup: if round == 1 {
-                        args.warmup
-                    } else {
-                        Duration::ZERO
-                    },
-                    connections: args.connections as usize,
-                    max_in_flight: 1024,
-                    threads: 1,
-                    timeout: Duration::from_secs(5),
-                    spin: Duration::from_micros(20),
-                    progress: false,
-                };
-                let (gw0, be0) = (cpu_of("gateway"), cpu_of("backends"));
-                let run = match run_load(&cfg)
-                    .with_context(|| format!("scenario {}, {}", sc.name, side.label))
-                {
-                    Ok(run) => run,
-                    Err(e) => {
-                        failure = Some(e);
-                        if !direct.is_empty() && !through.is_empty() {
-                            results.push((sc.clone(), direct, through));
-                        }
-                        break 'scenarios;
-                    }
-                };
-                let (gw1, be1) = (cpu_of("gateway"), cpu_of("backends"));
-                // The children's counters span warm-up and run: divide by the requests of both.
-                let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
-                let per1000 = |a: Option<f64>, b: Option<f64>| {
-                    a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests)
-                };
-                let cpu = CpuPer1000 {
-                    gateway_ms: if side.through_gateway {
-                        per1000(gw0, gw1)
-                    } else {
-                        None
-                    },
-                    backends_ms: per1000(be0, be1),
-                    generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
-                        / (run.outcomes.sent().max(1) as f64 / 1000.0),
-                };
-                let report = LoadReport::from_run(&run);
-                let result = RoundResult { run, report, cpu };
-                if is_gateway_side {
-                    through.push(result)
-                } else {
-                    direct.push(result)
-                }
-                bar.inc(1);
-            }
-        }
-        results.push((sc.clone(), direct, through));
-    }
+    let bar = progress_bar(total_runs, args.quiet);
+    let (results, failure) = measure(args, rate, &list, stack.as_ref(), &bar);
     bar.finish_and_clear();
     drop(stack);
 
@@ -508,37 +366,10 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
         connections: args.connections as usize,
-        machine: Machine {
-            cores,
-            cpu_model: cpu_model(),
-            pinning,
-            processes,
-        },
+        machine,
         scenarios: results
             .iter()
-            .map(|(sc, d, g)| {
-                let (direct, gateway) = (summarize(d), summarize(g));
-                let mut overhead = std::collections::BTreeMap::new();
-                for (kind, dd, gg) in [
-                    ("corrected", &direct.corrected_ns, &gateway.corrected_ns),
-                    ("service", &direct.service_ns, &gateway.service_ns),
-                ] {
-                    overhead.insert(
-                        kind,
-                        PCTS.iter()
-                            .map(|(n, _)| (*n, gg[n].median - dd[n].median))
-                            .collect(),
-                    );
-                }
-                ScenarioSummary {
-                    name: sc.name,
-                    description: sc.description,
-                    labels: [sc.direct.label, sc.gateway.label],
-                    direct,
-                    gateway,
-                    overhead_ns: overhead,
-                }
-            })
+            .map(|(sc, d, g)| scenario_summary(sc, d, g))
             .collect(),
     };
     let table = render_table(&summary);
@@ -556,6 +387,200 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             ))?;
             Err(e)
         }
+    }
+}
+
+/// `--rps`: a constant or Poisson rate (closed loop has no "same offered load" to compare).
+fn offered_rate(rps: &str) -> Result<Rate, CompareError> {
+    match Rate::parse_rps(rps).map_err(|e| CompareError(e.0))? {
+        Rate::Max => Err(CompareError(
+            "--rps max is not comparable; give a rate, e.g. --rps 5000".into(),
+        )),
+        r => Ok(r),
+    }
+}
+
+/// `--scenarios`, checked before anything starts.
+fn scenario_names(list: &str) -> Result<Vec<String>, CompareError> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    scenarios(&names, "x", "x", "x")?;
+    Ok(names)
+}
+
+/// What is measured: our own mocks and gateway as children (and their scenarios), or the
+/// user's running gateway and backend (one pair of URLs, nothing spawned).
+fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
+    match (&args.gateway_url, &args.direct_url) {
+        (Some(g), Some(d)) => {
+            let custom = Scenario {
+                name: "custom",
+                description: "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured)",
+                direct: Side::http("direct", d.clone(), false),
+                gateway: Side::http("gateway", g.clone(), false),
+            };
+            Ok((None, vec![custom]))
+        }
+        (None, None) => {
+            let stack = Stack::start(args.pin)?;
+            let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
+            let list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
+            Ok((Some(stack), list))
+        }
+        _ => Err(CompareError("--gateway-url and --direct-url go together".into()).into()),
+    }
+}
+
+/// The machine and the process layout, for the summary.
+fn machine(stack: Option<&Stack>) -> Machine {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Machine {
+        cores,
+        cpu_model: cpu_model(),
+        pinning: stack.map_or_else(
+            || vec!["external targets: not pinned".to_string()],
+            |s| s.pinning.clone(),
+        ),
+        processes: stack
+            .map(|s| {
+                vec![
+                    ("backends".to_string(), s.backends.pid()),
+                    ("gateway".to_string(), s.gateway.pid()),
+                ]
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Runs done out of `total`, on a terminal only.
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}",
+    ) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b
+}
+
+/// One scenario's rounds: direct, then through the gateway.
+type Measured = (Scenario, Vec<RoundResult>, Vec<RoundResult>);
+
+/// Every scenario's rounds, sides alternating which goes first so that drift hits both. A run
+/// that fails stops the measurement; what was measured before it is kept, with the error.
+fn measure(
+    args: &CompareArgs,
+    rate: Rate,
+    list: &[Scenario],
+    stack: Option<&Stack>,
+    bar: &indicatif::ProgressBar,
+) -> (Vec<Measured>, Option<anyhow::Error>) {
+    let mut results: Vec<Measured> = Vec::new();
+    for sc in list {
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            let order = if round % 2 == 1 {
+                [&sc.direct, &sc.gateway]
+            } else {
+                [&sc.gateway, &sc.direct]
+            };
+            for side in order {
+                bar.set_message(format!(
+                    "scenario {}, round {round}/{}, {}",
+                    sc.name, args.rounds, side.label
+                ));
+                let result = one_run(args, rate, side, round, stack)
+                    .with_context(|| format!("scenario {}, {}", sc.name, side.label));
+                match result {
+                    Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
+                    Ok(r) => direct.push(r),
+                    Err(e) => {
+                        if !direct.is_empty() && !through.is_empty() {
+                            results.push((sc.clone(), direct, through));
+                        }
+                        return (results, Some(e));
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        results.push((sc.clone(), direct, through));
+    }
+    (results, None)
+}
+
+/// One load run against `side`, with the CPU each process spent per 1,000 requests.
+fn one_run(
+    args: &CompareArgs,
+    rate: Rate,
+    side: &Side,
+    round: u32,
+    stack: Option<&Stack>,
+) -> anyhow::Result<RoundResult> {
+    let cfg = LoadConfig {
+        template: template(side)?,
+        rate,
+        limit: Limit::Duration(args.duration),
+        // Warm each side up before its first run; later rounds find it warm.
+        warmup: if round == 1 {
+            args.warmup
+        } else {
+            Duration::ZERO
+        },
+        connections: args.connections as usize,
+        max_in_flight: 1024,
+        threads: 1,
+        timeout: Duration::from_secs(5),
+        spin: Duration::from_micros(20),
+        progress: false,
+    };
+    let gateway_cpu = || stack.and_then(|s| s.gateway.cpu_seconds());
+    let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());
+    let (gw0, be0) = (gateway_cpu(), backends_cpu());
+    let run = run_load(&cfg)?;
+    let (gw1, be1) = (gateway_cpu(), backends_cpu());
+    // The children's counters span warm-up and run: divide by the requests of both.
+    let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
+    let per1000 =
+        |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests);
+    let cpu = CpuPer1000 {
+        gateway_ms: side.through_gateway.then(|| per1000(gw0, gw1)).flatten(),
+        backends_ms: per1000(be0, be1),
+        generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
+            / (run.outcomes.sent().max(1) as f64 / 1000.0),
+    };
+    let report = LoadReport::from_run(&run);
+    Ok(RoundResult { run, report, cpu })
+}
+
+/// A scenario's medians and spread per side, and the gateway's overhead per percentile.
+fn scenario_summary(sc: &Scenario, d: &[RoundResult], g: &[RoundResult]) -> ScenarioSummary {
+    let (direct, gateway) = (summarize(d), summarize(g));
+    let mut overhead = std::collections::BTreeMap::new();
+    for (kind, dd, gg) in [
+        ("corrected", &direct.corrected_ns, &gateway.corrected_ns),
+        ("service", &direct.service_ns, &gateway.service_ns),
+    ] {
+        overhead.insert(
+            kind,
+            PCTS.iter()
+                .map(|(n, _)| (*n, gg[n].median - dd[n].median))
+                .collect(),
+        );
+    }
+    ScenarioSummary {
+        name: sc.name,
+        description: sc.description,
+        labels: [sc.direct.label, sc.gateway.label],
+        direct,
+        gateway,
+        overhead_ns: overhead,
     }
 }
 
@@ -577,91 +602,106 @@ fn render_table(s: &CompareSummary) -> String {
     );
     for sc in &s.scenarios {
         let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
-        let _ = writeln!(
-            out,
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "(median of rounds)", "p50", "p90", "p99", "p99.9", "max"
-        );
-        for (kind, d, g) in [
-            (
-                "corrected",
-                &sc.direct.corrected_ns,
-                &sc.gateway.corrected_ns,
-            ),
-            ("service", &sc.direct.service_ns, &sc.gateway.service_ns),
-        ] {
-            let row = |m: &std::collections::BTreeMap<&'static str, Spread>| -> String {
-                PCTS.iter()
-                    .map(|(n, _)| format!("{:>9}", human_ns(m[n].median as u64)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let _ = writeln!(out, "  {:<22} {}", format!("{kind} direct"), row(d));
-            let _ = writeln!(out, "  {:<22} {}", format!("{kind} gateway"), row(g));
-            let over: Vec<String> = PCTS
-                .iter()
-                .map(|(n, _)| {
-                    let v = g[n].median - d[n].median;
-                    let sign = if v < 0.0 { "-" } else { "+" };
-                    format!("{:>9}", format!("{sign}{}", human_ns(v.abs() as u64)))
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {:<22} {}",
-                format!("{kind} overhead"),
-                over.join(" ")
-            );
-        }
-        let p99 = |m: &std::collections::BTreeMap<&'static str, Spread>| {
-            format!(
-                "{}..{}",
-                human_ns(m["p99"].min as u64),
-                human_ns(m["p99"].max as u64)
-            )
-        };
-        let _ = writeln!(
-            out,
-            "  spread of p99 over rounds: direct {}, gateway {}",
-            p99(&sc.direct.corrected_ns),
-            p99(&sc.gateway.corrected_ns)
-        );
-        let _ = writeln!(
-            out,
-            "  achieved: direct {:.1}/s, gateway {:.1}/s; errors {} / {}; not sent {} / {}",
-            sc.direct.achieved_rps.median,
-            sc.gateway.achieved_rps.median,
-            sc.direct.errors,
-            sc.gateway.errors,
-            sc.direct.not_sent,
-            sc.gateway.not_sent
-        );
-        let c = (&sc.direct.cpu_ms_per_1000, &sc.gateway.cpu_ms_per_1000);
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
-        let _ = writeln!(
-            out,
-            "  CPU ms per 1,000 requests (direct side / gateway side): gateway {} / {}, backends {} / {}, \
-             generator {:.1} / {:.1}",
-            ms(c.0.gateway_ms),
-            ms(c.1.gateway_ms),
-            ms(c.0.backends_ms),
-            ms(c.1.backends_ms),
-            c.0.generator_ms,
-            c.1.generator_ms
-        );
-        for (side, sum) in [("direct", &sc.direct), ("gateway", &sc.gateway)] {
-            if sum.lag_p99_ns.max > crate::report::text::LAG_WARN_NS as f64 || sum.not_sent > 0 {
-                let _ = writeln!(
-                    out,
-                    "  WARNING: the load generator could not keep up on the {side} side (lag p99 up to {}, {} not sent): \
-                     these figures include generator delay and are not trustworthy; lower --rps or use --pin.",
-                    human_ns(sum.lag_p99_ns.max as u64),
-                    sum.not_sent
-                );
-            }
-        }
+        percentile_rows(&mut out, sc);
+        side_lines(&mut out, sc);
+        generator_warnings(&mut out, sc);
     }
     out
+}
+
+/// Per-percentile medians, direct and gateway, and the overhead, for both latency kinds.
+fn percentile_rows(out: &mut String, sc: &ScenarioSummary) {
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "(median of rounds)", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for (kind, d, g) in [
+        (
+            "corrected",
+            &sc.direct.corrected_ns,
+            &sc.gateway.corrected_ns,
+        ),
+        ("service", &sc.direct.service_ns, &sc.gateway.service_ns),
+    ] {
+        let row = |m: &std::collections::BTreeMap<&'static str, Spread>| -> String {
+            PCTS.iter()
+                .map(|(n, _)| format!("{:>9}", human_ns(m[n].median as u64)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(out, "  {:<22} {}", format!("{kind} direct"), row(d));
+        let _ = writeln!(out, "  {:<22} {}", format!("{kind} gateway"), row(g));
+        let over: Vec<String> = PCTS
+            .iter()
+            .map(|(n, _)| {
+                let v = g[n].median - d[n].median;
+                let sign = if v < 0.0 { "-" } else { "+" };
+                format!("{:>9}", format!("{sign}{}", human_ns(v.abs() as u64)))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:<22} {}",
+            format!("{kind} overhead"),
+            over.join(" ")
+        );
+    }
+}
+
+/// The p99 spread over rounds, achieved rates and errors, and CPU per 1,000 requests.
+fn side_lines(out: &mut String, sc: &ScenarioSummary) {
+    let p99 = |m: &std::collections::BTreeMap<&'static str, Spread>| {
+        format!(
+            "{}..{}",
+            human_ns(m["p99"].min as u64),
+            human_ns(m["p99"].max as u64)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "  spread of p99 over rounds: direct {}, gateway {}",
+        p99(&sc.direct.corrected_ns),
+        p99(&sc.gateway.corrected_ns)
+    );
+    let _ = writeln!(
+        out,
+        "  achieved: direct {:.1}/s, gateway {:.1}/s; errors {} / {}; not sent {} / {}",
+        sc.direct.achieved_rps.median,
+        sc.gateway.achieved_rps.median,
+        sc.direct.errors,
+        sc.gateway.errors,
+        sc.direct.not_sent,
+        sc.gateway.not_sent
+    );
+    let c = (&sc.direct.cpu_ms_per_1000, &sc.gateway.cpu_ms_per_1000);
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    let _ = writeln!(
+        out,
+        "  CPU ms per 1,000 requests (direct side / gateway side): gateway {} / {}, backends {} / {}, \
+         generator {:.1} / {:.1}",
+        ms(c.0.gateway_ms),
+        ms(c.1.gateway_ms),
+        ms(c.0.backends_ms),
+        ms(c.1.backends_ms),
+        c.0.generator_ms,
+        c.1.generator_ms
+    );
+}
+
+/// A warning per side where the generator fell behind: those figures include its delay.
+fn generator_warnings(out: &mut String, sc: &ScenarioSummary) {
+    for (side, sum) in [("direct", &sc.direct), ("gateway", &sc.gateway)] {
+        if sum.lag_p99_ns.max > crate::report::text::LAG_WARN_NS as f64 || sum.not_sent > 0 {
+            let _ = writeln!(
+                out,
+                "  WARNING: the load generator could not keep up on the {side} side (lag p99 up to {}, {} not sent): \
+                 these figures include generator delay and are not trustworthy; lower --rps or use --pin.",
+                human_ns(sum.lag_p99_ns.max as u64),
+                sum.not_sent
+            );
+        }
+    }
 }
 
 fn merged(rounds: &[RoundResult], f: fn(&LoadRun) -> &Histogram<u64>) -> Histogram<u64> {
@@ -677,15 +717,9 @@ fn write_reports(
     started: SystemTime,
     summary: &CompareSummary,
     table: &str,
-    results: &[(Scenario, Vec<RoundResult>, Vec<RoundResult>)],
+    results: &[Measured],
 ) -> anyhow::Result<PathBuf> {
-    let stamp = humantime::format_rfc3339_seconds(started)
-        .to_string()
-        .replace(['-', ':'], "");
-    let dir = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-compare")));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = report_dir(out, started)?;
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text)
             .with_context(|| format!("cannot write {}", dir.join(name).display()))
@@ -695,72 +729,100 @@ fn write_reports(
         "summary.md",
         &format!("# gwbench compare\n\n```\n{table}```\n"),
     )?;
-    // The scenario's time axis starts at its first round, whichever side ran first.
-    let scenario_start = |d: &[RoundResult], g: &[RoundResult]| {
-        d.iter()
-            .chain(g)
+    let mut sides = Vec::new();
+    for (sc, direct, through) in results {
+        // The scenario's time axis starts at its first round, whichever side ran first.
+        let start = direct
+            .iter()
+            .chain(through)
             .map(|r| r.run.start_wall)
             .min()
-            .unwrap_or(started)
-    };
-    let mut merged_hists = Vec::new();
-    let mut timelines = Vec::new();
-    for (sc, direct, through) in results {
-        let start = scenario_start(direct, through);
-        let mut sides = Vec::new();
-        let mut lines = Vec::new();
-        for (side, rounds) in [("direct", direct), ("gateway", through)] {
-            let base = format!("{}-{side}", sc.name);
-            let corrected = merged(rounds, |r| &r.total.corrected);
-            write(&format!("{base}.hgrm"), &hgrm::render(&corrected))?;
-            write(
-                &format!("{base}.service.hgrm"),
-                &hgrm::render(&merged(rounds, |r| &r.total.service)),
-            )?;
-            // One interval log for all rounds, times relative to the scenario's first round.
-            let intervals: Vec<IntervalRecord> = rounds
-                .iter()
-                .flat_map(|r| {
-                    let offset = r.run.start_wall.duration_since(start).unwrap_or_default();
-                    r.run.intervals.iter().cloned().map(move |mut i| {
-                        i.start += offset;
-                        i
-                    })
-                })
-                .collect();
-            write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
-            lines.push(
-                intervals
-                    .iter()
-                    .map(|i| (i.start.as_secs_f64(), i.corrected[1] as f64))
-                    .collect::<Vec<_>>(),
-            );
-            sides.push(corrected);
-        }
-        merged_hists.push(sides);
-        timelines.push(lines);
+            .unwrap_or(started);
+        let d = write_side(&write, &format!("{}-direct", sc.name), direct, start)?;
+        let g = write_side(&write, &format!("{}-gateway", sc.name), through, start)?;
+        sides.push((d, g));
     }
     let plots: Vec<html::ScenarioPlot<'_>> = results
         .iter()
         .zip(&summary.scenarios)
-        .zip(merged_hists.iter().zip(timelines))
-        .map(|(((sc, _, _), sum), (hists, mut lines))| {
-            let gateway_line = lines.pop().unwrap_or_default();
-            let direct_line = lines.pop().unwrap_or_default();
-            html::ScenarioPlot {
-                name: sc.name,
-                description: sc.description,
-                labels: (sc.direct.label, sc.gateway.label),
-                hists: (&hists[0], &hists[1]),
-                p99_over_time: (direct_line, gateway_line),
-                overhead_ns: (
-                    sum.overhead_ns["service"]["p50"],
-                    sum.overhead_ns["service"]["p99"],
-                ),
-            }
+        .zip(&sides)
+        .map(|(((sc, _, _), sum), (d, g))| html::ScenarioPlot {
+            name: sc.name,
+            description: sc.description,
+            labels: (sc.direct.label, sc.gateway.label),
+            hists: (&d.corrected, &g.corrected),
+            p99_over_time: (d.p99_over_time.clone(), g.p99_over_time.clone()),
+            overhead_ns: (
+                sum.overhead_ns["service"]["p50"],
+                sum.overhead_ns["service"]["p99"],
+            ),
         })
         .collect();
-    let context = vec![
+    write(
+        "report.html",
+        &html::render("gwbench compare", &html_context(summary), table, &plots),
+    )?;
+    Ok(dir)
+}
+
+/// `--out`, or `reports/<start time>-compare`, created.
+fn report_dir(out: Option<&Path>, started: SystemTime) -> anyhow::Result<PathBuf> {
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "");
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-compare")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// What one side's files hold that the HTML report draws.
+struct SideFiles {
+    /// The rounds' corrected latencies, merged.
+    corrected: Histogram<u64>,
+    /// (seconds from the scenario's start, p99 ns) per interval.
+    p99_over_time: Vec<(f64, f64)>,
+}
+
+/// Writes one side's `.hgrm` (corrected and service) and `.hlog` (every round's intervals,
+/// times relative to the scenario's first round) as `{base}.*`.
+fn write_side(
+    write: &dyn Fn(&str, &str) -> anyhow::Result<()>,
+    base: &str,
+    rounds: &[RoundResult],
+    start: SystemTime,
+) -> anyhow::Result<SideFiles> {
+    let corrected = merged(rounds, |r| &r.total.corrected);
+    write(&format!("{base}.hgrm"), &hgrm::render(&corrected))?;
+    write(
+        &format!("{base}.service.hgrm"),
+        &hgrm::render(&merged(rounds, |r| &r.total.service)),
+    )?;
+    let intervals: Vec<IntervalRecord> = rounds
+        .iter()
+        .flat_map(|r| {
+            let offset = r.run.start_wall.duration_since(start).unwrap_or_default();
+            r.run.intervals.iter().cloned().map(move |mut i| {
+                i.start += offset;
+                i
+            })
+        })
+        .collect();
+    write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
+    let p99_over_time = intervals
+        .iter()
+        .map(|i| (i.start.as_secs_f64(), i.corrected[1] as f64))
+        .collect();
+    Ok(SideFiles {
+        corrected,
+        p99_over_time,
+    })
+}
+
+/// The lines above the report's charts: load, machine, pinning, start.
+fn html_context(summary: &CompareSummary) -> Vec<String> {
+    vec![
         format!(
             "{} req/s offered, {} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
             summary.rps, summary.rounds, summary.duration_s, summary.warmup_s, summary.connections
@@ -771,10 +833,5 @@ fn write_reports(
         ),
         format!("pinning: {}", summary.machine.pinning.join("; ")),
         format!("started {}", summary.started),
-    ];
-    write(
-        "report.html",
-        &html::render("gwbench compare", &context, table, &plots),
-    )?;
-    Ok(dir)
+    ]
 }
