@@ -323,9 +323,19 @@ fn gateway_finishes_a_request_in_flight_at_sigterm() {
     );
     let http = ready[0].rsplit(' ').next().unwrap().to_string();
 
-    let in_flight =
-        rt.spawn(async move { common::get(&format!("http://{http}/api/users/7")).await });
-    std::thread::sleep(Duration::from_millis(200));
+    let in_flight = rt.spawn(async move { common::get(&common::url(&http, "/api/users/7")).await });
+    // SIGTERM once the gRPC mock holds the request (it answers after its 600 ms latency).
+    let stats = common::url(backends.admin, "/admin/stats");
+    rt.block_on(common::eventually(
+        "the gRPC mock receives the request",
+        || async {
+            let s = common::get(&stats).await.json();
+            s["listeners"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|x| x["protocol"] == "grpc" && x["requests"] == 1)
+            })
+        },
+    ));
     kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGTERM).unwrap();
     let reply = rt.block_on(in_flight).unwrap();
     assert_eq!(

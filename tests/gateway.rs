@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, post, send, url};
+use common::{Stack, gateway_config as config, get, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::Gateway;
-use gwbench::gateway::config::GatewayConfig;
 use gwbench::gateway::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -23,38 +22,10 @@ fn dead_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-/// The default config, on free ports, pointed at `grpc` and `rest` endpoints.
-fn config(grpc: &[String], rest: &[String]) -> GatewayConfig {
-    let mut cfg = GatewayConfig::default_config();
-    cfg.listen.http = "127.0.0.1:0".parse().unwrap();
-    cfg.listen.admin = "127.0.0.1:0".parse().unwrap();
-    for u in &mut cfg.upstreams {
-        u.endpoints = if u.name == "grpc" {
-            grpc.to_vec()
-        } else {
-            rest.to_vec()
-        };
-    }
-    cfg.validate().unwrap();
-    cfg
-}
-
-async fn stack(instances: usize) -> (Backends, GatewayServer) {
-    let b = Backends::start(&BackendsConfig {
-        instances,
-        ..BackendsConfig::ephemeral()
-    })
-    .await
-    .unwrap();
-    let grpc: Vec<String> = b.grpc.iter().map(|a| a.to_string()).collect();
-    let rest: Vec<String> = b.rest.iter().map(|a| a.to_string()).collect();
-    let gw = GatewayServer::start(&config(&grpc, &rest)).await.unwrap();
-    (b, gw)
-}
-
 #[tokio::test]
 async fn transcoded_routes_answer_what_the_rest_mock_answers() {
-    let (b, gw) = stack(1).await;
+    let s = Stack::start(1).await;
+    let (b, gw) = (&s.backends, &s.gateway);
     for path in [
         "/api/users/42",
         "/api/users?page_size=2&page_token=10",
@@ -94,13 +65,13 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
         26,
         "8 annotated RPCs on the bare, /secure and /cached mounts, one proxy route, one aggregation"
     );
-    gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
-    let (b, gw) = stack(1).await;
+    let s = Stack::start(1).await;
+    let (b, gw) = (&s.backends, &s.gateway);
     let at = |p: &str| url(gw.http, p);
     for (method, path, body, status, code, needle) in [
         (Method::GET, "/api/users/0", "", 404, "NOT_FOUND", "user 0"),
@@ -212,8 +183,7 @@ async fn bad_input_is_answered_as_json_and_never_reaches_the_upstream() {
         .map(|l| l["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 1, "{stats}");
-    gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 /// `n` times, the gRPC-translated route and the REST proxy route both answer 200.
@@ -228,8 +198,9 @@ async fn both_routes_ok(gw: &GatewayServer, n: usize) {
 
 #[tokio::test]
 async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
-    let (b, gw) = stack(2).await;
-    both_routes_ok(&gw, 20).await;
+    let s = Stack::start(2).await;
+    let b = &s.backends;
+    both_routes_ok(&s.gateway, 20).await;
     let stats = get(&url(b.admin, "/admin/stats")).await.json();
     for l in stats["listeners"].as_array().unwrap() {
         assert!(
@@ -237,7 +208,6 @@ async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
             "every instance gets traffic: {stats}"
         );
     }
-    gw.shutdown().await;
 
     // One endpoint refuses connections: every request is still served by the other.
     let grpc = vec![dead_addr(), b.grpc[0].to_string()];
@@ -256,7 +226,7 @@ async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
         assert_eq!(r.json()["error"]["code"], "UNAVAILABLE");
     }
     gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -570,7 +540,8 @@ async fn rate_limits_are_per_key_and_say_when_to_retry() {
 
 #[tokio::test]
 async fn the_secure_mount_requires_a_token_from_gwbench_token() {
-    let (b, gw) = stack(1).await;
+    let s = Stack::start(1).await;
+    let gw = &s.gateway;
     let target = url(gw.http, "/secure/api/users/42");
     let r = get(&target).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -599,13 +570,13 @@ async fn the_secure_mount_requires_a_token_from_gwbench_token() {
         get(&url(gw.http, "/api/users/42")).await.json(),
         "same answer as the bare route"
     );
-    gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn the_cached_mount_answers_repeats_from_the_cache() {
-    let (b, gw) = stack(1).await;
+    let s = Stack::start(1).await;
+    let (b, gw) = (&s.backends, &s.gateway);
     let target = url(gw.http, "/cached/api/users/9");
     let first = get(&target).await;
     assert_eq!(
@@ -631,8 +602,7 @@ async fn the_cached_mount_answers_repeats_from_the_cache() {
             (StatusCode::NOT_FOUND, "MISS")
         );
     }
-    gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 /// Parses Prometheus text exposition: (metric name, labels, value) per sample line; panics on a
@@ -669,7 +639,8 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
 
 #[tokio::test]
 async fn metrics_scrape_cleanly() {
-    let (b, gw) = stack(1).await;
+    let s = Stack::start(1).await;
+    let gw = &s.gateway;
     for _ in 0..3 {
         get(&url(gw.http, "/api/users/5")).await;
         get(&url(gw.http, "/cached/api/users/5")).await;
@@ -725,8 +696,7 @@ async fn metrics_scrape_cleanly() {
             .any(|(n, _, _)| n == "gwbench_request_duration_seconds_bucket"),
         "a histogram, not a summary"
     );
-    gw.shutdown().await;
-    b.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -429,4 +429,113 @@ mod tests {
             .params;
         assert_eq!(params, ["ord-1-2 x"]);
     }
+
+    // ===== property test: the table against a naive matcher =====
+
+    /// A template segment: a literal, `{v}` (one segment) or, last, `{v=**}` (the rest).
+    #[derive(Debug, Clone, PartialEq)]
+    enum Seg {
+        Lit(&'static str),
+        Var,
+        Rest,
+    }
+
+    fn template_of(segs: &[Seg]) -> String {
+        segs.iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                Seg::Lit(l) => format!("/{l}"),
+                Seg::Var => format!("/{{v{i}}}"),
+                Seg::Rest => format!("/{{v{i}=**}}"),
+            })
+            .collect()
+    }
+
+    /// How `segs` matches `path` (segments, no empty ones), naively: the bound values, and a
+    /// rank per segment (literal 2, variable 1, rest 0) for precedence; None if it does not.
+    fn naive(segs: &[Seg], path: &[&str]) -> Option<(Vec<u8>, Vec<String>)> {
+        let mut rank = Vec::new();
+        let mut values = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            match s {
+                Seg::Lit(l) => (path.get(i)? == l).then_some(())?,
+                Seg::Var => values.push(path.get(i)?.to_string()),
+                Seg::Rest => {
+                    (path.len() > i).then_some(())?;
+                    values.push(path[i..].join("/"));
+                    rank.push(0);
+                    return Some((rank, values));
+                }
+            }
+            rank.push(if matches!(s, Seg::Lit(_)) { 2 } else { 1 });
+        }
+        (path.len() == segs.len()).then_some((rank, values))
+    }
+
+    fn segs() -> impl proptest::strategy::Strategy<Value = Vec<Seg>> {
+        use proptest::prelude::*;
+        let seg = prop_oneof![
+            3 => prop::sample::select(vec!["a", "b", "c"]).prop_map(Seg::Lit),
+            2 => Just(Seg::Var),
+        ];
+        (prop::collection::vec(seg, 1..4), any::<bool>()).prop_map(|(mut v, rest)| {
+            if rest {
+                v.push(Seg::Rest);
+            }
+            v
+        })
+    }
+
+    proptest::proptest! {
+        /// Routes made of literals, variables and a final `**`: the table answers what a naive
+        /// matcher with "literal beats variable beats rest" precedence answers, values included.
+        #[test]
+        fn the_table_agrees_with_a_naive_matcher(
+            table in proptest::collection::vec(segs(), 1..8),
+            paths in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec!["a", "b", "c", "x", "y"]), 1..6),
+                1..20),
+        ) {
+            let mut r = Router::new();
+            let mut index = HashMap::new();
+            let mut kept: Vec<Vec<Seg>> = Vec::new();
+            for segs in table {
+                let template = template_of(&segs);
+                let (path, _) = translate(&template).unwrap();
+                // Tables the router refuses (a conflict, a path bound twice) are left out.
+                let Ok(i) = r.entry(&path, &mut index) else { continue };
+                if !r.entries[i].methods.is_empty() {
+                    continue;
+                }
+                let target = Target::Proxy(Arc::new(ProxyTarget {
+                    prefix: template.clone(),
+                    strip: String::new(),
+                    upstream: kept.len(),
+                    timeout: std::time::Duration::from_secs(1),
+                }));
+                r.entries[i].methods.push((Method::GET, (target, 0, Arc::from(template.as_str()))));
+                kept.push(segs);
+            }
+            for path in paths {
+                let wire = format!("/{}", path.join("/"));
+                let want = kept
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, segs)| naive(segs, &path).map(|(rank, v)| (rank, k, v)))
+                    .max_by(|a, b| a.0.cmp(&b.0));
+                let got = r.at(&Method::GET, &wire).ok().map(|m| match m.target {
+                    Target::Proxy(p) => (p.upstream, m.params),
+                    _ => unreachable!("only proxy targets here"),
+                });
+                proptest::prop_assert_eq!(
+                    got,
+                    want.map(|(_, k, v)| (k, v)),
+                    "{} in {:?}",
+                    wire,
+                    kept.iter().map(|s| template_of(s)).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 }

@@ -1,9 +1,13 @@
-//! Helpers shared by the integration tests: a small HTTP client over hyper.
+//! Helpers shared by the integration tests: a small HTTP client over hyper, URLs, waiting for
+//! a readiness signal, and a stack of mocks and gateway started and stopped in one place.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use gwbench::backend::{Backends, BackendsConfig};
+use gwbench::gateway::config::GatewayConfig;
+use gwbench::gateway::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -63,4 +67,68 @@ pub async fn post(url: &str, body: &str) -> Reply {
 /// `http://{addr}{path}`: the one way tests write a URL.
 pub fn url(addr: impl std::fmt::Display, path: &str) -> String {
     format!("http://{addr}{path}")
+}
+
+/// Waits until `ready` says yes (a readiness signal, polled every 10 ms); fails the test naming
+/// `what` after 10 s rather than hanging.
+pub async fn eventually<F, Fut>(what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The gateway's default config on free ports, pointed at `grpc` and `rest` endpoints.
+pub fn gateway_config(grpc: &[String], rest: &[String]) -> GatewayConfig {
+    let mut cfg = GatewayConfig::default_config();
+    cfg.listen.http = "127.0.0.1:0".parse().unwrap();
+    cfg.listen.admin = "127.0.0.1:0".parse().unwrap();
+    for u in &mut cfg.upstreams {
+        u.endpoints = if u.name == "grpc" {
+            grpc.to_vec()
+        } else {
+            rest.to_vec()
+        };
+    }
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// In-process mocks and a gateway in front of them, on free ports; `stop` ends both (and so
+/// does dropping it: both stop on drop).
+pub struct Stack {
+    pub backends: Backends,
+    pub gateway: GatewayServer,
+}
+
+impl Stack {
+    /// `instances` of each mock behind the gateway's default config.
+    pub async fn start(instances: usize) -> Stack {
+        let backends = Backends::start(&BackendsConfig {
+            instances,
+            ..BackendsConfig::ephemeral()
+        })
+        .await
+        .unwrap();
+        let grpc: Vec<String> = backends.grpc.iter().map(|a| a.to_string()).collect();
+        let rest: Vec<String> = backends.rest.iter().map(|a| a.to_string()).collect();
+        let gateway = GatewayServer::start(&gateway_config(&grpc, &rest))
+            .await
+            .unwrap();
+        Stack { backends, gateway }
+    }
+
+    /// Stops the gateway, then the mocks.
+    pub async fn stop(self) {
+        self.gateway.shutdown().await;
+        self.backends.shutdown().await;
+    }
 }
