@@ -51,6 +51,7 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             "--quiet",
             "--scenarios",
             "rest,grpc,full,dashboard",
+            "--pin",
         ])
         .arg("--out")
         .arg(&out)
@@ -73,6 +74,9 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    // The machine's cores, not the pinned generator's.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(summary["machine"]["cores"], cores, "{}", summary["machine"]);
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();

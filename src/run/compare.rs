@@ -434,9 +434,13 @@ fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack
     }
 }
 
-/// The machine and the process layout, for the summary.
+/// The machine and the process layout, for the summary. The core count is the stack's, taken
+/// before this process was pinned (after, it would count only the generator's cores).
 fn machine(stack: Option<&Stack>) -> Machine {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = stack.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |s| s.cores,
+    );
     Machine {
         cores,
         cpu_model: cpu_model(),
