@@ -114,86 +114,96 @@ impl Framing {
     /// here; data is reported as [`Step::Data`] for the caller to take or skip. `eof`: nothing
     /// more will arrive.
     pub fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, &'static str> {
-        loop {
-            match self {
-                Framing::Length(0) => return Ok(Step::Done),
-                Framing::Length(n) => {
-                    if buf.is_empty() {
-                        return if eof {
-                            Err("the body ended before its Content-Length")
-                        } else {
-                            Ok(Step::NeedMore)
-                        };
-                    }
-                    let take = (*n).min(buf.len() as u64);
-                    *n -= take;
-                    return Ok(Step::Data(take as usize));
-                }
-                Framing::UntilClose => {
-                    return Ok(if !buf.is_empty() {
-                        Step::Data(buf.len())
-                    } else if eof {
-                        Step::Done
-                    } else {
-                        Step::NeedMore
-                    });
-                }
-                Framing::Chunked(state) => {
-                    let need_more = if eof {
-                        Err("the chunked body ended early")
+        match self {
+            Framing::Length(0) => Ok(Step::Done),
+            Framing::Length(n) => {
+                if buf.is_empty() {
+                    return if eof {
+                        Err("the body ended before its Content-Length")
                     } else {
                         Ok(Step::NeedMore)
                     };
-                    match *state {
-                        Chunk::Size | Chunk::Trailers => {
-                            let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                                if buf.len() > MAX_LINE {
-                                    return Err("chunk line too long");
-                                }
-                                return need_more;
-                            };
-                            if *state == Chunk::Trailers {
-                                buf.advance(end + 2);
-                                if end == 0 {
-                                    *self = Framing::Length(0);
-                                }
-                                continue; // a trailer line: skipped
-                            }
-                            let hex = buf[..end].split(|&b| b == b';').next().unwrap_or_default();
-                            let size = std::str::from_utf8(hex)
-                                .ok()
-                                .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                                .ok_or("bad chunk size")?;
-                            buf.advance(end + 2);
-                            *state = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
+                }
+                let take = (*n).min(buf.len() as u64);
+                *n -= take;
+                Ok(Step::Data(take as usize))
+            }
+            Framing::UntilClose => Ok(if !buf.is_empty() {
+                Step::Data(buf.len())
+            } else if eof {
+                Step::Done
+            } else {
+                Step::NeedMore
+            }),
+            Framing::Chunked(state) => {
+                let step = state.step(buf, eof)?;
+                if step == Step::Done {
+                    *self = Framing::Length(0);
+                }
+                Ok(step)
+            }
+        }
+    }
+}
+
+impl Chunk {
+    /// Walks a chunked body: size lines and CRLFs are consumed, trailer lines skipped; data is
+    /// reported for the caller. Done after the empty line that ends the trailers.
+    fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, &'static str> {
+        let need_more = if eof {
+            Err("the chunked body ended early")
+        } else {
+            Ok(Step::NeedMore)
+        };
+        loop {
+            match *self {
+                Chunk::Size | Chunk::Trailers => {
+                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > MAX_LINE {
+                            return Err("chunk line too long");
                         }
-                        Chunk::Data(n) => {
-                            if buf.is_empty() {
-                                return need_more;
-                            }
-                            let take = n.min(buf.len() as u64);
-                            *state = if take == n {
-                                Chunk::DataEnd
-                            } else {
-                                Chunk::Data(n - take)
-                            };
-                            return Ok(Step::Data(take as usize));
+                        return need_more;
+                    };
+                    if *self == Chunk::Trailers {
+                        buf.advance(end + 2);
+                        if end == 0 {
+                            return Ok(Step::Done);
                         }
-                        Chunk::DataEnd => {
-                            if buf.len() < 2 {
-                                return need_more;
-                            }
-                            if &buf[..2] != b"\r\n" {
-                                return Err("chunk not followed by CRLF");
-                            }
-                            buf.advance(2);
-                            *state = Chunk::Size;
-                        }
+                        continue; // a trailer line: skipped
                     }
+                    let hex = buf[..end].split(|&b| b == b';').next().unwrap_or_default();
+                    let size = std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                        .ok_or("bad chunk size")?;
+                    buf.advance(end + 2);
+                    *self = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(n) => {
+                    if buf.is_empty() {
+                        return need_more;
+                    }
+                    let take = n.min(buf.len() as u64);
+                    *self = if take == n {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(n - take)
+                    };
+                    return Ok(Step::Data(take as usize));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return need_more;
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("chunk not followed by CRLF");
+                    }
+                    buf.advance(2);
+                    *self = Chunk::Size;
                 }
             }
         }

@@ -53,22 +53,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         return json_response(StatusCode::OK, r#"{"status":"ok"}"#);
     }
     if path == "/admin/stats" && method == Method::GET {
-        let listeners: Vec<Value> = state
-            .instances
-            .iter()
-            .map(|(addr, i)| {
-                json!({
-                    "protocol": i.protocol.name(),
-                    "instance": i.index,
-                    "addr": addr.to_string(),
-                    "requests": i.requests.load(Ordering::Relaxed),
-                })
-            })
-            .collect();
-        return json_response(
-            StatusCode::OK,
-            json!({ "listeners": listeners }).to_string(),
-        );
+        return stats(&state);
     }
     let Some(rest) = path.strip_prefix("/admin/behavior") else {
         return json_error(
@@ -87,29 +72,9 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     match method {
         Method::GET => {}
         Method::POST => {
-            let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return bad_request(format!("could not read the body: {e}")),
-            };
-            let patch: BehaviorPatch = match serde_json::from_slice(&body) {
-                Ok(p) => p,
-                Err(e) => {
-                    return bad_request(format!(
-                        "invalid behavior JSON: {e}; expected e.g. {{\"latency\": \"exp:2ms\", \"error_rate\": 0.1, \"stall\": \"200ms/5s\"}}"
-                    ));
-                }
-            };
-            if let Err(e) = state.behaviors.patch(service, &patch) {
-                return bad_request(e.to_string());
+            if let Err(resp) = change(&state, service, req.into_body()).await {
+                return resp;
             }
-            tracing::info!(
-                service = service.map_or("all", |s| s.name()),
-                ?patch,
-                "behavior changed"
-            );
         }
         Method::DELETE => state.behaviors.reset(service),
         _ => {
@@ -126,4 +91,51 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         }
     }
     json_response(StatusCode::OK, behavior_table(&state.behaviors).to_string())
+}
+
+/// `GET /admin/stats`: requests received per listener.
+fn stats(state: &AdminState) -> Response<Body> {
+    let listeners: Vec<Value> = state
+        .instances
+        .iter()
+        .map(|(addr, i)| {
+            json!({
+                "protocol": i.protocol.name(),
+                "instance": i.index,
+                "addr": addr.to_string(),
+                "requests": i.requests.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({ "listeners": listeners }).to_string(),
+    )
+}
+
+/// `POST /admin/behavior[/service]`: applies the JSON patch in `body` (bounded).
+async fn change(
+    state: &AdminState,
+    service: Option<Service>,
+    body: Incoming,
+) -> Result<(), Response<Body>> {
+    let body = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(bad_request(format!("could not read the body: {e}"))),
+    };
+    let patch: BehaviorPatch = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "invalid behavior JSON: {e}; expected e.g. {{\"latency\": \"exp:2ms\", \"error_rate\": 0.1, \"stall\": \"200ms/5s\"}}"
+        ))
+    })?;
+    state
+        .behaviors
+        .patch(service, &patch)
+        .map_err(|e| bad_request(e.to_string()))?;
+    tracing::info!(
+        service = service.map_or("all", |s| s.name()),
+        ?patch,
+        "behavior changed"
+    );
+    Ok(())
 }

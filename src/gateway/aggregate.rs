@@ -85,6 +85,16 @@ fn substitute(s: &str, scopes: &BTreeMap<&str, &Value>) -> Option<String> {
     Some(out)
 }
 
+/// What every part's call of one request shares.
+struct Ctx<'a> {
+    /// The request's query parameters, as the `query` scope of placeholders.
+    query: &'a Value,
+    upstream: &'a Upstream,
+    metadata: &'a http::HeaderMap,
+    deadline_at: Instant,
+    json: &'a JsonOptions,
+}
+
 impl Aggregation {
     /// Resolves the configured parts' RPCs in `pool` and checks their dependencies.
     pub fn new(cfg: &AggregationConfig, pool: &DescriptorPool) -> Result<Aggregation, String> {
@@ -234,84 +244,112 @@ impl Aggregation {
         );
         let mut metadata = http::HeaderMap::new();
         metadata.insert(super::REQUEST_ID, request_id.clone());
-        let mut results: BTreeMap<String, PartResult> = BTreeMap::new();
-        // Wave 1: independent parts, in parallel.
-        let scopes: BTreeMap<&str, &Value> = [("query", &query_json)].into_iter().collect();
+        let ctx = Ctx {
+            query: &query_json,
+            upstream,
+            metadata: &metadata,
+            deadline_at,
+            json,
+        };
+        let mut results = self.independent_parts(&ctx).await;
+        self.dependent_parts(&ctx, &mut results).await;
+        self.assemble(results, started)
+    }
+
+    /// Wave 1: the parts that depend on nothing, in parallel.
+    async fn independent_parts(&self, ctx: &Ctx<'_>) -> BTreeMap<String, PartResult> {
+        let scopes: BTreeMap<&str, &Value> = [("query", ctx.query)].into_iter().collect();
         let first: Vec<&Part> = self
             .parts
             .iter()
             .filter(|p| p.depends_on.is_none())
             .collect();
-        let outcomes = futures_util::future::join_all(
-            first
-                .iter()
-                .map(|p| self.call(p, &scopes, upstream, &metadata, deadline_at, json)),
-        )
+        let outcomes = futures_util::future::join_all(first.iter().map(|p| {
+            self.call(
+                p,
+                &scopes,
+                ctx.upstream,
+                ctx.metadata,
+                ctx.deadline_at,
+                ctx.json,
+            )
+        }))
         .await;
-        for (p, r) in first.iter().zip(outcomes) {
-            results.insert(p.name.clone(), r);
-        }
-        // Wave 2: dependent parts (once per item with for_each), in parallel.
-        let second: Vec<&Part> = self
-            .parts
+        first
             .iter()
-            .filter(|p| p.depends_on.is_some())
-            .collect();
+            .zip(outcomes)
+            .map(|(p, r)| (p.name.clone(), r))
+            .collect()
+    }
+
+    /// Wave 2: the parts that depend on a wave-1 part (once per item with `for_each`), in
+    /// parallel; a part whose dependency failed is missing.
+    async fn dependent_parts(&self, ctx: &Ctx<'_>, results: &mut BTreeMap<String, PartResult>) {
         let mut jobs = Vec::new();
-        for p in &second {
+        for p in self.parts.iter().filter(|p| p.depends_on.is_some()) {
             let dep = p.depends_on.as_deref().unwrap_or_default();
             match results.get(dep) {
-                Some(Ok(dep_value)) => match &p.for_each {
-                    None => jobs.push((p, vec![dep_value.clone()])),
-                    Some(path) => {
-                        let items = lookup(dep_value, path)
+                Some(Ok(dep_value)) => {
+                    let items = match &p.for_each {
+                        None => vec![dep_value.clone()],
+                        Some(path) => lookup(dep_value, path)
                             .and_then(Value::as_array)
                             .cloned()
-                            .unwrap_or_default();
-                        jobs.push((p, items));
-                    }
-                },
+                            .unwrap_or_default(),
+                    };
+                    jobs.push((p, dep_value.clone(), items));
+                }
                 _ => {
                     results.insert(p.name.clone(), Err((format!("{dep} is missing"), false)));
                 }
             }
         }
-        let calls = jobs.iter().map(|(p, items)| {
-            let dep = p.depends_on.as_deref().unwrap_or_default();
-            let dep_value = match results.get(dep) {
-                Some(Ok(v)) => v.clone(),
-                _ => Value::Null,
-            };
-            let (query_json, metadata) = (&query_json, &metadata);
-            async move {
-                let each = items.iter().map(|item| {
-                    let scopes: BTreeMap<&str, &Value> =
-                        [("query", query_json), (dep, &dep_value), ("item", item)]
-                            .into_iter()
-                            .collect();
-                    async move {
-                        self.call(p, &scopes, upstream, metadata, deadline_at, json)
-                            .await
-                    }
-                });
-                let outs = futures_util::future::join_all(each).await;
-                if p.for_each.is_none() {
-                    outs.into_iter()
-                        .next()
-                        .unwrap_or(Err(("nothing to call".into(), false)))
-                } else {
-                    // Every item must succeed for the part to count.
-                    outs.into_iter()
-                        .collect::<Result<Vec<Value>, _>>()
-                        .map(Value::Array)
-                }
-            }
-        });
+        let calls = jobs
+            .iter()
+            .map(|(p, dep_value, items)| self.part_over_items(ctx, p, dep_value, items));
         let outcomes = futures_util::future::join_all(calls).await;
-        for ((p, _), r) in jobs.iter().zip(outcomes) {
+        for ((p, _, _), r) in jobs.iter().zip(outcomes) {
             results.insert(p.name.clone(), r);
         }
-        self.assemble(results, started)
+    }
+
+    /// One dependent part: called once, or once per item of `for_each` (every item must
+    /// succeed for the part to count).
+    async fn part_over_items(
+        &self,
+        ctx: &Ctx<'_>,
+        p: &Part,
+        dep_value: &Value,
+        items: &[Value],
+    ) -> PartResult {
+        let dep = p.depends_on.as_deref().unwrap_or_default();
+        let each = items.iter().map(|item| {
+            let scopes: BTreeMap<&str, &Value> =
+                [("query", ctx.query), (dep, dep_value), ("item", item)]
+                    .into_iter()
+                    .collect();
+            async move {
+                self.call(
+                    p,
+                    &scopes,
+                    ctx.upstream,
+                    ctx.metadata,
+                    ctx.deadline_at,
+                    ctx.json,
+                )
+                .await
+            }
+        });
+        let outs = futures_util::future::join_all(each).await;
+        if p.for_each.is_none() {
+            outs.into_iter()
+                .next()
+                .unwrap_or(Err(("nothing to call".into(), false)))
+        } else {
+            outs.into_iter()
+                .collect::<Result<Vec<Value>, _>>()
+                .map(Value::Array)
+        }
     }
 
     fn assemble(&self, results: BTreeMap<String, PartResult>, started: Instant) -> GwResponse {

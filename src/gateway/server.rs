@@ -39,6 +39,48 @@ pub struct GatewayServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`.
+fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => net::json(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/metrics") => {
+            let mut resp = net::json(StatusCode::OK, crate::gateway::exporter::render());
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        (&Method::GET, "/routes") => net::json(
+            StatusCode::OK,
+            serde_json::json!({ "routes": gw.routes() }).to_string(),
+        ),
+        (_, path) => net::json_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no admin route for {path}"),
+        ),
+    }
+}
+
+/// Runs `task` every `period` (the first time after one period) until `stop`.
+fn every(
+    period: Duration,
+    stop: CancellationToken,
+    mut task: impl FnMut() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => task(),
+            }
+        }
+    })
+}
+
 impl GatewayServer {
     /// Builds the gateway, binds both listeners (failing before serving anything), and serves.
     pub async fn start(cfg: &GatewayConfig) -> Result<GatewayServer, StartError> {
@@ -64,64 +106,20 @@ impl GatewayServer {
         let gw = gateway.clone();
         let admin_task = net::serve_http(
             admin_listener,
-            move |req| {
-                let gw = gw.clone();
-                async move {
-                    match (req.method(), req.uri().path()) {
-                        (&Method::GET, "/healthz") => {
-                            net::json(StatusCode::OK, r#"{"status":"ok"}"#)
-                        }
-                        (&Method::GET, "/metrics") => {
-                            let mut resp =
-                                net::json(StatusCode::OK, crate::gateway::exporter::render());
-                            resp.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                            );
-                            resp
-                        }
-                        (&Method::GET, "/routes") => net::json(
-                            StatusCode::OK,
-                            serde_json::json!({ "routes": gw.routes() }).to_string(),
-                        ),
-                        (_, path) => net::json_error(
-                            StatusCode::NOT_FOUND,
-                            "NOT_FOUND",
-                            &format!("no admin route for {path}"),
-                        ),
-                    }
-                }
-            },
+            move |req| std::future::ready(admin_page(&gw, &req)),
             shutdown.clone(),
             cfg.limits.drain_timeout.0,
         );
         // Forget idle rate-limit keys, so memory follows the active keys only.
         let stores = gateway.rate_limit_stores().to_vec();
-        let (every, stop) = (cfg.rate_limit.prune_every.0, shutdown.clone());
-        let pruner = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => stores.iter().for_each(|s| s.prune()),
-                }
-            }
+        let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
+            stores.iter().for_each(|s| s.prune())
         });
         // The Prometheus recorder keeps every histogram sample until they are drained into the
         // summaries (a scrape drains them too): unscraped, memory grew ~45 bytes per request.
-        let stop = shutdown.clone();
-        let upkeep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Some(h) = crate::gateway::exporter::handle() {
-                            h.run_upkeep();
-                        }
-                    }
-                }
+        let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
+            if let Some(h) = crate::gateway::exporter::handle() {
+                h.run_upkeep();
             }
         });
         // Request deadlines then register without waking the I/O driver (see the function).

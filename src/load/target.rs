@@ -156,84 +156,9 @@ impl RequestTemplate {
         let first = urls
             .first()
             .ok_or_else(|| LoadError::Config("no target URL given".into()))?;
-        let mut authority: Option<Authority> = None;
-        let mut paths = Vec::new();
-        for url in urls {
-            // Placeholders are not valid URI characters: parse a neutral stand-in first.
-            let (base, pq) = split_url(url)?;
-            let uri: Uri = base.parse().map_err(|e| {
-                LoadError::Config(format!(
-                    "{url}: not a URL ({e}); expected e.g. http://127.0.0.1:8080/path"
-                ))
-            })?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
-                    return Err(LoadError::Config(format!(
-                        "{url}: https is not supported; gwbench loads plaintext HTTP/1.1, h2c and gRPC"
-                    )));
-                }
-                _ => return Err(LoadError::Config(format!("{url}: expected an http:// URL"))),
-            }
-            let auth = uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| LoadError::Config(format!("{url}: the URL has no host")))?;
-            if let Some(a) = &authority
-                && *a != auth
-            {
-                return Err(LoadError::Config(format!(
-                    "all targets must share host:port (one connection pool): {a} and {auth}"
-                )));
-            }
-            authority = Some(auth);
-            paths.push(PathTemplate::parse(pq, url)?);
-        }
-        let authority = authority.expect("at least one URL");
-        let host_port = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
-        let addr = host_port
-            .to_socket_addrs()
-            .map_err(|e| {
-                LoadError::Unreachable(format!("{first}: cannot resolve {host_port}: {e}"))
-            })?
-            .next()
-            .ok_or_else(|| {
-                LoadError::Unreachable(format!("{first}: {host_port} has no address"))
-            })?;
-
-        let mut map = HeaderMap::new();
-        if protocol == Protocol::Http1 {
-            map.insert(
-                header::HOST,
-                HeaderValue::from_str(authority.as_str())
-                    .expect("an authority is a valid header value"),
-            );
-        }
-        if protocol == Protocol::Grpc {
-            map.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            map.insert(header::TE, HeaderValue::from_static("trailers"));
-        } else if !body.is_empty() {
-            map.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        for (k, v) in headers {
-            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
-                LoadError::Config(format!("--header {k:?}: not a valid header name"))
-            })?;
-            let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
-                LoadError::Config(format!("--header {k}: {v:?} is not a valid header value"))
-            })?;
-            map.append(name, value);
-        }
+        let (authority, paths) = parse_urls(urls)?;
+        let addr = resolve(first, &authority)?;
+        let map = request_headers(protocol, &authority, headers, !body.is_empty())?;
         Ok(RequestTemplate {
             protocol,
             addr,
@@ -370,6 +295,98 @@ fn split_url(url: &str) -> Result<(&str, &str), LoadError> {
         Some(i) => Ok((&url[..after_scheme + i], &url[after_scheme + i..])),
         None => Ok((url, "/")),
     }
+}
+
+/// The targets' one authority (they share a connection pool) and their path templates.
+fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>), LoadError> {
+    let mut authority: Option<Authority> = None;
+    let mut paths = Vec::new();
+    for url in urls {
+        // Placeholders are not valid URI characters: parse a neutral stand-in first.
+        let (base, pq) = split_url(url)?;
+        let uri: Uri = base.parse().map_err(|e| {
+            LoadError::Config(format!(
+                "{url}: not a URL ({e}); expected e.g. http://127.0.0.1:8080/path"
+            ))
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(LoadError::Config(format!(
+                    "{url}: https is not supported; gwbench loads plaintext HTTP/1.1, h2c and gRPC"
+                )));
+            }
+            _ => return Err(LoadError::Config(format!("{url}: expected an http:// URL"))),
+        }
+        let auth = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| LoadError::Config(format!("{url}: the URL has no host")))?;
+        if let Some(a) = &authority
+            && *a != auth
+        {
+            return Err(LoadError::Config(format!(
+                "all targets must share host:port (one connection pool): {a} and {auth}"
+            )));
+        }
+        authority = Some(auth);
+        paths.push(PathTemplate::parse(pq, url)?);
+    }
+    let authority = authority.ok_or_else(|| LoadError::Config("no target URL given".into()))?;
+    Ok((authority, paths))
+}
+
+/// The socket address of `authority` (port 80 when none is given).
+fn resolve(first: &str, authority: &Authority) -> Result<std::net::SocketAddr, LoadError> {
+    let host_port = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    host_port
+        .to_socket_addrs()
+        .map_err(|e| LoadError::Unreachable(format!("{first}: cannot resolve {host_port}: {e}")))?
+        .next()
+        .ok_or_else(|| LoadError::Unreachable(format!("{first}: {host_port} has no address")))
+}
+
+/// The headers every request carries: Host (HTTP/1.1), the content type of the protocol or
+/// body, and the user's `--header`s.
+fn request_headers(
+    protocol: Protocol,
+    authority: &Authority,
+    headers: &[(String, String)],
+    has_body: bool,
+) -> Result<HeaderMap, LoadError> {
+    let mut map = HeaderMap::new();
+    if protocol == Protocol::Http1 {
+        map.insert(
+            header::HOST,
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|_| LoadError::Config(format!("{authority}: not a valid Host")))?,
+        );
+    }
+    if protocol == Protocol::Grpc {
+        map.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        map.insert(header::TE, HeaderValue::from_static("trailers"));
+    } else if has_body {
+        map.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    for (k, v) in headers {
+        let name = HeaderName::try_from(k.as_str())
+            .map_err(|_| LoadError::Config(format!("--header {k:?}: not a valid header name")))?;
+        let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
+            LoadError::Config(format!("--header {k}: {v:?} is not a valid header value"))
+        })?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 #[cfg(test)]

@@ -309,88 +309,92 @@ pub struct SaturationPlot<'a> {
 }
 
 fn saturation_chart(sides: &[SaturationPlot<'_>], p99: bool) -> String {
-    let x_max = sides
+    if p99 {
+        p99_by_offered(sides)
+    } else {
+        achieved_by_offered(sides)
+    }
+}
+
+const SIDE_COLORS: [RGBColor; 4] = [BLUE, RED, GREEN, MAGENTA];
+
+/// The largest offered rate, with a margin: the x axis of both saturation charts.
+fn offered_max(sides: &[SaturationPlot<'_>]) -> f64 {
+    sides
         .iter()
         .flat_map(|s| s.steps.iter().map(|p| p.0))
         .fold(1.0f64, f64::max)
-        * 1.05;
-    let y_max = if p99 {
-        sides
-            .iter()
-            .flat_map(|s| s.steps.iter().map(|p| p.2 / 1e6))
-            .fold(0.01f64, f64::max)
-            * 1.5
-    } else {
-        x_max
-    };
-    let y_min = if p99 {
-        sides
-            .iter()
-            .flat_map(|s| s.steps.iter().map(|p| p.2 / 1e6))
-            .fold(f64::MAX, f64::min)
-            .clamp(0.001, y_max / 10.0)
-    } else {
-        0.0
-    };
-    let title = if p99 {
-        "p99 by offered rate (knee marked)"
-    } else {
-        "achieved by offered rate"
-    };
-    let colors = [BLUE, RED, GREEN, MAGENTA];
+        * 1.05
+}
+
+/// A side's steps as (offered, y) points in offered order; y is p99 in ms or achieved req/s.
+fn series(s: &SaturationPlot<'_>, p99: bool) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = s
+        .steps
+        .iter()
+        .map(|p| (p.0, if p99 { p.2 / 1e6 } else { p.1 }))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
+}
+
+/// p99 (log scale) by offered rate, each side's knee marked with a vertical line.
+fn p99_by_offered(sides: &[SaturationPlot<'_>]) -> String {
+    let x_max = offered_max(sides);
+    let p99s = || sides.iter().flat_map(|s| s.steps.iter().map(|p| p.2 / 1e6));
+    let y_max = p99s().fold(0.01f64, f64::max) * 1.5;
+    let y_min = p99s().fold(f64::MAX, f64::min).clamp(0.001, y_max / 10.0);
     svg_chart((720, 340), |root| {
-        let mut builder = builder(root, title);
+        let mut builder = builder(root, "p99 by offered rate (knee marked)");
         builder.margin_right(36);
-        let series = |s: &SaturationPlot<'_>| -> Vec<(f64, f64)> {
-            let mut pts: Vec<(f64, f64)> = s
-                .steps
-                .iter()
-                .map(|p| (p.0, if p99 { p.2 / 1e6 } else { p.1 }))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            pts
-        };
-        if p99 {
-            let mut chart = builder.build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())?;
+        let mut chart = builder.build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("offered (req/s)")
+            .y_desc("p99 (ms)")
+            .draw()?;
+        for (i, s) in sides.iter().enumerate() {
+            let color = SIDE_COLORS[i % SIDE_COLORS.len()];
             chart
-                .configure_mesh()
-                .x_desc("offered (req/s)")
-                .y_desc("p99 (ms)")
-                .draw()?;
-            for (i, s) in sides.iter().enumerate() {
-                let color = colors[i % colors.len()];
-                chart
-                    .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
-                    .label(s.label)
-                    .legend(legend_line(color));
-                if let Some(k) = s.knee {
-                    chart.draw_series(LineSeries::new(
-                        vec![(k, y_min), (k, y_max)],
-                        color.stroke_width(1),
-                    ))?;
-                }
+                .draw_series(LineSeries::new(series(s, true), color.stroke_width(2)))?
+                .label(s.label)
+                .legend(legend_line(color));
+            if let Some(k) = s.knee {
+                chart.draw_series(LineSeries::new(
+                    vec![(k, y_min), (k, y_max)],
+                    color.stroke_width(1),
+                ))?;
             }
-            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        } else {
-            let mut chart = builder.build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-            chart
-                .configure_mesh()
-                .x_desc("offered (req/s)")
-                .y_desc("achieved (req/s)")
-                .draw()?;
-            chart.draw_series(LineSeries::new(
-                vec![(0.0, 0.0), (x_max, x_max)],
-                BLACK.mix(0.3),
-            ))?;
-            for (i, s) in sides.iter().enumerate() {
-                let color = colors[i % colors.len()];
-                chart
-                    .draw_series(LineSeries::new(series(s), color.stroke_width(2)))?
-                    .label(s.label)
-                    .legend(legend_line(color));
-            }
-            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        Ok(())
+    })
+}
+
+/// Achieved by offered rate, with the diagonal a server that keeps up follows.
+fn achieved_by_offered(sides: &[SaturationPlot<'_>]) -> String {
+    let x_max = offered_max(sides);
+    svg_chart((720, 340), |root| {
+        let mut builder = builder(root, "achieved by offered rate");
+        builder.margin_right(36);
+        let mut chart = builder.build_cartesian_2d(0f64..x_max, 0f64..x_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered (req/s)")
+            .y_desc("achieved (req/s)")
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            vec![(0.0, 0.0), (x_max, x_max)],
+            BLACK.mix(0.3),
+        ))?;
+        for (i, s) in sides.iter().enumerate() {
+            let color = SIDE_COLORS[i % SIDE_COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(series(s, false), color.stroke_width(2)))?
+                .label(s.label)
+                .legend(legend_line(color));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }

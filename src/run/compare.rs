@@ -723,7 +723,7 @@ fn write_reports(
     table: &str,
     results: &[Measured],
 ) -> anyhow::Result<PathBuf> {
-    let dir = report_dir(out, started)?;
+    let dir = super::report_dir(out, started, "compare")?;
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text)
             .with_context(|| format!("cannot write {}", dir.join(name).display()))
@@ -766,18 +766,6 @@ fn write_reports(
         "report.html",
         &html::render("gwbench compare", &html_context(summary), table, &plots),
     )?;
-    Ok(dir)
-}
-
-/// `--out`, or `reports/<start time>-compare`, created.
-fn report_dir(out: Option<&Path>, started: SystemTime) -> anyhow::Result<PathBuf> {
-    let stamp = humantime::format_rfc3339_seconds(started)
-        .to_string()
-        .replace(['-', ':'], "");
-    let dir = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-compare")));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
 

@@ -75,6 +75,23 @@ impl ExitKind {
     }
 }
 
+/// `out`, or `reports/<start time>-<kind>`, created.
+fn report_dir(
+    out: Option<&std::path::Path>,
+    started: std::time::SystemTime,
+    kind: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let stamp = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .replace(['-', ':'], "");
+    let dir = out
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(format!("{stamp}-{kind}")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// A token the user asked for cannot be made (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

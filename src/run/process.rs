@@ -82,56 +82,12 @@ impl ChildProcess {
             what: what.to_string(),
             reason,
         };
-        let exe =
-            std::env::current_exe().map_err(|e| fail(format!("cannot find this binary: {e}")))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let pin_set = pin
-            .as_deref()
-            .map(cpuset)
-            .transpose()
-            .map_err(|e| fail(format!("CPU set: {e}")))?;
-        // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
-        // (prctl, sched_setaffinity) and allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-                if let Some(set) = &pin_set {
-                    nix::sched::sched_setaffinity(Pid::from_raw(0), set)
-                        .map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Keep the last lines of stderr for error messages without letting the pipe fill up.
-        let (etx, erx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0
-                    || etx
-                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let mut child = start(args, pin.as_deref()).map_err(fail)?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(fail("its output is not piped".into()));
+        };
+        let lines = read_lines(stdout);
+        let errors = read_stderr(stderr);
         let mut me = ChildProcess {
             what: what.to_string(),
             child,
@@ -141,34 +97,30 @@ impl ChildProcess {
         let deadline = Instant::now() + READY_TIMEOUT;
         while me.ready.len() < expect {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(line) => {
-                    let mut f = line.split_whitespace();
-                    if let (Some("ready"), Some(kind), Some(addr)) = (f.next(), f.next(), f.next())
-                        && let Ok(addr) = addr.parse()
-                    {
-                        me.ready.push((kind.to_string(), addr));
-                    }
-                }
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(50)); // let stderr arrive
-                    let stderr: String = erx.try_iter().collect();
-                    let last = stderr
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    let reason = match me.child.try_wait() {
-                        Ok(Some(status)) => format!("it exited ({status}): {last}"),
-                        _ => format!("no ready line within {}s", READY_TIMEOUT.as_secs()),
-                    };
-                    return Err(fail(reason));
-                }
+            match lines.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(line) => me.ready.extend(ready_line(&line)),
+                Err(_) => return Err(fail(me.why_not_ready(&errors))),
             }
         }
         Ok(me)
+    }
+
+    /// Why the child gave no (more) ready lines: it exited (with its last stderr line), or it
+    /// took too long.
+    fn why_not_ready(&mut self, errors: &mpsc::Receiver<String>) -> String {
+        std::thread::sleep(Duration::from_millis(50)); // let stderr arrive
+        let stderr: String = errors.try_iter().collect();
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        match self.child.try_wait() {
+            Ok(Some(status)) => format!("it exited ({status}): {last}"),
+            _ => format!("no ready line within {}s", READY_TIMEOUT.as_secs()),
+        }
     }
 
     /// The process id.
@@ -207,6 +159,76 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Starts this binary with `args`, output piped, the parent-death signal set and pinned to
+/// `pin` when given.
+fn start(args: &[String], pin: Option<&[usize]>) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let pin_set = pin
+        .map(cpuset)
+        .transpose()
+        .map_err(|e| format!("CPU set: {e}"))?;
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (prctl, sched_setaffinity) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            if let Some(set) = &pin_set {
+                nix::sched::sched_setaffinity(Pid::from_raw(0), set)
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("spawn: {e}"))
+}
+
+/// The child's stdout, line by line, on a channel.
+fn read_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The child's stderr in chunks, on a channel: kept for error messages, and read so that the
+/// pipe never fills up.
+fn read_stderr(mut stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `ready <kind> <addr>` as (kind, address).
+fn ready_line(line: &str) -> Option<(String, SocketAddr)> {
+    let mut f = line.split_whitespace();
+    match (f.next(), f.next(), f.next()) {
+        (Some("ready"), Some(kind), Some(addr)) => Some((kind.to_string(), addr.parse().ok()?)),
+        _ => None,
     }
 }
 

@@ -82,20 +82,7 @@ fn merge(files: &[PathBuf], hgrm_out: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn rerender(dir: &Path) -> anyhow::Result<()> {
-    let summary: serde_json::Value = serde_json::from_slice(&read(&dir.join("summary.json"))?)
-        .map_err(|e| {
-            ReportError(format!(
-                "{}: not JSON ({e})",
-                dir.join("summary.json").display()
-            ))
-        })?;
-    if summary["schema"] != "gwbench.compare.v1" {
-        return Err(ReportError(format!(
-            "{}: not a gwbench compare summary",
-            dir.join("summary.json").display()
-        ))
-        .into());
-    }
+    let summary = read_summary(dir)?;
     let md = String::from_utf8_lossy(&read(&dir.join("summary.md"))?).into_owned();
     let table = md
         .split("```")
@@ -107,37 +94,26 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
     let mut data = Vec::new();
     for sc in &scenarios {
         let name = sc["name"].as_str().unwrap_or("?").to_string();
-        let mut sides = Vec::new();
-        for side in ["direct", "gateway"] {
-            let path = dir.join(format!("{name}-{side}.hlog"));
-            let intervals = hlog::read(&read(&path)?)
-                .map_err(|e| ReportError(format!("{}: {e}", path.display())))?;
-            let series: Vec<(f64, f64)> = intervals
-                .iter()
-                .filter(|i| i.tag.as_deref() == Some("corrected"))
-                .map(|i| (i.start_s, i.hist.value_at_quantile(0.99) as f64))
-                .collect();
-            sides.push((hlog::merge(&intervals, "corrected"), series));
-        }
-        data.push((sc.clone(), name, sides));
+        let direct = side_from_log(dir, &name, "direct")?;
+        let gateway = side_from_log(dir, &name, "gateway")?;
+        data.push((sc, name, direct, gateway));
     }
     let plots: Vec<html::ScenarioPlot<'_>> = data
-        .iter_mut()
-        .map(|(sc, name, sides)| {
-            let labels = sc["labels"].as_array().map(|l| {
-                (
-                    l[0].as_str().unwrap_or("direct"),
-                    l[1].as_str().unwrap_or("gateway"),
-                )
-            });
-            let gateway_series = std::mem::take(&mut sides[1].1);
-            let direct_series = std::mem::take(&mut sides[0].1);
+        .iter()
+        .map(|(sc, name, direct, gateway)| {
+            let labels = sc["labels"].as_array();
+            let label = |i: usize, default| {
+                labels
+                    .and_then(|l| l.get(i))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(default)
+            };
             html::ScenarioPlot {
                 name: name.as_str(),
                 description: sc["description"].as_str().unwrap_or(""),
-                labels: labels.unwrap_or(("direct", "gateway")),
-                hists: (&sides[0].0, &sides[1].0),
-                p99_over_time: (direct_series, gateway_series),
+                labels: (label(0, "direct"), label(1, "gateway")),
+                hists: (&direct.0, &gateway.0),
+                p99_over_time: (direct.1.clone(), gateway.1.clone()),
                 overhead_ns: (
                     sc["overhead_ns"]["service"]["p50"].as_f64().unwrap_or(0.0),
                     sc["overhead_ns"]["service"]["p99"].as_f64().unwrap_or(0.0),
@@ -145,7 +121,45 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let context = vec![
+    let page = html::render("gwbench compare", &context(&summary), &table, &plots);
+    let out = dir.join("report.html");
+    std::fs::write(&out, page).with_context(|| format!("cannot write {}", out.display()))?;
+    super::print_out(&format!("wrote {}\n", out.display()))
+}
+
+/// A compare run's `summary.json`, refused when it is not one.
+fn read_summary(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = dir.join("summary.json");
+    let summary: serde_json::Value = serde_json::from_slice(&read(&path)?)
+        .map_err(|e| ReportError(format!("{}: not JSON ({e})", path.display())))?;
+    if summary["schema"] != "gwbench.compare.v1" {
+        return Err(
+            ReportError(format!("{}: not a gwbench compare summary", path.display())).into(),
+        );
+    }
+    Ok(summary)
+}
+
+/// A side as the report draws it: its corrected latencies merged, and (seconds, p99 ns) per
+/// interval.
+type SideData = (hdrhistogram::Histogram<u64>, Vec<(f64, f64)>);
+
+/// One side's merged corrected histogram and p99 per interval, from its `.hlog`.
+fn side_from_log(dir: &Path, scenario: &str, side: &str) -> anyhow::Result<SideData> {
+    let path = dir.join(format!("{scenario}-{side}.hlog"));
+    let intervals =
+        hlog::read(&read(&path)?).map_err(|e| ReportError(format!("{}: {e}", path.display())))?;
+    let series = intervals
+        .iter()
+        .filter(|i| i.tag.as_deref() == Some("corrected"))
+        .map(|i| (i.start_s, i.hist.value_at_quantile(0.99) as f64))
+        .collect();
+    Ok((hlog::merge(&intervals, "corrected"), series))
+}
+
+/// The lines above the charts, from the summary.
+fn context(summary: &serde_json::Value) -> Vec<String> {
+    vec![
         format!(
             "{} req/s offered, {} rounds × {} s",
             summary["rps"], summary["rounds"], summary["duration_s"]
@@ -159,9 +173,5 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
             "started {} (re-rendered by gwbench report)",
             summary["started"].as_str().unwrap_or("")
         ),
-    ];
-    let page = html::render("gwbench compare", &context, &table, &plots);
-    let out = dir.join("report.html");
-    std::fs::write(&out, page).with_context(|| format!("cannot write {}", out.display()))?;
-    super::print_out(&format!("wrote {}\n", out.display()))
+    ]
 }

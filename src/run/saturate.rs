@@ -364,14 +364,33 @@ fn report(
     cores: usize,
     pinning: Vec<String>,
 ) -> anyhow::Result<()> {
+    let mut out = step_tables(args, title, &searches);
+    let _ = writeln!(out, "\n{answer}");
+    super::print_out(&out)?;
+    let summary = SaturateSummary {
+        schema: "gwbench.saturate.v1",
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        scenario: scenario.to_string(),
+        step_duration_s: args.step_duration.as_secs_f64(),
+        cores,
+        pinning,
+        searches,
+        answer,
+    };
+    let dir = write_files(args.out.as_deref(), started, &summary, &out)?;
+    super::print_out(&format!("report: {}\n", dir.display()))?;
+    Ok(())
+}
+
+/// The terminal report: one table of steps per side.
+fn step_tables(args: &SaturateArgs, title: &str, searches: &[Search]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "gwbench saturate: {title}, steps of {}s",
         args.step_duration.as_secs_f64()
     );
-
-    for s in &searches {
+    for s in searches {
         let _ = writeln!(out, "\n== {} (SLO p99 {})", s.side, human_ns(s.slo_p99_ns));
         let _ = writeln!(
             out,
@@ -395,33 +414,24 @@ fn report(
             );
         }
     }
-    let _ = writeln!(out, "\n{answer}");
-    super::print_out(&out)?;
-    let summary = SaturateSummary {
-        schema: "gwbench.saturate.v1",
-        started: humantime::format_rfc3339_seconds(started).to_string(),
-        scenario: scenario.to_string(),
-        step_duration_s: args.step_duration.as_secs_f64(),
-        cores,
-        pinning,
-        searches,
-        answer,
-    };
-    let stamp = humantime::format_rfc3339_seconds(started)
-        .to_string()
-        .replace(['-', ':'], "");
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{stamp}-saturate")));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    out
+}
+
+/// `summary.json`, `summary.md` and `report.html` in `--out` or `reports/<time>-saturate`.
+fn write_files(
+    out_dir: Option<&std::path::Path>,
+    started: SystemTime,
+    summary: &SaturateSummary,
+    text: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = super::report_dir(out_dir, started, "saturate")?;
     std::fs::write(
         dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?,
+        serde_json::to_string_pretty(summary)?,
     )?;
     std::fs::write(
         dir.join("summary.md"),
-        format!("# gwbench saturate\n\n```\n{out}```\n"),
+        format!("# gwbench saturate\n\n```\n{text}```\n"),
     )?;
     let plots: Vec<crate::report::html::SaturationPlot<'_>> = summary
         .searches
@@ -437,10 +447,9 @@ fn report(
         })
         .collect();
     let page =
-        crate::report::html::render_saturation("gwbench saturate", &summary.answer, &out, &plots);
+        crate::report::html::render_saturation("gwbench saturate", &summary.answer, text, &plots);
     std::fs::write(dir.join("report.html"), page)?;
-    super::print_out(&format!("report: {}\n", dir.display()))?;
-    Ok(())
+    Ok(dir)
 }
 
 #[cfg(test)]
