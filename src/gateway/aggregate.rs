@@ -159,11 +159,10 @@ impl Aggregation {
         &self,
         part: &Part,
         scopes: &BTreeMap<&str, &Value>,
-        upstream: &Upstream,
-        metadata: &http::HeaderMap,
-        deadline: Instant,
-        json: &JsonOptions,
+        ctx: &Ctx<'_>,
     ) -> PartResult {
+        let (upstream, metadata, deadline, json) =
+            (ctx.upstream, ctx.metadata, ctx.deadline_at, ctx.json);
         let mut body = Map::new();
         for (k, v) in &part.request {
             let v = match v {
@@ -264,17 +263,8 @@ impl Aggregation {
             .iter()
             .filter(|p| p.depends_on.is_none())
             .collect();
-        let outcomes = futures_util::future::join_all(first.iter().map(|p| {
-            self.call(
-                p,
-                &scopes,
-                ctx.upstream,
-                ctx.metadata,
-                ctx.deadline_at,
-                ctx.json,
-            )
-        }))
-        .await;
+        let outcomes =
+            futures_util::future::join_all(first.iter().map(|p| self.call(p, &scopes, ctx))).await;
         first
             .iter()
             .zip(outcomes)
@@ -328,17 +318,7 @@ impl Aggregation {
                 [("query", ctx.query), (dep, dep_value), ("item", item)]
                     .into_iter()
                     .collect();
-            async move {
-                self.call(
-                    p,
-                    &scopes,
-                    ctx.upstream,
-                    ctx.metadata,
-                    ctx.deadline_at,
-                    ctx.json,
-                )
-                .await
-            }
+            async move { self.call(p, &scopes, ctx).await }
         });
         let outs = futures_util::future::join_all(each).await;
         if p.for_each.is_none() {
