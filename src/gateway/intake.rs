@@ -86,10 +86,12 @@ fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
     let plain = headers.get(&REQUEST_TIMEOUT).and_then(|v| {
         let s = v.to_str().ok()?.trim();
         humantime::parse_duration(s).ok().or_else(|| {
+            // try_: a value past Duration's range (`1e20`) is no deadline of the client's (the
+            // route's applies), never a panic.
             s.parse::<f64>()
                 .ok()
-                .filter(|x| *x > 0.0 && x.is_finite())
-                .map(Duration::from_secs_f64)
+                .filter(|x| *x > 0.0)
+                .and_then(|x| Duration::try_from_secs_f64(x).ok())
         })
     });
     match (grpc, plain) {
@@ -141,6 +143,20 @@ mod tests {
             deadline(&h, Duration::from_millis(50)),
             Duration::from_millis(50)
         );
+        // Values past what a Duration holds were a remote panic: the route's deadline applies.
+        let route = Duration::from_secs(5);
+        for huge in [
+            "1e20",
+            "1e300",
+            "18446744073709551616",
+            "inf",
+            "NaN",
+            "-1",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(REQUEST_TIMEOUT, HeaderValue::from_static(huge));
+            assert_eq!(deadline(&h, route), route, "{huge}");
+        }
         for bad in [
             "/rest/../admin",
             "/rest/%2e%2e/x",
