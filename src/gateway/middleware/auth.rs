@@ -17,6 +17,10 @@ use crate::gateway::config::AuthConfig;
 use crate::gateway::status::GwError;
 use crate::gateway::{GwRequest, GwResponse};
 
+/// Shortest HMAC secret accepted: as long as the SHA-256 output (RFC 7518 §3.2). An empty or
+/// short secret would let anyone who guesses it mint tokens.
+pub const MIN_HS_SECRET: usize = 32;
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -137,6 +141,12 @@ fn configured_key(k: &crate::gateway::config::AuthKey) -> Result<Key, String> {
         return Err("algorithms of one key must be of one family (HS, RS or ES)".into());
     }
     let key = match (&k.secret, &k.public_key_file, family) {
+        (Some(secret), None, Family::Hmac) if secret.len() < MIN_HS_SECRET => {
+            return Err(format!(
+                "an HS secret must be at least {MIN_HS_SECRET} bytes (RFC 7518 §3.2); this one has {}",
+                secret.len()
+            ));
+        }
         (Some(secret), None, Family::Hmac) => DecodingKey::from_secret(secret.as_bytes()),
         (None, Some(_), Family::Hmac) => {
             return Err("an HS key takes `secret`, not a public key file".into());
@@ -456,6 +466,8 @@ mod tests {
 
     const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
 
+    const TEST_SECRET: &str = "a-test-secret-of-thirty-two-bytes";
+
     fn now() -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -478,7 +490,7 @@ mod tests {
                 AuthKey {
                     kid: Some("hs".into()),
                     algorithms: vec!["HS256".into()],
-                    secret: Some("s3cret".into()),
+                    secret: Some(TEST_SECRET.into()),
                     public_key_file: None,
                 },
                 AuthKey {
@@ -517,14 +529,14 @@ mod tests {
     #[test]
     fn valid_tokens_of_each_algorithm_verify() {
         let v = Verifier::new(&cfg()).unwrap();
-        let hs = mint("HS256", b"s3cret", Some("hs"), &claims(60)).unwrap();
+        let hs = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &claims(60)).unwrap();
         let rs = mint("RS256", &pem("rsa_private.pem"), Some("rs"), &claims(60)).unwrap();
         let es = mint("ES256", &pem("ec_private.pem"), Some("es"), &claims(60)).unwrap();
         for t in [hs, rs, es] {
             assert_eq!(v.verify(&headers(&t)).unwrap()["sub"], "alice");
         }
         // Without a kid, the key is chosen by algorithm among those that allow it.
-        let no_kid = mint("HS256", b"s3cret", None, &claims(60)).unwrap();
+        let no_kid = mint("HS256", TEST_SECRET.as_bytes(), None, &claims(60)).unwrap();
         assert!(v.verify(&headers(&no_kid)).is_ok());
     }
 
@@ -537,22 +549,22 @@ mod tests {
         // HS256 signed with the RSA public key as the secret, claiming the RSA key's kid.
         let confused = mint("HS256", &pem("rsa_public.pem"), Some("rs"), &claims(60)).unwrap();
         let confused_no_kid = mint("HS256", &pem("rsa_public.pem"), None, &claims(60)).unwrap();
-        let expired = mint("HS256", b"s3cret", Some("hs"), &claims(-10)).unwrap();
+        let expired = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &claims(-10)).unwrap();
         let mut nbf = claims(60);
         nbf["nbf"] = serde_json::json!(now() + 600);
-        let not_yet = mint("HS256", b"s3cret", Some("hs"), &nbf).unwrap();
+        let not_yet = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &nbf).unwrap();
         let mut iss = claims(60);
         iss["iss"] = serde_json::json!("mallory");
-        let wrong_iss = mint("HS256", b"s3cret", Some("hs"), &iss).unwrap();
+        let wrong_iss = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &iss).unwrap();
         let mut aud = claims(60);
         aud["aud"] = serde_json::json!("another-api");
-        let wrong_aud = mint("HS256", b"s3cret", Some("hs"), &aud).unwrap();
+        let wrong_aud = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &aud).unwrap();
         let bad_sig = mint("HS256", b"not-the-secret", Some("hs"), &claims(60)).unwrap();
-        let good = mint("HS256", b"s3cret", Some("hs"), &claims(60)).unwrap();
+        let good = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &claims(60)).unwrap();
         let truncated = good[..good.len() / 2].to_string();
         let not_base64 = "!!!.@@@.###".to_string();
         let huge = format!("{}.{}.x", b64(r#"{"alg":"HS256"}"#), "A".repeat(64 * 1024));
-        let unknown_kid = mint("HS256", b"s3cret", Some("nope"), &claims(60)).unwrap();
+        let unknown_kid = mint("HS256", TEST_SECRET.as_bytes(), Some("nope"), &claims(60)).unwrap();
         for (name, token) in [
             ("alg none", alg_none),
             ("algorithm confusion", confused),
@@ -619,7 +631,7 @@ mod tests {
         let mut c = cfg();
         c.required_scope = Some("admin".into());
         let v = Verifier::new(&c).unwrap();
-        let t = mint("HS256", b"s3cret", Some("hs"), &claims(60)).unwrap();
+        let t = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &claims(60)).unwrap();
         assert!(matches!(
             v.verify(&headers(&t)),
             Err(AuthError::Forbidden(_))
@@ -630,6 +642,16 @@ mod tests {
         let mut bad = cfg();
         bad.keys[0].algorithms = vec!["none".into()];
         assert!(Verifier::new(&bad).unwrap_err().contains("not supported"));
+        // An empty or short HMAC secret would let anyone mint tokens: refused, key named.
+        for secret in ["", "s3cret", &"x".repeat(MIN_HS_SECRET - 1)] {
+            let mut bad = cfg();
+            bad.keys[0].secret = Some(secret.to_string());
+            let err = Verifier::new(&bad).unwrap_err();
+            assert!(
+                err.starts_with("auth.keys[0]:") && err.contains("at least 32 bytes"),
+                "{err}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -658,7 +680,7 @@ mod tests {
                 headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             crate::gateway::test_request(http::Method::GET, path, &headers)
         };
-        let token = mint("HS256", b"s3cret", Some("hs"), &claims(60)).unwrap();
+        let token = mint("HS256", TEST_SECRET.as_bytes(), Some("hs"), &claims(60)).unwrap();
         let resp = svc
             .clone()
             .oneshot(request(Some(format!("Bearer {token}")), "/x"))
