@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes};
 
 use super::recorder::Outcome;
 use super::target::RequestTemplate;
-use crate::http1::client::{ClientError, Conn, may_resend};
+use crate::http1::client::{ClientError, Conn, idempotent, may_resend};
 
 /// One HTTP/1.1 connection of a sender task (none yet, or broken: the next request reconnects).
 #[derive(Debug, Default)]
@@ -51,7 +51,9 @@ impl H1Conn {
         };
         let reused = self.conn.is_some();
         let result = match self.exchange(template, &bytes).await {
-            Err(e) if may_resend(&e, reused) => self.exchange(template, &bytes).await,
+            Err(e) if may_resend(&e, reused, idempotent(template.method())) => {
+                self.exchange(template, &bytes).await
+            }
             other => other,
         };
         result.unwrap_or_else(|e| Outcome::Transport(e.kind()))
@@ -153,6 +155,15 @@ mod tests {
         let addr = canned(vec![b"SPDY/9 what\r\n\r\n"]).await;
         let t = get(addr);
         let mut conn = H1Conn::default();
+        assert_eq!(
+            conn.execute(&t, None, 0).await,
+            Outcome::Transport("protocol_error")
+        );
+        // An endless head is cut at 64 KiB, a named error, not memory without end.
+        let mut endless = b"HTTP/1.1 200 OK\r\nx-pad: ".to_vec();
+        endless.resize(256 * 1024, b'a');
+        let addr = canned(vec![endless.leak()]).await;
+        let t = get(addr);
         assert_eq!(
             conn.execute(&t, None, 0).await,
             Outcome::Transport("protocol_error")
