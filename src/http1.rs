@@ -64,14 +64,15 @@ pub fn head(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Hea
     let mut close = http10;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or("bad Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length values");
+            // Digits only (no sign, no list): anything else cannot be framed safely.
+            let digits = h.value.trim_ascii();
+            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+                return Err("bad Content-Length");
             }
-            length = Some(n);
+            if length.is_some() {
+                return Err("several Content-Length headers");
+            }
+            length = Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_coded = true;
             // Chunked only counts as the final coding.
@@ -89,6 +90,10 @@ pub fn head(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Hea
                 }
             }
         }
+    }
+    if transfer_coded && length.is_some() {
+        // A response that says both is how responses are smuggled (RFC 9112 §6.3).
+        return Err("both Content-Length and Transfer-Encoding");
     }
     let framing = if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
         None
@@ -279,7 +284,7 @@ mod tests {
         .unwrap();
         assert!(h.keep_alive);
         let h = parse(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\nconnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
             false,
         )
         .unwrap();
@@ -301,6 +306,21 @@ mod tests {
             assert_eq!(parse(no_body, false).unwrap().framing, None);
         }
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", false).is_err());
+        // What cannot be framed safely is refused, never guessed at (response smuggling).
+        for unsafe_head in [
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: identity\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert!(
+                parse(unsafe_head, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(unsafe_head)
+            );
+        }
         assert!(
             parse(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",

@@ -112,8 +112,7 @@ impl Core {
         let upstream = &self.upstreams[p.upstream];
         let mut resp = upstream
             .http_forward(&parts.method, &pq, &headers, body)
-            .await
-            .map_err(|s| GwError::grpc(s.code(), s.message().to_string()))?;
+            .await?;
         forward::strip_hop_by_hop(resp.headers_mut());
         Ok(resp)
     }

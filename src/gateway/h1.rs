@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Frame;
 
-use crate::http1::client::{ClientError, Conn, may_resend};
+use crate::http1::client::{ClientError, Conn, idempotent, may_resend};
 use crate::http1::{Framing, Head, Step};
 
 /// Idle connections kept per endpoint.
@@ -73,7 +73,9 @@ impl Pool {
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < IDLE_TIMEOUT {
+            // Stray bytes or a close since the checkin: never reused (they would answer the
+            // next request).
+            if c.since.elapsed() < IDLE_TIMEOUT && c.conn.idle_clean() {
                 return Some(c.conn);
             }
         }
@@ -101,6 +103,7 @@ impl Pool {
         body: &Bytes,
     ) -> Result<Response<ProxyBody>, ClientError> {
         let head = request_head(method, path, &self.addr, headers, body.len());
+        let replayable = idempotent(method);
         let mut reused = self.checkout();
         loop {
             let was_reused = reused.is_some();
@@ -109,9 +112,9 @@ impl Pool {
                 None => Conn::connect(self.addr.as_str(), Some(self.connect_timeout)).await?,
             };
             match exchange(&mut conn, &head, body, method).await {
-                Ok((resp, head)) => return Ok(self.finish(conn, resp, head)),
-                Err(e) if may_resend(&e, was_reused) => continue,
-                Err(ClientError::ClosedBeforeResponse) => {
+                Ok((resp, head)) => return self.finish(conn, resp, head),
+                Err(e) if may_resend(&e, was_reused, replayable) => continue,
+                Err(ClientError::ClosedBeforeResponse | ClientError::NotSent) => {
                     return Err(ClientError::protocol(
                         "the upstream closed the connection without answering",
                     ));
@@ -122,18 +125,20 @@ impl Pool {
     }
 
     /// The body: whole if it is all in the buffer already, else a stream that checks the
-    /// connection back in when it ends.
+    /// connection back in when it ends. A body that is invalid in what was already read is an
+    /// error (502: nothing was sent to the client yet); later, the stream ends with an error
+    /// (the client's response is aborted, never cut short as if complete).
     fn finish(
         self: &Arc<Self>,
         mut conn: Conn,
         resp: Response<()>,
         head: Head,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, ClientError> {
         let Some(mut framing) = head.framing else {
             if conn.reusable(head.keep_alive) {
                 self.checkin(conn);
             }
-            return resp.map(|()| Either::Left(Full::new(Bytes::new())));
+            return Ok(resp.map(|()| Either::Left(Full::new(Bytes::new()))));
         };
         // Decode what is buffered; the usual small answer is all there already.
         let mut chunks: Vec<Bytes> = Vec::new();
@@ -149,10 +154,11 @@ impl Pool {
                     if conn.reusable(head.keep_alive) {
                         self.checkin(conn);
                     }
-                    return resp.map(|()| Either::Left(Full::new(body)));
+                    return Ok(resp.map(|()| Either::Left(Full::new(body))));
                 }
-                // The rest streams (a decoding error surfaces there, as the body's error).
-                Ok(Step::NeedMore) | Err(_) => break,
+                // The rest streams (a later decoding error ends the stream with an error).
+                Ok(Step::NeedMore) => break,
+                Err(e) => return Err(ClientError::protocol(format!("response body: {e}"))),
             }
         }
         let state = Streaming {
@@ -167,7 +173,7 @@ impl Pool {
             let item = s.next().await?;
             Some((item, s))
         });
-        resp.map(|()| Either::Right(StreamBody::new(Box::pin(stream) as _)))
+        Ok(resp.map(|()| Either::Right(StreamBody::new(Box::pin(stream) as _))))
     }
 }
 

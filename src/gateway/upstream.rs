@@ -4,6 +4,8 @@
 //! endpoints each have a pool of keep-alive connections of the lean HTTP/1.1 client (`h1.rs`). An endpoint that refuses connections is skipped for a
 //! while, and the refused request is retried once on another endpoint (it never reached one).
 
+use super::status::GwError;
+use crate::http1::client::ClientError;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -234,14 +236,15 @@ impl Upstream {
 
     /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)
     /// to an endpoint; its address is the Host. A refused connection marks the endpoint down
-    /// and the request goes to another one.
+    /// and the request goes to another one. An answer that is not valid HTTP/1.1 (or none) is
+    /// a 502; a connection that fails, a 503.
     pub async fn http_forward(
         &self,
         method: &http::Method,
         pq: &PathAndQuery,
         headers: &http::HeaderMap,
         body: Bytes,
-    ) -> Result<Response<crate::gateway::GwBody>, Status> {
+    ) -> Result<Response<crate::gateway::GwBody>, GwError> {
         let mut tried = None;
         for _ in 0..self.endpoints.len().min(2) {
             let i = self.pick(tried);
@@ -249,13 +252,13 @@ impl Upstream {
             let pool = ep
                 .h1
                 .as_ref()
-                .ok_or_else(|| Status::internal("not an HTTP upstream"))?;
+                .ok_or_else(|| GwError::grpc(Code::Internal, "not an HTTP upstream"))?;
             ep.in_flight.fetch_add(1, Ordering::Relaxed);
             let _guard = InFlight(&ep.in_flight);
             let sent = pool.send(method, pq.as_str(), headers, &body).await;
             match sent {
                 Ok(resp) => return Ok(resp),
-                Err(crate::http1::client::ClientError::Connect(e))
+                Err(ClientError::Connect(e))
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
@@ -264,15 +267,22 @@ impl Upstream {
                     self.mark_down(i);
                     tried = Some(i);
                 }
+                Err(e @ ClientError::Protocol(_)) => {
+                    return Err(GwError::http(
+                        http::StatusCode::BAD_GATEWAY,
+                        Code::Unavailable,
+                        format!("upstream {} ({}): {e}", self.name, ep.addr),
+                    ));
+                }
                 Err(e) => {
-                    return Err(Status::unavailable(format!(
-                        "upstream {} ({}): {e}",
-                        self.name, ep.addr
-                    )));
+                    return Err(GwError::grpc(
+                        Code::Unavailable,
+                        format!("upstream {} ({}): {e}", self.name, ep.addr),
+                    ));
                 }
             }
         }
-        Err(Status::new(
+        Err(GwError::grpc(
             Code::Unavailable,
             format!("upstream {}: no endpoint accepts connections", self.name),
         ))

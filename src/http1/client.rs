@@ -27,7 +27,12 @@ pub enum ClientError {
     /// No connection could be made (refused, timed out): the request never left.
     #[error("connect: {0}")]
     Connect(io::Error),
-    /// The connection closed (or was reset) before any byte of the response came.
+    /// The peer had closed the connection before any byte of the request was written: the
+    /// request never left.
+    #[error("the connection was closed before the request was written")]
+    NotSent,
+    /// The connection closed (or was reset) before any byte of the response came, after some
+    /// or all of the request was written: the server may have acted on it.
     #[error("the connection closed before any byte of the response")]
     ClosedBeforeResponse,
     /// The connection closed inside the response (`"head"` or `"body"`).
@@ -51,17 +56,40 @@ impl ClientError {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Connect(e) | ClientError::Io(e) => io_kind(e),
-            ClientError::ClosedBeforeResponse | ClientError::ClosedInside(_) => "connection_closed",
+            ClientError::NotSent
+            | ClientError::ClosedBeforeResponse
+            | ClientError::ClosedInside(_) => "connection_closed",
             ClientError::Protocol(_) => "protocol_error",
         }
     }
 }
 
 /// The one reuse rule: a request goes out again, once, on a new connection only when it went
-/// out on a reused keep-alive connection that closed before any byte of the answer (the server
-/// closed it while idle, as our write crossed). On a fresh connection the same is an error.
-pub fn may_resend(err: &ClientError, reused: bool) -> bool {
-    reused && matches!(err, ClientError::ClosedBeforeResponse)
+/// out on a reused keep-alive connection that the server had closed while idle — and then only
+/// if no byte of it was written, or its method is idempotent (RFC 9110 §9.2.2, RFC 9112
+/// §9.3.1: a POST that may have reached the server is never sent twice; bodies are held whole,
+/// so they can be replayed). On a fresh connection the same is an error.
+pub fn may_resend(err: &ClientError, reused: bool, idempotent: bool) -> bool {
+    reused
+        && match err {
+            ClientError::NotSent => true,
+            ClientError::ClosedBeforeResponse => idempotent,
+            _ => false,
+        }
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of once.
+pub fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
 }
 
 /// Classifies an I/O error into a stable kind.
@@ -113,18 +141,26 @@ impl Conn {
 
     /// Writes a request (its head, then its body) and forgets what an earlier exchange left
     /// in the buffer. A write the peer refused because it had closed the connection is
+    /// [`ClientError::NotSent`] when nothing was written yet, else
     /// [`ClientError::ClosedBeforeResponse`].
     pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), ClientError> {
         self.buf.clear();
-        let written = if body.is_empty() {
-            self.stream.write_all(head).await
-        } else {
-            write_vectored_all(&mut self.stream, head, body).await
-        };
-        written.map_err(|e| match closed_by_peer(&e) {
-            true => ClientError::ClosedBeforeResponse,
-            false => ClientError::Io(e),
-        })
+        let mut written = 0;
+        write_all_counted(&mut self.stream, head, body, &mut written)
+            .await
+            .map_err(|e| match (closed_by_peer(&e), written) {
+                (true, 0) => ClientError::NotSent,
+                (true, _) => ClientError::ClosedBeforeResponse,
+                (false, _) => ClientError::Io(e),
+            })
+    }
+
+    /// Whether an idle connection is still clean: nothing readable (no stray bytes from the
+    /// server, no end of stream). A connection with bytes the last response did not account
+    /// for must never carry another request: they would be read as its answer.
+    pub fn idle_clean(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Reads more into the buffer; `Ok(false)` at end of stream.
@@ -180,10 +216,10 @@ impl Conn {
         }
     }
 
-    /// Whether the connection may carry another request: the response said keep-alive and
-    /// ended exactly (nothing after it is buffered).
+    /// Whether the connection may carry another request: the response said keep-alive, ended
+    /// exactly (nothing after it is buffered) and nothing more is readable.
     pub fn reusable(&self, keep_alive: bool) -> bool {
-        keep_alive && self.buf.is_empty()
+        keep_alive && self.buf.is_empty() && self.idle_clean()
     }
 }
 
@@ -215,14 +251,21 @@ pub fn parse_head<T>(
     }
 }
 
-async fn write_vectored_all(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+/// Writes `head` then `body` (one vectored write when it can), counting what was written.
+async fn write_all_counted(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &[u8],
+    written: &mut usize,
+) -> io::Result<()> {
     let mut bufs = [io::IoSlice::new(head), io::IoSlice::new(body)];
-    let mut slices: &mut [io::IoSlice<'_>] = &mut bufs;
+    let mut slices: &mut [io::IoSlice<'_>] = &mut bufs[..if body.is_empty() { 1 } else { 2 }];
     while !slices.is_empty() {
         let n = stream.write_vectored(slices).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        *written += n;
         io::IoSlice::advance_slices(&mut slices, n);
     }
     Ok(())
@@ -265,10 +308,16 @@ mod tests {
 
     #[test]
     fn only_a_reused_connection_closed_before_the_answer_is_retried() {
-        assert!(may_resend(&ClientError::ClosedBeforeResponse, true));
-        assert!(!may_resend(&ClientError::ClosedBeforeResponse, false));
-        assert!(!may_resend(&ClientError::ClosedInside("head"), true));
-        assert!(!may_resend(&ClientError::protocol("x"), true));
+        assert!(may_resend(&ClientError::ClosedBeforeResponse, true, true));
+        assert!(may_resend(&ClientError::NotSent, true, false));
+        assert!(
+            !may_resend(&ClientError::ClosedBeforeResponse, true, false),
+            "a POST that may have arrived is not sent twice"
+        );
+        assert!(!may_resend(&ClientError::ClosedBeforeResponse, false, true));
+        assert!(!may_resend(&ClientError::ClosedInside("head"), true, true));
+        assert!(!may_resend(&ClientError::protocol("x"), true, true));
+        assert!(idempotent(&http::Method::PUT) && !idempotent(&http::Method::POST));
         assert_eq!(
             ClientError::ClosedBeforeResponse.kind(),
             "connection_closed"

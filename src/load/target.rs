@@ -211,6 +211,11 @@ impl RequestTemplate {
         )
     }
 
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
     /// Whether responses to this request carry no body whatever their headers say (HEAD).
     pub fn is_head(&self) -> bool {
         self.method == Method::HEAD

@@ -1,0 +1,239 @@
+//! The gateway's proxy against hand-written upstreams that misbehave on purpose, on 127.0.0.1:
+//! bytes written past a response, responses that cannot be framed safely, a connection closed
+//! after a request was written. Each upstream counts what it received.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{gateway_config, get, post, url};
+use gwbench::gateway::server::GatewayServer;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// What a hostile upstream does after reading request `n` on connection `conn`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Act {
+    /// Answer `200 ok` (Content-Length framed, keep-alive).
+    Ok,
+    /// Answer `200 ok`, wait to be told, then write a whole second response nobody asked for.
+    OkThenLateExtra,
+    /// Answer with both Content-Length and Transfer-Encoding.
+    Smuggle,
+    /// Close without answering.
+    Close,
+}
+
+/// A hostile upstream: `plan(conn, n)` decides each answer; every request line is recorded.
+struct Hostile {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    write_extra: Arc<Notify>,
+    extra_written: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Hostile {
+    async fn start(plan: fn(usize, usize) -> Act) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (write_extra, extra_written) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (s, w, x) = (seen.clone(), write_extra.clone(), extra_written.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            for conn in 0.. {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let (s, w, x) = (s.clone(), w.clone(), x.clone());
+                conns.push(tokio::spawn(serve(stream, conn, plan, s, w, x)));
+            }
+        });
+        Hostile {
+            addr,
+            seen,
+            write_extra,
+            extra_written,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+
+async fn serve(
+    mut stream: TcpStream,
+    conn: usize,
+    plan: fn(usize, usize) -> Act,
+    seen: Arc<Mutex<Vec<String>>>,
+    write_extra: Arc<Notify>,
+    extra_written: Arc<Notify>,
+) {
+    for n in 0.. {
+        let Some(line) = read_request(&mut stream).await else {
+            return;
+        };
+        seen.lock().unwrap().push(line);
+        match plan(conn, n) {
+            Act::Ok => {
+                let _ = stream.write_all(OK).await;
+            }
+            Act::OkThenLateExtra => {
+                let _ = stream.write_all(OK).await;
+                write_extra.notified().await;
+                let extra = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTOLEN";
+                let _ = stream.write_all(extra).await;
+                extra_written.notify_one();
+            }
+            Act::Smuggle => {
+                let smuggled = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+                let _ = stream.write_all(smuggled).await;
+            }
+            Act::Close => return,
+        }
+    }
+}
+
+/// Reads one request (head and Content-Length body); returns its request line.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(head.lines().next().unwrap_or("").to_string())
+}
+
+/// A gateway whose `/rest/` proxy route leads to `upstream` (its gRPC upstream is unused).
+async fn gateway(upstream: &Hostile) -> GatewayServer {
+    let unused = "127.0.0.1:9".to_string();
+    let cfg = gateway_config(&[unused], &[upstream.addr.to_string()]);
+    GatewayServer::start(&cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn bytes_written_past_a_response_never_reach_the_next_client() {
+    let up = Hostile::start(|conn, n| match (conn, n) {
+        (0, 0) => Act::OkThenLateExtra,
+        _ => Act::Ok,
+    })
+    .await;
+    let gw = gateway(&up).await;
+    let first = get(&url(gw.http, "/rest/first")).await;
+    assert_eq!(
+        (first.status, &first.body[..]),
+        (StatusCode::OK, &b"ok"[..])
+    );
+    // The upstream now writes a second response on the idle pooled connection.
+    up.write_extra.notify_one();
+    up.extra_written.notified().await;
+    let second = get(&url(gw.http, "/rest/second")).await;
+    assert_eq!(
+        (second.status, &second.body[..]),
+        (StatusCode::OK, &b"ok"[..]),
+        "the next client got bytes that answered nobody"
+    );
+    assert_eq!(up.seen().len(), 2, "{:?}", up.seen());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn responses_that_cannot_be_framed_safely_are_502() {
+    let up = Hostile::start(|_, _| Act::Smuggle).await;
+    let gw = gateway(&up).await;
+    let r = get(&url(gw.http, "/rest/x")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("both Content-Length and Transfer-Encoding"),
+        "{:?}",
+        r.body
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_post_that_may_have_arrived_is_never_sent_twice() {
+    // Connection 0 answers its first request, then reads the second and closes unanswered.
+    let up = Hostile::start(|conn, n| match (conn, n) {
+        (0, 1) => Act::Close,
+        _ => Act::Ok,
+    })
+    .await;
+    let gw = gateway(&up).await;
+    assert_eq!(
+        get(&url(gw.http, "/rest/warm")).await.status,
+        StatusCode::OK
+    );
+    let r = post(&url(gw.http, "/rest/orders"), "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+    let posts = up.seen().iter().filter(|l| l.starts_with("POST")).count();
+    assert_eq!(posts, 1, "{:?}", up.seen());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_request_goes_again_on_a_new_connection() {
+    let up = Hostile::start(|conn, n| match (conn, n) {
+        (0, 1) => Act::Close,
+        _ => Act::Ok,
+    })
+    .await;
+    let gw = gateway(&up).await;
+    assert_eq!(
+        get(&url(gw.http, "/rest/warm")).await.status,
+        StatusCode::OK
+    );
+    let r = get(&url(gw.http, "/rest/again")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let again = up
+        .seen()
+        .iter()
+        .filter(|l| l.starts_with("GET /again"))
+        .count();
+    assert_eq!(
+        again,
+        2,
+        "sent once more on a fresh connection: {:?}",
+        up.seen()
+    );
+    gw.shutdown().await;
+}
