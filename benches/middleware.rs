@@ -66,6 +66,7 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> GwRequest {
         upstream: 0,
         request_id: HeaderValue::from_static("bench"),
         deadline: Duration::from_secs(1),
+        client_deadline: false,
     }
 }
 

@@ -230,6 +230,40 @@ async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
 }
 
 #[tokio::test]
+async fn a_deadline_the_client_shortened_does_not_open_the_shared_breaker() {
+    let slow = Behavior {
+        latency: Latency::Fixed(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let b = Backends::start(&BackendsConfig {
+        behavior: slow,
+        ..BackendsConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.transcode.mounts[1].auth = false; // /secure: rate limit and breaker (opens after 5)
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let target = url(gw.http, "/secure/api/users/1");
+    // A client that asks for 1 ms gets its 504s, ten times over...
+    for timeout in [
+        "1ms", "1ms", "1ms", "1ms", "1ms", "1ms", "1ms", "1ms", "1ms", "1ms",
+    ] {
+        let req = Request::get(&target)
+            .header("x-request-timeout", timeout)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = common::client().request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    // ...and everyone else still reaches the upstream: the circuit stayed closed.
+    let r = get(&target).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn deadlines_answer_504() {
     let slow = Behavior {
         latency: Latency::Fixed(Duration::from_millis(400)),

@@ -16,7 +16,7 @@ use super::middleware::auth::ForwardedClaims;
 use super::router::{ProxyTarget, Target};
 use super::status::GwError;
 use super::transcode::{JsonOptions, MethodRoute};
-use super::types::{GwRequest, GwResponse, REQUEST_ID, RouteService};
+use super::types::{ClientDeadline, GwRequest, GwResponse, REQUEST_ID, RouteService};
 use super::upstream::Upstream;
 use crate::net::PeerAddr;
 
@@ -50,6 +50,7 @@ impl Core {
                 .await;
         }
         let started = Instant::now();
+        let client_deadline = req.client_deadline;
         let call = async {
             match req.target.clone() {
                 Target::Transcode(route) => self.transcode(&route, &req, started).await,
@@ -62,7 +63,14 @@ impl Core {
             Err(_) => Err(deadline_exceeded(deadline)),
         };
         upstream.latency.record(started.elapsed().as_secs_f64());
-        result.unwrap_or_else(GwError::into_response)
+        result.unwrap_or_else(|e| {
+            let timed_out = e.status == StatusCode::GATEWAY_TIMEOUT;
+            let mut resp = e.into_response();
+            if timed_out && client_deadline {
+                resp.extensions_mut().insert(ClientDeadline);
+            }
+            resp
+        })
     }
 
     /// JSON, path and query → one unary gRPC call → JSON.

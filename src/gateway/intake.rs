@@ -145,14 +145,7 @@ mod tests {
         );
         // Values past what a Duration holds were a remote panic: the route's deadline applies.
         let route = Duration::from_secs(5);
-        for huge in [
-            "1e20",
-            "1e300",
-            "18446744073709551616",
-            "inf",
-            "NaN",
-            "-1",
-        ] {
+        for huge in ["1e20", "1e300", "18446744073709551616", "inf", "NaN", "-1"] {
             let mut h = HeaderMap::new();
             h.insert(REQUEST_TIMEOUT, HeaderValue::from_static(huge));
             assert_eq!(deadline(&h, route), route, "{huge}");

@@ -44,7 +44,8 @@ use status::GwError;
 #[cfg(test)]
 pub(crate) use types::test_request;
 pub use types::{
-    GatewayError, GwBody, GwRequest, GwResponse, REQUEST_ID, REQUEST_TIMEOUT, RouteService,
+    ClientDeadline, GatewayError, GwBody, GwRequest, GwResponse, REQUEST_ID, REQUEST_TIMEOUT,
+    RouteService,
 };
 
 /// The built gateway: routes, one middleware stack per mount, upstream pools and options.
@@ -168,6 +169,7 @@ impl Gateway {
             upstream,
             request_id: request_id.clone(),
             deadline,
+            client_deadline: deadline < route_timeout,
         };
         Ok((stack, request))
     }

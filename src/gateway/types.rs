@@ -51,7 +51,15 @@ pub struct GwRequest {
     pub request_id: HeaderValue,
     /// Time the upstream call may take.
     pub deadline: Duration,
+    /// Whether the client shortened `deadline` below the route's (`X-Request-Timeout`,
+    /// `grpc-timeout`): missing it is then not the upstream's fault.
+    pub client_deadline: bool,
 }
+
+/// A response extension: the request ran out of a deadline the client set shorter than the
+/// route's. Not an upstream failure (the circuit breaker does not count it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientDeadline;
 
 /// A routed request for unit tests of the middleware (a proxy target, no body).
 #[cfg(test)]
@@ -75,5 +83,6 @@ pub(crate) fn test_request(method: http::Method, uri: &str, headers: &[(&str, &s
         upstream: 0,
         request_id: HeaderValue::from_static("r"),
         deadline: Duration::from_secs(1),
+        client_deadline: false,
     }
 }

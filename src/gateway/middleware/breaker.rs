@@ -15,7 +15,7 @@ use tonic::Code;
 
 use crate::gateway::config::BreakerConfig;
 use crate::gateway::status::GwError;
-use crate::gateway::{GwRequest, GwResponse};
+use crate::gateway::{ClientDeadline, GwRequest, GwResponse};
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
@@ -308,6 +308,14 @@ impl super::Policy for Breakers {
     }
 
     fn on_response(&self, (breaker, probe): Self::State, resp: &mut GwResponse) {
+        // A deadline the client shortened says nothing about the upstream: like a client that
+        // hung up, it is not counted (a probe's slot goes back).
+        if resp.extensions().get::<ClientDeadline>().is_some() {
+            if let Some(probe) = probe {
+                breaker.abandon(probe);
+            }
+            return;
+        }
         breaker.record(probe.is_some(), is_failure(resp.status()));
     }
 
