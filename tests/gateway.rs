@@ -842,6 +842,7 @@ async fn routing_in_process_without_a_socket() {
         Request::builder()
             .method(method)
             .uri(path)
+            .header("host", "gw.test")
             .body(Full::new(Bytes::new()))
             .unwrap()
     };

@@ -237,3 +237,47 @@ async fn an_idempotent_request_goes_again_on_a_new_connection() {
     );
     gw.shutdown().await;
 }
+
+/// Sends `raw` to the gateway on a fresh connection; returns the status of the answer.
+async fn raw_status(gw: &GatewayServer, raw: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the gateway answers")
+        .unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn http11_requests_without_exactly_one_host_are_400() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let gw = gateway(&up).await;
+    let missing = raw_status(&gw, b"GET /rest/x HTTP/1.1\r\n\r\n").await;
+    let two = raw_status(&gw, b"GET /rest/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    let one = raw_status(&gw, b"GET /rest/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!((missing, two, one), (400, 400, 200));
+    assert_eq!(
+        up.seen().len(),
+        1,
+        "only the valid request reached the upstream"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn dot_segments_in_any_spelling_never_reach_the_upstream() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let gw = gateway(&up).await;
+    for path in ["/rest/.%2e/admin", "/rest/%2e./admin", "/rest/%2E%2E/admin"] {
+        let r = get(&url(gw.http, path)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
+    gw.shutdown().await;
+}

@@ -32,6 +32,7 @@ async fn abandoned_requests_leave_the_in_flight_gauge_and_are_counted_as_499() {
     let mut held = Vec::new();
     for _ in 0..ABANDONED {
         let req = http::Request::get("/api/users/42")
+            .header("host", "gw.test")
             .body(Empty::<Bytes>::new())
             .unwrap();
         let mut fut = Box::pin(gw.handle(req));

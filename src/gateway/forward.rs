@@ -52,13 +52,22 @@ pub fn request_headers(
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert("x-forwarded-for", v);
         }
-        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let for_ = if peer.is_ipv6() {
             format!("\"[{ip}]\"")
         } else {
             ip
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={for_};proto=http;host=\"{host}\"")) {
+        // The client's Host goes in only when it is a valid authority: a quote or a
+        // separator in it would inject elements of its own (RFC 7239 §4).
+        let host = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok() && !h.contains('"'));
+        let forwarded = match host {
+            Some(host) => format!("for={for_};proto=http;host=\"{host}\""),
+            None => format!("for={for_};proto=http"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
             headers.append(header::FORWARDED, v);
         }
     }
@@ -140,5 +149,10 @@ mod tests {
         );
         assert_eq!(out[REQUEST_ID], "rid");
         assert!(!out.contains_key(header::HOST) && !out.contains_key(header::CONNECTION));
+        // A Host that would inject its own elements is left out.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a\",for=\"6.6.6.6"));
+        let out = request_headers(h, Some(&peer), &HeaderValue::from_static("rid"));
+        assert_eq!(out[header::FORWARDED], "for=127.0.0.9;proto=http");
     }
 }

@@ -37,11 +37,30 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
 }
 
-/// Refuses paths that try to climb out of their route (`..`, encoded dots or slashes).
+/// Refuses an HTTP/1.1 request without exactly one `Host` (RFC 9112 §3.2): which host it is
+/// for would be a guess, and a guess a proxy in front may have made differently. HTTP/2 names
+/// its authority in the request line, HTTP/1.0 may omit it.
+pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwError> {
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if version == http::Version::HTTP_11 && hosts != 1 {
+        return Err(GwError::http(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            format!("an HTTP/1.1 request needs exactly one Host header; this one has {hosts}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses paths that try to climb out of their route: dot segments in any spelling (`..`,
+/// `.%2e`, `%2e.`, `%2E%2E`), encoded slashes or backslashes.
 pub fn check_path(path: &str) -> Result<(), GwError> {
     let lower = path.to_ascii_lowercase();
-    let traversal = path.split('/').any(|s| s == ".." || s == ".")
-        || lower.contains("%2e%2e")
+    let dot_segment = |s: &str| {
+        let decoded = s.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    };
+    let traversal = lower.split('/').any(dot_segment)
         || lower.contains("%2f")
         || lower.contains("%5c")
         || path.contains('\\');
@@ -156,10 +175,31 @@ mod tests {
             "/a/%2F/b",
             "/a\\b",
             "/./x",
+            "/rest/.%2e/admin",
+            "/rest/%2e./admin",
+            "/rest/%2E%2E/admin",
+            "/rest/%2e/admin",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
         assert!(check_path("/api/users/42").is_ok());
+        assert!(
+            check_path("/files/a.b/..x/%2e%2ex").is_ok(),
+            "dots inside a name"
+        );
+    }
+
+    #[test]
+    fn http11_requests_need_exactly_one_host() {
+        let mut h = HeaderMap::new();
+        assert!(check_host(http::Version::HTTP_11, &h).is_err());
+        assert!(check_host(http::Version::HTTP_10, &h).is_ok());
+        assert!(check_host(http::Version::HTTP_2, &h).is_ok());
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        assert!(check_host(http::Version::HTTP_11, &h).is_ok());
+        h.append(header::HOST, HeaderValue::from_static("b"));
+        let err = check_host(http::Version::HTTP_11, &h).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

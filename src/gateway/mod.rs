@@ -140,6 +140,7 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        intake::check_host(req.version(), req.headers())?;
         let path = req.uri().path();
         intake::check_path(path)?;
         let RouteMatch {
