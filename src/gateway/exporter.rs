@@ -21,6 +21,12 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Counters of events that may not have happened yet are there from the start, at
+            // 0, as Prometheus practice expects (a rate over a missing series is no rate).
+            metrics::counter!("gwbench_rate_limited_total").increment(0);
+            for result in ["HIT", "MISS", "BYPASS"] {
+                metrics::counter!("gwbench_cache_total", "result" => result).increment(0);
+            }
             Some(handle)
         })
         .as_ref()

@@ -14,14 +14,32 @@ use crate::gateway::{GwRequest, GwResponse};
 
 /// Counts one response that never reached a route.
 pub fn record_unrouted(method: &http::Method, status: http::StatusCode) {
-    metrics::counter!("gwbench_requests_total", "route" => "(none)", "method" => method.to_string(), "status" => status.as_str().to_string())
+    metrics::counter!("gwbench_requests_total", "route" => "(none)", "method" => method_label(method), "status" => status.as_str().to_string())
         .increment(1);
+}
+
+/// The `method` label: one of the methods RFC 9110 defines (and PATCH), else `other`. A label
+/// taken from the client as it came would let any client create series without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 // ===== MetricsLayer =====
 
 /// Route, method and status of `gwbench_requests_total`.
-type RequestKey = (Arc<str>, http::Method, u16);
+type RequestKey = (Arc<str>, &'static str, u16);
 
 /// Metric handles already registered, by label values: a request then costs one read-locked
 /// hash lookup instead of building label strings and a registry key (three of them).
@@ -48,13 +66,13 @@ impl Handles {
         h
     }
 
-    fn requests(&self, route: &Arc<str>, method: &http::Method, status: u16) -> metrics::Counter {
-        let key = (route.clone(), method.clone(), status);
+    fn requests(&self, route: &Arc<str>, method: &'static str, status: u16) -> metrics::Counter {
+        let key = (route.clone(), method, status);
         if let Some(c) = read(&self.requests).get(&key) {
             return c.clone();
         }
         let c = metrics::counter!("gwbench_requests_total", "route" => route.to_string(),
-            "method" => method.to_string(), "status" => status.to_string());
+            "method" => method, "status" => status.to_string());
         write(&self.requests).insert(key, c.clone());
         c
     }
@@ -95,7 +113,7 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct InFlight {
     start: Instant,
     route: Arc<str>,
-    method: http::Method,
+    method: &'static str,
 }
 
 impl super::Policy for Metrics {
@@ -106,7 +124,7 @@ impl super::Policy for Metrics {
         Ok(InFlight {
             start: Instant::now(),
             route: req.route.clone(),
-            method: req.parts.method.clone(),
+            method: method_label(&req.parts.method),
         })
     }
 
@@ -116,14 +134,14 @@ impl super::Policy for Metrics {
             .latency(&f.route)
             .record(f.start.elapsed().as_secs_f64());
         self.handles
-            .requests(&f.route, &f.method, resp.status().as_u16())
+            .requests(&f.route, f.method, resp.status().as_u16())
             .increment(1);
     }
 
     fn on_drop(&self, f: InFlight) {
         self.handles.in_flight().decrement(1.0);
         self.handles
-            .requests(&f.route, &f.method, CLIENT_CLOSED)
+            .requests(&f.route, f.method, CLIENT_CLOSED)
             .increment(1);
     }
 }
