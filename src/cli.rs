@@ -28,9 +28,10 @@ When every listener is up, one line per listener is printed on stdout:
   ready grpc 127.0.0.1:50051
   ready admin 127.0.0.1:8082
 
-Change behaviour at run time through the admin endpoint (JSON; only named fields change):
-  curl -X POST localhost:8082/admin/behavior -d '{\"latency\": \"fixed:5ms\"}'
-  curl -X POST localhost:8082/admin/behavior/orders -d '{\"error_rate\": 1.0}'
+Change behaviour at run time through the admin endpoint (JSON; only named fields change;
+changes need Content-Type: application/json and are refused from another Origin):
+  curl -X POST localhost:8082/admin/behavior --json '{\"latency\": \"fixed:5ms\"}'
+  curl -X POST localhost:8082/admin/behavior/orders --json '{\"error_rate\": 1.0}'
   curl localhost:8082/admin/behavior
   curl -X DELETE localhost:8082/admin/behavior
 
@@ -281,7 +282,8 @@ pub struct GatewayArgs {
     /// Listen address for REST/JSON (overrides listen.http; port 0 = any free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Listen address for the admin endpoint (overrides listen.admin).
+    /// Listen address for the admin endpoint (overrides listen.admin; loopback by default, as it
+    /// shows routes and metrics).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<std::net::SocketAddr>,
     /// Endpoint of the gRPC upstream of transcoded routes (repeatable; replaces the configured ones).
@@ -440,7 +442,8 @@ pub struct BackendsArgs {
     /// Port of gRPC instance 0; instance i listens on PORT + i (0 = free ports).
     #[arg(long, default_value_t = DEFAULT_GRPC_PORT, value_name = "PORT")]
     pub grpc_port: u16,
-    /// Port of the admin endpoint shared by all mocks (0 = a free port).
+    /// Port of the admin endpoint shared by all mocks (0 = a free port). It listens on the
+    /// mocks' host, loopback by default: it changes their behaviour, so keep it off networks.
     #[arg(long, default_value_t = DEFAULT_ADMIN_PORT, value_name = "PORT")]
     pub admin_port: u16,
     /// Instances of each mock (for load-balancing tests).

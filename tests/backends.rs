@@ -485,3 +485,35 @@ async fn a_port_in_use_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn admin_changes_come_as_json_and_from_no_other_origin() {
+    let b = start().await;
+    let change = |content_type: &'static str, origin: Option<&'static str>| {
+        let mut req =
+            http::Request::post(admin(&b, "/admin/behavior")).header("content-type", content_type);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"error_rate": 1.0}"#,
+            )))
+            .unwrap();
+        async move { common::client().request(req).await.unwrap().status() }
+    };
+    // What a web page can send without asking: text/plain, and from its own origin.
+    assert_eq!(
+        change("text/plain", None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        change("application/json", Some("http://evil.example")).await,
+        StatusCode::FORBIDDEN
+    );
+    let table = get(&admin(&b, "/admin/behavior")).await.json();
+    assert_eq!(table["default"]["error_rate"], 0.0, "{table}");
+    // A command-line client (JSON, no Origin) still changes it.
+    assert_eq!(change("application/json", None).await, StatusCode::OK);
+    b.shutdown().await;
+}

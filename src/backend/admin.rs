@@ -69,6 +69,11 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             Err(e) => return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &e.to_string()),
         },
     };
+    if method != Method::GET
+        && let Some(refused) = refusal(&req)
+    {
+        return refused;
+    }
     match method {
         Method::GET => {}
         Method::POST => {
@@ -91,6 +96,37 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         }
     }
     json_response(StatusCode::OK, behavior_table(&state.behaviors).to_string())
+}
+
+/// Why a change is refused, if it is: it must come as JSON and not from another origin: a web page could otherwise change
+/// the mocks' behaviour with a cross-origin `text/plain` POST (which browsers send without
+/// asking). Command-line clients send no `Origin`.
+fn refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let own = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("http://{h}"));
+        if own.as_deref() != origin.to_str().ok() {
+            return Some(json_error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "changes from another origin are refused",
+            ));
+        }
+    }
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    (req.method() == Method::POST && !json).then(|| {
+        json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_ARGUMENT",
+            "send the behaviour as Content-Type: application/json",
+        )
+    })
 }
 
 /// `GET /admin/stats`: requests received per listener.
