@@ -5,13 +5,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
@@ -24,6 +25,40 @@ pub type Body = Full<Bytes>;
 
 /// How long the mocks wait for in-flight requests after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's head (slowloris: a head sent a byte at a
+/// time kept a connection, and a descriptor, for good).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a server allows its clients, so that slow or many clients cannot take it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// How long in-flight requests may finish after shutdown is requested.
+    pub drain: Duration,
+    /// How long a request's head may take to arrive (the connection is closed after).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; one more is closed at once (cheaply, without a reply).
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            drain: DRAIN_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Connections a server takes at most by default: half the process's descriptors (a proxied
+/// connection may need one upstream too), less a reserve for listeners, logs and pools.
+pub fn default_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    (soft.saturating_sub(128) / 2).max(16)
+}
 
 /// A listener could not be opened.
 #[derive(Debug, Error)]
@@ -74,12 +109,15 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// Serves `handler` on `listener` over HTTP/1.1 (keep-alive) and h2c until `shutdown` is
 /// cancelled; then stops accepting and lets in-flight requests finish for up to
-/// `drain`. Each request carries the client's [`PeerAddr`] in its extensions.
+/// `limits.drain`. Each request carries the client's [`PeerAddr`] in its extensions. A head
+/// must arrive within `limits.header_read_timeout`; past `limits.max_connections`, a new
+/// connection is closed at once; failed accepts (out of descriptors) back off and are logged
+/// at most once a second.
 pub fn serve_http<H, F, B>(
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
-    drain: Duration,
+    limits: ServeLimits,
 ) -> JoinHandle<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -88,20 +126,36 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::spawn(async move {
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let mut last_warning: Option<std::time::Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%err, "accept failed");
+                        // Out of file descriptors and the like: back off instead of spinning,
+                        // and say so once a second, not once per attempt.
+                        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(%err, "accept failed; backing off");
+                            last_warning = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 },
+            };
+            // Past the cap, the connection is closed before any work is done for it.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
@@ -117,10 +171,11 @@ where
             tokio::spawn(async move {
                 // Client resets and protocol errors end that connection only.
                 let _ = conn.await;
+                drop(slot);
             });
         }
         drop(listener);
-        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+        let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
     })
 }
 

@@ -329,7 +329,10 @@ async fn proxy_headers_and_h2c() {
             gwbench::net::json(StatusCode::OK, body.to_string())
         },
         shutdown,
-        Duration::from_secs(1),
+        gwbench::net::ServeLimits {
+            drain: Duration::from_secs(1),
+            ..Default::default()
+        },
     );
     let gw = GatewayServer::start(&config(&[dead_addr()], &[echo_addr.to_string()]))
         .await

@@ -281,3 +281,87 @@ async fn dot_segments_in_any_spelling_never_reach_the_upstream() {
     assert!(up.seen().is_empty(), "{:?}", up.seen());
     gw.shutdown().await;
 }
+
+/// A gateway in front of `upstream` with its `[limits]` changed by `edit`.
+async fn gateway_with(
+    upstream: &Hostile,
+    edit: impl FnOnce(&mut gwbench::gateway::config::Limits),
+) -> GatewayServer {
+    let unused = "127.0.0.1:9".to_string();
+    let mut cfg = gateway_config(&[unused], &[upstream.addr.to_string()]);
+    edit(&mut cfg.limits);
+    GatewayServer::start(&cfg).await.unwrap()
+}
+
+/// Reads until the peer closes; None if it is still open after 10 s.
+async fn closed_within_10s(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
+#[tokio::test]
+async fn a_head_sent_slowly_does_not_hold_a_connection_for_good() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let gw = gateway_with(&up, |l| {
+        l.header_read_timeout =
+            gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /rest/x HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert!(
+        closed_within_10s(&mut s).await.is_some(),
+        "the gateway still waits for the rest of the head"
+    );
+    assert!(up.seen().is_empty());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_slots_come_back() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let gw = gateway_with(&up, |l| l.max_connections = 3).await;
+    let request = b"GET /rest/x HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Three kept-alive connections, each with an answered request.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    // A fourth is closed without an answer.
+    let mut extra = TcpStream::connect(gw.http).await.unwrap();
+    let _ = extra.write_all(request).await;
+    assert_eq!(
+        closed_within_10s(&mut extra).await.as_deref(),
+        Some(&[][..])
+    );
+    // One leaves: a new connection is served again.
+    drop(held.pop());
+    common::eventually("a slot is free again", || async {
+        let Ok(mut s) = TcpStream::connect(gw.http).await else {
+            return false;
+        };
+        let _ = s.write_all(request).await;
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
+    })
+    .await;
+    gw.shutdown().await;
+}

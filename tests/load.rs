@@ -108,7 +108,10 @@ async fn corrected_latency_survives_a_stall_that_closed_loop_would_hide() {
             }
         },
         shutdown,
-        Duration::from_secs(1),
+        gwbench::net::ServeLimits {
+            drain: Duration::from_secs(1),
+            ..Default::default()
+        },
     );
     let mut cfg = config(
         Protocol::Http1,

@@ -31,7 +31,10 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
                 }
             },
             shutdown.clone(),
-            Duration::from_secs(1),
+            gwbench::net::ServeLimits {
+                drain: Duration::from_secs(1),
+                ..Default::default()
+            },
         );
         addr
     });

@@ -185,8 +185,8 @@ impl Backends {
             let inst = Arc::new(Instance::new(Protocol::Rest, i, behaviors.clone()));
             instances.push((addr, inst.clone()));
             let handler = move |req| rest::handle(inst.clone(), req);
-            let drain = net::DRAIN_TIMEOUT;
-            tasks.push(net::serve_http(listener, handler, shutdown.clone(), drain));
+            let limits = net::ServeLimits::default();
+            tasks.push(net::serve_http(listener, handler, shutdown.clone(), limits));
             rest.push(addr);
         }
         let mut grpc = Vec::new();
@@ -211,7 +211,7 @@ impl Backends {
             listeners.admin,
             move |req| admin::handle(state.clone(), req),
             shutdown.clone(),
-            net::DRAIN_TIMEOUT,
+            net::ServeLimits::default(),
         ));
         Ok(Backends {
             rest,

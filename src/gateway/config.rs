@@ -22,6 +22,8 @@ admin = "127.0.0.1:9901"       # /healthz, /routes
 [limits]
 max_body_bytes = 1048576       # larger request bodies are answered 413
 drain_timeout = "5s"           # on SIGTERM, how long in-flight requests may finish
+header_read_timeout = "10s"    # a request head must arrive within this (slowloris)
+max_connections = 0            # client connections at once; 0 = half the descriptor limit
 
 # Every RPC with a google.api.http annotation in the descriptor set becomes a route.
 [transcode]
@@ -206,6 +208,30 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Graceful-shutdown bound.
     pub drain_timeout: TextDuration,
+    /// How long a request's head may take to arrive.
+    #[serde(default = "header_read_timeout")]
+    pub header_read_timeout: TextDuration,
+    /// Client connections at once (0: derived from the descriptor limit).
+    #[serde(default)]
+    pub max_connections: usize,
+}
+
+fn header_read_timeout() -> TextDuration {
+    TextDuration(crate::net::HEADER_READ_TIMEOUT)
+}
+
+impl Limits {
+    /// What the gateway's listeners allow their clients.
+    pub fn serve_limits(&self) -> crate::net::ServeLimits {
+        crate::net::ServeLimits {
+            drain: self.drain_timeout.0,
+            header_read_timeout: self.header_read_timeout.0,
+            max_connections: match self.max_connections {
+                0 => crate::net::default_max_connections(),
+                n => n,
+            },
+        }
+    }
 }
 
 /// `[transcode]`.

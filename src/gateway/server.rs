@@ -101,14 +101,14 @@ impl GatewayServer {
                 async move { gw.handle(req).await }
             },
             shutdown.clone(),
-            cfg.limits.drain_timeout.0,
+            cfg.limits.serve_limits(),
         );
         let gw = gateway.clone();
         let admin_task = net::serve_http(
             admin_listener,
             move |req| std::future::ready(admin_page(&gw, &req)),
             shutdown.clone(),
-            cfg.limits.drain_timeout.0,
+            cfg.limits.serve_limits(),
         );
         // Forget idle rate-limit keys, so memory follows the active keys only.
         let stores = gateway.rate_limit_stores().to_vec();
