@@ -24,6 +24,8 @@ enum Act {
     Smuggle,
     /// Close without answering.
     Close,
+    /// Send the head and part of the body, then hold the connection without a word.
+    Stall,
 }
 
 /// A hostile upstream: `plan(conn, n)` decides each answer; every request line is recorded.
@@ -103,6 +105,11 @@ async fn serve(
                 let _ = stream.write_all(smuggled).await;
             }
             Act::Close => return,
+            Act::Stall => {
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nthe start";
+                let _ = stream.write_all(head).await;
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -363,5 +370,31 @@ async fn connections_past_the_cap_are_closed_at_once_and_slots_come_back() {
         matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
     })
     .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_route_deadline_covers_the_whole_body() {
+    let up = Hostile::start(|_, _| Act::Stall).await;
+    let unused = "127.0.0.1:9".to_string();
+    let mut cfg = gateway_config(&[unused], &[up.addr.to_string()]);
+    cfg.proxy[0].timeout =
+        gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(300));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /rest/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The head and what came of the body reach the client; then the connection ends instead
+    // of waiting on the stalled upstream for good.
+    let got = closed_within_10s(&mut s)
+        .await
+        .expect("the client still waits past the route's deadline");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        !got.contains("0\r\n\r\n"),
+        "the body must not look complete: {got}"
+    );
     gw.shutdown().await;
 }

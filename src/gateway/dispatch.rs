@@ -107,6 +107,8 @@ impl Core {
 
     /// The request as it came (prefix stripped, headers rewritten) → the upstream's answer.
     async fn proxy(&self, p: &ProxyTarget, req: GwRequest) -> Result<GwResponse, GwError> {
+        // The route's deadline covers the whole body, not just the head.
+        let body_deadline = tokio::time::Instant::now() + req.deadline;
         let GwRequest {
             parts,
             body,
@@ -119,7 +121,7 @@ impl Core {
         let headers = forward::request_headers(parts.headers, peer, &request_id);
         let upstream = &self.upstreams[p.upstream];
         let mut resp = upstream
-            .http_forward(&parts.method, &pq, &headers, body)
+            .http_forward(&parts.method, &pq, &headers, body, body_deadline)
             .await?;
         forward::strip_hop_by_hop(resp.headers_mut());
         Ok(resp)

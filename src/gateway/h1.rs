@@ -95,12 +95,15 @@ impl Pool {
     /// Sends one request to the endpoint (its address is the Host) and returns the response,
     /// whose body may still be streaming. A failure is the request's answer, except the one
     /// case [`may_resend`] names, where the request goes once more on a new connection.
+    /// The body must have arrived by `deadline` (the route's): a body that stalls past it ends
+    /// with an error, and its connection is not reused.
     pub async fn send(
         self: &Arc<Self>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: &Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<ProxyBody>, ClientError> {
         let head = request_head(method, path, &self.addr, headers, body.len());
         let replayable = idempotent(method);
@@ -112,7 +115,7 @@ impl Pool {
                 None => Conn::connect(self.addr.as_str(), Some(self.connect_timeout)).await?,
             };
             match exchange(&mut conn, &head, body, method).await {
-                Ok((resp, head)) => return self.finish(conn, resp, head),
+                Ok((resp, head)) => return self.finish(conn, resp, head, deadline),
                 Err(e) if may_resend(&e, was_reused, replayable) => continue,
                 Err(ClientError::ClosedBeforeResponse | ClientError::NotSent) => {
                     return Err(ClientError::protocol(
@@ -133,6 +136,7 @@ impl Pool {
         mut conn: Conn,
         resp: Response<()>,
         head: Head,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<ProxyBody>, ClientError> {
         let Some(mut framing) = head.framing else {
             if conn.reusable(head.keep_alive) {
@@ -163,6 +167,7 @@ impl Pool {
         }
         let state = Streaming {
             conn: Some(conn),
+            deadline,
             framing,
             pending: chunks.into(),
             pool: self.clone(),
@@ -237,6 +242,8 @@ fn head_of(
 
 struct Streaming {
     conn: Option<Conn>,
+    /// When the whole body must have arrived.
+    deadline: tokio::time::Instant,
     framing: Framing,
     pending: std::collections::VecDeque<Bytes>,
     pool: Arc<Pool>,
@@ -265,10 +272,19 @@ impl Streaming {
                     }
                     return None;
                 }
-                Ok(Step::NeedMore) => match conn.fill().await {
-                    Ok(more) => eof = !more,
-                    Err(e) => return self.fail(std::io::Error::other(e)),
-                },
+                Ok(Step::NeedMore) => {
+                    match tokio::time::timeout_at(self.deadline, conn.fill()).await {
+                        Ok(Ok(more)) => eof = !more,
+                        Ok(Err(e)) => return self.fail(std::io::Error::other(e)),
+                        Err(_) => {
+                            let late = std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "the upstream's body did not arrive within the route's deadline",
+                            );
+                            return self.fail(late);
+                        }
+                    }
+                }
                 Err(e) => return self.fail(std::io::Error::other(e)),
             }
         }

@@ -244,6 +244,7 @@ impl Upstream {
         pq: &PathAndQuery,
         headers: &http::HeaderMap,
         body: Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<crate::gateway::GwBody>, GwError> {
         let mut tried = None;
         for _ in 0..self.endpoints.len().min(2) {
@@ -255,7 +256,9 @@ impl Upstream {
                 .ok_or_else(|| GwError::grpc(Code::Internal, "not an HTTP upstream"))?;
             ep.in_flight.fetch_add(1, Ordering::Relaxed);
             let _guard = InFlight(&ep.in_flight);
-            let sent = pool.send(method, pq.as_str(), headers, &body).await;
+            let sent = pool
+                .send(method, pq.as_str(), headers, &body, deadline)
+                .await;
             match sent {
                 Ok(resp) => return Ok(resp),
                 Err(ClientError::Connect(e))
