@@ -491,6 +491,47 @@ async fn the_breaker_opens_on_a_failing_upstream_and_closes_when_it_recovers() {
 }
 
 #[tokio::test]
+async fn an_authenticated_client_cannot_multiply_its_allowance_by_rotating_api_keys() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    // /secure: JWT auth and a rate limit keyed by API key; burst 2, nothing refills.
+    cfg.rate_limit.rate = nz(1);
+    cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
+    cfg.rate_limit.burst = nz(2);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": "mallory", "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
+    )
+    .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let req = Request::get(url(gw.http, "/secure/api/users/1"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-api-key", format!("fresh-key-{i}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        statuses.push(
+            common::client()
+                .request(req)
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "one subject, one allowance");
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn rate_limits_are_per_key_and_say_when_to_retry() {
     let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);

@@ -109,7 +109,8 @@ api_key_header = "x-api-key"
 rate = 100000                  # requests per key…
 per = "1s"                     # …per this period
 burst = 10000
-key = "api_key"                # api_key (else client address) | sub (JWT subject) | ip
+key = "api_key"                # api_key: the JWT subject when authenticated, else the API key
+                               # header, else the client address | sub: subject, else address | ip
 api_key_header = "x-api-key"
 trust_forwarded_for = false    # true only behind a proxy you trust
 prune_every = "60s"            # forget idle keys this often

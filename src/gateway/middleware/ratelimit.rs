@@ -142,8 +142,14 @@ fn ceil_secs(d: Duration) -> u64 {
 /// The key of a request: API key, JWT subject or client address, falling back to the address.
 pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> String {
     let headers = &req.parts.headers;
-    match cfg.key {
-        RateLimitKey::ApiKey => {
+    let subject = req.parts.extensions.get::<Subject>();
+    match (cfg.key, subject) {
+        // A verified subject is who asks, whatever API key the request also carries: an
+        // unverified key would let one client multiply its allowance by rotating keys.
+        (RateLimitKey::ApiKey | RateLimitKey::Sub, Some(Subject(s))) => {
+            return format!("sub:{s}");
+        }
+        (RateLimitKey::ApiKey, None) => {
             if let Some(k) = headers
                 .get(cfg.api_key_header.as_str())
                 .and_then(|v| v.to_str().ok())
@@ -151,12 +157,7 @@ pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> String {
                 return format!("key:{k}");
             }
         }
-        RateLimitKey::Sub => {
-            if let Some(Subject(s)) = req.parts.extensions.get::<Subject>() {
-                return format!("sub:{s}");
-            }
-        }
-        RateLimitKey::Ip => {}
+        (RateLimitKey::Sub | RateLimitKey::Ip, _) => {}
     }
     format!(
         "ip:{}",
