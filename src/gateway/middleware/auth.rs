@@ -126,6 +126,28 @@ impl Family {
     }
 }
 
+/// Refuses a token whose header lists critical parameters (`crit`, RFC 7515 §4.1.11): this
+/// gateway understands none, so it must not accept such a token. The header is parsed only
+/// when its bytes could hold the name (plainly or escaped).
+fn refuse_crit(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    let encoded = token.split('.').next().unwrap_or_default();
+    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return Ok(()); // decode_header already accepted it; the signature check decides
+    };
+    let may_name_crit = raw.windows(4).any(|w| w == b"crit") || raw.contains(&b'\\');
+    if may_name_crit
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+            .is_ok_and(|h| h.contains_key("crit"))
+    {
+        return Err(AuthError::Invalid(
+            "the token has critical header parameters (crit) this gateway does not understand"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One `[[auth.keys]]` entry: a secret for HS*, a PEM public key file for RS*/ES*.
 fn configured_key(k: &crate::gateway::config::AuthKey) -> Result<Key, String> {
     let algorithms = k
@@ -298,6 +320,7 @@ impl Verifier {
         let token = self.bearer(headers)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
+        refuse_crit(token)?;
         let key = match &header.kid {
             Some(kid) => self
                 .keys
@@ -326,6 +349,14 @@ impl Verifier {
         )
         .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
+        if let Some(serde_json::Value::String(sub)) = claims.get("sub")
+            && sub.chars().any(char::is_control)
+        {
+            // It could not travel upstream as a header: refused, not forwarded without it.
+            return Err(AuthError::Invalid(
+                "the token's subject contains control characters".into(),
+            ));
+        }
         if let Some(scope) = &self.required_scope {
             let has = |v: &serde_json::Value| match v {
                 serde_json::Value::String(s) => s.split_whitespace().any(|x| x == scope),
@@ -541,6 +572,44 @@ mod tests {
     }
 
     #[test]
+    fn critical_headers_and_subjects_with_control_characters_are_refused() {
+        let v = Verifier::new(&cfg()).unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        // Signed with the right key, so only what they say is wrong.
+        let signed = |header: &str, claims: &serde_json::Value| {
+            let message = format!("{}.{}", b64(header), b64(&claims.to_string()));
+            let key = jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes());
+            let sig =
+                jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+            format!("{message}.{sig}")
+        };
+        let plain = signed(r#"{"alg":"HS256","kid":"hs"}"#, &claims(60));
+        assert!(
+            v.verify(&headers(&plain)).is_ok(),
+            "the control case verifies"
+        );
+        for header in [
+            r#"{"alg":"HS256","kid":"hs","crit":["exp"]}"#,
+            r#"{"alg":"HS256","kid":"hs","cr\u0069t":["x"]}"#,
+        ] {
+            let t = signed(header, &claims(60));
+            assert!(
+                matches!(v.verify(&headers(&t)), Err(AuthError::Invalid(m)) if m.contains("crit")),
+                "{header}"
+            );
+        }
+        for sub in ["alice\r\nx-admin: 1", "bob\0", "eve\n"] {
+            let mut c = claims(60);
+            c["sub"] = serde_json::json!(sub);
+            let t = signed(r#"{"alg":"HS256","kid":"hs"}"#, &c);
+            assert!(
+                matches!(v.verify(&headers(&t)), Err(AuthError::Invalid(_))),
+                "{sub:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_attack_list_is_refused() {
         let v = Verifier::new(&cfg()).unwrap();
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -714,5 +783,24 @@ mod tests {
         );
         let resp = svc.oneshot(request(None, "/public/x")).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "public paths skip auth");
+    }
+
+    proptest::proptest! {
+        /// Arbitrary strings as bearer tokens (and token-shaped ones): refused with a named
+        /// error, never a panic.
+        #[test]
+        fn arbitrary_tokens_are_refused_without_panicking(
+            raw in ".{0,200}",
+            parts in proptest::collection::vec("[A-Za-z0-9_=-]{0,40}", 0..5),
+        ) {
+            let v = Verifier::new(&cfg()).unwrap();
+            for token in [raw.clone(), parts.join(".")] {
+                if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                    let mut h = http::HeaderMap::new();
+                    h.insert(http::header::AUTHORIZATION, value);
+                    proptest::prop_assert!(v.verify(&h).is_err());
+                }
+            }
+        }
     }
 }
