@@ -212,4 +212,24 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
         assert_eq!(request_id(&h).len(), 32);
     }
+
+    proptest::proptest! {
+        /// Any X-Request-Timeout or grpc-timeout a client sends: a deadline no longer than the
+        /// route's, never a panic.
+        #[test]
+        fn arbitrary_client_deadlines_never_panic(
+            plain in "[0-9a-zA-Z.+-]{0,30}",
+            grpc in "[0-9HMSmun]{0,12}",
+        ) {
+            let route = Duration::from_secs(5);
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&plain) {
+                h.insert(REQUEST_TIMEOUT, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&grpc) {
+                h.insert("grpc-timeout", v);
+            }
+            proptest::prop_assert!(deadline(&h, route) <= route);
+        }
+    }
 }

@@ -401,4 +401,28 @@ mod tests {
                 .contains(r#""active":false"#)
         );
     }
+
+    proptest::proptest! {
+        /// Arbitrary bodies, query strings and path values into transcoding: an answer or an
+        /// error, never a panic.
+        #[test]
+        fn arbitrary_client_input_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            json_ish in "[{}\\[\\]\":,0-9a-zA-Z .-]{0,80}",
+            query in "[a-zA-Z0-9_.=&%+-]{0,60}",
+            param in ".{0,20}",
+        ) {
+            let lenient = JsonOptions::new(false, false, false);
+            let strict = JsonOptions::new(false, false, true);
+            let create = route("gwbench.v1.UserService", "CreateUser", "*", "", &[]);
+            let list = route("gwbench.v1.UserService", "ListUsers", "", "", &[]);
+            let get = route("gwbench.v1.UserService", "GetUser", "", "", &["id"]);
+            for opts in [&lenient, &strict] {
+                let _ = create.encode_request(&[], Some(&query), &body, opts);
+                let _ = create.encode_request(&[], None, json_ish.as_bytes(), opts);
+                let _ = list.encode_request(&[], Some(&query), b"", opts);
+                let _ = get.encode_request(std::slice::from_ref(&param), Some(&query), b"", opts);
+            }
+        }
+    }
 }
