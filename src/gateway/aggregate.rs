@@ -85,6 +85,41 @@ fn substitute(s: &str, scopes: &BTreeMap<&str, &Value>) -> Option<String> {
     Some(out)
 }
 
+/// Refuses a request template whose placeholders could never be filled: an unclosed `{`, or
+/// a scope other than `query`, the part's dependency, or `item` (with `for_each`). A misspelled
+/// one would otherwise make every call of the part fail at run time.
+fn check_placeholders(p: &crate::gateway::config::AggregationPart) -> Result<(), String> {
+    for (field, v) in &p.request {
+        let Value::String(template) = v else { continue };
+        let mut rest = template.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(len) = rest[open..].find('}') else {
+                return Err(format!(
+                    "request.{field}: {template:?} has an unclosed '{{'"
+                ));
+            };
+            let expr = &rest[open + 1..open + len];
+            let scope = expr.split_once('.').map_or(expr, |(s, _)| s);
+            let known = scope == "query"
+                || p.depends_on.as_deref() == Some(scope)
+                || (scope == "item" && p.for_each.is_some());
+            if !known {
+                let mut scopes = vec!["query".to_string()];
+                scopes.extend(p.depends_on.clone());
+                if p.for_each.is_some() {
+                    scopes.push("item".into());
+                }
+                return Err(format!(
+                    "request.{field}: {{{expr}}} names no scope (known: {})",
+                    scopes.join(", ")
+                ));
+            }
+            rest = &rest[open + len + 1..];
+        }
+    }
+    Ok(())
+}
+
 /// What every part's call of one request shares.
 struct Ctx<'a> {
     /// The request's query parameters, as the `query` scope of placeholders.
@@ -128,6 +163,7 @@ impl Aggregation {
             if p.for_each.is_some() && p.depends_on.is_none() {
                 return Err(at(format!("part {}: for_each needs depends_on", p.name)));
             }
+            check_placeholders(p).map_err(|m| at(format!("part {}: {m}", p.name)))?;
             parts.push(Part {
                 name: p.name.clone(),
                 grpc_path: PathAndQuery::try_from(format!("/{service}/{method}"))
@@ -411,5 +447,27 @@ mod tests {
         );
         assert!(substitute("{query.nope}", &scopes).is_none());
         assert!(substitute("{other.x}", &scopes).is_none());
+    }
+
+    #[test]
+    fn placeholders_that_could_never_be_filled_are_refused_at_start() {
+        let cfg = crate::gateway::config::GatewayConfig::default_config();
+        let pool = crate::proto::descriptor_pool();
+        let mut a = cfg.aggregations[0].clone();
+        assert!(
+            Aggregation::new(&a, pool).is_ok(),
+            "the default dashboard is valid"
+        );
+        let part = a.parts.iter_mut().find(|p| p.name == "user").unwrap();
+        part.request.insert("id".into(), "{qeury.user_id}".into());
+        let err = Aggregation::new(&a, pool).unwrap_err();
+        assert!(
+            err.contains("part user") && err.contains("{qeury.user_id} names no scope"),
+            "{err}"
+        );
+        let mut a = cfg.aggregations[0].clone();
+        let part = a.parts.iter_mut().find(|p| p.name == "user").unwrap();
+        part.request.insert("id".into(), "{query.user_id".into());
+        assert!(Aggregation::new(&a, pool).unwrap_err().contains("unclosed"));
     }
 }

@@ -645,6 +645,7 @@ impl GatewayConfig {
         self.validate_rate_limit()?;
         self.validate_cache_and_aggregations()?;
         self.validate_breaker()?;
+        self.validate_timeouts()?;
         if self.limits.max_body_bytes == 0 {
             return Err("limits.max_body_bytes: must be above 0".into());
         }
@@ -695,6 +696,31 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// Timeouts that must be above 0 (a 0 would fail every request, silently).
+    fn validate_timeouts(&self) -> Result<(), String> {
+        let mut zero = Vec::new();
+        if self.transcode.timeout.0.is_zero() {
+            zero.push("transcode.timeout".to_string());
+        }
+        if self.limits.header_read_timeout.0.is_zero() {
+            zero.push("limits.header_read_timeout".to_string());
+        }
+        for (i, p) in self.proxy.iter().enumerate() {
+            if p.timeout.0.is_zero() {
+                zero.push(format!("proxy[{i}].timeout"));
+            }
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.connect_timeout.0.is_zero() {
+                zero.push(format!("upstreams[{i}].connect_timeout"));
+            }
+        }
+        match zero.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{}: must be above 0", zero.join(", "))),
+        }
     }
 
     /// `[breaker]`.
@@ -822,11 +848,15 @@ impl GatewayConfig {
 
 /// An endpoint must be host:port with a port.
 fn check_endpoint(e: &str) -> Result<(), String> {
-    let (host, port) = e
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{e:?} is not host:port"))?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{e:?} is not host:port"));
+    // host:port and nothing else: a scheme, a path or user info would never connect.
+    let authority: http::uri::Authority = e
+        .parse()
+        .map_err(|_| format!("{e:?} is not host:port (no scheme, no path)"))?;
+    if authority.host().is_empty()
+        || authority.port_u16().is_none()
+        || authority.as_str().contains('@')
+    {
+        return Err(format!("{e:?} is not host:port (no scheme, no path)"));
     }
     Ok(())
 }
@@ -876,6 +906,26 @@ mod tests {
                 "endpoints = [\"127.0.0.1:8081\"]",
                 "endpoints = []",
                 "needs at least one",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:8081\"]",
+                "endpoints = [\"http://127.0.0.1:8081\"]",
+                "upstreams[1].endpoints[0] (rest): \"http://127.0.0.1:8081\" is not host:port",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:8081\"]",
+                "endpoints = [\"127.0.0.1:8081/api\"]",
+                "is not host:port",
+            ),
+            (
+                "timeout = \"5s\"                 # per-request",
+                "timeout = \"0s\" # ",
+                "transcode.timeout: must be above 0",
+            ),
+            (
+                "connect_timeout = \"1s\"\n\n[[upstreams]]",
+                "connect_timeout = \"0s\"\n\n[[upstreams]]",
+                "upstreams[0].connect_timeout: must be above 0",
             ),
             (
                 "prefix = \"/rest/\"",
