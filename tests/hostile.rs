@@ -398,3 +398,55 @@ async fn the_route_deadline_covers_the_whole_body() {
     );
     gw.shutdown().await;
 }
+
+/// A gRPC upstream over h2c that answers every call with `content_type` and a `grpc-status`
+/// trailer of `status` (the request's message echoed back as the body).
+async fn hostile_grpc(content_type: &'static str, status: &'static str) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", status.parse().unwrap());
+                        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                        let resp = http::Response::builder()
+                            .header("content-type", content_type)
+                            .body(StreamBody::new(tokio_stream::iter(frames)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_grpc_upstream_that_breaks_the_protocol_is_a_502() {
+    for (content_type, status) in [("application/grpc", "abc"), ("text/html", "0")] {
+        let up = hostile_grpc(content_type, status).await;
+        let cfg = gateway_config(&[up.to_string()], &["127.0.0.1:9".to_string()]);
+        let gw = GatewayServer::start(&cfg).await.unwrap();
+        let r = get(&url(gw.http, "/api/users/1")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{content_type}, grpc-status {status}: {:?}",
+            r.body
+        );
+        gw.shutdown().await;
+    }
+}

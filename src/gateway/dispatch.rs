@@ -99,6 +99,9 @@ impl Core {
                 Code::Cancelled if started.elapsed() >= req.deadline => {
                     deadline_exceeded(req.deadline)
                 }
+                _ if super::grpc::is_bad_gateway(&s) => {
+                    GwError::http(StatusCode::BAD_GATEWAY, s.code(), s.message().to_string())
+                }
                 code => GwError::grpc(code, s.message().to_string()),
             })?;
         let json = route.render_response(&reply, &self.json)?;

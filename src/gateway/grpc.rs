@@ -165,7 +165,7 @@ impl GrpcConn {
         let resp = response.await.map_err(from_h2)?;
         let (parts, mut body) = resp.into_parts();
         // A trailers-only answer (an error, usually) carries the status in the headers.
-        if let Some(status) = status_of(&parts.headers) {
+        if let Some(status) = status_of(&parts.headers)? {
             return Err(status);
         }
         if parts.status != StatusCode::OK {
@@ -173,6 +173,12 @@ impl GrpcConn {
                 http_code(parts.status),
                 format!("upstream answered HTTP {}", parts.status),
             ));
+        }
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+        if !content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+            return Err(bad_gateway(format!(
+                "the upstream answered with content-type {content_type:?}, not gRPC"
+            )));
         }
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.data().await {
@@ -186,26 +192,54 @@ impl GrpcConn {
             buf.extend_from_slice(&chunk);
         }
         let trailers = body.trailers().await.map_err(from_h2)?.unwrap_or_default();
-        match status_of(&trailers) {
+        match status_of(&trailers)? {
             Some(status) => return Err(status),
             None if !trailers.contains_key(crate::grpc::STATUS) => {
                 return Err(Status::unknown("the upstream sent no grpc-status"));
             }
             None => {}
         }
-        crate::grpc::unframe(buf.freeze()).map_err(|e| Status::internal(e.to_string()))
+        crate::grpc::unframe(buf.freeze()).map_err(|e| bad_gateway(e.to_string()))
     }
 }
 
-/// The error in `grpc-status` / `grpc-message`; None when it says OK or is absent.
-fn status_of(headers: &HeaderMap) -> Option<Status> {
-    match crate::grpc::status_code(headers)? {
+/// The error in `grpc-status` / `grpc-message`; None when it says OK or is absent; a bad
+/// gateway when it is there but not a number.
+fn status_of(headers: &HeaderMap) -> Result<Option<Status>, Status> {
+    let Some(raw) = headers.get(crate::grpc::STATUS) else {
+        return Ok(None);
+    };
+    let Some(code) = crate::grpc::status_code(headers) else {
+        return Err(bad_gateway(format!(
+            "the upstream sent grpc-status {raw:?}, not a number"
+        )));
+    };
+    Ok(match code {
         0 => None,
         code => Some(Status::new(
             Code::from_i32(code),
             crate::grpc::status_message(headers),
         )),
-    }
+    })
+}
+
+/// Metadata key that marks a [`bad_gateway`] status.
+const BAD_GATEWAY_MARK: &str = "x-gwbench-bad-gateway";
+
+/// The upstream broke the gRPC protocol (a status that is no number, a body that is not a
+/// gRPC answer): the gateway answers 502, as it does for a proxied answer that is not HTTP.
+pub fn bad_gateway(message: String) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        BAD_GATEWAY_MARK,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    Status::with_metadata(Code::Unavailable, message, metadata)
+}
+
+/// Whether `status` came from [`bad_gateway`].
+pub fn is_bad_gateway(status: &Status) -> bool {
+    status.metadata().contains_key(BAD_GATEWAY_MARK)
 }
 
 /// gRPC's mapping of an HTTP status that is not 200 (the gRPC over HTTP/2 spec).
@@ -227,14 +261,16 @@ mod tests {
     #[test]
     fn statuses_and_timeouts() {
         let mut h = HeaderMap::new();
-        assert!(status_of(&h).is_none());
+        assert!(status_of(&h).unwrap().is_none());
         h.insert("grpc-status", HeaderValue::from_static("5"));
         h.insert("grpc-message", HeaderValue::from_static("no%20user%2042"));
-        let s = status_of(&h).unwrap();
+        let s = status_of(&h).unwrap().unwrap();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "no user 42");
         h.insert("grpc-status", HeaderValue::from_static("0"));
-        assert!(status_of(&h).is_none());
+        assert!(status_of(&h).unwrap().is_none());
+        h.insert("grpc-status", HeaderValue::from_static("abc"));
+        assert!(is_bad_gateway(&status_of(&h).unwrap_err()));
         let timeout = crate::grpc::encode_timeout;
         assert_eq!(timeout(Duration::from_millis(250)), "250000u");
         assert_eq!(timeout(Duration::from_secs(3600)), "3600000m");
