@@ -830,6 +830,16 @@ async fn the_dashboard_aggregates_four_services_and_reports_what_is_missing() {
     // A failing required part fails the whole with 502.
     let r = get(&url(gw.http, "/api/dashboard?user_id=0")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    // A user_id missing or malformed is the client's error: 400, and nothing is called.
+    for bad in [
+        "/api/dashboard",
+        "/api/dashboard?user_id=abc",
+        "/api/dashboard?uid=42",
+    ] {
+        let r = get(&url(gw.http, bad)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+        assert_eq!(r.json()["error"]["code"], "INVALID_ARGUMENT");
+    }
     // Everything slower than the 500 ms deadline: 504.
     post(
         &url(b.admin, "/admin/behavior"),

@@ -197,30 +197,38 @@ impl Aggregation {
         scopes: &BTreeMap<&str, &Value>,
         ctx: &Ctx<'_>,
     ) -> PartResult {
-        let (upstream, metadata, deadline, json) =
-            (ctx.upstream, ctx.metadata, ctx.deadline_at, ctx.json);
+        let msg = self.build(part, scopes).map_err(|m| (m, false))?;
+        self.send(part, &msg, ctx).await
+    }
+
+    /// The part's request: its template filled from `scopes`, as its input message.
+    fn build(
+        &self,
+        part: &Part,
+        scopes: &BTreeMap<&str, &Value>,
+    ) -> Result<DynamicMessage, String> {
         let mut body = Map::new();
         for (k, v) in &part.request {
             let v = match v {
                 Value::String(s) => Value::String(
-                    substitute(s, scopes)
-                        .ok_or_else(|| (format!("cannot fill {k:?} from {s:?}"), false))?,
+                    substitute(s, scopes).ok_or_else(|| format!("cannot fill {k:?} from {s:?}"))?,
                 ),
                 other => other.clone(),
             };
             body.insert(k.clone(), v);
         }
-        let msg = DynamicMessage::deserialize_with_options(
+        DynamicMessage::deserialize_with_options(
             part.input.clone(),
             Value::Object(body),
             &DeserializeOptions::new(),
         )
-        .map_err(|e| {
-            (
-                format!("bad request for {}: {e}", part.input.full_name()),
-                false,
-            )
-        })?;
+        .map_err(|e| format!("bad request for {}: {e}", part.input.full_name()))
+    }
+
+    /// Sends a built request within the part's share of the deadline; the answer as JSON.
+    async fn send(&self, part: &Part, msg: &DynamicMessage, ctx: &Ctx<'_>) -> PartResult {
+        let (upstream, metadata, deadline, json) =
+            (ctx.upstream, ctx.metadata, ctx.deadline_at, ctx.json);
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = part.timeout.map_or(left, |t| t.min(left));
         if limit.is_zero() {
@@ -286,25 +294,36 @@ impl Aggregation {
             deadline_at,
             json,
         };
-        let mut results = self.independent_parts(&ctx).await;
+        // Wave 1's requests come from the client's query alone: one that cannot be built (a
+        // parameter missing or malformed) is the client's error, 400, before any call.
+        let scopes: BTreeMap<&str, &Value> = [("query", &query_json)].into_iter().collect();
+        let mut first = Vec::new();
+        for p in self.parts.iter().filter(|p| p.depends_on.is_none()) {
+            match self.build(p, &scopes) {
+                Ok(msg) => first.push((p, msg)),
+                Err(m) => {
+                    let message = format!("aggregation {}: part {}: {m}", self.name, p.name);
+                    return GwError::grpc(Code::InvalidArgument, message).into_response();
+                }
+            }
+        }
+        let mut results = self.independent_parts(&ctx, first).await;
         self.dependent_parts(&ctx, &mut results).await;
         self.assemble(results, started)
     }
 
     /// Wave 1: the parts that depend on nothing, in parallel.
-    async fn independent_parts(&self, ctx: &Ctx<'_>) -> BTreeMap<String, PartResult> {
-        let scopes: BTreeMap<&str, &Value> = [("query", ctx.query)].into_iter().collect();
-        let first: Vec<&Part> = self
-            .parts
-            .iter()
-            .filter(|p| p.depends_on.is_none())
-            .collect();
-        let outcomes =
-            futures_util::future::join_all(first.iter().map(|p| self.call(p, &scopes, ctx))).await;
+    async fn independent_parts(
+        &self,
+        ctx: &Ctx<'_>,
+        first: Vec<(&Part, DynamicMessage)>,
+    ) -> BTreeMap<String, PartResult> {
+        let calls = first.iter().map(|(p, msg)| self.send(p, msg, ctx));
+        let outcomes = futures_util::future::join_all(calls).await;
         first
             .iter()
             .zip(outcomes)
-            .map(|(p, r)| (p.name.clone(), r))
+            .map(|((p, _), r)| (p.name.clone(), r))
             .collect()
     }
 
