@@ -229,18 +229,23 @@ async fn round_robin_uses_every_instance_and_skips_a_dead_one() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_deadline_the_client_shortened_does_not_open_the_shared_breaker() {
+/// Mocks on free ports that take `latency` to answer every call.
+async fn slow_backends(latency: Duration) -> Backends {
     let slow = Behavior {
-        latency: Latency::Fixed(Duration::from_millis(50)),
+        latency: Latency::Fixed(latency),
         ..Default::default()
     };
-    let b = Backends::start(&BackendsConfig {
+    Backends::start(&BackendsConfig {
         behavior: slow,
         ..BackendsConfig::ephemeral()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deadline_the_client_shortened_does_not_open_the_shared_breaker() {
+    let b = slow_backends(Duration::from_millis(50)).await;
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
     cfg.transcode.mounts[1].auth = false; // /secure: rate limit and breaker (opens after 5)
     let gw = GatewayServer::start(&cfg).await.unwrap();
@@ -265,16 +270,7 @@ async fn a_deadline_the_client_shortened_does_not_open_the_shared_breaker() {
 
 #[tokio::test]
 async fn deadlines_answer_504() {
-    let slow = Behavior {
-        latency: Latency::Fixed(Duration::from_millis(400)),
-        ..Default::default()
-    };
-    let b = Backends::start(&BackendsConfig {
-        behavior: slow,
-        ..BackendsConfig::ephemeral()
-    })
-    .await
-    .unwrap();
+    let b = slow_backends(Duration::from_millis(400)).await;
     let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
     cfg.transcode.timeout = gwbench::gateway::config::TextDuration(Duration::from_millis(100));
     cfg.proxy[0].timeout = gwbench::gateway::config::TextDuration(Duration::from_millis(100));

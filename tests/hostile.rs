@@ -197,19 +197,23 @@ async fn responses_that_cannot_be_framed_safely_are_502() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_post_that_may_have_arrived_is_never_sent_twice() {
-    // Connection 0 answers its first request, then reads the second and closes unanswered.
+/// An upstream whose first connection answers one request, then reads the second and closes
+/// unanswered; a gateway in front of it with that connection pooled (one GET answered).
+async fn warm_then_closing() -> (Hostile, GatewayServer) {
     let up = Hostile::start(|conn, n| match (conn, n) {
         (0, 1) => Act::Close,
         _ => Act::Ok,
     })
     .await;
     let gw = gateway(&up).await;
-    assert_eq!(
-        get(&url(gw.http, "/rest/warm")).await.status,
-        StatusCode::OK
-    );
+    let warm = get(&url(gw.http, "/rest/warm")).await;
+    assert_eq!(warm.status, StatusCode::OK);
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_post_that_may_have_arrived_is_never_sent_twice() {
+    let (up, gw) = warm_then_closing().await;
     let r = post(&url(gw.http, "/rest/orders"), "{}").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
     let posts = up.seen().iter().filter(|l| l.starts_with("POST")).count();
@@ -219,16 +223,7 @@ async fn a_post_that_may_have_arrived_is_never_sent_twice() {
 
 #[tokio::test]
 async fn an_idempotent_request_goes_again_on_a_new_connection() {
-    let up = Hostile::start(|conn, n| match (conn, n) {
-        (0, 1) => Act::Close,
-        _ => Act::Ok,
-    })
-    .await;
-    let gw = gateway(&up).await;
-    assert_eq!(
-        get(&url(gw.http, "/rest/warm")).await.status,
-        StatusCode::OK
-    );
+    let (up, gw) = warm_then_closing().await;
     let r = get(&url(gw.http, "/rest/again")).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let again = up
