@@ -205,6 +205,18 @@ fn jwks_keys(path: &std::path::Path) -> Result<Vec<Key>, String> {
                 jwk.common.key_algorithm.and_then(jwk_alg).ok_or_else(|| {
                     format!("auth.jwks_file: key {kid:?} names no supported \"alg\"")
                 })?;
+            if let jsonwebtoken::jwk::AlgorithmParameters::OctetKey(oct) = &jwk.algorithm {
+                use base64::Engine;
+                let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(oct.value.trim_end_matches('='))
+                    .map_or(0, |k| k.len());
+                if len < MIN_HS_SECRET {
+                    return Err(format!(
+                        "auth.jwks_file: key {kid:?}: an HS secret must be at least \
+                         {MIN_HS_SECRET} bytes (RFC 7518 §3.2); this one has {len}"
+                    ));
+                }
+            }
             let key = DecodingKey::from_jwk(jwk)
                 .map_err(|e| format!("auth.jwks_file: key {kid:?}: {e}"))?;
             Ok(Key {
@@ -684,7 +696,13 @@ mod tests {
             &claims(60),
         )
         .unwrap();
-        let hs = mint("HS256", b"jwks-shared-secret", Some("jw-hs"), &claims(60)).unwrap();
+        let hs = mint(
+            "HS256",
+            b"jwks-shared-secret-of-32-bytes-ok",
+            Some("jw-hs"),
+            &claims(60),
+        )
+        .unwrap();
         assert!(v.verify(&headers(&rs)).is_ok());
         assert!(v.verify(&headers(&hs)).is_ok());
         // The RSA key's allow-list is RS256 alone: an HS256 token naming it is refused.
@@ -693,6 +711,17 @@ mod tests {
             v.verify(&headers(&confused)),
             Err(AuthError::Invalid(_))
         ));
+        // A short shared secret in a JWKS file is refused as in the config.
+        let short = std::env::temp_dir().join(format!("gwbench-jwks-{}.json", std::process::id()));
+        std::fs::write(
+            &short,
+            r#"{"keys": [{"kty": "oct", "kid": "s", "alg": "HS256", "k": "c2hvcnQ"}]}"#,
+        )
+        .unwrap();
+        c.jwks_file = Some(short.clone());
+        let err = Verifier::new(&c).unwrap_err();
+        let _ = std::fs::remove_file(&short);
+        assert!(err.contains("at least 32 bytes"), "{err}");
     }
 
     #[test]
