@@ -329,6 +329,15 @@ async fn a_head_sent_slowly_does_not_hold_a_connection_for_good() {
         "the gateway still waits for the rest of the head"
     );
     assert!(up.seen().is_empty());
+    // The same bound closes a kept-alive connection that stays idle after its answer.
+    let mut idle = TcpStream::connect(gw.http).await.unwrap();
+    idle.write_all(b"GET /rest/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within_10s(&mut idle)
+        .await
+        .expect("an idle keep-alive connection is never closed");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "answered first");
     gw.shutdown().await;
 }
 
