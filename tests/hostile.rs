@@ -454,3 +454,26 @@ async fn a_grpc_upstream_that_breaks_the_protocol_is_a_502() {
         gw.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_body_sent_slowly_is_answered_408_within_the_deadline() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let unused = "127.0.0.1:9".to_string();
+    let mut cfg = gateway_config(&[unused], &[up.addr.to_string()]);
+    cfg.proxy[0].timeout =
+        gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(300));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"POST /rest/orders HTTP/1.1\r\nHost: a\r\ncontent-length: 100\r\n\r\n{\"a\"")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the gateway still waits for the rest of the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+    gw.shutdown().await;
+}

@@ -119,6 +119,18 @@ fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
+/// The answer to a request whose body did not arrive within its deadline: 408.
+pub fn body_too_slow(deadline: Duration) -> GwError {
+    GwError::http(
+        StatusCode::REQUEST_TIMEOUT,
+        Code::DeadlineExceeded,
+        format!(
+            "the request body did not arrive within {}",
+            humantime::format_duration(deadline)
+        ),
+    )
+}
+
 /// Reads the request body up to `max` bytes; a declared oversize body is refused unread.
 pub async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, GwError>
 where

@@ -160,7 +160,12 @@ impl Gateway {
         };
         let deadline = intake::deadline(req.headers(), route_timeout);
         let (parts, body) = req.into_parts();
-        let body = intake::read_body(&parts.headers, body, self.max_body).await?;
+        // The body must arrive within the request's deadline too: a body sent a byte at a
+        // time would otherwise hold the request (and its connection) for good.
+        let read = intake::read_body(&parts.headers, body, self.max_body);
+        let body = tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| intake::body_too_slow(deadline))??;
         let request = GwRequest {
             parts,
             body,
