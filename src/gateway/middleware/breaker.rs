@@ -167,7 +167,7 @@ impl Breaker {
     pub fn record(&self, probe: bool, failure: bool) {
         if probe || self.state.load(Ordering::Acquire) == HALF_OPEN {
             if failure {
-                let next = (self.cooldown_ns.load(Ordering::Relaxed) * 2)
+                let next = (self.cooldown_ns.load(Ordering::Relaxed).saturating_mul(2))
                     .min(self.cfg.max_cooldown.0.as_nanos() as u64);
                 self.cooldown_ns.store(next, Ordering::Relaxed);
                 self.trip(HALF_OPEN);

@@ -108,7 +108,9 @@ where
                 let remaining = snapshot.remaining_burst_capacity();
                 Decision::Allow {
                     remaining,
-                    reset: self.per_request * (self.burst - remaining),
+                    reset: self
+                        .per_request
+                        .saturating_mul(self.burst.saturating_sub(remaining)),
                 }
             }
             Err(not_until) => Decision::Deny {
@@ -131,7 +133,7 @@ where
     }
 
     fn window_s(&self) -> u64 {
-        (self.per_request * self.burst).as_secs().max(1)
+        self.per_request.saturating_mul(self.burst).as_secs().max(1)
     }
 }
 
