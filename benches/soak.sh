@@ -26,11 +26,14 @@ gwadm=$(grep "ready admin" "$work/g.out" | awk '{print $3}')
 madm=$(grep "ready admin" "$work/b.out" | awk '{print $3}')
 [ -n "$gwadm" ] && [ -n "$madm" ] || { echo "the stack did not start" >&2; exit 1; }
 
-# The load: half proxied, half transcoded (two generators, each at RPS/2).
+# The load: half proxied, half transcoded through the /secure mount (JWT auth, rate limit and
+# the gRPC upstream's circuit breaker), two generators, each at RPS/2.
+token=$("$GW" token --ttl 2h)
 $gen "$GW" load "http://127.0.0.1:$gwp/rest/api/users/{rand:1-100000}" --rps $((RPS / 2)) \
   -d "${DURATION}s" -c 16 --quiet --json > "$work/load-proxy.json" 2> "$work/load-proxy.err" &
 load1=$!; pids+=($load1)
-$gen "$GW" load "http://127.0.0.1:$gwp/api/users/{rand:1-100000}" --rps $((RPS / 2)) \
+$gen "$GW" load "http://127.0.0.1:$gwp/secure/api/users/{rand:1-100000}" --rps $((RPS / 2)) \
+  -H "authorization: Bearer $token" \
   -d "${DURATION}s" -c 16 --quiet --json > "$work/load-transcode.json" 2> "$work/load-transcode.err" &
 load2=$!; pids+=($load2)
 # The checker: every answer's id must be the one asked for.
@@ -67,8 +70,8 @@ faults() {
 faults &
 fault_pid=$!; pids+=($fault_pid)
 
-# breaker: gwbench_breaker_state of the rest upstream (0 closed, 1 open, 2 half-open); the
-# load goes through the bare routes, so only a breaker mount's traffic would move it.
+# breaker: gwbench_breaker_state of the gRPC upstream (0 closed, 1 open, 2 half-open), which
+# the /secure load goes through.
 printf "%6s %9s %5s %8s %9s %9s %7s\n" t rss_kib fds breaker checked wrong errors
 start=$(date +%s)
 while kill -0 "$load1" 2>/dev/null; do
@@ -82,7 +85,7 @@ while kill -0 "$load1" 2>/dev/null; do
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status" 2>/dev/null || echo -)
   fds=$( (ls "/proc/$gw_pid/fd" 2>/dev/null || true) | wc -l)
   breaker=$( (curl -s -m 2 "http://$gwadm/metrics" || true) \
-    | awk '/^gwbench_breaker_state\{upstream="rest"\}/ {print $2}')
+    | awk '/^gwbench_breaker_state\{upstream="grpc"\}/ {print $2}')
   read -r checked wrong errors < <(cat "$work/check.state" 2>/dev/null || echo "- - -") || true
   printf "%6s %9s %5s %8s %9s %9s %7s\n" "$now" "$rss" "$fds" "${breaker:--}" "$checked" "$wrong" "$errors"
 done
@@ -92,6 +95,8 @@ echo "faults (epoch seconds):"; cat "$fault_log" 2>/dev/null || true
 echo "checker, errors by second (epoch second, count):"
 grep '^error ' "$work/check.log" | awk '{print $2}' | uniq -c | awk '{print "  " $2, $1}' | head -50
 echo "wrong answers:"; grep -c '^wrong ' "$work/check.log" || true
+echo "breaker (gateway log): opened $(grep -c 'circuit open' "$work/g.out" || true)," \
+  "closed again $(grep -c 'circuit closed' "$work/g.out" || true)"
 for side in proxy transcode; do
   python3 - "$work/load-$side.json" "$side" <<'PY'
 import json, sys
