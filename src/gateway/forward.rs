@@ -62,7 +62,7 @@ pub fn request_headers(
         let host = host
             .as_ref()
             .and_then(|h| h.to_str().ok())
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok() && !h.contains('"'));
+            .filter(|h| is_plain_authority(h));
         let forwarded = match host {
             Some(host) => format!("for={for_};proto=http;host=\"{host}\""),
             None => format!("for={for_};proto=http"),
@@ -72,6 +72,14 @@ pub fn request_headers(
         }
     }
     headers
+}
+
+/// Whether `h` is a host[:port] made only of the characters a host name, an IPv4 or a bracketed
+/// IPv6 address and a port use: nothing that could close the quoted `host=` value.
+fn is_plain_authority(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`.

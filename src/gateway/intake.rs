@@ -56,10 +56,8 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwE
 /// `.%2e`, `%2e.`, `%2E%2E`), encoded slashes or backslashes.
 pub fn check_path(path: &str) -> Result<(), GwError> {
     let lower = path.to_ascii_lowercase();
-    let dot_segment = |s: &str| {
-        let decoded = s.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    };
+    // `%2e` is the only other spelling of a dot, so these are all the dot segments there are.
+    let dot_segment = |s: &str| matches!(s, "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e.");
     let traversal = lower.split('/').any(dot_segment)
         || lower.contains("%2f")
         || lower.contains("%5c")

@@ -132,8 +132,19 @@ impl Family {
 fn refuse_crit(token: &str) -> Result<(), AuthError> {
     use base64::Engine;
     let encoded = token.split('.').next().unwrap_or_default();
-    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
-        return Ok(()); // decode_header already accepted it; the signature check decides
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // Headers are small: decode on the stack, allocating only for an unusually long one.
+    let mut stack = [0u8; 512];
+    let heap;
+    let raw: &[u8] = match engine.decode_slice(encoded, &mut stack) {
+        Ok(n) => &stack[..n],
+        Err(_) => match engine.decode(encoded) {
+            Ok(v) => {
+                heap = v;
+                &heap
+            }
+            Err(_) => return Ok(()), // decode_header accepted it; the signature check decides
+        },
     };
     let may_name_crit = raw.windows(4).any(|w| w == b"crit") || raw.contains(&b'\\');
     if may_name_crit
