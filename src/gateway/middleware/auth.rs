@@ -148,7 +148,7 @@ fn refuse_crit(token: &str) -> Result<(), AuthError> {
     };
     let may_name_crit = raw.windows(4).any(|w| w == b"crit") || raw.contains(&b'\\');
     if may_name_crit
-        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw)
             .is_ok_and(|h| h.contains_key("crit"))
     {
         return Err(AuthError::Invalid(
