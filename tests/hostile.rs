@@ -330,7 +330,29 @@ async fn a_head_sent_slowly_does_not_hold_a_connection_for_good() {
         "the gateway still waits for the rest of the head"
     );
     assert!(up.seen().is_empty());
-    // The same bound closes a kept-alive connection that stays idle after its answer.
+    // A kept-alive connection waiting longer than the header-read timeout for its next
+    // request is idle, not slow: it is still served.
+    let mut kept = TcpStream::connect(gw.http).await.unwrap();
+    let request = b"GET /rest/x HTTP/1.1\r\nHost: a\r\n\r\n";
+    kept.write_all(request).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered first");
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    kept.write_all(request).await.unwrap();
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "closed while idle for less than the idle timeout: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout_http1_and_h2() {
+    let up = Hostile::start(|_, _| Act::Ok).await;
+    let gw = gateway_with(&up, |c| c.limits.idle_timeout = ms300()).await;
     let mut idle = TcpStream::connect(gw.http).await.unwrap();
     idle.write_all(b"GET /rest/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
@@ -339,6 +361,15 @@ async fn a_head_sent_slowly_does_not_hold_a_connection_for_good() {
         .await
         .expect("an idle keep-alive connection is never closed");
     assert!(got.starts_with(b"HTTP/1.1 200"), "answered first");
+    // An h2 connection that opens no stream: hyper has no timer of its own for it.
+    let mut h2 = TcpStream::connect(gw.http).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    assert!(
+        closed_within_10s(&mut h2).await.is_some(),
+        "an h2 connection without streams is held for good"
+    );
     gw.shutdown().await;
 }
 
@@ -471,3 +502,4 @@ async fn a_body_sent_slowly_is_answered_408_within_the_deadline() {
     assert!(up.seen().is_empty(), "nothing reached the upstream");
     gw.shutdown().await;
 }
+

@@ -22,7 +22,8 @@ admin = "127.0.0.1:9901"       # /healthz, /routes
 [limits]
 max_body_bytes = 1048576       # larger request bodies are answered 413
 drain_timeout = "5s"           # on SIGTERM, how long in-flight requests may finish
-header_read_timeout = "10s"    # a request head must arrive within this (slowloris)
+header_read_timeout = "10s"    # a request head must arrive within this of its first byte (slowloris)
+idle_timeout = "60s"           # a connection with no request in flight and no traffic is closed after this
 max_connections = 0            # client connections at once; 0 = half the descriptor limit
 
 # Every RPC with a google.api.http annotation in the descriptor set becomes a route.
@@ -212,6 +213,9 @@ pub struct Limits {
     /// How long a request's head may take to arrive.
     #[serde(default = "header_read_timeout")]
     pub header_read_timeout: TextDuration,
+    /// How long a client connection may idle between requests.
+    #[serde(default = "idle_timeout")]
+    pub idle_timeout: TextDuration,
     /// Client connections at once (0: derived from the descriptor limit).
     #[serde(default)]
     pub max_connections: usize,
@@ -221,12 +225,17 @@ fn header_read_timeout() -> TextDuration {
     TextDuration(crate::net::HEADER_READ_TIMEOUT)
 }
 
+fn idle_timeout() -> TextDuration {
+    TextDuration(crate::net::IDLE_TIMEOUT)
+}
+
 impl Limits {
     /// What the gateway's listeners allow their clients.
     pub fn serve_limits(&self) -> crate::net::ServeLimits {
         crate::net::ServeLimits {
             drain: self.drain_timeout.0,
             header_read_timeout: self.header_read_timeout.0,
+            idle_timeout: self.idle_timeout.0,
             max_connections: match self.max_connections {
                 0 => crate::net::default_max_connections(),
                 n => n,
@@ -706,6 +715,9 @@ impl GatewayConfig {
         }
         if self.limits.header_read_timeout.0.is_zero() {
             zero.push("limits.header_read_timeout".to_string());
+        }
+        if self.limits.idle_timeout.0.is_zero() {
+            zero.push("limits.idle_timeout".to_string());
         }
         for (i, p) in self.proxy.iter().enumerate() {
             if p.timeout.0.is_zero() {

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod watch;
+
 /// The body type of every response our HTTP servers build.
 pub type Body = Full<Bytes>;
 
@@ -30,13 +32,22 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// time kept a connection, and a descriptor, for good).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection may stay open with no request in flight and nothing read or
+/// written (a kept-alive HTTP/1.1 connection between requests, an h2 connection without
+/// streams). Longer than the header-read timeout, so clients that keep connections in a pool
+/// for a while (nginx keeps them 75 s by default) do not race a close.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a server allows its clients, so that slow or many clients cannot take it down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
     /// How long in-flight requests may finish after shutdown is requested.
     pub drain: Duration,
-    /// How long a request's head may take to arrive (the connection is closed after).
+    /// How long a request's head may take to arrive from its first byte (the connection is
+    /// closed after).
     pub header_read_timeout: Duration,
+    /// How long a connection may idle: no request in flight, nothing read or written.
+    pub idle_timeout: Duration,
     /// Connections open at once; one more is closed at once (cheaply, without a reply).
     pub max_connections: usize,
 }
@@ -46,6 +57,7 @@ impl Default for ServeLimits {
         ServeLimits {
             drain: DRAIN_TIMEOUT,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             max_connections: default_max_connections(),
         }
     }
@@ -110,7 +122,8 @@ pub struct PeerAddr(pub SocketAddr);
 /// Serves `handler` on `listener` over HTTP/1.1 (keep-alive) and h2c until `shutdown` is
 /// cancelled; then stops accepting and lets in-flight requests finish for up to
 /// `limits.drain`. Each request carries the client's [`PeerAddr`] in its extensions. A head
-/// must arrive within `limits.header_read_timeout`; past `limits.max_connections`, a new
+/// must arrive within `limits.header_read_timeout` of its first byte, and a connection idle
+/// for `limits.idle_timeout` is closed (both HTTP/1.1 and h2); past `limits.max_connections`, a new
 /// connection is closed at once; failed accepts (out of descriptors) back off and are logged
 /// at most once a second.
 pub fn serve_http<H, F, B>(
@@ -127,11 +140,17 @@ where
 {
     tokio::spawn(async move {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's header-read timer also runs while a kept-alive connection waits, which
+        // would make it the idle timeout: `watch` times heads and idleness apart instead.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
+        let timeouts = watch::Timeouts {
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+        };
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut last_warning: Option<std::time::Instant> = None;
@@ -159,13 +178,20 @@ where
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
+            let requests = Arc::new(watch::Requests::default());
+            let io = watch::Watched::new(stream, requests.clone(), timeouts);
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let in_flight = requests.enter();
                 req.extensions_mut().insert(PeerAddr(peer));
                 let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move {
+                    let response = fut.await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
