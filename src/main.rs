@@ -18,6 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    gwbench::net::log_panics();
     match gwbench::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

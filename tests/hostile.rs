@@ -503,3 +503,27 @@ async fn a_body_sent_slowly_is_answered_408_within_the_deadline() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_panicking_handler_costs_its_request_a_500_and_the_server_serves_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let task = gwbench::net::serve_http(
+        listener,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            if req.uri().path() == "/boom" {
+                panic!("a bug reached by a request");
+            }
+            gwbench::net::json(StatusCode::OK, "{}")
+        },
+        shutdown.clone(),
+        gwbench::net::ServeLimits::default(),
+    );
+    let r = get(&url(addr, "/boom")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json()["error"]["code"], "INTERNAL");
+    assert_eq!(get(&url(addr, "/ok")).await.status, StatusCode::OK);
+    shutdown.cancel();
+    task.await.unwrap();
+}

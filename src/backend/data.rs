@@ -604,4 +604,32 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Every value a client sends reaches these functions (REST path and query, gRPC
+        /// fields): any of them gives an answer or a named error, never a panic.
+        #[test]
+        fn any_client_value_is_an_answer_or_an_error(
+            id in proptest::prelude::any::<i64>(),
+            size in proptest::prelude::any::<i32>(),
+            text in ".{0,40}",
+            order_id in "(ord-)?-?[0-9]{0,20}(-?-[0-9]{0,20})?",
+        ) {
+            let _ = user(id);
+            let _ = product(id);
+            let _ = stock(id);
+            let _ = order(&order_id);
+            let _ = order(&text);
+            let _ = list_users(&ListUsersRequest { page_size: size, page_token: text.clone() });
+            let _ = list_users(&ListUsersRequest { page_size: size, page_token: id.to_string() });
+            let _ = list_orders(&ListOrdersRequest { user_id: id, page_size: size });
+            let _ = search_products(&SearchProductsRequest { q: text.clone(), limit: size });
+            let _ = create_user(CreateUserRequest {
+                username: text.clone(),
+                email: format!("{text}@x"),
+                ..Default::default()
+            });
+        }
+    }
 }

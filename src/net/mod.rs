@@ -5,10 +5,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -115,6 +117,71 @@ pub async fn connect(
     Ok(stream)
 }
 
+/// A response body that can carry one of our JSON bodies (for the 500 of a panicked handler).
+pub trait FromFull {
+    /// Wraps a complete body.
+    fn from_full(body: Body) -> Self;
+}
+
+impl FromFull for Body {
+    fn from_full(body: Body) -> Self {
+        body
+    }
+}
+
+impl<R> FromFull for http_body_util::Either<Body, R> {
+    fn from_full(body: Body) -> Self {
+        http_body_util::Either::Left(body)
+    }
+}
+
+/// The answer to a request whose handler panicked.
+fn internal_error() -> Response<Body> {
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "the server failed while handling this request; its log says where",
+    )
+}
+
+/// Makes a panic one log line (message and place), at most one a second with a count of
+/// those left out, instead of the default hook's stderr text (and, with RUST_BACKTRACE set, a
+/// backtrace of tens of kilobytes per panic: a client that can trigger one could fill a disk
+/// and the memory symbolizing it). Panics are not turned into aborts: `serve_http` answers a
+/// panicked request 500 and serves on, so a bug in a dependency costs one request, not the
+/// process.
+pub fn log_panics() {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+    std::panic::set_hook(Box::new(|info| {
+        let Ok(mut last) = LAST.lock() else { return };
+        match &mut *last {
+            Some((at, skipped)) if at.elapsed() < Duration::from_secs(1) => *skipped += 1,
+            slot => {
+                let skipped = slot.map_or(0, |(_, n)| n);
+                let place = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let thread = std::thread::current();
+                let thread = thread.name().unwrap_or("unnamed");
+                tracing::error!(
+                    thread,
+                    place,
+                    left_out_since_the_last = skipped,
+                    "panic: {message}"
+                );
+                *slot = Some((std::time::Instant::now(), 0));
+            }
+        }
+    }));
+}
+
 /// The client's address, put in every request's extensions by [`serve_http`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
@@ -135,7 +202,7 @@ pub fn serve_http<H, F, B>(
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::spawn(async move {
@@ -185,7 +252,12 @@ where
                 req.extensions_mut().insert(PeerAddr(peer));
                 let fut = handler(req);
                 async move {
-                    let response = fut.await;
+                    // A panic (a bug, ours or a dependency's) costs this request a 500, not
+                    // the connection an empty reply; the hook in `log_panics` says where.
+                    let response = match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(response) => response,
+                        Err(_) => internal_error().map(B::from_full),
+                    };
                     drop(in_flight);
                     Ok::<_, Infallible>(response)
                 }
