@@ -368,8 +368,9 @@ pub struct LoadArgs {
     /// Per-request timeout; a request without an answer by then counts as a timeout.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
-    /// Busy-wait (yielding) this long before each send instead of sleeping, for precise pacing:
-    /// a sleeping thread wakes tens of µs late, more on a VM. Costs CPU; 0 always sleeps.
+    /// At most this much busy-waiting (yielding) before each send, for precise pacing: the
+    /// pacing timer is armed early by how late it has been waking (learnt as it runs, tens of
+    /// µs on a VM) and the rest is spun. 0 always sleeps (cheapest, sends later).
     #[arg(long, default_value = "20us", value_name = "DURATION", value_parser = parse_duration)]
     pub spin: std::time::Duration,
     /// HTTP method.
