@@ -12,6 +12,7 @@ pub mod load;
 pub mod net;
 pub mod proto;
 pub mod report;
+pub mod stats;
 mod run;
 
 pub use run::process;
