@@ -110,7 +110,7 @@ pub struct ReportArgs {
 const SATURATE_EXAMPLES: &str = "\
 Examples:
   gwbench saturate                                  # grpc scenario, direct and gateway
-  gwbench saturate --target gateway --scenario rest --pin
+  gwbench saturate --target gateway --scenario rest
   gwbench saturate --start 2000 --factor 1.5 --slo-p99 20ms
 
 A step is good while achieved >= 97 % of offered, errors < 1 % and p99 <= the SLO (default: 10 x
@@ -152,8 +152,12 @@ pub struct SaturateArgs {
     /// Generator threads.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
-    /// Pin generator, gateway and backends to separate cores.
-    #[arg(long)]
+    /// Process layout: auto (default; generator on its own cores where there are 2+),
+    /// shared (nothing pinned) or pinned. See `gwbench compare --help`.
+    #[arg(long, value_enum, default_value_t = LayoutMode::Auto)]
+    pub layout: LayoutMode,
+    /// Same as --layout pinned (kept for old scripts).
+    #[arg(long, hide = true)]
     pub pin: bool,
     /// Directory for the reports (default: reports/<UTC time>-saturate).
     #[arg(long, value_name = "DIR")]
@@ -197,8 +201,8 @@ pub struct TokenArgs {
 
 const COMPARE_EXAMPLES: &str = "\
 Examples:
-  gwbench compare --rps 5000                       # rest, grpc and full, 3 rounds x 5 s
-  gwbench compare --rps 2000 --scenarios grpc --rounds 5 --pin
+  gwbench compare --rps 5000                       # rest, grpc and full, 3-4 rounds x 4 s
+  gwbench compare --rps 2000 --scenarios grpc --rounds 5 --layout shared
   gwbench compare --rps 5000 --out /tmp/run1       # reports there instead of reports/<time>-compare
 
 Scenarios (direct vs through the gateway, same offered rate):
@@ -209,10 +213,32 @@ Scenarios (direct vs through the gateway, same offered rate):
   dashboard  four REST calls a client fans out itself vs the gateway's /api/dashboard
          aggregation of the same four over gRPC (not in the default set)
 The default scenarios are rest, grpc and full.
-Direct and gateway runs alternate in rounds so that drift hits both; the table gives the median
-of the rounds, the overhead (gateway - direct) per percentile, and CPU per 1,000 requests of
-each process. Writes summary.json, summary.md, report.html (charts), and a .hgrm and .hlog per
+Direct and gateway runs alternate in rounds so that drift hits both. First an A/A calibration
+runs the direct path against itself: what it finds is this machine's noise floor right now.
+Every percentile and overhead (gateway - direct) comes with a 95 % confidence interval
+(bootstrap over 1-second intervals); an overhead whose interval reaches into the noise floor
+is printed as ~0 (not distinguishable from noise). Also CPU per 1,000 requests of each
+process, and the process layout (--layout). Writes summary.json, summary.md, report.html (charts), and a .hgrm and .hlog per
 scenario and side.";
+
+/// How compare and saturate lay their processes out (`--layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LayoutMode {
+    /// Pinned wherever the machine has 2 cores or more; shared on 1 core.
+    #[default]
+    Auto,
+    /// Nothing pinned: every process may run on every core (and they compete).
+    Shared,
+    /// Generator, gateway and backends on separate cores where the machine has them.
+    Pinned,
+}
+
+impl LayoutMode {
+    /// The mode, or pinned when the old `--pin` flag was given.
+    pub fn or_pinned(self, pin: bool) -> LayoutMode {
+        if pin { LayoutMode::Pinned } else { self }
+    }
+}
 
 /// `gwbench compare`.
 #[derive(Debug, Args)]
@@ -223,21 +249,35 @@ pub struct CompareArgs {
     /// Scenarios to run, comma-separated.
     #[arg(long, default_value = "rest,grpc,full", value_name = "LIST")]
     pub scenarios: String,
-    /// Rounds (each runs direct and gateway once, alternating which goes first).
+    /// Rounds at least (each runs direct and gateway once, alternating which goes first).
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
+    /// Rounds at most: after --rounds, rounds are added until the p50 overhead's 95 % interval
+    /// is within ±max(10 µs, 10 %) or this many ran (the default keeps a default run near two
+    /// minutes); raised to --rounds when lower.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_rounds: u32,
     /// Length of each measured run.
-    #[arg(short = 'd', long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short = 'd', long, default_value = "4s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: std::time::Duration,
+    /// Length of each run of the A/A calibration that measures the noise floor (the first
+    /// scenario's direct path against itself, --rounds rounds, before the scenarios); 0s skips
+    /// it (then overheads are judged by their intervals alone).
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    pub calibration: std::time::Duration,
     /// Warm-up before each side's first run (discarded); later rounds find it warm.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub warmup: std::time::Duration,
     /// TCP connections of the load generator.
     #[arg(short = 'c', long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
-    /// Pin generator, gateway and backends to separate cores (on 2 cores: generator on CPU 1,
-    /// gateway and backends on CPU 0).
-    #[arg(long)]
+    /// Process layout. auto (default): on 2+ cores the generator gets its own cores (on 2:
+    /// CPU 1) and the gateway and mocks the rest, one thread per core they have (on 2: CPU 0,
+    /// one thread each); shared: nothing pinned; pinned: as auto. Printed and in summary.json.
+    #[arg(long, value_enum, default_value_t = LayoutMode::Auto)]
+    pub layout: LayoutMode,
+    /// Same as --layout pinned (kept for old scripts).
+    #[arg(long, hide = true)]
     pub pin: bool,
     /// Directory for the reports (default: reports/<UTC time>-compare).
     #[arg(long, value_name = "DIR")]

@@ -12,8 +12,8 @@ pub mod load;
 pub mod net;
 pub mod proto;
 pub mod report;
-pub mod stats;
 mod run;
+pub mod stats;
 
 pub use run::process;
 

@@ -263,7 +263,11 @@ mod tests {
             if boot(t).percentile(&a, 0.5).unwrap().includes(true_median) {
                 median_hits += 1;
             }
-            if boot(t).difference(&a, &b, 0.5).unwrap().includes(2_000_000.0) {
+            if boot(t)
+                .difference(&a, &b, 0.5)
+                .unwrap()
+                .includes(2_000_000.0)
+            {
                 diff_hits += 1;
             }
         }

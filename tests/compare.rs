@@ -42,6 +42,10 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             "300",
             "--rounds",
             "2",
+            "--max-rounds",
+            "2",
+            "--calibration",
+            "300ms",
             "--duration",
             "600ms",
             "--warmup",
@@ -51,7 +55,8 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             "--quiet",
             "--scenarios",
             "rest,grpc,full,dashboard",
-            "--pin",
+            "--layout",
+            "pinned",
         ])
         .arg("--out")
         .arg(&out)
@@ -77,6 +82,9 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
     // The machine's cores, not the pinned generator's.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(summary["machine"]["cores"], cores, "{}", summary["machine"]);
+    // The layout asked for, as chosen on this machine, is in the summary.
+    let mode = if cores >= 2 { "pinned" } else { "shared" };
+    assert_eq!(summary["layout"]["mode"], mode, "{}", summary["layout"]);
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -106,6 +114,8 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
                 );
             }
         }
+        assert_eq!(sc["rounds_run"], 2, "{name}");
+        assert_eq!(sc["ended_by"], "min_rounds", "{name}");
         for side in ["direct", "gateway"] {
             let rounds = sc[side]["rounds"].as_array().unwrap();
             assert_eq!(rounds.len(), 2);
@@ -424,4 +434,113 @@ fn compare_measures_a_gateway_it_did_not_start() {
         backends.shutdown().await;
     });
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
+fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "300",
+            "--rounds",
+            "3",
+            "--max-rounds",
+            "3",
+        ])
+        .args([
+            "--duration",
+            "2s",
+            "--calibration",
+            "2s",
+            "--warmup",
+            "200ms",
+        ])
+        .args([
+            "-c",
+            "4",
+            "--quiet",
+            "--direct-url",
+            direct,
+            "--gateway-url",
+            gateway,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&summary)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let _ = std::fs::remove_dir_all(&out);
+    summary
+}
+
+/// Mocks on free ports, every service answering after `latency`.
+fn mocks(rt: &tokio::runtime::Runtime, latency: &str) -> gwbench::backend::Backends {
+    rt.block_on(async {
+        let mut cfg = gwbench::backend::BackendsConfig::ephemeral();
+        cfg.grpc = false;
+        cfg.behavior.latency = latency.parse().unwrap();
+        gwbench::backend::Backends::start(&cfg).await.unwrap()
+    })
+}
+
+#[test]
+fn the_same_url_on_both_sides_is_never_an_overhead() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b = mocks(&rt, "none");
+    let url = format!("http://{}/api/users/7", b.rest[0]);
+    let summary = compare_urls(&url, &url, "aa");
+    assert!(summary["noise_floor"]["floor_ns"]["corrected"]["p50"].is_number());
+    let sc = &summary["scenarios"][0];
+    for kind in ["corrected", "service"] {
+        for (p, o) in sc["ci_ns"][kind]["overhead"].as_object().unwrap() {
+            assert_eq!(
+                o["distinguishable"], false,
+                "{kind} {p}: an A/A overhead was reported as real: {o}"
+            );
+            let (lo, hi) = (o["lo"].as_f64().unwrap(), o["hi"].as_f64().unwrap());
+            assert!(lo <= hi, "{kind} {p}: {o}");
+        }
+    }
+    rt.block_on(b.shutdown());
+}
+
+#[test]
+fn a_known_added_delay_is_inside_the_reported_interval() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (fast, slow) = (mocks(&rt, "none"), mocks(&rt, "fixed:2ms"));
+    let summary = compare_urls(
+        &format!("http://{}/api/users/7", fast.rest[0]),
+        &format!("http://{}/api/users/7", slow.rest[0]),
+        "delay",
+    );
+    // The mock sleeps on tokio's timer, whose wheel has 1 ms slots: a 2 ms sleep lasts 2 to 3
+    // ms. The p50 overhead's interval must meet that range (with 0.5 ms for scheduling).
+    let o = &summary["scenarios"][0]["ci_ns"]["service"]["overhead"]["p50"];
+    let (lo, hi) = (o["lo"].as_f64().unwrap(), o["hi"].as_f64().unwrap());
+    assert!(
+        lo <= 3_500_000.0 && hi >= 2_000_000.0,
+        "p50 overhead interval [{lo}, {hi}] ns misses the 2 ms delay: {o}"
+    );
+    rt.block_on(async {
+        fast.shutdown().await;
+        slow.shutdown().await;
+    });
 }

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::stack::Stack;
+use super::stack::{Layout, Stack, generator_threads};
 use crate::cli::CompareArgs;
 use crate::load::recorder::IntervalRecord;
 use crate::load::schedule::{Limit, Rate};
@@ -22,6 +22,7 @@ use crate::load::{LoadConfig, LoadRun, grpc, run_load};
 use crate::report::json::{LoadReport, Percentiles};
 use crate::report::text::human_ns;
 use crate::report::{hgrm, hlog, html};
+use crate::stats::{Bootstrap, Estimate, Sampled};
 
 /// A compare that cannot run as asked (exit code 2).
 #[derive(Debug, Error)]
@@ -200,6 +201,26 @@ struct RoundResult {
     run: LoadRun,
     report: LoadReport,
     cpu: CpuPer1000,
+    /// The run's 1-second intervals (corrected, service), for the confidence intervals.
+    corrected: Vec<Sampled>,
+    service: Vec<Sampled>,
+}
+
+/// A run's intervals as the bootstrap reads them: (corrected, service) per non-empty interval.
+fn sampled(run: &LoadRun) -> (Vec<Sampled>, Vec<Sampled>) {
+    let mut de = hdrhistogram::serialization::Deserializer::new();
+    let mut decode = |bytes: &[u8]| -> Option<Sampled> {
+        let h: Histogram<u64> = de.deserialize(&mut &bytes[..]).ok()?;
+        (!h.is_empty()).then(|| Sampled::from_histogram(&h))
+    };
+    let mut out = (Vec::new(), Vec::new());
+    for i in &run.intervals {
+        if let (Some(c), Some(s)) = (decode(&i.corrected_v2), decode(&i.service_v2)) {
+            out.0.push(c);
+            out.1.push(s);
+        }
+    }
+    out
 }
 
 /// Median and spread of one number across rounds.
@@ -307,6 +328,158 @@ struct ScenarioSummary {
     /// Gateway median minus direct median, per percentile, ns.
     overhead_ns:
         std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, f64>>,
+    /// Per latency kind: each side's percentiles over all its rounds, and the overhead, each
+    /// with its 95 % interval (bootstrap over 1-second intervals), ns.
+    ci_ns: std::collections::BTreeMap<&'static str, KindCi>,
+    /// Rounds run, and what ended them: "precision" or "max_rounds" (or "min_rounds" when
+    /// --max-rounds is --rounds).
+    rounds_run: u32,
+    ended_by: &'static str,
+}
+
+/// The percentiles that get intervals (a maximum is one sample: it has none).
+const CI_PCTS: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+/// One latency kind's intervals in a scenario.
+#[derive(Debug, Serialize)]
+struct KindCi {
+    direct: std::collections::BTreeMap<&'static str, Estimate>,
+    gateway: std::collections::BTreeMap<&'static str, Estimate>,
+    overhead: std::collections::BTreeMap<&'static str, Judged>,
+}
+
+/// An overhead and whether it can be told apart from noise: its interval lies wholly outside
+/// the noise floor's band (-floor, +floor) (without a floor: wholly on one side of zero).
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Judged {
+    #[serde(flatten)]
+    estimate: Estimate,
+    distinguishable: bool,
+}
+
+fn judge(estimate: Estimate, floor: Option<f64>) -> Judged {
+    let f = floor.unwrap_or(0.0);
+    Judged {
+        estimate,
+        distinguishable: estimate.lo > f || estimate.hi < -f,
+    }
+}
+
+/// The noise floor: what the A/A calibration (one path against itself) measured as overhead.
+#[derive(Debug, Serialize)]
+struct NoiseFloor {
+    /// The path loaded on both sides.
+    url: String,
+    rounds: u32,
+    duration_s: f64,
+    /// The A/A "overhead" per kind and percentile, with its interval, ns.
+    aa_ns: std::collections::BTreeMap<
+        &'static str,
+        std::collections::BTreeMap<&'static str, Estimate>,
+    >,
+    /// The floor: the larger end (in size) of that interval, ns.
+    floor_ns:
+        std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, f64>>,
+}
+
+/// Both kinds' samples of one side's rounds.
+fn samples(rounds: &[RoundResult]) -> [(&'static str, Vec<Sampled>); 2] {
+    let gather = |f: fn(&RoundResult) -> &Vec<Sampled>| -> Vec<Sampled> {
+        rounds.iter().flat_map(|r| f(r).iter().cloned()).collect()
+    };
+    [
+        ("corrected", gather(|r| &r.corrected)),
+        ("service", gather(|r| &r.service)),
+    ]
+}
+
+/// The overhead of `b` over `a` per kind and percentile, with intervals.
+fn overheads(
+    a: &[RoundResult],
+    b: &[RoundResult],
+) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, Estimate>> {
+    let boot = Bootstrap::default();
+    samples(a)
+        .into_iter()
+        .zip(samples(b))
+        .map(|((kind, sa), (_, sb))| {
+            let per = CI_PCTS
+                .iter()
+                .filter_map(|(n, q)| Some((*n, boot.difference(&sa, &sb, *q)?)))
+                .collect();
+            (kind, per)
+        })
+        .collect()
+}
+
+fn noise_floor(url: &str, args: &CompareArgs, a: &[RoundResult], b: &[RoundResult]) -> NoiseFloor {
+    let aa = overheads(a, b);
+    let floor_ns = aa
+        .iter()
+        .map(|(kind, per)| {
+            let f = per
+                .iter()
+                .map(|(n, e)| (*n, e.lo.abs().max(e.hi.abs())))
+                .collect();
+            (*kind, f)
+        })
+        .collect();
+    NoiseFloor {
+        url: url.to_string(),
+        rounds: a.len() as u32,
+        duration_s: args.calibration.as_secs_f64(),
+        aa_ns: aa,
+        floor_ns,
+    }
+}
+
+/// A scenario's intervals, the overheads judged against the noise floor.
+fn intervals(
+    d: &[RoundResult],
+    g: &[RoundResult],
+    floor: Option<&NoiseFloor>,
+) -> std::collections::BTreeMap<&'static str, KindCi> {
+    let boot = Bootstrap::default();
+    let over = overheads(d, g);
+    samples(d)
+        .into_iter()
+        .zip(samples(g))
+        .map(|((kind, sd), (_, sg))| {
+            let side = |s: &[Sampled]| {
+                CI_PCTS
+                    .iter()
+                    .filter_map(|(n, q)| Some((*n, boot.percentile(s, *q)?)))
+                    .collect()
+            };
+            let overhead = over[kind]
+                .iter()
+                .map(|(n, e)| {
+                    let f = floor.and_then(|f| f.floor_ns.get(kind)?.get(n).copied());
+                    (*n, judge(*e, f))
+                })
+                .collect();
+            let ci = KindCi {
+                direct: side(&sd),
+                gateway: side(&sg),
+                overhead,
+            };
+            (kind, ci)
+        })
+        .collect()
+}
+
+/// Whether the p50 overhead (corrected) is known well enough to stop adding rounds: its
+/// interval within ±max(10 µs, 10 % of the overhead).
+fn precise_enough(d: &[RoundResult], g: &[RoundResult]) -> bool {
+    let (sd, sg) = (samples(d), samples(g));
+    Bootstrap::default()
+        .difference(&sd[0].1, &sg[0].1, 0.5)
+        .is_some_and(|e| half_width(&e) <= (0.1 * e.value.abs()).max(10_000.0))
+}
+
+/// The larger distance from the value to an end of its interval.
+fn half_width(e: &Estimate) -> f64 {
+    (e.value - e.lo).max(e.hi - e.value)
 }
 
 #[derive(Debug, Serialize)]
@@ -323,11 +496,18 @@ struct CompareSummary {
     schema: &'static str,
     started: String,
     rps: f64,
+    /// --rounds and --max-rounds (each scenario says how many it ran).
     rounds: u32,
+    max_rounds: u32,
     duration_s: f64,
     warmup_s: f64,
     connections: usize,
+    generator_threads: usize,
     machine: Machine,
+    /// The layout compare chose (None: external targets, nothing spawned or pinned).
+    layout: Option<Layout>,
+    /// None when --calibration 0s.
+    noise_floor: Option<NoiseFloor>,
     scenarios: Vec<ScenarioSummary>,
 }
 
@@ -351,26 +531,50 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let names = scenario_names(&args.scenarios)?;
     let (stack, list) = targets(args, &names)?;
     let machine = machine(stack.as_ref());
+    let plan = Plan::new(args, rate, stack.as_ref());
     let started = SystemTime::now();
-    let total_runs = list.len() as u64 * u64::from(args.rounds) * 2;
+    let calibration_runs = if args.calibration.is_zero() {
+        0
+    } else {
+        2 * u64::from(args.rounds)
+    };
+    let total_runs = calibration_runs + list.len() as u64 * u64::from(plan.min_rounds) * 2;
     let bar = progress_bar(total_runs, args.quiet);
-    let (results, failure) = measure(args, rate, &list, stack.as_ref(), &bar);
+    let (floor, mut failure) = match calibrate(&plan, &list, &bar) {
+        Ok(floor) => (floor, None),
+        Err(e) => (None, Some(e)),
+    };
+    let results = if failure.is_none() {
+        let (results, f) = measure(&plan, &list, &bar);
+        failure = f;
+        results
+    } else {
+        Vec::new()
+    };
     bar.finish_and_clear();
+    let layout = plan.layout.clone();
+    let threads = plan.threads;
+    let (min_rounds, max_rounds) = (plan.min_rounds, plan.max_rounds);
+    drop(plan);
     drop(stack);
 
     let summary = CompareSummary {
-        schema: "gwbench.compare.v1",
+        schema: "gwbench.compare.v2",
         started: humantime::format_rfc3339_seconds(started).to_string(),
         rps: rate.offered().unwrap_or(0.0),
-        rounds: args.rounds,
+        rounds: min_rounds,
+        max_rounds,
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
         connections: args.connections as usize,
+        generator_threads: threads,
         machine,
+        layout,
         scenarios: results
             .iter()
-            .map(|(sc, d, g)| scenario_summary(sc, d, g))
+            .map(|m| scenario_summary(m, floor.as_ref()))
             .collect(),
+        noise_floor: floor,
     };
     let table = render_table(&summary);
     super::print_out(&table)?;
@@ -388,6 +592,123 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// What every run of a compare shares.
+struct Plan<'a> {
+    args: &'a CompareArgs,
+    rate: Rate,
+    stack: Option<&'a Stack>,
+    layout: Option<Layout>,
+    /// Generator threads, from the offered rate and the generator's cores.
+    threads: usize,
+    min_rounds: u32,
+    max_rounds: u32,
+}
+
+impl<'a> Plan<'a> {
+    fn new(args: &'a CompareArgs, rate: Rate, stack: Option<&'a Stack>) -> Plan<'a> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let generator_cores = stack.map_or(cores, |s| s.layout.generator_cores(s.cores));
+        Plan {
+            args,
+            rate,
+            stack,
+            layout: stack.map(|s| s.layout.clone()),
+            threads: generator_threads(rate.offered(), generator_cores),
+            min_rounds: args.rounds,
+            max_rounds: args.max_rounds.max(args.rounds),
+        }
+    }
+}
+
+/// The A/A calibration: the first scenario's direct path against itself, `--rounds` rounds of
+/// `--calibration`, alternating like the scenarios. None when it is switched off.
+fn calibrate(
+    plan: &Plan<'_>,
+    list: &[Scenario],
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Option<NoiseFloor>> {
+    let args = plan.args;
+    let Some(first) = list.first() else {
+        return Ok(None);
+    };
+    if args.calibration.is_zero() {
+        return Ok(None);
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        for which in [round % 2 == 1, round % 2 == 0] {
+            bar.set_message(format!("noise floor (A/A), round {round}/{}", args.rounds));
+            let r = one_run(plan, &first.direct, round, args.calibration)
+                .context("the noise-floor calibration (A/A on the direct path)")?;
+            if which {
+                a.push(r)
+            } else {
+                b.push(r)
+            }
+            bar.inc(1);
+        }
+    }
+    Ok(Some(noise_floor(&first.direct.url, args, &a, &b)))
+}
+
+/// One scenario's rounds: direct, then through the gateway, and what ended them.
+type Measured = (Scenario, Vec<RoundResult>, Vec<RoundResult>, &'static str);
+
+/// Every scenario's rounds, sides alternating which goes first so that drift hits both; past
+/// the minimum, rounds are added until the p50 overhead is precise enough. A run that fails
+/// stops the measurement; what was measured before it is kept, with the error.
+fn measure(
+    plan: &Plan<'_>,
+    list: &[Scenario],
+    bar: &indicatif::ProgressBar,
+) -> (Vec<Measured>, Option<anyhow::Error>) {
+    let mut results: Vec<Measured> = Vec::new();
+    for sc in list {
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        let mut ended_by = "max_rounds";
+        for round in 1..=plan.max_rounds {
+            if round > plan.min_rounds {
+                if precise_enough(&direct, &through) {
+                    ended_by = "precision";
+                    break;
+                }
+                bar.inc_length(2);
+            }
+            let order = if round % 2 == 1 {
+                [&sc.direct, &sc.gateway]
+            } else {
+                [&sc.gateway, &sc.direct]
+            };
+            for side in order {
+                bar.set_message(format!(
+                    "scenario {}, round {round}, {}",
+                    sc.name, side.label
+                ));
+                let result = one_run(plan, side, round, plan.args.duration)
+                    .with_context(|| format!("scenario {}, {}", sc.name, side.label));
+                match result {
+                    Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
+                    Ok(r) => direct.push(r),
+                    Err(e) => {
+                        if !direct.is_empty() && !through.is_empty() {
+                            results.push((sc.clone(), direct, through, "failure"));
+                        }
+                        return (results, Some(e));
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        if ended_by == "max_rounds" && plan.max_rounds == plan.min_rounds {
+            ended_by = "min_rounds";
+        } else if ended_by == "max_rounds" && precise_enough(&direct, &through) {
+            ended_by = "precision";
+        }
+        results.push((sc.clone(), direct, through, ended_by));
+    }
+    (results, None)
 }
 
 /// `--rps`: a constant or Poisson rate (closed loop has no "same offered load" to compare).
@@ -425,7 +746,7 @@ fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack
             Ok((None, vec![custom]))
         }
         (None, None) => {
-            let stack = Stack::start(args.pin)?;
+            let stack = Stack::start(args.layout.or_pinned(args.pin))?;
             let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
             let list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
             Ok((Some(stack), list))
@@ -473,64 +794,19 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     b
 }
 
-/// One scenario's rounds: direct, then through the gateway.
-type Measured = (Scenario, Vec<RoundResult>, Vec<RoundResult>);
-
-/// Every scenario's rounds, sides alternating which goes first so that drift hits both. A run
-/// that fails stops the measurement; what was measured before it is kept, with the error.
-fn measure(
-    args: &CompareArgs,
-    rate: Rate,
-    list: &[Scenario],
-    stack: Option<&Stack>,
-    bar: &indicatif::ProgressBar,
-) -> (Vec<Measured>, Option<anyhow::Error>) {
-    let mut results: Vec<Measured> = Vec::new();
-    for sc in list {
-        let (mut direct, mut through) = (Vec::new(), Vec::new());
-        for round in 1..=args.rounds {
-            let order = if round % 2 == 1 {
-                [&sc.direct, &sc.gateway]
-            } else {
-                [&sc.gateway, &sc.direct]
-            };
-            for side in order {
-                bar.set_message(format!(
-                    "scenario {}, round {round}/{}, {}",
-                    sc.name, args.rounds, side.label
-                ));
-                let result = one_run(args, rate, side, round, stack)
-                    .with_context(|| format!("scenario {}, {}", sc.name, side.label));
-                match result {
-                    Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
-                    Ok(r) => direct.push(r),
-                    Err(e) => {
-                        if !direct.is_empty() && !through.is_empty() {
-                            results.push((sc.clone(), direct, through));
-                        }
-                        return (results, Some(e));
-                    }
-                }
-                bar.inc(1);
-            }
-        }
-        results.push((sc.clone(), direct, through));
-    }
-    (results, None)
-}
-
-/// One load run against `side`, with the CPU each process spent per 1,000 requests.
+/// One load run of `duration` against `side`, with the CPU each process spent per 1,000
+/// requests.
 fn one_run(
-    args: &CompareArgs,
-    rate: Rate,
+    plan: &Plan<'_>,
     side: &Side,
     round: u32,
-    stack: Option<&Stack>,
+    duration: Duration,
 ) -> anyhow::Result<RoundResult> {
+    let (args, stack) = (plan.args, plan.stack);
     let cfg = LoadConfig {
         template: template(side)?,
-        rate,
-        limit: Limit::Duration(args.duration),
+        rate: plan.rate,
+        limit: Limit::Duration(duration),
         // Warm each side up before its first run; later rounds find it warm.
         warmup: if round == 1 {
             args.warmup
@@ -539,7 +815,7 @@ fn one_run(
         },
         connections: args.connections as usize,
         max_in_flight: 1024,
-        threads: 1,
+        threads: plan.threads,
         timeout: Duration::from_secs(5),
         spin: Duration::from_micros(20),
         progress: false,
@@ -560,11 +836,20 @@ fn one_run(
             / (run.outcomes.sent().max(1) as f64 / 1000.0),
     };
     let report = LoadReport::from_run(&run);
-    Ok(RoundResult { run, report, cpu })
+    let (corrected, service) = sampled(&run);
+    Ok(RoundResult {
+        run,
+        report,
+        cpu,
+        corrected,
+        service,
+    })
 }
 
-/// A scenario's medians and spread per side, and the gateway's overhead per percentile.
-fn scenario_summary(sc: &Scenario, d: &[RoundResult], g: &[RoundResult]) -> ScenarioSummary {
+/// A scenario's medians and spread per side, the gateway's overhead per percentile, and the
+/// intervals.
+fn scenario_summary(m: &Measured, floor: Option<&NoiseFloor>) -> ScenarioSummary {
+    let (sc, d, g, ended_by) = m;
     let (direct, gateway) = (summarize(d), summarize(g));
     let mut overhead = std::collections::BTreeMap::new();
     for (kind, dd, gg) in [
@@ -582,6 +867,9 @@ fn scenario_summary(sc: &Scenario, d: &[RoundResult], g: &[RoundResult]) -> Scen
         name: sc.name,
         description: sc.description,
         labels: [sc.direct.label, sc.gateway.label],
+        ci_ns: intervals(d, g, floor),
+        rounds_run: d.len().min(g.len()) as u32,
+        ended_by,
         direct,
         gateway,
         overhead_ns: overhead,
@@ -594,15 +882,24 @@ fn render_table(s: &CompareSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "gwbench compare: {} req/s, {} rounds x {}s (+{}s warm-up), {} connections; {} cores ({}); {}",
+        "gwbench compare: {} req/s, {}..{} rounds x {}s (+{}s warm-up), {} connections, {} generator thread(s); {} cores ({})",
         s.rps,
         s.rounds,
+        s.max_rounds,
         s.duration_s,
         s.warmup_s,
         s.connections,
+        s.generator_threads,
         s.machine.cores,
         s.machine.cpu_model,
-        s.machine.pinning.join(", ")
+    );
+    let layout = s.layout.as_ref().map_or("external targets", |l| l.mode);
+    let _ = writeln!(out, "layout {layout}: {}", s.machine.pinning.join("; "));
+    noise_line(&mut out, s.noise_floor.as_ref());
+    let _ = writeln!(
+        out,
+        "figures: percentile of all rounds [95 % interval]; overhead = gateway - direct; \
+         ~0 (<X) = not distinguishable from the noise floor, at most X either way"
     );
     for sc in &s.scenarios {
         let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
@@ -613,42 +910,107 @@ fn render_table(s: &CompareSummary) -> String {
     out
 }
 
-/// Per-percentile medians, direct and gateway, and the overhead, for both latency kinds.
+/// The noise floor, or why there is none.
+fn noise_line(out: &mut String, floor: Option<&NoiseFloor>) {
+    let Some(f) = floor else {
+        let _ = writeln!(out, "noise floor: not measured (--calibration 0s)");
+        return;
+    };
+    let per: Vec<String> = CI_PCTS
+        .iter()
+        .filter_map(|(n, _)| {
+            Some(format!(
+                "{n} ±{}",
+                human_ns(*f.floor_ns.get("corrected")?.get(n)? as u64)
+            ))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "noise floor (A/A: {} against itself, {} rounds x {}s): {}",
+        f.url,
+        f.rounds,
+        f.duration_s,
+        per.join(", ")
+    );
+}
+
+/// An estimate as `v [lo, hi]`.
+fn with_interval(e: &Estimate) -> String {
+    format!(
+        "{} [{}, {}]",
+        human_ns(e.value.max(0.0) as u64),
+        human_ns(e.lo.max(0.0) as u64),
+        human_ns(e.hi.max(0.0) as u64)
+    )
+}
+
+/// A signed number of nanoseconds, `+49µs`.
+fn signed_ns(v: f64) -> String {
+    let sign = if v < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", human_ns(v.abs() as u64))
+}
+
+/// An overhead: `+49µs [+41µs, +57µs]`, or `~0 (<30µs)` when not distinguishable.
+fn judged(j: &Judged) -> String {
+    let e = &j.estimate;
+    if j.distinguishable {
+        format!(
+            "{} [{}, {}]",
+            signed_ns(e.value),
+            signed_ns(e.lo),
+            signed_ns(e.hi)
+        )
+    } else {
+        format!("~0 (<{})", human_ns(e.lo.abs().max(e.hi.abs()) as u64))
+    }
+}
+
+/// Per percentile, each side's value with its interval and the judged overhead, for both
+/// latency kinds; the maximum (one sample, no interval) after.
 fn percentile_rows(out: &mut String, sc: &ScenarioSummary) {
     let _ = writeln!(
         out,
-        "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "(median of rounds)", "p50", "p90", "p99", "p99.9", "max"
+        "  rounds: {} (ended by {})",
+        sc.rounds_run,
+        sc.ended_by.replace('_', " ")
     );
-    for (kind, d, g) in [
-        (
-            "corrected",
-            &sc.direct.corrected_ns,
-            &sc.gateway.corrected_ns,
-        ),
-        ("service", &sc.direct.service_ns, &sc.gateway.service_ns),
-    ] {
-        let row = |m: &std::collections::BTreeMap<&'static str, Spread>| -> String {
-            PCTS.iter()
-                .map(|(n, _)| format!("{:>9}", human_ns(m[n].median as u64)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let _ = writeln!(out, "  {:<22} {}", format!("{kind} direct"), row(d));
-        let _ = writeln!(out, "  {:<22} {}", format!("{kind} gateway"), row(g));
-        let over: Vec<String> = PCTS
-            .iter()
-            .map(|(n, _)| {
-                let v = g[n].median - d[n].median;
-                let sign = if v < 0.0 { "-" } else { "+" };
-                format!("{:>9}", format!("{sign}{}", human_ns(v.abs() as u64)))
-            })
-            .collect();
+    for (kind, ci) in &sc.ci_ns {
         let _ = writeln!(
             out,
-            "  {:<22} {}",
-            format!("{kind} overhead"),
-            over.join(" ")
+            "  {kind:<10} {:<6} {:<30} {:<30} overhead",
+            "", sc.labels[0], sc.labels[1]
+        );
+        for (n, _) in CI_PCTS {
+            let (Some(d), Some(g), Some(o)) =
+                (ci.direct.get(n), ci.gateway.get(n), ci.overhead.get(n))
+            else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "  {:<10} {n:<6} {:<30} {:<30} {}",
+                "",
+                with_interval(d),
+                with_interval(g),
+                judged(o)
+            );
+        }
+        let max = |side: &SideSummary| {
+            let m = if *kind == "corrected" {
+                &side.corrected_ns
+            } else {
+                &side.service_ns
+            };
+            human_ns(m["max"].max.max(0.0) as u64)
+        };
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<6} {:<30} {:<30} (one sample: no interval)",
+            "",
+            "max",
+            max(&sc.direct),
+            max(&sc.gateway)
         );
     }
 }
@@ -693,16 +1055,32 @@ fn side_lines(out: &mut String, sc: &ScenarioSummary) {
     );
 }
 
-/// A warning per side where the generator fell behind: those figures include its delay.
+/// Where the generator fell behind: which side, which rounds, how much, and what to do.
 fn generator_warnings(out: &mut String, sc: &ScenarioSummary) {
-    for (side, sum) in [("direct", &sc.direct), ("gateway", &sc.gateway)] {
-        if sum.lag_p99_ns.max > crate::report::text::LAG_WARN_NS as f64 || sum.not_sent > 0 {
+    for (label, sum) in [(sc.labels[0], &sc.direct), (sc.labels[1], &sc.gateway)] {
+        let behind: Vec<String> = sum
+            .rounds
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.latency_ns.lag.p99 > crate::report::text::LAG_WARN_NS || r.requests.not_sent > 0
+            })
+            .map(|(i, r)| {
+                format!(
+                    "round {} (lag p99 {}, {} not sent)",
+                    i + 1,
+                    human_ns(r.latency_ns.lag.p99),
+                    r.requests.not_sent
+                )
+            })
+            .collect();
+        if !behind.is_empty() {
             let _ = writeln!(
                 out,
-                "  WARNING: the load generator could not keep up on the {side} side (lag p99 up to {}, {} not sent): \
-                 these figures include generator delay and are not trustworthy; lower --rps or use --pin.",
-                human_ns(sum.lag_p99_ns.max as u64),
-                sum.not_sent
+                "  WARNING: the load generator sent late on the {label} side in {}: those rounds' latencies \
+                 include up to that much generator delay. Keep --layout auto (the generator on its own core), \
+                 stop what else runs on this machine, or lower --rps.",
+                behind.join(", ")
             );
         }
     }
@@ -734,7 +1112,7 @@ fn write_reports(
         &format!("# gwbench compare\n\n```\n{table}```\n"),
     )?;
     let mut sides = Vec::new();
-    for (sc, direct, through) in results {
+    for (sc, direct, through, _) in results {
         // The scenario's time axis starts at its first round, whichever side ran first.
         let start = direct
             .iter()
@@ -750,7 +1128,7 @@ fn write_reports(
         .iter()
         .zip(&summary.scenarios)
         .zip(&sides)
-        .map(|(((sc, _, _), sum), (d, g))| html::ScenarioPlot {
+        .map(|(((sc, _, _, _), sum), (d, g))| html::ScenarioPlot {
             name: sc.name,
             description: sc.description,
             labels: (sc.direct.label, sc.gateway.label),
@@ -816,14 +1194,34 @@ fn write_side(
 fn html_context(summary: &CompareSummary) -> Vec<String> {
     vec![
         format!(
-            "{} req/s offered, {} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
-            summary.rps, summary.rounds, summary.duration_s, summary.warmup_s, summary.connections
+            "{} req/s offered, {}..{} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
+            summary.rps,
+            summary.rounds,
+            summary.max_rounds,
+            summary.duration_s,
+            summary.warmup_s,
+            summary.connections
         ),
         format!(
             "machine: {} cores, {}",
             summary.machine.cores, summary.machine.cpu_model
         ),
-        format!("pinning: {}", summary.machine.pinning.join("; ")),
+        format!(
+            "layout {}: {}",
+            summary
+                .layout
+                .as_ref()
+                .map_or("external targets", |l| l.mode),
+            summary.machine.pinning.join("; ")
+        ),
+        summary.noise_floor.as_ref().map_or_else(
+            || "noise floor: not measured".to_string(),
+            |f| {
+                let mut line = String::new();
+                noise_line(&mut line, Some(f));
+                line.trim_end().to_string()
+            },
+        ),
         format!("started {}", summary.started),
     ]
 }

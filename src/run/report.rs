@@ -132,7 +132,7 @@ fn read_summary(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let path = dir.join("summary.json");
     let summary: serde_json::Value = serde_json::from_slice(&read(&path)?)
         .map_err(|e| ReportError(format!("{}: not JSON ({e})", path.display())))?;
-    if summary["schema"] != "gwbench.compare.v1" {
+    if summary["schema"] != "gwbench.compare.v1" && summary["schema"] != "gwbench.compare.v2" {
         return Err(
             ReportError(format!("{}: not a gwbench compare summary", path.display())).into(),
         );

@@ -273,7 +273,7 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     };
     scenarios(std::slice::from_ref(&args.scenario), "x", "x", "x")
         .map_err(|e| SaturateError(e.to_string()))?;
-    let stack = Stack::start(args.pin)?;
+    let stack = Stack::start(args.layout.or_pinned(args.pin))?;
     let (cores, pinning) = (stack.cores, stack.pinning.clone());
     let sc = scenarios(
         std::slice::from_ref(&args.scenario),

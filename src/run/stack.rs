@@ -5,53 +5,108 @@
 use anyhow::Context;
 
 use super::process::{ChildProcess, pin_self};
+pub(super) use crate::cli::LayoutMode;
 
 /// CPUs a process is pinned to; None leaves it to the scheduler.
-type Cpus = Option<Vec<usize>>;
+pub(super) type Cpus = Option<Vec<usize>>;
 
 /// Where the generator (this process), the gateway and the backends run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Layout {
-    generator: Cpus,
-    gateway: Cpus,
-    backends: Cpus,
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(super) struct Layout {
+    /// What was asked for.
+    pub(super) mode: &'static str,
+    /// CPUs of the generator; None leaves it to the scheduler.
+    pub(super) generator: Cpus,
+    /// CPUs of the gateway.
+    pub(super) gateway: Cpus,
+    /// CPUs of the mocks.
+    pub(super) backends: Cpus,
+    /// Runtime threads of the gateway.
+    pub(super) gateway_threads: usize,
+    /// Runtime threads of the mocks.
+    pub(super) backends_threads: usize,
 }
 
 impl Layout {
-    /// With `pin`, separate cores where the machine has them (on 2 cores: generator on CPU 1,
-    /// gateway and backends on CPU 0); without, nothing is pinned.
-    fn choose(pin: bool, cores: usize) -> Layout {
-        let (generator, gateway, backends) = match (pin, cores) {
-            (true, 3..) => (Some(vec![0]), Some(vec![1]), Some((2..cores).collect())),
-            (true, 2) => (Some(vec![1]), Some(vec![0]), Some(vec![0])),
-            _ => (None, None, None),
+    /// The layout for `cores` cores. Pinned: the generator gets its own cores (a quarter of
+    /// the machine, at least one), the gateway half of the rest (rounded up) and the mocks the
+    /// remainder; on 2 cores the generator has CPU 1 and the gateway and the mocks share CPU 0.
+    /// Each server runs one thread per core it has. Shared (and any layout on 1 core): nothing
+    /// pinned, one thread per core for each server.
+    pub(super) fn choose(mode: LayoutMode, cores: usize) -> Layout {
+        let cores = cores.max(1);
+        let pinned = match mode {
+            LayoutMode::Auto | LayoutMode::Pinned => cores >= 2,
+            LayoutMode::Shared => false,
+        };
+        if !pinned {
+            return Layout {
+                mode: "shared",
+                generator: None,
+                gateway: None,
+                backends: None,
+                gateway_threads: cores,
+                backends_threads: cores,
+            };
+        }
+        let (generator, gateway, backends) = if cores == 2 {
+            (vec![1], vec![0], vec![0])
+        } else {
+            let g = (cores / 4).max(1);
+            let rest = cores - g;
+            let gw = rest.div_ceil(2);
+            (
+                (0..g).collect(),
+                (g..g + gw).collect(),
+                (g + gw..cores).collect::<Vec<_>>(),
+            )
         };
         Layout {
-            generator,
-            gateway,
-            backends,
+            mode: "pinned",
+            gateway_threads: gateway.len(),
+            backends_threads: backends.len(),
+            generator: Some(generator),
+            gateway: Some(gateway),
+            backends: Some(backends),
         }
     }
 
-    /// One line per process, for reports: `gateway: CPU [0]`.
+    /// Cores the generator may use.
+    pub(super) fn generator_cores(&self, cores: usize) -> usize {
+        self.generator.as_ref().map_or(cores.max(1), Vec::len)
+    }
+
+    /// One line per process, for reports: `gateway: CPU [0], 1 thread`.
     fn describe(&self, cores: usize) -> Vec<String> {
+        let threads = |n: usize| {
+            if n == 1 {
+                "1 thread".to_string()
+            } else {
+                format!("{n} threads")
+            }
+        };
         [
-            ("generator", &self.generator),
-            ("gateway", &self.gateway),
-            ("backends", &self.backends),
+            ("generator", &self.generator, None),
+            ("gateway", &self.gateway, Some(self.gateway_threads)),
+            ("backends", &self.backends, Some(self.backends_threads)),
         ]
         .iter()
-        .map(|(who, cpus)| match cpus {
-            Some(c) => format!("{who}: CPU {c:?}"),
-            None => format!("{who}: not pinned (shares all {cores} cores)"),
+        .map(|(who, cpus, n)| {
+            let n = n.map(|n| format!(", {}", threads(n))).unwrap_or_default();
+            match cpus {
+                Some(c) => format!("{who}: CPU {c:?}{n}"),
+                None => format!("{who}: not pinned (shares all {cores} cores){n}"),
+            }
         })
         .collect()
     }
 }
 
-/// Runtime threads of a process: one per CPU it is pinned to, else one.
-fn threads(cpus: &Cpus) -> String {
-    cpus.as_ref().map_or(1, Vec::len).to_string()
+/// Generator threads an offered rate needs: one per 20,000 requests per second (a thread
+/// keeps that pace with room to spare), at most one per core the generator has, at least one.
+pub(super) fn generator_threads(rate: Option<f64>, generator_cores: usize) -> usize {
+    let need = rate.map_or(generator_cores, |r| (r / 20_000.0).ceil() as usize);
+    need.clamp(1, generator_cores.max(1))
 }
 
 /// The mocks and the gateway, running as child processes, and where everything is pinned.
@@ -64,18 +119,19 @@ pub(super) struct Stack {
     pub(super) gw: std::net::SocketAddr,
     pub(super) cores: usize,
     pub(super) pinning: Vec<String>,
+    pub(super) layout: Layout,
 }
 
 impl Stack {
-    /// Starts `gwbench backends` and `gwbench gateway`; with `pin`, places generator (this
-    /// process), gateway and backends on separate cores where the machine has them.
-    pub(super) fn start(pin: bool) -> anyhow::Result<Stack> {
+    /// Starts `gwbench backends` and `gwbench gateway` laid out as `mode` asks on this
+    /// machine's cores, and pins this process (the generator) accordingly.
+    pub(super) fn start(mode: LayoutMode) -> anyhow::Result<Stack> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let layout = Layout::choose(pin, cores);
-        let backends = spawn_backends(&layout.backends)?;
+        let layout = Layout::choose(mode, cores);
+        let backends = spawn_backends(&layout.backends, layout.backends_threads)?;
         let rest = ready_addr(&backends, "rest")?;
         let grpc = ready_addr(&backends, "grpc")?;
-        let gateway = spawn_gateway(&layout.gateway, rest, grpc)?;
+        let gateway = spawn_gateway(&layout.gateway, layout.gateway_threads, rest, grpc)?;
         let gw = ready_addr(&gateway, "http")?;
         if let Some(cpus) = &layout.generator {
             pin_self(cpus)
@@ -90,12 +146,13 @@ impl Stack {
             gw,
             cores,
             pinning: layout.describe(cores),
+            layout,
         })
     }
 }
 
 /// `gwbench backends` on ephemeral ports (REST, gRPC and admin ready lines).
-fn spawn_backends(cpus: &Cpus) -> anyhow::Result<ChildProcess> {
+fn spawn_backends(cpus: &Cpus, threads: usize) -> anyhow::Result<ChildProcess> {
     let args = [
         "backends",
         "--rest-port",
@@ -105,7 +162,7 @@ fn spawn_backends(cpus: &Cpus) -> anyhow::Result<ChildProcess> {
         "--admin-port",
         "0",
         "--threads",
-        &threads(cpus),
+        &threads.to_string(),
     ];
     Ok(ChildProcess::spawn(
         "gwbench backends",
@@ -118,6 +175,7 @@ fn spawn_backends(cpus: &Cpus) -> anyhow::Result<ChildProcess> {
 /// `gwbench gateway` on ephemeral ports in front of the mocks at `rest` and `grpc`.
 fn spawn_gateway(
     cpus: &Cpus,
+    threads: usize,
     rest: std::net::SocketAddr,
     grpc: std::net::SocketAddr,
 ) -> anyhow::Result<ChildProcess> {
@@ -129,7 +187,7 @@ fn spawn_gateway(
         "--admin",
         "127.0.0.1:0",
         "--threads",
-        &threads(cpus),
+        &threads.to_string(),
         "--upstream-grpc",
         &grpc,
         "--upstream-rest",
@@ -155,14 +213,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pinning_separates_the_generator_where_cores_allow() {
-        let two = Layout::choose(true, 2);
+    fn the_layout_follows_the_core_count() {
+        // 2 cores: generator alone on CPU 1; gateway and mocks share CPU 0, one thread each.
+        let two = Layout::choose(LayoutMode::Auto, 2);
+        assert_eq!(two.mode, "pinned");
         assert_eq!(two.generator, Some(vec![1]));
-        assert_eq!(two.gateway, Some(vec![0]));
-        let four = Layout::choose(true, 4);
-        assert_eq!(four.backends, Some(vec![2, 3]));
-        assert_eq!(threads(&four.backends), "2");
-        assert_eq!(Layout::choose(true, 1).generator, None);
-        assert!(Layout::choose(false, 8).describe(8)[0].contains("not pinned"));
+        assert_eq!(
+            (two.gateway.clone(), two.backends.clone()),
+            (Some(vec![0]), Some(vec![0]))
+        );
+        assert_eq!((two.gateway_threads, two.backends_threads), (1, 1));
+        // 4 cores: generator 1, gateway 2, mocks 1.
+        let four = Layout::choose(LayoutMode::Auto, 4);
+        assert_eq!(four.generator, Some(vec![0]));
+        assert_eq!(four.gateway, Some(vec![1, 2]));
+        assert_eq!(four.backends, Some(vec![3]));
+        assert_eq!((four.gateway_threads, four.backends_threads), (2, 1));
+        // 16 cores: generator 4, gateway 6, mocks 6.
+        let sixteen = Layout::choose(LayoutMode::Pinned, 16);
+        assert_eq!(sixteen.generator, Some((0..4).collect()));
+        assert_eq!(sixteen.gateway, Some((4..10).collect()));
+        assert_eq!(sixteen.backends, Some((10..16).collect()));
+        assert_eq!(sixteen.generator_cores(16), 4);
+        // 1 core, or asked to share: nothing pinned.
+        for (mode, cores) in [
+            (LayoutMode::Auto, 1),
+            (LayoutMode::Pinned, 1),
+            (LayoutMode::Shared, 8),
+        ] {
+            let l = Layout::choose(mode, cores);
+            assert_eq!(
+                (l.mode, l.generator.clone(), l.gateway.clone()),
+                ("shared", None, None)
+            );
+            assert_eq!(l.gateway_threads, cores);
+        }
+        assert!(Layout::choose(LayoutMode::Shared, 8).describe(8)[0].contains("not pinned"));
+        assert_eq!(two.describe(2)[1], "gateway: CPU [0], 1 thread");
+    }
+
+    #[test]
+    fn generator_threads_follow_the_offered_rate() {
+        assert_eq!(generator_threads(Some(5_000.0), 1), 1);
+        assert_eq!(generator_threads(Some(5_000.0), 4), 1);
+        assert_eq!(generator_threads(Some(50_000.0), 4), 3);
+        assert_eq!(generator_threads(Some(500_000.0), 4), 4);
+        assert_eq!(generator_threads(None, 4), 4);
+        assert_eq!(generator_threads(Some(0.0), 0), 1);
     }
 }
