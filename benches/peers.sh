@@ -5,6 +5,7 @@
 #
 #   bash benches/peers.sh            # needs nginx and wrk: apt-get install -y nginx wrk
 #   RUNS=5 DURATION=5 CONNS=16 LONG=60 bash benches/peers.sh
+#   CR_RPS=5000 CR_DURATION=30 ...   # the constant-rate comparison beside oha (installed if missing)
 #
 # nginx is pinned to CPU 0 and the generators to CPU 1 (when the machine has 2+ cores), so that
 # the two do not compete for one core. Everything runs on loopback and stops by itself.
@@ -16,6 +17,8 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-16}
 LONG=${LONG:-60}
 RATES=${RATES:-"5000 20000 50000"}
+CR_RPS=${CR_RPS:-5000}
+CR_DURATION=${CR_DURATION:-30}
 
 for tool in nginx wrk python3; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y nginx wrk)" >&2; exit 2; }
@@ -90,6 +93,40 @@ print(f"offered {off:>7.0f}/s achieved {r['achieved_rps']:>9.1f}/s ({100*r['achi
       f"corrected p50 {cor['p50']/1e3:.0f}us p99 {cor['p99']/1e3:.0f}us cpu {r['generator']['cpu_us_per_request']:.2f}us/req")
 PY
 done
+
+echo
+echo "== constant rate beside oha: ${CR_RPS}/s, $CONNS connections, ${CR_DURATION}s, $RUNS alternating runs =="
+# oha is a benchmark-script dependency only: installed here when missing (not for the tests).
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [ ! -x "$OHA" ]; then cargo install oha --locked --quiet || true; fi
+if [ -x "$OHA" ]; then
+  : > "$work/cr.all"
+  for i in $(seq "$RUNS"); do
+    $pin_gen "$GW" load "$url" --rps "$CR_RPS" -c "$CONNS" -t 1 -d "${CR_DURATION}s" --warmup 1s --json -q > "$work/cr.json"
+    { TIMEFORMAT='%R %U %S'; time $pin_gen "$OHA" -q "$CR_RPS" -z "${CR_DURATION}s" -c "$CONNS" --latency-correction --no-tui "$url" > "$work/oha.out"; } 2> "$work/oha.time"
+    python3 - "$work/cr.json" "$work/oha.out" "$(cpu_of "$work/oha.time")" "$CR_RPS" "$CR_DURATION" >> "$work/cr.all" <<'PY'
+import json, re, sys
+r = json.load(open(sys.argv[1])); text = open(sys.argv[2]).read()
+oha_rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
+oha_reqs = oha_rps * float(sys.argv[5])
+oha_us = float(sys.argv[3]) * 1e6 / max(oha_reqs, 1)
+oha_p99 = float(re.search(r"99.00% in ([0-9.]+) secs?", text).group(1)) * 1e6 if re.search(r"99.00% in ([0-9.]+) secs", text) else float(re.search(r"99.00% in ([0-9.]+) ms", text).group(1)) * 1e3
+print(r["generator"]["cpu_us_per_request"], r["latency_ns"]["lag"]["p99"] / 1e3, r["latency_ns"]["corrected"]["p99"] / 1e3, oha_us, oha_p99)
+PY
+    echo "run $i: $(tail -1 "$work/cr.all")   (gwbench us/req, lag p99 us, corrected p99 us | oha us/req, p99 us)"
+  done
+  python3 - "$work/cr.all" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+col = lambda k: [r[k] for r in rows]
+g, lag, gp99, o, op99 = (statistics.median(col(k)) for k in range(5))
+print(f"median CPU per request: gwbench {g:.1f} us (runs {min(col(0)):.1f}..{max(col(0)):.1f}), oha {o:.1f} us "
+      f"(runs {min(col(3)):.1f}..{max(col(3)):.1f}); gwbench/oha {g/o:.2f}")
+print(f"median p99: gwbench corrected {gp99:.0f} us (generator lag p99 {lag:.0f} us), oha (latency-corrected) {op99:.0f} us")
+PY
+else
+  echo "oha is not installed and could not be installed (cargo install oha): skipped"
+fi
 
 echo
 echo "== memory: generator RSS after 10 s and at the end of a ${LONG} s run at 5000/s =="

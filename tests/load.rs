@@ -380,3 +380,35 @@ async fn outputs_parse_back() {
     broken["latency_ns"]["corrected"]["p99"] = serde_json::json!(1.5);
     assert!(!validator.is_valid(&broken));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_delayed_by_busy_connections_are_counted_apart() {
+    // One connection, a request due every 5 ms, an answer after 20 ms: nearly every request's
+    // turn comes while the connection still waits for the previous answer.
+    let mut cfg = BackendsConfig::ephemeral();
+    cfg.grpc = false;
+    cfg.behavior.latency = Latency::Fixed(Duration::from_millis(20));
+    let b = Backends::start(&cfg).await.unwrap();
+    let mut lc = config(
+        Protocol::Http1,
+        &format!("http://{}/api/users/1", b.rest[0]),
+        200.0,
+        Duration::from_millis(600),
+    );
+    lc.connections = 1;
+    let run = load(lc).await;
+    let sent = run.outcomes.sent();
+    assert!(sent >= 10, "{:?}", run.outcomes);
+    assert!(
+        run.waited_for_connection * 2 >= sent,
+        "{} of {sent} waited for the busy connection",
+        run.waited_for_connection
+    );
+    let report = LoadReport::from_run(&run);
+    assert_eq!(
+        report.generator.waited_for_connection,
+        run.waited_for_connection
+    );
+    assert!(gwbench::report::text::render(&report).contains("raise --connections"));
+    b.shutdown().await;
+}

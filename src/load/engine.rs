@@ -26,6 +26,10 @@ use super::timer::PreciseTimer;
 /// into a `not_sent`, while a generator that is hopelessly behind still stops.
 pub(super) const SEND_GRACE: Duration = Duration::from_secs(1);
 
+/// A ticket taken this much after its time still counts as taken on time (the sender's own
+/// bookkeeping between two requests).
+const WAIT_SLACK: Duration = Duration::from_micros(50);
+
 /// What every thread shares.
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -72,6 +76,9 @@ pub(super) struct PhaseEnd {
     pub(super) last_send: Option<Instant>,
     /// When the last response ended.
     pub(super) finished: Option<Instant>,
+    /// Requests whose turn came while every connection (or stream) was still busy: they went
+    /// out late because of the target's latency, not the generator's pace.
+    pub(super) waited_for_connection: u64,
 }
 
 impl PhaseEnd {
@@ -79,6 +86,7 @@ impl PhaseEnd {
         self.not_sent += other.not_sent;
         self.last_send = self.last_send.max(other.last_send);
         self.finished = self.finished.max(other.finished);
+        self.waited_for_connection += other.waited_for_connection;
     }
 }
 
@@ -92,12 +100,16 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Takes the next ticket and waits for its send time; None when the phase is over.
+    /// Takes the next ticket and waits for its send time; None when the phase is over. A
+    /// ticket taken only after it was due counts in `end` as one that waited for a connection
+    /// (the sender was busy with the previous request until then).
     async fn next(
         &self,
         timer: &mut PreciseTimer,
+        end: &mut PhaseEnd,
     ) -> std::io::Result<Option<(Ticket, Option<Instant>)>> {
-        if self.end.is_some_and(|e| Instant::now() >= e) {
+        let now = Instant::now();
+        if self.end.is_some_and(|e| now >= e) {
             return Ok(None);
         }
         let Some(ticket) = self.dispenser.next() else {
@@ -105,6 +117,9 @@ impl Run<'_> {
         };
         let intended = ticket.at.map(|at| self.start + at);
         if let Some(t) = intended {
+            if now > t + WAIT_SLACK {
+                end.waited_for_connection += 1;
+            }
             timer.sleep_until(t, self.shared.spin).await?;
         }
         Ok(Some((ticket, intended)))
@@ -184,7 +199,7 @@ async fn h1_sender(run: &Run<'_>, slot: &mut [H1Conn]) -> std::io::Result<PhaseE
     let mut end = PhaseEnd::default();
     let template = &run.shared.template;
     let fixed = template.h1_fixed();
-    while let Some((ticket, intended)) = run.next(&mut timer).await? {
+    while let Some((ticket, intended)) = run.next(&mut timer, &mut end).await? {
         let sent = Instant::now();
         if run.too_late(&ticket, sent) {
             end.not_sent += u64::from(ticket.at.is_some());
@@ -241,16 +256,28 @@ async fn h2_pacer(
     // sample back through a channel, which the pacer records between tickets.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
     let mut outstanding = 0usize;
-    while let Some((ticket, intended)) = run.next(&mut timer).await? {
+    // The pacer takes one ticket at a time: a late take is its own lateness, not a wait for a
+    // stream, which is counted below instead.
+    let mut pacer_late = PhaseEnd::default();
+    while let Some((ticket, intended)) = run.next(&mut timer, &mut pacer_late).await? {
         while let Ok(sample) = rx.try_recv() {
             outstanding -= 1;
             end.finished = Some(run.record_sample(sample));
         }
-        let permit = streams
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let permit = match streams.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let permit = streams
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                if intended.is_some_and(|t| Instant::now() > t + WAIT_SLACK) {
+                    end.waited_for_connection += 1;
+                }
+                permit
+            }
+        };
         let sent = Instant::now();
         if run.too_late(&ticket, sent) {
             end.not_sent += u64::from(ticket.at.is_some());

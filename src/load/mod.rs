@@ -123,6 +123,10 @@ pub struct LoadRun {
     /// Requests taken for sending during the warm-up (for per-request CPU of other processes
     /// measured across warm-up and run).
     pub warmup_requests: u64,
+    /// Requests whose send time came while every connection (HTTP/1.1) or stream (h2) was
+    /// still busy with an earlier request: their lag is the target's latency, not the
+    /// generator's pace (more connections would have sent them on time).
+    pub waited_for_connection: u64,
 }
 
 impl LoadRun {
@@ -395,6 +399,7 @@ fn finish(
         connections: cfg.connections,
         threads: ends.len(),
         warmup_requests: plan.warm_dispenser.taken(),
+        waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
     }
 }
 

@@ -120,6 +120,8 @@ pub struct GeneratorCpu {
     pub cpu_s: f64,
     /// Microseconds of CPU per request sent.
     pub cpu_us_per_request: f64,
+    /// Requests sent late because every connection (or stream) was busy when they were due.
+    pub waited_for_connection: u64,
 }
 
 /// The whole report of one load run.
@@ -197,6 +199,7 @@ impl LoadReport {
                 } else {
                     0.0
                 },
+                waited_for_connection: run.waited_for_connection,
             },
             intervals: run
                 .intervals

@@ -93,11 +93,31 @@ pub fn render(r: &LoadReport) -> String {
     if generator_fell_behind(r) {
         let _ = writeln!(
             out,
-            "WARNING: the generator could not keep up (lag p99 {}, {} not sent): the latency figures include \
-             generator delay; lower --rps, add --connections or --threads, or give the generator its own core.",
+            "WARNING: requests went out late (lag p99 {}, {} not sent, {} waited for a busy connection): the \
+             latency figures include that delay. {}",
             human_ns(lag.p99),
-            q.not_sent
+            q.not_sent,
+            r.generator.waited_for_connection,
+            lateness_advice(r)
         );
     }
     out
+}
+
+/// What to do about late sends: more connections when they waited for busy connections (the
+/// target's latency times the rate outgrew them), else a quieter core for the generator.
+pub fn lateness_advice(r: &LoadReport) -> &'static str {
+    let sent = r
+        .requests
+        .scheduled
+        .saturating_sub(r.requests.not_sent)
+        .max(1);
+    if r.generator.waited_for_connection * 100 >= sent {
+        "Many waited for a connection: the target's latency times the rate needs more \
+         connections than it had; raise --connections (-c)."
+    } else {
+        "They did not wait for connections: the generator's own thread was late (a busy or \
+         noisy core); give it a core of its own (compare: --layout auto), stop what else runs, \
+         or lower --rps."
+    }
 }

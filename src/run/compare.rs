@@ -906,6 +906,7 @@ fn render_table(s: &CompareSummary) -> String {
         percentile_rows(&mut out, sc);
         side_lines(&mut out, sc);
         generator_warnings(&mut out, sc);
+        saturation_warnings(&mut out, sc, s.layout.as_ref());
     }
     out
 }
@@ -1055,32 +1056,73 @@ fn side_lines(out: &mut String, sc: &ScenarioSummary) {
     );
 }
 
-/// Where the generator fell behind: which side, which rounds, how much, and what to do.
+/// Where the generator fell behind: which side, which rounds, how much, why, and what to do.
 fn generator_warnings(out: &mut String, sc: &ScenarioSummary) {
     for (label, sum) in [(sc.labels[0], &sc.direct), (sc.labels[1], &sc.gateway)] {
-        let behind: Vec<String> = sum
+        let late: Vec<&LoadReport> = sum
+            .rounds
+            .iter()
+            .filter(|r| crate::report::text::generator_fell_behind(r))
+            .collect();
+        let Some(worst) = late
+            .iter()
+            .max_by_key(|r| r.generator.waited_for_connection)
+        else {
+            continue;
+        };
+        let rounds: Vec<String> = sum
             .rounds
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                r.latency_ns.lag.p99 > crate::report::text::LAG_WARN_NS || r.requests.not_sent > 0
-            })
+            .filter(|(_, r)| crate::report::text::generator_fell_behind(r))
             .map(|(i, r)| {
                 format!(
-                    "round {} (lag p99 {}, {} not sent)",
+                    "round {} (lag p99 {}, {} waited for a busy connection, {} not sent)",
                     i + 1,
                     human_ns(r.latency_ns.lag.p99),
+                    r.generator.waited_for_connection,
                     r.requests.not_sent
                 )
             })
             .collect();
-        if !behind.is_empty() {
+        let _ = writeln!(
+            out,
+            "  WARNING: requests went out late on the {label} side in {}: those rounds' corrected \
+             latencies include that delay (service times do not). {}",
+            rounds.join(", "),
+            crate::report::text::lateness_advice(worst)
+        );
+    }
+}
+
+/// Where the gateway and the mocks together kept their cores nearly busy: latencies then
+/// include queueing near saturation, which is not what the gateway adds at a moderate load.
+fn saturation_warnings(out: &mut String, sc: &ScenarioSummary, layout: Option<&Layout>) {
+    let Some(layout) = layout else { return };
+    let mut cpus: Vec<usize> = layout
+        .gateway
+        .iter()
+        .chain(&layout.backends)
+        .flatten()
+        .copied()
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let cores = if cpus.is_empty() {
+        layout.gateway_threads.max(layout.backends_threads)
+    } else {
+        cpus.len()
+    } as f64;
+    for (label, sum) in [(sc.labels[0], &sc.direct), (sc.labels[1], &sc.gateway)] {
+        let c = &sum.cpu_ms_per_1000;
+        let ms = c.gateway_ms.unwrap_or(0.0) + c.backends_ms.unwrap_or(0.0);
+        let used = ms * sum.achieved_rps.median / 1e6;
+        if used >= 0.8 * cores {
             let _ = writeln!(
                 out,
-                "  WARNING: the load generator sent late on the {label} side in {}: those rounds' latencies \
-                 include up to that much generator delay. Keep --layout auto (the generator on its own core), \
-                 stop what else runs on this machine, or lower --rps.",
-                behind.join(", ")
+                "  WARNING: on the {label} side the gateway and the mocks used {used:.2} of the {cores} core(s) \
+                 they have: its latencies include queueing near saturation, not only what the path adds. \
+                 Lower --rps, or run on more cores."
             );
         }
     }
