@@ -204,7 +204,7 @@ fn fifty_routes() -> Router {
     let _ = std::fs::remove_dir_all(&dir);
     let mut router = Router::new();
     let added = router
-        .add_annotated(&pool, "", None, 0, &mut Default::default())
+        .add_annotated(&pool, &Default::default(), 0, &mut Default::default())
         .unwrap();
     assert_eq!(added, 50);
     router
@@ -437,7 +437,7 @@ fn transcoding(c: &mut Criterion) {
     let pool = gwbench::proto::descriptor_pool();
     let mut router = Router::new();
     router
-        .add_annotated(pool, "", None, 0, &mut Default::default())
+        .add_annotated(pool, &Default::default(), 0, &mut Default::default())
         .unwrap();
     let route = |m: Method, path: &str| -> (Arc<MethodRoute>, Vec<String>) {
         let hit = router.at(&m, path).unwrap();

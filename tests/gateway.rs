@@ -1193,3 +1193,71 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
 fn nz(v: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(v).expect("a test's allowance is above 0")
 }
+
+/// Echo plus an RPC whose rule names a field its request does not have: a rule no gateway
+/// could serve.
+const ECHO_WITH_A_BAD_RULE: &str = r#"
+syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Say(SayRequest) returns (SayReply) {
+    option (google.api.http) = { get: "/v1/say/{name}" };
+  }
+  rpc Broken(SayRequest) returns (SayReply) {
+    option (google.api.http) = { get: "/v1/broken/{no_such_field}" };
+  }
+}
+message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
+message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
+"#;
+
+#[tokio::test]
+async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
+    let dir = std::env::temp_dir().join(format!("gwbench-badrule-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
+    std::fs::write(dir.join("echo/v1/echo.proto"), ECHO_WITH_A_BAD_RULE).unwrap();
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
+    compiler
+        .include_imports(true)
+        .open_file("echo/v1/echo.proto")
+        .unwrap();
+    let set = dir.join("echo.pb");
+    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+
+    let (upstream, _seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.aggregations.clear();
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&format!("http://{}/v1/say/bob", gw.http)).await;
+    assert_eq!(r.status, StatusCode::OK, "the servable rule is served");
+    let routes = get(&url(gw.admin, "/routes")).await.json();
+    let skipped = routes["skipped"].as_array().unwrap();
+    // Once per mount (the default config mounts the RPCs at / and at /secure).
+    assert!(!skipped.is_empty(), "{routes}");
+    for s in skipped {
+        assert_eq!(s["rpc"], "echo.v1.Echo.Broken", "{s}");
+        assert!(
+            s["rule"]
+                .as_str()
+                .unwrap()
+                .contains("/v1/broken/{no_such_field}"),
+            "{s}"
+        );
+        assert!(
+            s["reason"].as_str().unwrap().contains("no_such_field"),
+            "{s}"
+        );
+    }
+    gw.shutdown().await;
+
+    cfg.transcode.strict = true;
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("echo.v1.Echo.Broken") && err.contains("strict"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

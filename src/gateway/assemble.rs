@@ -84,9 +84,14 @@ fn routes(
     let mut router = Router::new();
     let mut paths = HashMap::new();
     for (mount, m) in cfg.transcode.mounts.iter().enumerate() {
+        let at = super::router::Mount {
+            prefix: &m.prefix,
+            only: m.rpcs.as_deref(),
+            strict: cfg.transcode.strict,
+        };
         router
-            .add_annotated(pool, &m.prefix, m.rpcs.as_deref(), mount + 1, &mut paths)
-            .map_err(GatewayError)?;
+            .add_annotated(pool, &at, mount + 1, &mut paths)
+            .map_err(|e| GatewayError(format!("transcode: {e}")))?;
     }
     for p in &cfg.proxy {
         let target = ProxyTarget {

@@ -34,6 +34,8 @@ timeout = "5s"                 # per-request deadline (a shorter grpc-timeout / 
 proto_field_names = false      # JSON keys: false = lowerCamelCase json names, true = proto names
 emit_defaults = false          # include fields that hold their default value
 reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
+strict = false                 # true: an annotated rule the gateway cannot serve stops the start
+                               # (false: it is skipped with a warning and listed in /routes)
 
 # The annotated routes, as annotated (/api/users/{id}), with no middleware.
 [[transcode.mounts]]
@@ -264,6 +266,10 @@ pub struct Transcode {
     /// Unknown JSON fields and query parameters are an error.
     #[serde(default = "yes")]
     pub reject_unknown_fields: bool,
+    /// An annotated rule the gateway cannot serve stops the start (default: it is skipped with
+    /// a warning and listed under `skipped` in /routes).
+    #[serde(default)]
+    pub strict: bool,
     /// Where the annotated routes are mounted, each with its own middleware.
     #[serde(default = "default_mounts")]
     pub mounts: Vec<Mount>,

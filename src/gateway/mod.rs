@@ -107,6 +107,11 @@ impl Gateway {
         self.router.routes()
     }
 
+    /// Annotated rules skipped because the gateway cannot serve them.
+    pub fn skipped_rules(&self) -> &[router::Skipped] {
+        self.router.skipped()
+    }
+
     /// Answers one request. Errors become JSON responses here, in one place.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<GwBody>
     where

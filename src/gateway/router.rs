@@ -72,6 +72,29 @@ pub struct RouteInfo {
     pub target: String,
 }
 
+/// An annotated rule the gateway cannot serve, skipped (the others are served); `/routes` lists
+/// it. With `[transcode] strict = true` (or `gateway --strict`) it is an error at start instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The RPC, `package.Service.Method`.
+    pub rpc: String,
+    /// The rule, `GET /v1/...` (or `-` when the annotation itself could not be read).
+    pub rule: String,
+    /// Why it cannot be served.
+    pub reason: String,
+}
+
+/// Where and how annotated RPCs are mounted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mount<'a> {
+    /// Prepended to every annotated path ("" keeps them as annotated).
+    pub prefix: &'a str,
+    /// Only these RPCs (full names), when set.
+    pub only: Option<&'a [String]>,
+    /// A rule that cannot be served is an error instead of a warning.
+    pub strict: bool,
+}
+
 /// A route's target, the index of the middleware stack in front of it, and its path template
 /// (the `route` label of metrics).
 type Bound = (Target, usize, Arc<str>);
@@ -88,6 +111,7 @@ pub struct Router {
     paths: matchit::Router<usize>,
     entries: Vec<Entry>,
     info: Vec<RouteInfo>,
+    skipped: Vec<Skipped>,
 }
 
 /// A path template translated for matchit: the matchit path and the bound variables in order.
@@ -161,6 +185,7 @@ impl Router {
             paths: matchit::Router::new(),
             entries: Vec::new(),
             info: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -182,12 +207,13 @@ impl Router {
     }
 
     /// Adds every annotated RPC of `pool` (and its additional bindings) under `prefix` (""
-    /// keeps the annotated paths), served through middleware stack `stack`.
+    /// keeps the annotated paths), served through middleware stack `stack`. A rule that cannot
+    /// be served is skipped with a warning naming the RPC and the reason (see [`Skipped`]), or,
+    /// with `strict`, is the error.
     pub fn add_annotated(
         &mut self,
         pool: &DescriptorPool,
-        prefix: &str,
-        only: Option<&[String]>,
+        mount: &Mount<'_>,
         stack: usize,
         index: &mut HashMap<String, usize>,
     ) -> Result<usize, String> {
@@ -199,7 +225,9 @@ impl Router {
             for method in service.methods() {
                 let options = method.options();
                 if !options.has_extension(&ext)
-                    || only.is_some_and(|o| !o.iter().any(|r| r == method.full_name()))
+                    || mount
+                        .only
+                        .is_some_and(|o| !o.iter().any(|r| r == method.full_name()))
                 {
                     continue;
                 }
@@ -207,46 +235,97 @@ impl Router {
                 let Value::Message(rule) = value.as_ref() else {
                     continue;
                 };
-                let rule: HttpRule = rule
-                    .transcode_to()
-                    .map_err(|e| format!("{}: bad http rule: {e}", method.full_name()))?;
+                let rule: HttpRule = match rule.transcode_to() {
+                    Ok(rule) => rule,
+                    Err(e) => {
+                        self.skip(
+                            mount,
+                            method.full_name(),
+                            "-",
+                            format!("bad http rule: {e}"),
+                        )?;
+                        continue;
+                    }
+                };
                 let mut rules = vec![rule.clone()];
                 rules.extend(rule.additional_bindings.iter().cloned());
                 for r in rules {
                     let Some(pattern) = &r.pattern else { continue };
-                    let (http_method, template) =
-                        method_of(pattern).map_err(|e| format!("{}: {e}", method.full_name()))?;
-                    let template = format!("{prefix}{template}");
-                    let (path, vars) =
-                        translate(&template).map_err(|e| format!("{}: {e}", method.full_name()))?;
-                    let route = MethodRoute::new(&method, &r.body, &r.response_body, &vars)?;
-                    let i = self.entry(&path, index)?;
-                    if self.entries[i]
-                        .methods
-                        .iter()
-                        .any(|(m, _)| *m == http_method)
-                    {
-                        return Err(format!(
-                            "{}: {http_method} {template} is bound twice",
-                            method.full_name()
-                        ));
+                    match self.add_rule(&method, &r, pattern, mount.prefix, stack, index) {
+                        Ok(()) => added += 1,
+                        Err((rule, reason)) => {
+                            self.skip(mount, method.full_name(), &rule, reason)?;
+                        }
                     }
-                    self.info.push(RouteInfo {
-                        method: http_method.to_string(),
-                        path: template.clone(),
-                        kind: "transcode",
-                        target: route.rpc.clone(),
-                    });
-                    let target = Target::Transcode(Arc::new(route));
-                    let label: Arc<str> = Arc::from(template.as_str());
-                    self.entries[i]
-                        .methods
-                        .push((http_method, (target, stack, label)));
-                    added += 1;
                 }
             }
         }
         Ok(added)
+    }
+
+    /// Notes a rule that cannot be served (a warning), or fails when the mount is strict.
+    fn skip(
+        &mut self,
+        mount: &Mount<'_>,
+        rpc: &str,
+        rule: &str,
+        reason: String,
+    ) -> Result<(), String> {
+        if mount.strict {
+            return Err(format!(
+                "{rpc}: {rule}: {reason} (strict: every annotated rule must be served)"
+            ));
+        }
+        tracing::warn!(rpc, rule, %reason, "annotated rule skipped: the gateway cannot serve it");
+        self.skipped.push(Skipped {
+            rpc: rpc.to_string(),
+            rule: rule.to_string(),
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Adds one rule of `method`; on failure, the rule as text and why.
+    fn add_rule(
+        &mut self,
+        method: &prost_reflect::MethodDescriptor,
+        r: &HttpRule,
+        pattern: &Pattern,
+        prefix: &str,
+        stack: usize,
+        index: &mut HashMap<String, usize>,
+    ) -> Result<(), (String, String)> {
+        let (http_method, template) = method_of(pattern).map_err(|e| ("-".to_string(), e))?;
+        let template = format!("{prefix}{template}");
+        let rule = format!("{http_method} {template}");
+        let fail = |e: String| (rule.clone(), e);
+        let (path, vars) = translate(&template).map_err(fail)?;
+        let route = MethodRoute::new(method, &r.body, &r.response_body, &vars).map_err(fail)?;
+        let i = self.entry(&path, index).map_err(fail)?;
+        if self.entries[i]
+            .methods
+            .iter()
+            .any(|(m, _)| *m == http_method)
+        {
+            return Err(fail(format!("{http_method} {template} is bound twice")));
+        }
+        self.info.push(RouteInfo {
+            method: http_method.to_string(),
+            path: template.clone(),
+            kind: "transcode",
+            target: route.rpc.clone(),
+        });
+        let target = Target::Transcode(Arc::new(route));
+        let label: Arc<str> = Arc::from(template.as_str());
+        self.entries[i]
+            .methods
+            .push((http_method, (target, stack, label)));
+        Ok(())
+    }
+
+    /// The annotated rules that were skipped.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// Adds a proxy route for every method under `target.prefix`, served through stack `stack`.
@@ -389,10 +468,15 @@ mod tests {
         let mut r = Router::new();
         let mut index = HashMap::new();
         let pool = crate::proto::descriptor_pool();
-        let n = r.add_annotated(pool, "", None, 1, &mut index).unwrap();
-        assert_eq!(n, 8);
-        r.add_annotated(pool, "/secure", None, 2, &mut index)
+        let n = r
+            .add_annotated(pool, &Mount::default(), 1, &mut index)
             .unwrap();
+        assert_eq!(n, 8);
+        let secure = Mount {
+            prefix: "/secure",
+            ..Mount::default()
+        };
+        r.add_annotated(pool, &secure, 2, &mut index).unwrap();
         let m = r.at(&Method::GET, "/secure/api/users/7").unwrap();
         assert_eq!(&**m.route, "/secure/api/users/{id}");
         assert_eq!((m.stack, m.params), (2, vec!["7".to_string()]));

@@ -53,7 +53,7 @@ fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Bo
         }
         (&Method::GET, "/routes") => net::json(
             StatusCode::OK,
-            serde_json::json!({ "routes": gw.routes() }).to_string(),
+            serde_json::json!({ "routes": gw.routes(), "skipped": gw.skipped_rules() }).to_string(),
         ),
         (_, path) => net::json_error(
             StatusCode::NOT_FOUND,

@@ -24,6 +24,9 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
     if let Some(a) = args.admin {
         cfg.listen.admin = a;
     }
+    if args.strict {
+        cfg.transcode.strict = true;
+    }
     if let Some(d) = &args.descriptor_set {
         cfg.transcode.descriptor_set = Some(d.clone());
         if args.config.is_none() && !cfg.aggregations.is_empty() {
