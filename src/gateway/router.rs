@@ -10,6 +10,7 @@ use http::Method;
 use prost_reflect::{DescriptorPool, Value};
 use serde::Serialize;
 
+use super::template::Specificity;
 use super::transcode::MethodRoute;
 use crate::proto::google::api::{HttpRule, http_rule::Pattern};
 
@@ -112,6 +113,28 @@ pub struct Router {
     entries: Vec<Entry>,
     info: Vec<RouteInfo>,
     skipped: Vec<Skipped>,
+    /// Templates matchit cannot hold (verbs, multi-segment variables), matched by `template`.
+    extended: Vec<ExtRoute>,
+}
+
+/// A transcoded route whose template only `template` can match.
+#[derive(Debug)]
+struct ExtRoute {
+    method: Method,
+    template: super::template::Template,
+    bound: Bound,
+}
+
+impl ExtRoute {
+    fn matched(&self, params: Vec<String>) -> RouteMatch<'_> {
+        let (target, stack, route) = &self.bound;
+        RouteMatch {
+            target,
+            stack: *stack,
+            route,
+            params,
+        }
+    }
 }
 
 /// A path template translated for matchit: the matchit path and the bound variables in order.
@@ -139,7 +162,8 @@ fn translate(template: &str) -> Result<(String, Vec<String>), String> {
             let (name, pattern) = inner.split_once('=').unwrap_or((inner, "*"));
             match pattern {
                 "*" => out.push_str(&format!("{{p{}}}", vars.len())),
-                "**" if last => out.push_str(&format!("{{*p{}}}", vars.len())),
+                // A multi-segment value keeps `%2F` encoded: named apart (`q`) for `at`.
+                "**" if last => out.push_str(&format!("{{*q{}}}", vars.len())),
                 _ => {
                     return Err(format!(
                         "path {template:?}: variable pattern {{{inner}}} is not supported (use {{name}} or a final {{name=**}})"
@@ -186,6 +210,7 @@ impl Router {
             entries: Vec::new(),
             info: Vec::new(),
             skipped: Vec::new(),
+            extended: Vec::new(),
         }
     }
 
@@ -299,7 +324,11 @@ impl Router {
         let template = format!("{prefix}{template}");
         let rule = format!("{http_method} {template}");
         let fail = |e: String| (rule.clone(), e);
-        let (path, vars) = translate(&template).map_err(fail)?;
+        let (path, vars) = match translate(&template) {
+            Ok(t) => t,
+            // Beyond matchit (a verb, a multi-segment variable): the full grammar.
+            Err(_) => return self.add_extended(method, r, http_method, template, stack),
+        };
         let route = MethodRoute::new(method, &r.body, &r.response_body, &vars).map_err(fail)?;
         let i = self.entry(&path, index).map_err(fail)?;
         if self.entries[i]
@@ -320,6 +349,42 @@ impl Router {
         self.entries[i]
             .methods
             .push((http_method, (target, stack, label)));
+        Ok(())
+    }
+
+    /// Adds a rule only the full grammar can match (see [`super::template`]).
+    fn add_extended(
+        &mut self,
+        method: &prost_reflect::MethodDescriptor,
+        r: &HttpRule,
+        http_method: Method,
+        template: String,
+        stack: usize,
+    ) -> Result<(), (String, String)> {
+        let rule = format!("{http_method} {template}");
+        let fail = |e: String| (rule.clone(), e);
+        let parsed = super::template::parse(&template).map_err(fail)?;
+        let names: Vec<String> = parsed.vars.iter().map(|(n, _)| n.clone()).collect();
+        let route = MethodRoute::new(method, &r.body, &r.response_body, &names).map_err(fail)?;
+        if self
+            .extended
+            .iter()
+            .any(|e| e.method == http_method && e.template == parsed)
+        {
+            return Err(fail(format!("{http_method} {template} is bound twice")));
+        }
+        self.info.push(RouteInfo {
+            method: http_method.to_string(),
+            path: template.clone(),
+            kind: "transcode",
+            target: route.rpc.clone(),
+        });
+        let label: Arc<str> = Arc::from(template.as_str());
+        self.extended.push(ExtRoute {
+            method: http_method,
+            template: parsed,
+            bound: (Target::Transcode(Arc::new(route)), stack, label),
+        });
         Ok(())
     }
 
@@ -394,8 +459,55 @@ impl Router {
     }
 
     /// Finds the route for `method` and `path`: its target, its stack, and the values of the
-    /// bound variables in order, percent-decoded.
+    /// bound variables in order, percent-decoded (see `template` for the rules). Among the
+    /// matchit table and the templates it cannot hold, the more specific match wins.
     pub fn at(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, RouteError> {
+        let simple = self.simple_at(method, path);
+        if self.extended.is_empty() {
+            return simple;
+        }
+        let mut best: Option<(Specificity, &ExtRoute, Vec<String>)> = None;
+        let mut allow: Vec<&str> = Vec::new();
+        for r in &self.extended {
+            let Some(values) = r.template.matches(path) else {
+                continue;
+            };
+            if r.method != *method {
+                allow.push(r.method.as_str());
+                continue;
+            }
+            let sp = r.template.specificity();
+            if best.as_ref().is_none_or(|(b, _, _)| sp > *b) {
+                best = Some((sp, r, values));
+            }
+        }
+
+        match (simple, best) {
+            (Ok(s), Some((sp, r, values))) => {
+                let theirs = super::template::parse(s.route).map(|t| t.specificity());
+                if theirs.is_ok_and(|t| t >= sp) {
+                    Ok(s)
+                } else {
+                    Ok(r.matched(values))
+                }
+            }
+            (Ok(s), None) => Ok(s),
+            (Err(_), Some((_, r, values))) => Ok(r.matched(values)),
+            (Err(RouteError::MethodNotAllowed(a)), None) => {
+                allow.extend(a.split(", "));
+                allow.dedup();
+                Err(RouteError::MethodNotAllowed(allow.join(", ")))
+            }
+            (Err(RouteError::NotFound), None) if !allow.is_empty() => {
+                allow.dedup();
+                Err(RouteError::MethodNotAllowed(allow.join(", ")))
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// The match in the matchit table.
+    fn simple_at(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, RouteError> {
         let m = self.paths.at(path).map_err(|_| RouteError::NotFound)?;
         let entry = &self.entries[*m.value];
         let (target, stack, label) = match entry.methods.iter().find(|(mm, _)| mm == method) {
@@ -411,13 +523,9 @@ impl Router {
         let mut params = Vec::with_capacity(m.params.len());
         for (k, v) in m.params.iter() {
             if k.starts_with('p') {
-                params.push(if v.contains('%') {
-                    percent_encoding::percent_decode_str(v)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                } else {
-                    v.to_string()
-                });
+                params.push(super::template::decode_all(v));
+            } else if k.starts_with('q') {
+                params.push(super::template::decode_keeping_slashes(v));
             }
         }
         Ok(RouteMatch {
@@ -457,7 +565,7 @@ mod tests {
                 vec!["parent.id".into(), "item".into()]
             )
         );
-        assert_eq!(translate("/files/{path=**}").unwrap().0, "/files/{*p0}");
+        assert_eq!(translate("/files/{path=**}").unwrap().0, "/files/{*q0}");
         assert!(translate("/v1/{name=shelves/*}").is_err());
         assert!(translate("/v1/things:batchGet").is_err());
         assert!(translate("v1/x").is_err());
