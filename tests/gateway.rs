@@ -916,6 +916,21 @@ async fn routing_in_process_without_a_socket() {
 
 // ===== a descriptor set built in the test =====
 
+/// Compiles `proto` (saved as `<package dir>/<file>`) with the repository's protos on the
+/// import path into a descriptor set; returns the temporary directory and the set's path.
+fn compile_set(tag: &str, rel: &str, proto: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
+    let file = dir.join(rel);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, proto).unwrap();
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
+    compiler.include_imports(true).open_file(rel).unwrap();
+    let set = dir.join(format!("{tag}.pb"));
+    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+    (dir, set)
+}
+
 const ECHO_PROTO: &str = r#"
 syntax = "proto3";
 package echo.v1;
@@ -978,17 +993,7 @@ async fn echo_grpc_server() -> (SocketAddr, Seen) {
 
 #[tokio::test]
 async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
-    let dir = std::env::temp_dir().join(format!("gwbench-echo-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
-    std::fs::write(dir.join("echo/v1/echo.proto"), ECHO_PROTO).unwrap();
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
-    compiler
-        .include_imports(true)
-        .open_file("echo/v1/echo.proto")
-        .unwrap();
-    let set = dir.join("echo.pb");
-    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+    let (dir, set) = compile_set("echo", "echo/v1/echo.proto", ECHO_PROTO);
 
     let (upstream, seen) = echo_grpc_server().await;
     let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
@@ -1214,17 +1219,7 @@ message SayReply { string text = 1; int32 count = 2; repeated string labels = 3;
 
 #[tokio::test]
 async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
-    let dir = std::env::temp_dir().join(format!("gwbench-badrule-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
-    std::fs::write(dir.join("echo/v1/echo.proto"), ECHO_WITH_A_BAD_RULE).unwrap();
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
-    compiler
-        .include_imports(true)
-        .open_file("echo/v1/echo.proto")
-        .unwrap();
-    let set = dir.join("echo.pb");
-    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+    let (dir, set) = compile_set("badrule", "echo/v1/echo.proto", ECHO_WITH_A_BAD_RULE);
 
     let (upstream, _seen) = echo_grpc_server().await;
     let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
@@ -1288,17 +1283,7 @@ message Reply { string text = 1; int32 count = 2; repeated string labels = 3; }
 
 #[tokio::test]
 async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
-    let dir = std::env::temp_dir().join(format!("gwbench-library-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("library/v1")).unwrap();
-    std::fs::write(dir.join("library/v1/library.proto"), LIBRARY_PROTO).unwrap();
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
-    compiler
-        .include_imports(true)
-        .open_file("library/v1/library.proto")
-        .unwrap();
-    let set = dir.join("library.pb");
-    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+    let (dir, set) = compile_set("library", "library/v1/library.proto", LIBRARY_PROTO);
     let (upstream, _seen) = echo_grpc_server().await;
     let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
     cfg.transcode.descriptor_set = Some(set);

@@ -338,17 +338,8 @@ impl Router {
         {
             return Err(fail(format!("{http_method} {template} is bound twice")));
         }
-        self.info.push(RouteInfo {
-            method: http_method.to_string(),
-            path: template.clone(),
-            kind: "transcode",
-            target: route.rpc.clone(),
-        });
-        let target = Target::Transcode(Arc::new(route));
-        let label: Arc<str> = Arc::from(template.as_str());
-        self.entries[i]
-            .methods
-            .push((http_method, (target, stack, label)));
+        let bound = self.bind(&http_method, &template, route, stack);
+        self.entries[i].methods.push((http_method, bound));
         Ok(())
     }
 
@@ -373,19 +364,28 @@ impl Router {
         {
             return Err(fail(format!("{http_method} {template} is bound twice")));
         }
-        self.info.push(RouteInfo {
-            method: http_method.to_string(),
-            path: template.clone(),
-            kind: "transcode",
-            target: route.rpc.clone(),
-        });
-        let label: Arc<str> = Arc::from(template.as_str());
+        let bound = self.bind(&http_method, &template, route, stack);
         self.extended.push(ExtRoute {
             method: http_method,
             template: parsed,
-            bound: (Target::Transcode(Arc::new(route)), stack, label),
+            bound,
         });
         Ok(())
+    }
+
+    /// Lists a transcoded route for `/routes` and makes what a match of it leads to.
+    fn bind(&mut self, method: &Method, template: &str, route: MethodRoute, stack: usize) -> Bound {
+        self.info.push(RouteInfo {
+            method: method.to_string(),
+            path: template.to_string(),
+            kind: "transcode",
+            target: route.rpc.clone(),
+        });
+        (
+            Target::Transcode(Arc::new(route)),
+            stack,
+            Arc::from(template),
+        )
     }
 
     /// The annotated rules that were skipped.
