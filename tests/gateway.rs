@@ -1335,3 +1335,81 @@ async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Request and reply are the same message (the echo upstream answers with the request's
+/// bytes): well-known types and bytes in the query, a nested body field, non-finite doubles.
+const WKT_PROTO: &str = r#"
+syntax = "proto3";
+package wkt.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+service Things {
+  rpc Get(Thing) returns (Thing) {
+    option (google.api.http) = { get: "/v2/things/{name}" };
+  }
+  rpc Put(Thing) returns (Thing) {
+    option (google.api.http) = { post: "/v2/nested/{name}" body: "payload.input_value" };
+  }
+}
+message Payload { string input_value = 1; }
+message Thing {
+  google.protobuf.Timestamp at = 1;
+  google.protobuf.Duration wait = 2;
+  google.protobuf.Int32Value n = 3;
+  google.protobuf.BoolValue flag = 4;
+  google.protobuf.FieldMask mask = 5;
+  bytes data = 6;
+  Payload payload = 7;
+  google.protobuf.DoubleValue ratio = 8;
+  string name = 9;
+  double plain = 10;
+}
+"#;
+
+#[tokio::test]
+async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning() {
+    let (dir, set) = compile_set("wkt", "wkt/v1/wkt.proto", WKT_PROTO);
+    let (upstream, _seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.aggregations.clear();
+    cfg.transcode.strict = true;
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(
+        gw.http,
+        "/v2/things/x?at=2026-12-02T10:00:00Z&wait=1.5s&n=7&flag=true&mask=a.b,c\
+         &data=_-8&name=ignored&ratio=0.25",
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let j = r.json();
+    assert_eq!(j["name"], "x", "the path wins over the query: {j}");
+    assert_eq!(j["at"], "2026-12-02T10:00:00Z", "{j}");
+    assert!(j["wait"].as_str().unwrap().starts_with("1.5"), "{j}");
+    assert_eq!(
+        (j["n"].clone(), j["flag"].clone()),
+        (serde_json::json!(7), serde_json::json!(true))
+    );
+    assert_eq!(j["mask"], "a.b,c", "{j}");
+    assert_eq!(j["data"], "/+8=", "URL-safe base64 in, standard out: {j}");
+    assert_eq!(j["ratio"], 0.25, "{j}");
+    // body: "payload.input_value" — the body is that nested field.
+    let r = send(
+        http::Method::POST,
+        &url(gw.http, "/v2/nested/y"),
+        Bytes::from_static(br#""hello""#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["payload"]["inputValue"], "hello", "{}", r.json());
+    // Non-finite doubles are strings in proto3 JSON, in wrappers and plain fields alike.
+    let r = get(&url(gw.http, "/v2/things/z?ratio=NaN&plain=-Infinity")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["ratio"], "NaN", "{}", r.json());
+    assert_eq!(r.json()["plain"], "-Infinity", "{}", r.json());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -21,8 +21,8 @@ pub enum BodyRule {
     None,
     /// `body: "*"`: the body is the whole request message.
     All,
-    /// `body: "field"`: the body is that field.
-    Field(FieldDescriptor),
+    /// `body: "field"` or `body: "a.b"`: the body is that (possibly nested) field.
+    Field(Vec<FieldDescriptor>),
 }
 
 /// JSON mapping options, from the config.
@@ -49,6 +49,8 @@ pub struct MethodRoute {
     /// Field paths bound to the path's parameters, in order.
     path_fields: Vec<Vec<FieldDescriptor>>,
     response_body: Option<FieldDescriptor>,
+    /// Whether a DoubleValue or FloatValue can occur in the response (see `nonfinite`).
+    float_wrappers: bool,
 }
 
 /// Resolves a dotted field path (proto or json names) in `desc`.
@@ -82,7 +84,7 @@ impl MethodRoute {
         let body = match body {
             "" => BodyRule::None,
             "*" => BodyRule::All,
-            name => BodyRule::Field(input.get_field_by_name(name).ok_or_else(|| {
+            name => BodyRule::Field(field_path(&input, name).ok_or_else(|| {
                 format!("{rpc}: body field {name:?} is not in {}", input.full_name())
             })?),
         };
@@ -116,6 +118,7 @@ impl MethodRoute {
             grpc_path,
             rpc,
             input,
+            float_wrappers: nonfinite::reaches_float_wrapper(&method.output()),
             output: method.output(),
             body,
             path_fields,
@@ -136,14 +139,18 @@ impl MethodRoute {
             BodyRule::All if !body.iter().all(u8::is_ascii_whitespace) => {
                 parse_json(&self.input, body, &de)?
             }
-            BodyRule::Field(f) if !body.iter().all(u8::is_ascii_whitespace) => {
-                // The body is the value of one field: parse it as {"field": <body>}.
-                let mut wrapped = Vec::with_capacity(body.len() + f.name().len() + 8);
-                wrapped.extend_from_slice(b"{\"");
-                wrapped.extend_from_slice(f.name().as_bytes());
-                wrapped.extend_from_slice(b"\":");
+            BodyRule::Field(path) if !body.iter().all(u8::is_ascii_whitespace) => {
+                // The body is the value of one (nested) field: parse it as
+                // {"a": {"b": <body>}}.
+                let names: usize = path.iter().map(|f| f.name().len() + 5).sum();
+                let mut wrapped = Vec::with_capacity(body.len() + names);
+                for f in path {
+                    wrapped.extend_from_slice(b"{\"");
+                    wrapped.extend_from_slice(f.name().as_bytes());
+                    wrapped.extend_from_slice(b"\":");
+                }
                 wrapped.extend_from_slice(body);
-                wrapped.push(b'}');
+                wrapped.extend(std::iter::repeat_n(b'}', path.len()));
                 parse_json(&self.input, &wrapped, &de)?
             }
             _ => DynamicMessage::new(self.input.clone()),
@@ -164,12 +171,12 @@ impl MethodRoute {
                     }
                     continue;
                 };
+                // A field the path or the body binds keeps that value: the parameter is
+                // ignored, as grpc-gateway and Envoy do.
                 let bound_by_path = self.path_fields.iter().any(|p| p == &path);
-                let bound_by_body = matches!(&self.body, BodyRule::Field(f) if path[0] == *f);
+                let bound_by_body = matches!(&self.body, BodyRule::Field(b) if path.starts_with(b));
                 if bound_by_path || bound_by_body {
-                    return Err(bad(format!(
-                        "query parameter {key:?} is already bound by the path or body"
-                    )));
+                    continue;
                 }
                 set_path(&mut msg, &path, &value)?;
             }
@@ -185,14 +192,27 @@ impl MethodRoute {
             .map_err(|e| internal(format!("upstream sent an undecodable response: {e}")))?;
         let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
         match &self.response_body {
+            // A non-finite DoubleValue/FloatValue would come out as null (prost-reflect writes
+            // wrappers as bare numbers, serde_json writes NaN as null): rendered via a value
+            // tree and mended, only when there is one.
+            None if self.float_wrappers && nonfinite::present(&msg) => {
+                let mut tree = msg
+                    .serialize_with_options(serde_json::value::Serializer, &opts.serialize)
+                    .map_err(|e| internal(e.to_string()))?;
+                nonfinite::mend(&msg, &mut tree, opts.proto_names);
+                serde_json::to_writer(&mut out, &tree).map_err(|e| internal(e.to_string()))?;
+            }
             None => msg
                 .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &opts.serialize)
                 .map_err(|e| internal(e.to_string()))?,
             Some(f) => {
                 let all = opts.serialize.clone().skip_default_fields(false);
-                let whole = msg
+                let mut whole = msg
                     .serialize_with_options(serde_json::value::Serializer, &all)
                     .map_err(|e| internal(e.to_string()))?;
+                if self.float_wrappers && nonfinite::present(&msg) {
+                    nonfinite::mend(&msg, &mut whole, opts.proto_names);
+                }
                 let key = if opts.proto_names {
                     f.name()
                 } else {
@@ -215,6 +235,121 @@ impl JsonOptions {
                 .skip_default_fields(!emit_defaults),
             proto_names,
             reject_unknown,
+        }
+    }
+}
+
+/// Non-finite numbers in `google.protobuf.DoubleValue` / `FloatValue`, which the proto3 JSON
+/// mapping writes as "NaN", "Infinity" and "-Infinity" (as it does for plain double fields).
+mod nonfinite {
+    use std::collections::HashSet;
+
+    use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+
+    fn is_float_wrapper(m: &MessageDescriptor) -> bool {
+        matches!(
+            m.full_name(),
+            "google.protobuf.DoubleValue" | "google.protobuf.FloatValue"
+        )
+    }
+
+    /// Whether a message of type `m` can hold a float wrapper anywhere (fields, lists, maps;
+    /// not inside `Any`).
+    pub(super) fn reaches_float_wrapper(m: &MessageDescriptor) -> bool {
+        fn walk(m: &MessageDescriptor, seen: &mut HashSet<String>) -> bool {
+            if is_float_wrapper(m) {
+                return true;
+            }
+            if !seen.insert(m.full_name().to_string()) {
+                return false;
+            }
+            m.fields().any(|f| match f.kind() {
+                Kind::Message(inner) => walk(&inner, seen),
+                _ => false,
+            })
+        }
+        walk(m, &mut HashSet::new())
+    }
+
+    /// The wrapper's value when it is not finite.
+    fn wrapped(v: &Value) -> Option<f64> {
+        let Value::Message(w) = v else { return None };
+        if !is_float_wrapper(&w.descriptor()) {
+            return None;
+        }
+        let x = match w.get_field_by_number(1)?.as_ref() {
+            Value::F64(x) => *x,
+            Value::F32(x) => f64::from(*x),
+            _ => return None,
+        };
+        (!x.is_finite()).then_some(x)
+    }
+
+    /// Whether `msg` holds a non-finite float wrapper.
+    pub(super) fn present(msg: &DynamicMessage) -> bool {
+        msg.fields().any(|(_, v)| value_present(v))
+    }
+
+    fn value_present(v: &Value) -> bool {
+        match v {
+            Value::Message(m) => wrapped(v).is_some() || present(m),
+            Value::List(items) => items.iter().any(value_present),
+            Value::Map(map) => map.values().any(value_present),
+            _ => false,
+        }
+    }
+
+    fn text(x: f64) -> serde_json::Value {
+        serde_json::Value::String(
+            if x.is_nan() {
+                "NaN"
+            } else if x > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            }
+            .to_string(),
+        )
+    }
+
+    /// Writes the non-finite wrappers of `msg` into its rendering `tree` as strings.
+    pub(super) fn mend(msg: &DynamicMessage, tree: &mut serde_json::Value, proto_names: bool) {
+        for (f, v) in msg.fields() {
+            let key = if proto_names { f.name() } else { f.json_name() };
+            if let Some(slot) = tree.get_mut(key) {
+                mend_value(v, slot, proto_names);
+            }
+        }
+    }
+
+    fn mend_value(v: &Value, slot: &mut serde_json::Value, proto_names: bool) {
+        if let Some(x) = wrapped(v) {
+            *slot = text(x);
+            return;
+        }
+        match (v, slot) {
+            (Value::Message(m), slot) => mend(m, slot, proto_names),
+            (Value::List(items), serde_json::Value::Array(slots)) => {
+                for (item, s) in items.iter().zip(slots) {
+                    mend_value(item, s, proto_names);
+                }
+            }
+            (Value::Map(map), serde_json::Value::Object(slots)) => {
+                for (k, item) in map {
+                    let key = match k {
+                        MapKey::Bool(b) => b.to_string(),
+                        MapKey::I32(n) => n.to_string(),
+                        MapKey::I64(n) => n.to_string(),
+                        MapKey::U32(n) => n.to_string(),
+                        MapKey::U64(n) => n.to_string(),
+                        MapKey::String(s) => s.clone(),
+                    };
+                    if let Some(s) = slots.get_mut(&key) {
+                        mend_value(item, s, proto_names);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -246,7 +381,10 @@ fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], raw: &str) -> Re
         };
         current = inner;
     }
-    let value = parse_scalar(last, raw)?;
+    let value = match last.kind() {
+        Kind::Message(m) => parse_well_known(last, &m, raw)?,
+        _ => parse_scalar(last, raw)?,
+    };
     if last.is_list() {
         if let Value::List(items) = current.get_field_mut(last) {
             items.push(value);
@@ -255,6 +393,74 @@ fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], raw: &str) -> Re
         current.set_field(last, value);
     }
     Ok(())
+}
+
+/// Bytes in a path or query: standard or URL-safe base64, padded or not (the proto3 JSON
+/// mapping accepts either alphabet).
+fn decode_base64(raw: &str) -> Option<Bytes> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(raw).ok())
+        .map(Bytes::from)
+}
+
+/// A well-known type given as text in a path or query: its proto3 JSON string form
+/// (Timestamp as RFC 3339, Duration as `1.5s`, FieldMask as `a.b,c`), or a wrapper's bare
+/// value. Other message types cannot be set from text.
+fn parse_well_known(
+    f: &FieldDescriptor,
+    m: &MessageDescriptor,
+    raw: &str,
+) -> Result<Value, GwError> {
+    let json = match m.full_name() {
+        "google.protobuf.Timestamp"
+        | "google.protobuf.Duration"
+        | "google.protobuf.FieldMask"
+        | "google.protobuf.StringValue"
+        | "google.protobuf.BytesValue"
+        | "google.protobuf.Int64Value"
+        | "google.protobuf.UInt64Value"
+        | "google.protobuf.Int32Value"
+        | "google.protobuf.UInt32Value"
+        | "google.protobuf.DoubleValue"
+        | "google.protobuf.FloatValue" => serde_json::Value::String(raw.to_string()),
+        "google.protobuf.BoolValue" => match raw {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            _ => {
+                return Err(bad(format!(
+                    "invalid value {raw:?} for field {}: expected true or false",
+                    f.name()
+                )));
+            }
+        },
+        other => {
+            return Err(bad(format!(
+                "field {} is a message ({other}); set it in the JSON body, not in the path or query",
+                f.name()
+            )));
+        }
+    };
+    // Numbers in a wrapper: the JSON mapping takes them quoted too, except where the quoted
+    // form is not a number at all (reported below as the field's error).
+    let json = match (m.full_name(), &json) {
+        ("google.protobuf.BytesValue", serde_json::Value::String(s)) => {
+            let bytes = decode_base64(s).ok_or_else(|| {
+                bad(format!(
+                    "invalid value {raw:?} for field {}: expected base64",
+                    f.name()
+                ))
+            })?;
+            use base64::Engine;
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        _ => json,
+    };
+    DynamicMessage::deserialize(m.clone(), json)
+        .map(Value::Message)
+        .map_err(|e| bad(format!("invalid value {raw:?} for field {}: {e}", f.name())))
 }
 
 fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
@@ -281,11 +487,7 @@ fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
             _ => return Err(fail("true or false")),
         }),
         Kind::String => Value::String(raw.to_string()),
-        Kind::Bytes => {
-            use base64::Engine;
-            let engine = base64::engine::general_purpose::STANDARD;
-            Value::Bytes(Bytes::from(engine.decode(raw).map_err(|_| fail("base64"))?))
-        }
+        Kind::Bytes => Value::Bytes(decode_base64(raw).ok_or_else(|| fail("base64"))?),
         Kind::Enum(e) => match e
             .get_value_by_name(raw)
             .or_else(|| raw.parse().ok().and_then(|n| e.get_value(n)))
@@ -353,10 +555,17 @@ mod tests {
         assert_eq!(req.address.unwrap().city, "Rome");
         assert_eq!(req.username, "ada");
         assert_eq!(req.roles, ["a", "b"]);
-        let err = r
-            .encode_request(&[], Some("address.city=x"), b"{}", &strict)
-            .unwrap_err();
-        assert!(err.message.contains("already bound"), "{}", err.message);
+        // A query parameter for a field the body or the path binds is ignored: they win.
+        let bytes = r
+            .encode_request(&[], Some("address.city=x"), br#"{"city": "Rome"}"#, &strict)
+            .unwrap();
+        let req = v1::CreateUserRequest::decode(bytes).unwrap();
+        assert_eq!(req.address.unwrap().city, "Rome");
+        let get = route("gwbench.v1.UserService", "GetUser", "", "", &["id"]);
+        let bytes = get
+            .encode_request(&["7".to_string()], Some("id=9"), b"", &strict)
+            .unwrap();
+        assert_eq!(v1::GetUserRequest::decode(bytes).unwrap().id, 7);
     }
 
     #[test]
