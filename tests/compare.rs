@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::cargo_bin;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
+/// The tests that run load take turns: run side by side they would measure each other (and a
+/// statistical test, like the A/A one, would see the other tests' load as an overhead).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn alive(pid: u32) -> bool {
     // A zombie is gone for our purposes: it runs nothing and holds no port.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -33,6 +40,7 @@ fn wait_gone(pid: u32) -> bool {
 
 #[test]
 fn compare_writes_consistent_reports_and_leaves_no_child() {
+    let _serial = serial();
     let out = std::env::temp_dir().join(format!("gwbench-compare-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(cargo_bin("gwbench"))
@@ -216,6 +224,7 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
 
 #[test]
 fn killing_compare_takes_its_children_along() {
+    let _serial = serial();
     let mut parent = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -355,6 +364,7 @@ fn report_html_renders_in_headless_chromium() {
 
 #[test]
 fn compare_measures_a_gateway_it_did_not_start() {
+    let _serial = serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (backends, gateway) = rt.block_on(async {
         let b = gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
@@ -503,6 +513,7 @@ fn mocks(rt: &tokio::runtime::Runtime, latency: &str) -> gwbench::backend::Backe
 
 #[test]
 fn the_same_url_on_both_sides_is_never_an_overhead() {
+    let _serial = serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let b = mocks(&rt, "none");
     let url = format!("http://{}/api/users/7", b.rest[0]);
@@ -524,6 +535,7 @@ fn the_same_url_on_both_sides_is_never_an_overhead() {
 
 #[test]
 fn a_known_added_delay_is_inside_the_reported_interval() {
+    let _serial = serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (fast, slow) = (mocks(&rt, "none"), mocks(&rt, "fixed:2ms"));
     let summary = compare_urls(

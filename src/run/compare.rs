@@ -349,7 +349,10 @@ struct KindCi {
 }
 
 /// An overhead and whether it can be told apart from noise: its interval lies wholly outside
-/// the noise floor's band (-floor, +floor) (without a floor: wholly on one side of zero).
+/// the noise floor's band (-floor, +floor) (without a floor: wholly on one side of zero), and
+/// every round on its own shows it beyond the floor on the same side. The second condition
+/// keeps one stall in one round (which moves a tail percentile of that side by milliseconds,
+/// and the bootstrap with it) from passing for an overhead.
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Judged {
     #[serde(flatten)]
@@ -357,12 +360,32 @@ struct Judged {
     distinguishable: bool,
 }
 
-fn judge(estimate: Estimate, floor: Option<f64>) -> Judged {
+fn judge(estimate: Estimate, floor: Option<f64>, per_round: &[f64]) -> Judged {
     let f = floor.unwrap_or(0.0);
+    let outside = estimate.lo > f || estimate.hi < -f;
+    let every_round = !per_round.is_empty()
+        && (per_round.iter().all(|x| *x > f) || per_round.iter().all(|x| *x < -f));
     Judged {
         estimate,
-        distinguishable: estimate.lo > f || estimate.hi < -f,
+        distinguishable: outside && every_round,
     }
+}
+
+/// Each round's overhead at percentile `name` of latency `kind` (gateway minus direct, rounds
+/// paired in order).
+fn per_round(d: &[RoundResult], g: &[RoundResult], kind: &str, name: &str) -> Vec<f64> {
+    let Some((_, pick)) = PCTS.iter().find(|(n, _)| *n == name) else {
+        return Vec::new();
+    };
+    let of = |r: &RoundResult| {
+        let l = &r.report.latency_ns;
+        pick(if kind == "corrected" {
+            &l.corrected
+        } else {
+            &l.service
+        }) as f64
+    };
+    d.iter().zip(g).map(|(d, g)| of(g) - of(d)).collect()
 }
 
 /// The noise floor: what the A/A calibration (one path against itself) measured as overhead.
@@ -455,7 +478,7 @@ fn intervals(
                 .iter()
                 .map(|(n, e)| {
                     let f = floor.and_then(|f| f.floor_ns.get(kind)?.get(n).copied());
-                    (*n, judge(*e, f))
+                    (*n, judge(*e, f, &per_round(d, g, kind, n)))
                 })
                 .collect();
             let ci = KindCi {
