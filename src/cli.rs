@@ -337,6 +337,19 @@ pub struct GatewayArgs {
     /// FileDescriptorSet whose annotated RPCs become routes (overrides transcode.descriptor_set).
     #[arg(long, value_name = "FILE")]
     pub descriptor_set: Option<std::path::PathBuf>,
+    /// A .proto file whose annotated RPCs become routes, compiled at start without protoc
+    /// (repeatable; sets transcode.protos; instead of --descriptor-set).
+    #[arg(long = "proto", value_name = "FILE", conflicts_with = "descriptor_set")]
+    pub protos: Vec<std::path::PathBuf>,
+    /// Import path for --proto (repeatable; default: each file's directory). google/api and
+    /// protobuf's well-known types are bundled.
+    #[arg(
+        short = 'I',
+        long = "proto-path",
+        value_name = "DIR",
+        requires = "protos"
+    )]
+    pub proto_paths: Vec<std::path::PathBuf>,
     /// Refuse to start when an annotated rule cannot be served (sets transcode.strict); by
     /// default such a rule is skipped with a warning naming the RPC and the reason, and listed
     /// under "skipped" in the admin endpoint's /routes.

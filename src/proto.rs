@@ -48,6 +48,66 @@ pub fn load_descriptor_set(path: &std::path::Path) -> Result<DescriptorPool, Str
         .map_err(|e| format!("{}: not a FileDescriptorSet ({e})", path.display()))
 }
 
+/// Compiles `.proto` files at run time (no protoc: protox) into a descriptor pool. Imports are
+/// looked up in `includes` (in order), then among the `google/api` annotation protos bundled in
+/// this binary and protobuf's well-known types. With no include directory, each file's own
+/// directory is one. The error names the file and, for a syntax error, the line.
+pub fn compile_protos(
+    files: &[std::path::PathBuf],
+    includes: &[std::path::PathBuf],
+) -> Result<DescriptorPool, String> {
+    use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
+    let mut dirs: Vec<std::path::PathBuf> = includes.to_vec();
+    if dirs.is_empty() {
+        for f in files {
+            let parent = f
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let parent = if parent.as_os_str().is_empty() {
+                ".".into()
+            } else {
+                parent
+            };
+            if !dirs.contains(&parent) {
+                dirs.push(parent);
+            }
+        }
+    }
+    let mut resolver = ChainFileResolver::new();
+    for d in &dirs {
+        resolver.add(IncludeFileResolver::new(d.clone()));
+    }
+    resolver.add(BundledGoogleApi);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    for f in files {
+        compiler
+            .open_file(f)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice())
+        .map_err(|e| format!("the compiled protos do not decode: {e}"))
+}
+
+/// `google/api/annotations.proto` and `http.proto`, bundled so that `--proto` works without a
+/// copy of googleapis.
+struct BundledGoogleApi;
+
+impl protox::file::FileResolver for BundledGoogleApi {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        let source = match name {
+            "google/api/annotations.proto" => {
+                include_str!("../proto/google/api/annotations.proto")
+            }
+            "google/api/http.proto" => include_str!("../proto/google/api/http.proto"),
+            _ => return Err(protox::Error::file_not_found(name)),
+        };
+        protox::file::File::from_source(name, source)
+    }
+}
+
 /// A generated message type whose fully qualified protobuf name is known, so that it can be
 /// rendered with the proto3 JSON mapping through the descriptor pool.
 pub trait Named: prost::Message + Default {

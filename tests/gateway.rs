@@ -1413,3 +1413,37 @@ async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning()
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn proto_files_are_compiled_at_start_without_protoc() {
+    let dir = std::env::temp_dir().join(format!("gwbench-protos-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
+    let file = dir.join("echo/v1/echo.proto");
+    std::fs::write(&file, ECHO_PROTO).unwrap();
+    let (upstream, _seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    // google/api/annotations.proto comes bundled: only the user's own directory is given.
+    cfg.transcode.protos = vec![file.clone()];
+    cfg.transcode.proto_paths = vec![dir.clone()];
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/v1/say/bob")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["text"], "bob");
+    gw.shutdown().await;
+    // A broken file: the start fails and says which file.
+    std::fs::write(&file, "syntax = \"proto3\";\nmessage Oops {").unwrap();
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("transcode.protos") && err.contains("echo.proto"),
+        "{err}"
+    );
+    // Both a descriptor set and protos: refused, both named.
+    cfg.transcode.descriptor_set = Some(dir.join("x.pb"));
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("descriptor_set") && err.contains("protos"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

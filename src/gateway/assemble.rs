@@ -68,10 +68,18 @@ pub(super) fn assemble(
 
 /// The descriptor set routes are read from: the configured file, or the embedded one.
 fn descriptor_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
-    match &cfg.transcode.descriptor_set {
-        Some(path) => crate::proto::load_descriptor_set(path)
+    let t = &cfg.transcode;
+    match (&t.descriptor_set, t.protos.is_empty()) {
+        (Some(_), false) => Err(GatewayError(
+            "transcode.descriptor_set and transcode.protos (--descriptor-set and --proto) \
+             are alternatives: give one"
+                .into(),
+        )),
+        (Some(path), true) => crate::proto::load_descriptor_set(path)
             .map_err(|e| GatewayError(format!("transcode.descriptor_set {e}"))),
-        None => Ok(crate::proto::descriptor_pool().clone()),
+        (None, false) => crate::proto::compile_protos(&t.protos, &t.proto_paths)
+            .map_err(|e| GatewayError(format!("transcode.protos: {e}"))),
+        (None, true) => Ok(crate::proto::descriptor_pool().clone()),
     }
 }
 

@@ -30,6 +30,8 @@ max_connections = 0            # client connections at once; 0 = half the descri
 [transcode]
 upstream = "grpc"              # the upstream that serves them (protocol "grpc")
 # descriptor_set = "api.pb"    # a FileDescriptorSet; default: gwbench's own protos
+# protos = ["api/v1/api.proto"] # or .proto files, compiled at start (no protoc)
+# proto_paths = ["."]          # their import paths (google/api and well-known types are bundled)
 timeout = "5s"                 # per-request deadline (a shorter grpc-timeout / X-Request-Timeout wins)
 proto_field_names = false      # JSON keys: false = lowerCamelCase json names, true = proto names
 emit_defaults = false          # include fields that hold their default value
@@ -255,6 +257,13 @@ pub struct Transcode {
     /// A FileDescriptorSet file; None = the embedded one.
     #[serde(default)]
     pub descriptor_set: Option<std::path::PathBuf>,
+    /// `.proto` files compiled at start instead (no protoc needed).
+    #[serde(default)]
+    pub protos: Vec<std::path::PathBuf>,
+    /// Where `protos` import from (default: each file's directory); `google/api` and the
+    /// well-known types are bundled.
+    #[serde(default)]
+    pub proto_paths: Vec<std::path::PathBuf>,
     /// Per-request deadline.
     pub timeout: TextDuration,
     /// JSON keys as proto field names instead of json names.

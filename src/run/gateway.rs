@@ -27,6 +27,14 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
     if args.strict {
         cfg.transcode.strict = true;
     }
+    if !args.protos.is_empty() {
+        cfg.transcode.protos = args.protos.clone();
+        cfg.transcode.proto_paths = args.proto_paths.clone();
+        cfg.transcode.descriptor_set = None;
+        if args.config.is_none() {
+            cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
+        }
+    }
     if let Some(d) = &args.descriptor_set {
         cfg.transcode.descriptor_set = Some(d.clone());
         if args.config.is_none() && !cfg.aggregations.is_empty() {
