@@ -457,6 +457,23 @@ pub struct LoadArgs {
     /// Descriptor set (FileDescriptorSet) describing --grpc's service; default: gwbench's own.
     #[arg(long, value_name = "FILE", requires = "grpc")]
     pub descriptor_set: Option<std::path::PathBuf>,
+    /// A .proto file describing --grpc's service, compiled at start without protoc
+    /// (repeatable; instead of --descriptor-set).
+    #[arg(
+        long = "proto",
+        value_name = "FILE",
+        requires = "grpc",
+        conflicts_with = "descriptor_set"
+    )]
+    pub protos: Vec<std::path::PathBuf>,
+    /// Import path for --proto (repeatable; default: each file's directory).
+    #[arg(
+        short = 'I',
+        long = "proto-path",
+        value_name = "DIR",
+        requires = "protos"
+    )]
+    pub proto_paths: Vec<std::path::PathBuf>,
     /// Print the gwbench.load.v1 JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,

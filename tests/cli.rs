@@ -382,6 +382,29 @@ fn gateway_config_errors_exit_2_before_binding() {
             ],
             "nonexistent.pb",
         ),
+        (
+            vec![
+                "gateway",
+                "--proto",
+                "/nonexistent/api.proto",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+            "api.proto",
+        ),
+        (
+            vec![
+                "load",
+                "http://127.0.0.1:9",
+                "--grpc",
+                "x.Y/Z",
+                "--proto",
+                "/nonexistent/api.proto",
+            ],
+            "--proto",
+        ),
     ] {
         let (code, stderr) = fails(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -398,4 +421,40 @@ fn gateway_config_errors_exit_2_before_binding() {
         gwbench::gateway::config::DEFAULT_CONFIG
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn load_grpc_takes_proto_files_without_protoc() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt.block_on(async {
+        gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
+            .await
+            .unwrap()
+    });
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let out = gwbench()
+        .args(["load", &format!("http://{}", backends.grpc[0])])
+        .args([
+            "--grpc",
+            "gwbench.v1.UserService/GetUser",
+            "--data",
+            r#"{"id": 3}"#,
+        ])
+        .args([
+            "--proto",
+            &format!("{root}/gwbench/v1/users.proto"),
+            "-I",
+            root,
+        ])
+        .args(["-n", "20", "--rps", "200", "--warmup", "0s", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"]["ok"], 20, "{report}");
+    rt.block_on(backends.shutdown());
 }

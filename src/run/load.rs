@@ -43,6 +43,10 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
     let template = if let Some(method_name) = &args.grpc {
         let pool = match &args.descriptor_set {
             Some(path) => grpc::load_descriptor_set(path)?,
+            None if !args.protos.is_empty() => {
+                crate::proto::compile_protos(&args.protos, &args.proto_paths)
+                    .map_err(|e| LoadError::Config(format!("--proto: {e}")))?
+            }
             None => crate::proto::descriptor_pool().clone(),
         };
         let call = grpc::prepare(&pool, method_name, &args.data)?;
