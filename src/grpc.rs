@@ -41,6 +41,11 @@ pub fn code_name(code: i32) -> &'static str {
     }
 }
 
+/// The number of a code name (`NOT_FOUND` → 5); 2 (UNKNOWN) for a name that is none.
+pub fn code_number(name: &str) -> i32 {
+    (0..=16).find(|c| code_name(*c) == name).unwrap_or(2)
+}
+
 /// The numeric `grpc-status` of a header or trailer map, if present and a number.
 pub fn status_code(headers: &HeaderMap) -> Option<i32> {
     headers.get(STATUS)?.to_str().ok()?.trim().parse().ok()

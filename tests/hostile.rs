@@ -435,6 +435,16 @@ async fn the_route_deadline_covers_the_whole_body() {
 /// A gRPC upstream over h2c that answers every call with `content_type` and a `grpc-status`
 /// trailer of `status` (the request's message echoed back as the body).
 async fn hostile_grpc(content_type: &'static str, status: &'static str) -> std::net::SocketAddr {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", status.parse().unwrap());
+    grpc_upstream_with(content_type, trailers).await
+}
+
+/// A gRPC upstream that answers every call with the request's bytes and `trailers`.
+async fn grpc_upstream_with(
+    content_type: &'static str,
+    trailers: http::HeaderMap,
+) -> std::net::SocketAddr {
     use bytes::Bytes;
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
@@ -442,21 +452,22 @@ async fn hostile_grpc(content_type: &'static str, status: &'static str) -> std::
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let trailers = trailers.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", status.parse().unwrap());
-                        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                        let resp = http::Response::builder()
-                            .header("content-type", content_type)
-                            .body(StreamBody::new(tokio_stream::iter(frames)))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    },
-                );
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let trailers = trailers.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                            let resp = http::Response::builder()
+                                .header("content-type", content_type)
+                                .body(StreamBody::new(tokio_stream::iter(frames)))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -526,4 +537,79 @@ async fn a_panicking_handler_costs_its_request_a_500_and_the_server_serves_on() 
     assert_eq!(get(&url(addr, "/ok")).await.status, StatusCode::OK);
     shutdown.cancel();
     task.await.unwrap();
+}
+
+/// A google.rpc.Status with one detail of a type the gateway knows (gwbench.v1.User) and one it
+/// does not, serialized as grpc-status-details-bin carries it (base64, no padding).
+fn status_details() -> String {
+    use base64::Engine;
+    use prost::Message;
+    use prost_reflect::{DynamicMessage, Value};
+    let pool = gwbench::proto::descriptor_pool();
+    let any = |url: &str, value: Vec<u8>| {
+        let mut a = DynamicMessage::new(pool.get_message_by_name("google.protobuf.Any").unwrap());
+        a.set_field_by_name("type_url", Value::String(url.into()));
+        a.set_field_by_name("value", Value::Bytes(value.into()));
+        Value::Message(a)
+    };
+    let user = gwbench::proto::v1::User {
+        id: 7,
+        username: "ada".into(),
+        ..Default::default()
+    };
+    let mut status = DynamicMessage::new(pool.get_message_by_name("google.rpc.Status").unwrap());
+    status.set_field_by_name("code", Value::I32(5));
+    status.set_field_by_name("message", Value::String("no such user".into()));
+    status.set_field_by_name(
+        "details",
+        Value::List(vec![
+            any("type.googleapis.com/gwbench.v1.User", user.encode_to_vec()),
+            any("type.googleapis.com/acme.v1.Unknown", vec![1, 2]),
+        ]),
+    );
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec())
+}
+
+#[tokio::test]
+async fn an_upstream_errors_typed_details_reach_the_client_in_either_format() {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "5".parse().unwrap());
+    trailers.insert("grpc-message", "no such user".parse().unwrap());
+    trailers.insert("grpc-status-details-bin", status_details().parse().unwrap());
+    let up = grpc_upstream_with("application/grpc", trailers).await;
+    let mut cfg = gateway_config(&[up.to_string()], &["127.0.0.1:9".to_string()]);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/api/users/7")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let j = r.json();
+    assert_eq!(j["error"]["code"], "NOT_FOUND", "{j}");
+    let details = j["error"]["details"].as_array().unwrap();
+    assert_eq!(details.len(), 2, "{j}");
+    assert_eq!(
+        details[0]["@type"], "type.googleapis.com/gwbench.v1.User",
+        "{j}"
+    );
+    assert_eq!(details[0]["username"], "ada", "{j}");
+    assert_eq!(
+        details[1]["@type"], "type.googleapis.com/acme.v1.Unknown",
+        "{j}"
+    );
+    assert_eq!(
+        details[1]["value"], "AQI=",
+        "an unknown type keeps its bytes: {j}"
+    );
+    gw.shutdown().await;
+
+    cfg.transcode.error_format = gwbench::gateway::config::ErrorFormat::Google;
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/api/users/7")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let j = r.json();
+    assert_eq!(j["code"], 5, "google.rpc.Status JSON: {j}");
+    assert_eq!(j["message"], "no such user", "{j}");
+    assert_eq!(j["details"].as_array().unwrap().len(), 2, "{j}");
+    // Errors that are not the transcoded route's keep the gateway's shape.
+    let r = get(&url(gw.http, "/nowhere")).await;
+    assert_eq!(r.json()["error"]["code"], "NOT_FOUND");
+    gw.shutdown().await;
 }

@@ -68,6 +68,29 @@ pub(super) fn assemble(
 
 /// The descriptor set routes are read from: the configured file, or the embedded one.
 fn descriptor_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
+    let mut pool = user_pool(cfg)?;
+    with_rpc_status(&mut pool)?;
+    Ok(pool)
+}
+
+/// Adds google.rpc.Status (and google.protobuf.Any) to `pool` when it lacks them, so that an
+/// error's typed details (grpc-status-details-bin) can be decoded whatever the user's protos.
+fn with_rpc_status(pool: &mut DescriptorPool) -> Result<(), GatewayError> {
+    for name in ["google/protobuf/any.proto", "google/rpc/status.proto"] {
+        if pool.get_file_by_name(name).is_some() {
+            continue;
+        }
+        let Some(file) = crate::proto::descriptor_pool().get_file_by_name(name) else {
+            continue;
+        };
+        pool.add_file_descriptor_proto(file.file_descriptor_proto().clone())
+            .map_err(|e| GatewayError(format!("cannot add {name} to the descriptor set: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The descriptor set the config names, compiles or embeds.
+fn user_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
     let t = &cfg.transcode;
     match (&t.descriptor_set, t.protos.is_empty()) {
         (Some(_), false) => Err(GatewayError(
@@ -124,10 +147,11 @@ fn routes(
 /// The upstream call over `upstreams`, with the transcoder's JSON options.
 fn core(cfg: &GatewayConfig, upstreams: Vec<Upstream>) -> Core {
     let t = &cfg.transcode;
-    let json = JsonOptions::new(
+    let mut json = JsonOptions::new(
         t.proto_field_names,
         t.emit_defaults,
         t.reject_unknown_fields,
     );
+    json.errors = t.error_format;
     Core::new(upstreams, json)
 }

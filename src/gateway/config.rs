@@ -36,6 +36,7 @@ timeout = "5s"                 # per-request deadline (a shorter grpc-timeout / 
 proto_field_names = false      # JSON keys: false = lowerCamelCase json names, true = proto names
 emit_defaults = false          # include fields that hold their default value
 reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
+error_format = "gwbench"       # errors of transcoded routes: "gwbench" ({"error": {...}}) or "google" (google.rpc.Status JSON)
 strict = false                 # true: an annotated rule the gateway cannot serve stops the start
                                # (false: it is skipped with a warning and listed in /routes)
 
@@ -248,6 +249,19 @@ impl Limits {
     }
 }
 
+/// The JSON shape of a transcoded route's errors (`[transcode] error_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorFormat {
+    /// `{"error": {"code": "NOT_FOUND", "message", "http_status", "details"?}}`, the shape of
+    /// every other error the gateway answers.
+    #[default]
+    Gwbench,
+    /// google.rpc.Status as JSON, as grpc-gateway and Envoy's transcoder answer:
+    /// `{"code": 5, "message", "details": [...]}`.
+    Google,
+}
+
 /// `[transcode]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +289,9 @@ pub struct Transcode {
     /// Unknown JSON fields and query parameters are an error.
     #[serde(default = "yes")]
     pub reject_unknown_fields: bool,
+    /// The JSON shape of a transcoded route's errors.
+    #[serde(default)]
+    pub error_format: ErrorFormat,
     /// An annotated rule the gateway cannot serve stops the start (default: it is skipped with
     /// a warning and listed under `skipped` in /routes).
     #[serde(default)]

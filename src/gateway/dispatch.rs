@@ -51,6 +51,11 @@ impl Core {
         }
         let started = Instant::now();
         let client_deadline = req.client_deadline;
+        // A transcoded route's errors take the configured shape (grpc-gateway's, if asked).
+        let format = match req.target {
+            Target::Transcode(_) => self.json.errors,
+            _ => super::config::ErrorFormat::Gwbench,
+        };
         let call = async {
             match req.target.clone() {
                 Target::Transcode(route) => self.transcode(&route, &req, started).await,
@@ -65,7 +70,7 @@ impl Core {
         upstream.latency.record(started.elapsed().as_secs_f64());
         result.unwrap_or_else(|e| {
             let timed_out = e.status == StatusCode::GATEWAY_TIMEOUT;
-            let mut resp = e.into_response();
+            let mut resp = e.into_response_as(format);
             if timed_out && client_deadline {
                 resp.extensions_mut().insert(ClientDeadline);
             }
@@ -102,7 +107,8 @@ impl Core {
                 _ if super::grpc::is_bad_gateway(&s) => {
                     GwError::http(StatusCode::BAD_GATEWAY, s.code(), s.message().to_string())
                 }
-                code => GwError::grpc(code, s.message().to_string()),
+                code => GwError::grpc(code, s.message().to_string())
+                    .with_details(route.render_details(s.details())),
             })?;
         let json = route.render_response(&reply, &self.json)?;
         Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))

@@ -5,6 +5,7 @@ use http::{HeaderValue, Response, StatusCode};
 use tonic::Code;
 
 use super::GwBody;
+use super::config::ErrorFormat;
 use crate::net;
 
 /// The HTTP status for a gRPC code.
@@ -44,6 +45,8 @@ pub struct GwError {
     pub message: String,
     /// `Allow` header for 405.
     pub allow: Option<String>,
+    /// Typed details from the upstream (google.rpc.Status `details`, as JSON).
+    pub details: Vec<serde_json::Value>,
 }
 
 impl GwError {
@@ -54,6 +57,7 @@ impl GwError {
             code: code_name(code),
             message: message.into(),
             allow: None,
+            details: Vec::new(),
         }
     }
 
@@ -64,12 +68,40 @@ impl GwError {
             code: code_name(code),
             message: message.into(),
             allow: None,
+            details: Vec::new(),
         }
     }
 
-    /// The JSON error response.
+    /// With the upstream's typed details.
+    pub fn with_details(mut self, details: Vec<serde_json::Value>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The JSON error response, in the gateway's shape.
     pub fn into_response(self) -> Response<GwBody> {
-        let mut resp = net::json_error(self.status, self.code, &self.message).map(GwBody::Left);
+        self.into_response_as(ErrorFormat::Gwbench)
+    }
+
+    /// The JSON error response in `format`.
+    pub fn into_response_as(self, format: ErrorFormat) -> Response<GwBody> {
+        let body = match (format, self.details.is_empty()) {
+            (ErrorFormat::Gwbench, true) => None,
+            (ErrorFormat::Gwbench, false) => Some(serde_json::json!({"error": {
+                "code": self.code, "message": self.message,
+                "http_status": self.status.as_u16(), "details": self.details,
+            }})),
+            (ErrorFormat::Google, _) => Some(serde_json::json!({
+                "code": crate::grpc::code_number(self.code),
+                "message": self.message,
+                "details": self.details,
+            })),
+        };
+        let mut resp = match body {
+            None => net::json_error(self.status, self.code, &self.message),
+            Some(b) => net::json(self.status, b.to_string()),
+        }
+        .map(GwBody::Left);
         if let Some(allow) = self.allow
             && let Ok(v) = HeaderValue::from_str(&allow)
         {

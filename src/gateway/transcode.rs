@@ -34,6 +34,8 @@ pub struct JsonOptions {
     pub proto_names: bool,
     /// Unknown JSON fields and query parameters are an error.
     pub reject_unknown: bool,
+    /// The shape of errors.
+    pub errors: super::config::ErrorFormat,
 }
 
 /// One annotated RPC binding, ready to transcode.
@@ -184,6 +186,31 @@ impl MethodRoute {
         Ok(Bytes::from(msg.encode_to_vec()))
     }
 
+    /// An error's typed details (a serialized google.rpc.Status from grpc-status-details-bin)
+    /// as JSON: each `Any` with its `@type`, or, when its type is not in the descriptor set,
+    /// `{"@type", "value": base64}`. Nothing when the bytes are not a Status.
+    pub fn render_details(&self, bytes: &[u8]) -> Vec<serde_json::Value> {
+        let pool = self.output.parent_pool();
+        let Some(desc) = pool.get_message_by_name("google.rpc.Status") else {
+            return Vec::new();
+        };
+        let Ok(status) = DynamicMessage::decode(desc, bytes) else {
+            return Vec::new();
+        };
+        let Some(Value::List(items)) = status.get_field_by_name("details").map(|v| v.into_owned())
+        else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(Value::as_message)
+            .map(|any| {
+                serde::Serialize::serialize(any, serde_json::value::Serializer)
+                    .unwrap_or_else(|_| opaque_any(any))
+            })
+            .collect()
+    }
+
     /// Decodes the response message and renders it as JSON (or only its `response_body`
     /// field when the rule names one).
     pub fn render_response(&self, bytes: &[u8], opts: &JsonOptions) -> Result<Vec<u8>, GwError> {
@@ -235,6 +262,7 @@ impl JsonOptions {
                 .skip_default_fields(!emit_defaults),
             proto_names,
             reject_unknown,
+            errors: super::config::ErrorFormat::default(),
         }
     }
 }
@@ -352,6 +380,20 @@ mod nonfinite {
             _ => {}
         }
     }
+}
+
+/// An `Any` whose type is unknown: its type URL and its bytes in base64.
+fn opaque_any(any: &DynamicMessage) -> serde_json::Value {
+    use base64::Engine;
+    let url = match any.get_field_by_number(1).as_deref() {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let value = match any.get_field_by_number(2).as_deref() {
+        Some(Value::Bytes(b)) => base64::engine::general_purpose::STANDARD.encode(b),
+        _ => String::new(),
+    };
+    serde_json::json!({ "@type": url, "value": value })
 }
 
 fn bad(message: String) -> GwError {
