@@ -949,7 +949,8 @@ type Seen = std::sync::Arc<std::sync::Mutex<http::HeaderMap>>;
 
 /// A gRPC server for any unary method that answers with the request's own bytes (SayRequest and
 /// SayReply share their field numbers), so the reply shows what the gateway encoded; it keeps
-/// the last request's headers.
+/// the last request's headers, and answers with a header `x-served-by: echo` and a trailer
+/// `x-trailer: t` of its own.
 async fn echo_grpc_server() -> (SocketAddr, Seen) {
     let seen = Seen::default();
     let keep = seen.clone();
@@ -972,10 +973,12 @@ async fn echo_grpc_server() -> (SocketAddr, Seen) {
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let mut trailers = http::HeaderMap::new();
                             trailers.insert("grpc-status", "0".parse().unwrap());
+                            trailers.insert("x-trailer", "t".parse().unwrap());
                             let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
                                 vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
                             let resp = http::Response::builder()
                                 .header("content-type", "application/grpc")
+                                .header("x-served-by", "echo")
                                 .body(StreamBody::new(tokio_stream::iter(frames)))
                                 .unwrap();
                             Ok::<_, std::convert::Infallible>(resp)
@@ -1445,5 +1448,45 @@ async fn proto_files_are_compiled_at_start_without_protoc() {
         err.contains("descriptor_set") && err.contains("protos"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
+    let (dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
+    let (upstream, seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.aggregations.clear();
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let req = Request::get(url(gw.http, "/v1/say/bob"))
+        .header("grpc-metadata-tenant", "acme")
+        .header("grpc-metadata-x-request-id", "forged")
+        .header("grpc-metadata-grpc-timeout", "1n")
+        .header("x-not-metadata", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    {
+        let h = seen.lock().unwrap();
+        assert_eq!(h["tenant"], "acme", "{h:?}");
+        assert_eq!(
+            h["x-request-id"].len(),
+            32,
+            "the gateway's own id wins: {h:?}"
+        );
+        assert!(h.get("x-not-metadata").is_none(), "{h:?}");
+        assert!(
+            h["grpc-timeout"].to_str().unwrap().ends_with('u'),
+            "protocol names are not taken from clients: {h:?}"
+        );
+    }
+    let h = resp.headers();
+    assert_eq!(h["grpc-metadata-x-served-by"], "echo", "{h:?}");
+    assert_eq!(h["grpc-metadata-x-trailer"], "t", "trailers too: {h:?}");
+    assert!(h.get("grpc-metadata-grpc-status").is_none(), "{h:?}");
+    assert!(h.get("grpc-metadata-content-type").is_none(), "{h:?}");
+    gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -261,7 +261,7 @@ impl Aggregation {
                 false,
             )),
             Ok(Ok(reply)) => {
-                let out = DynamicMessage::decode(part.output.clone(), reply)
+                let out = DynamicMessage::decode(part.output.clone(), reply.message)
                     .map_err(|e| (format!("undecodable answer: {e}"), false))?;
                 out.serialize_with_options(serde_json::value::Serializer, &json.serialize)
                     .map_err(|e| (e.to_string(), false))

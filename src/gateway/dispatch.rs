@@ -20,6 +20,59 @@ use super::types::{ClientDeadline, GwRequest, GwResponse, REQUEST_ID, RouteServi
 use super::upstream::Upstream;
 use crate::net::PeerAddr;
 
+/// The prefix under which gRPC metadata crosses to and from HTTP (grpc-gateway's convention).
+const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// Response metadata that belongs to the protocol, not to the application: never forwarded.
+fn protocol_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "content-length"
+            | "te"
+            | "trailer"
+            | "date"
+            | "server"
+            | "grpc-status"
+            | "grpc-message"
+            | "grpc-status-details-bin"
+            | "grpc-encoding"
+            | "grpc-accept-encoding"
+    )
+}
+
+/// The client's `Grpc-Metadata-<name>` headers as gRPC metadata `<name>` (names starting
+/// with `grpc-` are the protocol's and are not taken).
+fn metadata_from_client(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let Some(inner) = name.as_str().strip_prefix(METADATA_PREFIX) else {
+            continue;
+        };
+        if inner.is_empty() || inner.starts_with("grpc-") {
+            continue;
+        }
+        if let Ok(n) = http::HeaderName::from_bytes(inner.as_bytes()) {
+            out.append(n, value.clone());
+        }
+    }
+    out
+}
+
+/// The upstream's response metadata (headers and trailers) as `Grpc-Metadata-<name>` response
+/// headers, the protocol's own left out.
+fn metadata_to_client(metadata: &HeaderMap, out: &mut HeaderMap) {
+    for (name, value) in metadata {
+        if protocol_header(name.as_str()) {
+            continue;
+        }
+        let prefixed = format!("{METADATA_PREFIX}{}", name.as_str());
+        if let Ok(n) = http::HeaderName::from_bytes(prefixed.as_bytes()) {
+            out.append(n, value.clone());
+        }
+    }
+}
+
 /// What the upstream call needs: the upstream pools and the JSON options.
 #[derive(Debug)]
 pub struct Core {
@@ -87,7 +140,9 @@ impl Core {
     ) -> Result<GwResponse, GwError> {
         let parts = &req.parts;
         let msg = route.encode_request(&req.params, parts.uri.query(), &req.body, &self.json)?;
-        let mut metadata = HeaderMap::new();
+        // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
+        // the verified claims are set after them, so a client cannot forge those.
+        let mut metadata = metadata_from_client(&parts.headers);
         metadata.insert(REQUEST_ID, req.request_id.clone());
         // Claims the auth layer verified travel as metadata.
         if let Some(claims) = parts.extensions.get::<ForwardedClaims>() {
@@ -110,8 +165,10 @@ impl Core {
                 code => GwError::grpc(code, s.message().to_string())
                     .with_details(route.render_details(s.details())),
             })?;
-        let json = route.render_response(&reply, &self.json)?;
-        Ok(crate::net::json(StatusCode::OK, json).map(Either::Left))
+        let json = route.render_response(&reply.message, &self.json)?;
+        let mut resp = crate::net::json(StatusCode::OK, json).map(Either::Left);
+        metadata_to_client(&reply.metadata, resp.headers_mut());
+        Ok(resp)
     }
 
     /// The request as it came (prefix stripped, headers rewritten) → the upstream's answer.

@@ -128,14 +128,15 @@ impl GrpcConn {
     }
 
     /// One unary call: `msg` is the encoded request message; `headers` are sent as metadata
-    /// (with `grpc-timeout` when `timeout` is set). Returns the encoded response message.
+    /// (with `grpc-timeout` when `timeout` is set). Returns the encoded response message and
+    /// the response's metadata (its headers, then its trailers).
     pub async fn unary(
         &self,
         path: &PathAndQuery,
         msg: &[u8],
         headers: HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<Reply, Status> {
         let mut sender = self.ready().await?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
@@ -199,8 +200,20 @@ impl GrpcConn {
             }
             None => {}
         }
-        crate::grpc::unframe(buf.freeze()).map_err(|e| bad_gateway(e.to_string()))
+        let message = crate::grpc::unframe(buf.freeze()).map_err(|e| bad_gateway(e.to_string()))?;
+        let mut metadata = parts.headers;
+        metadata.extend(trailers);
+        Ok(Reply { message, metadata })
     }
+}
+
+/// A unary call's answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// The encoded response message.
+    pub message: Bytes,
+    /// The response's headers and trailers as the upstream sent them (protocol ones included).
+    pub metadata: HeaderMap,
 }
 
 /// The error in `grpc-status` / `grpc-message`; None when it says OK or is absent; a bad

@@ -183,7 +183,7 @@ impl Upstream {
         body: Bytes,
         metadata: &http::HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<super::grpc::Reply, Status> {
         let first = self.pick(None);
         match self
             .grpc_on(first, path, body.clone(), metadata, timeout)
@@ -223,7 +223,7 @@ impl Upstream {
         body: Bytes,
         metadata: &http::HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<super::grpc::Reply, Status> {
         let ep = &self.endpoints[i];
         let conn = ep
             .grpc
