@@ -1215,6 +1215,9 @@ service Echo {
   rpc Broken(SayRequest) returns (SayReply) {
     option (google.api.http) = { get: "/v1/broken/{no_such_field}" };
   }
+  rpc Watch(SayRequest) returns (stream SayReply) {
+    option (google.api.http) = { get: "/v1/watch/{name}" };
+  }
 }
 message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
 message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
@@ -1235,7 +1238,20 @@ async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
     let skipped = routes["skipped"].as_array().unwrap();
     // Once per mount (the default config mounts the RPCs at / and at /secure).
     assert!(!skipped.is_empty(), "{routes}");
+    assert!(
+        skipped.iter().any(|s| s["rpc"] == "echo.v1.Echo.Watch"),
+        "{routes}"
+    );
+    assert_eq!(
+        get(&format!("http://{}/v1/watch/x", gw.http)).await.status,
+        StatusCode::NOT_FOUND,
+        "a streaming RPC is refused at start, not answered 500 per request"
+    );
     for s in skipped {
+        if s["rpc"] == "echo.v1.Echo.Watch" {
+            assert!(s["reason"].as_str().unwrap().contains("streaming"), "{s}");
+            continue;
+        }
         assert_eq!(s["rpc"], "echo.v1.Echo.Broken", "{s}");
         assert!(
             s["rule"]
