@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     // google.rpc.Status, for the error details upstreams send in grpc-status-details-bin.
     files.push(PathBuf::from("proto/google/rpc/status.proto"));
+    // google.api.HttpBody, so that descriptor sets without googleapis can still use it.
+    files.push(PathBuf::from("proto/google/api/httpbody.proto"));
 
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler

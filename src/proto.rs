@@ -91,8 +91,8 @@ pub fn compile_protos(
         .map_err(|e| format!("the compiled protos do not decode: {e}"))
 }
 
-/// `google/api/annotations.proto` and `http.proto`, bundled so that `--proto` works without a
-/// copy of googleapis.
+/// `google/api/annotations.proto`, `http.proto` and `httpbody.proto`, bundled so that
+/// `--proto` works without a copy of googleapis.
 struct BundledGoogleApi;
 
 impl protox::file::FileResolver for BundledGoogleApi {
@@ -102,6 +102,7 @@ impl protox::file::FileResolver for BundledGoogleApi {
                 include_str!("../proto/google/api/annotations.proto")
             }
             "google/api/http.proto" => include_str!("../proto/google/api/http.proto"),
+            "google/api/httpbody.proto" => include_str!("../proto/google/api/httpbody.proto"),
             _ => return Err(protox::Error::file_not_found(name)),
         };
         protox::file::File::from_source(name, source)

@@ -1506,3 +1506,79 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// google.api.HttpBody in and out (the echo upstream answers with the request's bytes, so each
+/// reply type shares the request's field numbers).
+const FILES_PROTO: &str = r#"
+syntax = "proto3";
+package files.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+service Files {
+  rpc Download(Req) returns (google.api.HttpBody) {
+    option (google.api.http) = { get: "/v1/files/{name}" };
+  }
+  rpc Upload(google.api.HttpBody) returns (Echoed) {
+    option (google.api.http) = { post: "/v1/upload" body: "*" };
+  }
+  rpc Attach(AttachReq) returns (AttachReq) {
+    option (google.api.http) = { post: "/v1/attach/{name}" body: "file" };
+  }
+}
+message Req { string content_type = 1; bytes data = 2; string name = 4; }
+message Echoed { string content_type = 1; bytes data = 2; }
+message AttachReq { string name = 1; google.api.HttpBody file = 2; }
+"#;
+
+#[tokio::test]
+async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type() {
+    let dir = std::env::temp_dir().join(format!("gwbench-files-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("files/v1")).unwrap();
+    let file = dir.join("files/v1/files.proto");
+    std::fs::write(&file, FILES_PROTO).unwrap();
+    let (upstream, _seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    cfg.transcode.strict = true;
+    // google/api/httpbody.proto comes bundled with the binary.
+    cfg.transcode.protos = vec![file];
+    cfg.transcode.proto_paths = vec![dir.clone()];
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    // Out: the HttpBody's bytes are the body, its content_type the Content-Type.
+    let r = get(&url(
+        gw.http,
+        "/v1/files/report?content_type=text/plain&data=aGVsbG8=",
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(&r.body[..], b"hello");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    // In, as the whole request: the body is not parsed as JSON.
+    let req = Request::post(url(gw.http, "/v1/upload"))
+        .header("content-type", "text/csv")
+        .body(Full::new(Bytes::from_static(b"a,b")))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let j: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"contentType": "text/csv", "data": "YSxi"})
+    );
+    // In, as the body field, beside a path variable.
+    let req = Request::post(url(gw.http, "/v1/attach/x"))
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from_static(b"raw")))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let j: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"name": "x", "file": {"contentType": "application/octet-stream", "data": "cmF3"}})
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

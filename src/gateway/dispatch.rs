@@ -41,6 +41,15 @@ fn protocol_header(name: &str) -> bool {
     )
 }
 
+/// A google.api.HttpBody answer: its bytes, with its content type (or none given).
+fn http_body_response((data, content_type): (bytes::Bytes, Option<String>)) -> GwResponse {
+    let mut resp = http::Response::new(Either::Left(http_body_util::Full::new(data)));
+    if let Some(v) = content_type.and_then(|ct| http::HeaderValue::from_str(&ct).ok()) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
 /// The client's `Grpc-Metadata-<name>` headers as gRPC metadata `<name>` (names starting
 /// with `grpc-` are the protocol's and are not taken).
 fn metadata_from_client(headers: &HeaderMap) -> HeaderMap {
@@ -139,7 +148,17 @@ impl Core {
         started: Instant,
     ) -> Result<GwResponse, GwError> {
         let parts = &req.parts;
-        let msg = route.encode_request(&req.params, parts.uri.query(), &req.body, &self.json)?;
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let msg = route.encode_request_with(
+            &req.params,
+            parts.uri.query(),
+            &req.body,
+            content_type,
+            &self.json,
+        )?;
         // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
         // the verified claims are set after them, so a client cannot forge those.
         let mut metadata = metadata_from_client(&parts.headers);
@@ -165,8 +184,12 @@ impl Core {
                 code => GwError::grpc(code, s.message().to_string())
                     .with_details(route.render_details(s.details())),
             })?;
-        let json = route.render_response(&reply.message, &self.json)?;
-        let mut resp = crate::net::json(StatusCode::OK, json).map(Either::Left);
+        let mut resp = if route.answers_http_body() {
+            http_body_response(route.render_http_body(&reply.message)?)
+        } else {
+            let json = route.render_response(&reply.message, &self.json)?;
+            crate::net::json(StatusCode::OK, json).map(Either::Left)
+        };
         metadata_to_client(&reply.metadata, resp.headers_mut());
         Ok(resp)
     }

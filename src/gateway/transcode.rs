@@ -53,7 +53,12 @@ pub struct MethodRoute {
     response_body: Option<FieldDescriptor>,
     /// Whether a DoubleValue or FloatValue can occur in the response (see `nonfinite`).
     float_wrappers: bool,
+    /// The response is a google.api.HttpBody: its bytes are the HTTP body, as they are.
+    http_body_out: bool,
 }
+
+/// The name of the message that carries a raw HTTP body.
+const HTTP_BODY: &str = "google.api.HttpBody";
 
 /// Resolves a dotted field path (proto or json names) in `desc`.
 fn field_path(desc: &MessageDescriptor, dotted: &str) -> Option<Vec<FieldDescriptor>> {
@@ -121,6 +126,7 @@ impl MethodRoute {
             rpc,
             input,
             float_wrappers: nonfinite::reaches_float_wrapper(&method.output()),
+            http_body_out: method.output().full_name() == HTTP_BODY && response_body.is_none(),
             output: method.output(),
             body,
             path_fields,
@@ -128,7 +134,7 @@ impl MethodRoute {
         })
     }
 
-    /// Builds and encodes the request message.
+    /// Builds and encodes the request message (a JSON body).
     pub fn encode_request(
         &self,
         params: &[String],
@@ -136,8 +142,29 @@ impl MethodRoute {
         body: &[u8],
         opts: &JsonOptions,
     ) -> Result<Bytes, GwError> {
+        self.encode_request_with(params, query, body, None, opts)
+    }
+
+    /// Builds and encodes the request message; when the body goes into a google.api.HttpBody
+    /// (the whole request, or the body field), the body is taken as raw bytes with
+    /// `content_type`, not parsed as JSON.
+    pub fn encode_request_with(
+        &self,
+        params: &[String],
+        query: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        opts: &JsonOptions,
+    ) -> Result<Bytes, GwError> {
         let de = DeserializeOptions::new().deny_unknown_fields(opts.reject_unknown);
+        let raw = self.http_body_target();
         let mut msg = match &self.body {
+            _ if raw.is_some() => {
+                let mut msg = DynamicMessage::new(self.input.clone());
+                let target = raw.unwrap_or_default();
+                set_http_body(&mut msg, &target, body, content_type)?;
+                msg
+            }
             BodyRule::All if !body.iter().all(u8::is_ascii_whitespace) => {
                 parse_json(&self.input, body, &de)?
             }
@@ -184,6 +211,47 @@ impl MethodRoute {
             }
         }
         Ok(Bytes::from(msg.encode_to_vec()))
+    }
+
+    /// Where a raw body goes: Some(path) when the request (empty path) or the body field (its
+    /// path) is a google.api.HttpBody.
+    fn http_body_target(&self) -> Option<Vec<FieldDescriptor>> {
+        match &self.body {
+            BodyRule::All if self.input.full_name() == HTTP_BODY => Some(Vec::new()),
+            BodyRule::Field(path) => match path.last().map(FieldDescriptor::kind) {
+                Some(Kind::Message(m))
+                    if m.full_name() == HTTP_BODY && !path[path.len() - 1].is_list() =>
+                {
+                    Some(path.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether the answer is raw bytes (a google.api.HttpBody response).
+    pub fn answers_http_body(&self) -> bool {
+        self.http_body_out
+    }
+
+    /// A google.api.HttpBody response as the HTTP body and its content type.
+    pub fn render_http_body(&self, bytes: &[u8]) -> Result<(Bytes, Option<String>), GwError> {
+        let msg = DynamicMessage::decode(self.output.clone(), bytes).map_err(|e| {
+            GwError::grpc(
+                Code::Internal,
+                format!("{}: undecodable HttpBody: {e}", self.rpc),
+            )
+        })?;
+        let data = match msg.get_field_by_name("data").as_deref() {
+            Some(Value::Bytes(b)) => b.clone(),
+            _ => Bytes::new(),
+        };
+        let content_type = match msg.get_field_by_name("content_type").as_deref() {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        Ok((data, content_type))
     }
 
     /// An error's typed details (a serialized google.rpc.Status from grpc-status-details-bin)
@@ -380,6 +448,28 @@ mod nonfinite {
             _ => {}
         }
     }
+}
+
+/// Puts a raw body and its content type into the google.api.HttpBody at `path` of `msg` (`msg`
+/// itself when the path is empty).
+fn set_http_body(
+    msg: &mut DynamicMessage,
+    path: &[FieldDescriptor],
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<(), GwError> {
+    let mut current = msg;
+    for f in path {
+        let Value::Message(inner) = current.get_field_mut(f) else {
+            return Err(bad(format!("field {} is not a message", f.name())));
+        };
+        current = inner;
+    }
+    current.set_field_by_name("data", Value::Bytes(Bytes::copy_from_slice(body)));
+    if let Some(ct) = content_type {
+        current.set_field_by_name("content_type", Value::String(ct.to_string()));
+    }
+    Ok(())
 }
 
 /// An `Any` whose type is unknown: its type URL and its bytes in base64.
