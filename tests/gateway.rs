@@ -944,6 +944,15 @@ message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3;
 message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
 "#;
 
+/// A gateway config in front of a new echo upstream (gRPC; the REST upstream is dead), without
+/// the default aggregations (they call gwbench's own services).
+async fn echo_config() -> (gwbench::gateway::config::GatewayConfig, Seen) {
+    let (upstream, seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    (cfg, seen)
+}
+
 /// The request headers (gRPC metadata) the echo server saw last.
 type Seen = std::sync::Arc<std::sync::Mutex<http::HeaderMap>>;
 
@@ -998,10 +1007,8 @@ async fn echo_grpc_server() -> (SocketAddr, Seen) {
 async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
     let (dir, set) = compile_set("echo", "echo/v1/echo.proto", ECHO_PROTO);
 
-    let (upstream, seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    let (mut cfg, seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
-    cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let r = get(&format!(
         "http://{}/v1/say/bob%20smith?times=3&tags=a&tags=b",
@@ -1227,10 +1234,8 @@ message SayReply { string text = 1; int32 count = 2; repeated string labels = 3;
 async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
     let (dir, set) = compile_set("badrule", "echo/v1/echo.proto", ECHO_WITH_A_BAD_RULE);
 
-    let (upstream, _seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
-    cfg.aggregations.clear();
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let r = get(&format!("http://{}/v1/say/bob", gw.http)).await;
     assert_eq!(r.status, StatusCode::OK, "the servable rule is served");
@@ -1303,10 +1308,8 @@ message Reply { string text = 1; int32 count = 2; repeated string labels = 3; }
 #[tokio::test]
 async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
     let (dir, set) = compile_set("library", "library/v1/library.proto", LIBRARY_PROTO);
-    let (upstream, _seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
-    cfg.aggregations.clear();
     cfg.transcode.strict = true; // every rule must be served
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let text = |r: &common::Reply| r.json()["text"].as_str().unwrap_or("").to_string();
@@ -1391,10 +1394,8 @@ message Thing {
 #[tokio::test]
 async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning() {
     let (dir, set) = compile_set("wkt", "wkt/v1/wkt.proto", WKT_PROTO);
-    let (upstream, _seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
-    cfg.aggregations.clear();
     cfg.transcode.strict = true;
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let r = get(&url(
@@ -1439,9 +1440,7 @@ async fn proto_files_are_compiled_at_start_without_protoc() {
     std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
     let file = dir.join("echo/v1/echo.proto");
     std::fs::write(&file, ECHO_PROTO).unwrap();
-    let (upstream, _seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
-    cfg.aggregations.clear();
+    let (mut cfg, _seen) = echo_config().await;
     // google/api/annotations.proto comes bundled: only the user's own directory is given.
     cfg.transcode.protos = vec![file.clone()];
     cfg.transcode.proto_paths = vec![dir.clone()];
@@ -1470,10 +1469,8 @@ async fn proto_files_are_compiled_at_start_without_protoc() {
 #[tokio::test]
 async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
     let (dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
-    let (upstream, seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    let (mut cfg, seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
-    cfg.aggregations.clear();
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let req = Request::get(url(gw.http, "/v1/say/bob"))
         .header("grpc-metadata-tenant", "acme")
@@ -1536,9 +1533,7 @@ async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type(
     std::fs::create_dir_all(dir.join("files/v1")).unwrap();
     let file = dir.join("files/v1/files.proto");
     std::fs::write(&file, FILES_PROTO).unwrap();
-    let (upstream, _seen) = echo_grpc_server().await;
-    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
-    cfg.aggregations.clear();
+    let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.strict = true;
     // google/api/httpbody.proto comes bundled with the binary.
     cfg.transcode.protos = vec![file];
