@@ -322,6 +322,11 @@ fn report_html_renders_in_headless_chromium() {
         hists: (&h, &h),
         p99_over_time: (vec![(0.0, 1e6)], vec![(0.0, 2e6)]),
         overhead_ns: (1000.0, 2000.0),
+        intervals: Some(gwbench::report::html::OverheadIntervals {
+            p50: (1000.0, 500.0, 1500.0),
+            p99: (2000.0, -1000.0, 4000.0),
+            floor: (300.0, 3000.0),
+        }),
     };
     let dir = std::env::temp_dir().join(format!("gwbench-html-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -26,6 +26,20 @@ pub struct ScenarioPlot<'a> {
     pub p99_over_time: (Series, Series),
     /// Median overhead of the service time at p50 and p99, ns.
     pub overhead_ns: (f64, f64),
+    /// When the run has them: the overheads' 95 % intervals and the noise floor.
+    pub intervals: Option<OverheadIntervals>,
+}
+
+/// The service-time overhead at p50 and p99 with their 95 % intervals and the noise floor at
+/// those percentiles, ns: drawn as the bars, their error bars and a grey band of ±floor.
+#[derive(Debug, Clone, Copy)]
+pub struct OverheadIntervals {
+    /// (value, lo, hi) at p50 and at p99.
+    pub p50: (f64, f64, f64),
+    /// Likewise at p99.
+    pub p99: (f64, f64, f64),
+    /// The noise floor at p50 and p99 (0 when not measured).
+    pub floor: (f64, f64),
 }
 
 const NINES: [(f64, &str); 5] = [
@@ -192,19 +206,40 @@ fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
 }
 
 fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
-    let values: Vec<(f64, f64)> = scenarios
+    // Per scenario: (p50, p99) as (value, lo, hi), and the floors, in µs.
+    let us = |v: (f64, f64, f64)| (v.0 / 1e3, v.1 / 1e3, v.2 / 1e3);
+    let values: Vec<[(f64, f64, f64); 2]> = scenarios
         .iter()
-        .map(|s| (s.overhead_ns.0 / 1e3, s.overhead_ns.1 / 1e3))
+        .map(|s| match &s.intervals {
+            Some(i) => [us(i.p50), us(i.p99)],
+            None => {
+                let (a, b) = (s.overhead_ns.0 / 1e3, s.overhead_ns.1 / 1e3);
+                [(a, a, a), (b, b, b)]
+            }
+        })
         .collect();
-    let top = values.iter().map(|v| v.0.max(v.1)).fold(1.0f64, f64::max) * 1.2;
-    let low = values.iter().map(|v| v.0.min(v.1)).fold(0.0f64, f64::min) * 1.2;
+    let floors: Vec<(f64, f64)> = scenarios
+        .iter()
+        .map(|s| {
+            s.intervals
+                .map_or((0.0, 0.0), |i| (i.floor.0 / 1e3, i.floor.1 / 1e3))
+        })
+        .collect();
+    let ends = values.iter().flatten().flat_map(|v| [v.0, v.1, v.2]);
+    let top = ends.clone().fold(1.0f64, f64::max) * 1.2;
+    let low = ends.fold(0.0f64, f64::min) * 1.2;
+    let (top, low) = floors.iter().fold((top, low), |(t, l), f| {
+        (t.max(f.0.max(f.1) * 1.2), l.min(-f.0.max(f.1) * 1.2))
+    });
+    let with_intervals = scenarios.iter().any(|s| s.intervals.is_some());
+    let title = if with_intervals {
+        "overhead of the gateway side (service time, all rounds; 95 % intervals; grey: noise floor)"
+    } else {
+        "overhead of the gateway side (service time, median of rounds)"
+    };
     let n = scenarios.len().max(1);
     svg_chart((720, 320), |root| {
-        let mut chart = builder(
-            root,
-            "overhead of the gateway side (service time, median of rounds)",
-        )
-        .build_cartesian_2d(0f64..n as f64, low..top)?;
+        let mut chart = builder(root, title).build_cartesian_2d(0f64..n as f64, low..top)?;
         chart
             .configure_mesh()
             .x_labels(n * 2 + 1)
@@ -220,12 +255,26 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
             })
             .y_desc("added latency (µs)")
             .draw()?;
-        for (i, (p50, p99)) in values.iter().enumerate() {
+        let grey = RGBColor(220, 220, 220);
+        for (i, ([p50, p99], (f50, f99))) in values.iter().zip(&floors).enumerate() {
             let x = i as f64;
             chart.draw_series([
-                Rectangle::new([(x + 0.15, 0.0), (x + 0.45, *p50)], BLUE.filled()),
-                Rectangle::new([(x + 0.55, 0.0), (x + 0.85, *p99)], RED.filled()),
+                Rectangle::new([(x + 0.12, -f50), (x + 0.48, *f50)], grey.filled()),
+                Rectangle::new([(x + 0.52, -f99), (x + 0.88, *f99)], grey.filled()),
             ])?;
+            chart.draw_series([
+                Rectangle::new([(x + 0.15, 0.0), (x + 0.45, p50.0)], BLUE.filled()),
+                Rectangle::new([(x + 0.55, 0.0), (x + 0.85, p99.0)], RED.filled()),
+            ])?;
+            if with_intervals {
+                for (mid, v) in [(x + 0.3, p50), (x + 0.7, p99)] {
+                    chart.draw_series([
+                        PathElement::new(vec![(mid, v.1), (mid, v.2)], BLACK.stroke_width(2)),
+                        PathElement::new(vec![(mid - 0.05, v.1), (mid + 0.05, v.1)], BLACK),
+                        PathElement::new(vec![(mid - 0.05, v.2), (mid + 0.05, v.2)], BLACK),
+                    ])?;
+                }
+            }
         }
         chart
             .draw_series([Rectangle::new([(0.0, 0.0), (0.0, 0.0)], BLUE.filled())])?
@@ -445,6 +494,11 @@ mod tests {
             hists: (&a, &b),
             p99_over_time: (vec![(0.0, 1e6), (1.0, 2e6)], vec![(0.0, 2e6), (1.0, 3e6)]),
             overhead_ns: (40_000.0, 120_000.0),
+            intervals: Some(OverheadIntervals {
+                p50: (40_000.0, 30_000.0, 50_000.0),
+                p99: (120_000.0, -10_000.0, 300_000.0),
+                floor: (5_000.0, 200_000.0),
+            }),
         };
         let page = render(
             "gwbench compare",

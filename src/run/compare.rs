@@ -1203,6 +1203,7 @@ fn write_reports(
                 sum.overhead_ns["service"]["p50"],
                 sum.overhead_ns["service"]["p99"],
             ),
+            intervals: plot_intervals(sum, summary.noise_floor.as_ref()),
         })
         .collect();
     write(
@@ -1210,6 +1211,28 @@ fn write_reports(
         &html::render("gwbench compare", &html_context(summary), table, &plots),
     )?;
     Ok(dir)
+}
+
+/// The service-time overheads' intervals and the floor, as the report draws them.
+fn plot_intervals(
+    sum: &ScenarioSummary,
+    floor: Option<&NoiseFloor>,
+) -> Option<html::OverheadIntervals> {
+    let o = &sum.ci_ns.get("service")?.overhead;
+    let at = |p: &str| {
+        o.get(p)
+            .map(|j| (j.estimate.value, j.estimate.lo, j.estimate.hi))
+    };
+    let f = |p: &str| {
+        floor
+            .and_then(|f| f.floor_ns.get("service")?.get(p).copied())
+            .unwrap_or(0.0)
+    };
+    Some(html::OverheadIntervals {
+        p50: at("p50")?,
+        p99: at("p99")?,
+        floor: (f("p50"), f("p99")),
+    })
 }
 
 /// What one side's files hold that the HTML report draws.

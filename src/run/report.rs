@@ -118,6 +118,7 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
                     sc["overhead_ns"]["service"]["p50"].as_f64().unwrap_or(0.0),
                     sc["overhead_ns"]["service"]["p99"].as_f64().unwrap_or(0.0),
                 ),
+                intervals: intervals_of(sc, &summary["noise_floor"]),
             }
         })
         .collect();
@@ -125,6 +126,24 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
     let out = dir.join("report.html");
     std::fs::write(&out, page).with_context(|| format!("cannot write {}", out.display()))?;
     super::print_out(&format!("wrote {}\n", out.display()))
+}
+
+/// A v2 summary's service-time overhead intervals and noise floor (None for v1 summaries).
+fn intervals_of(
+    sc: &serde_json::Value,
+    floor: &serde_json::Value,
+) -> Option<html::OverheadIntervals> {
+    let o = &sc["ci_ns"]["service"]["overhead"];
+    let at = |p: &str| {
+        let e = &o[p];
+        Some((e["value"].as_f64()?, e["lo"].as_f64()?, e["hi"].as_f64()?))
+    };
+    let f = |p: &str| floor["floor_ns"]["service"][p].as_f64().unwrap_or(0.0);
+    Some(html::OverheadIntervals {
+        p50: at("p50")?,
+        p99: at("p99")?,
+        floor: (f("p50"), f("p99")),
+    })
 }
 
 /// A compare run's `summary.json`, refused when it is not one.
