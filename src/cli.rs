@@ -149,9 +149,10 @@ pub struct SaturateArgs {
     /// Generator connections.
     #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
-    /// Generator threads.
-    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub threads: u16,
+    /// Generator threads (default: what each step's rate needs, one per 20,000 req/s, at most
+    /// the cores the layout gives the generator).
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
     /// Process layout: auto (default; generator on its own cores where there are 2+),
     /// shared (nothing pinned) or pinned. See `gwbench compare --help`.
     #[arg(long, value_enum, default_value_t = LayoutMode::Auto)]

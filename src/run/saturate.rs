@@ -36,6 +36,8 @@ struct Step {
     lag_p99_ns: u64,
     /// Generator CPU as a fraction of one core over the step.
     generator_cpu: f64,
+    /// Generator threads of the step.
+    generator_threads: usize,
     good: bool,
     /// Why a step was bad, in words.
     reason: Option<String>,
@@ -71,7 +73,12 @@ fn run_step(
     side: &Side,
     rate: f64,
     args: &SaturateArgs,
+    generator_cores: usize,
 ) -> anyhow::Result<(Step, crate::load::LoadRun)> {
+    let threads = args.threads.map_or_else(
+        || super::stack::generator_threads(Some(rate), generator_cores),
+        usize::from,
+    );
     let cfg = LoadConfig {
         template: template(side)?,
         rate: Rate::Constant(rate),
@@ -79,7 +86,7 @@ fn run_step(
         warmup: args.warmup,
         connections: args.connections as usize,
         max_in_flight: 4096,
-        threads: args.threads as usize,
+        threads,
         timeout: Duration::from_secs(2),
         spin: Duration::from_micros(20),
         progress: false,
@@ -97,6 +104,7 @@ fn run_step(
         error_ratio: errors,
         lag_p99_ns: run.total.lag.value_at_quantile(0.99),
         generator_cpu: cpu,
+        generator_threads: threads,
         good: false,
         reason: None,
     };
@@ -128,13 +136,14 @@ fn judge(step: &mut Step, slo_p99: u64) {
 /// Whether the generator, rather than the target, ran out on a step: it used (nearly) a whole
 /// core per thread. Lag alone does not say so: on HTTP/1.1 a slow target keeps every connection
 /// busy, and tickets then wait — that lag is the target's doing.
-fn generator_limited(step: &Step, threads: u16) -> bool {
-    step.generator_cpu > 0.85 * f64::from(threads)
+fn generator_limited(step: &Step) -> bool {
+    step.generator_cpu > 0.85 * step.generator_threads.max(1) as f64
 }
 
 fn search(
     side: &Side,
     args: &SaturateArgs,
+    generator_cores: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Search> {
     let mut steps: Vec<Step> = Vec::new();
@@ -146,7 +155,7 @@ fn search(
         for attempt in 0..2 {
             let note = if attempt == 0 { "" } else { " (confirming)" };
             bar.set_message(format!("{}: {rate:.0} req/s{note}", side.label));
-            let (mut step, _) = run_step(side, rate, args)?;
+            let (mut step, _) = run_step(side, rate, args, generator_cores)?;
             let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
             judge(&mut step, limit);
             let ok = step.good;
@@ -181,10 +190,7 @@ fn search(
         good = Some(lo);
         bad = Some(hi);
     }
-    let limited = steps
-        .iter()
-        .filter(|s| !s.good)
-        .any(|s| generator_limited(s, args.threads));
+    let limited = steps.iter().filter(|s| !s.good).any(generator_limited);
     Ok(Search {
         side: side.label.to_string(),
         steps,
@@ -298,7 +304,8 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
         } else {
             &sc.gateway
         };
-        searches.push(search(side, args, &bar)?);
+        let generator_cores = stack.layout.generator_cores(stack.cores);
+        searches.push(search(side, args, generator_cores, &bar)?);
     }
     bar.finish_and_clear();
     drop(stack);
@@ -317,7 +324,8 @@ fn saturate_url(args: &SaturateArgs) -> anyhow::Result<()> {
     let side = Side::http("target", args.target.clone(), false);
     template(&side)?; // a bad URL fails before any load
     let started = SystemTime::now();
-    let found = search(&side, args, &indicatif::ProgressBar::hidden())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let found = search(&side, args, cores, &indicatif::ProgressBar::hidden())?;
     let bound = if found.generator_limited {
         " (a lower bound: the load generator could not keep up)"
     } else {
@@ -465,9 +473,19 @@ mod tests {
             error_ratio: 0.0,
             lag_p99_ns: 0,
             generator_cpu: 0.1,
+            generator_threads: 1,
             good: false,
             reason: None,
         }
+    }
+
+    #[test]
+    fn a_step_is_generator_limited_when_its_threads_used_their_cores() {
+        let mut s = step(1000.0, 1000.0, 1);
+        s.generator_cpu = 0.9;
+        assert!(generator_limited(&s), "one thread at 90 % of a core");
+        s.generator_threads = 2;
+        assert!(!generator_limited(&s), "two threads at 45 % each");
     }
 
     #[test]
