@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Stack, gateway_config as config, get, post, send, url};
+use common::{Seen, Stack, gateway_config as config, get, headers, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::Gateway;
@@ -953,54 +953,16 @@ async fn echo_config() -> (gwbench::gateway::config::GatewayConfig, Seen) {
     (cfg, seen)
 }
 
-/// The request headers (gRPC metadata) the echo server saw last.
-type Seen = std::sync::Arc<std::sync::Mutex<http::HeaderMap>>;
-
-/// A gRPC server for any unary method that answers with the request's own bytes (SayRequest and
-/// SayReply share their field numbers), so the reply shows what the gateway encoded; it keeps
-/// the last request's headers, and answers with a header `x-served-by: echo` and a trailer
-/// `x-trailer: t` of its own.
+/// A gRPC upstream for any unary method that answers with the request's own bytes (SayRequest
+/// and SayReply share their field numbers), so the reply shows what the gateway encoded; it
+/// keeps the last request's headers, and answers with a header `x-served-by: echo` and a
+/// trailer `x-trailer: t` of its own.
 async fn echo_grpc_server() -> (SocketAddr, Seen) {
-    let seen = Seen::default();
-    let keep = seen.clone();
-    use http_body_util::StreamBody;
-    use hyper::body::Frame;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let keep = keep.clone();
-                        async move {
-                            *keep.lock().unwrap() = req.headers().clone();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", "0".parse().unwrap());
-                            trailers.insert("x-trailer", "t".parse().unwrap());
-                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                            let resp = http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("x-served-by", "echo")
-                                .body(StreamBody::new(tokio_stream::iter(frames)))
-                                .unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-            });
-        }
-    });
-    (addr, seen)
+    let head = headers(&[
+        ("content-type", "application/grpc"),
+        ("x-served-by", "echo"),
+    ]);
+    common::grpc_echo(head, headers(&[("grpc-status", "0"), ("x-trailer", "t")])).await
 }
 
 #[tokio::test]

@@ -445,37 +445,9 @@ async fn grpc_upstream_with(
     content_type: &'static str,
     trailers: http::HeaderMap,
 ) -> std::net::SocketAddr {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::body::Frame;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let trailers = trailers.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let trailers = trailers.clone();
-                        async move {
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                            let resp = http::Response::builder()
-                                .header("content-type", content_type)
-                                .body(StreamBody::new(tokio_stream::iter(frames)))
-                                .unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-            });
-        }
-    });
-    addr
+    common::grpc_echo(common::headers(&[("content-type", content_type)]), trailers)
+        .await
+        .0
 }
 
 #[tokio::test]

@@ -132,3 +132,61 @@ impl Stack {
         self.backends.shutdown().await;
     }
 }
+
+/// The request headers (gRPC metadata) a [`grpc_echo`] server saw last.
+pub type Seen = std::sync::Arc<std::sync::Mutex<http::HeaderMap>>;
+
+/// A hand-written gRPC (h2) upstream for any unary method: it answers with the request's own
+/// bytes as the body, under `headers` (content-type included: a hostile test may send a
+/// non-gRPC one) and then `trailers`, and keeps the last request's headers.
+pub async fn grpc_echo(
+    headers: http::HeaderMap,
+    trailers: http::HeaderMap,
+) -> (std::net::SocketAddr, Seen) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let seen = Seen::default();
+    let keep = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (keep, headers, trailers) = (keep.clone(), headers.clone(), trailers.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (keep, headers, trailers) =
+                            (keep.clone(), headers.clone(), trailers.clone());
+                        async move {
+                            *keep.lock().unwrap() = req.headers().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                            let mut resp =
+                                http::Response::new(StreamBody::new(tokio_stream::iter(frames)));
+                            *resp.headers_mut() = headers;
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A header map from (name, value) pairs.
+pub fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                http::HeaderName::from_static(k),
+                http::HeaderValue::from_str(v).unwrap(),
+            )
+        })
+        .collect()
+}
