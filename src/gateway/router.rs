@@ -104,6 +104,22 @@ type Bound = (Target, usize, Arc<str>);
 struct Entry {
     methods: Vec<(Method, Bound)>,
     any: Option<Bound>,
+    /// How specific its path is, against the templates only `template` matches.
+    specificity: Specificity,
+}
+
+/// A matchit path's [`Specificity`]: literal segments 2, `{p}` 1, a catch-all `{*p}` 0.
+fn matchit_specificity(path: &str) -> Specificity {
+    let per = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|seg| match seg.strip_prefix('{') {
+            Some(rest) if rest.starts_with('*') => 0,
+            Some(_) => 1,
+            None => 2,
+        })
+        .collect();
+    (per, false)
 }
 
 /// The route table, built once.
@@ -226,7 +242,10 @@ impl Router {
         self.paths
             .insert(matchit_path, i)
             .map_err(|e| format!("route {matchit_path:?} cannot be added: {e}"))?;
-        self.entries.push(Entry::default());
+        self.entries.push(Entry {
+            specificity: matchit_specificity(matchit_path),
+            ..Entry::default()
+        });
         index.insert(matchit_path.to_string(), i);
         Ok(i)
     }
@@ -471,7 +490,7 @@ impl Router {
     pub fn at(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, RouteError> {
         let simple = self.simple_at(method, path);
         if self.extended.is_empty() {
-            return simple;
+            return simple.map(|(m, _)| m);
         }
         let mut best: Option<(Specificity, &ExtRoute, Vec<String>)> = None;
         let mut allow: Vec<&str> = Vec::new();
@@ -490,15 +509,14 @@ impl Router {
         }
 
         match (simple, best) {
-            (Ok(s), Some((sp, r, values))) => {
-                let theirs = super::template::parse(s.route).map(|t| t.specificity());
-                if theirs.is_ok_and(|t| t >= sp) {
+            (Ok((s, theirs)), Some((sp, r, values))) => {
+                if *theirs >= sp {
                     Ok(s)
                 } else {
                     Ok(r.matched(values))
                 }
             }
-            (Ok(s), None) => Ok(s),
+            (Ok((s, _)), None) => Ok(s),
             (Err(_), Some((_, r, values))) => Ok(r.matched(values)),
             (Err(RouteError::MethodNotAllowed(a)), None) => {
                 allow.extend(a.split(", "));
@@ -513,8 +531,12 @@ impl Router {
         }
     }
 
-    /// The match in the matchit table.
-    fn simple_at(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, RouteError> {
+    /// The match in the matchit table, and how specific its path is.
+    fn simple_at(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(RouteMatch<'_>, &Specificity), RouteError> {
         let m = self.paths.at(path).map_err(|_| RouteError::NotFound)?;
         let entry = &self.entries[*m.value];
         let (target, stack, label) = match entry.methods.iter().find(|(mm, _)| mm == method) {
@@ -535,12 +557,13 @@ impl Router {
                 params.push(super::template::decode_keeping_slashes(v));
             }
         }
-        Ok(RouteMatch {
+        let matched = RouteMatch {
             target,
             stack,
             route: label,
             params,
-        })
+        };
+        Ok((matched, &entry.specificity))
     }
 
     /// Every route, for `/routes`.

@@ -165,20 +165,22 @@ impl Template {
             Some(v) => rest.strip_suffix(v.as_str())?.strip_suffix(':')?,
             None => rest,
         };
-        let parts: Vec<&str> = body.split('/').collect();
-        // Where each template segment starts in `parts`; `**` takes the rest (maybe nothing).
+        // Checked without allocating: most templates tried against a path do not match.
+        let count = body.split('/').count();
+        // Where each template segment starts in the path; `**` takes the rest (maybe nothing).
         let fixed = self.segs.iter().filter(|s| **s != Seg::DoubleStar).count();
         let open = self.segs.last() == Some(&Seg::DoubleStar);
-        if parts.len() < fixed || (!open && parts.len() != fixed) {
+        if count < fixed || (!open && count != fixed) {
             return None;
         }
-        for (seg, part) in self.segs.iter().zip(&parts) {
+        for (seg, part) in self.segs.iter().zip(body.split('/')) {
             match seg {
                 Seg::Lit(l) if l != part => return None,
                 Seg::Star if part.is_empty() => return None,
                 _ => {}
             }
         }
+        let parts: Vec<&str> = body.split('/').collect();
         let mut values = Vec::with_capacity(self.vars.len());
         for (_, range) in &self.vars {
             let end = if range.end == self.segs.len() && open {
