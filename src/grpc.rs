@@ -41,6 +41,17 @@ pub fn code_name(code: i32) -> &'static str {
     }
 }
 
+/// Base64 as gRPC and the proto3 JSON mapping write it: standard or URL-safe alphabet, padded
+/// or not (`grpc-status-details-bin`, bytes in a path or query).
+pub fn decode_base64(raw: &[u8]) -> Option<bytes::Bytes> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(raw).ok())
+        .map(bytes::Bytes::from)
+}
+
 /// The number of a code name (`NOT_FOUND` → 5); 2 (UNKNOWN) for a name that is none.
 pub fn code_number(name: &str) -> i32 {
     (0..=16).find(|c| code_name(*c) == name).unwrap_or(2)

@@ -236,7 +236,7 @@ fn status_of(headers: &HeaderMap) -> Result<Option<Status>, Status> {
             // that is not base64 is dropped, not fatal.
             match headers
                 .get(DETAILS)
-                .and_then(|v| decode_details(v.as_bytes()))
+                .and_then(|v| crate::grpc::decode_base64(v.as_bytes()))
             {
                 Some(details) => Some(Status::with_details(code, message, details)),
                 None => Some(Status::new(code, message)),
@@ -247,16 +247,6 @@ fn status_of(headers: &HeaderMap) -> Result<Option<Status>, Status> {
 
 /// The trailer with an error's typed details: a google.rpc.Status, base64 (padding optional).
 const DETAILS: &str = "grpc-status-details-bin";
-
-fn decode_details(b64: &[u8]) -> Option<Bytes> {
-    use base64::Engine;
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-    STANDARD_NO_PAD
-        .decode(b64)
-        .or_else(|_| STANDARD.decode(b64))
-        .ok()
-        .map(Bytes::from)
-}
 
 /// Metadata key that marks a [`bad_gateway`] status.
 const BAD_GATEWAY_MARK: &str = "x-gwbench-bad-gateway";

@@ -527,17 +527,6 @@ fn set_path(msg: &mut DynamicMessage, path: &[FieldDescriptor], raw: &str) -> Re
     Ok(())
 }
 
-/// Bytes in a path or query: standard or URL-safe base64, padded or not (the proto3 JSON
-/// mapping accepts either alphabet).
-fn decode_base64(raw: &str) -> Option<Bytes> {
-    use base64::Engine;
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|e| e.decode(raw).ok())
-        .map(Bytes::from)
-}
-
 /// A well-known type given as text in a path or query: its proto3 JSON string form
 /// (Timestamp as RFC 3339, Duration as `1.5s`, FieldMask as `a.b,c`), or a wrapper's bare
 /// value. Other message types cannot be set from text.
@@ -579,7 +568,7 @@ fn parse_well_known(
     // form is not a number at all (reported below as the field's error).
     let json = match (m.full_name(), &json) {
         ("google.protobuf.BytesValue", serde_json::Value::String(s)) => {
-            let bytes = decode_base64(s).ok_or_else(|| {
+            let bytes = crate::grpc::decode_base64(s.as_bytes()).ok_or_else(|| {
                 bad(format!(
                     "invalid value {raw:?} for field {}: expected base64",
                     f.name()
@@ -619,7 +608,9 @@ fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
             _ => return Err(fail("true or false")),
         }),
         Kind::String => Value::String(raw.to_string()),
-        Kind::Bytes => Value::Bytes(decode_base64(raw).ok_or_else(|| fail("base64"))?),
+        Kind::Bytes => {
+            Value::Bytes(crate::grpc::decode_base64(raw.as_bytes()).ok_or_else(|| fail("base64"))?)
+        }
         Kind::Enum(e) => match e
             .get_value_by_name(raw)
             .or_else(|| raw.parse().ok().and_then(|n| e.get_value(n)))

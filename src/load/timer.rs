@@ -56,11 +56,6 @@ impl PreciseTimer {
         })
     }
 
-    /// How late the timer usually wakes, as learnt so far.
-    pub fn lateness(&self) -> std::time::Duration {
-        self.lateness
-    }
-
     /// Learns from one wake-up `late` after the time asked for: quickly upwards, slowly
     /// downwards, so the estimate sits near the upper part of the timer's lateness.
     fn learn(&mut self, late: std::time::Duration) {
