@@ -116,42 +116,55 @@ pub fn frame(msg: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// A response body that is not exactly one uncompressed message.
+/// A response body that does not frame uncompressed messages of a bounded size.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
-    /// Fewer than five bytes.
-    #[error("the upstream sent no response message")]
-    Missing,
     /// The compressed flag is set although no compression was offered.
     #[error("the upstream sent a compressed message (none was offered)")]
     Compressed,
-    /// The prefix's length disagrees with what arrived.
-    #[error("response message framed as {framed} bytes, {arrived} arrived")]
-    Length {
+    /// A message's prefix announces more than the limit.
+    #[error("response message framed as {framed} bytes, over the limit of {max}")]
+    TooLarge {
         /// Length in the prefix.
         framed: usize,
-        /// Bytes after the prefix.
-        arrived: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body ended inside a message.
+    #[error("the upstream's answer ended inside a message ({left} bytes left over)")]
+    Truncated {
+        /// Bytes of the unfinished message.
+        left: usize,
     },
 }
 
-/// The one message of a unary response body.
-pub fn unframe(mut buf: Bytes) -> Result<Bytes, FrameError> {
+/// Takes the next whole message off the front of `buf` (the body as it arrives), if one is
+/// there; a message announced over `max` bytes is an error as soon as its prefix is in, so the
+/// buffer never holds more than one message and one chunk.
+pub fn next_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < FRAME_PREFIX {
-        return Err(FrameError::Missing);
+        return Ok(None);
     }
     if buf[0] != 0 {
         return Err(FrameError::Compressed);
     }
     let framed = (&buf[1..FRAME_PREFIX]).get_u32() as usize;
-    buf.advance(FRAME_PREFIX);
-    if buf.len() != framed {
-        return Err(FrameError::Length {
-            framed,
-            arrived: buf.len(),
-        });
+    if framed > max {
+        return Err(FrameError::TooLarge { framed, max });
     }
-    Ok(buf)
+    if buf.len() - FRAME_PREFIX < framed {
+        return Ok(None);
+    }
+    buf.advance(FRAME_PREFIX);
+    Ok(Some(buf.split_to(framed).freeze()))
+}
+
+/// What is left in `buf` when the body ends: nothing, or an unfinished message.
+pub fn finished(buf: &BytesMut) -> Result<(), FrameError> {
+    match buf.len() {
+        0 => Ok(()),
+        left => Err(FrameError::Truncated { left }),
+    }
 }
 
 #[cfg(test)]
@@ -173,20 +186,25 @@ mod tests {
     fn frames_round_trip_and_bad_frames_are_named() {
         let f = frame(b"hello");
         assert_eq!(&f[..], b"\0\0\0\0\x05hello");
-        assert_eq!(unframe(f).unwrap(), Bytes::from_static(b"hello"));
+        let mut buf = BytesMut::from(&f[..3]);
+        assert_eq!(next_message(&mut buf, 10), Ok(None));
+        assert_eq!(finished(&buf), Err(FrameError::Truncated { left: 3 }));
+        buf.extend_from_slice(&f[3..]);
         assert_eq!(
-            unframe(Bytes::from_static(b"\0\0")),
-            Err(FrameError::Missing)
+            next_message(&mut buf, 10),
+            Ok(Some(Bytes::from_static(b"hello")))
         );
+        assert_eq!(finished(&buf), Ok(()));
         assert_eq!(
-            unframe(Bytes::from_static(b"\x01\0\0\0\0")),
+            next_message(&mut BytesMut::from(&b"\x01\0\0\0\0"[..]), 10),
             Err(FrameError::Compressed)
         );
+        // Refused from its prefix alone, before the message arrives.
         assert_eq!(
-            unframe(Bytes::from_static(b"\0\0\0\0\x02a")),
-            Err(FrameError::Length {
-                framed: 2,
-                arrived: 1
+            next_message(&mut BytesMut::from(&b"\0\0\0\0\x0b"[..]), 10),
+            Err(FrameError::TooLarge {
+                framed: 11,
+                max: 10
             })
         );
         let mut h = HeaderMap::new();
@@ -219,6 +237,29 @@ mod tests {
                 prop_assert!(b.len() >= 2 && b[..b.len() - 1].iter().all(u8::is_ascii_digit));
                 prop_assert!(d <= Duration::from_secs(99_999_999 * 3600));
             }
+        }
+
+        /// Messages framed one after another and arriving cut at any points come back whole,
+        /// in order, and nothing is left over.
+        #[test]
+        fn messages_arriving_in_any_pieces_come_back_whole(
+            msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..6),
+            cuts in proptest::collection::vec(1usize..17, 0..40),
+        ) {
+            let wire: Vec<u8> = msgs.iter().flat_map(|m| frame(m).to_vec()).collect();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let (mut at, mut cut) = (0, cuts.iter().cycle());
+            while at < wire.len() {
+                let n = cut.next().copied().unwrap_or(wire.len()).min(wire.len() - at);
+                buf.extend_from_slice(&wire[at..at + n]);
+                at += n;
+                while let Some(m) = next_message(&mut buf, 64).unwrap() {
+                    got.push(m.to_vec());
+                }
+            }
+            prop_assert_eq!(got, msgs);
+            prop_assert_eq!(finished(&buf), Ok(()));
         }
     }
 }

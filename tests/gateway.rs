@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Seen, Stack, gateway_config as config, get, headers, post, send, url};
+use common::{Seen, Stack, compile_set, gateway_config as config, get, headers, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::Gateway;
@@ -916,21 +916,6 @@ async fn routing_in_process_without_a_socket() {
 
 // ===== a descriptor set built in the test =====
 
-/// Compiles `proto` (saved as `<package dir>/<file>`) with the repository's protos on the
-/// import path into a descriptor set; returns the temporary directory and the set's path.
-fn compile_set(tag: &str, rel: &str, proto: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
-    let file = dir.join(rel);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, proto).unwrap();
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
-    compiler.include_imports(true).open_file(rel).unwrap();
-    let set = dir.join(format!("{tag}.pb"));
-    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
-    (dir, set)
-}
-
 const ECHO_PROTO: &str = r#"
 syntax = "proto3";
 package echo.v1;
@@ -1184,8 +1169,8 @@ service Echo {
   rpc Broken(SayRequest) returns (SayReply) {
     option (google.api.http) = { get: "/v1/broken/{no_such_field}" };
   }
-  rpc Watch(SayRequest) returns (stream SayReply) {
-    option (google.api.http) = { get: "/v1/watch/{name}" };
+  rpc Upload(stream SayRequest) returns (SayReply) {
+    option (google.api.http) = { post: "/v1/upload" body: "*" };
   }
 }
 message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
@@ -1206,16 +1191,16 @@ async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
     // Once per mount (the default config mounts the RPCs at / and at /secure).
     assert!(!skipped.is_empty(), "{routes}");
     assert!(
-        skipped.iter().any(|s| s["rpc"] == "echo.v1.Echo.Watch"),
+        skipped.iter().any(|s| s["rpc"] == "echo.v1.Echo.Upload"),
         "{routes}"
     );
     assert_eq!(
-        get(&format!("http://{}/v1/watch/x", gw.http)).await.status,
+        post(&format!("http://{}/v1/upload", gw.http), "{}").await.status,
         StatusCode::NOT_FOUND,
-        "a streaming RPC is refused at start, not answered 500 per request"
+        "a client-streaming RPC is refused at start, not answered 500 per request"
     );
     for s in skipped {
-        if s["rpc"] == "echo.v1.Echo.Watch" {
+        if s["rpc"] == "echo.v1.Echo.Upload" {
             assert!(s["reason"].as_str().unwrap().contains("streaming"), "{s}");
             continue;
         }

@@ -153,5 +153,6 @@ fn core(cfg: &GatewayConfig, upstreams: Vec<Upstream>) -> Core {
         t.reject_unknown_fields,
     );
     json.errors = t.error_format;
+    json.stream = t.stream_format;
     Core::new(upstreams, json)
 }

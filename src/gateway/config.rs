@@ -37,6 +37,8 @@ proto_field_names = false      # JSON keys: false = lowerCamelCase json names, t
 emit_defaults = false          # include fields that hold their default value
 reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
 error_format = "gwbench"       # errors of transcoded routes: "gwbench" ({"error": {...}}) or "google" (google.rpc.Status JSON)
+stream_format = "ndjson"       # server-streaming RPCs: "ndjson" ({"result": ...} per line, as grpc-gateway)
+                               # or "array" (one JSON array, as Envoy's transcoder)
 strict = false                 # true: an annotated rule the gateway cannot serve stops the start
                                # (false: it is skipped with a warning and listed in /routes)
 
@@ -262,6 +264,19 @@ pub enum ErrorFormat {
     Google,
 }
 
+/// How a server-streaming RPC's messages are written (`[transcode] stream_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFormat {
+    /// Newline-delimited JSON, each message as `{"result": <message>}` and an error as
+    /// `{"error": ...}` (grpc-gateway's), `application/x-ndjson`.
+    #[default]
+    Ndjson,
+    /// One JSON array of the messages (Envoy's transcoder's); an error mid-stream becomes its
+    /// last element, `{"error": ...}`.
+    Array,
+}
+
 /// `[transcode]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +307,9 @@ pub struct Transcode {
     /// The JSON shape of a transcoded route's errors.
     #[serde(default)]
     pub error_format: ErrorFormat,
+    /// How server-streaming RPCs' messages are written.
+    #[serde(default)]
+    pub stream_format: StreamFormat,
     /// An annotated rule the gateway cannot serve stops the start (default: it is skipped with
     /// a warning and listed under `skipped` in /routes).
     #[serde(default)]

@@ -70,7 +70,7 @@ fn metadata_from_client(headers: &HeaderMap) -> HeaderMap {
 
 /// The upstream's response metadata (headers and trailers) as `Grpc-Metadata-<name>` response
 /// headers, the protocol's own left out.
-fn metadata_to_client(metadata: &HeaderMap, out: &mut HeaderMap) {
+pub(super) fn metadata_to_client(metadata: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in metadata {
         if protocol_header(name.as_str()) {
             continue;
@@ -120,7 +120,7 @@ impl Core {
         };
         let call = async {
             match req.target.clone() {
-                Target::Transcode(route) => self.transcode(&route, &req, started).await,
+                Target::Transcode(route) => self.transcode(route, &req, started).await,
                 Target::Proxy(p) => self.proxy(&p, req).await,
                 Target::Aggregate(_) => unreachable!("answered above"),
             }
@@ -140,10 +140,10 @@ impl Core {
         })
     }
 
-    /// JSON, path and query → one unary gRPC call → JSON.
+    /// JSON, path and query → one gRPC call → JSON (one message, or a stream of them).
     async fn transcode(
         &self,
-        route: &MethodRoute,
+        route: Arc<MethodRoute>,
         req: &GwRequest,
         started: Instant,
     ) -> Result<GwResponse, GwError> {
@@ -169,21 +169,21 @@ impl Core {
                 metadata.insert(name.clone(), value.clone());
             }
         }
-        let reply = self.upstreams[req.upstream]
+        let fail = call_error(route.clone(), started, req.deadline);
+        let upstream = &self.upstreams[req.upstream];
+        if route.streams() {
+            let messages = upstream
+                .grpc_server_stream(&route.grpc_path, msg, &metadata, Some(req.deadline))
+                .await
+                .map_err(&fail)?;
+            let deadline = tokio::time::Instant::from_std(started) + req.deadline;
+            return super::stream::respond(route, messages, &self.json, deadline, Box::new(fail))
+                .await;
+        }
+        let reply = upstream
             .grpc_unary(&route.grpc_path, msg, &metadata, Some(req.deadline))
             .await
-            .map_err(|s| match s.code() {
-                // A server that gives up on the grpc-timeout it was sent may answer CANCELLED
-                // (tonic's does): past the deadline, that is a 504.
-                Code::Cancelled if started.elapsed() >= req.deadline => {
-                    deadline_exceeded(req.deadline)
-                }
-                _ if super::grpc::is_bad_gateway(&s) => {
-                    GwError::http(StatusCode::BAD_GATEWAY, s.code(), s.message().to_string())
-                }
-                code => GwError::grpc(code, s.message().to_string())
-                    .with_details(route.render_details(s.details())),
-            })?;
+            .map_err(fail)?;
         let mut resp = if route.answers_http_body() {
             http_body_response(route.render_http_body(&reply.message)?)
         } else {
@@ -214,6 +214,24 @@ impl Core {
             .await?;
         forward::strip_hop_by_hop(resp.headers_mut());
         Ok(resp)
+    }
+}
+
+/// How a transcoded call's error status becomes the client's error.
+fn call_error(
+    route: Arc<MethodRoute>,
+    started: Instant,
+    deadline: Duration,
+) -> impl Fn(tonic::Status) -> GwError + Send + Sync + 'static {
+    move |s| match s.code() {
+        // A server that gives up on the grpc-timeout it was sent may answer CANCELLED
+        // (tonic's does): past the deadline, that is a 504.
+        Code::Cancelled if started.elapsed() >= deadline => deadline_exceeded(deadline),
+        _ if super::grpc::is_bad_gateway(&s) => {
+            GwError::http(StatusCode::BAD_GATEWAY, s.code(), s.message().to_string())
+        }
+        code => GwError::grpc(code, s.message().to_string())
+            .with_details(route.render_details(s.details())),
     }
 }
 

@@ -4,6 +4,8 @@
 //! flushes, so they leave in one write; through tonic's channel (and hyper's HTTP/2 client) the
 //! DATA frame followed in a second write, waking the upstream twice per call.
 //!
+//! Server-streaming calls read the same way, message by message as they arrive ([`Messages`]).
+//!
 //! The connection opens on first use and again after it fails; a call that finds it dead before
 //! sending anything goes out once more on a new one.
 
@@ -127,16 +129,16 @@ impl GrpcConn {
         })
     }
 
-    /// One unary call: `msg` is the encoded request message; `headers` are sent as metadata
-    /// (with `grpc-timeout` when `timeout` is set). Returns the encoded response message and
-    /// the response's metadata (its headers, then its trailers).
-    pub async fn unary(
+    /// Sends one request message and waits for the response's head: `msg` is the encoded
+    /// request message; `headers` are sent as metadata (with `grpc-timeout` when `timeout` is
+    /// set). An answer that is an error already (trailers-only) or not gRPC is the error.
+    async fn start(
         &self,
         path: &PathAndQuery,
         msg: &[u8],
         headers: HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<Reply, Status> {
+    ) -> Result<Messages, Status> {
         let mut sender = self.ready().await?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
@@ -164,7 +166,7 @@ impl GrpcConn {
             .send_data(crate::grpc::frame(msg), true)
             .map_err(from_h2)?;
         let resp = response.await.map_err(from_h2)?;
-        let (parts, mut body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         // A trailers-only answer (an error, usually) carries the status in the headers.
         if let Some(status) = status_of(&parts.headers)? {
             return Err(status);
@@ -181,29 +183,108 @@ impl GrpcConn {
                 "the upstream answered with content-type {content_type:?}, not gRPC"
             )));
         }
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(from_h2)?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            if buf.len() + chunk.len() > MAX_MESSAGE + 5 {
-                return Err(Status::resource_exhausted(format!(
-                    "response message over {MAX_MESSAGE} bytes"
-                )));
-            }
-            buf.extend_from_slice(&chunk);
+        Ok(Messages {
+            metadata: parts.headers,
+            body,
+            buf: BytesMut::new(),
+            done: false,
+        })
+    }
+
+    /// One unary call (see [`GrpcConn::start`]). Returns the encoded response message and the
+    /// response's metadata (its headers, then its trailers).
+    pub async fn unary(
+        &self,
+        path: &PathAndQuery,
+        msg: &[u8],
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, Status> {
+        let mut answer = self.start(path, msg, headers, timeout).await?;
+        let Some(message) = answer.next().await? else {
+            return Err(bad_gateway(
+                "the upstream answered a unary call with no message".into(),
+            ));
+        };
+        if answer.next().await?.is_some() {
+            return Err(bad_gateway(
+                "the upstream answered a unary call with more than one message".into(),
+            ));
         }
-        let trailers = body.trailers().await.map_err(from_h2)?.unwrap_or_default();
+        Ok(Reply {
+            message,
+            metadata: answer.metadata,
+        })
+    }
+
+    /// One server-streaming call (see [`GrpcConn::start`]): returns once the response's head
+    /// has arrived; its messages follow from [`Messages::next`].
+    pub async fn server_stream(
+        &self,
+        path: &PathAndQuery,
+        msg: &[u8],
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<Messages, Status> {
+        self.start(path, msg, headers, timeout).await
+    }
+}
+
+/// The messages of a call's answer, read as they arrive, each at most [`MAX_MESSAGE`] bytes.
+#[derive(Debug)]
+pub struct Messages {
+    /// The response's headers; its trailers are added when the answer ends.
+    pub metadata: HeaderMap,
+    body: h2::RecvStream,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl Messages {
+    /// The next message; `None` once the answer ended with grpc-status 0; the call's error
+    /// when it ended with another (or broke the protocol).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            match crate::grpc::next_message(&mut self.buf, MAX_MESSAGE) {
+                Ok(Some(message)) => return Ok(Some(message)),
+                Ok(None) => {}
+                Err(e @ crate::grpc::FrameError::TooLarge { .. }) => {
+                    return Err(Status::resource_exhausted(e.to_string()));
+                }
+                Err(e) => return Err(bad_gateway(e.to_string())),
+            }
+            match self.body.data().await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(from_h2)?;
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    // Bounded: a message's length was checked above once its prefix arrived,
+                    // and a chunk is at most the window the connection grants.
+                    self.buf.extend_from_slice(&chunk);
+                }
+                None => break,
+            }
+        }
+        self.done = true;
+        crate::grpc::finished(&self.buf).map_err(|e| bad_gateway(e.to_string()))?;
+        let trailers = self
+            .body
+            .trailers()
+            .await
+            .map_err(from_h2)?
+            .unwrap_or_default();
         match status_of(&trailers)? {
-            Some(status) => return Err(status),
+            Some(status) => Err(status),
             None if !trailers.contains_key(crate::grpc::STATUS) => {
-                return Err(Status::unknown("the upstream sent no grpc-status"));
+                Err(Status::unknown("the upstream sent no grpc-status"))
             }
-            None => {}
+            None => {
+                self.metadata.extend(trailers);
+                Ok(None)
+            }
         }
-        let message = crate::grpc::unframe(buf.freeze()).map_err(|e| bad_gateway(e.to_string()))?;
-        let mut metadata = parts.headers;
-        metadata.extend(trailers);
-        Ok(Reply { message, metadata })
     }
 }
 

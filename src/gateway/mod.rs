@@ -27,6 +27,7 @@ pub mod router;
 pub mod server;
 pub mod stack;
 pub mod status;
+pub mod stream;
 pub mod template;
 pub mod transcode;
 pub mod types;

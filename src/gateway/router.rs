@@ -343,11 +343,13 @@ impl Router {
         let template = format!("{prefix}{template}");
         let rule = format!("{http_method} {template}");
         let fail = |e: String| (rule.clone(), e);
-        // Called as unary, a streaming RPC failed at request time with a framing error (500):
-        // refused here instead, with the reason at start.
-        if method.is_client_streaming() || method.is_server_streaming() {
+        // An HTTP request is one message: a client-streaming RPC is refused here, with the
+        // reason at start, not at request time.
+        if method.is_client_streaming() {
             return Err(fail(
-                "streaming RPCs are not transcoded yet (only unary ones are)".into(),
+                "client-streaming and bidirectional RPCs are not transcoded (unary and \
+                 server-streaming ones are)"
+                    .into(),
             ));
         }
         let (path, vars) = match translate(&template) {

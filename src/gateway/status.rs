@@ -83,6 +83,23 @@ impl GwError {
         self.into_response_as(ErrorFormat::Gwbench)
     }
 
+    /// The error as one element of a streamed answer, `{"error": ...}`: the gateway's shape
+    /// as it is, google.rpc.Status JSON under `error` (as grpc-gateway writes a stream's error).
+    pub fn in_band(&self, format: ErrorFormat) -> serde_json::Value {
+        let inner = match format {
+            ErrorFormat::Gwbench => serde_json::json!({
+                "code": self.code, "message": self.message,
+                "http_status": self.status.as_u16(), "details": self.details,
+            }),
+            ErrorFormat::Google => serde_json::json!({
+                "code": crate::grpc::code_number(self.code),
+                "message": self.message,
+                "details": self.details,
+            }),
+        };
+        serde_json::json!({ "error": inner })
+    }
+
     /// The JSON error response in `format`.
     pub fn into_response_as(self, format: ErrorFormat) -> Response<GwBody> {
         let body = match (format, self.details.is_empty()) {

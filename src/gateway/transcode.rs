@@ -36,6 +36,8 @@ pub struct JsonOptions {
     pub reject_unknown: bool,
     /// The shape of errors.
     pub errors: super::config::ErrorFormat,
+    /// The shape of server-streamed answers.
+    pub stream: super::config::StreamFormat,
 }
 
 /// One annotated RPC binding, ready to transcode.
@@ -55,6 +57,8 @@ pub struct MethodRoute {
     float_wrappers: bool,
     /// The response is a google.api.HttpBody: its bytes are the HTTP body, as they are.
     http_body_out: bool,
+    /// The RPC answers with a stream of messages.
+    server_streaming: bool,
 }
 
 /// The name of the message that carries a raw HTTP body.
@@ -128,10 +132,16 @@ impl MethodRoute {
             float_wrappers: nonfinite::reaches_float_wrapper(&method.output()),
             http_body_out: method.output().full_name() == HTTP_BODY && response_body.is_none(),
             output: method.output(),
+            server_streaming: method.is_server_streaming(),
             body,
             path_fields,
             response_body,
         })
+    }
+
+    /// Whether the RPC answers with a stream of messages.
+    pub fn streams(&self) -> bool {
+        self.server_streaming
     }
 
     /// Builds and encodes the request message (a JSON body).
@@ -331,6 +341,7 @@ impl JsonOptions {
             proto_names,
             reject_unknown,
             errors: super::config::ErrorFormat::default(),
+            stream: super::config::StreamFormat::default(),
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct GwRequest {
     pub client_deadline: bool,
 }
 
+/// A response extension: the body is a stream of messages with no set end (a server-streaming
+/// RPC): never stored by the cache, which would hold it back until it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Streamed;
+
 /// A response extension: the request ran out of a deadline the client set shorter than the
 /// route's. Not an upstream failure (the circuit breaker does not count it).
 #[derive(Debug, Clone, Copy)]

@@ -184,11 +184,32 @@ impl Upstream {
         metadata: &http::HeaderMap,
         timeout: Option<Duration>,
     ) -> Result<super::grpc::Reply, Status> {
-        let first = self.pick(None);
-        match self
-            .grpc_on(first, path, body.clone(), metadata, timeout)
+        self.grpc_call(|conn| conn.unary(path, &body, metadata.clone(), timeout))
             .await
-        {
+    }
+
+    /// A server-streaming gRPC call, as [`Upstream::grpc_unary`]: returns at the response's
+    /// head; the endpoint counts it in flight until then (not for the whole stream).
+    pub async fn grpc_server_stream(
+        &self,
+        path: &PathAndQuery,
+        body: Bytes,
+        metadata: &http::HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<super::grpc::Messages, Status> {
+        self.grpc_call(|conn| conn.server_stream(path, &body, metadata.clone(), timeout))
+            .await
+    }
+
+    /// `call` on a chosen endpoint's connection; a refused connection marks the endpoint down
+    /// and the call goes to another one (it never reached the first).
+    async fn grpc_call<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Status>
+    where
+        F: Fn(&'a super::grpc::GrpcConn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let first = self.pick(None);
+        match self.grpc_on(first, &call).await {
             Err(status) if is_connect_error(Some(&status)) => {
                 self.mark_down(first);
                 if self.endpoints.len() == 1 {
@@ -198,32 +219,27 @@ impl Upstream {
                     )));
                 }
                 let second = self.pick(Some(first));
-                self.grpc_on(second, path, body, metadata, timeout)
-                    .await
-                    .map_err(|s| {
-                        if is_connect_error(Some(&s)) {
-                            self.mark_down(second);
-                            Status::unavailable(format!(
-                                "upstream {}: no endpoint accepts connections",
-                                self.name
-                            ))
-                        } else {
-                            s
-                        }
-                    })
+                self.grpc_on(second, &call).await.map_err(|s| {
+                    if is_connect_error(Some(&s)) {
+                        self.mark_down(second);
+                        Status::unavailable(format!(
+                            "upstream {}: no endpoint accepts connections",
+                            self.name
+                        ))
+                    } else {
+                        s
+                    }
+                })
             }
             other => other,
         }
     }
 
-    async fn grpc_on(
-        &self,
-        i: usize,
-        path: &PathAndQuery,
-        body: Bytes,
-        metadata: &http::HeaderMap,
-        timeout: Option<Duration>,
-    ) -> Result<super::grpc::Reply, Status> {
+    async fn grpc_on<'a, T, F, Fut>(&'a self, i: usize, call: &F) -> Result<T, Status>
+    where
+        F: Fn(&'a super::grpc::GrpcConn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         let ep = &self.endpoints[i];
         let conn = ep
             .grpc
@@ -231,7 +247,7 @@ impl Upstream {
             .ok_or_else(|| Status::internal("not a gRPC upstream"))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&ep.in_flight);
-        conn.unary(path, &body, metadata.clone(), timeout).await
+        call(conn).await
     }
 
     /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)

@@ -143,6 +143,18 @@ pub async fn grpc_echo(
     headers: http::HeaderMap,
     trailers: http::HeaderMap,
 ) -> (std::net::SocketAddr, Seen) {
+    grpc_echo_stream(headers, 1, None, trailers).await
+}
+
+/// [`grpc_echo`] for streams: the request's own bytes `copies` times (each one message, in its
+/// own DATA frame), then `trailers`; with a `gate`, only the first copy before the gate is
+/// opened (`notify_one`), the rest after.
+pub async fn grpc_echo_stream(
+    headers: http::HeaderMap,
+    copies: usize,
+    gate: Option<std::sync::Arc<tokio::sync::Notify>>,
+    trailers: http::HeaderMap,
+) -> (std::net::SocketAddr, Seen) {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     let seen = Seen::default();
@@ -151,19 +163,45 @@ pub async fn grpc_echo(
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (keep, headers, trailers) = (keep.clone(), headers.clone(), trailers.clone());
+            let (keep, headers, trailers, gate) = (
+                keep.clone(),
+                headers.clone(),
+                trailers.clone(),
+                gate.clone(),
+            );
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (keep, headers, trailers) =
-                            (keep.clone(), headers.clone(), trailers.clone());
+                        let (keep, headers, trailers, gate) = (
+                            keep.clone(),
+                            headers.clone(),
+                            trailers.clone(),
+                            gate.clone(),
+                        );
                         async move {
                             *keep.lock().unwrap() = req.headers().clone();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                            let mut resp =
-                                http::Response::new(StreamBody::new(tokio_stream::iter(frames)));
+                            let frames = futures_util::stream::unfold(0usize, move |i| {
+                                let (body, trailers, gate) =
+                                    (body.clone(), trailers.clone(), gate.clone());
+                                async move {
+                                    if i > copies {
+                                        return None;
+                                    }
+                                    if i == 1
+                                        && let Some(g) = gate
+                                    {
+                                        g.notified().await;
+                                    }
+                                    let frame = if i == copies {
+                                        Frame::trailers(trailers)
+                                    } else {
+                                        Frame::data(body)
+                                    };
+                                    Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+                                }
+                            });
+                            let mut resp = http::Response::new(StreamBody::new(frames));
                             *resp.headers_mut() = headers;
                             Ok::<_, std::convert::Infallible>(resp)
                         }
@@ -176,6 +214,21 @@ pub async fn grpc_echo(
         }
     });
     (addr, seen)
+}
+
+/// Compiles `proto` (saved as `<package dir>/<file>`) with the repository's protos on the
+/// import path into a descriptor set; returns the temporary directory and the set's path.
+pub fn compile_set(tag: &str, rel: &str, proto: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
+    let file = dir.join(rel);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, proto).unwrap();
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let mut compiler = protox::Compiler::new([dir.to_str().unwrap(), proto_root]).unwrap();
+    compiler.include_imports(true).open_file(rel).unwrap();
+    let set = dir.join(format!("{tag}.pb"));
+    std::fs::write(&set, compiler.encode_file_descriptor_set()).unwrap();
+    (dir, set)
 }
 
 /// A header map from (name, value) pairs.

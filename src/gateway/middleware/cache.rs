@@ -93,6 +93,10 @@ fn key_of(req: &GwRequest, cfg: &CacheConfig) -> Option<String> {
 fn cacheable(resp: &GwResponse) -> bool {
     let d = directives(resp.headers());
     resp.status().is_success()
+        && resp
+            .extensions()
+            .get::<crate::gateway::types::Streamed>()
+            .is_none()
         && !resp.headers().contains_key(http::header::SET_COOKIE)
         && !has(&d, "no-store")
         && !has(&d, "no-cache")
