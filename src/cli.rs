@@ -307,8 +307,10 @@ Examples:
   gwbench gateway --print-default-config > gw.toml; gwbench gateway --config gw.toml
   gwbench gateway --upstream-grpc 10.0.0.5:50051 --upstream-grpc 10.0.0.6:50051
 
-Every RPC with a google.api.http annotation in the descriptor set (the embedded one, or
---descriptor-set FILE: a FileDescriptorSet with imports) becomes a route. gRPC errors map to
+Every RPC with a google.api.http annotation in the descriptor set (the embedded one,
+--descriptor-set FILE: a FileDescriptorSet with imports, --proto FILE compiled at start, or
+--reflect: asked from the gRPC upstream over server reflection) becomes a route; a
+server-streaming RPC answers newline-delimited JSON as its messages arrive. gRPC errors map to
 HTTP statuses as grpc-gateway does; errors are JSON: {\"error\": {\"code\", \"message\",
 \"http_status\"}}. Prints `ready http ADDR` and `ready admin ADDR` when listening; on SIGTERM
 or Ctrl-C stops accepting and lets requests in flight finish (limits.drain_timeout).";
@@ -351,6 +353,11 @@ pub struct GatewayArgs {
         requires = "protos"
     )]
     pub proto_paths: Vec<std::path::PathBuf>,
+    /// Ask the gRPC upstream for its services over gRPC server reflection at start (v1, or
+    /// v1alpha) and route what it annotates: no descriptor file needed (sets transcode.reflect;
+    /// `gwbench backends` serves reflection).
+    #[arg(long, conflicts_with_all = ["descriptor_set", "protos"])]
+    pub reflect: bool,
     /// Refuse to start when an annotated rule cannot be served (sets transcode.strict); by
     /// default such a rule is skipped with a warning naming the RPC and the reason, and listed
     /// under "skipped" in the admin endpoint's /routes.
@@ -467,6 +474,10 @@ pub struct LoadArgs {
         conflicts_with = "descriptor_set"
     )]
     pub protos: Vec<std::path::PathBuf>,
+    /// Ask the server for --grpc's service over gRPC server reflection (v1, or v1alpha)
+    /// instead of a descriptor file (`gwbench backends` serves it).
+    #[arg(long, requires = "grpc", conflicts_with_all = ["descriptor_set", "protos"])]
+    pub reflect: bool,
     /// Import path for --proto (repeatable; default: each file's directory).
     #[arg(
         short = 'I',

@@ -11,6 +11,7 @@ pub mod http1;
 pub mod load;
 pub mod net;
 pub mod proto;
+pub mod reflect;
 pub mod report;
 mod run;
 pub mod stats;

@@ -458,3 +458,45 @@ fn load_grpc_takes_proto_files_without_protoc() {
     assert_eq!(report["requests"]["ok"], 20, "{report}");
     rt.block_on(backends.shutdown());
 }
+
+#[test]
+fn load_grpc_asks_the_server_for_its_descriptors_with_reflect() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt.block_on(async {
+        gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
+            .await
+            .unwrap()
+    });
+    let out = gwbench()
+        .args(["load", &format!("http://{}", backends.grpc[0])])
+        .args(["--grpc", "gwbench.v1.UserService/GetUser", "--reflect"])
+        .args(["--data", r#"{"id": 3}"#])
+        .args(["-n", "20", "--rps", "200", "--warmup", "0s", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"]["ok"], 20, "{report}");
+    // A server that refuses the connection: one line naming what failed, exit 2.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let (code, stderr) = fails(&[
+        "load",
+        &format!("http://{dead_addr}"),
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--reflect",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--reflect") && stderr.contains(&dead_addr.to_string()),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    rt.block_on(backends.shutdown());
+}

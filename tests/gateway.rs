@@ -1195,7 +1195,9 @@ async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
         "{routes}"
     );
     assert_eq!(
-        post(&format!("http://{}/v1/upload", gw.http), "{}").await.status,
+        post(&format!("http://{}/v1/upload", gw.http), "{}")
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "a client-streaming RPC is refused at start, not answered 500 per request"
     );

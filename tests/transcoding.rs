@@ -306,3 +306,107 @@ async fn a_unary_rpc_answered_with_two_messages_is_a_bad_gateway() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ===== descriptors from the running upstream (gRPC server reflection) =====
+
+#[tokio::test]
+async fn gateway_reflect_routes_what_the_mocks_describe_over_server_reflection() {
+    let backends =
+        gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
+            .await
+            .unwrap();
+    let grpc = vec![backends.grpc[0].to_string()];
+    let rest = vec![backends.rest[0].to_string()];
+    let embedded = GatewayServer::start(&gateway_config(&grpc, &rest))
+        .await
+        .unwrap();
+    let mut cfg = gateway_config(&grpc, &rest);
+    cfg.transcode.reflect = true;
+    let reflected = GatewayServer::start(&cfg).await.unwrap();
+    // The same routes as from the embedded descriptor set, and the same answers.
+    let routes = async |gw: &GatewayServer| {
+        let all = get(&url(gw.admin, "/routes")).await.json();
+        let mut routes: Vec<String> = all["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        routes.sort();
+        (routes, all["skipped"].clone())
+    };
+    let (got, want) = (routes(&reflected).await, routes(&embedded).await);
+    assert!(got.0.len() > 20, "{got:?}");
+    assert_eq!(got, want);
+    for path in ["/api/users/7", "/api/products/2", "/api/inventory/3"] {
+        let (a, b) = (
+            get(&url(embedded.http, path)).await,
+            get(&url(reflected.http, path)).await,
+        );
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert_eq!((a.status, a.json()), (b.status, b.json()), "{path}");
+    }
+    reflected.shutdown().await;
+    embedded.shutdown().await;
+    backends.shutdown().await;
+}
+
+#[tokio::test]
+async fn gateway_reflect_fails_at_start_with_a_named_reason_when_the_upstream_cannot_reflect() {
+    // A hostile upstream: it answers only once the request stream has ended, which a
+    // reflection client never does while it waits for an answer. Bounded by reflect_timeout.
+    let (up, _) = common::grpc_echo(grpc_head(), ok()).await;
+    let mut cfg = gateway_config(&[up.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    cfg.transcode.reflect = true;
+    cfg.transcode.reflect_timeout =
+        gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(300));
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("transcode.reflect") && err.contains(&up.to_string()),
+        "{err}"
+    );
+    assert!(err.contains("no complete answer within 300ms"), "{err}");
+    // Nobody there at all.
+    let dead = dead_addr();
+    let mut cfg = gateway_config(std::slice::from_ref(&dead), &[dead_addr()]);
+    cfg.aggregations.clear();
+    cfg.transcode.reflect = true;
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(err.contains(&dead) && err.contains("connect"), "{err}");
+    // And it is one source of descriptors among alternatives.
+    cfg.transcode.descriptor_set = Some("x.pb".into());
+    assert!(cfg.validate().unwrap_err().contains("alternatives"));
+}
+
+#[tokio::test]
+async fn reflection_falls_back_to_v1alpha_when_the_server_has_only_that() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(gwbench::proto::DESCRIPTOR_SET)
+        .build_v1alpha()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(alpha)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let pool = gwbench::reflect::fetch(&addr.to_string(), std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let users = pool.get_service_by_name("gwbench.v1.UserService").unwrap();
+    // The google.api.http annotations came through as they were encoded.
+    let get_user = users.methods().find(|m| m.name() == "GetUser").unwrap();
+    assert!(
+        format!("{:?}", get_user.options()).contains("/api/users/{id}"),
+        "{:?}",
+        get_user.options()
+    );
+    stop.cancel();
+    let _ = server.await;
+}

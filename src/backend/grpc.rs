@@ -133,7 +133,7 @@ impl InventoryService for MockGrpc {
 
 // ===== serving =====
 
-/// Serves every mock service (and `grpc.health.v1`) on `listener` until `shutdown` is
+/// Serves every mock service (and `grpc.health.v1`, and server reflection) on `listener` until `shutdown` is
 /// cancelled, then finishes in-flight calls.
 pub async fn serve(
     listener: TcpListener,
@@ -153,8 +153,17 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
+    // Server reflection (v1, and v1alpha for older clients), from the embedded descriptor set
+    // with its google.api.http annotations kept: `gateway --reflect` and `load --grpc
+    // --reflect` need no descriptor file in front of the mocks.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::DESCRIPTOR_SET)
+    };
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
+        .add_optional_service(reflection().build_v1().ok())
+        .add_optional_service(reflection().build_v1alpha().ok())
         .add_service(UserServiceServer::new(mock.clone()))
         .add_service(OrderServiceServer::new(mock.clone()))
         .add_service(ProductServiceServer::new(mock.clone()))

@@ -31,8 +31,9 @@ pub(super) struct Parts {
 pub(super) fn assemble(
     cfg: &GatewayConfig,
     inner: Option<RouteService>,
+    reflected: Option<DescriptorPool>,
 ) -> Result<Parts, GatewayError> {
-    let pool = descriptor_pool(cfg)?;
+    let pool = descriptor_pool(cfg, reflected)?;
     let upstreams = cfg
         .upstreams
         .iter()
@@ -66,9 +67,16 @@ pub(super) fn assemble(
     })
 }
 
-/// The descriptor set routes are read from: the configured file, or the embedded one.
-fn descriptor_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
-    let mut pool = user_pool(cfg)?;
+/// The descriptor set routes are read from: the configured file, the upstream's (reflected),
+/// or the embedded one.
+fn descriptor_pool(
+    cfg: &GatewayConfig,
+    reflected: Option<DescriptorPool>,
+) -> Result<DescriptorPool, GatewayError> {
+    let mut pool = match reflected {
+        Some(pool) => pool,
+        None => user_pool(cfg)?,
+    };
     with_rpc_status(&mut pool)?;
     Ok(pool)
 }
@@ -92,6 +100,12 @@ fn with_rpc_status(pool: &mut DescriptorPool) -> Result<(), GatewayError> {
 /// The descriptor set the config names, compiles or embeds.
 fn user_pool(cfg: &GatewayConfig) -> Result<DescriptorPool, GatewayError> {
     let t = &cfg.transcode;
+    if t.reflect {
+        return Err(GatewayError(
+            "transcode.reflect asks the upstream at start (Gateway::connect, gateway --reflect)"
+                .into(),
+        ));
+    }
     match (&t.descriptor_set, t.protos.is_empty()) {
         (Some(_), false) => Err(GatewayError(
             "transcode.descriptor_set and transcode.protos (--descriptor-set and --proto) \

@@ -32,6 +32,8 @@ upstream = "grpc"              # the upstream that serves them (protocol "grpc")
 # descriptor_set = "api.pb"    # a FileDescriptorSet; default: gwbench's own protos
 # protos = ["api/v1/api.proto"] # or .proto files, compiled at start (no protoc)
 # proto_paths = ["."]          # their import paths (google/api and well-known types are bundled)
+reflect = false                # true: ask the upstream for its descriptors (gRPC server reflection)
+reflect_timeout = "5s"         # ...within this, at start
 timeout = "5s"                 # per-request deadline (a shorter grpc-timeout / X-Request-Timeout wins)
 proto_field_names = false      # JSON keys: false = lowerCamelCase json names, true = proto names
 emit_defaults = false          # include fields that hold their default value
@@ -293,6 +295,13 @@ pub struct Transcode {
     /// well-known types are bundled.
     #[serde(default)]
     pub proto_paths: Vec<std::path::PathBuf>,
+    /// Ask the upstream's first endpoint for its descriptors at start (gRPC server
+    /// reflection, v1 or v1alpha) instead of a file.
+    #[serde(default)]
+    pub reflect: bool,
+    /// How long that may take.
+    #[serde(default = "reflect_timeout")]
+    pub reflect_timeout: TextDuration,
     /// Per-request deadline.
     pub timeout: TextDuration,
     /// JSON keys as proto field names instead of json names.
@@ -317,6 +326,10 @@ pub struct Transcode {
     /// Where the annotated routes are mounted, each with its own middleware.
     #[serde(default = "default_mounts")]
     pub mounts: Vec<Mount>,
+}
+
+fn reflect_timeout() -> TextDuration {
+    TextDuration(std::time::Duration::from_secs(5))
 }
 
 fn default_mounts() -> Vec<Mount> {
@@ -709,6 +722,14 @@ impl GatewayConfig {
             return Err("limits.max_body_bytes: must be above 0".into());
         }
         self.validate_upstreams()?;
+        let t = &self.transcode;
+        if t.reflect && (t.descriptor_set.is_some() || !t.protos.is_empty()) {
+            return Err(
+                "transcode.reflect and transcode.descriptor_set / transcode.protos \
+                 (--reflect, --descriptor-set, --proto) are alternatives: give one"
+                    .into(),
+            );
+        }
         self.validate_routes()
     }
 

@@ -74,7 +74,34 @@ impl Gateway {
     /// Builds routes (from the descriptor set's annotations and the proxy routes) and upstream
     /// pools. Must run inside a tokio runtime; opens no connection yet.
     pub fn new(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
-        Gateway::build(cfg, None)
+        Gateway::build(cfg, None, None)
+    }
+
+    /// As [`Gateway::new`], but with `[transcode] reflect` first asks the transcode upstream
+    /// (its first endpoint) for its descriptors over gRPC server reflection, within
+    /// `reflect_timeout`.
+    pub async fn connect(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
+        if !cfg.transcode.reflect {
+            return Gateway::new(cfg);
+        }
+        let upstream = cfg
+            .upstreams
+            .iter()
+            .find(|u| u.name == cfg.transcode.upstream)
+            .ok_or_else(|| {
+                GatewayError(format!(
+                    "transcode.upstream {:?} is not an upstream",
+                    cfg.transcode.upstream
+                ))
+            })?;
+        let addr = upstream
+            .endpoints
+            .first()
+            .ok_or_else(|| GatewayError(format!("upstream {} has no endpoint", upstream.name)))?;
+        let pool = crate::reflect::fetch(addr, cfg.transcode.reflect_timeout.0)
+            .await
+            .map_err(|e| GatewayError(format!("transcode.reflect: {e}")))?;
+        Gateway::build(cfg, None, Some(pool))
     }
 
     /// The same gateway with `upstream` in place of the upstream call (transcode, proxy,
@@ -84,11 +111,15 @@ impl Gateway {
         cfg: &GatewayConfig,
         upstream: RouteService,
     ) -> Result<Gateway, GatewayError> {
-        Gateway::build(cfg, Some(upstream))
+        Gateway::build(cfg, Some(upstream), None)
     }
 
-    fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
-        let parts = assemble::assemble(cfg, inner)?;
+    fn build(
+        cfg: &GatewayConfig,
+        inner: Option<RouteService>,
+        reflected: Option<prost_reflect::DescriptorPool>,
+    ) -> Result<Gateway, GatewayError> {
+        let parts = assemble::assemble(cfg, inner, reflected)?;
         Ok(Gateway {
             router: parts.router,
             stacks: parts.stacks,

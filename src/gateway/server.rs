@@ -84,7 +84,7 @@ fn every(
 impl GatewayServer {
     /// Builds the gateway, binds both listeners (failing before serving anything), and serves.
     pub async fn start(cfg: &GatewayConfig) -> Result<GatewayServer, StartError> {
-        let gateway = Arc::new(Gateway::new(cfg)?);
+        let gateway = Arc::new(Gateway::connect(cfg).await?);
         let http_listener = net::bind(cfg.listen.http, "the gateway").await?;
         let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
         let local = |l: &tokio::net::TcpListener, addr| l.local_addr().unwrap_or(addr);

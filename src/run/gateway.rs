@@ -35,6 +35,14 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
             cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
         }
     }
+    if args.reflect {
+        cfg.transcode.reflect = true;
+        cfg.transcode.descriptor_set = None;
+        cfg.transcode.protos.clear();
+        if args.config.is_none() {
+            cfg.aggregations.clear(); // the default dashboard calls gwbench's own services
+        }
+    }
     if let Some(d) = &args.descriptor_set {
         cfg.transcode.descriptor_set = Some(d.clone());
         if args.config.is_none() && !cfg.aggregations.is_empty() {

@@ -43,6 +43,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
     let template = if let Some(method_name) = &args.grpc {
         let pool = match &args.descriptor_set {
             Some(path) => grpc::load_descriptor_set(path)?,
+            None if args.reflect => reflected(&args.urls)?,
             None if !args.protos.is_empty() => {
                 crate::proto::compile_protos(&args.protos, &args.proto_paths)
                     .map_err(|e| LoadError::Config(format!("--proto: {e}")))?
@@ -112,6 +113,29 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `gwbench load`.
+/// The descriptors of the gRPC server at the one URL, asked over server reflection.
+fn reflected(urls: &[String]) -> Result<prost_reflect::DescriptorPool, LoadError> {
+    let [url] = urls else {
+        return Err(LoadError::Config(
+            "--grpc takes exactly one server URL, e.g. http://127.0.0.1:50051".into(),
+        ));
+    };
+    let authority = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.to_string()))
+        .ok_or_else(|| LoadError::Config(format!("{url:?} is not a server URL")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError::Config(format!("--reflect: {e}")))?;
+    rt.block_on(crate::reflect::fetch(
+        &authority,
+        std::time::Duration::from_secs(5),
+    ))
+    .map_err(|e| LoadError::Config(format!("--reflect: {e}")))
+}
+
 pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
     let (cfg, slo) = config(args)?;
     let run = run_load(&cfg)?;
