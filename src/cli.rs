@@ -324,6 +324,11 @@ pub struct GatewayArgs {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,
+    /// Build the routes from the configuration and descriptors, print them (and each rule that
+    /// would be skipped, with the reason), and exit without listening: exit 0 when every
+    /// annotated rule is served, 1 when some would be skipped, 2 when the gateway cannot start.
+    #[arg(long)]
+    pub check: bool,
     /// Listen address for REST/JSON (overrides listen.http; port 0 = any free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,

@@ -49,8 +49,8 @@ pub fn load_descriptor_set(path: &std::path::Path) -> Result<DescriptorPool, Str
 }
 
 /// Compiles `.proto` files at run time (no protoc: protox) into a descriptor pool. Imports are
-/// looked up in `includes` (in order), then among the `google/api` annotation protos bundled in
-/// this binary and protobuf's well-known types. With no include directory, each file's own
+/// looked up among protobuf's well-known types (always the bundled ones), then in `includes`
+/// (in order), then among the `google/api` annotation protos bundled in this binary. With no include directory, each file's own
 /// directory is one. The error names the file and, for a syntax error, the line.
 pub fn compile_protos(
     files: &[std::path::PathBuf],
@@ -75,17 +75,22 @@ pub fn compile_protos(
         }
     }
     let mut resolver = ChainFileResolver::new();
+    // protobuf's own well-known types first: the runtime's definitions, whatever copy an
+    // include directory holds (googleapis bundles ship a descriptor.proto newer than the
+    // compiler parses, and every copy describes the same wire types).
+    resolver.add(GoogleFileResolver::new());
     for d in &dirs {
         resolver.add(IncludeFileResolver::new(d.clone()));
     }
     resolver.add(BundledGoogleApi);
-    resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
     for f in files {
-        compiler
-            .open_file(f)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+        compiler.open_file(f).map_err(|e| match e.file() {
+            // The error is in an import: name it, and what imported it.
+            Some(at) if !f.ends_with(at) => format!("{at} (imported by {}): {e}", f.display()),
+            _ => format!("{}: {e}", f.display()),
+        })?;
     }
     DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice())
         .map_err(|e| format!("the compiled protos do not decode: {e}"))

@@ -500,3 +500,45 @@ fn load_grpc_asks_the_server_for_its_descriptors_with_reflect() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     rt.block_on(backends.shutdown());
 }
+
+#[test]
+fn gateway_check_lists_routes_and_skipped_rules_without_listening() {
+    let dir = std::env::temp_dir().join(format!("gwbench-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    let good = r#"syntax = "proto3";
+package api;
+import "google/api/annotations.proto";
+service S {
+  rpc Get(M) returns (M) { option (google.api.http) = { get: "/v1/{name=things/*}" }; }
+}
+message M { string name = 1; }
+"#;
+    std::fs::write(dir.join("api/good.proto"), good).unwrap();
+    let bad = good.replace(
+        "service S {",
+        "service S {\n  rpc Up(stream M) returns (M) { option (google.api.http) = { post: \"/v1/up\" body: \"*\" }; }",
+    );
+    std::fs::write(dir.join("api/bad.proto"), bad).unwrap();
+    let check = |file: &str| {
+        gwbench()
+            .args(["gateway", "--check", "--proto"])
+            .arg(dir.join(file))
+            .arg("-I")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = check("api/good.proto");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("/v1/{name=things/*}") && stdout.contains("api.S.Get"));
+    assert!(stdout.contains("0 annotated rules skipped"), "{stdout}");
+    let out = check("api/bad.proto");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("skipped api.S.Up POST /v1/up: client-streaming"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -410,3 +410,47 @@ async fn reflection_falls_back_to_v1alpha_when_the_server_has_only_that() {
     stop.cancel();
     let _ = server.await;
 }
+
+// ===== the path grammar: segments after `**` =====
+
+const DEEP_PROTO: &str = r#"
+syntax = "proto3";
+package deep.v1;
+import "google/api/annotations.proto";
+service Files {
+  rpc Versions(VersionsRequest) returns (VersionsReply) {
+    option (google.api.http) = { get: "/v1/{name=files/**}/versions" };
+  }
+  // Firestore's shape: a variable after `**` (Envoy refuses it; we match from the end).
+  rpc Child(ChildRequest) returns (ChildRequest) {
+    option (google.api.http) = { get: "/v1/{parent=dirs/**}/{child}" };
+  }
+}
+message VersionsRequest { string name = 1; }
+message VersionsReply { string name = 1; }
+message ChildRequest { string parent = 1; string child = 2; }
+"#;
+
+#[tokio::test]
+async fn segments_after_a_deep_wildcard_match_the_end_of_the_path() {
+    let (up, _) = common::grpc_echo(grpc_head(), ok()).await;
+    let (dir, set) = compile_set("deep", "deep/v1/deep.proto", DEEP_PROTO);
+    let mut cfg = gateway_config(&[up.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/v1/files/a/b%20c/versions")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json(), serde_json::json!({"name": "files/a/b c"}));
+    assert_eq!(
+        get(&url(gw.http, "/v1/files/a/b/other")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = get(&url(gw.http, "/v1/dirs/x/y/z")).await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"parent": "dirs/x/y", "child": "z"})
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

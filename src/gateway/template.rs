@@ -12,8 +12,11 @@
 //! The router serves the templates matchit can express (literals, `{v}`, `{v=*}`, a final
 //! `{v=**}`) through matchit; the rest — custom verbs, variables over several segments
 //! (`{name=shelves/*/books/*}`), literals inside a variable — are parsed and matched here.
-//! Matching follows grpc-gateway and Envoy's transcoder: `*` is one non-empty segment, `**` the
-//! rest of the path (it must come last, before the verb), a verb must match exactly, and when
+//! Matching follows grpc-gateway and Envoy's transcoder: `*` is one non-empty segment, `**` any
+//! number of segments (one per template; the segments after it match the path's end:
+//! `/v1/{name=**}/versions`, and Firestore's `/v1/{parent=.../documents/**}/{collection_id}`,
+//! which Envoy's transcoder refuses: it allows only literals after `**`), a verb must match
+//! exactly, and when
 //! several templates match, the more literal one wins (segment by segment: literal, then `*`,
 //! then `**`). A variable bound to one segment is percent-decoded whole; one bound to several
 //! keeps `%2F` as it came (it stands for a `/` inside a segment), and its value is the whole
@@ -26,7 +29,7 @@ pub enum Seg {
     Lit(String),
     /// One segment.
     Star,
-    /// The rest of the path (last only).
+    /// Any number of segments (one per template).
     DoubleStar,
 }
 
@@ -76,10 +79,12 @@ pub fn parse(template: &str) -> Result<Template, String> {
             t.segs.push(segment(part).map_err(|e| bad(&e))?);
         }
     }
-    if let Some(i) = t.segs.iter().position(|s| *s == Seg::DoubleStar)
-        && i + 1 != t.segs.len()
-    {
-        return Err(bad("'**' must be the last segment"));
+    // One `**` at most: the segments after it are then a fixed number, matched against the
+    // path's end (Firestore's `{parent=.../documents/**}/{collection_id}`).
+    if t.segs.iter().filter(|s| **s == Seg::DoubleStar).count() > 1 {
+        return Err(bad(
+            "more than one '**' (where one ends and the next starts is ambiguous)",
+        ));
     }
     Ok(t)
 }
@@ -167,13 +172,24 @@ impl Template {
         };
         // Checked without allocating: most templates tried against a path do not match.
         let count = body.split('/').count();
-        // Where each template segment starts in the path; `**` takes the rest (maybe nothing).
-        let fixed = self.segs.iter().filter(|s| **s != Seg::DoubleStar).count();
-        let open = self.segs.last() == Some(&Seg::DoubleStar);
-        if count < fixed || (!open && count != fixed) {
-            return None;
-        }
-        for (seg, part) in self.segs.iter().zip(body.split('/')) {
+        // `**` (at most one) takes `count - (segs - 1)` parts, maybe none; the segments after
+        // it match the path's last parts.
+        let deep = self.segs.iter().position(|s| *s == Seg::DoubleStar);
+        let taken = match deep {
+            Some(_) => (count + 1).checked_sub(self.segs.len())?,
+            None if count == self.segs.len() => 0,
+            None => return None,
+        };
+        // The path index where template segment `i` starts.
+        let at = |i: usize| match deep {
+            Some(d) if i > d => i - 1 + taken,
+            _ => i,
+        };
+        for (i, seg) in self.segs.iter().enumerate() {
+            if *seg == Seg::DoubleStar {
+                continue;
+            }
+            let part = body.split('/').nth(at(i))?;
             match seg {
                 Seg::Lit(l) if l != part => return None,
                 Seg::Star if part.is_empty() => return None,
@@ -183,12 +199,8 @@ impl Template {
         let parts: Vec<&str> = body.split('/').collect();
         let mut values = Vec::with_capacity(self.vars.len());
         for (_, range) in &self.vars {
-            let end = if range.end == self.segs.len() && open {
-                parts.len()
-            } else {
-                range.end
-            };
-            let whole = &parts[range.start.min(parts.len())..end.min(parts.len())];
+            let (from, to) = (at(range.start), at(range.end));
+            let whole = &parts[from.min(parts.len())..to.min(parts.len())];
             values.push(if range.len() == 1 && self.segs[range.start] == Seg::Star {
                 decode_all(whole.first().copied().unwrap_or(""))
             } else {
@@ -259,13 +271,13 @@ mod tests {
         );
         for bad in [
             "v1/x",
-            "/v1/**/x",
             "/v1/{a",
             "/v1/a}",
             "/v1/{a{b}}",
             "/v1/x:",
             "/v1//x",
-            "/v1/{a=**}/b",
+            "/v1/**/x/**",
+            "/v1/{a=**}/{b=**}",
             "/v1/{}",
             "/v1/{a-b}",
         ] {
@@ -306,6 +318,30 @@ mod tests {
         let rest = parse("/files/{path=**}").unwrap();
         assert_eq!(rest.matches("/files/a/b/c").unwrap(), ["a/b/c"]);
         assert_eq!(rest.matches("/files/").unwrap(), [""]);
+        // Literals after `**` match the path's end (Envoy's transcoder).
+        let tail = parse("/v1/{name=projects/**}/versions:list").unwrap();
+        assert_eq!(
+            tail.matches("/v1/projects/a/b/versions:list").unwrap(),
+            ["projects/a/b"]
+        );
+        assert_eq!(
+            tail.matches("/v1/projects/versions:list").unwrap(),
+            ["projects"]
+        );
+        assert!(tail.matches("/v1/projects/a/b/other:list").is_none());
+        assert!(tail.matches("/v1/versions:list").is_none());
+        // A variable after `**` (Firestore's): bound from the path's end.
+        let fs = parse("/v1/{parent=projects/*/documents/**}/{collection_id}").unwrap();
+        assert_eq!(
+            fs.matches("/v1/projects/p/documents/rooms/r1/messages")
+                .unwrap(),
+            ["projects/p/documents/rooms/r1", "messages"]
+        );
+        assert_eq!(
+            fs.matches("/v1/projects/p/documents/rooms").unwrap(),
+            ["projects/p/documents", "rooms"]
+        );
+        assert!(fs.matches("/v1/projects/p/documents").is_none());
         let prefixed = parse("/v1/{x=strprefix/*}").unwrap();
         assert_eq!(
             prefixed.matches("/v1/strprefix/q").unwrap(),

@@ -85,6 +85,9 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
         return super::print_out(crate::gateway::config::DEFAULT_CONFIG);
     }
     let cfg = config(args)?;
+    if args.check {
+        return check(&cfg);
+    }
     super::runtime(args.threads)?.block_on(async {
         let server = GatewayServer::start(&cfg).await?;
         tracing::info!(routes = server.gateway.routes().len(), "gateway ready");
@@ -94,4 +97,33 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// `gateway --check`: the routes as the gateway would serve them, and what it would skip.
+fn check(cfg: &GatewayConfig) -> anyhow::Result<()> {
+    let gateway = super::runtime(Some(1))?.block_on(crate::gateway::Gateway::connect(cfg))?;
+    let mut out = String::new();
+    for r in gateway.routes() {
+        out.push_str(&format!(
+            "{:<9} {:<7} {}  ->  {}\n",
+            r.kind, r.method, r.path, r.target
+        ));
+    }
+    let skipped = gateway.skipped_rules();
+    out.push_str(&format!(
+        "{} routes; {} annotated rules skipped\n",
+        gateway.routes().len(),
+        skipped.len()
+    ));
+    for s in skipped {
+        out.push_str(&format!("skipped {} {}: {}\n", s.rpc, s.rule, s.reason));
+    }
+    super::print_out(&out)?;
+    if !skipped.is_empty() {
+        anyhow::bail!(
+            "{} annotated rules would be skipped (listed above)",
+            skipped.len()
+        );
+    }
+    Ok(())
 }
