@@ -1,20 +1,29 @@
-//! Transcoding of server-streaming RPCs, against hand-written gRPC upstreams that stream on
-//! purpose (gated, failing mid-stream, never ending), with protos written for these tests.
+//! The transcoding conformance suite: protos written for these tests (not gwbench's own
+//! services) behind hand-written gRPC upstreams that echo, stream, fail or never answer on
+//! purpose. It covers the path grammar (verbs, multi-segment variables, `**` and what follows
+//! it, precedence) and its decoding, query parameters and bodies with well-known types,
+//! NaN/Infinity, metadata both ways, HttpBody, server streaming, descriptors from `--proto` and
+//! from server reflection (against the mocks), and "one bad rule is skipped, the rest serve".
+//! The error format with typed details is in `tests/hostile.rs` (its upstream sends them).
 //!
-//! Where the references differ: grpc-gateway writes newline-delimited `{"result": ...}` lines
-//! and an error as a last `{"error": ...}` line (our default, `stream_format = "ndjson"`);
-//! Envoy's transcoder writes one JSON array (`stream_format = "array"`), where we put a
-//! mid-stream error as the array's last element (Envoy resets the stream instead).
+//! Where the references differ, the test says which one we follow. Streams: grpc-gateway writes
+//! newline-delimited `{"result": ...}` lines and an error as a last `{"error": ...}` line (our
+//! default, `stream_format = "ndjson"`); Envoy's transcoder writes one JSON array
+//! (`stream_format = "array"`), where we put a mid-stream error as the array's last element
+//! (Envoy resets the stream instead).
 
 mod common;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{compile_set, gateway_config, get, headers, url};
+use std::net::SocketAddr;
+
+use common::{Seen, compile_set, gateway_config, get, headers, post, send, url};
+use gateway_config as config;
 use gwbench::gateway::config::{ErrorFormat, GatewayConfig, StreamFormat};
 use gwbench::gateway::server::GatewayServer;
-use http::StatusCode;
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 const STREAM_PROTO: &str = r#"
@@ -450,6 +459,466 @@ async fn segments_after_a_deep_wildcard_match_the_end_of_the_path() {
     assert_eq!(
         r.json(),
         serde_json::json!({"parent": "dirs/x/y", "child": "z"})
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ===== moved here: the grammar, the JSON mapping, metadata and HttpBody on protos of the tests' own =====
+
+// ===== a descriptor set built in the test =====
+
+const ECHO_PROTO: &str = r#"
+syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Say(SayRequest) returns (SayReply) {
+    option (google.api.http) = { get: "/v1/say/{name}" };
+  }
+}
+message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
+message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
+"#;
+
+/// A gateway config in front of a new echo upstream (gRPC; the REST upstream is dead), without
+/// the default aggregations (they call gwbench's own services).
+async fn echo_config() -> (gwbench::gateway::config::GatewayConfig, Seen) {
+    let (upstream, seen) = echo_grpc_server().await;
+    let mut cfg = config(&[upstream.to_string()], &[dead_addr()]);
+    cfg.aggregations.clear();
+    (cfg, seen)
+}
+
+/// A gRPC upstream for any unary method that answers with the request's own bytes (SayRequest
+/// and SayReply share their field numbers), so the reply shows what the gateway encoded; it
+/// keeps the last request's headers, and answers with a header `x-served-by: echo` and a
+/// trailer `x-trailer: t` of its own.
+async fn echo_grpc_server() -> (SocketAddr, Seen) {
+    let head = headers(&[
+        ("content-type", "application/grpc"),
+        ("x-served-by", "echo"),
+    ]);
+    common::grpc_echo(head, headers(&[("grpc-status", "0"), ("x-trailer", "t")])).await
+}
+
+#[tokio::test]
+async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
+    let (dir, set) = compile_set("echo", "echo/v1/echo.proto", ECHO_PROTO);
+
+    let (mut cfg, seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&format!(
+        "http://{}/v1/say/bob%20smith?times=3&tags=a&tags=b",
+        gw.http
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"text": "bob smith", "count": 3, "labels": ["a", "b"]})
+    );
+    // The call carried gRPC's headers, the request id and the route's deadline.
+    {
+        let h = seen.lock().unwrap();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-request-id"].len(), 32, "{h:?}");
+        assert!(h["grpc-timeout"].to_str().unwrap().ends_with('u'), "{h:?}");
+    }
+    // Through the /secure mount, the verified subject travels as metadata too.
+    let token = gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api",
+            "exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300}),
+    )
+    .unwrap();
+    let req = Request::get(url(gw.http, "/secure/v1/say/bob"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-user-id", "mallory") // a client's own copy is replaced
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(seen.lock().unwrap()["x-user-id"], "alice");
+    // The gateway's own routes are not there: only what this descriptor set annotates.
+    assert_eq!(
+        get(&url(gw.http, "/api/users/1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Echo plus an RPC whose rule names a field its request does not have: a rule no gateway
+/// could serve.
+const ECHO_WITH_A_BAD_RULE: &str = r#"
+syntax = "proto3";
+package echo.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Say(SayRequest) returns (SayReply) {
+    option (google.api.http) = { get: "/v1/say/{name}" };
+  }
+  rpc Broken(SayRequest) returns (SayReply) {
+    option (google.api.http) = { get: "/v1/broken/{no_such_field}" };
+  }
+  rpc Upload(stream SayRequest) returns (SayReply) {
+    option (google.api.http) = { post: "/v1/upload" body: "*" };
+  }
+}
+message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
+message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
+"#;
+
+#[tokio::test]
+async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
+    let (dir, set) = compile_set("badrule", "echo/v1/echo.proto", ECHO_WITH_A_BAD_RULE);
+
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&format!("http://{}/v1/say/bob", gw.http)).await;
+    assert_eq!(r.status, StatusCode::OK, "the servable rule is served");
+    let routes = get(&url(gw.admin, "/routes")).await.json();
+    let skipped = routes["skipped"].as_array().unwrap();
+    // Once per mount (the default config mounts the RPCs at / and at /secure).
+    assert!(!skipped.is_empty(), "{routes}");
+    assert!(
+        skipped.iter().any(|s| s["rpc"] == "echo.v1.Echo.Upload"),
+        "{routes}"
+    );
+    assert_eq!(
+        post(&format!("http://{}/v1/upload", gw.http), "{}")
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "a client-streaming RPC is refused at start, not answered 500 per request"
+    );
+    for s in skipped {
+        if s["rpc"] == "echo.v1.Echo.Upload" {
+            assert!(s["reason"].as_str().unwrap().contains("streaming"), "{s}");
+            continue;
+        }
+        assert_eq!(s["rpc"], "echo.v1.Echo.Broken", "{s}");
+        assert!(
+            s["rule"]
+                .as_str()
+                .unwrap()
+                .contains("/v1/broken/{no_such_field}"),
+            "{s}"
+        );
+        assert!(
+            s["reason"].as_str().unwrap().contains("no_such_field"),
+            "{s}"
+        );
+    }
+    gw.shutdown().await;
+
+    cfg.transcode.strict = true;
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("echo.v1.Echo.Broken") && err.contains("strict"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Templates beyond `{v}` and a final `{v=**}`: multi-segment variables, custom verbs, and a
+/// literal path that overlaps a variable one.
+const LIBRARY_PROTO: &str = r#"
+syntax = "proto3";
+package library.v1;
+import "google/api/annotations.proto";
+service Library {
+  rpc GetBook(Req) returns (Reply) {
+    option (google.api.http) = { get: "/v1/{name=publishers/*/books/*}" };
+  }
+  rpc Featured(Req) returns (Reply) {
+    option (google.api.http) = { get: "/v1/publishers/special/books/featured" };
+  }
+  rpc SearchBooks(Req) returns (Reply) {
+    option (google.api.http) = { get: "/v1/books:search" };
+  }
+  rpc CancelOperation(Req) returns (Reply) {
+    option (google.api.http) = { post: "/v1/{name=operations/*}:cancel" body: "*" };
+  }
+}
+message Req { string name = 1; int32 times = 2; repeated string tags = 3; }
+message Reply { string text = 1; int32 count = 2; repeated string labels = 3; }
+"#;
+
+#[tokio::test]
+async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
+    let (dir, set) = compile_set("library", "library/v1/library.proto", LIBRARY_PROTO);
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.transcode.strict = true; // every rule must be served
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let text = |r: &common::Reply| r.json()["text"].as_str().unwrap_or("").to_string();
+
+    // The variable's value is the whole matched text, percent-decoded. (An encoded '/' never
+    // gets this far: the intake refuses encoded separators on every path.)
+    let r = get(&url(gw.http, "/v1/publishers/123/books/b%201")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(text(&r), "publishers/123/books/b 1");
+    // The literal route beats the variable one it overlaps.
+    let r = get(&url(gw.http, "/v1/publishers/special/books/featured")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({}),
+        "the literal route was chosen"
+    );
+    // Custom verbs.
+    let r = get(&url(gw.http, "/v1/books:search?name=dune")).await;
+    assert_eq!((r.status, text(&r)), (StatusCode::OK, "dune".to_string()));
+    let r = send(
+        http::Method::POST,
+        &url(gw.http, "/v1/operations/7:cancel"),
+        Bytes::from_static(b"{}"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, text(&r)),
+        (StatusCode::OK, "operations/7".to_string())
+    );
+    // A verb that is not the route's, and the wrong method, are not matched.
+    assert_eq!(
+        send(
+            http::Method::POST,
+            &url(gw.http, "/v1/operations/7:undo"),
+            Bytes::from_static(b"{}")
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = get(&url(gw.http, "/v1/operations/7:cancel")).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "POST");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Request and reply are the same message (the echo upstream answers with the request's
+/// bytes): well-known types and bytes in the query, a nested body field, non-finite doubles.
+const WKT_PROTO: &str = r#"
+syntax = "proto3";
+package wkt.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+service Things {
+  rpc Get(Thing) returns (Thing) {
+    option (google.api.http) = { get: "/v2/things/{name}" };
+  }
+  rpc Put(Thing) returns (Thing) {
+    option (google.api.http) = { post: "/v2/nested/{name}" body: "payload.input_value" };
+  }
+}
+message Payload { string input_value = 1; }
+message Thing {
+  google.protobuf.Timestamp at = 1;
+  google.protobuf.Duration wait = 2;
+  google.protobuf.Int32Value n = 3;
+  google.protobuf.BoolValue flag = 4;
+  google.protobuf.FieldMask mask = 5;
+  bytes data = 6;
+  Payload payload = 7;
+  google.protobuf.DoubleValue ratio = 8;
+  string name = 9;
+  double plain = 10;
+}
+"#;
+
+#[tokio::test]
+async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning() {
+    let (dir, set) = compile_set("wkt", "wkt/v1/wkt.proto", WKT_PROTO);
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.transcode.strict = true;
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(
+        gw.http,
+        "/v2/things/x?at=2026-12-02T10:00:00Z&wait=1.5s&n=7&flag=true&mask=a.b,c\
+         &data=_-8&name=ignored&ratio=0.25",
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let j = r.json();
+    assert_eq!(j["name"], "x", "the path wins over the query: {j}");
+    assert_eq!(j["at"], "2026-12-02T10:00:00Z", "{j}");
+    assert!(j["wait"].as_str().unwrap().starts_with("1.5"), "{j}");
+    assert_eq!(
+        (j["n"].clone(), j["flag"].clone()),
+        (serde_json::json!(7), serde_json::json!(true))
+    );
+    assert_eq!(j["mask"], "a.b,c", "{j}");
+    assert_eq!(j["data"], "/+8=", "URL-safe base64 in, standard out: {j}");
+    assert_eq!(j["ratio"], 0.25, "{j}");
+    // body: "payload.input_value" — the body is that nested field.
+    let r = send(
+        http::Method::POST,
+        &url(gw.http, "/v2/nested/y"),
+        Bytes::from_static(br#""hello""#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["payload"]["inputValue"], "hello", "{}", r.json());
+    // Non-finite doubles are strings in proto3 JSON, in wrappers and plain fields alike.
+    let r = get(&url(gw.http, "/v2/things/z?ratio=NaN&plain=-Infinity")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["ratio"], "NaN", "{}", r.json());
+    assert_eq!(r.json()["plain"], "-Infinity", "{}", r.json());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn proto_files_are_compiled_at_start_without_protoc() {
+    let dir = std::env::temp_dir().join(format!("gwbench-protos-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
+    let file = dir.join("echo/v1/echo.proto");
+    std::fs::write(&file, ECHO_PROTO).unwrap();
+    let (mut cfg, _seen) = echo_config().await;
+    // google/api/annotations.proto comes bundled: only the user's own directory is given.
+    cfg.transcode.protos = vec![file.clone()];
+    cfg.transcode.proto_paths = vec![dir.clone()];
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/v1/say/bob")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["text"], "bob");
+    gw.shutdown().await;
+    // A broken file: the start fails and says which file.
+    std::fs::write(&file, "syntax = \"proto3\";\nmessage Oops {").unwrap();
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("transcode.protos") && err.contains("echo.proto"),
+        "{err}"
+    );
+    // Both a descriptor set and protos: refused, both named.
+    cfg.transcode.descriptor_set = Some(dir.join("x.pb"));
+    let err = GatewayServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("descriptor_set") && err.contains("protos"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
+    let (dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
+    let (mut cfg, seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let req = Request::get(url(gw.http, "/v1/say/bob"))
+        .header("grpc-metadata-tenant", "acme")
+        .header("grpc-metadata-x-request-id", "forged")
+        .header("grpc-metadata-grpc-timeout", "1n")
+        .header("x-not-metadata", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    {
+        let h = seen.lock().unwrap();
+        assert_eq!(h["tenant"], "acme", "{h:?}");
+        assert_eq!(
+            h["x-request-id"].len(),
+            32,
+            "the gateway's own id wins: {h:?}"
+        );
+        assert!(h.get("x-not-metadata").is_none(), "{h:?}");
+        assert!(
+            h["grpc-timeout"].to_str().unwrap().ends_with('u'),
+            "protocol names are not taken from clients: {h:?}"
+        );
+    }
+    let h = resp.headers();
+    assert_eq!(h["grpc-metadata-x-served-by"], "echo", "{h:?}");
+    assert_eq!(h["grpc-metadata-x-trailer"], "t", "trailers too: {h:?}");
+    assert!(h.get("grpc-metadata-grpc-status").is_none(), "{h:?}");
+    assert!(h.get("grpc-metadata-content-type").is_none(), "{h:?}");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// google.api.HttpBody in and out (the echo upstream answers with the request's bytes, so each
+/// reply type shares the request's field numbers).
+const FILES_PROTO: &str = r#"
+syntax = "proto3";
+package files.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+service Files {
+  rpc Download(Req) returns (google.api.HttpBody) {
+    option (google.api.http) = { get: "/v1/files/{name}" };
+  }
+  rpc Upload(google.api.HttpBody) returns (Echoed) {
+    option (google.api.http) = { post: "/v1/upload" body: "*" };
+  }
+  rpc Attach(AttachReq) returns (AttachReq) {
+    option (google.api.http) = { post: "/v1/attach/{name}" body: "file" };
+  }
+}
+message Req { string content_type = 1; bytes data = 2; string name = 4; }
+message Echoed { string content_type = 1; bytes data = 2; }
+message AttachReq { string name = 1; google.api.HttpBody file = 2; }
+"#;
+
+#[tokio::test]
+async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type() {
+    let dir = std::env::temp_dir().join(format!("gwbench-files-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("files/v1")).unwrap();
+    let file = dir.join("files/v1/files.proto");
+    std::fs::write(&file, FILES_PROTO).unwrap();
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.strict = true;
+    // google/api/httpbody.proto comes bundled with the binary.
+    cfg.transcode.protos = vec![file];
+    cfg.transcode.proto_paths = vec![dir.clone()];
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    // Out: the HttpBody's bytes are the body, its content_type the Content-Type.
+    let r = get(&url(
+        gw.http,
+        "/v1/files/report?content_type=text/plain&data=aGVsbG8=",
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(&r.body[..], b"hello");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    // In, as the whole request: the body is not parsed as JSON.
+    let req = Request::post(url(gw.http, "/v1/upload"))
+        .header("content-type", "text/csv")
+        .body(Full::new(Bytes::from_static(b"a,b")))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let j: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"contentType": "text/csv", "data": "YSxi"})
+    );
+    // In, as the body field, beside a path variable.
+    let req = Request::post(url(gw.http, "/v1/attach/x"))
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from_static(b"raw")))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let j: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"name": "x", "file": {"contentType": "application/octet-stream", "data": "cmF3"}})
     );
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
