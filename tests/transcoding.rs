@@ -822,6 +822,8 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
         .header("grpc-metadata-tenant", "acme")
         .header("grpc-metadata-x-request-id", "forged")
         .header("grpc-metadata-grpc-timeout", "1n")
+        .header("grpc-metadata-x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "10.0.0.1")
         .header("x-not-metadata", "1")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -836,6 +838,10 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
             "the gateway's own id wins: {h:?}"
         );
         assert!(h.get("x-not-metadata").is_none(), "{h:?}");
+        // The client's address is appended to what it said, as a proxy route does; the
+        // metadata copy a client sends is replaced.
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1", "{h:?}");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1, "{h:?}");
         assert!(
             h["grpc-timeout"].to_str().unwrap().ends_with('u'),
             "protocol names are not taken from clients: {h:?}"

@@ -163,6 +163,12 @@ impl Core {
         // the verified claims are set after them, so a client cannot forge those.
         let mut metadata = metadata_from_client(&parts.headers);
         metadata.insert(REQUEST_ID, req.request_id.clone());
+        // The client's address, as grpc-gateway sends it.
+        if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>()
+            && let Some(v) = forward::forwarded_for(&parts.headers, peer)
+        {
+            metadata.insert(forward::X_FORWARDED_FOR, v);
+        }
         // Claims the auth layer verified travel as metadata.
         if let Some(claims) = parts.extensions.get::<ForwardedClaims>() {
             for (name, value) in &claims.0 {

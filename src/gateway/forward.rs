@@ -33,6 +33,19 @@ pub fn upstream_path(uri: &http::Uri, strip: &str) -> Result<PathAndQuery, GwErr
     PathAndQuery::try_from(pq).map_err(|e| GwError::grpc(Code::InvalidArgument, e.to_string()))
 }
 
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
+/// The client's `X-Forwarded-For` with the peer's address appended (or the peer's alone).
+pub fn forwarded_for(headers: &HeaderMap, peer: &std::net::SocketAddr) -> Option<HeaderValue> {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    HeaderValue::from_str(&xff).ok()
+}
+
 /// The headers sent upstream: the client's (taken, not copied) without hop-by-hop headers and
 /// `Host`, with the request id and the client's address (`X-Forwarded-For`, `Forwarded`).
 pub fn request_headers(
@@ -45,12 +58,8 @@ pub fn request_headers(
     headers.insert(REQUEST_ID, request_id.clone());
     if let Some(PeerAddr(peer)) = peer {
         let ip = peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.clone(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = forwarded_for(&headers, peer) {
+            headers.insert(X_FORWARDED_FOR, v);
         }
         let for_ = if peer.is_ipv6() {
             format!("\"[{ip}]\"")
