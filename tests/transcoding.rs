@@ -817,8 +817,12 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
     let (dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
     let (mut cfg, seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
+    // The allow-list: named request headers go up under their own name; others do not.
+    cfg.transcode.forward_headers = vec!["accept-language".into()];
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let req = Request::get(url(gw.http, "/v1/say/bob"))
+        .header("accept-language", "fr")
+        .header("authorization", "Bearer not-for-upstream")
         .header("grpc-metadata-tenant", "acme")
         .header("grpc-metadata-x-request-id", "forged")
         .header("grpc-metadata-grpc-timeout", "1n")
@@ -838,6 +842,8 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
             "the gateway's own id wins: {h:?}"
         );
         assert!(h.get("x-not-metadata").is_none(), "{h:?}");
+        assert_eq!(h["accept-language"], "fr", "{h:?}");
+        assert!(h.get("authorization").is_none(), "{h:?}");
         // The client's address is appended to what it said, as a proxy route does; the
         // metadata copy a client sends is replaced.
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1", "{h:?}");
@@ -853,6 +859,13 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
     assert!(h.get("grpc-metadata-grpc-status").is_none(), "{h:?}");
     assert!(h.get("grpc-metadata-content-type").is_none(), "{h:?}");
     gw.shutdown().await;
+    // Protocol names and the gateway's own are refused at start, named.
+    cfg.transcode.forward_headers = vec!["grpc-timeout".into()];
+    let err = cfg.validate().unwrap_err();
+    assert!(
+        err.contains("forward_headers[0]") && err.contains("grpc-timeout"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -168,5 +168,11 @@ fn core(cfg: &GatewayConfig, upstreams: Vec<Upstream>) -> Core {
     );
     json.errors = t.error_format;
     json.stream = t.stream_format;
-    Core::new(upstreams, json)
+    // Validated as header names by the config.
+    let forward = t
+        .forward_headers
+        .iter()
+        .filter_map(|h| http::HeaderName::try_from(h.as_str()).ok())
+        .collect();
+    Core::new(upstreams, json).forwarding(forward)
 }

@@ -39,6 +39,8 @@ proto_field_names = false      # JSON keys: false = lowerCamelCase json names, t
 emit_defaults = false          # include fields that hold their default value
 reject_unknown_fields = true   # unknown JSON fields / query parameters are a 400
 error_format = "gwbench"       # errors of transcoded routes: "gwbench" ({"error": {...}}) or "google" (google.rpc.Status JSON)
+forward_headers = []           # request headers sent upstream as gRPC metadata of the same name,
+                               # beside Grpc-Metadata-<name> (e.g. ["authorization", "accept-language"])
 stream_format = "ndjson"       # server-streaming RPCs: "ndjson" ({"result": ...} per line, as grpc-gateway)
                                # or "array" (one JSON array, as Envoy's transcoder)
 strict = false                 # true: an annotated rule the gateway cannot serve stops the start
@@ -319,6 +321,10 @@ pub struct Transcode {
     /// How server-streaming RPCs' messages are written.
     #[serde(default)]
     pub stream_format: StreamFormat,
+    /// Request headers forwarded as gRPC metadata under their own name (an allow-list; the
+    /// client's `Grpc-Metadata-<name>` headers are always forwarded as `<name>`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
     /// An annotated rule the gateway cannot serve stops the start (default: it is skipped with
     /// a warning and listed under `skipped` in /routes).
     #[serde(default)]
@@ -723,6 +729,19 @@ impl GatewayConfig {
         }
         self.validate_upstreams()?;
         let t = &self.transcode;
+        for (i, h) in t.forward_headers.iter().enumerate() {
+            let reserved = h.starts_with("grpc-")
+                || ["content-type", "te", "host", "connection", "x-request-id"]
+                    .contains(&h.as_str());
+            if http::HeaderName::try_from(h.as_str()).is_err() || h.to_lowercase() != *h || reserved
+            {
+                return Err(format!(
+                    "transcode.forward_headers[{i}]: {h:?} is not a lowercase header name the \
+                     gateway may forward (grpc-*, content-type, te, host, connection and \
+                     x-request-id are the protocol's or the gateway's)"
+                ));
+            }
+        }
         if t.reflect && (t.descriptor_set.is_some() || !t.protos.is_empty()) {
             return Err(
                 "transcode.reflect and transcode.descriptor_set / transcode.protos \

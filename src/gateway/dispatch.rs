@@ -87,12 +87,24 @@ pub(super) fn metadata_to_client(metadata: &HeaderMap, out: &mut HeaderMap) {
 pub struct Core {
     upstreams: Vec<Upstream>,
     json: JsonOptions,
+    /// Request headers sent as gRPC metadata of the same name (`[transcode] forward_headers`).
+    forward: Vec<http::HeaderName>,
 }
 
 impl Core {
     /// The upstream call over `upstreams` (by index, as routes name them).
     pub fn new(upstreams: Vec<Upstream>, json: JsonOptions) -> Self {
-        Core { upstreams, json }
+        Core {
+            upstreams,
+            json,
+            forward: Vec::new(),
+        }
+    }
+
+    /// With `headers` forwarded as gRPC metadata on transcoded calls.
+    pub fn forwarding(mut self, headers: Vec<http::HeaderName>) -> Self {
+        self.forward = headers;
+        self
     }
 
     /// The upstreams, by index.
@@ -162,6 +174,11 @@ impl Core {
         // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
         // the verified claims are set after them, so a client cannot forge those.
         let mut metadata = metadata_from_client(&parts.headers);
+        for name in &self.forward {
+            for v in parts.headers.get_all(name) {
+                metadata.append(name.clone(), v.clone());
+            }
+        }
         metadata.insert(REQUEST_ID, req.request_id.clone());
         // The client's address, as grpc-gateway sends it.
         if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>()
