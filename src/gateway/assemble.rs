@@ -27,13 +27,34 @@ pub(super) struct Parts {
     pub(super) transcode_timeout: Duration,
 }
 
-/// Builds the parts of a gateway from `cfg`; `inner` replaces the upstream call when given.
+/// What every worker of one gateway shares: its descriptors and its middleware state.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub(super) pool: DescriptorPool,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Common {
+    /// The descriptors (`reflected`, or as the config says) and the middleware state of `cfg`.
+    pub(super) fn new(
+        cfg: &GatewayConfig,
+        reflected: Option<DescriptorPool>,
+    ) -> Result<Common, GatewayError> {
+        Ok(Common {
+            pool: descriptor_pool(cfg, reflected)?,
+            shared: Arc::new(Shared::new(cfg)?),
+        })
+    }
+}
+
+/// Builds the parts of a gateway from `cfg` over `common`; `inner` replaces the upstream call
+/// when given. The upstream pools are this gateway's own.
 pub(super) fn assemble(
     cfg: &GatewayConfig,
     inner: Option<RouteService>,
-    reflected: Option<DescriptorPool>,
+    common: &Common,
 ) -> Result<Parts, GatewayError> {
-    let pool = descriptor_pool(cfg, reflected)?;
+    let pool = &common.pool;
     let upstreams = cfg
         .upstreams
         .iter()
@@ -46,17 +67,18 @@ pub(super) fn assemble(
             .position(|u| u.name == name)
             .ok_or_else(|| GatewayError(format!("no upstream {name}")))
     };
-    let router = routes(cfg, &pool, &index_of)?;
+    let router = routes(cfg, pool, &index_of)?;
     let transcode_upstream = index_of(&cfg.transcode.upstream)?;
-    let shared = Shared::new(cfg, upstreams.iter().map(|u| u.name.as_str()))?;
+    let shared = &common.shared;
     let inner = inner.unwrap_or_else(|| dispatch::service(Arc::new(core(cfg, upstreams))));
-    let mut rate_limit_stores = shared.stores();
+    let rate_limit_stores = shared.stores();
     // Stack 0 (no middleware) serves proxy routes and aggregations; mount i is served by
     // stack i + 1.
     let bare = Mount::default();
     let stacks = std::iter::once(&bare)
         .chain(&cfg.transcode.mounts)
-        .map(|m| stack::build(m, inner.clone(), &shared, &mut rate_limit_stores))
+        .enumerate()
+        .map(|(i, m)| stack::build(m, i.checked_sub(1), inner.clone(), shared))
         .collect();
     Ok(Parts {
         router,

@@ -14,7 +14,7 @@
 //! Shared vocabulary is in [`types`]; configuration → parts in [`assemble`].
 
 pub mod aggregate;
-mod assemble;
+pub mod assemble;
 pub mod config;
 pub mod dispatch;
 pub mod exporter;
@@ -70,6 +70,27 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The transcode upstream's descriptors, asked over gRPC server reflection (its first endpoint).
+async fn reflected(cfg: &GatewayConfig) -> Result<prost_reflect::DescriptorPool, GatewayError> {
+    let upstream = cfg
+        .upstreams
+        .iter()
+        .find(|u| u.name == cfg.transcode.upstream)
+        .ok_or_else(|| {
+            GatewayError(format!(
+                "transcode.upstream {:?} is not an upstream",
+                cfg.transcode.upstream
+            ))
+        })?;
+    let addr = upstream
+        .endpoints
+        .first()
+        .ok_or_else(|| GatewayError(format!("upstream {} has no endpoint", upstream.name)))?;
+    crate::reflect::fetch(addr, cfg.transcode.reflect_timeout.0)
+        .await
+        .map_err(|e| GatewayError(format!("transcode.reflect: {e}")))
+}
+
 impl Gateway {
     /// Builds routes (from the descriptor set's annotations and the proxy routes) and upstream
     /// pools. Must run inside a tokio runtime; opens no connection yet.
@@ -84,24 +105,24 @@ impl Gateway {
         if !cfg.transcode.reflect {
             return Gateway::new(cfg);
         }
-        let upstream = cfg
-            .upstreams
-            .iter()
-            .find(|u| u.name == cfg.transcode.upstream)
-            .ok_or_else(|| {
-                GatewayError(format!(
-                    "transcode.upstream {:?} is not an upstream",
-                    cfg.transcode.upstream
-                ))
-            })?;
-        let addr = upstream
-            .endpoints
-            .first()
-            .ok_or_else(|| GatewayError(format!("upstream {} has no endpoint", upstream.name)))?;
-        let pool = crate::reflect::fetch(addr, cfg.transcode.reflect_timeout.0)
-            .await
-            .map_err(|e| GatewayError(format!("transcode.reflect: {e}")))?;
+        let pool = reflected(cfg).await?;
         Gateway::build(cfg, None, Some(pool))
+    }
+
+    /// The state a gateway's workers share (descriptors, limits, breakers, caches), asking the
+    /// upstream for descriptors first with `[transcode] reflect`.
+    pub async fn common(cfg: &GatewayConfig) -> Result<assemble::Common, GatewayError> {
+        let reflected = match cfg.transcode.reflect {
+            true => Some(reflected(cfg).await?),
+            false => None,
+        };
+        assemble::Common::new(cfg, reflected)
+    }
+
+    /// One worker's gateway over `common`: its own routes and upstream pools, the shared
+    /// middleware state.
+    pub fn worker(cfg: &GatewayConfig, common: &assemble::Common) -> Result<Gateway, GatewayError> {
+        Gateway::from_parts(cfg, assemble::assemble(cfg, None, common)?)
     }
 
     /// The same gateway with `upstream` in place of the upstream call (transcode, proxy,
@@ -119,7 +140,11 @@ impl Gateway {
         inner: Option<RouteService>,
         reflected: Option<prost_reflect::DescriptorPool>,
     ) -> Result<Gateway, GatewayError> {
-        let parts = assemble::assemble(cfg, inner, reflected)?;
+        let common = assemble::Common::new(cfg, reflected)?;
+        Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)
+    }
+
+    fn from_parts(cfg: &GatewayConfig, parts: assemble::Parts) -> Result<Gateway, GatewayError> {
         Ok(Gateway {
             router: parts.router,
             stacks: parts.stacks,

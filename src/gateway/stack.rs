@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::config::{CacheConfig, GatewayConfig, Mount, RateLimitConfig};
+use super::config::{GatewayConfig, Mount, RateLimitConfig};
 use super::middleware::ratelimit::{Overrides, overrides};
 use super::middleware::{
     Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
@@ -14,30 +14,54 @@ use super::middleware::{
 };
 use super::types::{GatewayError, RouteService};
 
-/// Middleware state shared by every mount's stack, built once per gateway.
+/// Middleware state shared by every mount's stack, built once per gateway and shared by its
+/// workers: limits, breakers and caches are the gateway's, whichever worker serves a request.
 #[derive(Debug)]
 pub struct Shared {
     /// One breaker per upstream, by index.
     breakers: Arc<Vec<Arc<Breaker>>>,
     /// The JWT verifier (when any mount uses auth).
     verifier: Option<Arc<Verifier>>,
-    /// The response cache settings.
-    cache: Arc<CacheConfig>,
     /// The default rate-limit key store, shared by mounts without their own allowance.
     store: Arc<dyn KeyStore>,
     /// Per-key allowances that differ from the default.
     overrides: Overrides,
     /// Rate-limit settings (key, period).
     rate_limit: Arc<RateLimitConfig>,
+    /// Per mount (`[[transcode.mounts]]`, by index): its own key store when it sets a rate or
+    /// a burst.
+    mount_stores: Vec<Option<Arc<dyn KeyStore>>>,
+    /// Per mount: its response cache when it caches (a mount's keys cannot collide with
+    /// another's).
+    caches: Vec<Option<CacheLayer>>,
 }
 
 impl Shared {
-    /// The shared state for `cfg`, with a breaker for each of `upstreams` (by name).
-    pub fn new<'a>(
-        cfg: &GatewayConfig,
-        upstreams: impl Iterator<Item = &'a str>,
-    ) -> Result<Shared, GatewayError> {
+    /// The shared state for `cfg`, with a breaker for each of its upstreams (by name).
+    pub fn new(cfg: &GatewayConfig) -> Result<Shared, GatewayError> {
+        let upstreams = cfg.upstreams.iter().map(|u| u.name.as_str());
         let rl = &cfg.rate_limit;
+        let cache = Arc::new(cfg.cache.clone());
+        let mount_stores = cfg
+            .transcode
+            .mounts
+            .iter()
+            .map(|m| {
+                (m.rate.is_some() || m.burst.is_some()).then(|| {
+                    Arc::new(GovernorStore::new(
+                        m.rate.unwrap_or(rl.rate),
+                        rl.per.0,
+                        m.burst.unwrap_or(rl.burst),
+                    )) as Arc<dyn KeyStore>
+                })
+            })
+            .collect();
+        let caches = cfg
+            .transcode
+            .mounts
+            .iter()
+            .map(|m| m.cache.then(|| CacheLayer::new(cache.clone())))
+            .collect();
         let verifier = match cfg.transcode.mounts.iter().any(|m| m.auth) {
             true => Some(Arc::new(Verifier::new(&cfg.auth).map_err(GatewayError)?)),
             false => None,
@@ -49,44 +73,37 @@ impl Shared {
                     .collect(),
             ),
             verifier,
-            cache: Arc::new(cfg.cache.clone()),
             store: Arc::new(GovernorStore::new(rl.rate, rl.per.0, rl.burst)),
             overrides: overrides(rl),
             rate_limit: Arc::new(rl.clone()),
+            mount_stores,
+            caches,
         })
     }
 
-    /// The key stores in use so far (the default one and the overrides'), for pruning.
+    /// Every key store (the default one, the overrides' and the mounts' own), for pruning.
     pub fn stores(&self) -> Vec<Arc<dyn KeyStore>> {
         std::iter::once(self.store.clone())
             .chain(self.overrides.values().cloned())
+            .chain(self.mount_stores.iter().flatten().cloned())
             .collect()
     }
 
-    /// The key store of `mount`: its own when it sets a rate or a burst, else the shared one.
-    /// A new store is added to `stores`.
-    fn store_of(&self, mount: &Mount, stores: &mut Vec<Arc<dyn KeyStore>>) -> Arc<dyn KeyStore> {
-        if mount.rate.is_none() && mount.burst.is_none() {
-            return self.store.clone();
-        }
-        let base = &self.rate_limit;
-        let own: Arc<dyn KeyStore> = Arc::new(GovernorStore::new(
-            mount.rate.unwrap_or(base.rate),
-            base.per.0,
-            mount.burst.unwrap_or(base.burst),
-        ));
-        stores.push(own.clone());
-        own
+    /// The key store of mount `i`: its own when it sets a rate or a burst, else the shared one.
+    fn store_of(&self, i: Option<usize>) -> Arc<dyn KeyStore> {
+        i.and_then(|i| self.mount_stores.get(i).cloned().flatten())
+            .unwrap_or_else(|| self.store.clone())
     }
 }
 
-/// Builds the stack for `mount` around `upstream` (normally the upstream call; benchmarks pass
-/// an in-process stub), in request order. A store the mount creates is added to `stores`.
+/// Builds the stack for `mount` (`[[transcode.mounts]]` number `index`; None for the bare
+/// stack of proxy routes) around `upstream` (normally the upstream call; benchmarks pass an
+/// in-process stub), in request order.
 pub fn build(
     mount: &Mount,
+    index: Option<usize>,
     upstream: RouteService,
     shared: &Shared,
-    stores: &mut Vec<Arc<dyn KeyStore>>,
 ) -> RouteService {
     let auth = mount.auth.then(|| {
         let verifier = shared.verifier.clone();
@@ -95,12 +112,11 @@ pub fn build(
         ))
     });
     let rate_limit = mount.rate_limit.then(|| {
-        let store = shared.store_of(mount, stores);
+        let store = shared.store_of(index);
         let overrides = shared.overrides.clone();
         PolicyLayer::new(RateLimit::new(store, overrides, shared.rate_limit.clone()))
     });
-    // Each caching mount has its own cache (its routes' keys cannot collide with another mount's).
-    let cache = mount.cache.then(|| CacheLayer::new(shared.cache.clone()));
+    let cache = index.and_then(|i| shared.caches.get(i).cloned().flatten());
     let breaker = mount
         .breaker
         .then(|| PolicyLayer::new(Breakers::new(shared.breakers.clone())));
