@@ -368,9 +368,23 @@ pub struct GatewayArgs {
     /// under "skipped" in the admin endpoint's /routes.
     #[arg(long)]
     pub strict: bool,
-    /// Runtime worker threads (default: one per core).
+    /// Worker threads (default: one per core this process may run on).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Serving model: per-core = one thread per worker, each with its own listener
+    /// (SO_REUSEPORT), runtime and upstream connections, limits and caches shared;
+    /// work-stealing = one multi-threaded tokio runtime whose threads share every task.
+    #[arg(long, value_enum, default_value_t = ServingModel::PerCore)]
+    pub runtime: ServingModel,
+}
+
+/// How the gateway spreads requests over its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServingModel {
+    /// One current-thread runtime per worker thread, each with its own listener.
+    PerCore,
+    /// One multi-threaded, work-stealing runtime.
+    WorkStealing,
 }
 
 const LOAD_EXAMPLES: &str = "\

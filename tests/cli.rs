@@ -283,6 +283,13 @@ fn ready_lines(child: &mut Child, n: usize) -> Vec<String> {
 
 #[test]
 fn gateway_finishes_a_request_in_flight_at_sigterm() {
+    // Both serving models: per-core workers (the default) and the work-stealing runtime.
+    for runtime in ["per-core", "work-stealing"] {
+        finishes_a_request_in_flight_at_sigterm(runtime);
+    }
+}
+
+fn finishes_a_request_in_flight_at_sigterm(runtime: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let slow = gwbench::backend::behavior::Behavior {
         latency: gwbench::backend::behavior::Latency::Fixed(Duration::from_millis(600)),
@@ -303,7 +310,9 @@ fn gateway_finishes_a_request_in_flight_at_sigterm() {
             "--admin",
             "127.0.0.1:0",
             "--threads",
-            "1",
+            "2",
+            "--runtime",
+            runtime,
         ])
         .args([
             "--upstream-grpc",

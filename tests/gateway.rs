@@ -1068,3 +1068,62 @@ async fn the_proxy_client_handles_every_body_framing_and_closed_connections() {
 fn nz(v: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(v).expect("a test's allowance is above 0")
 }
+
+#[tokio::test]
+async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.transcode.mounts[1].auth = false; // /secure: the rate limit is what is tested
+    cfg.rate_limit.rate = nz(1);
+    cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
+    cfg.rate_limit.burst = nz(3);
+    let gw = gwbench::gateway::workers::Workers::start(&cfg, 2)
+        .await
+        .unwrap();
+    assert_eq!(gw.workers, 2);
+    assert_ne!(gw.http.port(), 0, "port 0 became one port for every worker");
+    // Every call opens its own connection, so the kernel spreads them over both workers'
+    // listeners; the allowance is the gateway's, not each worker's.
+    let mut statuses = Vec::new();
+    for _ in 0..16 {
+        let req = Request::get(url(gw.http, "/secure/api/users/1"))
+            .header("x-api-key", "one-key")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        statuses.push(
+            common::client()
+                .request(req)
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Transcoded, proxied and admin routes all answer.
+    for _ in 0..8 {
+        let r = get(&url(gw.http, "/api/users/9")).await;
+        assert_eq!(
+            (r.status, r.json()["id"].clone()),
+            (StatusCode::OK, "9".into())
+        );
+        assert_eq!(
+            get(&url(gw.http, "/rest/api/users/9")).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get(&url(gw.admin, "/routes")).await.json()["routes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        gw.gateway.routes().len()
+    );
+    gw.shutdown().await;
+    b.shutdown().await;
+}

@@ -32,6 +32,7 @@ pub mod template;
 pub mod transcode;
 pub mod types;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

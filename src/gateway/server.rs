@@ -40,7 +40,7 @@ pub struct GatewayServer {
 }
 
 /// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`.
-fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
+pub(super) fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => net::json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
@@ -64,7 +64,7 @@ fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Bo
 }
 
 /// Runs `task` every `period` (the first time after one period) until `stop`.
-fn every(
+pub(super) fn every(
     period: Duration,
     stop: CancellationToken,
     mut task: impl FnMut() + Send + 'static,

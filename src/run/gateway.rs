@@ -1,9 +1,12 @@
 //! `gwbench gateway`: configuration from the file or the embedded default, flag overrides,
 //! validation before any port is bound, then serve until SIGINT/SIGTERM.
 
-use crate::cli::GatewayArgs;
+use anyhow::Context;
+
+use crate::cli::{GatewayArgs, ServingModel};
 use crate::gateway::config::{ConfigError, GatewayConfig, UpstreamProtocol};
 use crate::gateway::server::GatewayServer;
+use crate::gateway::workers::Workers;
 
 /// The configuration the flags describe, validated.
 pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
@@ -87,6 +90,30 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
     let cfg = config(args)?;
     if args.check {
         return check(&cfg);
+    }
+    if args.runtime == ServingModel::PerCore {
+        let workers = args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
+        // The caller's thread serves the admin endpoint and waits for the signal.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the runtime")?;
+        return rt.block_on(async {
+            let server = Workers::start(&cfg, workers).await?;
+            tracing::info!(
+                routes = server.gateway.routes().len(),
+                workers,
+                "gateway ready (per-core workers)"
+            );
+            super::print_ready(&server.ready_lines())?;
+            super::wait_for_signal().await?;
+            tracing::info!("signal received: draining and stopping");
+            server.shutdown().await;
+            Ok(())
+        });
     }
     super::runtime(args.threads)?.block_on(async {
         let server = GatewayServer::start(&cfg).await?;

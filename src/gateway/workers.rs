@@ -1,0 +1,225 @@
+//! Thread-per-core serving (`gateway --runtime per-core`, the default): N workers, each one OS
+//! thread running a current-thread tokio runtime with its own `SO_REUSEPORT` listener on the
+//! same address (one accept queue per worker, balanced by the kernel), its own route table and
+//! its own upstream pools and connections, as Envoy's workers and pingora without work stealing
+//! do. What must be the gateway's as a whole is shared ([`Common`]): descriptors, rate-limit
+//! stores, breakers, caches, and the metrics recorder. A request never leaves the thread that
+//! accepted its connection, so no task is woken across threads.
+//!
+//! The admin listener and the periodic upkeep (key pruning, metrics) run on the caller's runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::assemble::Common;
+use super::config::GatewayConfig;
+use super::server::{StartError, admin_page, every};
+use super::{Gateway, GatewayError};
+use crate::net::{self, BindError};
+
+/// A running gateway on N worker threads. Dropping it stops it without waiting;
+/// [`Workers::shutdown`] drains.
+#[derive(Debug)]
+pub struct Workers {
+    /// The REST/JSON address every worker listens on.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Worker 0's gateway (the route table is the same in every worker).
+    pub gateway: Arc<Gateway>,
+    /// How many workers serve.
+    pub workers: usize,
+    drain: Duration,
+    shutdown: CancellationToken,
+    stopped: Vec<tokio::sync::oneshot::Receiver<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A listener that shares its address with the other workers' (`SO_REUSEPORT`).
+fn reuseport_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|io| BindError {
+        what: "the gateway".into(),
+        addr,
+        io,
+    })
+}
+
+impl Workers {
+    /// Builds the shared state, starts `n` workers one after another (each binds before the
+    /// next starts, so port 0 becomes one port for all), then the admin listener. Fails, with
+    /// every started worker stopped, if any worker cannot build or bind.
+    pub async fn start(cfg: &GatewayConfig, n: usize) -> Result<Workers, StartError> {
+        let n = n.max(1);
+        let common = Gateway::common(cfg).await?;
+        let shutdown = CancellationToken::new();
+        let mut limits = cfg.limits.serve_limits();
+        // The connection cap is the gateway's: each worker takes its share.
+        limits.max_connections = (limits.max_connections / n).max(16);
+        let mut addr = cfg.listen.http;
+        let (mut stopped, mut gateway0) = (Vec::new(), None);
+        for i in 0..n {
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let (cfg, common, stop) = (cfg.clone(), common.clone(), shutdown.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("gw-worker-{i}"))
+                .spawn(move || {
+                    worker(&cfg, &common, addr, limits, stop, ready_tx);
+                    let _ = done_tx.send(());
+                });
+            let failed = match spawned {
+                Err(e) => Some(StartError::Gateway(GatewayError(format!(
+                    "cannot start worker thread {i}: {e}"
+                )))),
+                Ok(_) => match ready_rx.await {
+                    Ok(Ok((bound, gw))) => {
+                        addr = bound;
+                        gateway0.get_or_insert(gw);
+                        stopped.push(done_rx);
+                        None
+                    }
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(StartError::Gateway(GatewayError(format!(
+                        "worker {i} stopped while starting"
+                    )))),
+                },
+            };
+            if let Some(e) = failed {
+                shutdown.cancel();
+                for s in stopped {
+                    let _ = s.await;
+                }
+                return Err(e);
+            }
+        }
+        let gateway = gateway0.ok_or_else(|| GatewayError("no worker started".into()))?;
+        let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
+        let admin = admin_listener.local_addr().unwrap_or(cfg.listen.admin);
+        let gw = gateway.clone();
+        let admin_task = net::serve_http(
+            admin_listener,
+            move |req| std::future::ready(admin_page(&gw, &req)),
+            shutdown.clone(),
+            cfg.limits.serve_limits(),
+        );
+        let stores = common.shared.stores();
+        let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
+            stores.iter().for_each(|s| s.prune())
+        });
+        let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
+            if let Some(h) = crate::gateway::exporter::handle() {
+                h.run_upkeep();
+            }
+        });
+        Ok(Workers {
+            http: addr,
+            admin,
+            gateway,
+            workers: n,
+            drain: cfg.limits.drain_timeout.0,
+            shutdown,
+            stopped,
+            tasks: vec![admin_task, pruner, upkeep],
+        })
+    }
+
+    /// `ready http ADDR` and `ready admin ADDR`.
+    pub fn ready_lines(&self) -> Vec<String> {
+        vec![
+            format!("ready http {}", self.http),
+            format!("ready admin {}", self.admin),
+        ]
+    }
+
+    /// Stops accepting on every worker, lets in-flight requests finish (bounded), returns when
+    /// the workers have stopped.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let stopped = std::mem::take(&mut self.stopped);
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = async {
+            for s in stopped {
+                let _ = s.await;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.drain + Duration::from_secs(1), all).await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+type Ready = Result<(SocketAddr, Arc<Gateway>), StartError>;
+
+/// One worker's life on its own thread: its runtime, gateway and listener; says when it is
+/// listening (or why it cannot), serves until `shutdown`, drains.
+fn worker(
+    cfg: &GatewayConfig,
+    common: &Common,
+    addr: SocketAddr,
+    limits: net::ServeLimits,
+    shutdown: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<Ready>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Gateway(GatewayError(format!(
+                "cannot build a worker's runtime: {e}"
+            )))));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let started = Gateway::worker(cfg, common)
+            .map_err(StartError::from)
+            .and_then(|gw| Ok((gw, reuseport_listener(addr)?)));
+        let (gateway, listener) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let gateway = Arc::new(gateway);
+        let bound = listener.local_addr().unwrap_or(addr);
+        if ready.send(Ok((bound, gateway.clone()))).is_err() {
+            return;
+        }
+        let main = net::serve_http(
+            listener,
+            move |req| {
+                let gw = gateway.clone();
+                async move { gw.handle(req).await }
+            },
+            shutdown.clone(),
+            limits,
+        );
+        let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown);
+        let _ = main.await;
+        let _ = armed.await;
+    });
+}
