@@ -32,6 +32,8 @@ pub struct JsonOptions {
     pub serialize: SerializeOptions,
     /// Whether `serialize` uses proto field names (it has no getter).
     pub proto_names: bool,
+    /// Whether `serialize` writes fields that hold their default value.
+    pub emit_defaults: bool,
     /// Unknown JSON fields and query parameters are an error.
     pub reject_unknown: bool,
     /// The shape of errors.
@@ -59,6 +61,9 @@ pub struct MethodRoute {
     http_body_out: bool,
     /// The RPC answers with a stream of messages.
     server_streaming: bool,
+    /// The response written straight from its bytes (`crate::wire_json`), with json names
+    /// and with proto names; prepared on first use, None for types it does not write.
+    plans: [std::sync::OnceLock<Option<crate::wire_json::Plan>>; 2],
 }
 
 /// The name of the message that carries a raw HTTP body.
@@ -133,6 +138,7 @@ impl MethodRoute {
             http_body_out: method.output().full_name() == HTTP_BODY && response_body.is_none(),
             output: method.output(),
             server_streaming: method.is_server_streaming(),
+            plans: Default::default(),
             body,
             path_fields,
             response_body,
@@ -292,6 +298,18 @@ impl MethodRoute {
     /// Decodes the response message and renders it as JSON (or only its `response_body`
     /// field when the rule names one).
     pub fn render_response(&self, bytes: &[u8], opts: &JsonOptions) -> Result<Vec<u8>, GwError> {
+        // Straight from the wire bytes when the plan can; else (and for what it leaves) through
+        // a DynamicMessage, which answers exactly as it always did.
+        if self.response_body.is_none() && !opts.emit_defaults {
+            let plan = self.plans[usize::from(opts.proto_names)]
+                .get_or_init(|| crate::wire_json::Plan::new(&self.output, opts.proto_names));
+            if let Some(plan) = plan {
+                let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
+                if plan.write(bytes, &mut out).is_some() {
+                    return Ok(out);
+                }
+            }
+        }
         let internal = |e: String| GwError::grpc(Code::Internal, format!("{}: {e}", self.rpc));
         let msg = DynamicMessage::decode(self.output.clone(), bytes)
             .map_err(|e| internal(format!("upstream sent an undecodable response: {e}")))?;
@@ -339,6 +357,7 @@ impl JsonOptions {
                 .use_proto_field_name(proto_names)
                 .skip_default_fields(!emit_defaults),
             proto_names,
+            emit_defaults,
             reject_unknown,
             errors: super::config::ErrorFormat::default(),
             stream: super::config::StreamFormat::default(),
