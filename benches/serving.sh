@@ -9,9 +9,12 @@
 #   ROUNDS=5 DURATION=5 CONNS=50 bash benches/serving.sh
 #   THREADS=2 bash benches/serving.sh  # gateway workers (default: what a user gets on the
 #                                      # cores it is given, here 1)
+#   GW_B=/tmp/gwbench-before bash benches/serving.sh   # also that build (per-core), same rounds
+#   MODELS="per-core" GW_B=... bash ...                # only these of this build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}; CONNS=${CONNS:-50}; THREADS=${THREADS:-}
+MODELS=${MODELS:-"per-core work-stealing"}
 for tool in nginx wrk python3; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y nginx wrk)" >&2; exit 2; }
 done
@@ -29,9 +32,13 @@ $srv nginx -c "$work/nginx.conf" -p "$work" &
 ng_pid=$!; pids+=($ng_pid)
 
 declare -A port pid
-for model in per-core work-stealing; do
+models=$MODELS
+[ -n "${GW_B:-}" ] && models="$models b-per-core"
+for model in $models; do
   p=$(free_port); a=$(free_port)
-  $srv "$GW" gateway --listen "127.0.0.1:$p" --admin "127.0.0.1:$a" --runtime "$model" \
+  bin=$GW runtime=$model
+  [ "$model" = b-per-core ] && { bin=$GW_B; runtime=per-core; }
+  $srv "$bin" gateway --listen "127.0.0.1:$p" --admin "127.0.0.1:$a" --runtime "$runtime" \
     "${threads[@]}" --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" \
     > "$work/$model.out" 2>&1 &
   pid[$model]=$!; port[$model]=$p; pids+=($!)
@@ -59,7 +66,7 @@ run() { # name pid url
 }
 for round in $(seq "$ROUNDS"); do
   run nginx-proxy "$ng_pid" "http://127.0.0.1:$ngp/rest/api/users/42"
-  for model in per-core work-stealing; do
+  for model in $models; do
     run "$model-proxy" "${pid[$model]}" "http://127.0.0.1:${port[$model]}/rest/api/users/42"
     run "$model-transcode" "${pid[$model]}" "http://127.0.0.1:${port[$model]}/api/users/42"
   done
