@@ -55,7 +55,8 @@ pub struct MethodRoute {
     /// Field paths bound to the path's parameters, in order.
     path_fields: Vec<Vec<FieldDescriptor>>,
     response_body: Option<FieldDescriptor>,
-    /// Whether a DoubleValue or FloatValue can occur in the response (see `nonfinite`).
+    /// Whether a DoubleValue, FloatValue or Value (Struct, ListValue) can occur in the
+    /// response (see `nonfinite`).
     float_wrappers: bool,
     /// The response is a google.api.HttpBody: its bytes are the HTTP body, as they are.
     http_body_out: bool,
@@ -311,8 +312,11 @@ impl MethodRoute {
             }
         }
         let internal = |e: String| GwError::grpc(Code::Internal, format!("{}: {e}", self.rpc));
-        let msg = DynamicMessage::decode(self.output.clone(), bytes)
+        let mut msg = DynamicMessage::decode(self.output.clone(), bytes)
             .map_err(|e| internal(format!("upstream sent an undecodable response: {e}")))?;
+        if self.float_wrappers && nonfinite::present(&msg) {
+            nonfinite::values_to_text(&mut msg);
+        }
         let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
         match &self.response_body {
             // A non-finite DoubleValue/FloatValue would come out as null (prost-reflect writes
@@ -372,10 +376,12 @@ mod nonfinite {
 
     use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
 
+    /// A message whose rendering is a bare number that may not be finite: the float wrappers,
+    /// and google.protobuf.Value (its `number_value`), inside Struct and ListValue too.
     fn is_float_wrapper(m: &MessageDescriptor) -> bool {
         matches!(
             m.full_name(),
-            "google.protobuf.DoubleValue" | "google.protobuf.FloatValue"
+            "google.protobuf.DoubleValue" | "google.protobuf.FloatValue" | "google.protobuf.Value"
         )
     }
 
@@ -403,7 +409,17 @@ mod nonfinite {
         if !is_float_wrapper(&w.descriptor()) {
             return None;
         }
-        let x = match w.get_field_by_number(1)?.as_ref() {
+        // The wrappers' `value` is field 1; Value's `number_value` field 2 (when it is the one
+        // set of its oneof).
+        let number = if w.descriptor().full_name() == "google.protobuf.Value" {
+            2
+        } else {
+            1
+        };
+        if !w.has_field_by_number(number) {
+            return None;
+        }
+        let x = match w.get_field_by_number(number)?.as_ref() {
             Value::F64(x) => *x,
             Value::F32(x) => f64::from(*x),
             _ => return None,
@@ -445,6 +461,31 @@ mod nonfinite {
             if let Some(slot) = tree.get_mut(key) {
                 mend_value(v, slot, proto_names);
             }
+        }
+    }
+
+    /// Rewrites every google.protobuf.Value in `msg` whose number is not finite as the string
+    /// proto3 JSON writes for it (prost-reflect refuses to serialize such a Value at all).
+    pub(super) fn values_to_text(msg: &mut DynamicMessage) {
+        if msg.descriptor().full_name() == "google.protobuf.Value" {
+            if let Some(x) = wrapped(&Value::Message(msg.clone()))
+                && let serde_json::Value::String(t) = text(x)
+            {
+                msg.set_field_by_name("string_value", Value::String(t));
+            }
+            return;
+        }
+        for (_, v) in msg.fields_mut() {
+            value_to_text(v);
+        }
+    }
+
+    fn value_to_text(v: &mut Value) {
+        match v {
+            Value::Message(m) => values_to_text(m),
+            Value::List(items) => items.iter_mut().for_each(value_to_text),
+            Value::Map(map) => map.values_mut().for_each(value_to_text),
+            _ => {}
         }
     }
 
@@ -662,6 +703,83 @@ fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
 mod tests {
     use super::*;
     use crate::proto::{descriptor_pool, v1};
+
+    /// Non-finite numbers inside Struct, Value and ListValue are strings, as in the float
+    /// wrappers and plain fields (serde_json would write them as null: data lost with a 200).
+    #[test]
+    fn non_finite_numbers_in_struct_value_and_list_value_are_strings() {
+        let dir = std::env::temp_dir().join(format!("gwbench-nf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("nf.proto"),
+            r#"syntax = "proto3";
+package nf;
+import "google/protobuf/struct.proto";
+service S { rpc Get(R) returns (R); }
+message R {
+  google.protobuf.Struct s = 1; google.protobuf.Value v = 2;
+  google.protobuf.ListValue l = 3; double d = 4;
+}
+"#,
+        )
+        .unwrap();
+        let pool =
+            crate::proto::compile_protos(&[dir.join("nf.proto")], std::slice::from_ref(&dir))
+                .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let method = pool
+            .get_service_by_name("nf.S")
+            .unwrap()
+            .methods()
+            .next()
+            .unwrap();
+        let route = MethodRoute::new(&method, "", "", &[]).unwrap();
+        let r = pool.get_message_by_name("nf.R").unwrap();
+        let number = |x: f64| {
+            let mut v =
+                DynamicMessage::new(pool.get_message_by_name("google.protobuf.Value").unwrap());
+            v.set_field_by_name("number_value", Value::F64(x));
+            Value::Message(v)
+        };
+        let mut text =
+            DynamicMessage::new(pool.get_message_by_name("google.protobuf.Value").unwrap());
+        text.set_field_by_name("string_value", Value::String("x".into()));
+        let mut st =
+            DynamicMessage::new(pool.get_message_by_name("google.protobuf.Struct").unwrap());
+        st.set_field_by_name(
+            "fields",
+            Value::Map(
+                [
+                    (prost_reflect::MapKey::String("a".into()), number(f64::NAN)),
+                    (prost_reflect::MapKey::String("b".into()), number(1.5)),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        );
+        let mut list = DynamicMessage::new(
+            pool.get_message_by_name("google.protobuf.ListValue")
+                .unwrap(),
+        );
+        list.set_field_by_name(
+            "values",
+            Value::List(vec![number(f64::INFINITY), Value::Message(text)]),
+        );
+        let mut msg = DynamicMessage::new(r);
+        msg.set_field_by_name("s", Value::Message(st));
+        msg.set_field_by_name("v", number(f64::NEG_INFINITY));
+        msg.set_field_by_name("l", Value::Message(list));
+        msg.set_field_by_name("d", Value::F64(f64::NAN));
+        let json = route
+            .render_response(&msg.encode_to_vec(), &JsonOptions::new(false, false, true))
+            .unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({"s": {"a": "NaN", "b": 1.5}, "v": "-Infinity",
+                               "l": ["Infinity", "x"], "d": "NaN"})
+        );
+    }
 
     fn route(
         service: &str,
