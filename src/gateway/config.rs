@@ -126,6 +126,14 @@ key = "api_key"                # api_key: the JWT subject when authenticated, el
 api_key_header = "x-api-key"
 trust_forwarded_for = false    # true only behind a proxy you trust
 prune_every = "60s"            # forget idle keys this often
+store = "local"                # or "redis": one allowance shared by every gateway instance
+# [rate_limit.redis]           # with store = "redis"
+# url = "redis://127.0.0.1:6379"
+# timeout = "5ms"              # per decision; past it, on_error decides
+# prefix = "gwbench:rl:"
+# on_error = "local"           # Redis slow or down: "local" (this instance alone, at the limits
+#                              # divided by `instances`), "allow", or "deny" (429)
+# instances = 1
 # [[rate_limit.overrides]]     # one key's own allowance (key:<api key>, sub:<subject>, ip:<addr>)
 # key = "key:partner-1"
 # rate = 500
@@ -503,6 +511,86 @@ pub struct RateLimitConfig {
     /// Different allowances for particular keys.
     #[serde(default)]
     pub overrides: Vec<RateLimitOverride>,
+    /// Where allowances live.
+    #[serde(default)]
+    pub store: RateLimitStore,
+    /// The shared store, with `store = "redis"`.
+    #[serde(default)]
+    pub redis: RedisConfig,
+}
+
+/// `[rate_limit] store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStore {
+    /// In this process (each instance has its own allowance).
+    #[default]
+    Local,
+    /// In Redis, shared by every instance pointed at it (one GCRA decision per request, one
+    /// atomic script).
+    Redis,
+}
+
+/// What a decision does when Redis is slow or down (`[rate_limit.redis] on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// This instance decides alone, at the limits divided by `instances`.
+    #[default]
+    Local,
+    /// Let the request through.
+    Allow,
+    /// Refuse it (429, as a spent allowance).
+    Deny,
+}
+
+/// `[rate_limit.redis]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    #[serde(default = "redis_url")]
+    pub url: String,
+    /// How long one decision may take.
+    #[serde(default = "redis_timeout")]
+    pub timeout: TextDuration,
+    /// Prepended to every key.
+    #[serde(default = "redis_prefix")]
+    pub prefix: String,
+    /// When Redis does not answer in time.
+    #[serde(default)]
+    pub on_error: OnStoreError,
+    /// Gateway instances sharing the limits (the `local` fallback divides by it).
+    #[serde(default = "one_instance")]
+    pub instances: NonZeroU32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: redis_url(),
+            timeout: redis_timeout(),
+            prefix: redis_prefix(),
+            on_error: OnStoreError::default(),
+            instances: one_instance(),
+        }
+    }
+}
+
+fn redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+
+fn redis_timeout() -> TextDuration {
+    TextDuration(Duration::from_millis(5))
+}
+
+fn redis_prefix() -> String {
+    "gwbench:rl:".into()
+}
+
+fn one_instance() -> NonZeroU32 {
+    NonZeroU32::MIN
 }
 
 /// `[[rate_limit.overrides]]`: one key's own allowance.
@@ -770,6 +858,14 @@ impl GatewayConfig {
                     "rate_limit.overrides[{i}].key: {:?} must start with key:, sub: or ip:",
                     o.key
                 ));
+            }
+        }
+        if r.store == RateLimitStore::Redis {
+            if let Err(e) = redis::Client::open(r.redis.url.as_str()) {
+                return Err(format!("rate_limit.redis.url {:?}: {e}", r.redis.url));
+            }
+            if r.redis.timeout.0.is_zero() {
+                return Err("rate_limit.redis.timeout: must be above 0".into());
             }
         }
         if http::HeaderName::try_from(r.api_key_header.as_str()).is_err() {

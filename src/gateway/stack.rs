@@ -6,8 +6,11 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use super::config::{GatewayConfig, Mount, RateLimitConfig};
+use tower::util::Either;
+
+use super::config::{GatewayConfig, Mount, RateLimitConfig, RateLimitStore};
 use super::middleware::ratelimit::{Overrides, overrides};
+use super::middleware::shared_limit::{RedisLimiter, Scope, SharedLimitLayer};
 use super::middleware::{
     Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
     Verifier,
@@ -34,6 +37,63 @@ pub struct Shared {
     /// Per mount: its response cache when it caches (a mount's keys cannot collide with
     /// another's).
     caches: Vec<Option<CacheLayer>>,
+    /// With `store = "redis"`: the shared store and its allowances (default, per mount,
+    /// overrides), used instead of the local stores above.
+    shared_limits: Option<SharedLimits>,
+}
+
+/// The Redis-backed allowances.
+#[derive(Debug)]
+struct SharedLimits {
+    limiter: Arc<RedisLimiter>,
+    default: Arc<Scope>,
+    mounts: Vec<Option<Arc<Scope>>>,
+    overrides: Arc<std::collections::HashMap<String, Arc<Scope>>>,
+}
+
+impl SharedLimits {
+    fn new(cfg: &GatewayConfig) -> Result<SharedLimits, GatewayError> {
+        let rl = &cfg.rate_limit;
+        let n = rl.redis.instances;
+        let limiter = Arc::new(RedisLimiter::new(&rl.redis).map_err(GatewayError)?);
+        let mounts = cfg
+            .transcode
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (m.rate.is_some() || m.burst.is_some()).then(|| {
+                    Arc::new(Scope::new(
+                        &format!("mount{i}"),
+                        m.rate.unwrap_or(rl.rate),
+                        rl.per.0,
+                        m.burst.unwrap_or(rl.burst),
+                        n,
+                    ))
+                })
+            })
+            .collect();
+        let overrides = rl
+            .overrides
+            .iter()
+            .map(|o| {
+                let scope = Scope::new(&format!("override:{}", o.key), o.rate, o.per.0, o.burst, n);
+                (o.key.clone(), Arc::new(scope))
+            })
+            .collect();
+        Ok(SharedLimits {
+            limiter,
+            default: Arc::new(Scope::new("default", rl.rate, rl.per.0, rl.burst, n)),
+            mounts,
+            overrides: Arc::new(overrides),
+        })
+    }
+
+    fn stores(&self) -> impl Iterator<Item = Arc<dyn KeyStore>> + '_ {
+        std::iter::once(self.default.fallback())
+            .chain(self.mounts.iter().flatten().map(|s| s.fallback()))
+            .chain(self.overrides.values().map(|s| s.fallback()))
+    }
 }
 
 impl Shared {
@@ -78,15 +138,22 @@ impl Shared {
             rate_limit: Arc::new(rl.clone()),
             mount_stores,
             caches,
+            shared_limits: match rl.store {
+                RateLimitStore::Redis => Some(SharedLimits::new(cfg)?),
+                RateLimitStore::Local => None,
+            },
         })
     }
 
     /// Every key store (the default one, the overrides' and the mounts' own), for pruning.
     pub fn stores(&self) -> Vec<Arc<dyn KeyStore>> {
-        std::iter::once(self.store.clone())
+        let local = std::iter::once(self.store.clone())
             .chain(self.overrides.values().cloned())
-            .chain(self.mount_stores.iter().flatten().cloned())
-            .collect()
+            .chain(self.mount_stores.iter().flatten().cloned());
+        match &self.shared_limits {
+            Some(s) => local.chain(s.stores()).collect(),
+            None => local.collect(),
+        }
     }
 
     /// The key store of mount `i`: its own when it sets a rate or a burst, else the shared one.
@@ -111,10 +178,25 @@ pub fn build(
             verifier.expect("a verifier is built when a mount uses auth"),
         ))
     });
-    let rate_limit = mount.rate_limit.then(|| {
-        let store = shared.store_of(index);
-        let overrides = shared.overrides.clone();
-        PolicyLayer::new(RateLimit::new(store, overrides, shared.rate_limit.clone()))
+    let rate_limit = mount.rate_limit.then(|| match &shared.shared_limits {
+        // Shared through Redis: the mount's own allowance, or the default one.
+        Some(s) => Either::Right(SharedLimitLayer::new(
+            s.limiter.clone(),
+            index
+                .and_then(|i| s.mounts.get(i).cloned().flatten())
+                .unwrap_or_else(|| s.default.clone()),
+            s.overrides.clone(),
+            shared.rate_limit.clone(),
+        )),
+        None => {
+            let store = shared.store_of(index);
+            let overrides = shared.overrides.clone();
+            Either::Left(PolicyLayer::new(RateLimit::new(
+                store,
+                overrides,
+                shared.rate_limit.clone(),
+            )))
+        }
     });
     let cache = index.and_then(|i| shared.caches.get(i).cloned().flatten());
     let breaker = mount

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod shared_limit;
 
 pub use auth::{Auth, AuthLayer, Verifier};
 pub use breaker::{Breaker, BreakerLayer, Breakers};

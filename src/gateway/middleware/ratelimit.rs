@@ -237,7 +237,7 @@ pub struct Allowance {
 
 impl Allowance {
     /// Writes the `RateLimit-*` headers (both the draft-6 trio and the newer pair).
-    fn write(&self, h: &mut HeaderMap) {
+    pub(super) fn write(&self, h: &mut HeaderMap) {
         let Allowance {
             limit,
             window_s,
@@ -256,6 +256,45 @@ impl Allowance {
     }
 }
 
+/// What a decision means for the request: the allowance it leaves, or the 429 that refuses it
+/// (with `Retry-After` and the `RateLimit-*` headers of a spent allowance).
+pub(super) fn outcome(
+    decision: Decision,
+    limit: u32,
+    window_s: u64,
+) -> Result<Allowance, Box<GwResponse>> {
+    match decision {
+        Decision::Deny { retry_after } => {
+            metrics::counter!("gwbench_rate_limited_total").increment(1);
+            let secs = ceil_secs(retry_after).max(1);
+            let mut resp = GwError::http(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                Code::ResourceExhausted,
+                format!(
+                    "rate limit exceeded ({limit} requests per {window_s} s); retry in {secs} s"
+                ),
+            )
+            .into_response();
+            let h = resp.headers_mut();
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            let spent = Allowance {
+                limit,
+                window_s,
+                remaining: 0,
+                reset_s: secs,
+            };
+            spent.write(h);
+            Err(Box::new(resp))
+        }
+        Decision::Allow { remaining, reset } => Ok(Allowance {
+            limit,
+            window_s,
+            remaining,
+            reset_s: ceil_secs(reset),
+        }),
+    }
+}
+
 impl super::Policy for RateLimit {
     type State = Allowance;
 
@@ -263,36 +302,7 @@ impl super::Policy for RateLimit {
         let key = key_of(req, &self.cfg);
         let store = self.overrides.get(&key).unwrap_or(&self.store);
         let (limit, window_s) = (store.limit(), store.window_s());
-        match store.check(&key) {
-            Decision::Deny { retry_after } => {
-                metrics::counter!("gwbench_rate_limited_total").increment(1);
-                let secs = ceil_secs(retry_after).max(1);
-                let mut resp = GwError::http(
-                    http::StatusCode::TOO_MANY_REQUESTS,
-                    Code::ResourceExhausted,
-                    format!(
-                        "rate limit exceeded ({limit} requests per {window_s} s); retry in {secs} s"
-                    ),
-                )
-                .into_response();
-                let h = resp.headers_mut();
-                h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
-                let spent = Allowance {
-                    limit,
-                    window_s,
-                    remaining: 0,
-                    reset_s: secs,
-                };
-                spent.write(h);
-                Err(Box::new(resp))
-            }
-            Decision::Allow { remaining, reset } => Ok(Allowance {
-                limit,
-                window_s,
-                remaining,
-                reset_s: ceil_secs(reset),
-            }),
-        }
+        outcome(store.check(&key), limit, window_s)
     }
 
     fn on_response(&self, allowance: Allowance, resp: &mut GwResponse) {
