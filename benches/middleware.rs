@@ -325,7 +325,58 @@ fn rate_limit(c: &mut Criterion) {
     bench_oneshot(&mut g, &rt, "layer (x-api-key, allowed)", &svc, || {
         request("/api/users/42", &[("x-api-key", "client-1")])
     });
+    redis_decisions(&mut g, &rt);
     g.finish();
+}
+
+/// A decision of the shared store on a redis-server of its own on loopback, beside the local
+/// store's check above (skipped, and said, when redis-server is not installed).
+fn redis_decisions(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+) {
+    use gwbench::gateway::middleware::shared_limit::{RedisLimiter, Scope};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let Ok(mut child) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("ratelimit/redis: skipped (redis-server is not installed)");
+        return;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut redis = gwbench::gateway::config::RedisConfig::default();
+    redis.url = format!("redis://127.0.0.1:{port}");
+    redis.timeout = gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(100));
+    let limiter = RedisLimiter::new(&redis).expect("a valid URL");
+    let scope = Scope::new(
+        "bench",
+        NonZeroU32::new(1_000_000_000).unwrap(),
+        std::time::Duration::from_secs(1),
+        NonZeroU32::new(1_000_000).unwrap(),
+        NonZeroU32::MIN,
+    );
+    g.bench_function("redis decision, 1 key (loopback)", |b| {
+        b.iter(|| rt.block_on(limiter.decide(&scope, black_box("key:client-1"))))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 // ===== circuit breaker =====
