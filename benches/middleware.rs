@@ -361,9 +361,11 @@ fn redis_decisions(
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let mut redis = gwbench::gateway::config::RedisConfig::default();
-    redis.url = format!("redis://127.0.0.1:{port}");
-    redis.timeout = gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(100));
+    let redis = gwbench::gateway::config::RedisConfig {
+        url: format!("redis://127.0.0.1:{port}"),
+        timeout: gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(100)),
+        ..Default::default()
+    };
     let limiter = RedisLimiter::new(&redis).expect("a valid URL");
     let scope = Scope::new(
         "bench",
