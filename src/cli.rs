@@ -83,6 +83,37 @@ pub enum Command {
     /// load-generator machines into one percentile table.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
+    /// Did my change make it slower? Compares two runs (compare's summary.json, or load.json)
+    /// per scenario and percentile, with the runs' confidence intervals; exits 1 when a
+    /// regression beyond the threshold is distinguishable from the noise.
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(DiffArgs),
+}
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  gwbench diff reports/base reports/new                # compare run directories
+  gwbench diff base/summary.json new/summary.json --max-regression 5%
+  gwbench diff a/load.json b/load.json --max-regression 10% --max-regression p99=20%
+
+A row regresses when the new value is worse by more than its threshold AND the two runs'
+95 % intervals (compare v2; v1: the rounds' ranges) do not overlap. Load runs carry one value
+each: a change beyond the threshold counts, marked as untested. Exit codes: 0 no regression,
+1 regression, 2 bad input.";
+
+/// `gwbench diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The base run: a directory with summary.json (or load.json), or the file.
+    #[arg(value_name = "BASE")]
+    pub base: std::path::PathBuf,
+    /// The new run, likewise.
+    #[arg(value_name = "NEW")]
+    pub new: std::path::PathBuf,
+    /// Allowed worsening: `10%` for every percentile, or `p99=5%` for one (repeatable;
+    /// default 10%).
+    #[arg(long, value_name = "LIMIT")]
+    pub max_regression: Vec<String>,
 }
 
 const REPORT_EXAMPLES: &str = "\

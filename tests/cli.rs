@@ -551,3 +551,60 @@ message M { string name = 1; }
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
+    let dir = std::env::temp_dir().join(format!("gwbench-diff-{}", std::process::id()));
+    let run = |name: &str, p99: (u64, u64, u64)| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let (value, lo, hi) = p99;
+        let summary = serde_json::json!({
+            "schema": "gwbench.load.v1",
+            "latency_ns": {"corrected": {"p50": 100_000, "p90": 200_000, "p99": value, "p999": 900_000},
+                           "service": {"p50": 100_000, "p90": 200_000, "p99": (lo + hi) / 2, "p999": 900_000}}
+        });
+        std::fs::write(d.join("load.json"), summary.to_string()).unwrap();
+        d
+    };
+    let base = run("base", (300_000, 300_000, 300_000));
+    let same = run("same", (310_000, 310_000, 310_000));
+    let worse = run("worse", (450_000, 450_000, 450_000));
+    let out = gwbench()
+        .arg("diff")
+        .arg(&base)
+        .arg(&same)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = gwbench()
+        .arg("diff")
+        .arg(&base)
+        .arg(&worse)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("REGRESSION") && stdout.contains("+50.0%"),
+        "{stdout}"
+    );
+    // A looser threshold for p99 lets it pass.
+    let out = gwbench()
+        .arg("diff")
+        .arg(&base)
+        .arg(&worse)
+        .args(["--max-regression", "p99=60%"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (code, stderr) = fails(&["diff", "/nonexistent/a", "/nonexistent/b"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

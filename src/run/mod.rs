@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token(&args),
         Command::Saturate(args) => saturate::saturate(&args),
         Command::Report(args) => report::report(&args),
+        Command::Diff(args) => report::diff(&args),
     }
 }
 

@@ -194,3 +194,45 @@ fn context(summary: &serde_json::Value) -> Vec<String> {
         ),
     ]
 }
+
+/// The summary of a run: `PATH` when it is a file, else `PATH/summary.json`, else
+/// `PATH/load.json`.
+fn summary_of(path: &Path) -> Result<serde_json::Value, ReportError> {
+    let file = if path.is_dir() {
+        ["summary.json", "load.json"]
+            .iter()
+            .map(|f| path.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                ReportError(format!(
+                    "{}: has neither summary.json nor load.json",
+                    path.display()
+                ))
+            })?
+    } else {
+        path.to_path_buf()
+    };
+    serde_json::from_slice(&read(&file)?)
+        .map_err(|e| ReportError(format!("{}: not JSON: {e}", file.display())))
+}
+
+/// A regression beyond the thresholds was found (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} regression(s) beyond the threshold")]
+pub(super) struct Regressed(usize);
+
+/// Runs `gwbench diff`.
+pub(super) fn diff(args: &crate::cli::DiffArgs) -> anyhow::Result<()> {
+    use crate::report::diff;
+    let mut thresholds = diff::Thresholds::default();
+    for spec in &args.max_regression {
+        thresholds.add(spec).map_err(ReportError)?;
+    }
+    let (base, new) = (summary_of(&args.base)?, summary_of(&args.new)?);
+    let d = diff::diff(&base, &new, &thresholds).map_err(ReportError)?;
+    super::print_out(&diff::render(&d, &thresholds))?;
+    match d.regressions() {
+        0 => Ok(()),
+        n => Err(Regressed(n).into()),
+    }
+}
