@@ -40,7 +40,7 @@ pub struct GatewayServer {
 }
 
 /// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`.
-pub(super) fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
+fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => net::json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
@@ -63,8 +63,43 @@ pub(super) fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Respo
     }
 }
 
+/// What runs beside the request listeners, once per gateway (whatever the serving model): the
+/// admin endpoint on `listener`, key pruning and the metrics upkeep, until `shutdown`.
+pub(super) fn serve_admin_and_upkeep(
+    cfg: &GatewayConfig,
+    listener: tokio::net::TcpListener,
+    gateway: &Arc<Gateway>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let gw = gateway.clone();
+    let admin = net::serve_http(
+        listener,
+        move |req| std::future::ready(admin_page(&gw, &req)),
+        shutdown.clone(),
+        cfg.limits.serve_limits(),
+    );
+    // Forget idle rate-limit keys, so memory follows the active keys only.
+    let stores = gateway.rate_limit_stores().to_vec();
+    let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
+        stores.iter().for_each(|s| s.prune())
+    });
+    // The Prometheus recorder keeps every histogram sample until they are drained into the
+    // summaries (a scrape drains them too): unscraped, memory grew ~45 bytes per request.
+    let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
+        if let Some(h) = crate::gateway::exporter::handle() {
+            h.run_upkeep();
+        }
+    });
+    vec![admin, pruner, upkeep]
+}
+
+/// `ready http ADDR` and `ready admin ADDR`.
+pub(super) fn ready_lines(http: SocketAddr, admin: SocketAddr) -> Vec<String> {
+    vec![format!("ready http {http}"), format!("ready admin {admin}")]
+}
+
 /// Runs `task` every `period` (the first time after one period) until `stop`.
-pub(super) fn every(
+fn every(
     period: Duration,
     stop: CancellationToken,
     mut task: impl FnMut() + Send + 'static,
@@ -103,43 +138,31 @@ impl GatewayServer {
             shutdown.clone(),
             cfg.limits.serve_limits(),
         );
-        let gw = gateway.clone();
-        let admin_task = net::serve_http(
+        let mut tasks = vec![main];
+        tasks.extend(serve_admin_and_upkeep(
+            cfg,
             admin_listener,
-            move |req| std::future::ready(admin_page(&gw, &req)),
-            shutdown.clone(),
-            cfg.limits.serve_limits(),
-        );
-        // Forget idle rate-limit keys, so memory follows the active keys only.
-        let stores = gateway.rate_limit_stores().to_vec();
-        let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
-            stores.iter().for_each(|s| s.prune())
-        });
-        // The Prometheus recorder keeps every histogram sample until they are drained into the
-        // summaries (a scrape drains them too): unscraped, memory grew ~45 bytes per request.
-        let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
-            if let Some(h) = crate::gateway::exporter::handle() {
-                h.run_upkeep();
-            }
-        });
+            &gateway,
+            &shutdown,
+        ));
         // Request deadlines then register without waking the I/O driver (see the function).
-        let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown.clone());
+        tasks.push(net::keep_timer_armed(
+            Duration::from_millis(50),
+            shutdown.clone(),
+        ));
         Ok(GatewayServer {
             http,
             admin,
             gateway,
             drain: cfg.limits.drain_timeout.0,
             shutdown,
-            tasks: vec![main, admin_task, pruner, armed, upkeep],
+            tasks,
         })
     }
 
     /// `ready http ADDR` and `ready admin ADDR`.
     pub fn ready_lines(&self) -> Vec<String> {
-        vec![
-            format!("ready http {}", self.http),
-            format!("ready admin {}", self.admin),
-        ]
+        ready_lines(self.http, self.admin)
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), returns when stopped.

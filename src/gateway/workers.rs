@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assemble::Common;
 use super::config::GatewayConfig;
-use super::server::{StartError, admin_page, every};
+use super::server::{StartError, ready_lines, serve_admin_and_upkeep};
 use super::{Gateway, GatewayError};
 use crate::net::{self, BindError};
 
@@ -109,22 +109,8 @@ impl Workers {
         let gateway = gateway0.ok_or_else(|| GatewayError("no worker started".into()))?;
         let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
         let admin = admin_listener.local_addr().unwrap_or(cfg.listen.admin);
-        let gw = gateway.clone();
-        let admin_task = net::serve_http(
-            admin_listener,
-            move |req| std::future::ready(admin_page(&gw, &req)),
-            shutdown.clone(),
-            cfg.limits.serve_limits(),
-        );
-        let stores = common.shared.stores();
-        let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
-            stores.iter().for_each(|s| s.prune())
-        });
-        let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
-            if let Some(h) = crate::gateway::exporter::handle() {
-                h.run_upkeep();
-            }
-        });
+        // Worker 0's gateway holds the shared stores, so its pruning covers every worker.
+        let tasks = serve_admin_and_upkeep(cfg, admin_listener, &gateway, &shutdown);
         Ok(Workers {
             http: addr,
             admin,
@@ -133,16 +119,13 @@ impl Workers {
             drain: cfg.limits.drain_timeout.0,
             shutdown,
             stopped,
-            tasks: vec![admin_task, pruner, upkeep],
+            tasks,
         })
     }
 
     /// `ready http ADDR` and `ready admin ADDR`.
     pub fn ready_lines(&self) -> Vec<String> {
-        vec![
-            format!("ready http {}", self.http),
-            format!("ready admin {}", self.admin),
-        ]
+        ready_lines(self.http, self.admin)
     }
 
     /// Stops accepting on every worker, lets in-flight requests finish (bounded), returns when
