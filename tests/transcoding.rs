@@ -942,3 +942,40 @@ async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type(
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_server_stream_counts_as_in_flight_until_it_ends() {
+    // least_request balances by calls in flight: a long stream must count for its whole life,
+    // not only until its head arrived.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (up, _) = common::grpc_echo_stream(grpc_head(), 2, Some(gate.clone()), ok()).await;
+    let upstream = gwbench::gateway::upstream::Upstream::new(&gwbench::gateway::config::Upstream {
+        name: "grpc".into(),
+        protocol: gwbench::gateway::config::UpstreamProtocol::Grpc,
+        endpoints: vec![up.to_string()],
+        lb: gwbench::gateway::config::LbPolicy::LeastRequest,
+        connect_timeout: gwbench::gateway::config::TextDuration(std::time::Duration::from_secs(1)),
+    })
+    .unwrap();
+    let path = http::uri::PathAndQuery::from_static("/streams.v1.Streams/Watch");
+    let mut messages = upstream
+        .grpc_server_stream(
+            &path,
+            Bytes::from_static(b"\x0a\x01a"),
+            &http::HeaderMap::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(messages.next().await.unwrap().is_some());
+    assert_eq!(
+        upstream.in_flight(),
+        [1],
+        "open, waiting for the second message"
+    );
+    gate.notify_one();
+    assert!(messages.next().await.unwrap().is_some());
+    assert!(messages.next().await.unwrap().is_none());
+    drop(messages);
+    assert_eq!(upstream.in_flight(), [0]);
+}

@@ -188,6 +188,7 @@ impl GrpcConn {
             body,
             buf: BytesMut::new(),
             done: false,
+            held: None,
         })
     }
 
@@ -238,9 +239,16 @@ pub struct Messages {
     body: h2::RecvStream,
     buf: BytesMut,
     done: bool,
+    /// The endpoint's in-flight count, held for as long as these messages live.
+    held: Option<super::upstream::Held>,
 }
 
 impl Messages {
+    /// Keeps `held` until these messages are dropped.
+    pub fn hold(&mut self, held: super::upstream::Held) {
+        self.held = Some(held);
+    }
+
     /// The next message; `None` once the answer ended with grpc-status 0; the call's error
     /// when it ended with another (or broke the protocol).
     pub async fn next(&mut self) -> Result<Option<Bytes>, Status> {

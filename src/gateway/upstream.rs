@@ -51,7 +51,7 @@ struct Endpoint {
     h1: Option<std::sync::Arc<super::h1::Pool>>,
     /// The HTTP/2 connection (gRPC upstreams).
     grpc: Option<super::grpc::GrpcConn>,
-    in_flight: AtomicUsize,
+    in_flight: std::sync::Arc<AtomicUsize>,
     down_until: AtomicU64,
 }
 
@@ -75,6 +75,24 @@ impl std::fmt::Debug for Upstream {
             .field("protocol", &self.protocol)
             .field("endpoints", &self.endpoints)
             .finish()
+    }
+}
+
+/// An endpoint's in-flight count held by a server stream for as long as the stream lives (it
+/// is dropped with the stream, however the stream ends).
+#[derive(Debug)]
+pub struct Held(std::sync::Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &std::sync::Arc<AtomicUsize>) -> Held {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -105,7 +123,7 @@ impl Upstream {
                 h1: (cfg.protocol == UpstreamProtocol::Http)
                     .then(|| std::sync::Arc::new(super::h1::Pool::new(addr, connect_timeout))),
                 grpc,
-                in_flight: AtomicUsize::new(0),
+                in_flight: std::sync::Arc::new(AtomicUsize::new(0)),
                 down_until: AtomicU64::new(0),
             });
         }
@@ -186,10 +204,12 @@ impl Upstream {
     ) -> Result<super::grpc::Reply, Status> {
         self.grpc_call(|conn| conn.unary(path, &body, metadata.clone(), timeout))
             .await
+            .map(|(reply, _)| reply)
     }
 
     /// A server-streaming gRPC call, as [`Upstream::grpc_unary`]: returns at the response's
-    /// head; the endpoint counts it in flight until then (not for the whole stream).
+    /// head; the endpoint counts it in flight until the messages are dropped (for
+    /// `least_request`, a long stream is load).
     pub async fn grpc_server_stream(
         &self,
         path: &PathAndQuery,
@@ -197,19 +217,31 @@ impl Upstream {
         metadata: &http::HeaderMap,
         timeout: Option<Duration>,
     ) -> Result<super::grpc::Messages, Status> {
-        self.grpc_call(|conn| conn.server_stream(path, &body, metadata.clone(), timeout))
-            .await
+        let (mut messages, i) = self
+            .grpc_call(|conn| conn.server_stream(path, &body, metadata.clone(), timeout))
+            .await?;
+        messages.hold(Held::new(&self.endpoints[i].in_flight));
+        Ok(messages)
+    }
+
+    /// Each endpoint's calls in flight, in endpoint order.
+    pub fn in_flight(&self) -> Vec<usize> {
+        self.endpoints
+            .iter()
+            .map(|e| e.in_flight.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// `call` on a chosen endpoint's connection; a refused connection marks the endpoint down
-    /// and the call goes to another one (it never reached the first).
-    async fn grpc_call<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Status>
+    /// and the call goes to another one (it never reached the first). With the answer, the
+    /// endpoint that gave it.
+    async fn grpc_call<'a, T, F, Fut>(&'a self, call: F) -> Result<(T, usize), Status>
     where
         F: Fn(&'a super::grpc::GrpcConn) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let first = self.pick(None);
-        match self.grpc_on(first, &call).await {
+        match self.grpc_on(first, &call).await.map(|t| (t, first)) {
             Err(status) if is_connect_error(Some(&status)) => {
                 self.mark_down(first);
                 if self.endpoints.len() == 1 {
@@ -219,17 +251,20 @@ impl Upstream {
                     )));
                 }
                 let second = self.pick(Some(first));
-                self.grpc_on(second, &call).await.map_err(|s| {
-                    if is_connect_error(Some(&s)) {
-                        self.mark_down(second);
-                        Status::unavailable(format!(
-                            "upstream {}: no endpoint accepts connections",
-                            self.name
-                        ))
-                    } else {
-                        s
-                    }
-                })
+                self.grpc_on(second, &call)
+                    .await
+                    .map(|t| (t, second))
+                    .map_err(|s| {
+                        if is_connect_error(Some(&s)) {
+                            self.mark_down(second);
+                            Status::unavailable(format!(
+                                "upstream {}: no endpoint accepts connections",
+                                self.name
+                            ))
+                        } else {
+                            s
+                        }
+                    })
             }
             other => other,
         }
