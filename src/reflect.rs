@@ -50,28 +50,22 @@ async fn files_of(addr: &str, timeout: Duration) -> Result<Vec<(String, Vec<u8>)
         .connect()
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    match converse(channel.clone(), V1).await {
-        Err(s) if s.code() == Code::Unimplemented => {
-            converse(channel, V1ALPHA)
-                .await
-                .map_err(|s| {
-                    match s.code() {
-                Code::Unimplemented => {
-                    "the server does not offer server reflection (grpc.reflection.v1 or v1alpha)"
-                        .to_string()
-                }
-                _ => format!("{}: {}", crate::grpc::code_name(s.code() as i32), s.message()),
-            }
-                })
-        }
+    // The call failing is the outer error; the exchange going wrong inside it, the inner one.
+    let answer = match converse(channel.clone(), V1).await {
+        Err(s) if s.code() == Code::Unimplemented => converse(channel, V1ALPHA).await,
+        other => other,
+    };
+    match answer {
+        Ok(exchange) => exchange,
+        Err(s) if s.code() == Code::Unimplemented => Err(
+            "the server does not offer server reflection (grpc.reflection.v1 or v1alpha)".into(),
+        ),
         Err(s) => Err(format!(
             "{}: {}",
             crate::grpc::code_name(s.code() as i32),
             s.message()
         )),
-        Ok(files) => Ok(files),
     }
-    .and_then(|r| r)
 }
 
 /// One reflection conversation on `path`; a failed call is the outer error, a failed

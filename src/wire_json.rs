@@ -260,7 +260,7 @@ impl Plan {
             if run.len() > 1 && matches!(f.kind, FieldKind::Message(_)) {
                 return None;
             }
-            if !f.presence && is_default(&f.kind, &last, bytes)? {
+            if !f.presence && is_default(&f.kind, &last) {
                 continue;
             }
             if !first {
@@ -608,8 +608,8 @@ fn packable(kind: &FieldKind) -> bool {
 }
 
 /// Whether a field without presence holds its default (and is therefore not written).
-fn is_default(kind: &FieldKind, o: &Occurrence, _bytes: &[u8]) -> Option<bool> {
-    Some(match kind {
+fn is_default(kind: &FieldKind, o: &Occurrence) -> bool {
+    match kind {
         FieldKind::Double => f64::from_bits(o.value) == 0.0,
         FieldKind::Float => f32::from_bits(o.value as u32) == 0.0,
         FieldKind::Int32 | FieldKind::Enum(..) => o.value as i32 == 0,
@@ -619,7 +619,7 @@ fn is_default(kind: &FieldKind, o: &Occurrence, _bytes: &[u8]) -> Option<bool> {
         FieldKind::String | FieldKind::Bytes => o.end == o.start,
         FieldKind::Message(_) | FieldKind::Timestamp | FieldKind::Duration => false,
         _ => o.value == 0,
-    })
+    }
 }
 
 /// A double as proto3 JSON: a number, or "NaN" / "Infinity" / "-Infinity".

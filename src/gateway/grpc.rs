@@ -131,8 +131,9 @@ impl GrpcConn {
 
     /// Sends one request message and waits for the response's head: `msg` is the encoded
     /// request message; `headers` are sent as metadata (with `grpc-timeout` when `timeout` is
-    /// set). An answer that is an error already (trailers-only) or not gRPC is the error.
-    async fn start(
+    /// set). An answer that is an error already (trailers-only) or not gRPC is the error. The
+    /// messages follow from [`Messages::next`] (a server-streaming call's, or a unary one's).
+    pub async fn server_stream(
         &self,
         path: &PathAndQuery,
         msg: &[u8],
@@ -192,7 +193,7 @@ impl GrpcConn {
         })
     }
 
-    /// One unary call (see [`GrpcConn::start`]). Returns the encoded response message and the
+    /// One unary call (see [`GrpcConn::server_stream`]): exactly one message. Returns the encoded response message and the
     /// response's metadata (its headers, then its trailers).
     pub async fn unary(
         &self,
@@ -201,7 +202,7 @@ impl GrpcConn {
         headers: HeaderMap,
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
-        let mut answer = self.start(path, msg, headers, timeout).await?;
+        let mut answer = self.server_stream(path, msg, headers, timeout).await?;
         let Some(message) = answer.next().await? else {
             return Err(bad_gateway(
                 "the upstream answered a unary call with no message".into(),
@@ -216,18 +217,6 @@ impl GrpcConn {
             message,
             metadata: answer.metadata,
         })
-    }
-
-    /// One server-streaming call (see [`GrpcConn::start`]): returns once the response's head
-    /// has arrived; its messages follow from [`Messages::next`].
-    pub async fn server_stream(
-        &self,
-        path: &PathAndQuery,
-        msg: &[u8],
-        headers: HeaderMap,
-        timeout: Option<Duration>,
-    ) -> Result<Messages, Status> {
-        self.start(path, msg, headers, timeout).await
     }
 }
 

@@ -96,18 +96,14 @@ impl Gateway {
     /// Builds routes (from the descriptor set's annotations and the proxy routes) and upstream
     /// pools. Must run inside a tokio runtime; opens no connection yet.
     pub fn new(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
-        Gateway::build(cfg, None, None)
+        Gateway::build(cfg, None)
     }
 
     /// As [`Gateway::new`], but with `[transcode] reflect` first asks the transcode upstream
     /// (its first endpoint) for its descriptors over gRPC server reflection, within
     /// `reflect_timeout`.
     pub async fn connect(cfg: &GatewayConfig) -> Result<Gateway, GatewayError> {
-        if !cfg.transcode.reflect {
-            return Gateway::new(cfg);
-        }
-        let pool = reflected(cfg).await?;
-        Gateway::build(cfg, None, Some(pool))
+        Gateway::worker(cfg, &Gateway::common(cfg).await?)
     }
 
     /// The state a gateway's workers share (descriptors, limits, breakers, caches), asking the
@@ -133,15 +129,11 @@ impl Gateway {
         cfg: &GatewayConfig,
         upstream: RouteService,
     ) -> Result<Gateway, GatewayError> {
-        Gateway::build(cfg, Some(upstream), None)
+        Gateway::build(cfg, Some(upstream))
     }
 
-    fn build(
-        cfg: &GatewayConfig,
-        inner: Option<RouteService>,
-        reflected: Option<prost_reflect::DescriptorPool>,
-    ) -> Result<Gateway, GatewayError> {
-        let common = assemble::Common::new(cfg, reflected)?;
+    fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
+        let common = assemble::Common::new(cfg, None)?;
         Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)
     }
 

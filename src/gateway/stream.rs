@@ -163,6 +163,13 @@ pub async fn respond(
             None => None,
         },
     };
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = StatusCode::OK;
+    resp.extensions_mut().insert(super::types::Streamed);
+    if let Some(v) = content_type.and_then(|ct| http::HeaderValue::from_str(&ct).ok()) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    super::dispatch::metadata_to_client(&messages.metadata, resp.headers_mut());
     let writer = Writer {
         messages,
         route,
@@ -174,17 +181,9 @@ pub async fn respond(
         written: 0,
         done: false,
     };
-    let metadata = writer.messages.metadata.clone();
     let body = futures_util::stream::unfold(writer, |mut w| async move {
         let piece = w.piece().await?;
         Some((piece, w))
     });
-    let mut resp = http::Response::new(Either::Right(StreamBody::new(Box::pin(body) as _)));
-    *resp.status_mut() = StatusCode::OK;
-    resp.extensions_mut().insert(super::types::Streamed);
-    if let Some(v) = content_type.and_then(|ct| http::HeaderValue::from_str(&ct).ok()) {
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    super::dispatch::metadata_to_client(&metadata, resp.headers_mut());
-    Ok(resp)
+    Ok(resp.map(|()| Either::Right(StreamBody::new(Box::pin(body) as _))))
 }

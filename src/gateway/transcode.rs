@@ -468,7 +468,13 @@ mod nonfinite {
     /// proto3 JSON writes for it (prost-reflect refuses to serialize such a Value at all).
     pub(super) fn values_to_text(msg: &mut DynamicMessage) {
         if msg.descriptor().full_name() == "google.protobuf.Value" {
-            if let Some(x) = wrapped(&Value::Message(msg.clone()))
+            let number = msg
+                .has_field_by_name("number_value")
+                .then(|| msg.get_field_by_name("number_value"))
+                .flatten()
+                .and_then(|v| v.as_f64())
+                .filter(|x| !x.is_finite());
+            if let Some(x) = number
                 && let serde_json::Value::String(t) = text(x)
             {
                 msg.set_field_by_name("string_value", Value::String(t));
