@@ -505,6 +505,9 @@ fn transcoding(c: &mut Criterion) {
     g.bench_function("request GetUser (path param)", |b| {
         b.iter(|| get_user.encode_request(black_box(&params), None, b"", &opts))
     });
+    g.bench_function("request GetUser (path param), DynamicMessage", |b| {
+        b.iter(|| get_user.encode_dynamic(black_box(&params), None, b"", None, &opts))
+    });
     let (create, params) = route(Method::POST, "/api/users");
     let body = serde_json::to_vec(&serde_json::json!({
         "username": "ada", "displayName": "Ada Lovelace", "email": "ada@example.com",
@@ -519,6 +522,10 @@ fn transcoding(c: &mut Criterion) {
         .expect("the CreateUser body is valid");
     g.bench_function("request CreateUser (nested body)", |b| {
         b.iter(|| create.encode_request(&params, None, black_box(&body), &opts))
+    });
+    // The same through a DynamicMessage (what every request took before json_wire).
+    g.bench_function("request CreateUser (nested body), DynamicMessage", |b| {
+        b.iter(|| create.encode_dynamic(&params, None, black_box(&body), None, &opts))
     });
     let user = gwbench::backend::data::user(42).unwrap().encode_to_vec();
     g.bench_function("response User to JSON", |b| {

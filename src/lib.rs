@@ -8,6 +8,7 @@ pub mod cli;
 pub mod gateway;
 pub mod grpc;
 pub mod http1;
+pub mod json_wire;
 pub mod load;
 pub mod net;
 pub mod proto;

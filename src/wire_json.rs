@@ -636,7 +636,7 @@ fn float(out: &mut Vec<u8>, f: f64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use prost::Message as _;
     use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, SerializeOptions, Value};
@@ -681,7 +681,7 @@ message Every {
         String::from_utf8(out).ok()
     }
 
-    fn scalar(kind: &Kind, rng: &mut rand::rngs::StdRng) -> Value {
+    pub(crate) fn scalar(kind: &Kind, rng: &mut rand::rngs::StdRng) -> Value {
         let pick = rng.random_range(0..6);
         match kind {
             Kind::Double => Value::F64(
@@ -739,7 +739,7 @@ message Every {
         }
     }
 
-    fn value(kind: &Kind, rng: &mut rand::rngs::StdRng, depth: usize) -> Value {
+    pub(crate) fn value(kind: &Kind, rng: &mut rand::rngs::StdRng, depth: usize) -> Value {
         match kind {
             Kind::Message(m) => match m.full_name() {
                 "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
@@ -772,7 +772,8 @@ message Every {
         }
     }
 
-    fn message(
+    /// A random message of `desc` (every field kind, nested up to depth 2).
+    pub(crate) fn message(
         desc: &MessageDescriptor,
         rng: &mut rand::rngs::StdRng,
         depth: usize,

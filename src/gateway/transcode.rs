@@ -65,6 +65,20 @@ pub struct MethodRoute {
     /// The response written straight from its bytes (`crate::wire_json`), with json names
     /// and with proto names; prepared on first use, None for types it does not write.
     plans: [std::sync::OnceLock<Option<crate::wire_json::Plan>>; 2],
+    /// The request written straight from JSON (`crate::json_wire`); prepared on first use,
+    /// None for types it does not write.
+    request_plan: std::sync::OnceLock<Option<RequestPlan>>,
+}
+
+/// A request type's JSON → wire plan, with the rule's body field and path variables
+/// resolved in it.
+#[derive(Debug, Clone)]
+struct RequestPlan {
+    plan: crate::json_wire::Plan,
+    /// The body field's path (for `body: "a.b"`).
+    body: Option<crate::json_wire::Path>,
+    /// Each path variable's field, None where the plan cannot append one.
+    path_fields: Vec<Option<crate::json_wire::Path>>,
 }
 
 /// The name of the message that carries a raw HTTP body.
@@ -140,6 +154,7 @@ impl MethodRoute {
             output: method.output(),
             server_streaming: method.is_server_streaming(),
             plans: Default::default(),
+            request_plan: Default::default(),
             body,
             path_fields,
             response_body,
@@ -173,8 +188,28 @@ impl MethodRoute {
         content_type: Option<&str>,
         opts: &JsonOptions,
     ) -> Result<Bytes, GwError> {
-        let de = DeserializeOptions::new().deny_unknown_fields(opts.reject_unknown);
         let raw = self.http_body_target();
+        if raw.is_none()
+            && let Some(bytes) = self.encode_from_plan(params, query, body, opts)
+        {
+            return Ok(bytes);
+        }
+        self.encode_dynamic(params, query, body, content_type, opts)
+    }
+
+    /// The request built as a `DynamicMessage` (the reference path): every input the plan
+    /// declines, raw HttpBody bodies, and every error's text. Public for the benchmark that
+    /// sets it beside the plan.
+    pub fn encode_dynamic(
+        &self,
+        params: &[String],
+        query: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+        opts: &JsonOptions,
+    ) -> Result<Bytes, GwError> {
+        let raw = self.http_body_target();
+        let de = DeserializeOptions::new().deny_unknown_fields(opts.reject_unknown);
         let mut msg = match &self.body {
             _ if raw.is_some() => {
                 let mut msg = DynamicMessage::new(self.input.clone());
@@ -228,6 +263,70 @@ impl MethodRoute {
             }
         }
         Ok(Bytes::from(msg.encode_to_vec()))
+    }
+
+    /// The request written straight from the JSON, the path and the query by the request
+    /// plan; None when there is no plan or it declines (bad input included): the
+    /// `DynamicMessage` path then answers, with its own error.
+    fn encode_from_plan(
+        &self,
+        params: &[String],
+        query: Option<&str>,
+        body: &[u8],
+        opts: &JsonOptions,
+    ) -> Option<Bytes> {
+        let rp = self
+            .request_plan
+            .get_or_init(|| {
+                let plan = crate::json_wire::Plan::new(&self.input)?;
+                let body = match &self.body {
+                    BodyRule::Field(path) => Some(plan.path(path)?),
+                    _ => None,
+                };
+                let path_fields = self.path_fields.iter().map(|p| plan.path(p)).collect();
+                Some(RequestPlan {
+                    plan,
+                    body,
+                    path_fields,
+                })
+            })
+            .as_ref()?;
+        let mut out = Vec::with_capacity(body.len() + 16);
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        match (&self.body, &rp.body) {
+            (BodyRule::All, _) if !blank => rp.plan.write(body, opts.reject_unknown, &mut out)?,
+            (BodyRule::Field(_), Some(field)) if !blank => {
+                rp.plan
+                    .write_field(field, body, opts.reject_unknown, &mut out)?
+            }
+            _ => {}
+        }
+        // After the body: on the wire the later value wins, as set_path's does.
+        for ((fields, path), raw) in self.path_fields.iter().zip(&rp.path_fields).zip(params) {
+            let value = text_value(fields, raw)?;
+            rp.plan.write_value(path.as_ref()?, &value, &mut out)?;
+        }
+        if !matches!(self.body, BodyRule::All)
+            && let Some(q) = query
+        {
+            for (key, raw) in form_urlencoded::parse(q.as_bytes()) {
+                let Some(path) = field_path(&self.input, &key) else {
+                    if opts.reject_unknown {
+                        return None;
+                    }
+                    continue;
+                };
+                let bound_by_path = self.path_fields.iter().any(|p| p == &path);
+                let bound_by_body = matches!(&self.body, BodyRule::Field(b) if path.starts_with(b));
+                if bound_by_path || bound_by_body {
+                    continue;
+                }
+                let value = text_value(&path, &raw)?;
+                rp.plan
+                    .write_value(&rp.plan.path(&path)?, &value, &mut out)?;
+            }
+        }
+        Some(Bytes::from(out))
     }
 
     /// Where a raw body goes: Some(path) when the request (empty path) or the body field (its
@@ -661,6 +760,16 @@ fn parse_well_known(
         .map_err(|e| bad(format!("invalid value {raw:?} for field {}: {e}", f.name())))
 }
 
+/// A path or query parameter's value for the last field of `path`, when it is a scalar (a
+/// message or an error is the `DynamicMessage` path's).
+fn text_value(path: &[FieldDescriptor], raw: &str) -> Option<Value> {
+    let last = path.last()?;
+    if matches!(last.kind(), Kind::Message(_)) {
+        return None;
+    }
+    parse_scalar(last, raw).ok()
+}
+
 fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
     let fail = |expected: &str| {
         bad(format!(
@@ -843,6 +952,70 @@ message R {
             .encode_request(&["7".to_string()], Some("id=9"), b"", &strict)
             .unwrap();
         assert_eq!(v1::GetUserRequest::decode(bytes).unwrap().id, 7);
+    }
+
+    /// The plan's request (body, path, query) decodes to what the `DynamicMessage` path
+    /// builds, errors stay errors, and the plan is what answers the ordinary requests.
+    #[test]
+    fn requests_from_the_plan_equal_the_reference_path() {
+        let canonical = |r: &MethodRoute, b: &Bytes| {
+            let m = DynamicMessage::decode(r.input.clone(), b.clone()).unwrap();
+            m.serialize_with_options(
+                serde_json::value::Serializer,
+                &SerializeOptions::new().skip_default_fields(false),
+            )
+            .unwrap()
+        };
+        let create = route("gwbench.v1.UserService", "CreateUser", "*", "", &[]);
+        let address = route("gwbench.v1.UserService", "CreateUser", "address", "", &[]);
+        let get = route("gwbench.v1.UserService", "GetUser", "", "", &["id"]);
+        let list = route("gwbench.v1.UserService", "ListUsers", "", "", &[]);
+        let user = r#"{"username": "ada", "displayName": "Ada", "tier": "USER_TIER_PRO",
+            "address": {"lines": ["1 A St"], "city": "Rome"}, "roles": ["a"],
+            "labels": {"k": "v"}}"#;
+        type Case<'a> = (&'a MethodRoute, Vec<String>, Option<&'a str>, &'a str, bool);
+        let cases: Vec<Case> = vec![
+            (&create, vec![], None, user, true),
+            (&create, vec![], Some("username=x"), user, true),
+            (&create, vec![], None, "  ", true),
+            (&create, vec![], None, r#"{"username": 5}"#, false),
+            (&create, vec![], None, r#"{"username": "a"} x"#, false),
+            (
+                &address,
+                vec![],
+                Some("username=ada&roles=a&roles=b&address.city=x"),
+                r#"{"city": "Rome", "lines": ["x"]}"#,
+                true,
+            ),
+            (&address, vec![], None, "null", true),
+            (&address, vec![], None, r#"{"city": 1}"#, false),
+            (&get, vec!["7".into()], Some("id=9"), "", true),
+            (&get, vec!["0".into()], None, "", true),
+            (&get, vec!["-1".into()], None, "", true),
+            (&get, vec!["x".into()], None, "", false),
+            (&list, vec![], Some("pageSize=2&page_size=3"), "", true),
+            (&list, vec![], Some("page_size=2&nope=1"), "", false),
+            (&list, vec![], Some("page_size=999999999999"), "", false),
+        ];
+        let strict = JsonOptions::new(false, false, true);
+        for (r, params, query, body, ok) in cases {
+            let got = r.encode_request(&params, query, body.as_bytes(), &strict);
+            let want = r.encode_dynamic(&params, query, body.as_bytes(), None, &strict);
+            let planned = r.encode_from_plan(&params, query, body.as_bytes(), &strict);
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => {
+                    assert!(ok, "{body} {query:?} was accepted");
+                    assert_eq!(canonical(r, g), canonical(r, w), "{body} {query:?}");
+                    assert!(planned.is_some(), "the plan wrote {body} {query:?}");
+                }
+                (Err(g), Err(w)) => {
+                    assert!(!ok, "{body} {query:?}: {g:?}");
+                    assert!(planned.is_none());
+                    assert_eq!(format!("{g:?}"), format!("{w:?}"), "the same error");
+                }
+                _ => panic!("{body} {query:?}: {got:?} vs {want:?}"),
+            }
+        }
     }
 
     #[test]
