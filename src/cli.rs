@@ -409,7 +409,7 @@ pub struct GatewayArgs {
     pub runtime: ServingModel,
 }
 
-/// How the gateway spreads requests over its threads.
+/// How a server (the gateway, the mocks) spreads requests over its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ServingModel {
     /// One current-thread runtime per worker thread, each with its own listener.
@@ -602,9 +602,14 @@ pub struct BackendsArgs {
     /// Periodic stalls LENGTH/PERIOD, e.g. 200ms/5s: every 5 s, hold all requests for 200 ms.
     #[arg(long, value_name = "SPEC", value_parser = parse_stall)]
     pub stall: Option<Stall>,
-    /// Runtime worker threads (default: one per core).
+    /// Serving threads (default: one per core this process may run on).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Serving model: per-core = one current-thread runtime per thread, each with its own
+    /// listeners (SO_REUSEPORT) serving the same mocks; work-stealing = one multi-threaded
+    /// tokio runtime whose threads share every task.
+    #[arg(long, value_enum, default_value_t = ServingModel::PerCore)]
+    pub runtime: ServingModel,
 }
 
 fn parse_latency(s: &str) -> Result<Latency, String> {
@@ -636,6 +641,13 @@ impl BackendsArgs {
                 latency: self.latency,
                 error_rate: self.error_rate,
                 stall: self.stall,
+            },
+            workers: match self.runtime {
+                ServingModel::PerCore => self.threads.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, usize::from),
+                    usize::from,
+                ),
+                ServingModel::WorkStealing => 1,
             },
         }
     }

@@ -438,6 +438,62 @@ async fn instances_listen_apart_and_say_who_answered() {
     b.shutdown().await;
 }
 
+/// Per-core mocks: extra threads serve the same instances on the same addresses (their
+/// counters are the instances' own), and shutdown stops every thread's listeners.
+#[tokio::test]
+async fn per_core_workers_serve_the_same_instances_and_all_stop() {
+    let cfg = BackendsConfig {
+        instances: 2,
+        workers: 3,
+        ..BackendsConfig::ephemeral()
+    };
+    let b = Backends::start(&cfg).await.unwrap();
+    assert_eq!(
+        b.ready_lines().len(),
+        5,
+        "one address per instance, not per worker"
+    );
+    for (i, addr) in b.rest.iter().enumerate() {
+        for _ in 0..30 {
+            let reply = get(&format!("http://{addr}/api/users/1")).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.headers["x-gwbench-instance"], i.to_string().as_str());
+        }
+    }
+    for addr in &b.grpc {
+        for _ in 0..10 {
+            let ch = Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            UserServiceClient::new(ch)
+                .get_user(v1::GetUserRequest { id: 1 })
+                .await
+                .unwrap();
+        }
+    }
+    let stats = get(&admin(&b, "/admin/stats")).await.json();
+    let counts: Vec<u64> = stats["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [30, 30, 10, 10], "{stats}");
+    let addrs: Vec<_> = b.rest.iter().chain(&b.grpc).copied().collect();
+    b.shutdown().await;
+    for addr in addrs {
+        // A worker left listening would still accept on its SO_REUSEPORT socket.
+        for _ in 0..20 {
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{addr} still accepts after shutdown"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn serving_one_protocol_only() {
     let cfg = BackendsConfig {

@@ -95,6 +95,10 @@ pub struct BackendsConfig {
     pub grpc: bool,
     /// Behaviour of every service at start.
     pub behavior: Behavior,
+    /// Serving threads: 1 serves on the caller's runtime; N > 1 adds N - 1 threads, each a
+    /// current-thread runtime with its own listeners on the same addresses (`SO_REUSEPORT`),
+    /// serving the same instances (per-core serving, as the gateway's).
+    pub workers: usize,
 }
 
 impl Default for BackendsConfig {
@@ -108,6 +112,7 @@ impl Default for BackendsConfig {
             rest: true,
             grpc: true,
             behavior: Behavior::default(),
+            workers: 1,
         }
     }
 }
@@ -167,6 +172,8 @@ pub struct Backends {
     pub behaviors: Arc<Behaviors>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// One per extra worker thread: resolves when it has stopped.
+    stopped: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Backends {
@@ -202,6 +209,13 @@ impl Backends {
             }));
             grpc.push(addr);
         }
+        let stopped = match start_workers(cfg.workers, &instances, &shutdown).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
         let admin = local_addr(&listeners.admin, "the mocks' admin endpoint")?;
         let state = Arc::new(admin::AdminState {
             behaviors: behaviors.clone(),
@@ -220,6 +234,7 @@ impl Backends {
             behaviors,
             shutdown,
             tasks,
+            stopped,
         })
     }
 
@@ -238,9 +253,13 @@ impl Backends {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let tasks = std::mem::take(&mut self.tasks);
+        let stopped = std::mem::take(&mut self.stopped);
         let all = async {
             for task in tasks {
                 let _ = task.await;
+            }
+            for s in stopped {
+                let _ = s.await;
             }
         };
         // The HTTP servers bound their own drain; tonic's does not, so bound it here.
@@ -311,16 +330,24 @@ struct Listeners {
 
 impl Listeners {
     async fn bind(cfg: &BackendsConfig) -> Result<Listeners, BackendError> {
+        // Shared with the other workers' listeners only when there are other workers.
+        let bind = |addr, what| async move {
+            if cfg.workers > 1 {
+                net::bind_shared(addr, what)
+            } else {
+                net::bind(addr, what).await
+            }
+        };
         let mut rest = Vec::new();
         if cfg.rest {
             for addr in cfg.addrs(cfg.rest_port, "REST mock")? {
-                rest.push(net::bind(addr, "the REST mock").await?);
+                rest.push(bind(addr, "the REST mock").await?);
             }
         }
         let mut grpc = Vec::new();
         if cfg.grpc {
             for addr in cfg.addrs(cfg.grpc_port, "gRPC mock")? {
-                grpc.push(net::bind(addr, "the gRPC mock").await?);
+                grpc.push(bind(addr, "the gRPC mock").await?);
             }
         }
         let admin = net::bind(
@@ -330,4 +357,100 @@ impl Listeners {
         .await?;
         Ok(Listeners { rest, grpc, admin })
     }
+}
+
+// ===== per-core workers =====
+
+/// Starts `workers - 1` more serving threads for `instances` (worker 0 is the caller's
+/// runtime), one after another; each binds its listeners before the next starts. Fails with
+/// the error of the first that cannot (the caller cancels `shutdown`, which stops the rest).
+async fn start_workers(
+    workers: usize,
+    instances: &[(SocketAddr, Arc<Instance>)],
+    shutdown: &CancellationToken,
+) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, BackendError> {
+    let mut stopped = Vec::new();
+    for w in 1..workers {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (instances, stop) = (instances.to_vec(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("mock-worker-{w}"))
+            .spawn(move || {
+                worker(instances, stop, ready_tx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| BackendError::Config(format!("cannot start worker thread {w}: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok(())) => stopped.push(done_rx),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(BackendError::Config(format!(
+                    "worker {w} stopped while starting"
+                )));
+            }
+        }
+    }
+    Ok(stopped)
+}
+
+/// One extra worker's life on its own thread: a current-thread runtime, a listener beside each
+/// of worker 0's, the same instances served until `shutdown`.
+fn worker(
+    instances: Vec<(SocketAddr, Arc<Instance>)>,
+    shutdown: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<Result<(), BackendError>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(BackendError::Config(format!(
+                "cannot build a worker's runtime: {e}"
+            ))));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut listeners = Vec::new();
+        for (addr, inst) in instances {
+            let what = match inst.protocol {
+                Protocol::Rest => "the REST mock",
+                Protocol::Grpc => "the gRPC mock",
+            };
+            match net::bind_shared(addr, what) {
+                Ok(l) => listeners.push((l, inst)),
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+        if ready.send(Ok(())).is_err() {
+            return;
+        }
+        let mut tasks = Vec::new();
+        for (listener, inst) in listeners {
+            match inst.protocol {
+                Protocol::Rest => {
+                    let handler = move |req| rest::handle(inst.clone(), req);
+                    let limits = net::ServeLimits::default();
+                    tasks.push(net::serve_http(listener, handler, shutdown.clone(), limits));
+                }
+                Protocol::Grpc => {
+                    let server = grpc::serve(listener, inst, shutdown.clone()).await;
+                    tasks.push(tokio::spawn(async move {
+                        if let Ok(Err(err)) = server.await {
+                            tracing::error!(%err, "gRPC mock stopped with an error");
+                        }
+                    }));
+                }
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
 }

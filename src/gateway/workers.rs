@@ -19,7 +19,7 @@ use super::assemble::Common;
 use super::config::GatewayConfig;
 use super::server::{StartError, ready_lines, serve_admin_and_upkeep};
 use super::{Gateway, GatewayError};
-use crate::net::{self, BindError};
+use crate::net;
 
 /// A running gateway on N worker threads. Dropping it stops it without waiting;
 /// [`Workers::shutdown`] drains.
@@ -37,25 +37,6 @@ pub struct Workers {
     shutdown: CancellationToken,
     stopped: Vec<tokio::sync::oneshot::Receiver<()>>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// A listener that shares its address with the other workers' (`SO_REUSEPORT`).
-fn reuseport_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
-    let bind = || -> std::io::Result<tokio::net::TcpListener> {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        socket.listen(1024)
-    };
-    bind().map_err(|io| BindError {
-        what: "the gateway".into(),
-        addr,
-        io,
-    })
 }
 
 impl Workers {
@@ -179,7 +160,7 @@ fn worker(
     rt.block_on(async move {
         let started = Gateway::worker(cfg, common)
             .map_err(StartError::from)
-            .and_then(|gw| Ok((gw, reuseport_listener(addr)?)));
+            .and_then(|gw| Ok((gw, net::bind_shared(addr, "the gateway")?)));
         let (gateway, listener) = match started {
             Ok(s) => s,
             Err(e) => {

@@ -96,6 +96,27 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError
     })
 }
 
+/// Binds a listener that shares its address with other threads' listeners
+/// (`SO_REUSEPORT`: one accept queue each, balanced by the kernel), as per-core workers do.
+/// Only where that sharing is wanted: a second process of the same user could share it too.
+pub fn bind_shared(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|io| BindError {
+        what: what.to_string(),
+        addr,
+        io,
+    })
+}
+
 /// Opens a TCP connection for a client (TCP_NODELAY set: requests are written whole), within
 /// `timeout` when given; a timeout is an `io::ErrorKind::TimedOut` error that says how long.
 /// The one place every client of the binary connects.

@@ -173,7 +173,16 @@ fn runtime(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn backends(args: &BackendsArgs) -> anyhow::Result<()> {
     let cfg = args.to_config();
-    runtime(args.threads)?.block_on(async {
+    // Per-core: this thread is worker 0 (and serves the admin endpoint); the others start
+    // their own runtimes.
+    let rt = match args.runtime {
+        crate::cli::ServingModel::PerCore => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?,
+        crate::cli::ServingModel::WorkStealing => runtime(args.threads)?,
+    };
+    rt.block_on(async {
         let backends = Backends::start(&cfg).await?;
         print_ready(&backends.ready_lines())?;
         wait_for_signal().await?;
