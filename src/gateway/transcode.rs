@@ -760,14 +760,14 @@ fn parse_well_known(
         .map_err(|e| bad(format!("invalid value {raw:?} for field {}: {e}", f.name())))
 }
 
-/// A path or query parameter's value for the last field of `path`, when it is a scalar (a
-/// message or an error is the `DynamicMessage` path's).
+/// A path or query parameter's value for the last field of `path` (an error is the
+/// `DynamicMessage` path's to report).
 fn text_value(path: &[FieldDescriptor], raw: &str) -> Option<Value> {
     let last = path.last()?;
-    if matches!(last.kind(), Kind::Message(_)) {
-        return None;
+    match last.kind() {
+        Kind::Message(m) => parse_well_known(last, &m, raw).ok(),
+        _ => parse_scalar(last, raw).ok(),
     }
-    parse_scalar(last, raw).ok()
 }
 
 fn parse_scalar(f: &FieldDescriptor, raw: &str) -> Result<Value, GwError> {
