@@ -121,8 +121,10 @@ Examples:
   gwbench report reports/20261128T061500Z-compare            # rewrite its report.html
   gwbench report --merge a.hlog b.hlog c.hlog                # one table from three machines
   gwbench report --merge a.hlog b.hlog --hgrm merged.hgrm    # and the merged distribution
+  gwbench report --merge seg0.json seg1.json seg2.json seg3.json   # load --segment I/4 outputs
 
-Merging adds the interval histograms; percentiles are never averaged.";
+Merging adds the histograms; percentiles are never averaged. Load outputs merge only when they
+are every segment of one schedule (the same schedule id), so that the counts add up.";
 
 /// `gwbench report`.
 #[derive(Debug, Args)]
@@ -130,12 +132,18 @@ pub struct ReportArgs {
     /// A `gwbench compare` run directory (with summary.json, summary.md and the .hlog files).
     #[arg(value_name = "DIR", required_unless_present = "merge")]
     pub dir: Option<std::path::PathBuf>,
-    /// Interval logs to merge instead (gwbench load --hlog, or any HdrHistogram interval log).
-    #[arg(long, value_name = "HLOG", num_args = 1.., conflicts_with = "dir")]
+    /// Interval logs to merge instead (gwbench load --hlog, or any HdrHistogram interval log),
+    /// or the --json outputs of `gwbench load --segment I/N` runs (every segment once): one
+    /// result whose counts and histograms are the sums of theirs.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "dir")]
     pub merge: Vec<std::path::PathBuf>,
     /// With --merge: also write the merged distribution (.hgrm, ms) to FILE.
     #[arg(long, value_name = "FILE", requires = "merge")]
     pub hgrm: Option<std::path::PathBuf>,
+    /// With --merge of load outputs: print the merged gwbench.load.v1 JSON instead of the
+    /// summary.
+    #[arg(long, requires = "merge")]
+    pub json: bool,
 }
 
 const SATURATE_EXAMPLES: &str = "\
@@ -552,6 +560,40 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Send only this generator's share of the schedule: I/N takes every N-th request from
+    /// the I-th (0-based), so N generators given 0/N .. N-1/N with the same flags send together
+    /// exactly what one would; `report --merge` adds their --json outputs up.
+    #[arg(long, value_name = "I/N", value_parser = parse_segment)]
+    pub segment: Option<crate::load::schedule::Segment>,
+    /// Seed of the Poisson arrival gaps (needed with --segment, the same on every generator).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Open every connection from this local address (e.g. 127.0.0.2: generators of a local
+    /// fleet each take one, so that they do not share one address's ephemeral ports).
+    #[arg(long, value_name = "IP")]
+    pub local_addr: Option<std::net::IpAddr>,
+    /// Start the schedule (warm-up included) at this wall-clock time, RFC 3339
+    /// (2026-12-02T10:00:00Z) or milliseconds since the epoch: every generator of a split
+    /// schedule starts on the same instant (as far as their clocks agree). Must be ahead.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+fn parse_segment(s: &str) -> Result<crate::load::schedule::Segment, String> {
+    s.parse().map_err(|e: crate::load::schedule::RateError| e.0)
+}
+
+fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: u64 = s
+            .parse()
+            .map_err(|_| format!("{s:?}: too many milliseconds"))?;
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("{s:?} is not RFC 3339 (2026-12-02T10:00:00Z) nor epoch milliseconds ({e})")
+    })
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

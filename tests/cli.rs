@@ -65,6 +65,40 @@ fn bad_flags_exit_2_with_one_line() {
         (&["backends", "--stall", "5s/1s"][..], "shorter"),
         (&["backends", "--instances", "0"][..], "--instances"),
         (&["frobnicate"][..], "frobnicate"),
+        (
+            &["load", "http://127.0.0.1:9/", "--segment", "4/4"][..],
+            "below N",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "--start-at", "yesterday"][..],
+            "RFC 3339",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "--start-at", "1000"][..],
+            "in the past",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:9/",
+                "--segment",
+                "0/2",
+                "--arrival",
+                "poisson",
+            ][..],
+            "--seed",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:9/",
+                "--segment",
+                "0/2",
+                "--rps",
+                "max",
+            ][..],
+            "closed loop",
+        ),
     ] {
         let (code, stderr) = fails(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

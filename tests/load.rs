@@ -40,6 +40,7 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
         timeout: Duration::from_secs(5),
         spin: Duration::from_micros(20),
         progress: false,
+        split: Default::default(),
     }
 }
 
@@ -411,4 +412,71 @@ async fn sends_delayed_by_busy_connections_are_counted_apart() {
     );
     assert!(gwbench::report::text::render(&report).contains("raise --connections"));
     b.shutdown().await;
+}
+
+/// `--segment I/4` of one 2,000 req/s schedule on four generators (started together with
+/// `start_at`): each sends its quarter, and `report --merge` of their outputs schedules what
+/// one generator does, with percentiles from the sum of their histograms. Outputs that are not
+/// the four parts of one schedule are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_segments_merge_into_the_single_generator_schedule() {
+    use gwbench::load::schedule::{Segment, Split};
+    use gwbench::report::json::Histograms;
+    let backends = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let url = format!("http://{}/api/users/1", backends.rest[0]);
+    let base = config(Protocol::Http1, &url, 2000.0, Duration::from_secs(1));
+    let whole = load(base.clone()).await;
+    assert_accounted(&whole, 2000);
+    let start_at = std::time::SystemTime::now() + Duration::from_secs(2);
+    let runs = futures_util::future::join_all((0..4).map(|index| {
+        let mut cfg = base.clone();
+        cfg.connections = 2;
+        // Each from its own loopback address, as deploy/local-fleet.sh runs them.
+        cfg.template.from = Some(std::net::IpAddr::from([127, 0, 0, 2 + index as u8]));
+        cfg.split = Split {
+            segment: Segment { index, count: 4 },
+            seed: None,
+            start_at: Some(start_at),
+        };
+        load(cfg)
+    }))
+    .await;
+    let mut reports = Vec::new();
+    let mut union = Histogram::<u64>::new(3).unwrap();
+    for (i, run) in runs.iter().enumerate() {
+        assert_accounted(run, 500);
+        assert_eq!(run.schedule_id, runs[0].schedule_id);
+        union.add(&run.total.corrected).unwrap();
+        let mut r = LoadReport::from_run(run);
+        assert_eq!(r.segment.as_deref(), Some(format!("{i}/4").as_str()));
+        assert_eq!(r.offered_rps, Some(500.0), "a quarter of the rate");
+        r.histograms = Some(Histograms::of(&run.total));
+        reports.push((format!("seg{i}.json"), r));
+    }
+    let merged = gwbench::report::merge::merge(&reports).unwrap();
+    assert_eq!(merged.requests.scheduled, whole.scheduled());
+    assert_eq!(merged.offered_rps, Some(2000.0));
+    let sum = |f: fn(&LoadReport) -> u64| reports.iter().map(|(_, r)| f(r)).sum::<u64>();
+    assert_eq!(merged.requests.ok, sum(|r| r.requests.ok));
+    assert_eq!(merged.requests.not_sent, sum(|r| r.requests.not_sent));
+    assert_eq!(
+        merged.latency_ns.corrected,
+        gwbench::report::json::Percentiles::of(&union),
+        "percentiles of the union of the samples"
+    );
+    // Not one schedule's four parts: refused, saying why.
+    let err = gwbench::report::merge::merge(&reports[..3]).unwrap_err();
+    assert!(err.contains("3/4") && err.contains("missing"), "{err}");
+    let mut twice = reports.clone();
+    twice[3] = twice[2].clone();
+    let err = gwbench::report::merge::merge(&twice).unwrap_err();
+    assert!(err.contains("both segment 2/4"), "{err}");
+    let mut other = reports.clone();
+    other[1].1.schedule_id = Some("0123456789abcdef".into());
+    let err = gwbench::report::merge::merge(&other).unwrap_err();
+    assert!(err.contains("not parts of one schedule"), "{err}");
+    let mut old = reports.clone();
+    old[0].1.histograms = None;
+    assert!(gwbench::report::merge::merge(&old).is_err());
+    backends.shutdown().await;
 }

@@ -133,10 +133,25 @@ impl Conn {
         let stream = crate::net::connect(addr, timeout)
             .await
             .map_err(ClientError::Connect)?;
-        Ok(Conn {
+        Ok(Conn::over(stream))
+    }
+
+    /// Connects as `dial` says ([`crate::net::dial`]: from a given local address too).
+    pub async fn dial(
+        dial: crate::net::Dial,
+        timeout: Option<Duration>,
+    ) -> Result<Conn, ClientError> {
+        let stream = crate::net::dial(dial, timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        Ok(Conn::over(stream))
+    }
+
+    fn over(stream: tokio::net::TcpStream) -> Conn {
+        Conn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
-        })
+        }
     }
 
     /// Writes a request (its head, then its body) and forgets what an earlier exchange left

@@ -5,7 +5,7 @@
 //! hyper's client spent ~28% more CPU per request than wrk, most of it in the hand-off between
 //! the request sender and hyper's connection task.
 
-use std::net::SocketAddr;
+use crate::net::Dial;
 
 use bytes::{Buf, Bytes};
 
@@ -22,8 +22,8 @@ pub struct H1Conn {
 
 impl H1Conn {
     /// Opens the connection now (before the clock starts).
-    pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
-        self.conn = Some(Conn::connect(addr, None).await.map_err(|e| e.kind())?);
+    pub async fn open(&mut self, addr: Dial) -> Result<(), &'static str> {
+        self.conn = Some(Conn::dial(addr, None).await.map_err(|e| e.kind())?);
         Ok(())
     }
 
@@ -68,7 +68,7 @@ impl H1Conn {
     ) -> Result<Outcome, ClientError> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => Conn::connect(template.addr, None).await?,
+            None => Conn::dial(template.dial(), None).await?,
         };
         conn.send(bytes, &[]).await?;
         let ((code, head), len) = conn
@@ -103,6 +103,7 @@ fn outcome(code: u16) -> Outcome {
 mod tests {
     use super::*;
     use http::Method;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

@@ -2,8 +2,8 @@
 //! semaphore; it also carries gRPC) the send/receive of one request over hyper. HTTP/1.1 uses
 //! the lean client in [`super::h1`]. Every transport failure is classified into a stable kind.
 
+use crate::net::Dial;
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -42,8 +42,8 @@ fn hyper_kind(err: &hyper::Error) -> &'static str {
     }
 }
 
-async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, &'static str> {
-    let tcp = crate::net::connect(addr, None)
+async fn connect_h2(addr: Dial) -> Result<http2::SendRequest<Body>, &'static str> {
+    let tcp = crate::net::dial(addr, None)
         .await
         .map_err(|e| io_kind(&e))?;
     let io = TokioIo::new(tcp);
@@ -94,19 +94,14 @@ pub struct H2Conn(RefCell<Option<http2::SendRequest<Body>>>);
 
 impl H2Conn {
     /// Opens the connection now (before the clock starts).
-    pub async fn open(&self, addr: SocketAddr) -> Result<(), &'static str> {
+    pub async fn open(&self, addr: Dial) -> Result<(), &'static str> {
         *self.0.borrow_mut() = Some(connect_h2(addr).await?);
         Ok(())
     }
 
     /// Sends `req` on a new stream and reads the whole response; reconnects if the connection
     /// is gone, and drops it on a transport failure.
-    pub async fn execute(
-        &self,
-        addr: SocketAddr,
-        protocol: Protocol,
-        req: Request<Body>,
-    ) -> Outcome {
+    pub async fn execute(&self, addr: Dial, protocol: Protocol, req: Request<Body>) -> Outcome {
         let existing = self.0.borrow().clone().filter(|s| !s.is_closed());
         let mut sender = match existing {
             Some(s) => s,
@@ -168,7 +163,7 @@ impl Pool {
 
     /// Opens every connection now, so that the first requests do not pay for the handshake.
     /// Returns the last failure (the run goes on; failed connections retry per request).
-    pub async fn open(&mut self, addr: SocketAddr) -> Result<(), &'static str> {
+    pub async fn open(&mut self, addr: Dial) -> Result<(), &'static str> {
         let mut result = Ok(());
         match self {
             Pool::H1(slots) => {

@@ -70,6 +70,8 @@ pub struct LoadConfig {
     pub spin: Duration,
     /// Show a live progress bar on stderr.
     pub progress: bool,
+    /// This generator's share of a schedule split among several (default: all of it).
+    pub split: schedule::Split,
 }
 
 /// CPU time the generator process used during the measured phase.
@@ -127,6 +129,10 @@ pub struct LoadRun {
     /// still busy with an earlier request: their lag is the target's latency, not the
     /// generator's pace (more connections would have sent them on time).
     pub waited_for_connection: u64,
+    /// The share of the schedule this run sent.
+    pub split: schedule::Split,
+    /// Identifier of the whole schedule ([`schedule::Split::schedule_id`]).
+    pub schedule_id: String,
 }
 
 impl LoadRun {
@@ -167,8 +173,24 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
             }));
         }
     }
-    // A small margin so that every thread is parked on its first send time, not still waking.
-    let start = Instant::now() + Duration::from_millis(20);
+    // A small margin so that every thread is parked on its first send time, not still waking;
+    // or the instant every generator of a split schedule agreed on.
+    let start = match cfg.split.start_at {
+        None => Instant::now() + Duration::from_millis(20),
+        Some(at) => match at.duration_since(SystemTime::now()) {
+            Ok(wait) => Instant::now() + wait,
+            Err(late) => {
+                drop(workers); // called off: each thread ends when its Go sender goes
+                return Err(LoadError::Config(format!(
+                    "--start-at passed {} ago, before the connections were open; give every \
+                     generator a later one",
+                    humantime::format_duration(Duration::from_millis(
+                        late.duration().as_millis() as u64
+                    ))
+                )));
+            }
+        },
+    };
     let m_start = start + cfg.warmup;
     let warm_collector = Collector::new(threads, start);
     let mut collector = Collector::new(threads, m_start);
@@ -197,6 +219,36 @@ fn check(cfg: &LoadConfig) -> Result<(), LoadError> {
     }
     if cfg.timeout.is_zero() {
         return Err(LoadError::Config("--timeout must be longer than 0".into()));
+    }
+    let split = cfg.split;
+    if split.segment.count > 1 && cfg.rate == Rate::Max {
+        return Err(LoadError::Config(
+            "--segment splits an open-loop schedule; closed loop (--rps max) has none".into(),
+        ));
+    }
+    if split.segment.count > 1 && matches!(cfg.rate, Rate::Poisson(_)) && split.seed.is_none() {
+        return Err(LoadError::Config(
+            "--segment with Poisson arrivals needs --seed N (the same on every generator), so \
+             that they all draw the same schedule"
+                .into(),
+        ));
+    }
+    if let Some(at) = split.start_at
+        && at <= SystemTime::now()
+    {
+        return Err(LoadError::Config(
+            "--start-at is in the past; give a time far enough ahead for every generator to \
+             start and connect"
+                .into(),
+        ));
+    }
+    if let Some(from) = cfg.template.from
+        && let Err(e) = std::net::TcpListener::bind((from, 0))
+    {
+        return Err(LoadError::Config(format!(
+            "--local-addr {from}: cannot open connections from it ({e}); give an address of \
+             this machine (any of 127.0.0.0/8 on loopback)"
+        )));
     }
     let addr = cfg.template.addr;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
@@ -229,8 +281,18 @@ impl Plan {
                 spin: cfg.spin,
                 in_flight: AtomicI64::new(0),
             }),
-            warm_dispenser: Arc::new(Dispenser::new(warm_rate, Limit::Duration(cfg.warmup))),
-            dispenser: Arc::new(Dispenser::new(cfg.rate, cfg.limit)),
+            warm_dispenser: Arc::new(Dispenser::segment(
+                warm_rate,
+                Limit::Duration(cfg.warmup),
+                cfg.split.segment,
+                cfg.split.seed.map(|s| s ^ 0x5741_524d), // its own gaps, as reproducible
+            )),
+            dispenser: Arc::new(Dispenser::segment(
+                cfg.rate,
+                cfg.limit,
+                cfg.split.segment,
+                cfg.split.seed,
+            )),
         }
     }
 }
@@ -281,7 +343,7 @@ impl Worker {
                         false => 1,
                     };
                     let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
-                    let warm_error = pool.open(shared.template.addr).await.err();
+                    let warm_error = pool.open(shared.template.dial()).await.err();
                     let _ = ready_tx.send(());
                     let Ok(go) = go_rx.recv() else {
                         return Err(std::io::Error::other("the run was called off"));
@@ -400,6 +462,13 @@ fn finish(
         threads: ends.len(),
         warmup_requests: plan.warm_dispenser.taken(),
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
+        split: cfg.split,
+        schedule_id: cfg.split.schedule_id(
+            &cfg.rate,
+            cfg.limit,
+            cfg.warmup,
+            &cfg.template.describe(),
+        ),
     }
 }
 

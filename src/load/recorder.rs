@@ -305,7 +305,8 @@ fn three(h: &Histogram<u64>) -> [u64; 3] {
     [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
 }
 
-fn compress(h: &Histogram<u64>) -> Vec<u8> {
+/// A histogram as V2 + deflate bytes (as in `.hlog` lines and the load JSON's `histograms`).
+pub fn compress(h: &Histogram<u64>) -> Vec<u8> {
     let mut out = Vec::new();
     // Serializing into a Vec cannot fail for a valid histogram.
     let _ = V2DeflateSerializer::new().serialize(h, &mut out);

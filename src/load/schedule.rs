@@ -4,6 +4,12 @@
 //! Poisson arrivals as a running sum of exponential gaps, so they never drift with timer jitter.
 //! A [`Dispenser`] hands out tickets (index, intended offset) to the senders of every thread, and
 //! afterwards says how many scheduled requests were never taken (`not_sent`).
+//!
+//! A [`Segment`] `i/N` (`load --segment`, one of N generators) takes every N-th request of the
+//! one schedule, starting at i, with its index and time in the whole: the N segments together
+//! are exactly the schedule one generator would have sent (k6's execution segments, split by
+//! index rather than by fraction). Poisson arrivals split this way need a seed, so that every
+//! instance draws the same gaps.
 
 use std::fmt;
 use std::str::FromStr;
@@ -116,10 +122,96 @@ impl fmt::Display for Rate {
     }
 }
 
+/// One generator's share of a schedule split among `count`: the requests whose index is
+/// `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// 0-based, below `count`.
+    pub index: u32,
+    /// Generators sharing the schedule, at least 1.
+    pub count: u32,
+}
+
+/// The most generators one schedule is split among.
+pub const MAX_SEGMENTS: u32 = 10_000;
+
+impl Segment {
+    /// The whole schedule.
+    pub const WHOLE: Segment = Segment { index: 0, count: 1 };
+}
+
+impl Default for Segment {
+    fn default() -> Self {
+        Segment::WHOLE
+    }
+}
+
+/// How one run's schedule is shared with other generators' runs (`load --segment`,
+/// `--seed`, `--start-at`). The default: the whole schedule, started when ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Split {
+    /// This generator's share.
+    pub segment: Segment,
+    /// Seed of the Poisson gaps (required to split Poisson arrivals).
+    pub seed: Option<u64>,
+    /// The wall-clock instant the schedule starts (warm-up included) on every generator.
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+impl Split {
+    /// An identifier of the whole schedule (rate, length, warm-up, seed, segment count,
+    /// start instant, target), the same on every generator given the same flags: merging
+    /// refuses outputs whose identifiers differ. FNV-1a, stable across builds and machines.
+    pub fn schedule_id(&self, rate: &Rate, limit: Limit, warmup: Duration, target: &str) -> String {
+        let start_ms = self.start_at.map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        });
+        let text = format!(
+            "gwbench-schedule-v1|{rate}|{limit:?}|{}|{:?}|{}|{start_ms:?}|{target}",
+            warmup.as_nanos(),
+            self.seed,
+            self.segment.count,
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+impl FromStr for Segment {
+    type Err = RateError;
+
+    /// Parses `I/N`, e.g. `0/4` (the first of four).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| RateError(format!("--segment {s:?}: {why}"));
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected I/N, e.g. 0/4 for the first of four generators"))?;
+        let index: u32 = i.trim().parse().map_err(|_| bad("I is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| bad("N is not a number"))?;
+        if count == 0 || count > MAX_SEGMENTS {
+            return Err(bad(&format!("N must be 1 to {MAX_SEGMENTS}")));
+        }
+        if index >= count {
+            return Err(bad("I counts from 0 and must be below N"));
+        }
+        Ok(Segment { index, count })
+    }
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// One scheduled request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    /// 0-based index within the phase.
+    /// 0-based index within the phase (in the whole schedule, when it is a segment's).
     pub index: u64,
     /// Intended send time, from the phase start. None in closed loop: send now.
     pub at: Option<Duration>,
@@ -136,8 +228,11 @@ pub enum Limit {
 
 #[derive(Debug)]
 struct State {
+    /// The next index in the whole schedule this dispenser hands out.
     next: u64,
     poisson_at: f64,
+    /// The index in the whole schedule `poisson_at` belongs to.
+    poisson_next: u64,
     rng: SmallRng,
 }
 
@@ -146,32 +241,49 @@ struct State {
 pub struct Dispenser {
     rate: Rate,
     limit: Limit,
+    segment: Segment,
     state: Mutex<State>,
 }
 
 impl Dispenser {
-    /// A dispenser for one phase.
+    /// A dispenser for one phase (the whole schedule; Poisson gaps from the OS's entropy).
     pub fn new(rate: Rate, limit: Limit) -> Self {
+        Self::segment(rate, limit, Segment::WHOLE, None)
+    }
+
+    /// A dispenser for `segment` of the schedule; Poisson gaps drawn from `seed` when given
+    /// (the same seed, the same schedule).
+    pub fn segment(rate: Rate, limit: Limit, segment: Segment, seed: Option<u64>) -> Self {
         Dispenser {
             rate,
             limit,
+            segment,
             state: Mutex::new(State {
-                next: 0,
+                next: u64::from(segment.index),
                 poisson_at: 0.0,
-                rng: SmallRng::from_os_rng(),
+                poisson_next: 0,
+                rng: seed.map_or_else(SmallRng::from_os_rng, SmallRng::seed_from_u64),
             }),
         }
     }
 
-    /// Intended offset of request `i` (for Poisson, the running sum kept in `state`).
+    /// Intended offset of request `i` of the whole schedule (for Poisson, the running sum kept
+    /// in `state`, drawn through the other segments' requests too).
     fn offset(&self, i: u64, state: &mut State) -> Option<Duration> {
         let secs = match self.rate {
             Rate::Max => return None,
             // Computed from the index, never accumulated: no drift over long runs.
             Rate::Constant(r) => return Some(Duration::from_nanos((i as f64 * 1e9 / r) as u64)),
             Rate::Poisson(r) => {
+                let exp = Exp::new(r);
+                let mut gap = || exp.map_or(1.0 / r, |e| e.sample(&mut state.rng));
+                while state.poisson_next < i {
+                    state.poisson_at += gap();
+                    state.poisson_next += 1;
+                }
                 let at = state.poisson_at;
-                state.poisson_at += Exp::new(r).map_or(1.0 / r, |e| e.sample(&mut state.rng));
+                state.poisson_at += gap();
+                state.poisson_next += 1;
                 at
             }
             Rate::Ramp { from, to, over } => {
@@ -209,13 +321,14 @@ impl Dispenser {
         {
             return None;
         }
-        state.next += 1;
+        state.next += u64::from(self.segment.count);
         Some(Ticket { index, at })
     }
 
     /// Tickets handed out so far.
     pub fn taken(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).next
+        let next = self.state.lock().unwrap_or_else(|e| e.into_inner()).next;
+        (next - u64::from(self.segment.index)) / u64::from(self.segment.count)
     }
 
     /// Counts (and consumes) the tickets nobody took: scheduled requests that were never sent.
@@ -317,5 +430,56 @@ mod tests {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
         assert_eq!(Rate::parse_rps("max").unwrap(), Rate::Max);
+    }
+
+    #[test]
+    fn segments_split_the_schedule_without_gaps_or_duplicates() {
+        let limit = Limit::Duration(Duration::from_secs(1));
+        for rate in [
+            Rate::Constant(2000.0),
+            "500:3000:700ms".parse().unwrap(),
+            Rate::Poisson(2000.0),
+        ] {
+            let whole = all(&Dispenser::segment(rate, limit, Segment::WHOLE, Some(7)));
+            let mut union: Vec<Ticket> = (0..4)
+                .flat_map(|i| {
+                    let seg = Segment { index: i, count: 4 };
+                    let d = Dispenser::segment(rate, limit, seg, Some(7));
+                    let t = all(&d);
+                    assert!(t.iter().all(|t| t.index % 4 == u64::from(i)), "{rate}");
+                    assert_eq!(d.taken(), t.len() as u64);
+                    t
+                })
+                .collect();
+            union.sort_by_key(|t| t.index);
+            assert_eq!(
+                union, whole,
+                "{rate}: the four segments are the whole schedule"
+            );
+        }
+        // A request limit counts the whole schedule's requests.
+        let seg = Segment { index: 2, count: 3 };
+        let t = all(&Dispenser::segment(
+            Rate::Constant(100.0),
+            Limit::Requests(10),
+            seg,
+            None,
+        ));
+        assert_eq!(
+            t.iter().map(|t| t.index).collect::<Vec<_>>(),
+            [2, 5, 8],
+            "indices 2, 5 and 8 of 0..10"
+        );
+    }
+
+    #[test]
+    fn segments_parse_and_refuse_what_cannot_be() {
+        assert_eq!(
+            "1/4".parse::<Segment>().unwrap(),
+            Segment { index: 1, count: 4 }
+        );
+        for bad in ["4/4", "1", "a/4", "0/0", "-1/4", "0/10001", "1/x"] {
+            assert!(bad.parse::<Segment>().is_err(), "{bad}");
+        }
     }
 }

@@ -135,6 +135,8 @@ pub struct RequestTemplate {
     pub protocol: Protocol,
     /// Where to connect.
     pub addr: SocketAddr,
+    /// The local address to connect from (`load --local-addr`); None: the kernel picks.
+    pub from: Option<std::net::IpAddr>,
     authority: Authority,
     method: Method,
     paths: Vec<PathTemplate>,
@@ -144,6 +146,14 @@ pub struct RequestTemplate {
 }
 
 impl RequestTemplate {
+    /// How a connection to the target is opened.
+    pub fn dial(&self) -> crate::net::Dial {
+        crate::net::Dial {
+            addr: self.addr,
+            from: self.from,
+        }
+    }
+
     /// Parses the target URL(s) and prepares the request. All URLs must share scheme and
     /// host:port (one connection pool); their paths are used round-robin.
     pub fn new(
@@ -161,6 +171,7 @@ impl RequestTemplate {
         let map = request_headers(protocol, &authority, headers, !body.is_empty())?;
         Ok(RequestTemplate {
             protocol,
+            from: None,
             addr,
             authority,
             method,

@@ -124,7 +124,37 @@ pub async fn connect(
     addr: impl tokio::net::ToSocketAddrs,
     timeout: Option<Duration>,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    let connect = tokio::net::TcpStream::connect(addr);
+    within(timeout, tokio::net::TcpStream::connect(addr)).await
+}
+
+/// Where a client connects, and from which local address (None: the kernel picks; a load
+/// generator of a local fleet gives each instance its own `127.0.0.x`, so that their
+/// connections do not share one address's ephemeral ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    /// The server.
+    pub addr: SocketAddr,
+    /// The local address to connect from.
+    pub from: Option<std::net::IpAddr>,
+}
+
+/// [`connect`] to `dial.addr`, from `dial.from` when given.
+pub async fn dial(dial: Dial, timeout: Option<Duration>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(from) = dial.from else {
+        return connect(dial.addr, timeout).await;
+    };
+    let socket = match dial.addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    within(timeout, socket.connect(dial.addr)).await
+}
+
+async fn within(
+    timeout: Option<Duration>,
+    connect: impl std::future::Future<Output = std::io::Result<tokio::net::TcpStream>>,
+) -> std::io::Result<tokio::net::TcpStream> {
     let stream = match timeout {
         None => connect.await?,
         Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| {
@@ -336,4 +366,24 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
         "error": { "code": code, "message": message, "http_status": status.as_u16() }
     });
     json(status, body.to_string())
+}
+
+#[cfg(test)]
+mod dial_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dial_from_a_loopback_address_arrives_from_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for from in [None, Some(std::net::IpAddr::from([127, 0, 0, 3]))] {
+            let (client, accepted) =
+                tokio::join!(dial(Dial { addr, from }, None), listener.accept());
+            let (_, peer) = accepted.unwrap();
+            assert_eq!(client.unwrap().local_addr().unwrap().ip(), peer.ip());
+            if let Some(ip) = from {
+                assert_eq!(peer.ip(), ip);
+            }
+        }
+    }
 }

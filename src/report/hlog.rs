@@ -87,6 +87,17 @@ pub fn read(log: &[u8]) -> Result<Vec<ReadInterval>, String> {
     Ok(out)
 }
 
+/// A histogram from its base64 V2 (+ deflate) form, as a log line or the load JSON holds it.
+pub fn decode_histogram(b64: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("bad base64 in a histogram: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("bad histogram: {e:?}"))
+}
+
 /// Adds the intervals tagged `tag` into one (auto-resizing) histogram: percentiles of the whole
 /// come from the merged counts, never from averaging the intervals' percentiles.
 pub fn merge<'a>(

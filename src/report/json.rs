@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::grpc::code_name as grpc_code_name;
 use crate::load::LoadRun;
@@ -14,7 +14,7 @@ use crate::load::LoadRun;
 pub const SCHEMA: &str = "gwbench.load.v1";
 
 /// Percentiles of one histogram, in nanoseconds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Percentiles {
     /// Values recorded.
     pub count: u64,
@@ -63,7 +63,7 @@ impl Percentiles {
 }
 
 /// Outcome counts; `scheduled` equals the sum of all the others.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Requests {
     /// Requests the schedule called for in the measured phase.
     pub scheduled: u64,
@@ -82,7 +82,7 @@ pub struct Requests {
 }
 
 /// The three latency histograms.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// From the intended send time (coordinated omission corrected).
     pub corrected: Percentiles,
@@ -93,7 +93,7 @@ pub struct Latency {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interval {
     /// Start, seconds from the measured phase's start.
     pub start_s: f64,
@@ -114,7 +114,7 @@ pub struct Interval {
 }
 
 /// CPU the generator used during the measured phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeneratorCpu {
     /// User + system seconds.
     pub cpu_s: f64,
@@ -125,10 +125,10 @@ pub struct GeneratorCpu {
 }
 
 /// The whole report of one load run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Always [`SCHEMA`].
-    pub schema: &'static str,
+    pub schema: String,
     /// The target.
     pub target: String,
     /// Offered mean rate; None for closed loop (`--rps max`).
@@ -142,7 +142,7 @@ pub struct LoadReport {
     /// Latency percentiles, ns.
     pub latency_ns: Latency,
     /// HTTP/1.1, h2c or gRPC.
-    pub protocol: &'static str,
+    pub protocol: String,
     /// The arrival profile, in words.
     pub rate: String,
     /// TCP connections.
@@ -151,8 +151,56 @@ pub struct LoadReport {
     pub threads: usize,
     /// Generator CPU.
     pub generator: GeneratorCpu,
-    /// Per-second time series.
+    /// Per-second time series (empty in a merged report: the `.hlog` files merge those).
     pub intervals: Vec<Interval>,
+    /// This generator's share of a split schedule, `I/N` (`load --segment`); for a merged
+    /// report, `merged N/N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// Identifier of the whole schedule: `report --merge` merges only outputs that share it.
+    #[serde(default)]
+    pub schedule_id: Option<String>,
+    /// The agreed wall-clock start (RFC 3339), when `--start-at` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// The whole run's histograms (`gwbench load --json` writes them), for merging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Histograms>,
+}
+
+/// Whole-run histograms, HdrHistogram V2 + deflate, base64 (as in `.hlog` lines), ns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Histograms {
+    /// Corrected latency.
+    pub corrected: String,
+    /// Service time.
+    pub service: String,
+    /// Send lag.
+    pub lag: String,
+}
+
+impl Histograms {
+    /// The run's histograms, encoded.
+    pub fn of(total: &crate::load::recorder::HistSet) -> Self {
+        Self::encode(&total.corrected, &total.service, &total.lag)
+    }
+
+    /// Corrected, service and lag histograms, encoded.
+    pub fn encode(
+        corrected: &Histogram<u64>,
+        service: &Histogram<u64>,
+        lag: &Histogram<u64>,
+    ) -> Self {
+        use base64::Engine;
+        let b64 = |h| {
+            base64::engine::general_purpose::STANDARD.encode(crate::load::recorder::compress(h))
+        };
+        Histograms {
+            corrected: b64(corrected),
+            service: b64(service),
+            lag: b64(lag),
+        }
+    }
 }
 
 impl LoadReport {
@@ -161,9 +209,13 @@ impl LoadReport {
         let o = &run.outcomes;
         let cpu_s = run.cpu.user_s + run.cpu.system_s;
         LoadReport {
-            schema: SCHEMA,
+            schema: SCHEMA.to_string(),
             target: run.target.clone(),
-            offered_rps: run.rate.offered(),
+            // A segment offers its share of the schedule's rate.
+            offered_rps: run
+                .rate
+                .offered()
+                .map(|r| r / f64::from(run.split.segment.count)),
             achieved_rps: run.achieved_rps(),
             duration_s: run.duration.as_secs_f64(),
             requests: Requests {
@@ -188,8 +240,11 @@ impl LoadReport {
                 service: Percentiles::of(&run.total.service),
                 lag: Percentiles::of(&run.total.lag),
             },
-            protocol: run.protocol.name(),
-            rate: run.rate.to_string(),
+            protocol: run.protocol.name().to_string(),
+            rate: match run.split.segment.count {
+                1 => run.rate.to_string(),
+                _ => format!("{}, segment {}", run.rate, run.split.segment),
+            },
             connections: run.connections,
             threads: run.threads,
             generator: GeneratorCpu {
@@ -215,6 +270,13 @@ impl LoadReport {
                     service_p99: i.service[1],
                 })
                 .collect(),
+            segment: (run.split.segment.count > 1).then(|| run.split.segment.to_string()),
+            schedule_id: Some(run.schedule_id.clone()),
+            start_at: run
+                .split
+                .start_at
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            histograms: None,
         }
     }
 }

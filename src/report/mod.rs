@@ -7,4 +7,5 @@ pub mod hgrm;
 pub mod hlog;
 pub mod html;
 pub mod json;
+pub mod merge;
 pub mod text;

@@ -50,6 +50,16 @@ pub fn render(r: &LoadReport) -> String {
         "rate       offered {offered} [{}], achieved {:.1}/s over {:.1}s",
         r.rate, r.achieved_rps, r.duration_s
     );
+    if let Some(segment) = &r.segment {
+        let _ = writeln!(
+            out,
+            "segment    {segment} of schedule {}{}",
+            r.schedule_id.as_deref().unwrap_or("?"),
+            r.start_at
+                .as_deref()
+                .map_or(String::new(), |t| format!(", started at {t}"))
+        );
+    }
     let q = &r.requests;
     let mut errors = Vec::new();
     for (k, v) in &q.http_errors {

@@ -842,6 +842,7 @@ fn one_run(
         timeout: Duration::from_secs(5),
         spin: Duration::from_micros(20),
         progress: false,
+        split: Default::default(),
     };
     let gateway_cpu = || stack.and_then(|s| s.gateway.cpu_seconds());
     let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());

@@ -13,7 +13,8 @@ use crate::load::schedule::{Limit, Rate};
 use crate::load::slo::Slo;
 use crate::load::target::{Protocol, RequestTemplate};
 use crate::load::{LoadConfig, LoadError, grpc, run_load};
-use crate::report::{hgrm, hlog, json::LoadReport, text};
+use crate::report::json::{Histograms, LoadReport};
+use crate::report::{hgrm, hlog, text};
 
 /// Objectives of `--slo` were missed (exit code 1).
 #[derive(Debug, Error)]
@@ -80,6 +81,8 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         };
         RequestTemplate::new(protocol, &args.urls, method, &headers, body)?
     };
+    let mut template = template;
+    template.from = args.local_addr;
     let slo = args.slo.as_deref().map(str::parse).transpose()?;
     let cfg = LoadConfig {
         template,
@@ -95,6 +98,11 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         timeout: args.timeout,
         spin: args.spin,
         progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
+        split: crate::load::schedule::Split {
+            segment: args.segment.unwrap_or_default(),
+            seed: args.seed,
+            start_at: args.start_at,
+        },
     };
     if cfg.duration_is_zero() {
         return Err(LoadError::Config("--duration must be longer than 0".into()));
@@ -139,7 +147,9 @@ fn reflected(urls: &[String]) -> Result<prost_reflect::DescriptorPool, LoadError
 pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
     let (cfg, slo) = config(args)?;
     let run = run_load(&cfg)?;
-    let report = LoadReport::from_run(&run);
+    let mut report = LoadReport::from_run(&run);
+    // What `report --merge` needs to add generators' results up.
+    report.histograms = Some(Histograms::of(&run.total));
     if args.json {
         super::print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {

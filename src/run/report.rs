@@ -8,9 +8,9 @@ use anyhow::Context;
 use thiserror::Error;
 
 use crate::cli::ReportArgs;
-use crate::report::json::Percentiles;
+use crate::report::json::{LoadReport, Percentiles};
 use crate::report::text::human_ns;
-use crate::report::{hgrm, hlog, html};
+use crate::report::{hgrm, hlog, html, text};
 
 /// A report that cannot be made from what was given (exit code 2).
 #[derive(Debug, Error)]
@@ -23,6 +23,19 @@ fn read(path: &Path) -> Result<Vec<u8>, ReportError> {
 
 /// Runs `gwbench report`.
 pub(super) fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    let is_json = |p: &PathBuf| p.extension().is_some_and(|e| e == "json");
+    if !args.merge.is_empty() && args.merge.iter().all(is_json) {
+        return merge_loads(args);
+    }
+    if args.merge.iter().any(is_json) {
+        return Err(ReportError(
+            "--merge takes either interval logs or load --json outputs, not both".into(),
+        )
+        .into());
+    }
+    if args.json {
+        return Err(ReportError("--json is for merging load --json outputs".into()).into());
+    }
     if !args.merge.is_empty() {
         return merge(&args.merge, args.hgrm.as_deref());
     }
@@ -31,6 +44,37 @@ pub(super) fn report(args: &ReportArgs) -> anyhow::Result<()> {
         .as_ref()
         .ok_or_else(|| ReportError("give a compare run directory, or --merge FILE...".into()))?;
     rerender(dir)
+}
+
+/// `--merge` of `load --segment` outputs: one load report.
+fn merge_loads(args: &ReportArgs) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for f in &args.merge {
+        let report: LoadReport = serde_json::from_slice(&read(f)?).map_err(|e| {
+            ReportError(format!(
+                "{}: not a gwbench load --json output ({e})",
+                f.display()
+            ))
+        })?;
+        reports.push((f.display().to_string(), report));
+    }
+    let merged = crate::report::merge::merge(&reports).map_err(ReportError)?;
+    if let Some(path) = &args.hgrm {
+        let h = merged
+            .histograms
+            .as_ref()
+            .map(|h| hlog::decode_histogram(&h.corrected))
+            .transpose()
+            .map_err(ReportError)?
+            .unwrap_or_else(|| hdrhistogram::Histogram::new(3).expect("3 figures"));
+        std::fs::write(path, hgrm::render(&h))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        super::print_out(&(serde_json::to_string_pretty(&merged)? + "\n"))
+    } else {
+        super::print_out(&text::render(&merged))
+    }
 }
 
 fn merge(files: &[PathBuf], hgrm_out: Option<&Path>) -> anyhow::Result<()> {

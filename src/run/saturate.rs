@@ -90,6 +90,7 @@ fn run_step(
         timeout: Duration::from_secs(2),
         spin: Duration::from_micros(20),
         progress: false,
+        split: Default::default(),
     };
     let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
     let o = &run.outcomes;
