@@ -199,6 +199,15 @@ pub struct SaturateArgs {
     /// Same as --layout pinned (kept for old scripts).
     #[arg(long, hide = true)]
     pub pin: bool,
+    /// Search a fleet of N gateways behind HAProxy (least connections) sharing their rate
+    /// limits in Redis, and one instance behind it for the scaling efficiency
+    /// knee(N) / (N x knee(1)). Needs haproxy and redis-server (or --redis-url). On one
+    /// machine this simulates a fleet: the instances share the gateway's cores.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub gateway_instances: u16,
+    /// The Redis the fleet shares its limits in (default: a redis-server started for the run).
+    #[arg(long, value_name = "URL", requires = "gateway_instances")]
+    pub redis_url: Option<String>,
     /// Directory for the reports (default: reports/<UTC time>-saturate).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

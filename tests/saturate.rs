@@ -94,3 +94,78 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
     assert!(html.contains("saturates at") && !html.contains("<script"));
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// `saturate --gateway-instances 2`: two real gateways behind a real HAProxy, sharing limits in
+/// a real redis-server (both from Debian; `.ci/run` installs them). The search runs with one
+/// instance and then two, and the report has each instance's CPU and share of the requests,
+/// the balancer's CPU and the scaling efficiency. Without haproxy or redis-server the test says
+/// so and passes, unless GWBENCH_REQUIRE_FLEET=1 (CI).
+#[test]
+fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
+    let missing: Vec<&str> = ["haproxy", "redis-server"]
+        .into_iter()
+        .filter(|p| {
+            !std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .any(|d| d.join(p).is_file())
+        })
+        .collect();
+    if !missing.is_empty() {
+        let msg = format!("skipped: {missing:?} not installed");
+        assert!(std::env::var("GWBENCH_REQUIRE_FLEET").is_err(), "{msg}");
+        eprintln!("{msg}");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("gwbench-fleet-test-{}", std::process::id()));
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "saturate",
+            "--target",
+            "gateway",
+            "--scenario",
+            "rest",
+            "--gateway-instances",
+            "2",
+            "--start",
+            "100",
+            "--max",
+            "200",
+            "--step-duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+            "--slo-p99",
+            "10s",
+            "-q",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("a simulation on this"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    let fleet = &summary["fleet"];
+    assert_eq!(fleet["instances"], 2, "{summary}");
+    let responses: Vec<u64> = fleet["instance_responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // Every step's requests went through HAProxy to the two instances (64 connections,
+    // least connections: both are used).
+    assert_eq!(responses.len(), 2);
+    assert!(responses.iter().all(|&n| n > 0), "{responses:?}");
+    assert!(fleet["balancer_cpu_s"].as_f64().unwrap() > 0.0, "{fleet}");
+    assert!(fleet["scaling_efficiency"].as_f64().is_some(), "{fleet}");
+    assert_eq!(summary["searches"].as_array().unwrap().len(), 2);
+}

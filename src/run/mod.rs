@@ -6,6 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 mod compare;
+mod fleet;
 mod gateway;
 mod load;
 pub mod process;

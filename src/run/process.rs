@@ -82,7 +82,26 @@ impl ChildProcess {
             what: what.to_string(),
             reason,
         };
-        let mut child = start(args, pin.as_deref()).map_err(fail)?;
+        let exe =
+            std::env::current_exe().map_err(|e| fail(format!("cannot find this binary: {e}")))?;
+        Self::spawn_program(what, &exe, args, expect, pin)
+    }
+
+    /// Spawns another program (`haproxy`, `redis-server`) the same way: pinned, killed with
+    /// us, stopped by PID when dropped; `expect` is 0 when it prints no ready line (the
+    /// caller then waits for its port).
+    pub fn spawn_program(
+        what: &str,
+        program: &std::path::Path,
+        args: &[String],
+        expect: usize,
+        pin: Option<Vec<usize>>,
+    ) -> Result<ChildProcess, SpawnError> {
+        let fail = |reason: String| SpawnError {
+            what: what.to_string(),
+            reason,
+        };
+        let mut child = start(program, args, pin.as_deref()).map_err(fail)?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(fail("its output is not piped".into()));
         };
@@ -162,11 +181,14 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Starts this binary with `args`, output piped, the parent-death signal set and pinned to
+/// Starts `program` with `args`, output piped, the parent-death signal set and pinned to
 /// `pin` when given.
-fn start(args: &[String], pin: Option<&[usize]>) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut cmd = Command::new(exe);
+fn start(
+    program: &std::path::Path,
+    args: &[String],
+    pin: Option<&[usize]>,
+) -> Result<Child, String> {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

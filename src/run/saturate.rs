@@ -67,6 +67,27 @@ struct SaturateSummary {
     pinning: Vec<String>,
     searches: Vec<Search>,
     answer: String,
+    /// With `--gateway-instances N`: the fleet's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetSummary>,
+}
+
+/// A fleet's search (`--gateway-instances`).
+#[derive(Debug, Serialize)]
+struct FleetSummary {
+    instances: usize,
+    balancer: &'static str,
+    redis_url: String,
+    /// Always true on one machine: the instances share the gateway's cores.
+    simulated: bool,
+    knee_one_rps: Option<f64>,
+    knee_fleet_rps: Option<f64>,
+    /// knee(N) / (N x knee(1)).
+    scaling_efficiency: Option<f64>,
+    /// Per instance over the fleet's search: CPU seconds and responses through the balancer.
+    instance_cpu_s: Vec<f64>,
+    instance_responses: Vec<u64>,
+    balancer_cpu_s: f64,
 }
 
 fn run_step(
@@ -264,6 +285,13 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    if args.gateway_instances > 1 && (args.target.starts_with("http://") || args.target == "direct")
+    {
+        return Err(SaturateError(
+            "--gateway-instances searches the gateway side: use --target gateway or both".into(),
+        )
+        .into());
+    }
     if args.target.starts_with("http://") {
         return saturate_url(args);
     }
@@ -299,25 +327,150 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let mut searches = Vec::new();
+    let generator_cores = stack.layout.generator_cores(stack.cores);
+    let mut fleet = None;
     for which in sides {
+        if *which == "gateway" && args.gateway_instances > 1 {
+            let (one, many, summary) = search_fleet(args, &stack, &sc, generator_cores, &bar)?;
+            searches.extend([one, many]);
+            fleet = Some(summary);
+            continue;
+        }
         let side = if *which == "direct" {
             &sc.direct
         } else {
             &sc.gateway
         };
-        let generator_cores = stack.layout.generator_cores(stack.cores);
         searches.push(search(side, args, generator_cores, &bar)?);
     }
     bar.finish_and_clear();
     drop(stack);
     let direct = searches.iter().find(|s| s.side == sc.direct.label);
     let gateway = searches.iter().find(|s| s.side == sc.gateway.label);
-    let answer = answer(direct, gateway);
+    let mut answer = answer(direct, gateway);
+    if let Some(f) = &fleet {
+        answer = fleet_answer(f, &answer, cores);
+    }
 
     let title = format!("scenario {} ({})", sc.name, sc.description);
     report(
-        args, started, sc.name, &title, searches, answer, cores, pinning,
+        args, started, sc.name, &title, searches, answer, cores, pinning, fleet,
     )
+}
+
+/// `--gateway-instances N`: the gateway side searched behind HAProxy, with one instance and
+/// then with N (sharing limits in one Redis), each instance's CPU and share of the requests.
+fn search_fleet(
+    args: &SaturateArgs,
+    stack: &Stack,
+    sc: &super::compare::Scenario,
+    generator_cores: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(Search, Search, FleetSummary)> {
+    let n = usize::from(args.gateway_instances);
+    let cpus = &stack.layout.gateway;
+    let own_redis;
+    let redis_url = match &args.redis_url {
+        Some(url) => url.clone(),
+        None => {
+            own_redis = super::fleet::Redis::start(cpus)?;
+            own_redis.url.clone()
+        }
+    };
+    let mut results = Vec::new();
+    for size in [1, n] {
+        let fleet = super::fleet::Fleet::start(
+            size,
+            cpus,
+            stack.layout.gateway_threads,
+            stack.rest,
+            stack.grpc,
+            &redis_url,
+        )?;
+        let side = scenarios(
+            std::slice::from_ref(&sc.name.to_string()),
+            &stack.rest.to_string(),
+            &stack.grpc.to_string(),
+            &fleet.addr.to_string(),
+        )
+        .map_err(|e| SaturateError(e.to_string()))?
+        .remove(0)
+        .gateway;
+        let before = fleet.cpu();
+        let mut found = search(&side, args, generator_cores, bar)?;
+        let after = fleet.cpu();
+        found.side = format!("{} (fleet of {size} behind HAProxy)", side.label);
+        let responses = fleet.responses()?;
+        results.push((found, before, after, responses));
+    }
+    let (many, before, after, responses) = results.pop().context("the fleet's search")?;
+    let (one, ..) = results.pop().context("the one-instance search")?;
+    let efficiency = match (one.knee_rps, many.knee_rps) {
+        (Some(k1), Some(kn)) if k1 > 0.0 => Some(kn / (n as f64 * k1)),
+        _ => None,
+    };
+    let summary = FleetSummary {
+        instances: n,
+        balancer: "haproxy, balance leastconn",
+        redis_url,
+        simulated: true,
+        knee_one_rps: one.knee_rps,
+        knee_fleet_rps: many.knee_rps,
+        scaling_efficiency: efficiency,
+        instance_cpu_s: after
+            .instances
+            .iter()
+            .zip(&before.instances)
+            .map(|(a, b)| a - b)
+            .collect(),
+        instance_responses: responses,
+        balancer_cpu_s: after.balancer - before.balancer,
+    };
+    Ok((one, many, summary))
+}
+
+/// The fleet's lines after the usual answer.
+fn fleet_answer(f: &FleetSummary, answer: &str, cores: usize) -> String {
+    let knee =
+        |k: Option<f64>| k.map_or_else(|| "no knee".to_string(), |k| format!("{k:.0} req/s"));
+    let total: u64 = f.instance_responses.iter().sum::<u64>().max(1);
+    let cpu_total: f64 = f.instance_cpu_s.iter().sum::<f64>() + f.balancer_cpu_s;
+    let answer = if answer.is_empty() {
+        String::new()
+    } else {
+        format!("{answer}\n")
+    };
+    let mut out = format!(
+        "{answer}Fleet of {} gateways behind HAProxy (least connections), limits shared in {} — \
+         a simulation on this {cores}-core machine: every instance and the balancer share the \
+         gateway's cores. Knee: 1 instance {}, {} instances {}; scaling efficiency \
+         knee(N) / (N x knee(1)) = {}.",
+        f.instances,
+        f.redis_url,
+        knee(f.knee_one_rps),
+        f.instances,
+        knee(f.knee_fleet_rps),
+        f.scaling_efficiency
+            .map_or_else(|| "unknown".to_string(), |e| format!("{e:.2}")),
+    );
+    for (i, (cpu, n)) in f
+        .instance_cpu_s
+        .iter()
+        .zip(&f.instance_responses)
+        .enumerate()
+    {
+        out.push_str(&format!(
+            "\n  instance {i}: {cpu:.2} s CPU ({:.0} % of the fleet's), {:.1} % of the requests",
+            cpu / cpu_total.max(1e-9) * 100.0,
+            *n as f64 / total as f64 * 100.0
+        ));
+    }
+    out.push_str(&format!(
+        "\n  balancer (haproxy): {:.2} s CPU ({:.0} % of the fleet's)",
+        f.balancer_cpu_s,
+        f.balancer_cpu_s / cpu_total.max(1e-9) * 100.0
+    ));
+    out
 }
 
 /// `--target URL`: search one HTTP target of the user's (nothing is spawned).
@@ -358,6 +511,7 @@ fn saturate_url(args: &SaturateArgs) -> anyhow::Result<()> {
         answer,
         cores,
         vec!["not pinned".into()],
+        None,
     )
 }
 
@@ -372,6 +526,7 @@ fn report(
     answer: String,
     cores: usize,
     pinning: Vec<String>,
+    fleet: Option<FleetSummary>,
 ) -> anyhow::Result<()> {
     let mut out = step_tables(args, title, &searches);
     let _ = writeln!(out, "\n{answer}");
@@ -385,6 +540,7 @@ fn report(
         pinning,
         searches,
         answer,
+        fleet,
     };
     let dir = write_files(args.out.as_deref(), started, &summary, &out)?;
     super::print_out(&format!("report: {}\n", dir.display()))?;
