@@ -330,6 +330,14 @@ pub struct CompareArgs {
     /// Same as --layout pinned (kept for old scripts).
     #[arg(long, hide = true)]
     pub pin: bool,
+    /// Put N gateways behind a real HAProxy (least connections) on the gateway side, sharing
+    /// their rate limits in Redis; their CPU (and the balancer's) is the gateway's, and the
+    /// report says each instance's share. Needs haproxy and redis-server (or --redis-url).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub gateway_instances: u16,
+    /// The Redis the fleet shares its limits in (default: a redis-server started for the run).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
     /// Directory for the reports (default: reports/<UTC time>-compare).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

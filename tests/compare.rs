@@ -561,3 +561,96 @@ fn a_known_added_delay_is_inside_the_reported_interval() {
         slow.shutdown().await;
     });
 }
+
+/// `compare --gateway-instances 2`: the gateway side goes through a real HAProxy to two
+/// gateways sharing limits in a real Redis; the summary (valid against the schema) has each
+/// instance's share, and no child (gateways, HAProxy, redis-server) outlives the run. Skipped
+/// without haproxy or redis-server unless GWBENCH_REQUIRE_FLEET=1 (CI).
+#[test]
+fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
+    let _serial = serial();
+    let installed = |p: &str| {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .any(|d| d.join(p).is_file())
+    };
+    if !installed("haproxy") || !installed("redis-server") {
+        assert!(
+            std::env::var("GWBENCH_REQUIRE_FLEET").is_err(),
+            "haproxy or redis-server missing"
+        );
+        eprintln!("skipped: haproxy or redis-server not installed");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("gwbench-compare-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "300",
+            "--rounds",
+            "1",
+            "--max-rounds",
+            "1",
+            "--calibration",
+            "0s",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "100ms",
+            "-c",
+            "4",
+            "--quiet",
+            "--scenarios",
+            "rest",
+            "--gateway-instances",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("a simulation on this"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&summary)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let fleet = &summary["fleet"];
+    let responses: Vec<u64> = fleet["instance_responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(responses.len(), 2, "{fleet}");
+    assert!(responses.iter().sum::<u64>() > 0, "{fleet}");
+    let pids: Vec<u32> = summary["machine"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        pids.len(),
+        5,
+        "backends, two gateways, haproxy, redis-server"
+    );
+    for pid in pids {
+        assert!(wait_gone(pid), "process {pid} outlived compare");
+    }
+}

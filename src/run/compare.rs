@@ -532,6 +532,9 @@ struct CompareSummary {
     /// None when --calibration 0s.
     noise_floor: Option<NoiseFloor>,
     scenarios: Vec<ScenarioSummary>,
+    /// With --gateway-instances N: what each instance and the balancer did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<super::fleet::FleetShare>,
 }
 
 fn cpu_model() -> String {
@@ -579,6 +582,10 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let threads = plan.threads;
     let (min_rounds, max_rounds) = (plan.min_rounds, plan.max_rounds);
     drop(plan);
+    let fleet = match stack.as_ref().and_then(|s| s.fleet.as_ref()) {
+        Some((f, _)) => Some(super::fleet::FleetShare::of(f)?),
+        None => None,
+    };
     drop(stack);
 
     let summary = CompareSummary {
@@ -598,8 +605,12 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .map(|m| scenario_summary(m, floor.as_ref()))
             .collect(),
         noise_floor: floor,
+        fleet,
     };
-    let table = render_table(&summary);
+    let mut table = render_table(&summary);
+    if let Some(f) = &summary.fleet {
+        table.push_str(&f.describe(summary.machine.cores));
+    }
     super::print_out(&table)?;
     if results.is_empty() {
         return Err(failure.unwrap_or_else(|| anyhow::anyhow!("nothing was measured")));
@@ -758,6 +769,14 @@ fn scenario_names(list: &str) -> Result<Vec<String>, CompareError> {
 /// What is measured: our own mocks and gateway as children (and their scenarios), or the
 /// user's running gateway and backend (one pair of URLs, nothing spawned).
 fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
+    if args.gateway_instances > 1 && (args.gateway_url.is_some() || args.direct_url.is_some()) {
+        return Err(CompareError(
+            "--gateway-instances starts a fleet of gwbench gateways; it does not go with \
+             --gateway-url/--direct-url"
+                .into(),
+        )
+        .into());
+    }
     match (&args.gateway_url, &args.direct_url) {
         (Some(g), Some(d)) => {
             let custom = Scenario {
@@ -769,7 +788,11 @@ fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack
             Ok((None, vec![custom]))
         }
         (None, None) => {
-            let stack = Stack::start(args.layout.or_pinned(args.pin))?;
+            let stack = Stack::start_fleet(
+                args.layout.or_pinned(args.pin),
+                usize::from(args.gateway_instances),
+                args.redis_url.as_deref(),
+            )?;
             let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
             let list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
             Ok((Some(stack), list))
@@ -792,14 +815,7 @@ fn machine(stack: Option<&Stack>) -> Machine {
             || vec!["external targets: not pinned".to_string()],
             |s| s.pinning.clone(),
         ),
-        processes: stack
-            .map(|s| {
-                vec![
-                    ("backends".to_string(), s.backends.pid()),
-                    ("gateway".to_string(), s.gateway.pid()),
-                ]
-            })
-            .unwrap_or_default(),
+        processes: stack.map(Stack::processes).unwrap_or_default(),
     }
 }
 
@@ -844,7 +860,7 @@ fn one_run(
         progress: false,
         split: Default::default(),
     };
-    let gateway_cpu = || stack.and_then(|s| s.gateway.cpu_seconds());
+    let gateway_cpu = || stack.and_then(Stack::gateway_cpu);
     let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());
     let (gw0, be0) = (gateway_cpu(), backends_cpu());
     let run = run_load(&cfg)?;

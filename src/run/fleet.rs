@@ -81,7 +81,7 @@ impl Drop for TempDir {
 /// A Redis of the fleet's own on a free port, no persistence; stopped when dropped.
 #[derive(Debug)]
 pub(super) struct Redis {
-    _child: ChildProcess,
+    child: ChildProcess,
     /// `redis://127.0.0.1:PORT`.
     pub(super) url: String,
 }
@@ -109,9 +109,16 @@ impl Redis {
             "redis-server",
         )?;
         Ok(Redis {
-            _child: child,
+            child,
             url: format!("redis://127.0.0.1:{port}"),
         })
+    }
+}
+
+impl Redis {
+    /// Its process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.pid()
     }
 }
 
@@ -211,10 +218,81 @@ impl Fleet {
         }
     }
 
+    /// (name, PID) of the instances and the balancer.
+    pub(super) fn processes(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("gateway {i}"), g.pid()))
+            .collect();
+        out.push(("haproxy".to_string(), self.balancer.pid()));
+        out
+    }
+
     /// Responses each instance has sent through HAProxy so far (its statistics, by server).
     pub(super) fn responses(&self) -> anyhow::Result<Vec<u64>> {
         let csv = http_get(self.stats, "/stats;csv").context("reading HAProxy's statistics")?;
         Ok(responses_by_server(&csv, self.gateways.len()))
+    }
+}
+
+/// What a fleet did over a whole run: for compare's summary.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct FleetShare {
+    pub(super) instances: usize,
+    pub(super) balancer: &'static str,
+    /// Always true on one machine: the instances share the gateway's cores.
+    pub(super) simulated: bool,
+    /// CPU seconds of each instance since it started.
+    pub(super) instance_cpu_s: Vec<f64>,
+    /// Responses each instance sent through the balancer.
+    pub(super) instance_responses: Vec<u64>,
+    pub(super) balancer_cpu_s: f64,
+}
+
+impl FleetShare {
+    /// The fleet's figures now.
+    pub(super) fn of(fleet: &Fleet) -> anyhow::Result<FleetShare> {
+        let cpu = fleet.cpu();
+        Ok(FleetShare {
+            instances: fleet.gateways.len(),
+            balancer: "haproxy, balance leastconn",
+            simulated: true,
+            instance_cpu_s: cpu.instances,
+            instance_responses: fleet.responses()?,
+            balancer_cpu_s: cpu.balancer,
+        })
+    }
+
+    /// One line per instance and one for the balancer, after a line that says what it is.
+    pub(super) fn describe(&self, cores: usize) -> String {
+        let total = self.instance_responses.iter().sum::<u64>().max(1) as f64;
+        let cpu = self.instance_cpu_s.iter().sum::<f64>() + self.balancer_cpu_s;
+        let mut out = format!(
+            "gateway fleet: {} instances behind HAProxy (least connections), limits shared in \
+             Redis; a simulation on this {cores}-core machine (the instances and the balancer \
+             share the gateway's cores)\n",
+            self.instances
+        );
+        for (i, (c, n)) in self
+            .instance_cpu_s
+            .iter()
+            .zip(&self.instance_responses)
+            .enumerate()
+        {
+            out.push_str(&format!(
+                "  instance {i}: {:.1} % of the requests, {c:.2} s CPU ({:.0} % of the fleet's)\n",
+                *n as f64 / total * 100.0,
+                c / cpu.max(1e-9) * 100.0
+            ));
+        }
+        out.push_str(&format!(
+            "  balancer (haproxy): {:.2} s CPU ({:.0} % of the fleet's)\n",
+            self.balancer_cpu_s,
+            self.balancer_cpu_s / cpu.max(1e-9) * 100.0
+        ));
+        out
     }
 }
 

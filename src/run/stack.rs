@@ -109,11 +109,15 @@ pub(super) fn generator_threads(rate: Option<f64>, generator_cores: usize) -> us
     need.clamp(1, generator_cores.max(1))
 }
 
-/// The mocks and the gateway, running as child processes, and where everything is pinned.
+/// The mocks and the gateway (or a fleet of them behind HAProxy), running as child processes,
+/// and where everything is pinned.
 #[derive(Debug)]
 pub(super) struct Stack {
     pub(super) backends: ChildProcess,
-    pub(super) gateway: ChildProcess,
+    /// One gateway; None when a fleet serves instead.
+    pub(super) gateway: Option<ChildProcess>,
+    /// `--gateway-instances N` > 1: the fleet behind HAProxy and its Redis (if started here).
+    pub(super) fleet: Option<(super::fleet::Fleet, Option<super::fleet::Redis>)>,
     pub(super) rest: std::net::SocketAddr,
     pub(super) grpc: std::net::SocketAddr,
     pub(super) gw: std::net::SocketAddr,
@@ -126,13 +130,45 @@ impl Stack {
     /// Starts `gwbench backends` and `gwbench gateway` laid out as `mode` asks on this
     /// machine's cores, and pins this process (the generator) accordingly.
     pub(super) fn start(mode: LayoutMode) -> anyhow::Result<Stack> {
+        Self::start_fleet(mode, 1, None)
+    }
+
+    /// As [`Stack::start`], with `instances` gateways behind HAProxy when more than one,
+    /// sharing limits in the Redis at `redis_url` (default: a redis-server started here).
+    pub(super) fn start_fleet(
+        mode: LayoutMode,
+        instances: usize,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Stack> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let layout = Layout::choose(mode, cores);
         let backends = spawn_backends(&layout.backends, layout.backends_threads)?;
         let rest = ready_addr(&backends, "rest")?;
         let grpc = ready_addr(&backends, "grpc")?;
-        let gateway = spawn_gateway(&layout.gateway, layout.gateway_threads, rest, grpc)?;
-        let gw = ready_addr(&gateway, "http")?;
+        let (gateway, fleet, gw) = if instances > 1 {
+            let redis = match redis_url {
+                Some(_) => None,
+                None => Some(super::fleet::Redis::start(&layout.gateway)?),
+            };
+            let url = redis_url.map_or_else(
+                || redis.as_ref().map(|r| r.url.clone()).unwrap_or_default(),
+                str::to_string,
+            );
+            let fleet = super::fleet::Fleet::start(
+                instances,
+                &layout.gateway,
+                layout.gateway_threads,
+                rest,
+                grpc,
+                &url,
+            )?;
+            let addr = fleet.addr;
+            (None, Some((fleet, redis)), addr)
+        } else {
+            let gateway = spawn_gateway(&layout.gateway, layout.gateway_threads, rest, grpc)?;
+            let gw = ready_addr(&gateway, "http")?;
+            (Some(gateway), None, gw)
+        };
         if let Some(cpus) = &layout.generator {
             pin_self(cpus)
                 .map_err(anyhow::Error::msg)
@@ -141,6 +177,7 @@ impl Stack {
         Ok(Stack {
             backends,
             gateway,
+            fleet,
             rest,
             grpc,
             gw,
@@ -148,6 +185,34 @@ impl Stack {
             pinning: layout.describe(cores),
             layout,
         })
+    }
+}
+
+impl Stack {
+    /// CPU seconds so far of the gateway tier: the gateway, or every fleet instance and the
+    /// balancer.
+    pub(super) fn gateway_cpu(&self) -> Option<f64> {
+        match (&self.gateway, &self.fleet) {
+            (Some(g), _) => g.cpu_seconds(),
+            (None, Some((fleet, _))) => {
+                let cpu = fleet.cpu();
+                Some(cpu.instances.iter().sum::<f64>() + cpu.balancer)
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// (name, PID) of every process of the stack, for the summary.
+    pub(super) fn processes(&self) -> Vec<(String, u32)> {
+        let mut out = vec![("backends".to_string(), self.backends.pid())];
+        if let Some(g) = &self.gateway {
+            out.push(("gateway".to_string(), g.pid()));
+        }
+        if let Some((fleet, redis)) = &self.fleet {
+            out.extend(fleet.processes());
+            out.extend(redis.iter().map(|r| ("redis-server".to_string(), r.pid())));
+        }
+        out
     }
 }
 
