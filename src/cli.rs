@@ -392,6 +392,13 @@ pub struct GatewayArgs {
     /// shows routes and metrics).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<std::net::SocketAddr>,
+    /// Terminate TLS on the REST/JSON listener with this certificate chain (PEM; with
+    /// --tls-key; overrides [listen.tls]). ALPN offers h2 and http/1.1.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Endpoint of the gRPC upstream of transcoded routes (repeatable; replaces the configured ones).
     #[arg(long, value_name = "HOST:PORT")]
     pub upstream_grpc: Vec<String>,
@@ -528,9 +535,22 @@ pub struct LoadArgs {
     /// Request body from a file.
     #[arg(long, value_name = "FILE")]
     pub body_file: Option<std::path::PathBuf>,
-    /// Use HTTP/2 over cleartext (prior knowledge) instead of HTTP/1.1.
+    /// Use HTTP/2 (h2c by prior knowledge; over https://, h2 by ALPN) instead of HTTP/1.1.
+    /// Without it an https:// target gets what its ALPN picks of h2 and http/1.1.
     #[arg(long)]
     pub http2: bool,
+    /// https://: accept any server certificate (testing only).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// https://: trust the CA certificates in FILE (PEM) instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// https://: present this client certificate (PEM; with --key), for mTLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     /// Call this unary gRPC method (package.Service/Method) instead of sending HTTP requests.
     #[arg(long, value_name = "METHOD")]
     pub grpc: Option<String>,

@@ -201,7 +201,11 @@ fn load_rejects_bad_input_before_sending() {
     for (args, needle) in [
         (vec!["load", dead.as_str()], "cannot connect"),
         (vec!["load", "not-a-url"], "not a URL"),
-        (vec!["load", "https://127.0.0.1:1/"], "https"),
+        (
+            vec!["load", "https://127.0.0.1:1/"],
+            "cannot connect to https://",
+        ),
+        (vec!["load", "ftp://127.0.0.1:1/"], "https://"),
         (vec!["load", "http://127.0.0.1:1/", "--rps", "0"], "--rps"),
         (
             vec!["load", "http://127.0.0.1:1/", "--ramp", "10:5"],

@@ -18,6 +18,10 @@ pub const DEFAULT_CONFIG: &str = r#"# gwbench gateway configuration (this is the
 [listen]
 http = "127.0.0.1:8080"        # REST/JSON in (HTTP/1.1 and h2c)
 admin = "127.0.0.1:9901"       # /healthz, /routes
+# [listen.tls]                 # terminate TLS on `http` (ALPN h2 and http/1.1); admin stays plain
+# cert = "gateway.crt"         # certificate chain, PEM
+# key = "gateway.key"          # its private key, PEM
+# client_ca = "clients-ca.crt" # require client certificates this CA signed (mTLS)
 
 [limits]
 max_body_bytes = 1048576       # larger request bodies are answered 413
@@ -219,6 +223,22 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Admin listener.
     pub admin: SocketAddr,
+    /// TLS on the REST/JSON listener (`[listen.tls]`); none: cleartext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenTls>,
+}
+
+/// `[listen.tls]`: the listener terminates TLS (ALPN h2 and http/1.1).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// The certificate chain, PEM.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM.
+    pub key: std::path::PathBuf,
+    /// Require client certificates signed by this CA (PEM): mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// `[limits]`.

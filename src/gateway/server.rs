@@ -127,17 +127,18 @@ impl GatewayServer {
             local(&http_listener, cfg.listen.http),
             local(&admin_listener, cfg.listen.admin),
         );
+        let tls = listener_tls(cfg)?;
         let shutdown = CancellationToken::new();
         let gw = gateway.clone();
-        let main = net::serve_http(
-            http_listener,
-            move |req| {
-                let gw = gw.clone();
-                async move { gw.handle(req).await }
-            },
-            shutdown.clone(),
-            cfg.limits.serve_limits(),
-        );
+        let handler = move |req| {
+            let gw = gw.clone();
+            async move { gw.handle(req).await }
+        };
+        let limits = cfg.limits.serve_limits();
+        let main = match tls {
+            Some(tls) => net::serve_https(http_listener, handler, shutdown.clone(), limits, tls),
+            None => net::serve_http(http_listener, handler, shutdown.clone(), limits),
+        };
         let mut tasks = vec![main];
         tasks.extend(serve_admin_and_upkeep(
             cfg,
@@ -182,4 +183,17 @@ impl Drop for GatewayServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The REST/JSON listener's TLS from `[listen.tls]`, if any; a certificate or key that does not
+/// load fails the start, naming the file.
+pub(super) fn listener_tls(
+    cfg: &GatewayConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    cfg.listen
+        .tls
+        .as_ref()
+        .map(|t| net::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()))
+        .transpose()
+        .map_err(|e| StartError::Gateway(GatewayError(format!("[listen.tls]: {e}"))))
 }

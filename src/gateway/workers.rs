@@ -50,16 +50,18 @@ impl Workers {
         let mut limits = cfg.limits.serve_limits();
         // The connection cap is the gateway's: each worker takes its share.
         limits.max_connections = (limits.max_connections / n).max(16);
+        let tls = super::server::listener_tls(cfg)?;
         let mut addr = cfg.listen.http;
         let (mut stopped, mut gateway0) = (Vec::new(), None);
         for i in 0..n {
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            let (cfg, common, stop) = (cfg.clone(), common.clone(), shutdown.clone());
+            let (cfg, common, stop, tls) =
+                (cfg.clone(), common.clone(), shutdown.clone(), tls.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-worker-{i}"))
                 .spawn(move || {
-                    worker(&cfg, &common, addr, limits, stop, ready_tx);
+                    worker(&cfg, &common, addr, limits, tls, stop, ready_tx);
                     let _ = done_tx.send(());
                 });
             let failed = match spawned {
@@ -142,6 +144,7 @@ fn worker(
     common: &Common,
     addr: SocketAddr,
     limits: net::ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<Ready>,
 ) {
@@ -173,15 +176,14 @@ fn worker(
         if ready.send(Ok((bound, gateway.clone()))).is_err() {
             return;
         }
-        let main = net::serve_http(
-            listener,
-            move |req| {
-                let gw = gateway.clone();
-                async move { gw.handle(req).await }
-            },
-            shutdown.clone(),
-            limits,
-        );
+        let handler = move |req| {
+            let gw = gateway.clone();
+            async move { gw.handle(req).await }
+        };
+        let main = match tls {
+            Some(tls) => net::serve_https(listener, handler, shutdown.clone(), limits, tls),
+            None => net::serve_http(listener, handler, shutdown.clone(), limits),
+        };
         let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown);
         let _ = main.await;
         let _ = armed.await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::ToSocketAddrs;
 
 use super::{Framing, Head, Step};
 
@@ -95,6 +95,14 @@ pub fn idempotent(method: &http::Method) -> bool {
 /// Classifies an I/O error into a stable kind.
 pub fn io_kind(err: &io::Error) -> &'static str {
     use io::ErrorKind::*;
+    // rustls reports a failed handshake (untrusted certificate, no client certificate, …) as
+    // InvalidData carrying its own error.
+    if err
+        .get_ref()
+        .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
+    {
+        return "tls_error";
+    }
     match err.kind() {
         ConnectionRefused => "connect_refused",
         ConnectionReset => "connection_reset",
@@ -119,7 +127,7 @@ fn closed_by_peer(e: &io::Error) -> bool {
 /// One connection and its read buffer.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: crate::net::tls::Stream,
     /// What was read and not consumed yet: the rest of the head, then body bytes.
     pub buf: BytesMut,
 }
@@ -147,9 +155,24 @@ impl Conn {
         Ok(Conn::over(stream))
     }
 
+    /// Connects as `dial` says, with TLS when `tls` is given (the handshake timed by it).
+    pub async fn open(
+        dial: crate::net::Dial,
+        tls: Option<&crate::net::tls::ClientTls>,
+        timeout: Option<Duration>,
+    ) -> Result<Conn, ClientError> {
+        let stream = crate::net::tls::connect(dial, tls, timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
     fn over(stream: tokio::net::TcpStream) -> Conn {
         Conn {
-            stream,
+            stream: crate::net::tls::Stream::Plain(stream),
             buf: BytesMut::with_capacity(READ_CHUNK),
         }
     }
@@ -174,8 +197,7 @@ impl Conn {
     /// server, no end of stream). A connection with bytes the last response did not account
     /// for must never carry another request: they would be read as its answer.
     pub fn idle_clean(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.stream.idle_clean()
     }
 
     /// Reads more into the buffer; `Ok(false)` at end of stream.
@@ -268,7 +290,7 @@ pub fn parse_head<T>(
 
 /// Writes `head` then `body` (one vectored write when it can), counting what was written.
 async fn write_all_counted(
-    stream: &mut TcpStream,
+    stream: &mut crate::net::tls::Stream,
     head: &[u8],
     body: &[u8],
     written: &mut usize,
@@ -283,7 +305,8 @@ async fn write_all_counted(
         *written += n;
         io::IoSlice::advance_slices(&mut slices, n);
     }
-    Ok(())
+    // TLS may hold the last records until flushed (a no-op on plain TCP).
+    stream.flush().await
 }
 
 #[cfg(test)]

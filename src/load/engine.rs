@@ -291,8 +291,7 @@ async fn h2_pacer(
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         outstanding += 1;
         tokio::task::spawn_local(async move {
-            let (addr, protocol) = (shared.template.dial(), shared.template.protocol);
-            let outcome = tokio::time::timeout(shared.timeout, conn.execute(addr, protocol, req))
+            let outcome = tokio::time::timeout(shared.timeout, conn.execute(&shared.template, req))
                 .await
                 .unwrap_or(Outcome::Timeout);
             let done = Instant::now();

@@ -5,8 +5,6 @@
 //! hyper's client spent ~28% more CPU per request than wrk, most of it in the hand-off between
 //! the request sender and hyper's connection task.
 
-use crate::net::Dial;
-
 use bytes::{Buf, Bytes};
 
 use super::recorder::Outcome;
@@ -22,8 +20,12 @@ pub struct H1Conn {
 
 impl H1Conn {
     /// Opens the connection now (before the clock starts).
-    pub async fn open(&mut self, addr: Dial) -> Result<(), &'static str> {
-        self.conn = Some(Conn::dial(addr, None).await.map_err(|e| e.kind())?);
+    pub async fn open(&mut self, target: &RequestTemplate) -> Result<(), &'static str> {
+        self.conn = Some(
+            Conn::open(target.dial(), target.tls.as_deref(), None)
+                .await
+                .map_err(|e| e.kind())?,
+        );
         Ok(())
     }
 
@@ -68,7 +70,7 @@ impl H1Conn {
     ) -> Result<Outcome, ClientError> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => Conn::dial(template.dial(), None).await?,
+            None => Conn::open(template.dial(), template.tls.as_deref(), None).await?,
         };
         conn.send(bytes, &[]).await?;
         let ((code, head), len) = conn

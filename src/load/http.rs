@@ -2,7 +2,6 @@
 //! semaphore; it also carries gRPC) the send/receive of one request over hyper. HTTP/1.1 uses
 //! the lean client in [`super::h1`]. Every transport failure is classified into a stable kind.
 
-use crate::net::Dial;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Semaphore;
 
 use super::recorder::Outcome;
-use super::target::Protocol;
+use super::target::{Protocol, RequestTemplate};
 
 type Body = Full<Bytes>;
 
@@ -42,11 +41,16 @@ fn hyper_kind(err: &hyper::Error) -> &'static str {
     }
 }
 
-async fn connect_h2(addr: Dial) -> Result<http2::SendRequest<Body>, &'static str> {
-    let tcp = crate::net::dial(addr, None)
+async fn connect_h2(target: &RequestTemplate) -> Result<http2::SendRequest<Body>, &'static str> {
+    let stream = crate::net::tls::connect(target.dial(), target.tls.as_deref(), None)
         .await
         .map_err(|e| io_kind(&e))?;
-    let io = TokioIo::new(tcp);
+    if matches!(stream, crate::net::tls::Stream::Tls(_))
+        && stream.alpn() != Some(crate::net::tls::ALPN_H2)
+    {
+        return Err("tls_alpn_not_h2"); // the server would not speak HTTP/2 over this TLS
+    }
+    let io = TokioIo::new(stream);
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .handshake(io)
         .await
@@ -94,18 +98,19 @@ pub struct H2Conn(RefCell<Option<http2::SendRequest<Body>>>);
 
 impl H2Conn {
     /// Opens the connection now (before the clock starts).
-    pub async fn open(&self, addr: Dial) -> Result<(), &'static str> {
-        *self.0.borrow_mut() = Some(connect_h2(addr).await?);
+    pub async fn open(&self, target: &RequestTemplate) -> Result<(), &'static str> {
+        *self.0.borrow_mut() = Some(connect_h2(target).await?);
         Ok(())
     }
 
     /// Sends `req` on a new stream and reads the whole response; reconnects if the connection
     /// is gone, and drops it on a transport failure.
-    pub async fn execute(&self, addr: Dial, protocol: Protocol, req: Request<Body>) -> Outcome {
+    pub async fn execute(&self, target: &RequestTemplate, req: Request<Body>) -> Outcome {
+        let protocol = target.protocol;
         let existing = self.0.borrow().clone().filter(|s| !s.is_closed());
         let mut sender = match existing {
             Some(s) => s,
-            None => match connect_h2(addr).await {
+            None => match connect_h2(target).await {
                 Ok(s) => {
                     *self.0.borrow_mut() = Some(s.clone());
                     s
@@ -163,19 +168,19 @@ impl Pool {
 
     /// Opens every connection now, so that the first requests do not pay for the handshake.
     /// Returns the last failure (the run goes on; failed connections retry per request).
-    pub async fn open(&mut self, addr: Dial) -> Result<(), &'static str> {
+    pub async fn open(&mut self, target: &RequestTemplate) -> Result<(), &'static str> {
         let mut result = Ok(());
         match self {
             Pool::H1(slots) => {
                 for c in slots.iter_mut().flatten() {
-                    if let Err(e) = c.open(addr).await {
+                    if let Err(e) = c.open(target).await {
                         result = Err(e);
                     }
                 }
             }
             Pool::H2 { conns, .. } => {
                 for c in conns.iter() {
-                    if let Err(e) = c.open(addr).await {
+                    if let Err(e) = c.open(target).await {
                         result = Err(e);
                     }
                 }

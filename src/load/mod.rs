@@ -133,6 +133,9 @@ pub struct LoadRun {
     pub split: schedule::Split,
     /// Identifier of the whole schedule ([`schedule::Split::schedule_id`]).
     pub schedule_id: String,
+    /// TLS handshakes of the run (opening connections before the clock included), ns; None
+    /// for cleartext.
+    pub tls_handshakes: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl LoadRun {
@@ -343,7 +346,7 @@ impl Worker {
                         false => 1,
                     };
                     let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
-                    let warm_error = pool.open(shared.template.dial()).await.err();
+                    let warm_error = pool.open(&shared.template).await.err();
                     let _ = ready_tx.send(());
                     let Ok(go) = go_rx.recv() else {
                         return Err(std::io::Error::other("the run was called off"));
@@ -462,6 +465,7 @@ fn finish(
         threads: ends.len(),
         warmup_requests: plan.warm_dispenser.taken(),
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
+        tls_handshakes: cfg.template.tls.as_ref().map(|t| t.handshakes()),
         split: cfg.split,
         schedule_id: cfg.split.schedule_id(
             &cfg.rate,

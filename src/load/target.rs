@@ -137,6 +137,8 @@ pub struct RequestTemplate {
     pub addr: SocketAddr,
     /// The local address to connect from (`load --local-addr`); None: the kernel picks.
     pub from: Option<std::net::IpAddr>,
+    /// TLS (an `https://` target); its handshakes are counted and timed apart.
+    pub tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
     authority: Authority,
     method: Method,
     paths: Vec<PathTemplate>,
@@ -145,7 +147,41 @@ pub struct RequestTemplate {
     group: bool,
 }
 
+/// TLS to the target's host, offering the protocol `protocol` speaks (h2 or http/1.1).
+pub fn client_tls(
+    protocol: Protocol,
+    authority: &Authority,
+    opts: &crate::net::tls::ClientOptions,
+) -> Result<crate::net::tls::ClientTls, LoadError> {
+    use crate::net::tls::{ALPN_H2, ALPN_HTTP1};
+    let alpn: &[&[u8]] = match protocol {
+        Protocol::Http1 => &[ALPN_HTTP1],
+        Protocol::Http2 | Protocol::Grpc => &[ALPN_H2],
+    };
+    crate::net::tls::ClientTls::new(authority.host(), alpn, opts)
+        .map_err(|e| LoadError::Config(format!("TLS: {e}")))
+}
+
 impl RequestTemplate {
+    /// TLS with these options (`--insecure`, `--cacert`, `--cert`/`--key`) for an `https://`
+    /// target, speaking `protocol` (h2 for HTTP/2 and gRPC, http/1.1 otherwise); unchanged
+    /// for `http://`.
+    pub fn with_tls(
+        mut self,
+        protocol: Protocol,
+        opts: &crate::net::tls::ClientOptions,
+    ) -> Result<Self, LoadError> {
+        if self.tls.is_some() {
+            self.protocol = protocol;
+            self.tls = Some(std::sync::Arc::new(client_tls(
+                protocol,
+                &self.authority,
+                opts,
+            )?));
+        }
+        Ok(self)
+    }
+
     /// How a connection to the target is opened.
     pub fn dial(&self) -> crate::net::Dial {
         crate::net::Dial {
@@ -166,12 +202,21 @@ impl RequestTemplate {
         let first = urls
             .first()
             .ok_or_else(|| LoadError::Config("no target URL given".into()))?;
-        let (authority, paths) = parse_urls(urls)?;
+        let (authority, paths, https) = parse_urls(urls)?;
         let addr = resolve(first, &authority)?;
         let map = request_headers(protocol, &authority, headers, !body.is_empty())?;
+        let tls = match https {
+            false => None,
+            true => Some(std::sync::Arc::new(client_tls(
+                protocol,
+                &authority,
+                &crate::net::tls::ClientOptions::default(),
+            )?)),
+        };
         Ok(RequestTemplate {
             protocol,
             from: None,
+            tls,
             addr,
             authority,
             method,
@@ -216,7 +261,8 @@ impl RequestTemplate {
             })
             .collect();
         format!(
-            "http://{}{}",
+            "{}://{}{}",
+            if self.tls.is_some() { "https" } else { "http" },
             self.authority,
             paths.first().cloned().unwrap_or_default()
         )
@@ -283,7 +329,10 @@ impl RequestTemplate {
             // HTTP/2 takes :scheme and :authority from an absolute URI.
             Protocol::Http2 | Protocol::Grpc => {
                 let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(http::uri::Scheme::HTTP);
+                parts.scheme = Some(match self.tls {
+                    Some(_) => http::uri::Scheme::HTTPS,
+                    None => http::uri::Scheme::HTTP,
+                });
                 parts.authority = Some(self.authority.clone());
                 parts.path_and_query = Some(pq);
                 Uri::from_parts(parts).expect("scheme, authority and path make a URI")
@@ -314,8 +363,9 @@ fn split_url(url: &str) -> Result<(&str, &str), LoadError> {
 }
 
 /// The targets' one authority (they share a connection pool) and their path templates.
-fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>), LoadError> {
+fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>, bool), LoadError> {
     let mut authority: Option<Authority> = None;
+    let mut https: Option<bool> = None;
     let mut paths = Vec::new();
     for url in urls {
         // Placeholders are not valid URI characters: parse a neutral stand-in first.
@@ -327,12 +377,19 @@ fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>), LoadErr
         })?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => {
+            Some("https") => {}
+            _ => {
                 return Err(LoadError::Config(format!(
-                    "{url}: https is not supported; gwbench loads plaintext HTTP/1.1, h2c and gRPC"
+                    "{url}: expected an http:// or https:// URL"
                 )));
             }
-            _ => return Err(LoadError::Config(format!("{url}: expected an http:// URL"))),
+        }
+        let tls = uri.scheme_str() == Some("https");
+        if *https.get_or_insert(tls) != tls {
+            return Err(LoadError::Config(
+                "all targets must share the scheme (one connection pool): http and https mixed"
+                    .into(),
+            ));
         }
         let auth = uri
             .authority()
@@ -349,7 +406,7 @@ fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>), LoadErr
         paths.push(PathTemplate::parse(pq, url)?);
     }
     let authority = authority.ok_or_else(|| LoadError::Config("no target URL given".into()))?;
-    Ok((authority, paths))
+    Ok((authority, paths, https.unwrap_or(false)))
 }
 
 /// The socket address of `authority` (port 80 when none is given).
@@ -465,7 +522,7 @@ mod tests {
     fn bad_urls_are_config_errors() {
         for bad in [
             "localhost:8080/x",
-            "https://127.0.0.1/x",
+            "ftp://127.0.0.1/x",
             "http://127.0.0.1:1/{nope}",
             "http://127.0.0.1:1/{rand:9-1}",
             "http://127.0.0.1:1/{seq",
@@ -477,5 +534,7 @@ mod tests {
             );
         }
         assert!(template(&["http://127.0.0.1:1/a", "http://127.0.0.1:2/b"]).is_err());
+        // One pool, one scheme.
+        assert!(template(&["http://127.0.0.1:1/a", "https://127.0.0.1:1/b"]).is_err());
     }
 }

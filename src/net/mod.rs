@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod tls;
 mod watch;
 
 /// The body type of every response our HTTP servers build.
@@ -256,6 +257,42 @@ where
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve(listener, handler, shutdown, limits, None)
+}
+
+/// [`serve_http`] over TLS (`tls`: certificate, key, ALPN h2 and http/1.1): each accepted
+/// connection's handshake runs in its own task, bounded by the header-read timeout, and a
+/// failed handshake closes only that connection.
+pub fn serve_https<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+    tls: Arc<rustls::ServerConfig>,
+) -> JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(listener, handler, shutdown, limits, Some(tls))
+}
+
+fn serve<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's header-read timer also runs while a kept-alive connection waits, which
@@ -313,13 +350,31 @@ where
                     Ok::<_, Infallible>(response)
                 }
             });
-            let conn = builder
-                .serve_connection(TokioIo::new(io), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let Some(acceptor) = &acceptor else {
+                let conn = builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    // Client resets and protocol errors end that connection only.
+                    let _ = conn.await;
+                    drop(slot);
+                });
+                continue;
+            };
+            let (acceptor, builder, watcher) =
+                (acceptor.clone(), builder.clone(), graceful.watcher());
+            let handshake_within = limits.header_read_timeout;
             tokio::spawn(async move {
-                // Client resets and protocol errors end that connection only.
-                let _ = conn.await;
+                let Ok(Ok(tls)) = tokio::time::timeout(handshake_within, acceptor.accept(io)).await
+                else {
+                    drop(slot); // a failed or slow handshake: this connection only
+                    return;
+                };
+                let conn = builder
+                    .serve_connection(TokioIo::new(tls), service)
+                    .into_owned();
+                let _ = watcher.watch(conn).await;
                 drop(slot);
             });
         }

@@ -166,6 +166,20 @@ pub struct LoadReport {
     /// The whole run's histograms (`gwbench load --json` writes them), for merging.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<Histograms>,
+    /// TLS handshakes (an `https://` target), timed apart from the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsHandshakes>,
+}
+
+/// The TLS handshakes of a run: connections are opened before the clock starts, so these are
+/// not in the request latencies (a connection reopened mid-run is, for the request that waited
+/// for it, as with TCP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    /// How many.
+    pub handshakes: u64,
+    /// Their durations, ns.
+    pub duration_ns: Percentiles,
 }
 
 /// Whole-run histograms, HdrHistogram V2 + deflate, base64 (as in `.hlog` lines), ns.
@@ -240,7 +254,13 @@ impl LoadReport {
                 service: Percentiles::of(&run.total.service),
                 lag: Percentiles::of(&run.total.lag),
             },
-            protocol: run.protocol.name().to_string(),
+            protocol: match run.tls_handshakes {
+                None => run.protocol.name().to_string(),
+                Some(_) => match run.protocol {
+                    crate::load::target::Protocol::Http2 => "h2 (TLS)".to_string(),
+                    p => format!("{} (TLS)", p.name()),
+                },
+            },
             rate: match run.split.segment.count {
                 1 => run.rate.to_string(),
                 _ => format!("{}, segment {}", run.rate, run.split.segment),
@@ -277,6 +297,10 @@ impl LoadReport {
                 .start_at
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
             histograms: None,
+            tls: run.tls_handshakes.as_ref().map(|h| TlsHandshakes {
+                handshakes: h.len(),
+                duration_ns: Percentiles::of(h),
+            }),
         }
     }
 }

@@ -152,5 +152,6 @@ fn combine(
         schedule_id: first.schedule_id.clone(),
         start_at: first.start_at.clone(),
         histograms: Some(Histograms::encode(corrected, service, lag)),
+        tls: None,
     }
 }

@@ -60,6 +60,16 @@ pub fn render(r: &LoadReport) -> String {
                 .map_or(String::new(), |t| format!(", started at {t}"))
         );
     }
+    if let Some(t) = &r.tls {
+        let _ = writeln!(
+            out,
+            "tls        {} handshake(s), p50 {}, p99 {}, max {} (apart from the latencies below)",
+            t.handshakes,
+            human_ns(t.duration_ns.p50),
+            human_ns(t.duration_ns.p99),
+            human_ns(t.duration_ns.max)
+        );
+    }
     let q = &r.requests;
     let mut errors = Vec::new();
     for (k, v) in &q.http_errors {

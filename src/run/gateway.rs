@@ -27,6 +27,14 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
     if let Some(a) = args.admin {
         cfg.listen.admin = a;
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let client_ca = cfg.listen.tls.as_ref().and_then(|t| t.client_ca.clone());
+        cfg.listen.tls = Some(crate::gateway::config::ListenTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca,
+        });
+    }
     if args.strict {
         cfg.transcode.strict = true;
     }

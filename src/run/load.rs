@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -83,6 +84,18 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
     };
     let mut template = template;
     template.from = args.local_addr;
+    if template.tls.is_some() {
+        let opts = crate::net::tls::ClientOptions {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+            identity: args.cert.clone().zip(args.key.clone()),
+        };
+        let protocol = match template.protocol {
+            Protocol::Http1 if !args.http2 => negotiate(&template, &opts),
+            p => p,
+        };
+        template = template.with_tls(protocol, &opts)?;
+    }
     let slo = args.slo.as_deref().map(str::parse).transpose()?;
     let cfg = LoadConfig {
         template,
@@ -113,6 +126,35 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
 impl LoadConfig {
     fn duration_is_zero(&self) -> bool {
         matches!(self.limit, Limit::Duration(d) if d.is_zero())
+    }
+}
+
+/// What an https:// target's ALPN picks of h2 and http/1.1 (one handshake before the run);
+/// HTTP/1.1 when it picks neither or cannot be reached (the run then says why).
+fn negotiate(template: &RequestTemplate, opts: &crate::net::tls::ClientOptions) -> Protocol {
+    use crate::net::tls::{ALPN_H2, ALPN_HTTP1, ClientTls};
+    let Some(tls) = &template.tls else {
+        return template.protocol;
+    };
+    let Ok(probe) = ClientTls::new(tls.server_name(), &[ALPN_H2, ALPN_HTTP1], opts) else {
+        return Protocol::Http1;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Protocol::Http1;
+    };
+    let dial = template.dial();
+    let chosen = rt.block_on(async {
+        let stream = crate::net::tls::connect(dial, Some(&probe), Some(Duration::from_secs(3)))
+            .await
+            .ok()?;
+        stream.alpn().map(<[u8]>::to_vec)
+    });
+    match chosen.as_deref() {
+        Some(ALPN_H2) => Protocol::Http2,
+        _ => Protocol::Http1,
     }
 }
 

@@ -1,0 +1,246 @@
+//! TLS end to end (#17, 1): the gateway terminating TLS (`[listen.tls]`, ALPN h2 and
+//! http/1.1, mTLS with `client_ca`) and the load generator's `https://` targets (a CA from
+//! `--cacert`, `--insecure`, a client certificate), with handshakes counted apart from the
+//! requests. Every certificate is made here, at run time, with rcgen: nothing is checked in.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::gateway_config;
+use gwbench::backend::{Backends, BackendsConfig};
+use gwbench::gateway::config::ListenTls;
+use gwbench::gateway::server::GatewayServer;
+use gwbench::load::schedule::{Limit, Rate};
+use gwbench::load::target::{Protocol, RequestTemplate};
+use gwbench::load::{LoadConfig, LoadRun, run_load};
+use gwbench::net::tls::ClientOptions;
+use gwbench::report::json::LoadReport;
+use http::Method;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+/// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, all
+/// signed by the CA, as PEM files in a temp directory (removed on drop).
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("gwbench-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        write("ca.pem", ca_cert.pem());
+        for (who, names) in [
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
+            ("client", vec!["client.test".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            write(&format!("{who}.pem"), cert.pem());
+            write(&format!("{who}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn listen(&self, mtls: bool) -> ListenTls {
+        ListenTls {
+            cert: self.path("server.pem"),
+            key: self.path("server.key"),
+            client_ca: mtls.then(|| self.path("ca.pem")),
+        }
+    }
+
+    fn trusting(&self) -> ClientOptions {
+        ClientOptions {
+            cacert: Some(self.path("ca.pem")),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn stack(pki: &Pki, mtls: bool) -> (Backends, GatewayServer) {
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = gateway_config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.listen.tls = Some(pki.listen(mtls));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    (b, gw)
+}
+
+/// 100 requests at 500 req/s over 4 connections to `url` as `protocol` with `opts`.
+async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
+    tokio::task::spawn_blocking(move || {
+        let template = RequestTemplate::new(protocol, &[url], Method::GET, &[], Bytes::new())
+            .unwrap()
+            .with_tls(protocol, &opts)
+            .unwrap();
+        run_load(&LoadConfig {
+            template,
+            rate: Rate::Constant(500.0),
+            limit: Limit::Requests(100),
+            warmup: Duration::ZERO,
+            connections: 4,
+            max_in_flight: 64,
+            threads: 1,
+            timeout: Duration::from_secs(5),
+            spin: Duration::from_micros(20),
+            progress: false,
+            split: Default::default(),
+        })
+    })
+    .await
+    .unwrap()
+    .expect("the run starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_loads_over_http1_and_h2_with_handshakes_apart() {
+    let pki = Pki::new("both");
+    let (b, gw) = stack(&pki, false).await;
+    for (protocol, path) in [
+        (Protocol::Http1, "/rest/api/users/42"),
+        (Protocol::Http2, "/rest/api/users/42"),
+        (Protocol::Http2, "/api/users/42"),
+    ] {
+        let url = format!("https://{}{path}", gw.http);
+        let run = load(url.clone(), protocol, pki.trusting()).await;
+        assert_eq!(
+            run.outcomes.ok, 100,
+            "{url} {protocol:?}: {:?}",
+            run.outcomes
+        );
+        let report = LoadReport::from_run(&run);
+        let tls = report.tls.expect("handshakes are reported");
+        // One per connection, opened before the clock: none inside the latencies.
+        assert!(tls.handshakes >= 1 && tls.handshakes <= 4, "{tls:?}");
+        assert!(tls.duration_ns.max > 0);
+        assert!(report.protocol.contains("TLS"), "{}", report.protocol);
+    }
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_transport_error_and_insecure_accepts_it() {
+    let pki = Pki::new("trust");
+    let (b, gw) = stack(&pki, false).await;
+    let url = format!("https://{}/rest/api/users/42", gw.http);
+    // The system's roots do not know this CA: every request fails, counted, no panic.
+    let run = load(url.clone(), Protocol::Http1, ClientOptions::default()).await;
+    assert_eq!(run.outcomes.ok, 0, "{:?}", run.outcomes);
+    assert_eq!(run.outcomes.total(), 100, "every request accounted for");
+    assert!(
+        run.outcomes
+            .transport
+            .get("tls_error")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "named as TLS errors: {:?}",
+        run.outcomes.transport
+    );
+    let insecure = ClientOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    let run = load(url, Protocol::Http1, insecure).await;
+    assert_eq!(run.outcomes.ok, 100, "{:?}", run.outcomes);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_needs_the_client_certificate() {
+    let pki = Pki::new("mtls");
+    let (b, gw) = stack(&pki, true).await;
+    let url = format!("https://{}/rest/api/users/42", gw.http);
+    let run = load(url.clone(), Protocol::Http1, pki.trusting()).await;
+    assert_eq!(
+        run.outcomes.ok, 0,
+        "no client certificate: {:?}",
+        run.outcomes
+    );
+    let with_cert = ClientOptions {
+        identity: Some((pki.path("client.pem"), pki.path("client.key"))),
+        ..pki.trusting()
+    };
+    let run = load(url, Protocol::Http1, with_cert).await;
+    assert_eq!(run.outcomes.ok, 100, "{:?}", run.outcomes);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The CLI: `https://` with `--cacert` is served, its ALPN picks h2 from the gateway, and the
+/// summary shows the handshakes; a missing CA file is a one-line error, exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_negotiates_h2_by_alpn_and_reports_handshakes() {
+    let pki = Pki::new("cli");
+    let (b, gw) = stack(&pki, false).await;
+    let url = format!("https://{}/rest/api/users/42", gw.http);
+    let ca = pki.path("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
+            .args([
+                "load", &url, "--rps", "200", "-n", "50", "--warmup", "0s", "-c", "2",
+            ])
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["--json", "-q"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"]["ok"], 50, "{report}");
+    assert_eq!(report["protocol"], "h2 (TLS)", "ALPN chose h2");
+    assert!(
+        report["tls"]["handshakes"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let bad = std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
+        .args([
+            "load",
+            &format!("https://{}/", gw.http),
+            "--cacert",
+            "/nonexistent.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nonexistent.pem"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    gw.shutdown().await;
+    b.shutdown().await;
+}
