@@ -338,6 +338,11 @@ pub struct CompareArgs {
     /// The Redis the fleet shares its limits in (default: a redis-server started for the run).
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// The gateway terminates TLS (a certificate made for the run) and every side that goes
+    /// through it is loaded over https (HTTP/1.1): against a run without it, what termination
+    /// costs.
+    #[arg(long)]
+    pub tls: bool,
     /// Directory for the reports (default: reports/<UTC time>-compare).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

@@ -654,3 +654,57 @@ fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
         assert!(wait_gone(pid), "process {pid} outlived compare");
     }
 }
+
+/// `compare --tls`: the gateway terminates TLS with a certificate made for the run and the
+/// sides through it go over https; nothing fails and the summary says so.
+#[test]
+fn compare_over_tls_measures_the_gateway_terminating_it() {
+    let _serial = serial();
+    let out = std::env::temp_dir().join(format!("gwbench-compare-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "300",
+            "--rounds",
+            "1",
+            "--max-rounds",
+            "1",
+            "--calibration",
+            "0s",
+            "--duration",
+            "600ms",
+            "--warmup",
+            "100ms",
+            "-c",
+            "4",
+            "--quiet",
+            "--scenarios",
+            "rest,grpc",
+            "--tls",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(summary["gateway_tls"], true);
+    for sc in summary["scenarios"].as_array().unwrap() {
+        for side in ["direct", "gateway"] {
+            assert_eq!(
+                sc[side]["errors"], 0,
+                "{}: {side}: {}",
+                sc["name"], sc[side]
+            );
+        }
+    }
+}

@@ -66,6 +66,33 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// A throw-away PKI for a local run (`compare --tls`): a CA and a server certificate for
+/// 127.0.0.1 and localhost that it signed, written to `dir` as `ca.pem`, `server.pem` and
+/// `server.key`. Made at run time (rcgen), never checked in.
+pub fn local_pki(dir: &Path) -> Result<(), String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let fail = |e: rcgen::Error| format!("making a certificate: {e}");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().map_err(fail)?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .map_err(fail)?
+        .signed_by(&key, &issuer)
+        .map_err(fail)?;
+    for (name, text) in [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+    }
+    Ok(())
+}
+
 /// How a client verifies and identifies itself.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {

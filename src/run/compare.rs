@@ -42,6 +42,8 @@ pub(super) struct Side {
     pub(super) headers: Vec<(String, String)>,
     /// When set: these URLs all go out for each request, in parallel, timed as one.
     pub(super) all_of: Vec<String>,
+    /// TLS options of an https:// side (`compare --tls`).
+    pub(super) tls: Option<crate::net::tls::ClientOptions>,
 }
 
 impl Side {
@@ -54,6 +56,7 @@ impl Side {
             through_gateway,
             headers: Vec::new(),
             all_of: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -114,6 +117,7 @@ pub(super) fn scenarios(
                     through_gateway: false,
                     headers: Vec::new(),
                     all_of: Vec::new(),
+                    tls: None,
                 },
                 gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
             },
@@ -153,6 +157,28 @@ pub(super) fn scenarios(
 }
 
 pub(super) fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
+    let template = plain_template(side)?;
+    match &side.tls {
+        Some(opts) => template.with_tls(side.protocol, opts),
+        None => Ok(template),
+    }
+}
+
+/// `compare --tls`: every side that goes to the gateway at `gw` goes over https, trusting
+/// `opts`' CA.
+pub(super) fn over_tls(list: &mut [Scenario], gw: &str, opts: &crate::net::tls::ClientOptions) {
+    let plain = format!("http://{gw}");
+    for sc in list {
+        for side in [&mut sc.direct, &mut sc.gateway] {
+            if side.url.starts_with(&plain) {
+                side.url = side.url.replacen("http://", "https://", 1);
+                side.tls = Some(opts.clone());
+            }
+        }
+    }
+}
+
+fn plain_template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
     match side.grpc_method {
         Some((method, data)) => {
             let call = grpc::prepare(crate::proto::descriptor_pool(), method, data)?;
@@ -535,6 +561,10 @@ struct CompareSummary {
     /// With --gateway-instances N: what each instance and the balancer did.
     #[serde(skip_serializing_if = "Option::is_none")]
     fleet: Option<super::fleet::FleetShare>,
+    /// --tls: the sides through the gateway went over https (HTTP/1.1) to a gateway
+    /// terminating TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    gateway_tls: bool,
 }
 
 fn cpu_model() -> String {
@@ -606,10 +636,18 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             .collect(),
         noise_floor: floor,
         fleet,
+        gateway_tls: args.tls,
     };
     let mut table = render_table(&summary);
     if let Some(f) = &summary.fleet {
         table.push_str(&f.describe(summary.machine.cores));
+    }
+    if summary.gateway_tls {
+        table.push_str(
+            "TLS: every side through the gateway went over https (HTTP/1.1, a certificate made \
+             for this run, connections and handshakes opened before the clock): compare with a \
+             run without --tls for what termination costs\n",
+        );
     }
     super::print_out(&table)?;
     if results.is_empty() {
@@ -769,6 +807,14 @@ fn scenario_names(list: &str) -> Result<Vec<String>, CompareError> {
 /// What is measured: our own mocks and gateway as children (and their scenarios), or the
 /// user's running gateway and backend (one pair of URLs, nothing spawned).
 fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
+    if args.tls && (args.gateway_url.is_some() || args.direct_url.is_some()) {
+        return Err(CompareError(
+            "--tls puts TLS on the gateway compare starts; give https:// URLs to --gateway-url \
+             instead"
+                .into(),
+        )
+        .into());
+    }
     if args.gateway_instances > 1 && (args.gateway_url.is_some() || args.direct_url.is_some()) {
         return Err(CompareError(
             "--gateway-instances starts a fleet of gwbench gateways; it does not go with \
@@ -792,9 +838,17 @@ fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack
                 args.layout.or_pinned(args.pin),
                 usize::from(args.gateway_instances),
                 args.redis_url.as_deref(),
+                args.tls,
             )?;
             let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
-            let list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
+            let mut list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
+            if let Some(dir) = &stack.tls {
+                let opts = crate::net::tls::ClientOptions {
+                    cacert: Some(dir.0.join("ca.pem")),
+                    ..Default::default()
+                };
+                over_tls(&mut list, &gw.to_string(), &opts);
+            }
             Ok((Some(stack), list))
         }
         _ => Err(CompareError("--gateway-url and --direct-url go together".into()).into()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::process::{ChildProcess, cpu_seconds};
+use super::process::{ChildProcess, TempDir, cpu_seconds};
 use super::stack::Cpus;
 
 /// A program the fleet needs is not installed: the one-line error names its Debian package.
@@ -54,28 +54,6 @@ fn wait_listening(addr: SocketAddr, within: Duration, what: &str) -> anyhow::Res
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-/// A temporary directory removed on drop.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let dir = std::env::temp_dir().join(format!(
-            "gwbench-fleet-{}-{}",
-            std::process::id(),
-            free_port()?
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A Redis of the fleet's own on a free port, no persistence; stopped when dropped.
@@ -153,7 +131,7 @@ impl Fleet {
         redis_url: &str,
     ) -> anyhow::Result<Fleet> {
         let haproxy = find("haproxy", "haproxy")?;
-        let dir = TempDir::new()?;
+        let dir = TempDir::new("fleet")?;
         let config = dir.0.join("gateway.toml");
         std::fs::write(&config, gateway_config(redis_url, n)?)
             .with_context(|| format!("writing {}", config.display()))?;

@@ -118,6 +118,8 @@ pub(super) struct Stack {
     pub(super) gateway: Option<ChildProcess>,
     /// `--gateway-instances N` > 1: the fleet behind HAProxy and its Redis (if started here).
     pub(super) fleet: Option<(super::fleet::Fleet, Option<super::fleet::Redis>)>,
+    /// `--tls`: the gateway's certificate, key and the CA that signed them (ca.pem).
+    pub(super) tls: Option<super::process::TempDir>,
     pub(super) rest: std::net::SocketAddr,
     pub(super) grpc: std::net::SocketAddr,
     pub(super) gw: std::net::SocketAddr,
@@ -130,16 +132,32 @@ impl Stack {
     /// Starts `gwbench backends` and `gwbench gateway` laid out as `mode` asks on this
     /// machine's cores, and pins this process (the generator) accordingly.
     pub(super) fn start(mode: LayoutMode) -> anyhow::Result<Stack> {
-        Self::start_fleet(mode, 1, None)
+        Self::start_fleet(mode, 1, None, false)
     }
 
     /// As [`Stack::start`], with `instances` gateways behind HAProxy when more than one,
     /// sharing limits in the Redis at `redis_url` (default: a redis-server started here).
+    /// With `tls`, the (single) gateway terminates TLS with a certificate made for this run.
     pub(super) fn start_fleet(
         mode: LayoutMode,
         instances: usize,
         redis_url: Option<&str>,
+        tls: bool,
     ) -> anyhow::Result<Stack> {
+        if tls && instances > 1 {
+            anyhow::bail!(
+                "--tls with --gateway-instances is not supported: HAProxy would have to terminate TLS in front of the fleet"
+            );
+        }
+        let tls = match tls {
+            false => None,
+            true => {
+                let dir = super::process::TempDir::new("tls")
+                    .context("a directory for the certificate")?;
+                crate::net::tls::local_pki(&dir.0).map_err(anyhow::Error::msg)?;
+                Some(dir)
+            }
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let layout = Layout::choose(mode, cores);
         let backends = spawn_backends(&layout.backends, layout.backends_threads)?;
@@ -165,7 +183,13 @@ impl Stack {
             let addr = fleet.addr;
             (None, Some((fleet, redis)), addr)
         } else {
-            let gateway = spawn_gateway(&layout.gateway, layout.gateway_threads, rest, grpc)?;
+            let gateway = spawn_gateway(
+                &layout.gateway,
+                layout.gateway_threads,
+                rest,
+                grpc,
+                tls.as_ref().map(|d| d.0.as_path()),
+            )?;
             let gw = ready_addr(&gateway, "http")?;
             (Some(gateway), None, gw)
         };
@@ -178,6 +202,7 @@ impl Stack {
             backends,
             gateway,
             fleet,
+            tls,
             rest,
             grpc,
             gw,
@@ -243,9 +268,10 @@ fn spawn_gateway(
     threads: usize,
     rest: std::net::SocketAddr,
     grpc: std::net::SocketAddr,
+    tls: Option<&std::path::Path>,
 ) -> anyhow::Result<ChildProcess> {
     let (grpc, rest) = (grpc.to_string(), rest.to_string());
-    let args = [
+    let mut args: Vec<String> = [
         "gateway",
         "--listen",
         "127.0.0.1:0",
@@ -257,10 +283,18 @@ fn spawn_gateway(
         &grpc,
         "--upstream-rest",
         &rest,
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(dir) = tls {
+        for (flag, file) in [("--tls-cert", "server.pem"), ("--tls-key", "server.key")] {
+            args.push(flag.to_string());
+            args.push(dir.join(file).display().to_string());
+        }
+    }
     Ok(ChildProcess::spawn(
         "gwbench gateway",
-        &args.map(String::from),
+        &args,
         2,
         cpus.clone(),
     )?)
