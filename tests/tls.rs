@@ -244,3 +244,96 @@ async fn the_cli_negotiates_h2_by_alpn_and_reports_handshakes() {
     gw.shutdown().await;
     b.shutdown().await;
 }
+
+/// A TLS-terminating TCP relay in front of a cleartext server (a mock): what an upstream
+/// behind TLS looks like to the gateway. With `client_ca`, it requires client certificates.
+async fn tls_relay(
+    pki: &Pki,
+    to: std::net::SocketAddr,
+    client_ca: bool,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let cfg = gwbench::net::tls::server_config(
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        client_ca.then(|| pki.path("ca.pem")).as_deref(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = stopped.cancelled() => break,
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, stop)
+}
+
+/// `[[upstreams]] tls`: the gateway reaches its REST (HTTP/1.1) and gRPC (h2 by ALPN) upstreams
+/// over TLS, trusting the configured CA, presenting its client certificate where the upstream
+/// requires one; without it, or not trusting the upstream, requests fail as upstream errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reaches_upstreams_over_tls_and_mtls() {
+    use gwbench::gateway::config::UpstreamTls;
+    let pki = Pki::new("upstream");
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let (rest, stop_rest) = tls_relay(&pki, b.rest[0], true).await;
+    let (grpc, stop_grpc) = tls_relay(&pki, b.grpc[0], true).await;
+    let start = |tls: UpstreamTls| {
+        let mut cfg = gateway_config(&[grpc.to_string()], &[rest.to_string()]);
+        for u in &mut cfg.upstreams {
+            u.tls = Some(tls.clone());
+        }
+        cfg
+    };
+    let full = UpstreamTls {
+        ca: Some(pki.path("ca.pem")),
+        cert: Some(pki.path("client.pem")),
+        key: Some(pki.path("client.key")),
+        ..Default::default()
+    };
+    let gw = GatewayServer::start(&start(full.clone())).await.unwrap();
+    for path in ["/rest/api/users/42", "/api/users/42"] {
+        let r = common::get(&common::url(gw.http, path)).await;
+        assert_eq!(r.status, http::StatusCode::OK, "{path}: {:?}", r.body);
+        assert_eq!(r.json()["id"], "42", "{path}");
+    }
+    gw.shutdown().await;
+    // No client certificate, or a CA the upstream's certificate does not chain to: refused.
+    for tls in [
+        UpstreamTls {
+            cert: None,
+            key: None,
+            ..full.clone()
+        },
+        UpstreamTls {
+            ca: None,
+            ..full.clone()
+        },
+    ] {
+        let gw = GatewayServer::start(&start(tls)).await.unwrap();
+        for path in ["/rest/api/users/42", "/api/users/42"] {
+            let r = common::get(&common::url(gw.http, path)).await;
+            assert!(r.status.is_server_error(), "{path}: {}", r.status);
+        }
+        gw.shutdown().await;
+    }
+    stop_rest.cancel();
+    stop_grpc.cancel();
+    b.shutdown().await;
+}

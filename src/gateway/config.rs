@@ -76,6 +76,11 @@ protocol = "grpc"
 endpoints = ["127.0.0.1:50051"]
 lb = "round_robin"             # or "least_request" (power of two choices)
 connect_timeout = "1s"
+# [upstreams.tls]              # TLS to the endpoints (gRPC: h2 by ALPN); none: cleartext (h2c)
+# ca = "upstream-ca.pem"       # trust this CA (PEM) instead of the system's
+# cert = "gateway-client.pem"  # with key: a client certificate for endpoints that require mTLS
+# key = "gateway-client.key"
+# server_name = "users.internal"  # the name checked and sent (SNI); default: the endpoint's host
 
 [[upstreams]]
 name = "rest"
@@ -704,8 +709,32 @@ pub struct Upstream {
     /// Balancing policy.
     #[serde(default)]
     pub lb: LbPolicy,
-    /// TCP connect timeout.
+    /// TCP connect timeout (the TLS handshake has as long again).
     pub connect_timeout: TextDuration,
+    /// TLS (and mTLS) to the endpoints; none: cleartext (h2c for gRPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `[upstreams.tls]`: how the gateway talks TLS to an upstream's endpoints.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Trust these CA certificates (PEM) instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for endpoints that require mTLS, with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+    /// The name checked and sent (SNI); default: each endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any certificate (testing only).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// `[[proxy]]`.
@@ -972,6 +1001,13 @@ impl GatewayConfig {
                 return Err(format!(
                     "upstreams[{i}].name: {:?} is defined twice",
                     u.name
+                ));
+            }
+            if let Some(t) = &u.tls
+                && t.cert.is_some() != t.key.is_some()
+            {
+                return Err(format!(
+                    "upstreams[{i}].tls: cert and key go together (a client certificate needs its key)"
                 ));
             }
             if u.endpoints.is_empty() {

@@ -28,6 +28,8 @@ pub struct GrpcConn {
     addr: String,
     authority: Authority,
     connect_timeout: Duration,
+    /// TLS to the endpoint (`[[upstreams]] tls`; ALPN h2).
+    tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
     sender: Mutex<Option<Sender>>,
     /// Held while connecting, so that concurrent first calls share one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -70,11 +72,16 @@ fn from_h2(e: h2::Error) -> Status {
 
 impl GrpcConn {
     /// A connection to `addr` (`host:port`), opened on first use.
-    pub fn new(addr: &str, connect_timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        addr: &str,
+        connect_timeout: Duration,
+        tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
+    ) -> Result<Self, String> {
         Ok(GrpcConn {
             addr: addr.to_string(),
             authority: Authority::try_from(addr).map_err(|e| format!("endpoint {addr:?}: {e}"))?,
             connect_timeout,
+            tls,
             sender: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -100,6 +107,9 @@ impl GrpcConn {
         let tcp = crate::net::connect(addr.as_str(), Some(self.connect_timeout))
             .await
             .map_err(|e| unavailable(format!("connect to {addr}: {e}"), e))?;
+        let tcp = crate::net::tls::wrap(tcp, self.tls.as_deref(), Some(self.connect_timeout))
+            .await
+            .map_err(|e| unavailable(format!("TLS to {addr}: {e}"), e))?;
         let (sender, conn) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
@@ -142,7 +152,10 @@ impl GrpcConn {
     ) -> Result<Messages, Status> {
         let mut sender = self.ready().await?;
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(match self.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        });
         uri.authority = Some(self.authority.clone());
         uri.path_and_query = Some(path.clone());
         let mut req = Request::new(());

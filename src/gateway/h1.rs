@@ -46,6 +46,8 @@ pub struct Pool {
     /// `host:port`, also sent as the Host.
     addr: String,
     connect_timeout: Duration,
+    /// TLS to the endpoint (`[[upstreams]] tls`).
+    tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
     idle: Mutex<Vec<Idle>>,
 }
 
@@ -62,10 +64,15 @@ type Parsed = (Response<()>, Head);
 
 impl Pool {
     /// An empty pool for the endpoint at `addr` (`host:port`).
-    pub fn new(addr: &str, connect_timeout: Duration) -> Self {
+    pub fn new(
+        addr: &str,
+        connect_timeout: Duration,
+        tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
+    ) -> Self {
         Pool {
             addr: addr.to_string(),
             connect_timeout,
+            tls,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -112,7 +119,14 @@ impl Pool {
             let was_reused = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
-                None => Conn::connect(self.addr.as_str(), Some(self.connect_timeout)).await?,
+                None => {
+                    Conn::connect_tls(
+                        self.addr.as_str(),
+                        self.tls.as_deref(),
+                        Some(self.connect_timeout),
+                    )
+                    .await?
+                }
             };
             match exchange(&mut conn, &head, body, method).await {
                 Ok((resp, head)) => return self.finish(conn, resp, head, deadline),

@@ -111,17 +111,19 @@ impl Upstream {
         let connect_timeout = cfg.connect_timeout.0;
         let mut endpoints = Vec::new();
         for addr in &cfg.endpoints {
+            let tls = endpoint_tls(cfg, addr)?;
             let grpc = match cfg.protocol {
                 UpstreamProtocol::Grpc => Some(
-                    super::grpc::GrpcConn::new(addr, connect_timeout)
+                    super::grpc::GrpcConn::new(addr, connect_timeout, tls.clone())
                         .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
                 ),
                 UpstreamProtocol::Http => None,
             };
             endpoints.push(Endpoint {
                 addr: addr.clone(),
-                h1: (cfg.protocol == UpstreamProtocol::Http)
-                    .then(|| std::sync::Arc::new(super::h1::Pool::new(addr, connect_timeout))),
+                h1: (cfg.protocol == UpstreamProtocol::Http).then(|| {
+                    std::sync::Arc::new(super::h1::Pool::new(addr, connect_timeout, tls.clone()))
+                }),
                 grpc,
                 in_flight: std::sync::Arc::new(AtomicUsize::new(0)),
                 down_until: AtomicU64::new(0),
@@ -378,4 +380,36 @@ mod tests {
         u.endpoints[1].in_flight.store(20, Ordering::Relaxed);
         assert!((0..100).all(|_| u.pick(None) == 0));
     }
+}
+
+/// The TLS of one endpoint (`host:port`) of `cfg`, if the upstream has `tls`: ALPN h2 for gRPC,
+/// http/1.1 for HTTP; the name checked is `server_name` or the endpoint's host. A CA or key that
+/// does not load fails the start, naming the upstream.
+fn endpoint_tls(
+    cfg: &config::Upstream,
+    addr: &str,
+) -> Result<Option<std::sync::Arc<crate::net::tls::ClientTls>>, String> {
+    use crate::net::tls::{ALPN_H2, ALPN_HTTP1, ClientOptions, ClientTls};
+    let Some(t) = &cfg.tls else {
+        return Ok(None);
+    };
+    let host = match &t.server_name {
+        Some(name) => name.clone(),
+        None => addr
+            .rsplit_once(':')
+            .map_or(addr, |(host, _)| host)
+            .to_string(),
+    };
+    let alpn: &[&[u8]] = match cfg.protocol {
+        UpstreamProtocol::Grpc => &[ALPN_H2],
+        UpstreamProtocol::Http => &[ALPN_HTTP1],
+    };
+    let opts = ClientOptions {
+        insecure: t.insecure,
+        cacert: t.ca.clone(),
+        identity: t.cert.clone().zip(t.key.clone()),
+    };
+    ClientTls::new(&host, alpn, &opts)
+        .map(|c| Some(std::sync::Arc::new(c)))
+        .map_err(|e| format!("upstream {}: tls: {e}", cfg.name))
 }

@@ -155,6 +155,25 @@ impl Conn {
         Ok(Conn::over(stream))
     }
 
+    /// Connects to `addr` (`host:port`), with TLS when `tls` is given, within `timeout` for
+    /// each of the TCP connect and the handshake.
+    pub async fn connect_tls(
+        addr: &str,
+        tls: Option<&crate::net::tls::ClientTls>,
+        timeout: Option<Duration>,
+    ) -> Result<Conn, ClientError> {
+        let tcp = crate::net::connect(addr, timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        let stream = crate::net::tls::wrap(tcp, tls, timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
     /// Connects as `dial` says, with TLS when `tls` is given (the handshake timed by it).
     pub async fn open(
         dial: crate::net::Dial,

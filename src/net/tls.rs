@@ -206,14 +206,21 @@ pub async fn connect(
     timeout: Option<Duration>,
 ) -> io::Result<Stream> {
     let tcp = super::dial(dial, timeout).await?;
-    match tls {
-        None => Ok(Stream::Plain(tcp)),
-        Some(tls) => match timeout {
-            None => tls.handshake(tcp).await,
-            Some(t) => tokio::time::timeout(t, tls.handshake(tcp))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?,
-        },
+    wrap(tcp, tls, timeout).await
+}
+
+/// TLS over an open `tcp` when `tls` is given (bounded by `timeout`); else the plain stream.
+pub async fn wrap(
+    tcp: TcpStream,
+    tls: Option<&ClientTls>,
+    timeout: Option<Duration>,
+) -> io::Result<Stream> {
+    match (tls, timeout) {
+        (None, _) => Ok(Stream::Plain(tcp)),
+        (Some(tls), None) => tls.handshake(tcp).await,
+        (Some(tls), Some(t)) => tokio::time::timeout(t, tls.handshake(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?,
     }
 }
 
