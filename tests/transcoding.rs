@@ -955,6 +955,7 @@ async fn a_server_stream_counts_as_in_flight_until_it_ends() {
         endpoints: vec![up.to_string()],
         lb: gwbench::gateway::config::LbPolicy::LeastRequest,
         connect_timeout: gwbench::gateway::config::TextDuration(std::time::Duration::from_secs(1)),
+        tls: None,
     })
     .unwrap();
     let path = http::uri::PathAndQuery::from_static("/streams.v1.Streams/Watch");

@@ -76,11 +76,6 @@ protocol = "grpc"
 endpoints = ["127.0.0.1:50051"]
 lb = "round_robin"             # or "least_request" (power of two choices)
 connect_timeout = "1s"
-# [upstreams.tls]              # TLS to the endpoints (gRPC: h2 by ALPN); none: cleartext (h2c)
-# ca = "upstream-ca.pem"       # trust this CA (PEM) instead of the system's
-# cert = "gateway-client.pem"  # with key: a client certificate for endpoints that require mTLS
-# key = "gateway-client.key"
-# server_name = "users.internal"  # the name checked and sent (SNI); default: the endpoint's host
 
 [[upstreams]]
 name = "rest"
@@ -88,6 +83,11 @@ protocol = "http"
 endpoints = ["127.0.0.1:8081"]
 lb = "round_robin"
 connect_timeout = "1s"
+# [upstreams.tls]              # TLS to the endpoints (gRPC: h2 by ALPN); none: cleartext
+# ca = "upstream-ca.pem"       # trust this CA (PEM) instead of the system's
+# cert = "gateway-client.pem"  # with key: a client certificate for endpoints that require mTLS
+# key = "gateway-client.key"
+# server_name = "users.internal"  # the name checked and sent (SNI); default: the endpoint's host
 
 # One circuit breaker per upstream, used by mounts with `breaker = true`.
 [breaker]

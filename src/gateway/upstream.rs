@@ -345,43 +345,6 @@ impl Upstream {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn upstream(policy: LbPolicy, n: usize) -> Upstream {
-        let cfg = config::Upstream {
-            name: "t".into(),
-            protocol: UpstreamProtocol::Http,
-            endpoints: (0..n)
-                .map(|i| format!("127.0.0.1:{}", 10_000 + i))
-                .collect(),
-            lb: policy,
-            connect_timeout: config::TextDuration(Duration::from_secs(1)),
-        };
-        Upstream::new(&cfg).unwrap()
-    }
-
-    #[tokio::test]
-    async fn round_robin_cycles_and_skips_endpoints_that_are_down() {
-        let u = upstream(LbPolicy::RoundRobin, 3);
-        let picks: Vec<usize> = (0..6).map(|_| u.pick(None)).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        u.mark_down(1);
-        assert!((0..6).map(|_| u.pick(None)).all(|i| i != 1));
-        assert_ne!(u.pick(Some(0)), 0);
-    }
-
-    #[tokio::test]
-    async fn least_request_prefers_the_less_busy() {
-        let u = upstream(LbPolicy::LeastRequest, 2);
-        u.endpoints[0].in_flight.store(10, Ordering::Relaxed);
-        assert!((0..100).all(|_| u.pick(None) == 1));
-        u.endpoints[1].in_flight.store(20, Ordering::Relaxed);
-        assert!((0..100).all(|_| u.pick(None) == 0));
-    }
-}
-
 /// The TLS of one endpoint (`host:port`) of `cfg`, if the upstream has `tls`: ALPN h2 for gRPC,
 /// http/1.1 for HTTP; the name checked is `server_name` or the endpoint's host. A CA or key that
 /// does not load fails the start, naming the upstream.
@@ -412,4 +375,42 @@ fn endpoint_tls(
     ClientTls::new(&host, alpn, &opts)
         .map(|c| Some(std::sync::Arc::new(c)))
         .map_err(|e| format!("upstream {}: tls: {e}", cfg.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(policy: LbPolicy, n: usize) -> Upstream {
+        let cfg = config::Upstream {
+            name: "t".into(),
+            protocol: UpstreamProtocol::Http,
+            endpoints: (0..n)
+                .map(|i| format!("127.0.0.1:{}", 10_000 + i))
+                .collect(),
+            lb: policy,
+            connect_timeout: config::TextDuration(Duration::from_secs(1)),
+            tls: None,
+        };
+        Upstream::new(&cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_robin_cycles_and_skips_endpoints_that_are_down() {
+        let u = upstream(LbPolicy::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| u.pick(None)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        u.mark_down(1);
+        assert!((0..6).map(|_| u.pick(None)).all(|i| i != 1));
+        assert_ne!(u.pick(Some(0)), 0);
+    }
+
+    #[tokio::test]
+    async fn least_request_prefers_the_less_busy() {
+        let u = upstream(LbPolicy::LeastRequest, 2);
+        u.endpoints[0].in_flight.store(10, Ordering::Relaxed);
+        assert!((0..100).all(|_| u.pick(None) == 1));
+        u.endpoints[1].in_flight.store(20, Ordering::Relaxed);
+        assert!((0..100).all(|_| u.pick(None) == 0));
+    }
 }

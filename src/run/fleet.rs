@@ -41,19 +41,48 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Waits until `addr` accepts connections, or fails after `within`.
-fn wait_listening(addr: SocketAddr, within: Duration, what: &str) -> anyhow::Result<()> {
+/// Waits until `addr` accepts connections, or fails after `within` or when `child` exits.
+fn wait_listening(
+    child: &mut ChildProcess,
+    addr: SocketAddr,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if child.exited() {
+            anyhow::bail!("{} exited before listening on {addr}", child.what);
+        }
         if Instant::now() > deadline {
             anyhow::bail!(
-                "{what} did not listen on {addr} within {}s",
+                "{} did not listen on {addr} within {}s",
+                child.what,
                 within.as_secs()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Starts a program that must be told its port(s) (HAProxy, Redis): a free port is only free
+/// until someone else takes it, so a start that fails is tried again with fresh ports (three
+/// times in all). `start` spawns with the given ports and names the address to wait for.
+fn with_free_ports<T>(
+    ports: usize,
+    mut start: impl FnMut(&[u16]) -> anyhow::Result<(ChildProcess, SocketAddr, T)>,
+) -> anyhow::Result<(ChildProcess, T)> {
+    let mut last = None;
+    for _ in 0..3 {
+        let picked = (0..ports)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (mut child, addr, extra) = start(&picked)?;
+        match wait_listening(&mut child, addr, Duration::from_secs(10)) {
+            Ok(()) => return Ok((child, extra)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no free port")))
 }
 
 /// A Redis of the fleet's own on a free port, no persistence; stopped when dropped.
@@ -68,24 +97,23 @@ impl Redis {
     /// Starts `redis-server` pinned to `cpus`.
     pub(super) fn start(cpus: &Cpus) -> anyhow::Result<Redis> {
         let program = find("redis-server", "redis-server")?;
-        let port = free_port()?;
-        let args = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from);
-        let child = ChildProcess::spawn_program("redis-server", &program, &args, 0, cpus.clone())?;
-        wait_listening(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(10),
-            "redis-server",
-        )?;
+        let (child, port) = with_free_ports(1, |ports| {
+            let port = ports[0];
+            let args = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            .map(String::from);
+            let child =
+                ChildProcess::spawn_program("redis-server", &program, &args, 0, cpus.clone())?;
+            Ok((child, SocketAddr::from(([127, 0, 0, 1], port)), port))
+        })?;
         Ok(Redis {
             child,
             url: format!("redis://127.0.0.1:{port}"),
@@ -167,19 +195,23 @@ impl Fleet {
                     .context("a fleet instance printed no `ready http` line")
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let (port, stats_port) = (free_port()?, free_port()?);
         let cfg = dir.0.join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(port, stats_port, &servers))
-            .with_context(|| format!("writing {}", cfg.display()))?;
-        let args = ["-f", &cfg.display().to_string(), "-db"].map(String::from);
-        let balancer = ChildProcess::spawn_program("haproxy", &haproxy, &args, 0, cpus.clone())?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_listening(addr, Duration::from_secs(10), "haproxy")?;
+        // A stats port someone took makes HAProxy exit, which the wait sees.
+        let (balancer, (addr, stats)) = with_free_ports(2, |ports| {
+            let (port, stats_port) = (ports[0], ports[1]);
+            std::fs::write(&cfg, haproxy_config(port, stats_port, &servers))
+                .with_context(|| format!("writing {}", cfg.display()))?;
+            let args = ["-f", &cfg.display().to_string(), "-db"].map(String::from);
+            let child = ChildProcess::spawn_program("haproxy", &haproxy, &args, 0, cpus.clone())?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let stats = SocketAddr::from(([127, 0, 0, 1], stats_port));
+            Ok((child, addr, (addr, stats)))
+        })?;
         Ok(Fleet {
             gateways,
             balancer,
             addr,
-            stats: SocketAddr::from(([127, 0, 0, 1], stats_port)),
+            stats,
             _dir: dir,
         })
     }

@@ -142,6 +142,11 @@ impl ChildProcess {
         }
     }
 
+    /// Whether it has exited already (e.g. a port it was told to bind was taken).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
