@@ -1066,14 +1066,7 @@ message Fixed { google.protobuf.FieldMask mask = 1; google.protobuf.Any any = 2;
 "#;
 
     fn pool() -> DescriptorPool {
-        let dir = std::env::temp_dir().join(format!("gwbench-jsonwire-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("every.proto"), EVERY_KIND).unwrap();
-        let pool =
-            crate::proto::compile_protos(&[dir.join("every.proto")], std::slice::from_ref(&dir))
-                .unwrap();
-        let _ = std::fs::remove_dir_all(dir);
-        pool
+        crate::wire_json::tests::compile_one("jsonwire", EVERY_KIND)
     }
 
     /// A message as comparable JSON: every field, defaults too, maps as objects (so order

@@ -662,9 +662,14 @@ message Every {
 "#;
 
     fn pool() -> DescriptorPool {
-        let dir = std::env::temp_dir().join(format!("gwbench-wirejson-{}", std::process::id()));
+        compile_one("wirejson", EVERY_KIND)
+    }
+
+    /// `text` compiled as one .proto file (imports from the bundled well-known types).
+    pub(crate) fn compile_one(tag: &str, text: &str) -> DescriptorPool {
+        let dir = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("every.proto"), EVERY_KIND).unwrap();
+        std::fs::write(dir.join("every.proto"), text).unwrap();
         let pool =
             crate::proto::compile_protos(&[dir.join("every.proto")], std::slice::from_ref(&dir))
                 .unwrap();

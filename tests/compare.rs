@@ -583,45 +583,11 @@ fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
         eprintln!("skipped: haproxy or redis-server not installed");
         return;
     }
-    let out = std::env::temp_dir().join(format!("gwbench-compare-fleet-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(cargo_bin("gwbench"))
-        .args([
-            "compare",
-            "--rps",
-            "300",
-            "--rounds",
-            "1",
-            "--max-rounds",
-            "1",
-            "--calibration",
-            "0s",
-            "--duration",
-            "600ms",
-            "--warmup",
-            "100ms",
-            "-c",
-            "4",
-            "--quiet",
-            "--scenarios",
-            "rest",
-            "--gateway-instances",
-            "2",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (stdout, summary) = quick_compare(
+        "fleet",
+        &["--scenarios", "rest", "--gateway-instances", "2"],
     );
     assert!(stdout.contains("a simulation on this"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&out);
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     let errors: Vec<String> = jsonschema::validator_for(&schema)
@@ -660,7 +626,23 @@ fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
 #[test]
 fn compare_over_tls_measures_the_gateway_terminating_it() {
     let _serial = serial();
-    let out = std::env::temp_dir().join(format!("gwbench-compare-tls-{}", std::process::id()));
+    let (_, summary) = quick_compare("tls", &["--scenarios", "rest,grpc", "--tls"]);
+    assert_eq!(summary["gateway_tls"], true);
+    for sc in summary["scenarios"].as_array().unwrap() {
+        for side in ["direct", "gateway"] {
+            assert_eq!(
+                sc[side]["errors"], 0,
+                "{}: {side}: {}",
+                sc["name"], sc[side]
+            );
+        }
+    }
+}
+
+/// A short compare (300 req/s, one 600 ms round, no calibration) with `extra` flags: its stdout
+/// and summary.json; fails the test when compare fails.
+fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let out = std::env::temp_dir().join(format!("gwbench-compare-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(cargo_bin("gwbench"))
         .args([
@@ -680,31 +662,20 @@ fn compare_over_tls_measures_the_gateway_terminating_it() {
             "-c",
             "4",
             "--quiet",
-            "--scenarios",
-            "rest,grpc",
-            "--tls",
         ])
+        .args(extra)
         .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let summary: serde_json::Value =
+    let summary =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&out);
-    assert_eq!(summary["gateway_tls"], true);
-    for sc in summary["scenarios"].as_array().unwrap() {
-        for side in ["direct", "gateway"] {
-            assert_eq!(
-                sc[side]["errors"], 0,
-                "{}: {side}: {}",
-                sc["name"], sc[side]
-            );
-        }
-    }
+    (stdout, summary)
 }
