@@ -462,6 +462,8 @@ Examples:
   gwbench load http://127.0.0.1:8081/api/users/1 --rps max -c 16        # closed loop, as wrk
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.UserService/GetUser --data '{\"id\": 42}'
   gwbench load URL --rps 2000 --json --hgrm out.hgrm --hlog out.hlog --slo 'p99<20ms,errors<0.1%'
+  gwbench load https://127.0.0.1:8443/api/users/42 --cacert ca.pem   # ALPN picks h2 or HTTP/1.1
+  gwbench load URL --rps 8000 --segment 0/4 --start-at 2026-12-02T10:00:00Z --json > seg0.json
 
 Open loop: request i is due at start + i/rate. Latency is measured from that intended time
 (\"corrected\", as wrk2 does), so a stalled server is charged for the requests it held up; the
@@ -485,7 +487,7 @@ pub enum Arrival {
 /// `gwbench load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Target URL(s), http:// only; for gRPC the server's base URL.
+    /// Target URL(s), http:// or https://; for gRPC the server's base URL.
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
     /// Offered rate in requests per second, or `max` for closed loop.
