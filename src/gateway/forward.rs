@@ -38,12 +38,27 @@ pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-f
 
 /// The client's `X-Forwarded-For` with the peer's address appended (or the peer's alone).
 pub fn forwarded_for(headers: &HeaderMap, peer: &std::net::SocketAddr) -> Option<HeaderValue> {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    HeaderValue::from_str(&xff).ok()
+    let ip = peer.ip();
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => header_value(format_args!("{prev}, {ip}")),
+        None => header_value(format_args!("{ip}")),
+    }
+}
+
+/// A header value written from `args` through a stack buffer, so that the text costs no
+/// allocation of its own (the value's one copy is all; longer text takes a `String`). None when
+/// the text is not a valid header value.
+fn header_value(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 256];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    match cursor.write_fmt(args) {
+        Ok(()) => {
+            let n = cursor.position() as usize;
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
+        Err(_) => HeaderValue::from_str(&args.to_string()).ok(),
+    }
 }
 
 /// The headers sent upstream: the client's (taken, not copied) without hop-by-hop headers and
@@ -57,26 +72,23 @@ pub fn request_headers(
     strip_hop_by_hop(&mut headers);
     headers.insert(REQUEST_ID, request_id.clone());
     if let Some(PeerAddr(peer)) = peer {
-        let ip = peer.ip().to_string();
         if let Some(v) = forwarded_for(&headers, peer) {
             headers.insert(X_FORWARDED_FOR, v);
         }
-        let for_ = if peer.is_ipv6() {
-            format!("\"[{ip}]\"")
-        } else {
-            ip
-        };
         // The client's Host goes in only when it is a valid authority: a quote or a
         // separator in it would inject elements of its own (RFC 7239 §4).
         let host = host
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .filter(|h| is_plain_authority(h));
-        let forwarded = match host {
-            Some(host) => format!("for={for_};proto=http;host=\"{host}\""),
-            None => format!("for={for_};proto=http"),
+        let ip = peer.ip();
+        let forwarded = match (peer.is_ipv6(), host) {
+            (false, None) => header_value(format_args!("for={ip};proto=http")),
+            (false, Some(h)) => header_value(format_args!("for={ip};proto=http;host=\"{h}\"")),
+            (true, None) => header_value(format_args!("for=\"[{ip}]\";proto=http")),
+            (true, Some(h)) => header_value(format_args!("for=\"[{ip}]\";proto=http;host=\"{h}\"")),
         };
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        if let Some(v) = forwarded {
             headers.append(header::FORWARDED, v);
         }
     }
@@ -121,6 +133,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_headers_longer_than_the_stack_buffer_are_whole() {
+        let peer: std::net::SocketAddr = "[::1]:5000".parse().unwrap();
+        let long = vec!["10.0.0.1"; 40].join(", ");
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_str(&long).unwrap());
+        let v = forwarded_for(&h, &peer).unwrap();
+        assert_eq!(v.to_str().unwrap(), format!("{long}, ::1"));
+        assert!(v.len() > 256);
+        let sent = request_headers(h, Some(&PeerAddr(peer)), &HeaderValue::from_static("id"));
+        assert_eq!(sent[header::FORWARDED], "for=\"[::1]\";proto=http");
+    }
 
     #[test]
     fn upstream_paths_lose_the_prefix_and_keep_the_query() {

@@ -55,13 +55,21 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwE
 /// Refuses paths that try to climb out of their route: dot segments in any spelling (`..`,
 /// `.%2e`, `%2e.`, `%2E%2E`), encoded slashes or backslashes.
 pub fn check_path(path: &str) -> Result<(), GwError> {
-    let lower = path.to_ascii_lowercase();
-    // `%2e` is the only other spelling of a dot, so these are all the dot segments there are.
-    let dot_segment = |s: &str| matches!(s, "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e.");
-    let traversal = lower.split('/').any(dot_segment)
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\');
+    // `%2e` is the only other spelling of a dot, so these are all the dot segments there are
+    // (compared without case, and without a lowercased copy: this runs on every request).
+    let dot_segment = |s: &str| {
+        [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."]
+            .iter()
+            .any(|d| s.eq_ignore_ascii_case(d))
+    };
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c')
+            )
+    });
+    let traversal = path.split('/').any(dot_segment) || encoded_separator || path.contains('\\');
     if traversal {
         return Err(GwError::grpc(
             Code::InvalidArgument,
@@ -189,6 +197,9 @@ mod tests {
             "/rest/%2e./admin",
             "/rest/%2E%2E/admin",
             "/rest/%2e/admin",
+            "/a/%5c/b",
+            "/a/%2f",
+            "/rest/%2E./admin",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
