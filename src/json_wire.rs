@@ -407,9 +407,11 @@ fn patch_len(out: &mut Vec<u8>, at: usize) {
     if len < 0x80 {
         out[at] = len as u8;
     } else {
-        let mut v = Vec::with_capacity(10);
-        encode_varint(len as u64, &mut v);
-        out.splice(at..=at, v);
+        let mut varint = [0u8; 10];
+        let mut rest = &mut varint[..];
+        encode_varint(len as u64, &mut rest);
+        let n = 10 - rest.len();
+        out.splice(at..=at, varint[..n].iter().copied());
     }
 }
 

@@ -141,18 +141,7 @@ impl Conn {
         let stream = crate::net::connect(addr, timeout)
             .await
             .map_err(ClientError::Connect)?;
-        Ok(Conn::over(stream))
-    }
-
-    /// Connects as `dial` says ([`crate::net::dial`]: from a given local address too).
-    pub async fn dial(
-        dial: crate::net::Dial,
-        timeout: Option<Duration>,
-    ) -> Result<Conn, ClientError> {
-        let stream = crate::net::dial(dial, timeout)
-            .await
-            .map_err(ClientError::Connect)?;
-        Ok(Conn::over(stream))
+        Ok(Conn::over(crate::net::tls::Stream::Plain(stream)))
     }
 
     /// Connects to `addr` (`host:port`), with TLS when `tls` is given, within `timeout` for
@@ -168,10 +157,7 @@ impl Conn {
         let stream = crate::net::tls::wrap(tcp, tls, timeout)
             .await
             .map_err(ClientError::Connect)?;
-        Ok(Conn {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-        })
+        Ok(Conn::over(stream))
     }
 
     /// Connects as `dial` says, with TLS when `tls` is given (the handshake timed by it).
@@ -183,15 +169,12 @@ impl Conn {
         let stream = crate::net::tls::connect(dial, tls, timeout)
             .await
             .map_err(ClientError::Connect)?;
-        Ok(Conn {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-        })
+        Ok(Conn::over(stream))
     }
 
-    fn over(stream: tokio::net::TcpStream) -> Conn {
+    fn over(stream: crate::net::tls::Stream) -> Conn {
         Conn {
-            stream: crate::net::tls::Stream::Plain(stream),
+            stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
         }
     }
