@@ -461,6 +461,9 @@ Examples:
   gwbench load 'http://127.0.0.1:8081/api/users/{rand:1-1000}' --rps 20000 -c 64
   gwbench load http://127.0.0.1:8081/api/users/1 --rps max -c 16        # closed loop, as wrk
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.UserService/GetUser --data '{\"id\": 42}'
+  gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.UserService/GetUser --data '{\"id\": {rand:1-1000}}'
+  gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/WatchStock --data '{\"product_id\": 7, \"updates\": 20}'
+  gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/SyncStock --data '{\"product_id\": 7, \"delta\": 1}' --stream-messages 5 --stream-interval 10ms
   gwbench load URL --rps 2000 --json --hgrm out.hgrm --hlog out.hlog --slo 'p99<20ms,errors<0.1%'
   gwbench load https://127.0.0.1:8443/api/users/42 --cacert ca.pem   # ALPN picks h2 or HTTP/1.1
   gwbench load URL --rps 8000 --segment 0/4 --start-at 2026-12-02T10:00:00Z --json > seg0.json
@@ -471,8 +474,10 @@ time from the actual send (\"service\") and the generator's lag are reported bes
 Every scheduled request ends as ok, an HTTP/gRPC error, a transport error, a timeout, or
 not sent; the counts always add up to the scheduled total.
 
-Path placeholders: {seq} (1, 2, 3, ...), {rand:A-B} (uniform integer). Several URLs (same
-host:port) are used round-robin. Exit codes: 0 ok, 1 an --slo objective was missed,
+Path placeholders: {seq} (1, 2, 3, ...), {rand:A-B} (uniform integer); the same in --data.
+Several URLs (same host:port) are used round-robin.
+gRPC streams: the whole call is the request whose latency is reported; its messages are counted
+and timed apart (time to the first answer, and per answer message). Exit codes: 0 ok, 1 an --slo objective was missed,
 2 bad input or unreachable target.";
 
 /// Which rate flag shapes arrivals.
@@ -558,12 +563,24 @@ pub struct LoadArgs {
     /// The private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<std::path::PathBuf>,
-    /// Call this unary gRPC method (package.Service/Method) instead of sending HTTP requests.
+    /// Call this gRPC method (package.Service/Method) instead of sending HTTP requests: unary,
+    /// server-streaming, client-streaming or bidi. -H headers go as gRPC metadata.
     #[arg(long, value_name = "METHOD")]
     pub grpc: Option<String>,
-    /// The gRPC request message as proto3 JSON.
+    /// The gRPC request message as proto3 JSON. {seq} (the call's number) and {rand:A-B} in it
+    /// are filled in per call (then each call encodes its own message); other braces are JSON.
     #[arg(long, default_value = "{}", value_name = "JSON", requires = "grpc")]
     pub data: String,
+    /// Client-streaming and bidi calls: messages the client sends per call (each --data).
+    #[arg(long, default_value_t = 10, value_name = "N", requires = "grpc", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stream_messages: u32,
+    /// Client-streaming and bidi calls: time between two of a call's messages (0: all at once).
+    #[arg(long, default_value = "0s", value_name = "DURATION", requires = "grpc", value_parser = parse_duration)]
+    pub stream_interval: std::time::Duration,
+    /// gRPC deadline per call: sent as grpc-timeout, and a call not done by then ends
+    /// DEADLINE_EXCEEDED (as a gRPC client's own deadline would), not as a timeout.
+    #[arg(long, value_name = "DURATION", requires = "grpc", value_parser = parse_duration)]
+    pub deadline: Option<std::time::Duration>,
     /// Descriptor set (FileDescriptorSet) describing --grpc's service; default: gwbench's own.
     #[arg(long, value_name = "FILE", requires = "grpc")]
     pub descriptor_set: Option<std::path::PathBuf>,

@@ -16,6 +16,8 @@ pub const MESSAGE: &str = "grpc-message";
 pub const TIMEOUT: &str = "grpc-timeout";
 /// Length of a message frame's prefix: compressed flag and big-endian length.
 pub const FRAME_PREFIX: usize = 5;
+/// The status code DEADLINE_EXCEEDED.
+pub const DEADLINE_EXCEEDED: i32 = 4;
 
 /// The canonical name of status code `code` (as grpc-gateway and Envoy print it).
 pub fn code_name(code: i32) -> &'static str {
@@ -167,6 +169,63 @@ pub fn finished(buf: &BytesMut) -> Result<(), FrameError> {
     }
 }
 
+/// Finds where messages end in a body as it arrives, without keeping them: the load
+/// generator counts and times a stream's messages, and needs none of their bytes. Holds at
+/// most one 5-byte prefix.
+#[derive(Debug, Default, Clone)]
+pub struct MessageEnds {
+    prefix: [u8; FRAME_PREFIX],
+    /// Bytes of the current prefix seen so far.
+    have: usize,
+    /// Bytes of the current message still to come (after a whole prefix).
+    remaining: u64,
+    in_message: bool,
+}
+
+impl MessageEnds {
+    /// Walks `chunk`, calling `on_end` once for each message that ends in it.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_end: impl FnMut()) {
+        loop {
+            if self.in_message {
+                let take = self
+                    .remaining
+                    .min(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+                self.remaining -= take;
+                // `take` is at most `chunk.len()`, so it fits.
+                chunk = &chunk[usize::try_from(take).unwrap_or(chunk.len())..];
+                if self.remaining > 0 {
+                    return;
+                }
+                self.in_message = false;
+                on_end();
+            }
+            if chunk.is_empty() {
+                return;
+            }
+            let take = (FRAME_PREFIX - self.have).min(chunk.len());
+            self.prefix[self.have..self.have + take].copy_from_slice(&chunk[..take]);
+            self.have += take;
+            chunk = &chunk[take..];
+            if self.have < FRAME_PREFIX {
+                return;
+            }
+            self.have = 0;
+            self.in_message = true;
+            self.remaining = u64::from(u32::from_be_bytes([
+                self.prefix[1],
+                self.prefix[2],
+                self.prefix[3],
+                self.prefix[4],
+            ]));
+        }
+    }
+
+    /// Whether the body may end here (not inside a prefix or a message).
+    pub fn at_boundary(&self) -> bool {
+        self.have == 0 && !self.in_message
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +295,45 @@ mod tests {
                 let b = s.as_bytes();
                 prop_assert!(b.len() >= 2 && b[..b.len() - 1].iter().all(u8::is_ascii_digit));
                 prop_assert!(d <= Duration::from_secs(99_999_999 * 3600));
+            }
+        }
+
+        /// Message ends are found at the same places whatever the cuts: once per message, each
+        /// in the chunk holding the message's last byte (its prefix's, for an empty message).
+        #[test]
+        fn message_ends_are_found_whatever_the_cuts(
+            msgs in proptest::collection::vec(0usize..40, 0..6),
+            cuts in proptest::collection::vec(1usize..17, 0..40),
+        ) {
+            let wire: Vec<u8> = msgs.iter().flat_map(|n| frame(&vec![7u8; *n]).to_vec()).collect();
+            let mut last_bytes = Vec::new();
+            let mut end = 0;
+            for n in &msgs {
+                end += FRAME_PREFIX + n;
+                last_bytes.push(end - 1);
+            }
+            let mut ends = MessageEnds::default();
+            let mut found = Vec::new();
+            let (mut at, mut cut) = (0, cuts.iter().cycle());
+            while at < wire.len() {
+                let n = cut.next().copied().unwrap_or(wire.len()).min(wire.len() - at);
+                let mut here = 0;
+                ends.feed(&wire[at..at + n], || here += 1);
+                for _ in 0..here {
+                    found.push((at, at + n));
+                }
+                at += n;
+            }
+            prop_assert!(ends.at_boundary());
+            prop_assert_eq!(found.len(), msgs.len());
+            for (last, (from, to)) in last_bytes.iter().zip(&found) {
+                prop_assert!(from <= last && last < to, "{last} not in {from}..{to}");
+            }
+            // A body cut inside a message is not at a boundary.
+            if let Some(cut) = wire.len().checked_sub(1).filter(|_| !msgs.is_empty()) {
+                let mut part = MessageEnds::default();
+                part.feed(&wire[..cut], || {});
+                prop_assert!(!part.at_boundary());
             }
         }
 

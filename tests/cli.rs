@@ -646,3 +646,221 @@ fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs `gwbench load --json -q` with `args`, expecting success; returns the report.
+fn load_json(args: &[&str]) -> serde_json::Value {
+    let out = gwbench()
+        .arg("load")
+        .args(args)
+        .args(["--warmup", "0s", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/load.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&report),
+        "{args:?}: not a valid gwbench.load.v1 object: {report}"
+    );
+    report
+}
+
+#[test]
+fn load_grpc_streams_of_every_kind_count_and_time_their_messages() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    let url = format!("http://{}", backends.grpc[0]);
+    let run = |method: &str, data: &str, extra: &[&str]| {
+        let method = format!("gwbench.v1.InventoryService/{method}");
+        let mut args = vec![url.as_str(), "--grpc", &method, "--data", data];
+        args.extend_from_slice(&["-n", "20", "--rps", "200"]);
+        args.extend_from_slice(extra);
+        load_json(&args)
+    };
+    // (kind, messages sent, received) per call, for 20 calls each.
+    let server = run(
+        "WatchStock",
+        r#"{"product_id": 7, "updates": 5, "interval_ms": 1}"#,
+        &[],
+    );
+    let client = run(
+        "RecordMovements",
+        r#"{"product_id": {seq}, "delta": 1}"#,
+        &["--stream-messages", "4"],
+    );
+    let bidi = run(
+        "SyncStock",
+        r#"{"product_id": {rand:1-100}, "delta": -1}"#,
+        &["--stream-messages", "3", "--stream-interval", "2ms"],
+    );
+    for (report, kind, sent, received) in [
+        (&server, "server_streaming", 20, 100),
+        (&client, "client_streaming", 80, 20),
+        (&bidi, "bidi_streaming", 60, 60),
+    ] {
+        assert_eq!(report["requests"]["ok"], 20, "{kind}: {report}");
+        let s = &report["stream"];
+        assert_eq!(s["kind"], kind, "{report}");
+        assert_eq!(s["calls"], 20, "{kind}");
+        assert_eq!(s["messages_sent"], sent, "{kind}");
+        assert_eq!(s["messages_received"], received, "{kind}");
+        assert_eq!(s["first_message_ns"]["count"], 20, "{kind}: one per call");
+        assert_eq!(
+            s["message_ns"]["count"], received,
+            "{kind}: one per message"
+        );
+        // The whole call is the request: it ends after its first message does.
+        assert!(
+            report["latency_ns"]["corrected"]["max"].as_u64()
+                >= s["first_message_ns"]["max"].as_u64(),
+            "{kind}: {report}"
+        );
+    }
+    // Paced requests: each of the 3 messages waits 2 ms for the one before, so a call lasts
+    // at least 4 ms.
+    assert!(bidi["latency_ns"]["service"]["p50"].as_u64().unwrap() >= 4_000_000);
+    // A unary method has no stream section.
+    let unary = load_json(&[
+        &url,
+        "--grpc",
+        "gwbench.v1.InventoryService/GetStock",
+        "--data",
+        r#"{"product_id": {seq}}"#,
+        "-n",
+        "10",
+    ]);
+    assert_eq!(unary["requests"]["ok"], 10, "{unary}");
+    assert!(unary.get("stream").is_none(), "{unary}");
+    rt.block_on(backends.shutdown());
+}
+
+/// A hand-written gRPC peer: keeps every call's request headers and answers each with one
+/// empty message and OK — or, with `hang`, never answers.
+async fn recording_grpc_peer(
+    hang: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = kept.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    seen.lock().unwrap().push(req.headers().clone());
+                    if hang {
+                        held.push(respond);
+                        continue;
+                    }
+                    let head = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(&[0; 5]), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let _ = body.send_trailers(trailers);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+#[test]
+fn load_grpc_sends_headers_as_metadata_and_keeps_its_deadline() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, seen, answering) = rt.block_on(recording_grpc_peer(false));
+    let url = format!("http://{addr}");
+    let report = load_json(&[
+        &url,
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--data",
+        r#"{"id": {seq}}"#,
+        "-H",
+        "x-tenant: acme",
+        "--deadline",
+        "250ms",
+        "-n",
+        "5",
+        "--rps",
+        "100",
+    ]);
+    assert_eq!(report["requests"]["ok"], 5, "{report}");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5);
+        for headers in seen.iter() {
+            assert_eq!(headers["x-tenant"], "acme");
+            assert_eq!(headers["grpc-timeout"], "250000u");
+            assert_eq!(headers["content-type"], "application/grpc");
+        }
+    }
+    answering.abort();
+    // A peer that never answers: the calls end DEADLINE_EXCEEDED at the deadline, not as
+    // timeouts; without a deadline they are timeouts.
+    let (addr, _, hanging) = rt.block_on(recording_grpc_peer(true));
+    let url = format!("http://{addr}");
+    let base = [
+        url.as_str(),
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "-n",
+        "4",
+        "--rps",
+        "100",
+    ];
+    let with_deadline = load_json(&[&base[..], &["--deadline", "100ms"]].concat());
+    assert_eq!(
+        with_deadline["requests"]["grpc_errors"]["DEADLINE_EXCEEDED"], 4,
+        "{with_deadline}"
+    );
+    assert_eq!(with_deadline["requests"]["timeouts"], 0);
+    let without = load_json(&[&base[..], &["--timeout", "100ms"]].concat());
+    assert_eq!(without["requests"]["timeouts"], 4, "{without}");
+    hanging.abort();
+    // A template that cannot be a GetUserRequest is refused before sending.
+    let (code, stderr) = fails(&[
+        "load",
+        &url,
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--data",
+        r#"{"id": "{rand:9-1}"}"#,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("rand:9-1"), "{stderr}");
+    let (code, stderr) = fails(&[
+        "load",
+        &url,
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--data",
+        r#"{"nope": {seq}}"#,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+}

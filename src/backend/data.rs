@@ -477,18 +477,37 @@ pub fn stock(product_id: i64) -> Result<Stock, DataError> {
         })
         .collect();
     let total: i32 = warehouses.iter().map(|w| w.available).sum();
-    let status = match total {
-        0 => StockStatus::OutOfStock,
-        t if t < 20 => StockStatus::Low,
-        _ => StockStatus::InStock,
-    };
     Ok(Stock {
         product_id,
         warehouses,
         total_available: total,
-        status: status as i32,
+        status: stock_status(total) as i32,
         updated_at: Some(timestamp(product_id, 90, None)),
     })
+}
+
+fn stock_status(total: i32) -> StockStatus {
+    match total {
+        0 => StockStatus::OutOfStock,
+        t if t < 20 => StockStatus::Low,
+        _ => StockStatus::InStock,
+    }
+}
+
+/// `WatchStock`'s update number `n` (from 0) of `stock`: the same product, a deterministic
+/// movement in its first warehouse, timestamped `n` seconds after the stock's own time.
+pub fn stock_after(stock: &Stock, n: u32) -> Stock {
+    let mut next = stock.clone();
+    let delta = (mix(stock.product_id, 100 + u64::from(n)) % 11) as i32 - 5;
+    if let Some(first) = next.warehouses.first_mut() {
+        first.available = first.available.saturating_add(delta).max(0);
+    }
+    next.total_available = next.warehouses.iter().map(|w| w.available).sum();
+    next.status = stock_status(next.total_available) as i32;
+    if let Some(t) = &mut next.updated_at {
+        t.seconds = t.seconds.saturating_add(i64::from(n));
+    }
+    next
 }
 
 #[cfg(test)]

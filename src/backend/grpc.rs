@@ -16,8 +16,9 @@ use super::behavior::Service;
 use super::data::{self, DataError};
 use crate::proto::v1::{
     CreateUserRequest, GetOrderRequest, GetProductRequest, GetStockRequest, GetUserRequest,
-    ListOrdersRequest, ListOrdersResponse, ListUsersRequest, ListUsersResponse, Order, Product,
-    SearchProductsRequest, SearchProductsResponse, Stock, User,
+    ListOrdersRequest, ListOrdersResponse, ListUsersRequest, ListUsersResponse, MovementSummary,
+    Order, Product, SearchProductsRequest, SearchProductsResponse, Stock, StockMovement, User,
+    WatchStockRequest,
     inventory_service_server::{InventoryService, InventoryServiceServer},
     order_service_server::{OrderService, OrderServiceServer},
     product_service_server::{ProductService, ProductServiceServer},
@@ -123,11 +124,101 @@ impl ProductService for MockGrpc {
     }
 }
 
+/// A stream of answers, as tonic's generated traits want it.
+type AnswerStream<T> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `WatchStock` sends at most this many updates per call.
+pub const MAX_WATCH_UPDATES: u32 = 10_000;
+
 #[tonic::async_trait]
 impl InventoryService for MockGrpc {
     async fn get_stock(&self, req: Request<GetStockRequest>) -> Result<Response<Stock>, Status> {
         let id = req.get_ref().product_id;
         self.answer(Service::Inventory, || data::stock(id)).await
+    }
+
+    type WatchStockStream = AnswerStream<Stock>;
+
+    /// The behaviour (latency, errors) applies once, before the first update; the updates then
+    /// follow `interval_ms` apart.
+    async fn watch_stock(
+        &self,
+        req: Request<WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        let WatchStockRequest {
+            product_id,
+            updates,
+            interval_ms,
+        } = req.into_inner();
+        let updates = match updates {
+            0 => 10,
+            n if n > MAX_WATCH_UPDATES => {
+                return Err(Status::invalid_argument(format!(
+                    "updates {n} is more than {MAX_WATCH_UPDATES}"
+                )));
+            }
+            n => n,
+        };
+        let first = self
+            .answer(Service::Inventory, || data::stock(product_id))
+            .await?;
+        let interval = std::time::Duration::from_millis(u64::from(interval_ms));
+        let mut resp = Response::new(Box::pin(futures_util::stream::unfold(
+            (first.into_inner(), 0u32),
+            move |(stock, sent)| async move {
+                if sent == updates {
+                    return None;
+                }
+                if sent > 0 && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                let next = data::stock_after(&stock, sent);
+                Some((Ok(next), (stock, sent + 1)))
+            },
+        )) as Self::WatchStockStream);
+        resp.metadata_mut()
+            .insert(INSTANCE_METADATA, self.instance.index_metadata.clone());
+        Ok(resp)
+    }
+
+    async fn record_movements(
+        &self,
+        req: Request<tonic::Streaming<StockMovement>>,
+    ) -> Result<Response<MovementSummary>, Status> {
+        let mut movements = req.into_inner();
+        let mut summary = MovementSummary::default();
+        while let Some(m) = movements.next().await {
+            let m = m?;
+            data::stock(m.product_id).map_err(to_status)?;
+            summary.movements = summary.movements.saturating_add(1);
+            summary.net_delta = summary.net_delta.saturating_add(i64::from(m.delta));
+        }
+        self.answer(Service::Inventory, || Ok(summary)).await
+    }
+
+    type SyncStockStream = AnswerStream<Stock>;
+
+    /// Each movement is answered as it arrives (an unknown product ends the call NOT_FOUND).
+    async fn sync_stock(
+        &self,
+        req: Request<tonic::Streaming<StockMovement>>,
+    ) -> Result<Response<Self::SyncStockStream>, Status> {
+        let movements = req.into_inner();
+        let answers = movements.map(|m| {
+            let m = m?;
+            let mut stock = data::stock(m.product_id).map_err(to_status)?;
+            stock.total_available = stock.total_available.saturating_add(m.delta);
+            Ok(stock)
+        });
+        let mut resp = self
+            .answer(Service::Inventory, || {
+                Ok(Box::pin(answers) as Self::SyncStockStream)
+            })
+            .await?;
+        resp.metadata_mut()
+            .insert(INSTANCE_METADATA, self.instance.index_metadata.clone());
+        Ok(resp)
     }
 }
 

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::grpc::CallKind;
 use super::h1::H1Conn;
-use super::http::Pool;
-use super::recorder::{Outcome, Sample, ThreadRecorder};
+use super::http::{Pool, StreamTiming};
+use super::recorder::{Outcome, Sample, StreamHists, ThreadRecorder};
 use super::schedule::{Dispenser, Ticket};
 use super::target::RequestTemplate;
 use super::timer::PreciseTimer;
@@ -259,6 +260,12 @@ async fn h2_pacer(
     // The pacer takes one ticket at a time: a late take is its own lateness, not a wait for a
     // stream, which is counted below instead.
     let mut pacer_late = PhaseEnd::default();
+    // A streaming call's messages, recorded by the calls themselves as they arrive.
+    let stream = run
+        .shared
+        .template
+        .streaming()
+        .then(|| Rc::new(RefCell::new(StreamHists::default())));
     while let Some((ticket, intended)) = run.next(&mut timer, &mut pacer_late).await? {
         while let Ok(sample) = rx.try_recv() {
             outstanding -= 1;
@@ -283,17 +290,50 @@ async fn h2_pacer(
             end.not_sent += u64::from(ticket.at.is_some());
             break;
         }
-        let req = run.shared.template.build(ticket.index);
+        let req = match run.shared.template.build(ticket.index) {
+            Ok(req) => req,
+            Err(kind) => {
+                // The request could not be made (a templated message that does not encode).
+                end.finished = Some(run.record(intended, sent, Outcome::Transport(kind)));
+                continue;
+            }
+        };
         end.last_send = Some(sent);
         let conn = conns[next_conn % conns.len()].clone();
         next_conn = next_conn.wrapping_add(1);
-        let (shared, tx) = (run.shared.clone(), tx.clone());
+        let (shared, tx, stream) = (run.shared.clone(), tx.clone(), stream.clone());
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         outstanding += 1;
         tokio::task::spawn_local(async move {
-            let outcome = tokio::time::timeout(shared.timeout, conn.execute(&shared.template, req))
-                .await
-                .unwrap_or(Outcome::Timeout);
+            let template = &shared.template;
+            let (limit, expired) = template.limit(shared.timeout);
+            let outcome = match &stream {
+                None => tokio::time::timeout(limit, conn.execute(template, req))
+                    .await
+                    .unwrap_or(expired),
+                Some(stats) => {
+                    let timing = StreamTiming {
+                        intended: intended.unwrap_or(sent),
+                        sent,
+                        requests: req.body().sent_times(),
+                        paired: template
+                            .grpc
+                            .as_ref()
+                            .is_some_and(|g| g.kind == CallKind::Bidi),
+                    };
+                    let call = conn.execute_stream(template, req, &timing, stats);
+                    let outcome = tokio::time::timeout(limit, call).await.unwrap_or(expired);
+                    let planned = template.grpc.as_ref().map_or(1, |g| g.messages_per_call());
+                    let sent_messages = match &timing.requests {
+                        Some(times) => times.lock().map_or(0, |t| t.len() as u64),
+                        None => planned,
+                    };
+                    let mut stats = stats.borrow_mut();
+                    stats.calls += 1;
+                    stats.messages_sent += sent_messages;
+                    outcome
+                }
+            };
             let done = Instant::now();
             shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
@@ -311,6 +351,9 @@ async fn h2_pacer(
         let Some(sample) = rx.recv().await else { break };
         outstanding -= 1;
         end.finished = Some(run.record_sample(sample));
+    }
+    if let Some(stream) = stream {
+        run.recorder.borrow_mut().add_stream(&stream.borrow());
     }
     Ok(end)
 }

@@ -3,13 +3,18 @@
 //! the lean client in [`super::h1`]. Every transport failure is classified into a stable kind.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http2;
 
 use super::h1::H1Conn;
@@ -19,7 +24,107 @@ use tokio::sync::Semaphore;
 use super::recorder::Outcome;
 use super::target::{Protocol, RequestTemplate};
 
-type Body = Full<Bytes>;
+type Body = ReqBody;
+
+/// A request body: whole (every HTTP request, unary gRPC, a client stream sent at once), or a
+/// client stream's messages paced `interval` apart, each one's send time noted (bidi calls time
+/// each answer from the request message it answers).
+#[derive(Debug)]
+pub enum ReqBody {
+    /// The whole body (None: empty, or already sent).
+    Whole(Option<Bytes>),
+    /// Messages one by one.
+    Paced(Paced),
+}
+
+/// A client stream's messages, `interval` apart.
+#[derive(Debug)]
+pub struct Paced {
+    frames: VecDeque<Bytes>,
+    interval: Duration,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    sent: SentTimes,
+}
+
+/// When each message of a paced stream went to the connection.
+pub type SentTimes = Arc<Mutex<Vec<Instant>>>;
+
+impl ReqBody {
+    /// The whole body `bytes`.
+    pub fn whole(bytes: Bytes) -> Self {
+        ReqBody::Whole(Some(bytes).filter(|b| !b.is_empty()))
+    }
+
+    /// `frames` sent `interval` apart (the first at once).
+    pub fn paced(frames: Vec<Bytes>, interval: Duration) -> Self {
+        ReqBody::Paced(Paced {
+            sent: Arc::new(Mutex::new(Vec::with_capacity(frames.len()))),
+            frames: frames.into(),
+            interval,
+            wait: None,
+        })
+    }
+
+    /// The send times of a paced body's messages (None for a whole one).
+    pub fn sent_times(&self) -> Option<SentTimes> {
+        match self {
+            ReqBody::Whole(_) => None,
+            ReqBody::Paced(p) => Some(p.sent.clone()),
+        }
+    }
+
+    /// The bytes of a whole body (tests).
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            ReqBody::Whole(b) => b.as_ref(),
+            ReqBody::Paced(_) => None,
+        }
+    }
+}
+
+impl hyper::body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ReqBody::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Paced(p) => {
+                if p.frames.is_empty() {
+                    return Poll::Ready(None);
+                }
+                if let Some(wait) = &mut p.wait {
+                    std::task::ready!(wait.as_mut().poll(cx));
+                }
+                let Some(frame) = p.frames.pop_front() else {
+                    return Poll::Ready(None);
+                };
+                if let Ok(mut sent) = p.sent.lock() {
+                    sent.push(Instant::now());
+                }
+                p.wait = Some(Box::pin(tokio::time::sleep(p.interval)));
+                Poll::Ready(Some(Ok(Frame::data(frame))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Whole(b) => b.is_none(),
+            ReqBody::Paced(p) => p.frames.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Paced(_) => SizeHint::default(),
+        }
+    }
+}
 
 pub(super) use crate::http1::client::io_kind;
 
@@ -63,18 +168,78 @@ async fn connect_h2(target: &RequestTemplate) -> Result<http2::SendRequest<Body>
 
 /// Reads the whole response body (discarding it) and decides the outcome.
 async fn finish(resp: Response<Incoming>, protocol: Protocol) -> Outcome {
+    finish_with(resp, protocol, |_| {}).await
+}
+
+/// What a streaming call's answers are timed against.
+#[derive(Debug)]
+pub struct StreamTiming {
+    /// The call's intended send time.
+    pub intended: Instant,
+    /// Its actual send time.
+    pub sent: Instant,
+    /// Bidi: when each request message went out (paced), answer `n` timed from message `n`'s.
+    pub requests: Option<SentTimes>,
+    /// Bidi: answer `n` answers request message `n`.
+    pub paired: bool,
+}
+
+/// Reads a streaming call's answer, timing each message as its last byte arrives (a body
+/// ending inside a message is a `truncated_message`).
+async fn finish_stream(
+    resp: Response<Incoming>,
+    timing: &StreamTiming,
+    stats: &RefCell<crate::load::recorder::StreamHists>,
+) -> Outcome {
+    let mut ends = crate::grpc::MessageEnds::default();
+    let (mut n, mut prev) = (0u64, timing.sent);
+    let outcome = finish_with(resp, Protocol::Grpc, |data| {
+        let now = Instant::now();
+        let mut stats = stats.borrow_mut();
+        ends.feed(data, || {
+            let request = match (&timing.requests, timing.paired) {
+                (Some(times), true) => times.lock().ok().and_then(|t| {
+                    usize::try_from(n)
+                        .ok()
+                        .and_then(|i| t.get(i).or(t.last()).copied())
+                }),
+                _ => None,
+            };
+            let since = prev.max(request.unwrap_or(timing.sent));
+            stats.message_ended(n, timing.intended, since, now);
+            prev = now;
+            n += 1;
+        });
+    })
+    .await;
+    match outcome {
+        Outcome::Ok if !ends.at_boundary() => Outcome::Transport("truncated_message"),
+        other => other,
+    }
+}
+
+/// Reads the whole response body, handing each data chunk to `on_data`, and decides the
+/// outcome.
+async fn finish_with(
+    resp: Response<Incoming>,
+    protocol: Protocol,
+    mut on_data: impl FnMut(&[u8]),
+) -> Outcome {
     let status = resp.status();
     let mut grpc_status = crate::grpc::status_code(resp.headers());
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) => {
-                if let Ok(trailers) = frame.into_trailers()
-                    && let Some(code) = crate::grpc::status_code(&trailers)
-                {
-                    grpc_status = Some(code);
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => on_data(&data),
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers()
+                        && let Some(code) = crate::grpc::status_code(&trailers)
+                    {
+                        grpc_status = Some(code);
+                    }
                 }
-            }
+            },
             Err(e) => return Outcome::Transport(hyper_kind(&e)),
         }
     }
@@ -107,6 +272,43 @@ impl H2Conn {
     /// is gone, and drops it on a transport failure.
     pub async fn execute(&self, target: &RequestTemplate, req: Request<Body>) -> Outcome {
         let protocol = target.protocol;
+        let outcome = match self.send(target, req).await {
+            Ok(resp) => finish(resp, protocol).await,
+            Err(outcome) => outcome,
+        };
+        self.after(outcome)
+    }
+
+    /// A gRPC streaming call: as [`execute`](Self::execute), each answer message timed into
+    /// `stats` as it arrives.
+    pub async fn execute_stream(
+        &self,
+        target: &RequestTemplate,
+        req: Request<Body>,
+        timing: &StreamTiming,
+        stats: &RefCell<crate::load::recorder::StreamHists>,
+    ) -> Outcome {
+        let outcome = match self.send(target, req).await {
+            Ok(resp) => finish_stream(resp, timing, stats).await,
+            Err(outcome) => outcome,
+        };
+        self.after(outcome)
+    }
+
+    /// Drops the connection after a transport failure.
+    fn after(&self, outcome: Outcome) -> Outcome {
+        if matches!(outcome, Outcome::Transport(_)) {
+            self.0.borrow_mut().take();
+        }
+        outcome
+    }
+
+    /// Sends `req` (reconnecting if the connection is gone) and waits for the answer's head.
+    async fn send(
+        &self,
+        target: &RequestTemplate,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, Outcome> {
         let existing = self.0.borrow().clone().filter(|s| !s.is_closed());
         let mut sender = match existing {
             Some(s) => s,
@@ -115,21 +317,16 @@ impl H2Conn {
                     *self.0.borrow_mut() = Some(s.clone());
                     s
                 }
-                Err(kind) => return Outcome::Transport(kind),
+                Err(kind) => return Err(Outcome::Transport(kind)),
             },
         };
         if let Err(e) = sender.ready().await {
-            self.0.borrow_mut().take();
-            return Outcome::Transport(hyper_kind(&e));
+            return Err(Outcome::Transport(hyper_kind(&e)));
         }
-        let outcome = match sender.send_request(req).await {
-            Ok(resp) => finish(resp, protocol).await,
-            Err(e) => Outcome::Transport(hyper_kind(&e)),
-        };
-        if matches!(outcome, Outcome::Transport(_)) {
-            self.0.borrow_mut().take();
-        }
-        outcome
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Outcome::Transport(hyper_kind(&e)))
     }
 }
 

@@ -136,6 +136,8 @@ pub struct LoadRun {
     /// TLS handshakes of the run (opening connections before the clock included), ns; None
     /// for cleartext.
     pub tls_handshakes: Option<hdrhistogram::Histogram<u64>>,
+    /// The kind of a gRPC streaming call (its messages are in `total.stream`); None otherwise.
+    pub stream_kind: Option<grpc::CallKind>,
 }
 
 impl LoadRun {
@@ -466,6 +468,12 @@ fn finish(
         warmup_requests: plan.warm_dispenser.taken(),
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
         tls_handshakes: cfg.template.tls.as_ref().map(|t| t.handshakes()),
+        stream_kind: cfg
+            .template
+            .grpc
+            .as_ref()
+            .map(|g| g.kind)
+            .filter(|k| *k != grpc::CallKind::Unary),
         split: cfg.split,
         schedule_id: cfg.split.schedule_id(
             &cfg.rate,

@@ -27,15 +27,21 @@ pub struct HistSet {
     pub service: Histogram<u64>,
     /// Actual send time minus intended send time.
     pub lag: Histogram<u64>,
+    /// gRPC streaming calls' messages (empty for every other call).
+    pub stream: StreamHists,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is a valid histogram")
 }
 
 impl Default for HistSet {
     fn default() -> Self {
-        let h = || Histogram::new(3).expect("3 significant figures is a valid histogram");
         HistSet {
-            corrected: h(),
-            service: h(),
-            lag: h(),
+            corrected: histogram(),
+            service: histogram(),
+            lag: histogram(),
+            stream: StreamHists::default(),
         }
     }
 }
@@ -47,6 +53,62 @@ impl HistSet {
         let _ = self.corrected.add(&other.corrected);
         let _ = self.service.add(&other.service);
         let _ = self.lag.add(&other.lag);
+        self.stream.add(&other.stream);
+    }
+}
+
+/// The messages of gRPC streaming calls, timed apart from the whole call (whose latency is in
+/// the corrected and service histograms as for any request). Whole-run figures: a generator
+/// thread adds its own at the end of a phase.
+#[derive(Debug, Clone)]
+pub struct StreamHists {
+    /// Time to the first answer message, from the call's intended send time (as the corrected
+    /// latency is), ns.
+    pub first_message: Histogram<u64>,
+    /// Per answer message: from the later of the previous answer and the request message it
+    /// answers (bidi; the call's send for the others) to its last byte, ns.
+    pub message: Histogram<u64>,
+    /// Calls that returned at least their head.
+    pub calls: u64,
+    /// Request messages sent.
+    pub messages_sent: u64,
+    /// Answer messages received whole.
+    pub messages_received: u64,
+}
+
+impl Default for StreamHists {
+    fn default() -> Self {
+        StreamHists {
+            first_message: histogram(),
+            message: histogram(),
+            calls: 0,
+            messages_sent: 0,
+            messages_received: 0,
+        }
+    }
+}
+
+impl StreamHists {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &StreamHists) {
+        let _ = self.first_message.add(&other.first_message);
+        let _ = self.message.add(&other.message);
+        self.calls += other.calls;
+        self.messages_sent += other.messages_sent;
+        self.messages_received += other.messages_received;
+    }
+
+    /// Records one answer message that ended at `at`, the `n`-th (0-based) of a call intended
+    /// at `intended`, `since` being the later of the previous answer and its request message.
+    pub fn message_ended(&mut self, n: u64, intended: Instant, since: Instant, at: Instant) {
+        if n == 0 {
+            record(
+                &mut self.first_message,
+                at.saturating_duration_since(intended),
+            );
+        }
+        record(&mut self.message, at.saturating_duration_since(since));
+        self.messages_received += 1;
     }
 }
 
@@ -234,6 +296,13 @@ impl ThreadRecorder {
             hist,
             outcomes,
         });
+    }
+
+    /// Adds a phase's streaming figures (into the current interval; they are whole-run figures).
+    pub fn add_stream(&mut self, stream: &StreamHists) {
+        if !self.finished {
+            self.hist.stream.add(stream);
+        }
     }
 
     /// Sends the last (partial) interval and signs off; later samples are ignored.

@@ -7,14 +7,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request};
-use http_body_util::Full;
+
+use super::http::ReqBody;
+use super::recorder::Outcome;
 use rand::Rng;
 
 use super::LoadError;
 
 /// One piece of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+pub(crate) enum Part {
+    /// Text as written.
     Lit(String),
     /// `{seq}`: 1, 2, 3, … (the request's 1-based index in the phase).
     Seq,
@@ -23,6 +26,86 @@ enum Part {
 }
 
 /// A path-and-query with placeholders.
+/// Which end of every `{rand:A-B}` range [`Part::render_edge`] takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Edge {
+    /// A.
+    Low,
+    /// B.
+    High,
+}
+
+impl Part {
+    /// The placeholders `{seq}` and `{rand:A-B}` in `s`; every other brace is text (a JSON
+    /// message keeps its own). A `{rand:` that is not a valid range is an error.
+    pub(crate) fn scan(s: &str) -> Result<Vec<Part>, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            lit.push_str(&rest[..open]);
+            let tail = &rest[open..];
+            let (part, used) = if tail.starts_with("{seq}") {
+                (Part::Seq, "{seq}".len())
+            } else if let Some(range) = tail.strip_prefix("{rand:") {
+                let close = range
+                    .find('}')
+                    .ok_or_else(|| "unclosed {rand:".to_string())?;
+                let spec = &range[..close];
+                let bad = || format!("{{rand:{spec}}} must be {{rand:A-B}} with A <= B");
+                let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+                let (a, b): (u64, u64) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                (Part::Rand(a, b), "{rand:".len() + close + 1)
+            } else {
+                lit.push('{');
+                rest = &tail[1..];
+                continue;
+            };
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(part);
+            rest = &tail[used..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(parts)
+    }
+
+    /// `parts` for request `seq`, each `{rand}` drawn anew.
+    pub(crate) fn render(parts: &[Part], seq: u64) -> String {
+        Self::write(parts, seq, |a, b| rand::rng().random_range(a..=b))
+    }
+
+    /// `parts` with every `{rand:A-B}` at the same end of its range (to check a template).
+    pub(crate) fn render_edge(parts: &[Part], seq: u64, edge: Edge) -> String {
+        Self::write(parts, seq, |a, b| match edge {
+            Edge::Low => a,
+            Edge::High => b,
+        })
+    }
+
+    fn write(parts: &[Part], seq: u64, mut pick: impl FnMut(u64, u64) -> u64) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(64);
+        for part in parts {
+            // Writing into a String cannot fail.
+            let _ = match part {
+                Part::Lit(l) => s.write_str(l),
+                Part::Seq => write!(s, "{seq}"),
+                Part::Rand(a, b) => write!(s, "{}", pick(*a, *b)),
+            };
+        }
+        s
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PathTemplate {
     parts: Vec<Part>,
@@ -85,15 +168,7 @@ impl PathTemplate {
     }
 
     fn render(&self, seq: u64) -> String {
-        let mut s = String::with_capacity(64);
-        for part in &self.parts {
-            match part {
-                Part::Lit(l) => s.push_str(l),
-                Part::Seq => s.push_str(&seq.to_string()),
-                Part::Rand(a, b) => s.push_str(&rand::rng().random_range(*a..=*b).to_string()),
-            }
-        }
-        s
+        Part::render(&self.parts, seq)
     }
 
     fn instance(&self, seq: u64) -> PathAndQuery {
@@ -145,6 +220,8 @@ pub struct RequestTemplate {
     headers: HeaderMap,
     body: Bytes,
     group: bool,
+    /// A gRPC target's call: kind, per-call message, stream messages, deadline.
+    pub grpc: Option<std::sync::Arc<super::grpc::GrpcPlan>>,
 }
 
 /// TLS to the target's host, offering the protocol `protocol` speaks (h2 or http/1.1).
@@ -224,6 +301,7 @@ impl RequestTemplate {
             headers: map,
             body,
             group: false,
+            grpc: None,
         })
     }
 
@@ -319,8 +397,25 @@ impl RequestTemplate {
         }
     }
 
-    /// Builds request `index` (0-based) of a phase.
-    pub fn build(&self, index: u64) -> Request<Full<Bytes>> {
+    /// Whether calls are gRPC streams (their messages are timed apart).
+    pub fn streaming(&self) -> bool {
+        self.grpc
+            .as_ref()
+            .is_some_and(|g| g.kind != super::grpc::CallKind::Unary)
+    }
+
+    /// How long a request may take, and what it is when it takes longer: the `--timeout`, or a
+    /// shorter gRPC `--deadline` (then DEADLINE_EXCEEDED, as the client's own deadline).
+    pub fn limit(&self, timeout: std::time::Duration) -> (std::time::Duration, Outcome) {
+        match self.grpc.as_ref().and_then(|g| g.deadline) {
+            Some(d) if d < timeout => (d, Outcome::Grpc(crate::grpc::DEADLINE_EXCEEDED)),
+            _ => (timeout, Outcome::Timeout),
+        }
+    }
+
+    /// Builds request `index` (0-based) of a phase; an error kind when its templated gRPC
+    /// message does not encode.
+    pub fn build(&self, index: u64) -> Result<Request<ReqBody>, &'static str> {
         let path = &self.paths[(index % self.paths.len() as u64) as usize];
         let pq = path.instance(index + 1);
         let uri = match self.protocol {
@@ -338,14 +433,18 @@ impl RequestTemplate {
                 Uri::from_parts(parts).expect("scheme, authority and path make a URI")
             }
         };
-        let mut req = Request::new(Full::new(self.body.clone()));
+        let body = match &self.grpc {
+            Some(plan) => plan.body(index, &self.body)?,
+            None => ReqBody::whole(self.body.clone()),
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = self.headers.clone();
         if self.protocol != Protocol::Http1 {
             *req.version_mut() = http::Version::HTTP_2;
         }
-        req
+        Ok(req)
     }
 }
 
@@ -474,20 +573,24 @@ mod tests {
     #[test]
     fn placeholders_expand() {
         let t = template(&["http://127.0.0.1:8081/api/users/{seq}?x={rand:5-5}"]).unwrap();
-        assert_eq!(t.build(0).uri(), "/api/users/1?x=5");
-        assert_eq!(t.build(41).uri(), "/api/users/42?x=5");
-        assert_eq!(t.build(0).headers()["host"], "127.0.0.1:8081");
+        assert_eq!(t.build(0).unwrap().uri(), "/api/users/1?x=5");
+        assert_eq!(t.build(41).unwrap().uri(), "/api/users/42?x=5");
+        assert_eq!(t.build(0).unwrap().headers()["host"], "127.0.0.1:8081");
         let rr = template(&["http://127.0.0.1:1/a", "http://127.0.0.1:1/b"]).unwrap();
         assert_eq!(
             [
-                rr.build(0).uri().path(),
-                rr.build(1).uri().path(),
-                rr.build(2).uri().path()
+                rr.build(0).unwrap().uri().path(),
+                rr.build(1).unwrap().uri().path(),
+                rr.build(2).unwrap().uri().path()
             ],
             ["/a", "/b", "/a"]
         );
         assert_eq!(
-            template(&["http://127.0.0.1:9"]).unwrap().build(0).uri(),
+            template(&["http://127.0.0.1:9"])
+                .unwrap()
+                .build(0)
+                .unwrap()
+                .uri(),
             "/"
         );
     }

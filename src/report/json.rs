@@ -169,6 +169,28 @@ pub struct LoadReport {
     /// TLS handshakes (an `https://` target), timed apart from the requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsHandshakes>,
+    /// A gRPC streaming call's messages, timed apart from the whole call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamReport>,
+}
+
+/// The messages of a gRPC streaming run (`load --grpc` on a streaming method). The whole call's
+/// latency is `latency_ns` as for any request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// server_streaming, client_streaming or bidi_streaming.
+    pub kind: String,
+    /// Calls sent.
+    pub calls: u64,
+    /// Request messages sent.
+    pub messages_sent: u64,
+    /// Answer messages received whole.
+    pub messages_received: u64,
+    /// Time to the first answer message, from the call's intended send time, ns.
+    pub first_message_ns: Percentiles,
+    /// Per answer message, from the later of the previous answer and the request message it
+    /// answers (bidi; the call's send otherwise) to its last byte, ns.
+    pub message_ns: Percentiles,
 }
 
 /// The TLS handshakes of a run: connections are opened before the clock starts, so these are
@@ -300,6 +322,17 @@ impl LoadReport {
             tls: run.tls_handshakes.as_ref().map(|h| TlsHandshakes {
                 handshakes: h.len(),
                 duration_ns: Percentiles::of(h),
+            }),
+            stream: run.stream_kind.map(|kind| {
+                let s = &run.total.stream;
+                StreamReport {
+                    kind: kind.name().to_string(),
+                    calls: s.calls,
+                    messages_sent: s.messages_sent,
+                    messages_received: s.messages_received,
+                    first_message_ns: Percentiles::of(&s.first_message),
+                    message_ns: Percentiles::of(&s.message),
+                }
             }),
         }
     }

@@ -153,5 +153,6 @@ fn combine(
         start_at: first.start_at.clone(),
         histograms: Some(Histograms::encode(corrected, service, lag)),
         tls: None,
+        stream: None,
     }
 }

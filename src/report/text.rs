@@ -70,6 +70,28 @@ pub fn render(r: &LoadReport) -> String {
             human_ns(t.duration_ns.max)
         );
     }
+    if let Some(st) = &r.stream {
+        let per_call = |n: u64| n as f64 / st.calls.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "stream     {}: {} calls, {} messages sent ({:.1} per call), {} received ({:.1} per call)",
+            st.kind,
+            st.calls,
+            st.messages_sent,
+            per_call(st.messages_sent),
+            st.messages_received,
+            per_call(st.messages_received)
+        );
+        let _ = writeln!(
+            out,
+            "           first message p50 {}, p99 {}; per message p50 {}, p99 {}, max {}",
+            human_ns(st.first_message_ns.p50),
+            human_ns(st.first_message_ns.p99),
+            human_ns(st.message_ns.p50),
+            human_ns(st.message_ns.p99),
+            human_ns(st.message_ns.max)
+        );
+    }
     let q = &r.requests;
     let mut errors = Vec::new();
     for (k, v) in &q.http_errors {

@@ -53,19 +53,35 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
             None => crate::proto::descriptor_pool().clone(),
         };
         let call = grpc::prepare(&pool, method_name, &args.data)?;
+        if let Some(d) = args.deadline {
+            if d.is_zero() {
+                return Err(LoadError::Config("--deadline must be longer than 0".into()));
+            }
+            let value = crate::grpc::encode_timeout(d);
+            let value = value.to_str().unwrap_or_default().to_string();
+            headers.push((crate::grpc::TIMEOUT.to_string(), value));
+        }
         let [base] = args.urls.as_slice() else {
             return Err(LoadError::Config(
                 "--grpc takes exactly one server URL, e.g. http://127.0.0.1:50051".into(),
             ));
         };
         let url = format!("{}{}", base.trim_end_matches('/'), call.path);
-        RequestTemplate::new(
+        let mut template = RequestTemplate::new(
             Protocol::Grpc,
             &[url],
             http::Method::POST,
             &headers,
             call.body,
-        )?
+        )?;
+        template.grpc = Some(std::sync::Arc::new(grpc::GrpcPlan {
+            kind: call.kind,
+            data: call.data,
+            messages: args.stream_messages,
+            interval: args.stream_interval,
+            deadline: args.deadline,
+        }));
+        template
     } else {
         let body =
             match (&args.body, &args.body_file) {
