@@ -466,6 +466,9 @@ Examples:
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/SyncStock --data '{\"product_id\": 7, \"delta\": 1}' --stream-messages 5 --stream-interval 10ms
   gwbench load URL --rps 2000 --json --hgrm out.hgrm --hlog out.hlog --slo 'p99<20ms,errors<0.1%'
   gwbench load https://127.0.0.1:8443/api/users/42 --cacert ca.pem   # ALPN picks h2 or HTTP/1.1
+  gwbench load URL --stages 10s:1000,20s:5000,10s:0     # ramp up, ramp on, ramp down
+  gwbench load URL --step 1000:1000:5s:5000 -d 30s     # +1000 req/s every 5 s up to 5000
+  gwbench load URL --burst 200/1s -d 10s               # 200 requests at once, every second
   gwbench load URL --rps 8000 --segment 0/4 --start-at 2026-12-02T10:00:00Z --json > seg0.json
 
 Open loop: request i is due at start + i/rate. Latency is measured from that intended time
@@ -509,6 +512,18 @@ pub struct LoadArgs {
     /// Linear ramp FROM:TO:OVER (e.g. 1000:10000:5s), then hold TO until --duration ends.
     #[arg(long, value_name = "FROM:TO:OVER")]
     pub ramp: Option<String>,
+    /// Rate stages [START,]LEN:RATE,... (e.g. 30s:1000,2m:5000,30s:0): from START (default 0)
+    /// a linear ramp to each RATE over its LEN, as k6's ramping-arrival-rate; --duration
+    /// defaults to their total (longer holds the last RATE).
+    #[arg(long, value_name = "STAGES", conflicts_with_all = ["rps", "ramp", "step", "burst", "arrival"])]
+    pub stages: Option<String>,
+    /// Step load START:STEP:EVERY:MAX (e.g. 1000:500:10s:5000): START req/s, STEP more every
+    /// EVERY up to MAX, then MAX until --duration ends (ghz's step load).
+    #[arg(long, value_name = "START:STEP:EVERY:MAX", conflicts_with_all = ["rps", "ramp", "burst", "arrival"])]
+    pub step: Option<String>,
+    /// Bursts N/PERIOD (e.g. 200/1s): N requests due at once at the start of every PERIOD.
+    #[arg(long, value_name = "N/PERIOD", conflicts_with_all = ["rps", "ramp", "arrival"])]
+    pub burst: Option<String>,
     /// TCP connections.
     #[arg(short = 'c', long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub connections: u32,
@@ -518,9 +533,9 @@ pub struct LoadArgs {
     /// Generator threads, each with its share of the connections.
     #[arg(short = 't', long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
-    /// Length of the measured phase.
-    #[arg(short = 'd', long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "requests")]
-    pub duration: std::time::Duration,
+    /// Length of the measured phase [default: 10s; with --stages, their total].
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "requests")]
+    pub duration: Option<std::time::Duration>,
     /// Send this many requests instead of running for --duration.
     #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,

@@ -864,3 +864,53 @@ fn load_grpc_sends_headers_as_metadata_and_keeps_its_deadline() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 }
+
+#[test]
+fn load_stages_steps_and_bursts_offer_their_shape_and_report_it_per_second() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    let url = format!("http://{}/api/users/1", backends.rest[0]);
+    // 0 → 200/s over 1 s, then 200/s for 1 s: 100 + 200 requests; the run lasts the stages.
+    let stages = load_json(&[&url, "--stages", "1s:200,1s:200", "-c", "4"]);
+    assert_eq!(stages["requests"]["scheduled"], 300, "{stages}");
+    assert_eq!(stages["duration_s"], 2.0, "{stages}");
+    // Requests due in each second (offered rate × the interval's length; the last interval
+    // ends at the last send).
+    let due: Vec<f64> = stages["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|i| (i["offered_rps"].as_f64().unwrap() * i["length_s"].as_f64().unwrap()).round())
+        .collect();
+    assert_eq!(due, [100.0, 200.0], "{stages}");
+    // Steps of 100 and 200 per second, then 200 held: 500 in 3 s.
+    let step = load_json(&[&url, "--step", "100:100:1s:200", "-d", "3s", "-c", "4"]);
+    assert_eq!(step["requests"]["scheduled"], 500, "{step}");
+    // Bursts of 20 every 250 ms for 1 s: 80.
+    let burst = load_json(&[&url, "--burst", "20/250ms", "-d", "1s", "-c", "20"]);
+    assert_eq!(burst["requests"]["scheduled"], 80, "{burst}");
+    assert_eq!(burst["requests"]["ok"], 80, "{burst}");
+    // One rate shape at a time; a bad one is a one-line error.
+    for (args, needle) in [
+        (
+            &["--stages", "1s:10", "--rps", "5"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--stages", "1s:10", "--step", "1:1:1s:2"][..],
+            "cannot be used with",
+        ),
+        (&["--stages", "1s:0"][..], "schedules no request"),
+        (&["--burst", "10"][..], "N/PERIOD"),
+    ] {
+        let (code, stderr) = fails(&[&["load", url.as_str()][..], args].concat());
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    rt.block_on(backends.shutdown());
+}

@@ -274,10 +274,10 @@ struct Plan {
 
 impl Plan {
     fn new(cfg: &LoadConfig) -> Plan {
-        // A ramp warms up at its starting rate.
-        let warm_rate = match cfg.rate {
-            Rate::Ramp { from, .. } => Rate::Constant(from),
-            other => other,
+        // A ramp or a shape warms up at its starting rate (not at all when that is 0).
+        let (warm_rate, warm_limit) = match cfg.rate.warmup() {
+            Some(rate) => (rate, Limit::Duration(cfg.warmup)),
+            None => (Rate::Max, Limit::Requests(0)),
         };
         Plan {
             shared: Arc::new(Shared {
@@ -288,12 +288,12 @@ impl Plan {
             }),
             warm_dispenser: Arc::new(Dispenser::segment(
                 warm_rate,
-                Limit::Duration(cfg.warmup),
+                warm_limit,
                 cfg.split.segment,
                 cfg.split.seed.map(|s| s ^ 0x5741_524d), // its own gaps, as reproducible
             )),
             dispenser: Arc::new(Dispenser::segment(
-                cfg.rate,
+                cfg.rate.clone(),
                 cfg.limit,
                 cfg.split.segment,
                 cfg.split.seed,
@@ -456,7 +456,7 @@ fn finish(
     LoadRun {
         target: cfg.template.describe(),
         protocol: cfg.template.protocol,
-        rate: cfg.rate,
+        rate: cfg.rate.clone(),
         duration,
         outcomes,
         total: collector.total,

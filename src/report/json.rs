@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::grpc::code_name as grpc_code_name;
 use crate::load::LoadRun;
+use crate::load::schedule::Rate;
+use std::time::Duration;
 
 /// Schema identifier of [`LoadReport`].
 pub const SCHEMA: &str = "gwbench.load.v1";
@@ -111,6 +113,13 @@ pub struct Interval {
     pub corrected_max: u64,
     /// Service time p99, ns.
     pub service_p99: u64,
+    /// Requests the schedule had due in it, per second (this generator's share; None in closed
+    /// loop): the shape of `--stages`, `--step`, `--ramp` or `--burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_rps: Option<f64>,
+    /// Requests that ended in it, per second.
+    #[serde(default)]
+    pub achieved_rps: f64,
 }
 
 /// CPU the generator used during the measured phase.
@@ -247,11 +256,15 @@ impl LoadReport {
         LoadReport {
             schema: SCHEMA.to_string(),
             target: run.target.clone(),
-            // A segment offers its share of the schedule's rate.
-            offered_rps: run
-                .rate
-                .offered()
-                .map(|r| r / f64::from(run.split.segment.count)),
+            // A segment offers its share of the schedule's rate; a shape its mean.
+            offered_rps: match &run.rate {
+                Rate::Shaped(_) => run
+                    .rate
+                    .scheduled_in(Duration::ZERO, run.duration)
+                    .map(|n| n / run.duration.as_secs_f64().max(1e-9)),
+                rate => rate.offered(),
+            }
+            .map(|r| r / f64::from(run.split.segment.count)),
             achieved_rps: run.achieved_rps(),
             duration_s: run.duration.as_secs_f64(),
             requests: Requests {
@@ -310,6 +323,15 @@ impl LoadReport {
                     corrected_p99: i.corrected[1],
                     corrected_max: i.corrected[2],
                     service_p99: i.service[1],
+                    offered_rps: run
+                        .rate
+                        // Nothing is due after the phase (its last interval is the drain).
+                        .scheduled_in(
+                            i.start.min(run.duration),
+                            (i.start + i.length).min(run.duration),
+                        )
+                        .map(|n| n / i.length.as_secs_f64() / f64::from(run.split.segment.count)),
+                    achieved_rps: i.outcomes.total() as f64 / i.length.as_secs_f64(),
                 })
                 .collect(),
             segment: (run.split.segment.count > 1).then(|| run.split.segment.to_string()),

@@ -132,6 +132,7 @@ pub fn render(r: &LoadReport) -> String {
         "generator  {:.2} s CPU, {:.1} µs per request",
         r.generator.cpu_s, r.generator.cpu_us_per_request
     );
+    intervals(&mut out, r);
     if generator_fell_behind(r) {
         let _ = writeln!(
             out,
@@ -144,6 +145,35 @@ pub fn render(r: &LoadReport) -> String {
         );
     }
     out
+}
+
+/// The per-second series, when the offered rate changes over the run (stages, steps, a ramp,
+/// bursts less often than every second): offered beside achieved.
+fn intervals(out: &mut String, r: &LoadReport) {
+    let offered: Vec<f64> = r.intervals.iter().filter_map(|i| i.offered_rps).collect();
+    let (lo, hi) = offered
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), o| (lo.min(*o), hi.max(*o)));
+    if offered.len() < 2 || hi - lo <= 0.01 * hi {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "per second      t   offered  achieved    errors       p50       p99"
+    );
+    // Intervals after the phase are its drain (answers to the last sends): not part of the shape.
+    for i in r.intervals.iter().filter(|i| i.start_s < r.duration_s) {
+        let _ = writeln!(
+            out,
+            "           {:>5.0}s {:>8.0}/s {:>8.0}/s {:>9} {:>9} {:>9}",
+            i.start_s,
+            i.offered_rps.unwrap_or(0.0),
+            i.achieved_rps,
+            i.errors,
+            human_ns(i.corrected_p50),
+            human_ns(i.corrected_p99)
+        );
+    }
 }
 
 /// What to do about late sends: more connections when they waited for busy connections (the

@@ -587,7 +587,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let names = scenario_names(&args.scenarios)?;
     let (stack, list) = targets(args, &names)?;
     let machine = machine(stack.as_ref());
-    let plan = Plan::new(args, rate, stack.as_ref());
+    let plan = Plan::new(args, rate.clone(), stack.as_ref());
     let started = SystemTime::now();
     let calibration_runs = if args.calibration.is_zero() {
         0
@@ -684,10 +684,10 @@ impl<'a> Plan<'a> {
         let generator_cores = stack.map_or(cores, |s| s.layout.generator_cores(s.cores));
         Plan {
             args,
-            rate,
             stack,
             layout: stack.map(|s| s.layout.clone()),
             threads: generator_threads(rate.offered(), generator_cores),
+            rate,
             min_rounds: args.rounds,
             max_rounds: args.max_rounds.max(args.rounds),
         }
@@ -898,7 +898,7 @@ fn one_run(
     let (args, stack) = (plan.args, plan.stack);
     let cfg = LoadConfig {
         template: template(side)?,
-        rate: plan.rate,
+        rate: plan.rate.clone(),
         limit: Limit::Duration(duration),
         // Warm each side up before its first run; later rounds find it warm.
         warmup: if round == 1 {

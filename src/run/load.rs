@@ -10,7 +10,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::cli::{Arrival, LoadArgs};
-use crate::load::schedule::{Limit, Rate};
+use crate::load::schedule::{Burst, Limit, Rate, RateError, Shape};
 use crate::load::slo::Slo;
 use crate::load::target::{Protocol, RequestTemplate};
 use crate::load::{LoadConfig, LoadError, grpc, run_load};
@@ -23,14 +23,37 @@ use crate::report::{hgrm, hlog, text};
 pub(super) struct SloMissed(pub String);
 
 fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
-    let rate = match (&args.ramp, args.arrival) {
-        (Some(ramp), _) => ramp
+    let rate = if let Some(stages) = &args.stages {
+        Rate::Shaped(std::sync::Arc::new(
+            Shape::stages(stages).map_err(|e| LoadError::Config(e.0))?,
+        ))
+    } else if let Some(step) = &args.step {
+        Rate::Shaped(std::sync::Arc::new(
+            Shape::step(step).map_err(|e| LoadError::Config(e.0))?,
+        ))
+    } else if let Some(burst) = &args.burst {
+        let Burst(rate) = burst
             .parse()
-            .map_err(|e: crate::load::schedule::RateError| LoadError::Config(e.0))?,
-        (None, arrival) => match Rate::parse_rps(&args.rps).map_err(|e| LoadError::Config(e.0))? {
-            Rate::Constant(r) if arrival == Arrival::Poisson => Rate::Poisson(r),
-            r => r,
-        },
+            .map_err(|e: RateError| LoadError::Config(e.0))?;
+        rate
+    } else {
+        match (&args.ramp, args.arrival) {
+            (Some(ramp), _) => ramp
+                .parse()
+                .map_err(|e: RateError| LoadError::Config(e.0))?,
+            (None, arrival) => {
+                match Rate::parse_rps(&args.rps).map_err(|e| LoadError::Config(e.0))? {
+                    Rate::Constant(r) if arrival == Arrival::Poisson => Rate::Poisson(r),
+                    r => r,
+                }
+            }
+        }
+    };
+    // Stages end on their own: the run lasts as long as they do unless told otherwise.
+    let duration = match (&rate, args.duration) {
+        (_, Some(d)) => d,
+        (Rate::Shaped(shape), None) if args.stages.is_some() => shape.length(),
+        _ => Duration::from_secs(10),
     };
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -118,7 +141,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         rate,
         limit: match args.requests {
             Some(n) => Limit::Requests(n),
-            None => Limit::Duration(args.duration),
+            None => Limit::Duration(duration),
         },
         warmup: args.warmup,
         connections: args.connections as usize,
