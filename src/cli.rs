@@ -630,6 +630,23 @@ pub struct LoadArgs {
     /// Write a HdrHistogram interval log (v1.3, 1 s intervals, tags corrected/service) to FILE.
     #[arg(long, value_name = "FILE")]
     pub hlog: Option<std::path::PathBuf>,
+    /// Write one CSV row per second to FILE: offered and achieved rate, errors by kind, and
+    /// p50/p90/p99/p99.9/max of corrected latency and service time (ms).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<std::path::PathBuf>,
+    /// Write one CSV row per measured request to FILE (due, sent and done times, latencies,
+    /// outcome). Costs 48 bytes of memory per request until the run ends, when it is written;
+    /// at most --csv-raw-limit rows, the rest counted and said.
+    #[arg(long, value_name = "FILE")]
+    pub csv_raw: Option<std::path::PathBuf>,
+    /// Serve the run's counters and latency histograms on http://ADDR/metrics (Prometheus text
+    /// format) while it runs, updated every second; e.g. 127.0.0.1:9464 (port 0: any free
+    /// port, printed on stderr). PromQL for each headline figure: README "Live metrics".
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus_addr: Option<std::net::SocketAddr>,
+    /// The most rows --csv-raw keeps (1,000,000 is 48 MB).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", requires = "csv_raw", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub csv_raw_limit: u64,
     /// Objectives that make the exit code 1 when missed, e.g. 'p99<20ms,errors<0.1%'.
     #[arg(long, value_name = "SPEC")]
     pub slo: Option<String>,

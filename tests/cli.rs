@@ -914,3 +914,108 @@ fn load_stages_steps_and_bursts_offer_their_shape_and_report_it_per_second() {
     }
     rt.block_on(backends.shutdown());
 }
+
+/// `GET path` over plain HTTP/1.1 from a std socket; the whole answer as text.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    let url = format!("http://{}/api/users/1", backends.rest[0]);
+    let dir = std::env::temp_dir().join(format!("gwbench-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (csv, raw) = (dir.join("s.csv"), dir.join("raw.csv"));
+    let child = gwbench()
+        .args([
+            "load", &url, "--rps", "200", "-d", "3s", "--warmup", "0s", "-q", "-c", "4",
+        ])
+        .args(["--prometheus-addr", "127.0.0.1:0", "--csv"])
+        .arg(&csv)
+        .arg("--csv-raw")
+        .arg(&raw)
+        .args(["--csv-raw-limit", "250"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let mut stderr = BufReader::new(guard.0.stderr.take().unwrap()).lines();
+    let first = stderr.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("prometheus metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    // Mid-run: counters already move, the histograms are there.
+    let mut ok = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        let page = http_get(&addr, "/metrics");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("# TYPE gwbench_load_latency_seconds histogram"));
+        ok = page
+            .lines()
+            .find_map(|l| l.strip_prefix("gwbench_load_requests_total{outcome=\"ok\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap();
+    }
+    assert!(ok > 0, "no request counted while the run went on");
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    let status = wait_exit(&mut guard);
+    assert!(status.success(), "{rest:?}");
+    // 600 requests; 250 rows kept, and the rest said.
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("250 rows written") && l.contains("350 more")),
+        "{rest:?}"
+    );
+    let raw = std::fs::read_to_string(&raw).unwrap();
+    let rows: Vec<&str> = raw.lines().collect();
+    assert_eq!(
+        rows[0],
+        "intended_s,sent_s,done_s,corrected_ms,service_ms,lag_ms,outcome"
+    );
+    assert_eq!(rows.len(), 1 + 250);
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.ends_with(",ok") && r.split(',').count() == 7)
+    );
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    let columns = lines[0].split(',').count();
+    assert_eq!(columns, 20, "{}", lines[0]);
+    assert!(lines.len() >= 4, "a header and three seconds: {csv}");
+    let completed: u64 = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(4).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(completed, 600, "every request in exactly one row: {csv}");
+    // The endpoint closed with the run.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+    // An output path that cannot be written fails before any load.
+    let (code, stderr) = fails(&["load", &url, "--csv", "/nonexistent-dir/x.csv"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--csv /nonexistent-dir/x.csv"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(backends.shutdown());
+}

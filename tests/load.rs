@@ -41,6 +41,8 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
         spin: Duration::from_micros(20),
         progress: false,
         split: Default::default(),
+        raw_limit: None,
+        live: None,
     }
 }
 

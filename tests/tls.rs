@@ -109,6 +109,8 @@ async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
             spin: Duration::from_micros(20),
             progress: false,
             split: Default::default(),
+            raw_limit: None,
+            live: None,
         })
     })
     .await

@@ -6,6 +6,7 @@ mod engine;
 pub mod grpc;
 pub mod h1;
 pub mod http;
+pub mod live;
 pub mod recorder;
 pub mod schedule;
 pub mod slo;
@@ -72,6 +73,10 @@ pub struct LoadConfig {
     pub progress: bool,
     /// This generator's share of a schedule split among several (default: all of it).
     pub split: schedule::Split,
+    /// Keep every measured request's times, up to this many (`--csv-raw`).
+    pub raw_limit: Option<usize>,
+    /// Where the run's figures go live (`--prometheus-addr`).
+    pub live: Option<Arc<live::Live>>,
 }
 
 /// CPU time the generator process used during the measured phase.
@@ -138,9 +143,23 @@ pub struct LoadRun {
     pub tls_handshakes: Option<hdrhistogram::Histogram<u64>>,
     /// The kind of a gRPC streaming call (its messages are in `total.stream`); None otherwise.
     pub stream_kind: Option<grpc::CallKind>,
+    /// `--csv-raw`: every measured request's times in the order they were due, up to the
+    /// limit; and how many past it were not kept.
+    pub raw: Option<(Vec<recorder::RawRow>, u64)>,
 }
 
 impl LoadRun {
+    /// Requests the schedule had due in `interval`, per second (this generator's share; None
+    /// in closed loop). Nothing is due after the phase: its last interval is the drain.
+    pub fn offered_in(&self, interval: &IntervalRecord) -> Option<f64> {
+        let end = (interval.start + interval.length).min(self.duration);
+        self.rate
+            .scheduled_in(interval.start.min(self.duration), end)
+            .map(|n| {
+                n / interval.length.as_secs_f64().max(1e-9) / f64::from(self.split.segment.count)
+            })
+    }
+
     /// Requests scheduled in the measured phase (the sum of every outcome bucket).
     pub fn scheduled(&self) -> u64 {
         self.outcomes.total()
@@ -199,6 +218,9 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
     let m_start = start + cfg.warmup;
     let warm_collector = Collector::new(threads, start);
     let mut collector = Collector::new(threads, m_start);
+    if let Some(limit) = cfg.raw_limit {
+        collector.keep_raw(limit);
+    }
     for w in &workers {
         let go = Go {
             start,
@@ -385,8 +407,20 @@ fn collect(
     std::thread::sleep(m_start.saturating_duration_since(Instant::now()));
     let cpu_start = cpu_now();
     loop {
-        let (_, done) = collector.poll(Duration::from_millis(200));
+        let (new, done) = collector.poll(Duration::from_millis(200));
         progress.update(collector, m_start);
+        if let Some(live) = &cfg.live {
+            let offered = collector.intervals.last().and_then(|i| {
+                let n = cfg.rate.scheduled_in(i.start, i.start + i.length)?;
+                Some(n / i.length.as_secs_f64().max(1e-9) / f64::from(cfg.split.segment.count))
+            });
+            live.update(
+                collector,
+                new,
+                shared.in_flight.load(Ordering::Relaxed),
+                offered,
+            );
+        }
         if done {
             break;
         }
@@ -453,7 +487,13 @@ fn finish(
         .max()
         .unwrap_or_else(Instant::now);
     collector.close(finished.saturating_duration_since(m_start));
+    let raw = cfg.raw_limit.map(|_| {
+        let mut rows = std::mem::take(&mut collector.raw);
+        rows.sort_by_key(|r| r.intended);
+        (rows, collector.raw_dropped)
+    });
     LoadRun {
+        raw,
         target: cfg.template.describe(),
         protocol: cfg.template.protocol,
         rate: cfg.rate.clone(),
@@ -535,8 +575,8 @@ impl Progress {
         self.bar.set_message(format!(
             "{:.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  in flight {}",
             last.outcomes.sent() as f64 / last.length.as_secs_f64().max(1e-3),
-            ms(last.corrected[0]),
-            ms(last.corrected[1]),
+            ms(last.corrected.p50),
+            ms(last.corrected.p99),
             collector.outcomes.failed(),
             self.shared.in_flight.load(Ordering::Relaxed),
         ));

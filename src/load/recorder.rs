@@ -224,7 +224,28 @@ enum Msg {
         hist: Box<HistSet>,
         outcomes: Outcomes,
     },
-    Done,
+    Done(Option<Box<RawBuf>>),
+}
+
+/// One request as `--csv-raw` writes it: times from the phase start, ns (48 bytes a row).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRow {
+    /// When it was due.
+    pub intended: u64,
+    /// When it went out.
+    pub sent: u64,
+    /// When it ended.
+    pub done: u64,
+    /// How.
+    pub outcome: Outcome,
+}
+
+/// A thread's raw rows, up to its share of the limit; the rest counted.
+#[derive(Debug, Default)]
+struct RawBuf {
+    rows: Vec<RawRow>,
+    cap: usize,
+    dropped: u64,
 }
 
 // ===== ThreadRecorder =====
@@ -238,13 +259,15 @@ pub struct ThreadRecorder {
     outcomes: Outcomes,
     tx: mpsc::Sender<Msg>,
     finished: bool,
+    /// `--csv-raw`: every request, up to a bound.
+    raw: Option<Box<RawBuf>>,
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Interval { index, .. } => write!(f, "Interval({index})"),
-            Msg::Done => f.write_str("Done"),
+            Msg::Done(_) => f.write_str("Done"),
         }
     }
 }
@@ -271,6 +294,19 @@ impl ThreadRecorder {
             );
         }
         self.outcomes.count(s.outcome);
+        if let Some(raw) = &mut self.raw {
+            if raw.rows.len() < raw.cap {
+                let since = |t: Instant| nanos(t.saturating_duration_since(self.start));
+                raw.rows.push(RawRow {
+                    intended: since(s.intended),
+                    sent: since(s.sent),
+                    done: since(s.done),
+                    outcome: s.outcome,
+                });
+            } else {
+                raw.dropped += 1;
+            }
+        }
     }
 
     /// Closes the intervals that ended before `now` (called by a ticker so that an idle thread
@@ -313,7 +349,7 @@ impl ThreadRecorder {
         self.advance(now);
         self.flush();
         self.finished = true;
-        let _ = self.tx.send(Msg::Done);
+        let _ = self.tx.send(Msg::Done(self.raw.take()));
     }
 }
 
@@ -328,10 +364,10 @@ pub struct IntervalRecord {
     pub length: Duration,
     /// Outcomes of requests that ended in it.
     pub outcomes: Outcomes,
-    /// Corrected latency p50, p99 and max, ns.
-    pub corrected: [u64; 3],
-    /// Service time p50, p99 and max, ns.
-    pub service: [u64; 3],
+    /// Corrected latency percentiles, ns.
+    pub corrected: Quantiles,
+    /// Service time percentiles, ns.
+    pub service: Quantiles,
     /// The corrected histogram, V2 + deflate.
     pub corrected_v2: Vec<u8>,
     /// The service-time histogram, V2 + deflate.
@@ -345,8 +381,8 @@ impl IntervalRecord {
             start,
             length,
             outcomes,
-            corrected: three(&hist.corrected),
-            service: three(&hist.service),
+            corrected: Quantiles::of(&hist.corrected),
+            service: Quantiles::of(&hist.service),
             corrected_v2: compress(&hist.corrected),
             service_v2: compress(&hist.service),
         }
@@ -368,10 +404,40 @@ pub struct Collector {
     pub outcomes: Outcomes,
     /// Finished intervals, in order.
     pub intervals: Vec<IntervalRecord>,
+    /// `--csv-raw`: each recorder keeps at most this many rows (None: none kept).
+    raw_cap: Option<usize>,
+    /// The rows the recorders kept, in the order threads finished.
+    pub raw: Vec<RawRow>,
+    /// Requests past the bound, not kept.
+    pub raw_dropped: u64,
 }
 
-fn three(h: &Histogram<u64>) -> [u64; 3] {
-    [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
+/// An interval's percentiles, ns (0 when it holds nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value.
+    pub max: u64,
+}
+
+impl Quantiles {
+    /// Read off `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Quantiles {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// A histogram as V2 + deflate bytes (as in `.hlog` lines and the load JSON's `histograms`).
@@ -396,7 +462,16 @@ impl Collector {
             total: HistSet::default(),
             outcomes: Outcomes::default(),
             intervals: Vec::new(),
+            raw_cap: None,
+            raw: Vec::new(),
+            raw_dropped: 0,
         }
+    }
+
+    /// Keeps every request's times, up to `limit` rows in all (each thread its share); call
+    /// before making the recorders.
+    pub fn keep_raw(&mut self, limit: usize) {
+        self.raw_cap = Some(limit.div_ceil(self.threads.max(1)));
     }
 
     /// A recorder for one thread. Call exactly `threads` times.
@@ -411,6 +486,13 @@ impl Collector {
                 .clone()
                 .expect("recorders are made before the collector runs"),
             finished: false,
+            raw: self.raw_cap.map(|cap| {
+                Box::new(RawBuf {
+                    rows: Vec::with_capacity(cap.min(1 << 16)),
+                    cap,
+                    dropped: 0,
+                })
+            }),
         }
     }
 
@@ -437,7 +519,13 @@ impl Collector {
                     entry.2.add(&outcomes);
                     self.finalize_ready(false);
                 }
-                Ok(Msg::Done) => self.done += 1,
+                Ok(Msg::Done(raw)) => {
+                    self.done += 1;
+                    if let Some(raw) = raw {
+                        self.raw.extend_from_slice(&raw.rows);
+                        self.raw_dropped += raw.dropped;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 // Every recorder is gone (a thread panicked): finish with what arrived.
                 Err(mpsc::RecvTimeoutError::Disconnected) => self.done = self.threads,
@@ -482,6 +570,36 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_rows_are_kept_up_to_each_threads_share_and_the_rest_counted() {
+        assert_eq!(std::mem::size_of::<RawRow>(), 48, "the size --help states");
+        let start = Instant::now();
+        let mut collector = Collector::new(2, start);
+        collector.keep_raw(3); // two threads: two rows each
+        let mut recs = [collector.recorder(), collector.recorder()];
+        for k in 0..3u64 {
+            for r in &mut recs {
+                let at = start + Duration::from_millis(10 * (k + 1));
+                r.record(Sample {
+                    intended: at,
+                    sent: at + Duration::from_millis(1),
+                    done: at + Duration::from_millis(3),
+                    outcome: Outcome::Ok,
+                });
+            }
+        }
+        for r in &mut recs {
+            r.finish(start + Duration::from_millis(100));
+        }
+        assert!(collector.poll(Duration::from_secs(5)).1);
+        assert_eq!((collector.raw.len(), collector.raw_dropped), (4, 2));
+        let row = collector.raw[0];
+        assert_eq!(
+            (row.intended, row.sent, row.done),
+            (10_000_000, 11_000_000, 13_000_000)
+        );
+    }
 
     #[test]
     fn intervals_merge_across_threads_and_sum_to_the_total() {

@@ -32,8 +32,8 @@ pub fn render(start: SystemTime, intervals: &[IntervalRecord]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     for i in intervals {
         for (tag, bytes, max) in [
-            ("corrected", &i.corrected_v2, i.corrected[2]),
-            ("service", &i.service_v2, i.service[2]),
+            ("corrected", &i.corrected_v2, i.corrected.max),
+            ("service", &i.service_v2, i.service.max),
         ] {
             let _ = writeln!(
                 out,

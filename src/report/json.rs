@@ -319,18 +319,11 @@ impl LoadReport {
                     length_s: i.length.as_secs_f64(),
                     completed: i.outcomes.total(),
                     errors: i.outcomes.failed(),
-                    corrected_p50: i.corrected[0],
-                    corrected_p99: i.corrected[1],
-                    corrected_max: i.corrected[2],
-                    service_p99: i.service[1],
-                    offered_rps: run
-                        .rate
-                        // Nothing is due after the phase (its last interval is the drain).
-                        .scheduled_in(
-                            i.start.min(run.duration),
-                            (i.start + i.length).min(run.duration),
-                        )
-                        .map(|n| n / i.length.as_secs_f64() / f64::from(run.split.segment.count)),
+                    corrected_p50: i.corrected.p50,
+                    corrected_p99: i.corrected.p99,
+                    corrected_max: i.corrected.max,
+                    service_p99: i.service.p99,
+                    offered_rps: run.offered_in(i),
                     achieved_rps: i.outcomes.total() as f64 / i.length.as_secs_f64(),
                 })
                 .collect(),

@@ -913,6 +913,8 @@ fn one_run(
         spin: Duration::from_micros(20),
         progress: false,
         split: Default::default(),
+        raw_limit: None,
+        live: None,
     };
     let gateway_cpu = || stack.and_then(Stack::gateway_cpu);
     let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());
@@ -1341,7 +1343,7 @@ fn write_side(
     write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
     let p99_over_time = intervals
         .iter()
-        .map(|i| (i.start.as_secs_f64(), i.corrected[1] as f64))
+        .map(|i| (i.start.as_secs_f64(), i.corrected.p99 as f64))
         .collect();
     Ok(SideFiles {
         corrected,

@@ -150,6 +150,11 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         timeout: args.timeout,
         spin: args.spin,
         progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
+        live: None,
+        raw_limit: args
+            .csv_raw
+            .as_ref()
+            .map(|_| usize::try_from(args.csv_raw_limit).unwrap_or(usize::MAX)),
         split: crate::load::schedule::Split {
             segment: args.segment.unwrap_or_default(),
             seed: args.seed,
@@ -225,9 +230,60 @@ fn reflected(urls: &[String]) -> Result<prost_reflect::DescriptorPool, LoadError
     .map_err(|e| LoadError::Config(format!("--reflect: {e}")))
 }
 
+/// Creates an output file before the run, so that a path that cannot be written fails at once
+/// (exit 2) instead of after the load.
+fn create(flag: &str, path: &Path) -> Result<std::io::BufWriter<std::fs::File>, LoadError> {
+    std::fs::File::create(path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| LoadError::Config(format!("{flag} {}: {e}", path.display())))
+}
+
 pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
     let (cfg, slo) = config(args)?;
+    let csv = args
+        .csv
+        .as_deref()
+        .map(|p| create("--csv", p).map(|w| (p, w)))
+        .transpose()?;
+    let csv_raw = args
+        .csv_raw
+        .as_deref()
+        .map(|p| create("--csv-raw", p).map(|w| (p, w)))
+        .transpose()?;
+    // Bound before the run: an address in use is exit 2, not a run without its metrics.
+    let exporter = args
+        .prometheus_addr
+        .map(|addr| {
+            crate::load::live::Exporter::start(addr).map_err(|e| {
+                LoadError::Config(format!("--prometheus-addr {addr}: cannot listen ({e})"))
+            })
+        })
+        .transpose()?;
+    let mut cfg = cfg;
+    if let Some(exporter) = &exporter {
+        eprintln!("prometheus metrics on http://{}/metrics", exporter.addr);
+        cfg.live = Some(exporter.live.clone());
+    }
     let run = run_load(&cfg)?;
+    let failed =
+        |path: &Path, e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    if let Some((path, mut out)) = csv {
+        crate::report::csv::intervals(&run, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(|e| failed(path, e))?;
+    }
+    if let (Some((path, mut out)), Some((rows, dropped))) = (csv_raw, &run.raw) {
+        crate::report::csv::raw(rows, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(|e| failed(path, e))?;
+        if *dropped > 0 {
+            eprintln!(
+                "--csv-raw: {} rows written (each generator thread its share of \
+                 --csv-raw-limit); {dropped} more requests were not kept",
+                rows.len()
+            );
+        }
+    }
     let mut report = LoadReport::from_run(&run);
     // What `report --merge` needs to add generators' results up.
     report.histograms = Some(Histograms::of(&run.total));

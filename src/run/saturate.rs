@@ -112,6 +112,8 @@ fn run_step(
         spin: Duration::from_micros(20),
         progress: false,
         split: Default::default(),
+        raw_limit: None,
+        live: None,
     };
     let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
     let o = &run.outcomes;
