@@ -436,6 +436,10 @@ pub struct GatewayArgs {
     /// under "skipped" in the admin endpoint's /routes.
     #[arg(long)]
     pub strict: bool,
+    /// Write one JSON line per request to FILE, or to stderr with `-` (sets [access_log];
+    /// off the request path: lines that find its queue full are dropped and counted).
+    #[arg(long, value_name = "FILE|-")]
+    pub access_log: Option<String>,
     /// Worker threads (default: one per core this process may run on).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,

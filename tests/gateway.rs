@@ -1127,3 +1127,75 @@ async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
     gw.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and_subject() {
+    let backends = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let grpc = vec![backends.grpc[0].to_string()];
+    let rest = vec![backends.rest[0].to_string()];
+    let dir = std::env::temp_dir().join(format!("gwbench-access-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let _ = std::fs::remove_file(&path);
+    let mut cfg = config(&grpc, &rest);
+    cfg.access_log.enabled = true;
+    cfg.access_log.path = path.display().to_string();
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
+    )
+    .unwrap();
+    let ok = get(&url(gw.http, "/api/users/7")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let proxied = get(&url(gw.http, "/rest/api/users/7")).await;
+    assert_eq!(proxied.status, StatusCode::OK);
+    assert_eq!(
+        get(&url(gw.http, "/nowhere")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let req = Request::get(url(gw.http, "/secure/api/users/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let secure = common::client().request(req).await.unwrap();
+    assert_eq!(secure.status(), StatusCode::OK);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    common::eventually("four access-log lines", || async { lines().len() == 4 }).await;
+    let lines = lines();
+    let by_status: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(by_status, [200, 200, 404, 200]);
+    let first = &lines[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["route"], "/api/users/{id}");
+    assert_eq!(first["upstream"], "grpc");
+    assert!(first["upstream_ms"].as_f64().unwrap() <= first["total_ms"].as_f64().unwrap());
+    assert_eq!(
+        first["request_id"].as_str().unwrap(),
+        ok.headers["x-request-id"].to_str().unwrap()
+    );
+    assert!(first["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(first["subject"], serde_json::Value::Null);
+    assert_eq!(lines[1]["upstream"], "rest");
+    assert_eq!(lines[2]["route"], serde_json::Value::Null);
+    assert_eq!(lines[2]["upstream"], serde_json::Value::Null);
+    assert_eq!(lines[3]["subject"], "alice");
+    gw.shutdown().await;
+    backends.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

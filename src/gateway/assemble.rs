@@ -32,6 +32,8 @@ pub(super) struct Parts {
 pub struct Common {
     pub(super) pool: DescriptorPool,
     pub(super) shared: Arc<Shared>,
+    /// `[access_log]`, when on: one writer for every worker.
+    pub(super) access_log: Option<Arc<super::access_log::AccessLog>>,
 }
 
 impl Common {
@@ -43,6 +45,7 @@ impl Common {
         Ok(Common {
             pool: descriptor_pool(cfg, reflected)?,
             shared: Arc::new(Shared::new(cfg)?),
+            access_log: super::access_log::AccessLog::open(&cfg.access_log)?,
         })
     }
 }

@@ -116,6 +116,14 @@ algorithms = ["HS256"]
 secret = "gwbench-dev-secret-not-for-production"
 # For RS256 / ES256: algorithms = ["RS256"], public_key_file = "public.pem"
 
+# One JSON line per request (time, route, method, status, upstream, upstream and total latency,
+# request id, subject, bytes), written by a thread of its own from a bounded queue: a line that
+# finds the queue full is dropped and counted (gwbench_access_log_dropped_total), never waited for.
+[access_log]
+enabled = false
+path = "-"                     # "-": stderr; else a file, appended to
+queue = 65536                  # lines waiting to be written, at most
+
 # The response cache, used by mounts with `cache = true` (GET only; keyed per caller unless
 # public; honours Cache-Control; never stores errors or Set-Cookie; X-Cache: HIT|MISS|BYPASS).
 [cache]
@@ -782,6 +790,28 @@ pub struct GatewayConfig {
     /// Fan-out aggregations.
     #[serde(default)]
     pub aggregations: Vec<AggregationConfig>,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// `[access_log]`: one JSON line per request, off the request path.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Write it.
+    pub enabled: bool,
+    /// `-` for stderr, else a file (appended to).
+    pub path: String,
+    /// Lines waiting to be written, at most; past it lines are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for AccessLogConfig {
+    /// The embedded default config's `[access_log]`.
+    fn default() -> Self {
+        embedded().access_log.clone()
+    }
 }
 
 /// `[[aggregations]]`: one GET path answered by several RPCs of the transcode upstream.
@@ -863,6 +893,9 @@ impl GatewayConfig {
         self.validate_timeouts()?;
         if self.limits.max_body_bytes == 0 {
             return Err("limits.max_body_bytes: must be above 0".into());
+        }
+        if self.access_log.queue == 0 || self.access_log.path.is_empty() {
+            return Err("access_log: queue must be above 0 and path not empty".into());
         }
         self.validate_upstreams()?;
         let t = &self.transcode;

@@ -116,14 +116,23 @@ impl Core {
     pub async fn call(&self, req: GwRequest) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
         let deadline = req.deadline;
+        let started = Instant::now();
+        let note = req
+            .parts
+            .extensions
+            .get::<super::access_log::AccessNote>()
+            .cloned();
         if let Target::Aggregate(a) = &req.target {
             // An aggregation keeps what arrived in time, so it enforces its deadline per part.
             let query = req.parts.uri.query();
-            return a
+            let resp = a
                 .run(query, upstream, &req.request_id, deadline, &self.json)
                 .await;
+            if let Some(note) = note {
+                note.upstream(&upstream.name, started.elapsed());
+            }
+            return resp;
         }
-        let started = Instant::now();
         let client_deadline = req.client_deadline;
         // A transcoded route's errors take the configured shape (grpc-gateway's, if asked).
         let format = match req.target {
@@ -141,7 +150,11 @@ impl Core {
             Ok(result) => result,
             Err(_) => Err(deadline_exceeded(deadline)),
         };
-        upstream.latency.record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        upstream.latency.record(took.as_secs_f64());
+        if let Some(note) = note {
+            note.upstream(&upstream.name, took);
+        }
         result.unwrap_or_else(|e| {
             let timed_out = e.status == StatusCode::GATEWAY_TIMEOUT;
             let mut resp = e.into_response_as(format);

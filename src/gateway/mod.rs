@@ -13,6 +13,7 @@
 //!
 //! Shared vocabulary is in [`types`]; configuration → parts in [`assemble`].
 
+pub mod access_log;
 pub mod aggregate;
 pub mod assemble;
 pub mod config;
@@ -60,6 +61,7 @@ pub struct Gateway {
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
+    access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -119,7 +121,9 @@ impl Gateway {
     /// One worker's gateway over `common`: its own routes and upstream pools, the shared
     /// middleware state.
     pub fn worker(cfg: &GatewayConfig, common: &assemble::Common) -> Result<Gateway, GatewayError> {
-        Gateway::from_parts(cfg, assemble::assemble(cfg, None, common)?)
+        let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, None, common)?)?;
+        gw.access_log = common.access_log.clone();
+        Ok(gw)
     }
 
     /// The same gateway with `upstream` in place of the upstream call (transcode, proxy,
@@ -134,7 +138,9 @@ impl Gateway {
 
     fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
         let common = assemble::Common::new(cfg, None)?;
-        Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)
+        let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)?;
+        gw.access_log = common.access_log.clone();
+        Ok(gw)
     }
 
     fn from_parts(cfg: &GatewayConfig, parts: assemble::Parts) -> Result<Gateway, GatewayError> {
@@ -145,6 +151,7 @@ impl Gateway {
             transcode_upstream: parts.transcode_upstream,
             transcode_timeout: parts.transcode_timeout,
             max_body: cfg.limits.max_body_bytes,
+            access_log: None,
         })
     }
 
@@ -171,8 +178,18 @@ impl Gateway {
     {
         let request_id = intake::request_id(req.headers());
         let method = req.method().clone();
+        // With the access log on: when it arrived, and a note the stack fills in.
+        let logged = self.access_log.as_ref().map(|log| {
+            let at = (std::time::SystemTime::now(), std::time::Instant::now());
+            (log, at, access_log::AccessNote::default())
+        });
+        let mut seen = None;
         let mut resp = match self.intake(req, &request_id).await {
-            Ok((mount, request)) => {
+            Ok((mount, mut request)) => {
+                if let Some((_, _, note)) = &logged {
+                    request.parts.extensions.insert(note.clone());
+                    seen = Some((request.route.clone(), request.body.len()));
+                }
                 let stack = self.stacks[mount].clone();
                 let result = tower::ServiceExt::oneshot(stack, request).await;
                 result.unwrap_or_else(|never| match never {})
@@ -182,6 +199,26 @@ impl Gateway {
                 e.into_response()
             }
         };
+        if let Some((log, (wall, arrived), note)) = logged {
+            let note = note.read();
+            let (route, bytes_in) = match &seen {
+                Some((route, n)) => (Some(&**route), *n),
+                None => (None, 0),
+            };
+            log.record(&access_log::Entry {
+                time: humantime::format_rfc3339_millis(wall).to_string(),
+                request_id: request_id.to_str().unwrap_or(""),
+                method: method.as_str(),
+                route,
+                status: resp.status().as_u16(),
+                upstream: note.upstream.as_ref().map(|(name, _)| name.as_str()),
+                upstream_ms: note.upstream.as_ref().map(|(_, t)| t.as_secs_f64() * 1e3),
+                total_ms: arrived.elapsed().as_secs_f64() * 1e3,
+                subject: note.subject.as_deref(),
+                bytes_in,
+                bytes_out: hyper::body::Body::size_hint(resp.body()).exact(),
+            });
+        }
         resp.headers_mut().insert(REQUEST_ID, request_id);
         resp
     }

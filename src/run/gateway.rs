@@ -38,6 +38,10 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
     if args.strict {
         cfg.transcode.strict = true;
     }
+    if let Some(path) = &args.access_log {
+        cfg.access_log.enabled = true;
+        cfg.access_log.path = path.clone();
+    }
     if !args.protos.is_empty() {
         cfg.transcode.protos = args.protos.clone();
         cfg.transcode.proto_paths = args.proto_paths.clone();

@@ -416,6 +416,13 @@ impl Verifier {
             }
         }
         if let Some(serde_json::Value::String(sub)) = claims.get("sub") {
+            if let Some(note) = req
+                .parts
+                .extensions
+                .get::<crate::gateway::access_log::AccessNote>()
+            {
+                note.subject(sub);
+            }
             req.parts.extensions.insert(Subject(sub.clone()));
         }
         req.parts.extensions.insert(forwarded);

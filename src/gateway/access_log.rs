@@ -1,0 +1,206 @@
+//! `[access_log]`: one JSON line per request — time, request id, method, route, status,
+//! upstream and its latency, total latency, subject, bytes in and out — written off the request
+//! path. A request formats its line and offers it to a bounded queue; a thread of its own
+//! writes the queue out (to stderr or a file, appended), flushing whenever it runs dry. A line
+//! that finds the queue full is dropped and counted (`gwbench_access_log_dropped_total`): a slow
+//! disk never holds a request.
+//!
+//! What the stack learns on the way (the verified subject, the upstream and how long it took) it
+//! writes into the request's [`AccessNote`], which exists only while the log is on.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::GatewayError;
+use super::config::AccessLogConfig;
+
+/// The log's writing end.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: SyncSender<String>,
+    dropped: AtomicU64,
+    dropped_metric: metrics::Counter,
+}
+
+impl AccessLog {
+    /// Opens the destination and starts the writer thread; None when the log is off.
+    pub fn open(cfg: &AccessLogConfig) -> Result<Option<Arc<AccessLog>>, GatewayError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let out: Box<dyn Write + Send> = match cfg.path.as_str() {
+            "-" => Box::new(std::io::stderr()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| GatewayError(format!("access_log.path {path}: {e}")))?,
+            ),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(cfg.queue);
+        std::thread::Builder::new()
+            .name("gwbench-access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                // Ends when every sender (every gateway that logs) is gone, having written all.
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = out.write_all(line.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+            })
+            .map_err(|e| GatewayError(format!("cannot start the access log's thread: {e}")))?;
+        Ok(Some(Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+            dropped_metric: metrics::counter!("gwbench_access_log_dropped_total"),
+        })))
+    }
+
+    /// Offers one request's line; never waits.
+    pub fn record(&self, entry: &Entry<'_>) {
+        let Ok(mut line) = serde_json::to_string(entry) else {
+            return;
+        };
+        line.push('\n');
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_metric.increment(1);
+            }
+        }
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's line.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// When the request arrived, RFC 3339 UTC.
+    pub time: String,
+    /// Its `X-Request-Id`.
+    pub request_id: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// The matched route's template; null when none matched.
+    pub route: Option<&'a str>,
+    /// Status answered.
+    pub status: u16,
+    /// The upstream called, if one was.
+    pub upstream: Option<&'a str>,
+    /// How long the upstream call took, ms.
+    pub upstream_ms: Option<f64>,
+    /// From arrival to the response head, ms.
+    pub total_ms: f64,
+    /// The verified JWT subject, when authenticated.
+    pub subject: Option<&'a str>,
+    /// Request body bytes.
+    pub bytes_in: usize,
+    /// Response body bytes when known before it is sent (null for a stream).
+    pub bytes_out: Option<u64>,
+}
+
+/// What the stack learns about a request for its line, set as it goes (a request extension,
+/// present only while the log is on).
+#[derive(Debug, Clone, Default)]
+pub struct AccessNote(Arc<Mutex<Note>>);
+
+/// The contents of an [`AccessNote`].
+#[derive(Debug, Default, Clone)]
+pub struct Note {
+    /// The verified subject.
+    pub subject: Option<String>,
+    /// The upstream's name and the call's length.
+    pub upstream: Option<(String, Duration)>,
+}
+
+impl AccessNote {
+    /// Sets the subject.
+    pub fn subject(&self, sub: &str) {
+        if let Ok(mut n) = self.0.lock() {
+            n.subject = Some(sub.to_string());
+        }
+    }
+
+    /// Sets the upstream call.
+    pub fn upstream(&self, name: &str, took: Duration) {
+        if let Ok(mut n) = self.0.lock() {
+            n.upstream = Some((name.to_string(), took));
+        }
+    }
+
+    /// What was set.
+    pub fn read(&self) -> Note {
+        self.0.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_written_in_order_and_a_full_queue_drops_instead_of_waiting() {
+        let dir = std::env::temp_dir().join(format!("gwbench-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let cfg = AccessLogConfig {
+            enabled: true,
+            path: path.display().to_string(),
+            queue: 4,
+        };
+        let log = AccessLog::open(&cfg).unwrap().unwrap();
+        let entry = |id: &'static str| Entry {
+            time: "2026-12-02T10:00:00.000Z".into(),
+            request_id: id,
+            method: "GET",
+            route: Some("/api/users/{id}"),
+            status: 200,
+            upstream: Some("grpc"),
+            upstream_ms: Some(1.5),
+            total_ms: 2.0,
+            subject: None,
+            bytes_in: 0,
+            bytes_out: Some(42),
+        };
+        // Far more lines than the queue holds, offered at once: none waits, and every line is
+        // either written or counted as dropped.
+        let started = std::time::Instant::now();
+        for _ in 0..10_000 {
+            log.record(&entry("r"));
+        }
+        let offering = started.elapsed();
+        let dropped = log.dropped();
+        drop(log); // the writer finishes the queue and ends
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let count = || {
+            std::fs::read_to_string(&path)
+                .map(|t| t.lines().count() as u64)
+                .unwrap_or(0)
+        };
+        while count() + dropped < 10_000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count() + dropped, 10_000, "offered in {offering:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["route"], "/api/users/{id}");
+        assert_eq!(first["subject"], serde_json::Value::Null);
+        assert_eq!(first["bytes_out"], 42);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
