@@ -371,13 +371,15 @@ Examples:
 Every RPC with a google.api.http annotation in the descriptor set (the embedded one,
 --descriptor-set FILE: a FileDescriptorSet with imports, --proto FILE compiled at start, or
 --reflect: asked from the gRPC upstream over server reflection) becomes a route; a
-server-streaming RPC answers newline-delimited JSON as its messages arrive. gRPC errors map to
+server-streaming RPC answers newline-delimited JSON as its messages arrive. SIGHUP (or POST
+/reload on the admin port) re-reads the configuration and swaps it in without a restart; a bad
+one is refused and the old one kept. gRPC errors map to
 HTTP statuses as grpc-gateway does; errors are JSON: {\"error\": {\"code\", \"message\",
 \"http_status\"}}. Prints `ready http ADDR` and `ready admin ADDR` when listening; on SIGTERM
 or Ctrl-C stops accepting and lets requests in flight finish (limits.drain_timeout).";
 
 /// `gwbench gateway`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
     /// Configuration file (TOML); default: the embedded configuration.
     #[arg(long, value_name = "FILE")]

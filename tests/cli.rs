@@ -1019,3 +1019,79 @@ fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
     let _ = std::fs::remove_dir_all(&dir);
     rt.block_on(backends.shutdown());
 }
+
+#[test]
+fn gateway_reloads_its_config_file_on_sighup_and_keeps_the_old_one_when_the_new_is_bad() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("gwbench-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let default = gwbench::gateway::config::DEFAULT_CONFIG;
+    std::fs::write(&file, default).unwrap();
+    let child = gwbench()
+        .args(["gateway", "--config"])
+        .arg(&file)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+        ])
+        .args(["--upstream-grpc", &backends.grpc[0].to_string()])
+        .args(["--upstream-rest", &backends.rest[0].to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let ready = ready_lines(&mut guard.0, 2);
+    let http = ready[0].rsplit(' ').next().unwrap().to_string();
+    let status_of = |path: &str| {
+        let reply = http_get(&http, path);
+        reply.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(status_of("/rest/api/users/7"), "200");
+    let hup = |guard: &Guard| kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGHUP).unwrap();
+    // The proxy moves to /v2/: after SIGHUP the running gateway serves the file's new routes.
+    let moved = default
+        .replace("prefix = \"/rest/\"", "prefix = \"/v2/\"")
+        .replace("strip_prefix = \"/rest\"", "strip_prefix = \"/v2\"");
+    assert_ne!(moved, default);
+    std::fs::write(&file, &moved).unwrap();
+    hup(&guard);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_of("/v2/api/users/7") != "200" {
+        assert!(Instant::now() < deadline, "the reload did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status_of("/rest/api/users/7"), "404");
+    // A file that does not parse: refused, logged, the last good config keeps serving.
+    std::fs::write(&file, "this is [not toml").unwrap();
+    hup(&guard);
+    // Read on a thread of its own, so that a missing line fails the test instead of hanging it.
+    let stderr = BufReader::new(guard.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("reload refused") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let refused = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the refusal is logged");
+    assert!(refused.contains("gateway.toml"), "{refused}");
+    assert_eq!(status_of("/v2/api/users/7"), "200");
+    let status = terminate(&mut guard);
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(backends.shutdown());
+}

@@ -1122,7 +1122,7 @@ async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
             .as_array()
             .unwrap()
             .len(),
-        gw.gateway.routes().len()
+        gw.gateway().routes().len()
     );
     gw.shutdown().await;
     b.shutdown().await;
@@ -1198,4 +1198,96 @@ async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and
     gw.shutdown().await;
     backends.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_routes_while_in_flight_requests_finish_on_the_old_config() {
+    // Every mock answer takes 300 ms: long enough to reload while one is in flight.
+    let backends = Backends::start(&BackendsConfig {
+        behavior: Behavior {
+            latency: Latency::Fixed(Duration::from_millis(300)),
+            ..Behavior::default()
+        },
+        ..BackendsConfig::ephemeral()
+    })
+    .await
+    .unwrap();
+    let grpc = vec![backends.grpc[0].to_string()];
+    let rest = vec![backends.rest[0].to_string()];
+    let old = config(&grpc, &rest);
+    let gw = GatewayServer::start(&old).await.unwrap();
+    let first = url(gw.http, "/rest/api/users/7");
+    let in_flight = tokio::spawn(async move { get(&first).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The proxy moves from /rest/ to /v2/.
+    let mut new = old.clone();
+    new.proxy[0].prefix = "/v2/".into();
+    new.proxy[0].strip_prefix = "/v2".into();
+    let done = gw.reload.apply(new.clone()).await.unwrap();
+    assert_eq!(done.routes, gw.gateway().routes().len());
+    // The request that arrived before the reload finishes on the config it started with.
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        get(&url(gw.http, "/rest/api/users/7")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&url(gw.http, "/v2/api/users/7")).await.status,
+        StatusCode::OK
+    );
+    let routes = |gw: &GatewayServer| -> Vec<String> {
+        gw.gateway()
+            .routes()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
+    };
+    let before = routes(&gw);
+    // Refused, each for its reason; the new config keeps serving.
+    let mut moved = new.clone();
+    moved.listen.admin = "127.0.0.1:1".parse().unwrap();
+    let mut missing = new.clone();
+    missing.transcode.descriptor_set = Some("/nonexistent/set.bin".into());
+    let mut invalid = new.clone();
+    invalid.limits.max_body_bytes = 0;
+    for (bad, needle) in [
+        (moved, "[listen]"),
+        (missing, "/nonexistent/set.bin"),
+        (invalid, "max_body_bytes"),
+    ] {
+        let err = gw.reload.apply(bad).await.unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert_eq!(routes(&gw), before);
+        assert_eq!(
+            get(&url(gw.http, "/v2/api/users/7")).await.status,
+            StatusCode::OK
+        );
+    }
+    // POST /reload on the admin port: a source that fails is a 400 naming why; one that
+    // reads the old config swaps it back.
+    gw.reload.set_source(Box::new(|| {
+        Err("config.toml: line 3: expected a table".into())
+    }));
+    let refused = send(Method::POST, &url(gw.admin, "/reload"), "").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 3")
+    );
+    assert_eq!(
+        get(&url(gw.http, "/v2/api/users/7")).await.status,
+        StatusCode::OK
+    );
+    let back = old.clone();
+    gw.reload.set_source(Box::new(move || Ok(back.clone())));
+    let reloaded = send(Method::POST, &url(gw.admin, "/reload"), "").await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{:?}", reloaded.json());
+    assert_eq!(
+        get(&url(gw.http, "/rest/api/users/7")).await.status,
+        StatusCode::OK
+    );
+    gw.shutdown().await;
+    backends.shutdown().await;
 }

@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod h1;
 pub mod intake;
 pub mod middleware;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod stack;

@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::reload::{Reload, Slot};
 use super::{Gateway, GatewayError};
 use crate::gateway::config::GatewayConfig;
 use crate::net::{self, BindError};
@@ -32,15 +33,38 @@ pub struct GatewayServer {
     pub http: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
-    /// The gateway (for tests that want to inspect it).
-    pub gateway: Arc<Gateway>,
+    /// The gateway's reload (and through it, the gateway serving now).
+    pub reload: Arc<Reload>,
     drain: Duration,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`.
-fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Body> {
+/// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`, `POST /reload`.
+async fn admin_page<B>(reload: &Reload, req: &http::Request<B>) -> http::Response<net::Body> {
+    if (req.method(), req.uri().path()) == (&Method::POST, "/reload") {
+        return match reload.reload().await {
+            Ok(done) => {
+                tracing::info!(
+                    routes = done.routes,
+                    "configuration reloaded (POST /reload)"
+                );
+                net::json(
+                    StatusCode::OK,
+                    serde_json::json!({ "reloaded": done }).to_string(),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused (POST /reload); the old configuration stays");
+                net::json_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    &format!("reload refused, the old configuration stays: {e}"),
+                )
+            }
+        };
+    }
+    let gw = reload.current();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => net::json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
@@ -68,20 +92,27 @@ fn admin_page<B>(gw: &Gateway, req: &http::Request<B>) -> http::Response<net::Bo
 pub(super) fn serve_admin_and_upkeep(
     cfg: &GatewayConfig,
     listener: tokio::net::TcpListener,
-    gateway: &Arc<Gateway>,
+    reload: &Arc<Reload>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let gw = gateway.clone();
+    let r = reload.clone();
     let admin = net::serve_http(
         listener,
-        move |req| std::future::ready(admin_page(&gw, &req)),
+        move |req| {
+            let r = r.clone();
+            async move { admin_page(&r, &req).await }
+        },
         shutdown.clone(),
         cfg.limits.serve_limits(),
     );
-    // Forget idle rate-limit keys, so memory follows the active keys only.
-    let stores = gateway.rate_limit_stores().to_vec();
+    // Forget idle rate-limit keys, so memory follows the active keys only (the stores of the
+    // gateway serving now: a reload brings its own).
+    let r = reload.clone();
     let pruner = every(cfg.rate_limit.prune_every.0, shutdown.clone(), move || {
-        stores.iter().for_each(|s| s.prune())
+        r.current()
+            .rate_limit_stores()
+            .iter()
+            .for_each(|s| s.prune())
     });
     // The Prometheus recorder keeps every histogram sample until they are drained into the
     // summaries (a scrape drains them too): unscraped, memory grew ~45 bytes per request.
@@ -119,7 +150,10 @@ fn every(
 impl GatewayServer {
     /// Builds the gateway, binds both listeners (failing before serving anything), and serves.
     pub async fn start(cfg: &GatewayConfig) -> Result<GatewayServer, StartError> {
-        let gateway = Arc::new(Gateway::connect(cfg).await?);
+        let slot: Slot = Arc::new(arc_swap::ArcSwap::from_pointee(
+            Gateway::connect(cfg).await?,
+        ));
+        let reload = Arc::new(Reload::new(vec![slot.clone()], cfg.clone()));
         let http_listener = net::bind(cfg.listen.http, "the gateway").await?;
         let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
         let local = |l: &tokio::net::TcpListener, addr| l.local_addr().unwrap_or(addr);
@@ -129,9 +163,9 @@ impl GatewayServer {
         );
         let tls = listener_tls(cfg)?;
         let shutdown = CancellationToken::new();
-        let gw = gateway.clone();
+        // Each request takes the gateway current when it arrives, and finishes on it.
         let handler = move |req| {
-            let gw = gw.clone();
+            let gw = slot.load_full();
             async move { gw.handle(req).await }
         };
         let limits = cfg.limits.serve_limits();
@@ -143,7 +177,7 @@ impl GatewayServer {
         tasks.extend(serve_admin_and_upkeep(
             cfg,
             admin_listener,
-            &gateway,
+            &reload,
             &shutdown,
         ));
         // Request deadlines then register without waking the I/O driver (see the function).
@@ -154,7 +188,7 @@ impl GatewayServer {
         Ok(GatewayServer {
             http,
             admin,
-            gateway,
+            reload,
             drain: cfg.limits.drain_timeout.0,
             shutdown,
             tasks,
@@ -164,6 +198,11 @@ impl GatewayServer {
     /// `ready http ADDR` and `ready admin ADDR`.
     pub fn ready_lines(&self) -> Vec<String> {
         ready_lines(self.http, self.admin)
+    }
+
+    /// The gateway serving now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.reload.current()
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), returns when stopped.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assemble::Common;
 use super::config::GatewayConfig;
+use super::reload::{Reload, Slot};
 use super::server::{StartError, ready_lines, serve_admin_and_upkeep};
 use super::{Gateway, GatewayError};
 use crate::net;
@@ -29,8 +30,8 @@ pub struct Workers {
     pub http: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
-    /// Worker 0's gateway (the route table is the same in every worker).
-    pub gateway: Arc<Gateway>,
+    /// The workers' reload (and through it, the gateway serving now).
+    pub reload: Arc<Reload>,
     /// How many workers serve.
     pub workers: usize,
     drain: Duration,
@@ -52,7 +53,7 @@ impl Workers {
         limits.max_connections = (limits.max_connections / n).max(16);
         let tls = super::server::listener_tls(cfg)?;
         let mut addr = cfg.listen.http;
-        let (mut stopped, mut gateway0) = (Vec::new(), None);
+        let (mut stopped, mut slots) = (Vec::new(), Vec::new());
         for i in 0..n {
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -69,9 +70,9 @@ impl Workers {
                     "cannot start worker thread {i}: {e}"
                 )))),
                 Ok(_) => match ready_rx.await {
-                    Ok(Ok((bound, gw))) => {
+                    Ok(Ok((bound, slot))) => {
                         addr = bound;
-                        gateway0.get_or_insert(gw);
+                        slots.push(slot);
                         stopped.push(done_rx);
                         None
                     }
@@ -89,21 +90,29 @@ impl Workers {
                 return Err(e);
             }
         }
-        let gateway = gateway0.ok_or_else(|| GatewayError("no worker started".into()))?;
+        if slots.is_empty() {
+            return Err(GatewayError("no worker started".into()).into());
+        }
+        let reload = Arc::new(Reload::new(slots, cfg.clone()));
         let admin_listener = net::bind(cfg.listen.admin, "the gateway's admin endpoint").await?;
         let admin = admin_listener.local_addr().unwrap_or(cfg.listen.admin);
         // Worker 0's gateway holds the shared stores, so its pruning covers every worker.
-        let tasks = serve_admin_and_upkeep(cfg, admin_listener, &gateway, &shutdown);
+        let tasks = serve_admin_and_upkeep(cfg, admin_listener, &reload, &shutdown);
         Ok(Workers {
             http: addr,
             admin,
-            gateway,
+            reload,
             workers: n,
             drain: cfg.limits.drain_timeout.0,
             shutdown,
             stopped,
             tasks,
         })
+    }
+
+    /// The gateway worker 0 serves now (every worker's route table is the same).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.reload.current()
     }
 
     /// `ready http ADDR` and `ready admin ADDR`.
@@ -135,7 +144,7 @@ impl Drop for Workers {
     }
 }
 
-type Ready = Result<(SocketAddr, Arc<Gateway>), StartError>;
+type Ready = Result<(SocketAddr, Slot), StartError>;
 
 /// One worker's life on its own thread: its runtime, gateway and listener; says when it is
 /// listening (or why it cannot), serves until `shutdown`, drains.
@@ -171,13 +180,15 @@ fn worker(
                 return;
             }
         };
-        let gateway = Arc::new(gateway);
+        let slot: Slot = Arc::new(arc_swap::ArcSwap::from_pointee(gateway));
         let bound = listener.local_addr().unwrap_or(addr);
-        if ready.send(Ok((bound, gateway.clone()))).is_err() {
+        if ready.send(Ok((bound, slot.clone()))).is_err() {
             return;
         }
+        // Each request takes the gateway current when it arrives (a reload swaps it), and
+        // finishes on it.
         let handler = move |req| {
-            let gw = gateway.clone();
+            let gw = slot.load_full();
             async move { gw.handle(req).await }
         };
         let main = match tls {

@@ -116,12 +116,12 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
         return rt.block_on(async {
             let server = Workers::start(&cfg, workers).await?;
             tracing::info!(
-                routes = server.gateway.routes().len(),
+                routes = server.gateway().routes().len(),
                 workers,
                 "gateway ready (per-core workers)"
             );
             super::print_ready(&server.ready_lines())?;
-            super::wait_for_signal().await?;
+            serve_until_signal(&server.reload, args).await?;
             tracing::info!("signal received: draining and stopping");
             server.shutdown().await;
             Ok(())
@@ -129,13 +129,40 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
     }
     super::runtime(args.threads)?.block_on(async {
         let server = GatewayServer::start(&cfg).await?;
-        tracing::info!(routes = server.gateway.routes().len(), "gateway ready");
+        tracing::info!(routes = server.gateway().routes().len(), "gateway ready");
         super::print_ready(&server.ready_lines())?;
-        super::wait_for_signal().await?;
+        serve_until_signal(&server.reload, args).await?;
         tracing::info!("signal received: draining and stopping");
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// Serves until SIGINT or SIGTERM; on SIGHUP (and `POST /reload`, which the admin endpoint
+/// answers) reads the configuration again — the same file, the same flags — and swaps it in,
+/// or keeps the old one and logs why.
+async fn serve_until_signal(
+    reload: &std::sync::Arc<crate::gateway::reload::Reload>,
+    args: &GatewayArgs,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let again = args.clone();
+    reload.set_source(Box::new(move || config(&again).map_err(|e| e.to_string())));
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("cannot install the Ctrl-C handler"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => match reload.reload().await {
+                Ok(done) => tracing::info!(routes = done.routes, "configuration reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "reload refused (SIGHUP); the old configuration stays"
+                ),
+            },
+        }
+    }
 }
 
 /// `gateway --check`: the routes as the gateway would serve them, and what it would skip.
