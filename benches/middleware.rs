@@ -593,6 +593,34 @@ fn whole_stack(c: &mut Criterion) {
                 .iter_batched(make, |req| gw.handle(req), BatchSize::SmallInput)
         });
     }
+    // What the operability features cost when on (off, they are the "bare route" above): the
+    // access log (lines to /dev/null) and spans (OTLP to a closed port: the batch exporter
+    // fails in the background, its bounded queue drops).
+    let mut logged = cfg.clone();
+    logged.access_log.enabled = true;
+    logged.access_log.path = "/dev/null".into();
+    let mut traced = cfg.clone();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    traced.tracing.otlp_endpoint = format!("http://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    for (name, cfg) in [
+        ("bare route + access log", logged),
+        ("bare route + tracing", traced),
+    ] {
+        let gw = rt.block_on(async { Gateway::with_upstream(&cfg, noop()).expect("a gateway") });
+        let make = || {
+            Request::builder()
+                .uri("/api/users/42")
+                .header("host", "gw")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        assert_eq!(rt.block_on(gw.handle(make())).status(), StatusCode::OK);
+        g.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter_batched(make, |req| gw.handle(req), BatchSize::SmallInput)
+        });
+    }
     g.finish();
 }
 

@@ -1291,3 +1291,159 @@ async fn a_reload_swaps_the_routes_while_in_flight_requests_finish_on_the_old_co
     gw.shutdown().await;
     backends.shutdown().await;
 }
+
+/// A hand-written OTLP/gRPC collector: keeps every span it is sent, with its resource's
+/// `service.name`.
+#[derive(Default, Clone)]
+struct Collector(
+    std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    self.0.lock().unwrap().push((service.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// A hand-written HTTP/1.1 upstream that answers 200 to anything and keeps each request's
+/// `traceparent`.
+async fn traceparent_recorder() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_lowercase();
+                let tp = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("traceparent: "))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                kept.lock().unwrap().push(tp);
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn tracing_exports_a_span_per_request_and_upstream_call_and_propagates_the_context() {
+    let collector = Collector::default();
+    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp_addr = otlp.local_addr().unwrap();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                    collector.clone(),
+                ),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp)),
+    );
+    let (upstream, seen) = traceparent_recorder().await;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{client_trace}-{client_span}-01");
+    let request = |gw: SocketAddr| {
+        let tp = traceparent.clone();
+        async move {
+            let req = Request::get(url(gw, "/rest/api/users/7"))
+                .header("traceparent", tp)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            common::client().request(req).await.unwrap().status()
+        }
+    };
+    // Off: no spans, and the client's context reaches the upstream as it came.
+    let mut cfg = config(&[dead_addr()], &[upstream.to_string()]);
+    let untraced = GatewayServer::start(&cfg).await.unwrap();
+    assert_eq!(request(untraced.http).await, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().last().unwrap(), &traceparent);
+    untraced.shutdown().await;
+    // On: the upstream sees the gateway's upstream-call span, in the client's trace.
+    cfg.tracing.otlp_endpoint = format!("http://{otlp_addr}");
+    let traced = GatewayServer::start(&cfg).await.unwrap();
+    assert_eq!(request(traced.http).await, StatusCode::OK);
+    let sent = seen.lock().unwrap().last().unwrap().clone();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", client_trace, "01"),
+        "{sent}"
+    );
+    assert_ne!(
+        parts[2], client_span,
+        "the gateway's own span goes upstream"
+    );
+    // Exported in a batch within a second or so: the request's span, child of the client's,
+    // and the upstream call's, child of the request's, whose id went upstream.
+    common::eventually("two spans at the collector", || async {
+        collector.0.lock().unwrap().len() >= 2
+    })
+    .await;
+    let spans = collector.0.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|(_, s)| s.name.starts_with("GET /rest/"))
+        .unwrap_or_else(|| panic!("{spans:?}"));
+    let client = spans
+        .iter()
+        .find(|(_, s)| s.name == "upstream rest")
+        .unwrap_or_else(|| panic!("{spans:?}"));
+    assert!(server.0.contains("gwbench-gateway"), "{}", server.0);
+    assert_eq!(hex(&server.1.trace_id), client_trace);
+    assert_eq!(hex(&server.1.parent_span_id), client_span);
+    assert_eq!(hex(&client.1.trace_id), client_trace);
+    assert_eq!(hex(&client.1.parent_span_id), hex(&server.1.span_id));
+    assert_eq!(hex(&client.1.span_id), parts[2]);
+    traced.shutdown().await;
+    serving.abort();
+}

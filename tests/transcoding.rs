@@ -829,6 +829,11 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
         .header("grpc-metadata-x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-for", "10.0.0.1")
         .header("x-not-metadata", "1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("tracestate", "vendor=1")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = common::client().request(req).await.unwrap();
@@ -836,6 +841,12 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
     {
         let h = seen.lock().unwrap();
         assert_eq!(h["tenant"], "acme", "{h:?}");
+        // W3C trace context travels as metadata (as it came: this gateway makes no spans).
+        assert_eq!(
+            h["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "{h:?}"
+        );
+        assert_eq!(h["tracestate"], "vendor=1", "{h:?}");
         assert_eq!(
             h["x-request-id"].len(),
             32,

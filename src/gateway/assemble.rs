@@ -34,6 +34,8 @@ pub struct Common {
     pub(super) shared: Arc<Shared>,
     /// `[access_log]`, when on: one writer for every worker.
     pub(super) access_log: Option<Arc<super::access_log::AccessLog>>,
+    /// `[tracing]`, when an OTLP endpoint is set: one tracer for every worker.
+    pub(super) tracing: Option<Arc<super::trace::Tracing>>,
 }
 
 impl Common {
@@ -46,6 +48,7 @@ impl Common {
             pool: descriptor_pool(cfg, reflected)?,
             shared: Arc::new(Shared::new(cfg)?),
             access_log: super::access_log::AccessLog::open(&cfg.access_log)?,
+            tracing: super::trace::Tracing::open(&cfg.tracing)?,
         })
     }
 }
@@ -73,7 +76,10 @@ pub(super) fn assemble(
     let router = routes(cfg, pool, &index_of)?;
     let transcode_upstream = index_of(&cfg.transcode.upstream)?;
     let shared = &common.shared;
-    let inner = inner.unwrap_or_else(|| dispatch::service(Arc::new(core(cfg, upstreams))));
+    let inner = inner.unwrap_or_else(|| {
+        let core = core(cfg, upstreams).tracing(common.tracing.clone());
+        dispatch::service(Arc::new(core))
+    });
     let rate_limit_stores = shared.stores();
     // Stack 0 (no middleware) serves proxy routes and aggregations; mount i is served by
     // stack i + 1.

@@ -124,6 +124,15 @@ enabled = false
 path = "-"                     # "-": stderr; else a file, appended to
 queue = 65536                  # lines waiting to be written, at most
 
+# W3C trace context: a client's traceparent/tracestate always travel on (proxied headers, gRPC
+# metadata). With an OTLP endpoint the gateway also starts a span per request and per upstream
+# call, child of the client's, and exports them over OTLP/gRPC (e.g. an OpenTelemetry Collector
+# or Jaeger on 4317); the upstream then sees the gateway's span as its parent.
+[tracing]
+otlp_endpoint = ""             # e.g. "http://127.0.0.1:4317"; empty: no spans (no cost)
+service_name = "gwbench-gateway"
+sample_ratio = 1.0             # of new traces (a client's sampled flag is followed)
+
 # The response cache, used by mounts with `cache = true` (GET only; keyed per caller unless
 # public; honours Cache-Control; never stores errors or Set-Cookie; X-Cache: HIT|MISS|BYPASS).
 [cache]
@@ -793,6 +802,28 @@ pub struct GatewayConfig {
     /// The access log.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// Spans over OTLP.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: spans per request and per upstream call, exported over OTLP/gRPC.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/gRPC endpoint; empty: no spans.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// The share of new traces sampled (0 to 1).
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    /// The embedded default config's `[tracing]`.
+    fn default() -> Self {
+        embedded().tracing.clone()
+    }
 }
 
 /// `[access_log]`: one JSON line per request, off the request path.
@@ -893,6 +924,21 @@ impl GatewayConfig {
         self.validate_timeouts()?;
         if self.limits.max_body_bytes == 0 {
             return Err("limits.max_body_bytes: must be above 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err("tracing.sample_ratio: must be from 0 to 1".into());
+        }
+        if !self.tracing.otlp_endpoint.is_empty()
+            && self
+                .tracing
+                .otlp_endpoint
+                .parse::<http::Uri>()
+                .map_or(true, |u| u.scheme().is_none())
+        {
+            return Err(format!(
+                "tracing.otlp_endpoint {:?}: expected a URL such as http://127.0.0.1:4317",
+                self.tracing.otlp_endpoint
+            ));
         }
         if self.access_log.queue == 0 || self.access_log.path.is_empty() {
             return Err("access_log: queue must be above 0 and path not empty".into());

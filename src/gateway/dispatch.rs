@@ -89,6 +89,8 @@ pub struct Core {
     json: JsonOptions,
     /// Request headers sent as gRPC metadata of the same name (`[transcode] forward_headers`).
     forward: Vec<http::HeaderName>,
+    /// Spans per upstream call (`[tracing]`).
+    tracing: Option<Arc<super::trace::Tracing>>,
 }
 
 impl Core {
@@ -98,7 +100,14 @@ impl Core {
             upstreams,
             json,
             forward: Vec::new(),
+            tracing: None,
         }
+    }
+
+    /// With a span per upstream call.
+    pub fn tracing(mut self, tracing: Option<Arc<super::trace::Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// With `headers` forwarded as gRPC metadata on transcoded calls.
@@ -113,7 +122,26 @@ impl Core {
     }
 
     /// Calls the request's target within its deadline; errors become responses.
-    pub async fn call(&self, req: GwRequest) -> GwResponse {
+    pub async fn call(&self, mut req: GwRequest) -> GwResponse {
+        let upstream = &self.upstreams[req.upstream];
+        // With tracing on, the upstream call's span; its context goes upstream.
+        let span = match (
+            &self.tracing,
+            req.parts.extensions.get::<super::trace::TraceNote>(),
+        ) {
+            (Some(t), Some(note)) => {
+                Some(t.upstream(&note.0.clone(), &upstream.name, &mut req.parts.headers))
+            }
+            _ => None,
+        };
+        let resp = self.call_upstream(req).await;
+        if let Some(cx) = span {
+            super::trace::end_upstream(&cx, resp.status().as_u16());
+        }
+        resp
+    }
+
+    async fn call_upstream(&self, req: GwRequest) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
         let deadline = req.deadline;
         let started = Instant::now();
@@ -187,7 +215,8 @@ impl Core {
         // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
         // the verified claims are set after them, so a client cannot forge those.
         let mut metadata = metadata_from_client(&parts.headers);
-        for name in &self.forward {
+        // W3C trace context travels on (the gateway's own span's, when it traces).
+        for name in self.forward.iter().chain(&super::trace::TRACE_HEADERS) {
             for v in parts.headers.get_all(name) {
                 metadata.append(name.clone(), v.clone());
             }

@@ -31,6 +31,7 @@ pub mod stack;
 pub mod status;
 pub mod stream;
 pub mod template;
+pub mod trace;
 pub mod transcode;
 pub mod types;
 pub mod upstream;
@@ -63,6 +64,7 @@ pub struct Gateway {
     transcode_timeout: Duration,
     max_body: usize,
     access_log: Option<Arc<access_log::AccessLog>>,
+    tracing: Option<Arc<trace::Tracing>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -124,6 +126,7 @@ impl Gateway {
     pub fn worker(cfg: &GatewayConfig, common: &assemble::Common) -> Result<Gateway, GatewayError> {
         let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, None, common)?)?;
         gw.access_log = common.access_log.clone();
+        gw.tracing = common.tracing.clone();
         Ok(gw)
     }
 
@@ -141,6 +144,7 @@ impl Gateway {
         let common = assemble::Common::new(cfg, None)?;
         let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)?;
         gw.access_log = common.access_log.clone();
+        gw.tracing = common.tracing.clone();
         Ok(gw)
     }
 
@@ -153,6 +157,7 @@ impl Gateway {
             transcode_timeout: parts.transcode_timeout,
             max_body: cfg.limits.max_body_bytes,
             access_log: None,
+            tracing: None,
         })
     }
 
@@ -184,11 +189,24 @@ impl Gateway {
             let at = (std::time::SystemTime::now(), std::time::Instant::now());
             (log, at, access_log::AccessNote::default())
         });
+        // With tracing on, the request's span (child of the client's).
+        let traced = self
+            .tracing
+            .as_ref()
+            .map(|t| t.request(req.headers(), method.as_str()));
         let mut seen = None;
         let mut resp = match self.intake(req, &request_id).await {
             Ok((mount, mut request)) => {
                 if let Some((_, _, note)) = &logged {
                     request.parts.extensions.insert(note.clone());
+                }
+                if let Some(cx) = &traced {
+                    request
+                        .parts
+                        .extensions
+                        .insert(trace::TraceNote(cx.clone()));
+                }
+                if logged.is_some() || traced.is_some() {
                     seen = Some((request.route.clone(), request.body.len()));
                 }
                 let stack = self.stacks[mount].clone();
@@ -200,6 +218,10 @@ impl Gateway {
                 e.into_response()
             }
         };
+        if let Some(cx) = traced {
+            let route = seen.as_ref().map(|(route, _)| &**route);
+            trace::end_request(&cx, method.as_str(), route, resp.status().as_u16());
+        }
         if let Some((log, (wall, arrived), note)) = logged {
             let note = note.read();
             let (route, bytes_in) = match &seen {

@@ -1,0 +1,174 @@
+//! W3C trace context and OpenTelemetry spans. A client's `traceparent`/`tracestate` always
+//! travel on (the proxy forwards headers; transcoded calls send them as gRPC metadata). With
+//! `[tracing] otlp_endpoint` set, the gateway starts a server span per request (the client's
+//! span its parent, when it sent one) and a client span per upstream call, whose context it
+//! sends upstream in place of the client's, and exports them over OTLP/gRPC in batches from the
+//! SDK's own thread. With it empty there is no tracer: a request pays one `Option` check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
+
+use super::GatewayError;
+use super::config::TracingConfig;
+
+/// The W3C trace-context headers, forwarded as they came when the gateway makes no span.
+pub const TRACE_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
+
+/// The gateway's tracer, when `[tracing] otlp_endpoint` is set.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    propagator: TraceContextPropagator,
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracing")
+    }
+}
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        // Sends what is queued (bounded by the exporter's timeout).
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// A request's span, carried to the upstream call (a request extension while tracing is on).
+#[derive(Debug, Clone)]
+pub struct TraceNote(pub Context);
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+impl Tracing {
+    /// The tracer `cfg` asks for, or None when `otlp_endpoint` is empty. Must run inside the
+    /// tokio runtime that lives as long as the gateway (the OTLP channel is driven there).
+    pub fn open(cfg: &TracingConfig) -> Result<Option<Arc<Tracing>>, GatewayError> {
+        if cfg.otlp_endpoint.is_empty() {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(cfg.otlp_endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| GatewayError(format!("tracing.otlp_endpoint: {e}")))?;
+        let batches = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_scheduled_delay(Duration::from_millis(500))
+                    .with_max_queue_size(65_536)
+                    .build(),
+            )
+            .build();
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(cfg.service_name.clone())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batches)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                cfg.sample_ratio,
+            ))))
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("gwbench-gateway");
+        Ok(Some(Arc::new(Tracing {
+            provider,
+            tracer,
+            propagator: TraceContextPropagator::new(),
+        })))
+    }
+
+    /// A server span for a request, child of the client's context in `headers` if any.
+    pub fn request(&self, headers: &HeaderMap, method: &str) -> Context {
+        let parent = self.propagator.extract(&Headers(headers));
+        let span = self
+            .tracer
+            .span_builder(method.to_string())
+            .with_kind(SpanKind::Server)
+            .with_attributes([KeyValue::new("http.request.method", method.to_string())])
+            .start_with_context(&self.tracer, &parent);
+        parent.with_span(span)
+    }
+
+    /// A client span for the upstream call, child of `request`; its context replaces the
+    /// trace headers in `headers` (what goes upstream).
+    pub fn upstream(&self, request: &Context, upstream: &str, headers: &mut HeaderMap) -> Context {
+        let span = self
+            .tracer
+            .span_builder(format!("upstream {upstream}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([KeyValue::new("gwbench.upstream", upstream.to_string())])
+            .start_with_context(&self.tracer, request);
+        let cx = request.with_span(span);
+        for name in &TRACE_HEADERS {
+            headers.remove(name);
+        }
+        self.propagator
+            .inject_context(&cx, &mut HeadersMut(headers));
+        cx
+    }
+}
+
+/// Names the request's span after its route and ends it with the status.
+pub fn end_request(cx: &Context, method: &str, route: Option<&str>, status: u16) {
+    let span = cx.span();
+    if let Some(route) = route {
+        span.update_name(format!("{method} {route}"));
+        span.set_attribute(KeyValue::new("http.route", route.to_string()));
+    }
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(format!("HTTP {status}")));
+    }
+    span.end();
+}
+
+/// Ends an upstream call's span with the status the gateway answers.
+pub fn end_upstream(cx: &Context, status: u16) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(format!("HTTP {status}")));
+    }
+    span.end();
+}
