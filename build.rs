@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    version();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     let mut files = Vec::new();
@@ -39,4 +40,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// `gwbench --version`: the package version, the git commit it was built from (`-dirty` with
+/// uncommitted changes to tracked files; `unknown` outside a git checkout) and the profile.
+fn version() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
+    println!(
+        "cargo:rustc-env=GWBENCH_VERSION={} (commit {commit}{}, {profile} build)",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
+        if dirty { "-dirty" } else { "" }
+    );
+    // Again when HEAD moves (a commit, a checkout) or the index changes; only paths that exist,
+    // or cargo would run this on every build.
+    for path in [
+        ".git/HEAD",
+        ".git/index",
+        ".git/refs/heads",
+        ".git/packed-refs",
+    ] {
+        if Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

@@ -46,7 +46,12 @@ Ids 1..=1000000 exist; others answer NOT_FOUND / 404. Orders have ids ord-<user>
 /// JWT auth, rate limits, breakers, caching), an open-loop load generator, and `compare` /
 /// `saturate` / `report`, which measure the latency and CPU the gateway adds.
 #[derive(Debug, Parser)]
-#[command(name = "gwbench", version, propagate_version = true, after_help = EXAMPLES)]
+#[command(
+    name = "gwbench",
+    version = env!("GWBENCH_VERSION"),
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -88,7 +93,55 @@ pub enum Command {
     /// regression beyond the threshold is distinguishable from the noise.
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout, or write one per subcommand into a directory.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
 }
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  gwbench completions bash > ~/.local/share/bash-completion/completions/gwbench
+  gwbench completions zsh > ~/.zfunc/_gwbench          # with fpath+=~/.zfunc in .zshrc
+  gwbench completions fish > ~/.config/fish/completions/gwbench.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  gwbench man | man -l -                    # read it now
+  gwbench man --out /usr/local/share/man/man1   # gwbench.1 and gwbench-<command>.1";
+
+/// `gwbench completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `gwbench man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write gwbench.1 and one page per subcommand (gwbench-load.1, …) into DIR instead.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Every `--help` example text, for the test that runs them.
+pub const ALL_EXAMPLES: &[&str] = &[
+    EXAMPLES,
+    BACKENDS_EXAMPLES,
+    LOAD_EXAMPLES,
+    GATEWAY_EXAMPLES,
+    COMPARE_EXAMPLES,
+    TOKEN_EXAMPLES,
+    SATURATE_EXAMPLES,
+    REPORT_EXAMPLES,
+    DIFF_EXAMPLES,
+    COMPLETIONS_EXAMPLES,
+    MAN_EXAMPLES,
+];
 
 const DIFF_EXAMPLES: &str = "\
 Examples:

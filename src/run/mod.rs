@@ -30,7 +30,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Saturate(args) => saturate::saturate(&args),
         Command::Report(args) => report::report(&args),
         Command::Diff(args) => report::diff(&args),
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(&args),
     }
+}
+
+/// `gwbench completions SHELL`: the script on stdout.
+fn completions(args: &crate::cli::CompletionsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "gwbench", &mut out);
+    print_out(&String::from_utf8_lossy(&out))
+}
+
+/// `gwbench man`: gwbench(1) on stdout, or with `--out DIR` it and one page per subcommand.
+fn man(args: &crate::cli::ManArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let render = |cmd: clap::Command, title: &str| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).title(title).render(&mut out)?;
+        Ok(out)
+    };
+    let Some(dir) = &args.out else {
+        return print_out(&String::from_utf8_lossy(&render(cmd, "gwbench")?));
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, page: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("gwbench-{}", sub.get_name());
+        write(&format!("{name}.1"), render(sub.clone(), &name)?)?;
+    }
+    write("gwbench.1", render(cmd, "gwbench")?)
 }
 
 /// The process exit code for an error `run` returned: 2 for problems with what the user asked
