@@ -42,6 +42,17 @@ fn terminate(guard: &mut Guard) -> std::process::ExitStatus {
     wait_exit(guard)
 }
 
+/// A runtime and the mocks on free ports, started on it.
+fn mocks() -> (tokio::runtime::Runtime, gwbench::backend::Backends) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt
+        .block_on(gwbench::backend::Backends::start(
+            &gwbench::backend::BackendsConfig::ephemeral(),
+        ))
+        .unwrap();
+    (rt, backends)
+}
+
 fn gwbench() -> Command {
     Command::new(cargo_bin("gwbench"))
 }
@@ -253,12 +264,7 @@ fn load_rejects_bad_input_before_sending() {
 
 #[test]
 fn load_slo_sets_the_exit_code() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let url = format!("http://{}/api/users/1", backends.rest[0]);
     let base = [
         "load",
@@ -674,12 +680,7 @@ fn load_json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn load_grpc_streams_of_every_kind_count_and_time_their_messages() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let url = format!("http://{}", backends.grpc[0]);
     let run = |method: &str, data: &str, extra: &[&str]| {
         let method = format!("gwbench.v1.InventoryService/{method}");
@@ -867,12 +868,7 @@ fn load_grpc_sends_headers_as_metadata_and_keeps_its_deadline() {
 
 #[test]
 fn load_stages_steps_and_bursts_offer_their_shape_and_report_it_per_second() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let url = format!("http://{}/api/users/1", backends.rest[0]);
     // 0 → 200/s over 1 s, then 200/s for 1 s: 100 + 200 requests; the run lasts the stages.
     let stages = load_json(&[&url, "--stages", "1s:200,1s:200", "-c", "4"]);
@@ -932,12 +928,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let url = format!("http://{}/api/users/1", backends.rest[0]);
     let dir = std::env::temp_dir().join(format!("gwbench-csv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1022,12 +1013,7 @@ fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
 
 #[test]
 fn gateway_reloads_its_config_file_on_sighup_and_keeps_the_old_one_when_the_new_is_bad() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let dir = std::env::temp_dir().join(format!("gwbench-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gateway.toml");
@@ -1193,12 +1179,7 @@ fn every_help_example_parses_and_the_load_and_token_ones_run_against_the_mocks()
     // start time ahead; token as written. Skipped, said here: https (needs a TLS server),
     // a key file, and the long-running servers and runs (backends, gateway, compare,
     // saturate), which the other tests start their own way.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt
-        .block_on(gwbench::backend::Backends::start(
-            &gwbench::backend::BackendsConfig::ephemeral(),
-        ))
-        .unwrap();
+    let (rt, backends) = mocks();
     let (rest, grpc) = (backends.rest[0].to_string(), backends.grpc[0].to_string());
     let dir = std::env::temp_dir().join(format!("gwbench-examples-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -17,6 +17,21 @@ use gwbench::gateway::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+/// A token the default config's dev key verifies, for `sub`, valid for five minutes.
+fn dev_token(sub: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": sub, "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
+    )
+    .unwrap()
+}
+
 fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
@@ -495,17 +510,7 @@ async fn an_authenticated_client_cannot_multiply_its_allowance_by_rotating_api_k
     cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
     cfg.rate_limit.burst = nz(2);
     let gw = GatewayServer::start(&cfg).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = gwbench::gateway::middleware::auth::mint(
-        "HS256",
-        gwbench::gateway::config::dev_secret().as_bytes(),
-        Some("dev"),
-        &serde_json::json!({"sub": "mallory", "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
-    )
-    .unwrap();
+    let token = dev_token("mallory");
     let mut statuses = Vec::new();
     for i in 0..4 {
         let req = Request::get(url(gw.http, "/secure/api/users/1"))
@@ -1141,17 +1146,7 @@ async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and
     cfg.access_log.enabled = true;
     cfg.access_log.path = path.display().to_string();
     let gw = GatewayServer::start(&cfg).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = gwbench::gateway::middleware::auth::mint(
-        "HS256",
-        gwbench::gateway::config::dev_secret().as_bytes(),
-        Some("dev"),
-        &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
-    )
-    .unwrap();
+    let token = dev_token("alice");
     let ok = get(&url(gw.http, "/api/users/7")).await;
     assert_eq!(ok.status, StatusCode::OK);
     let proxied = get(&url(gw.http, "/rest/api/users/7")).await;

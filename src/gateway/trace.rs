@@ -145,22 +145,16 @@ impl Tracing {
 
 /// Names the request's span after its route and ends it with the status.
 pub fn end_request(cx: &Context, method: &str, route: Option<&str>, status: u16) {
-    let span = cx.span();
     if let Some(route) = route {
+        let span = cx.span();
         span.update_name(format!("{method} {route}"));
         span.set_attribute(KeyValue::new("http.route", route.to_string()));
     }
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status),
-    ));
-    if status >= 500 {
-        span.set_status(Status::error(format!("HTTP {status}")));
-    }
-    span.end();
+    end_upstream(cx, status);
 }
 
-/// Ends an upstream call's span with the status the gateway answers.
+/// Ends a span (an upstream call's, or through [`end_request`] a request's) with the status
+/// the gateway answers; a 5xx marks it an error.
 pub fn end_upstream(cx: &Context, status: u16) {
     let span = cx.span();
     span.set_attribute(KeyValue::new(
