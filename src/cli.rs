@@ -148,6 +148,7 @@ Examples:
   gwbench diff reports/base reports/new                # compare run directories
   gwbench diff base/summary.json new/summary.json --max-regression 5%
   gwbench diff a/load.json b/load.json --max-regression 10% --max-regression p99=20%
+  gwbench diff reports/base reports/new --html diff.html   # both runs' curves on one chart
 
 A row regresses when the new value is worse by more than its threshold AND the two runs'
 95 % intervals (compare v2; v1: the rounds' ranges) do not overlap. Load runs carry one value
@@ -167,6 +168,10 @@ pub struct DiffArgs {
     /// default 10%).
     #[arg(long, value_name = "LIMIT")]
     pub max_regression: Vec<String>,
+    /// Also write a page with both runs' latency-by-percentile curves on one chart per
+    /// scenario (from the runs' .hlog files, or a load output's histograms) and the diff.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 const REPORT_EXAMPLES: &str = "\

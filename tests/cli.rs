@@ -603,10 +603,18 @@ fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
         let (value, lo, hi) = p99;
+        // The histograms a load output carries (for diff --html's curves).
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for v in [100_000, 150_000, 200_000, value] {
+            h.record(v).unwrap();
+        }
+        let histograms = gwbench::report::json::Histograms::encode(&h, &h, &h);
         let summary = serde_json::json!({
             "schema": "gwbench.load.v1",
+            "target": "http://127.0.0.1:1/x",
             "latency_ns": {"corrected": {"p50": 100_000, "p90": 200_000, "p99": value, "p999": 900_000},
-                           "service": {"p50": 100_000, "p90": 200_000, "p99": (lo + hi) / 2, "p999": 900_000}}
+                           "service": {"p50": 100_000, "p90": 200_000, "p99": (lo + hi) / 2, "p999": 900_000}},
+            "histograms": histograms,
         });
         std::fs::write(d.join("load.json"), summary.to_string()).unwrap();
         d
@@ -637,6 +645,28 @@ fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
     assert!(
         stdout.contains("REGRESSION") && stdout.contains("+50.0%"),
         "{stdout}"
+    );
+    // --html: both runs' curves on one chart, and the diff's table, written even when the
+    // exit code says regression.
+    let page = dir.join("diff.html");
+    let out = gwbench()
+        .arg("diff")
+        .arg(&base)
+        .arg(&worse)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains("corrected latency by percentile"));
+    assert!(
+        html.contains("\nbase\n</text>") && html.contains("\nnew\n</text>"),
+        "both runs in the legend"
+    );
+    assert!(
+        html.contains("REGRESSION"),
+        "the diff's table is on the page"
     );
     // A looser threshold for p99 lets it pass.
     let out = gwbench()

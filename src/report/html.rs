@@ -131,7 +131,19 @@ fn chart_error(e: impl std::fmt::Display) -> String {
 }
 
 fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
-    let curves = [percentile_curve(s.hists.0), percentile_curve(s.hists.1)];
+    curves_chart(
+        &format!("{}: corrected latency by percentile", s.name),
+        &[
+            (s.labels.0, s.hists.0, BLUE, false),
+            (s.labels.1, s.hists.1, RED, false),
+        ],
+    )
+}
+
+/// Latency-by-percentile curves on one chart (log "nines" axis): (label, histogram, colour,
+/// dashed) each.
+fn curves_chart(caption: &str, series: &[(&str, &Histogram<u64>, RGBColor, bool)]) -> String {
+    let curves: Vec<Vec<(f64, f64)>> = series.iter().map(|s| percentile_curve(s.1)).collect();
     let top = curves.iter().flatten().map(|p| p.1).fold(0.01f64, f64::max) * 1.5;
     let bottom = curves
         .iter()
@@ -141,11 +153,8 @@ fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
         .min(top / 10.0)
         .max(0.001);
     svg_chart((720, 380), |root| {
-        let mut chart = builder(
-            root,
-            &format!("{}: corrected latency by percentile", s.name),
-        )
-        .build_cartesian_2d(0f64..4f64, (bottom..top).log_scale())?;
+        let mut chart =
+            builder(root, caption).build_cartesian_2d(0f64..4f64, (bottom..top).log_scale())?;
         chart
             .configure_mesh()
             .x_labels(5)
@@ -158,17 +167,14 @@ fn percentile_chart(s: &ScenarioPlot<'_>) -> String {
             .x_desc("percentile")
             .y_desc("latency (ms)")
             .draw()?;
-        for (curve, label, color) in [
-            (&curves[0], s.labels.0, BLUE),
-            (&curves[1], s.labels.1, RED),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    curve.iter().copied(),
-                    color.stroke_width(2),
-                ))?
-                .label(label)
-                .legend(legend_line(color));
+        for (curve, (label, _, color, dashed)) in curves.iter().zip(series) {
+            let style = color.stroke_width(2);
+            let drawn = if *dashed {
+                chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 6, 4, style))?
+            } else {
+                chart.draw_series(LineSeries::new(curve.iter().copied(), style))?
+            };
+            drawn.label(*label).legend(legend_line(*color));
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
@@ -340,6 +346,59 @@ pub fn render(
     let _ = writeln!(
         out,
         "<h2>Summary</h2>\n<pre>{}</pre>\n</body></html>",
+        escape(table)
+    );
+    out
+}
+
+/// One chart of a diff: a scenario (or a load run) with both runs' curves.
+#[derive(Debug)]
+pub struct DiffPlot<'a> {
+    /// Scenario name (or the load target).
+    pub name: String,
+    /// (label, corrected histogram): the base run's dashed, the new run's solid, a colour per
+    /// side.
+    pub base: Vec<(String, &'a Histogram<u64>)>,
+    /// Likewise for the new run.
+    pub new: Vec<(String, &'a Histogram<u64>)>,
+}
+
+/// `gwbench diff --html`: both runs' latency curves on one chart per scenario, and the diff's
+/// table.
+pub fn render_diff(context: &[String], table: &str, plots: &[DiffPlot<'_>]) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gwbench diff</title>\n<style>\
+         body{{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}\
+         figure{{margin:1em 0}} h2{{border-bottom:1px solid #ccc}}</style></head><body>\n<h1>gwbench diff</h1>\n<ul>\n"
+    );
+    for c in context {
+        let _ = writeln!(out, "<li>{}</li>", escape(c));
+    }
+    out.push_str("</ul>\n");
+    let colors = [BLUE, RED, GREEN, MAGENTA];
+    for p in plots {
+        let mut series = Vec::new();
+        for (dashed, side) in [(true, &p.base), (false, &p.new)] {
+            for (i, (label, h)) in side.iter().enumerate() {
+                series.push((label.as_str(), *h, colors[i % colors.len()], dashed));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "<h2>{n}</h2>\n<p>base dashed, new solid</p>\n<figure class=\"percentiles\">{c}</figure>",
+            n = escape(&p.name),
+            c = curves_chart(
+                &format!("{}: corrected latency by percentile", p.name),
+                &series
+            )
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Diff</h2>\n<pre>{}</pre>\n</body></html>",
         escape(table)
     );
     out

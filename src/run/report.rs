@@ -239,6 +239,44 @@ fn context(summary: &serde_json::Value) -> Vec<String> {
     ]
 }
 
+/// A run's corrected latency per scenario and side, for `diff --html`: a compare run's from its
+/// `.hlog` files (beside its summary.json), a load output's from the histograms it carries. A
+/// scenario without them is left out.
+type Curves = Vec<(String, Vec<(String, hdrhistogram::Histogram<u64>)>)>;
+
+fn curves_of(path: &Path, summary: &serde_json::Value) -> anyhow::Result<Curves> {
+    if summary["schema"] == "gwbench.load.v1" {
+        let Some(b64) = summary["histograms"]["corrected"].as_str() else {
+            return Ok(Vec::new());
+        };
+        let h = hlog::decode_histogram(b64)
+            .map_err(|e| ReportError(format!("{}: {e}", path.display())))?;
+        let name = summary["target"].as_str().unwrap_or("load").to_string();
+        return Ok(vec![(name, vec![(String::new(), h)])]);
+    }
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let mut out = Vec::new();
+    for sc in summary["scenarios"].as_array().into_iter().flatten() {
+        let name = sc["name"].as_str().unwrap_or("?").to_string();
+        let sides: Vec<(String, hdrhistogram::Histogram<u64>)> = ["direct", "gateway"]
+            .iter()
+            .filter_map(|side| {
+                side_from_log(dir, &name, side)
+                    .ok()
+                    .map(|(h, _)| (side.to_string(), h))
+            })
+            .collect();
+        if !sides.is_empty() {
+            out.push((name, sides));
+        }
+    }
+    Ok(out)
+}
+
 /// The summary of a run: `PATH` when it is a file, else `PATH/summary.json`, else
 /// `PATH/load.json`.
 fn summary_of(path: &Path) -> Result<serde_json::Value, ReportError> {
@@ -274,7 +312,39 @@ pub(super) fn diff(args: &crate::cli::DiffArgs) -> anyhow::Result<()> {
     }
     let (base, new) = (summary_of(&args.base)?, summary_of(&args.new)?);
     let d = diff::diff(&base, &new, &thresholds).map_err(ReportError)?;
-    super::print_out(&diff::render(&d, &thresholds))?;
+    let table = diff::render(&d, &thresholds);
+    super::print_out(&table)?;
+    if let Some(out) = &args.html {
+        let runs = [(&args.base, &base), (&args.new, &new)];
+        let [b, n] = runs.map(|(path, summary)| curves_of(path, summary));
+        let (b, n) = (b?, n?);
+        let plots: Vec<html::DiffPlot<'_>> = n
+            .iter()
+            .filter_map(|(name, new_sides)| {
+                let base_sides = b.iter().find(|(bn, _)| bn == name).map(|(_, s)| s)?;
+                fn label<'a>(
+                    run: &str,
+                    sides: &'a [(String, hdrhistogram::Histogram<u64>)],
+                ) -> Vec<(String, &'a hdrhistogram::Histogram<u64>)> {
+                    sides
+                        .iter()
+                        .map(|(side, h)| (format!("{run} {side}").trim().to_string(), h))
+                        .collect()
+                }
+                Some(html::DiffPlot {
+                    name: name.clone(),
+                    base: label("base", base_sides),
+                    new: label("new", new_sides),
+                })
+            })
+            .collect();
+        let context = vec![
+            format!("base: {}", args.base.display()),
+            format!("new: {}", args.new.display()),
+        ];
+        let page = html::render_diff(&context, &table, &plots);
+        std::fs::write(out, page).with_context(|| format!("cannot write {}", out.display()))?;
+    }
     match d.regressions() {
         0 => Ok(()),
         n => Err(Regressed(n).into()),
