@@ -90,6 +90,32 @@ async fn stack(pki: &Pki, mtls: bool) -> (Backends, GatewayServer) {
     (b, gw)
 }
 
+/// A run's settings for these tests; the template is the caller's.
+fn config_for_tests() -> LoadConfig {
+    LoadConfig {
+        template: RequestTemplate::new(
+            Protocol::Http1,
+            &["http://127.0.0.1:1/".to_string()],
+            Method::GET,
+            &[],
+            Bytes::new(),
+        )
+        .unwrap(),
+        rate: Rate::Constant(500.0),
+        limit: Limit::Requests(100),
+        warmup: Duration::ZERO,
+        connections: 4,
+        max_in_flight: 64,
+        threads: 1,
+        timeout: Duration::from_secs(5),
+        spin: Duration::from_micros(20),
+        progress: false,
+        split: Default::default(),
+        raw_limit: None,
+        live: None,
+    }
+}
+
 /// 100 requests at 500 req/s over 4 connections to `url` as `protocol` with `opts`.
 async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
     tokio::task::spawn_blocking(move || {
@@ -99,18 +125,7 @@ async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
             .unwrap();
         run_load(&LoadConfig {
             template,
-            rate: Rate::Constant(500.0),
-            limit: Limit::Requests(100),
-            warmup: Duration::ZERO,
-            connections: 4,
-            max_in_flight: 64,
-            threads: 1,
-            timeout: Duration::from_secs(5),
-            spin: Duration::from_micros(20),
-            progress: false,
-            split: Default::default(),
-            raw_limit: None,
-            live: None,
+            ..config_for_tests()
         })
     })
     .await
@@ -150,20 +165,37 @@ async fn an_untrusted_certificate_is_a_transport_error_and_insecure_accepts_it()
     let pki = Pki::new("trust");
     let (b, gw) = stack(&pki, false).await;
     let url = format!("https://{}/rest/api/users/42", gw.http);
-    // The system's roots do not know this CA: every request fails, counted, no panic.
-    let run = load(url.clone(), Protocol::Http1, ClientOptions::default()).await;
-    assert_eq!(run.outcomes.ok, 0, "{:?}", run.outcomes);
-    assert_eq!(run.outcomes.total(), 100, "every request accounted for");
-    assert!(
-        run.outcomes
-            .transport
-            .get("tls_error")
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "named as TLS errors: {:?}",
-        run.outcomes.transport
-    );
+    // The system's roots do not know this CA: one handshake before the run says so, and the
+    // run does not start (exit 2 on the command line), naming the reason.
+    let untrusted = url.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        let template = RequestTemplate::new(
+            Protocol::Http1,
+            &[untrusted],
+            Method::GET,
+            &[],
+            Bytes::new(),
+        )
+        .unwrap()
+        .with_tls(Protocol::Http1, &ClientOptions::default())
+        .unwrap();
+        run_load(&LoadConfig {
+            template,
+            ..config_for_tests()
+        })
+    })
+    .await
+    .unwrap();
+    match refused {
+        Err(e @ gwbench::load::LoadError::Unreachable(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("TLS handshake refused") && text.contains("UnknownIssuer"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a refusal before the run, got {other:?}"),
+    }
     let insecure = ClientOptions {
         insecure: true,
         ..Default::default()
@@ -338,4 +370,66 @@ async fn the_gateway_reaches_upstreams_over_tls_and_mtls() {
     stop_rest.cancel();
     stop_grpc.cancel();
     b.shutdown().await;
+}
+
+/// A self-signed certificate that is its own CA, as `openssl req -x509` makes them, for
+/// `names`: (cert.pem, key.pem) in `dir`.
+fn self_signed_ca(dir: &std::path::Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("self.pem"), dir.join("self.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// A server presenting a self-signed CA certificate (what `openssl req -x509` makes, and what
+/// nginx is often given) is trusted when that certificate is given with --cacert — rustls's own
+/// verifier refuses a CA certificate as the server's (CaUsedAsEndEntity) — and still checked
+/// for the server's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_given_with_cacert_is_trusted_for_its_names() {
+    let pki = Pki::new("selfsigned");
+    for (names, trusted) in [
+        (&["localhost", "127.0.0.1"][..], true),
+        (&["other.test"][..], false),
+    ] {
+        let (cert, key) = self_signed_ca(&pki.dir, names);
+        let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+        let mut cfg = gateway_config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+        cfg.listen.tls = Some(ListenTls {
+            cert: cert.clone(),
+            key,
+            client_ca: None,
+        });
+        let gw = GatewayServer::start(&cfg).await.unwrap();
+        let url = format!("https://{}/rest/api/users/42", gw.http);
+        let opts = ClientOptions {
+            cacert: Some(cert),
+            ..Default::default()
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let template =
+                RequestTemplate::new(Protocol::Http1, &[url], Method::GET, &[], Bytes::new())
+                    .unwrap()
+                    .with_tls(Protocol::Http1, &opts)
+                    .unwrap();
+            run_load(&LoadConfig {
+                template,
+                ..config_for_tests()
+            })
+        })
+        .await
+        .unwrap();
+        match (result, trusted) {
+            (Ok(run), true) => assert_eq!(run.outcomes.ok, 100, "{:?}", run.outcomes),
+            (Err(e), false) => assert!(e.to_string().contains("NotValidForName"), "{e}"),
+            (other, _) => panic!("{names:?}: {other:?}"),
+        }
+        gw.shutdown().await;
+        b.shutdown().await;
+    }
 }

@@ -284,6 +284,16 @@ fn check(cfg: &LoadConfig) -> Result<(), LoadError> {
             cfg.template.describe()
         ))
     })?;
+    // One TLS handshake: an untrusted certificate is one clear error, not a run of tls_errors.
+    if let Some(tls) = &cfg.template.tls {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LoadError::Failed(format!("cannot build a runtime: {e}")))?;
+        rt.block_on(tls.check(cfg.template.dial())).map_err(|e| {
+            LoadError::Unreachable(format!("{} ({addr}): {e}", cfg.template.describe()))
+        })?;
+    }
     Ok(())
 }
 

@@ -249,6 +249,14 @@ impl RequestTemplate {
         opts: &crate::net::tls::ClientOptions,
     ) -> Result<Self, LoadError> {
         if self.tls.is_some() {
+            if protocol != Protocol::Http1 && self.protocol == Protocol::Http1 {
+                // HTTP/2 carries the authority in :authority; the Host header the HTTP/1.1
+                // template had would be a second one (nginx answers 400 to that).
+                let ours = HeaderValue::from_str(self.authority.as_str()).ok();
+                if self.headers.get(header::HOST) == ours.as_ref() {
+                    self.headers.remove(header::HOST);
+                }
+            }
             self.protocol = protocol;
             self.tls = Some(std::sync::Arc::new(client_tls(
                 protocol,
@@ -619,6 +627,26 @@ mod tests {
             b"POST /x HTTP/1.1\r\nhost: 127.0.0.1:8081\r\ncontent-type: application/json\r\n\
             x-k: v\r\ncontent-length: 2\r\n\r\n{}";
         assert_eq!(post.h1_fixed().unwrap(), expected);
+    }
+
+    #[test]
+    fn an_https_template_switched_to_h2_by_alpn_sends_no_host_header() {
+        let urls = ["https://127.0.0.1:8443/x".to_string()];
+        let opts = crate::net::tls::ClientOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let h1 =
+            RequestTemplate::new(Protocol::Http1, &urls, Method::GET, &[], Bytes::new()).unwrap();
+        assert!(h1.build(0).unwrap().headers().contains_key(header::HOST));
+        let h2 = h1.with_tls(Protocol::Http2, &opts).unwrap();
+        let req = h2.build(0).unwrap();
+        assert!(
+            !req.headers().contains_key(header::HOST),
+            "{:?}",
+            req.headers()
+        );
+        assert_eq!(req.uri().authority().unwrap(), "127.0.0.1:8443");
     }
 
     #[test]

@@ -125,9 +125,11 @@ impl ClientTls {
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate::new()))
         } else {
             let mut roots = rustls::RootCertStore::empty();
+            let mut given = Vec::new();
             match &opts.cacert {
                 Some(path) => {
                     for c in certs(path)? {
+                        given.push(c.clone());
                         roots
                             .add(c)
                             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -146,7 +148,12 @@ impl ClientTls {
                     }
                 }
             }
-            builder.with_root_certificates(roots)
+            let webpki = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| format!("the trusted certificates: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(TrustedOrGiven { webpki, given }))
         };
         let mut config = match &opts.identity {
             Some((cert, key_path)) => builder
@@ -167,6 +174,27 @@ impl ClientTls {
                     .expect("valid bounds"),
             ),
         })
+    }
+
+    /// One handshake with the server before a run, not counted: a certificate the client will
+    /// not trust, an mTLS refusal or a server that does not speak TLS is one clear error
+    /// (exit 2) instead of a run of `tls_error`s.
+    pub async fn check(&self, dial: super::Dial) -> Result<(), String> {
+        let timeout = Duration::from_secs(3);
+        let tcp = super::dial(dial, Some(timeout))
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        match tokio::time::timeout(timeout, connector.connect(self.name.clone(), tcp)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(
+                match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls) => format!("TLS handshake refused: {tls}"),
+                    None => format!("TLS handshake failed: {e}"),
+                },
+            ),
+            Err(_) => Err(format!("no TLS handshake within {timeout:?}")),
+        }
     }
 
     /// Runs the handshake over `tcp`, timing it.
@@ -316,6 +344,69 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// `--cacert`'s (or the system's) trust, plus one case rustls's own verifier refuses: the
+/// server presents exactly a self-signed certificate the user gave with `--cacert` (what
+/// `openssl req -x509` makes: a CA certificate used as the server's). It is then trusted as
+/// that certificate (pinned) and still checked for the server's name; its validity period is
+/// not checked in this case.
+#[derive(Debug)]
+struct TrustedOrGiven {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    given: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedOrGiven {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refused =
+            match self
+                .webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+        if !self.given.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return Err(refused);
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("the given certificate: {e}")))?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
