@@ -388,7 +388,9 @@ where
 /// whenever a timer is registered that expires before every pending one, which is every
 /// request's deadline when the wheel is empty between requests: about 1.5 extra syscalls per
 /// request on the gateway. With this timer pending, only deadlines shorter than `period` still
-/// do that. It costs one wake-up per `period` when idle.
+/// do that. It costs one wake-up per `period` when idle. `timer_tests` counts the wake-ups
+/// (eventfd writes) with and without it, and with deadlines shorter than `period`, so that a
+/// tokio release that changes this fails a test instead of silently undoing the saving.
 pub fn keep_timer_armed(period: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -440,5 +442,109 @@ mod dial_tests {
                 assert_eq!(peer.ip(), ip);
             }
         }
+    }
+}
+
+/// `keep_timer_armed` rests on how tokio's timer wheel wakes its driver; these tests fail, and
+/// say so, the day a tokio release changes it (then the helper saves nothing, or is no longer
+/// needed).
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    /// Write-family syscalls this thread has made (`syscw` of /proc/thread-self/io): the
+    /// driver's wake-up is one eventfd write, made by the thread that registers the timer.
+    fn writes_by_this_thread() -> Option<u64> {
+        let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// `n` request-like deadlines, as the gateway meets them: the runtime idles (its driver
+    /// parked) until a "request" arrives from another thread, then registers the request's
+    /// deadline and drops it with the quick answer. The writes this thread made meanwhile.
+    async fn deadlines(n: u64) -> u64 {
+        requests(n, Some(Duration::from_secs(5))).await
+    }
+
+    /// As [`deadlines`], with a deadline of that length or none.
+    async fn requests(n: u64, deadline: Option<Duration>) -> u64 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (ack, acked) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            for _ in 0..n {
+                if tx.blocking_send(()).is_err() || acked.recv().is_err() {
+                    return;
+                }
+            }
+        });
+        let before = writes_by_this_thread().unwrap_or(0);
+        while rx.recv().await.is_some() {
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, tokio::task::yield_now()).await;
+                }
+                None => tokio::task::yield_now().await,
+            }
+            if ack.send(()).is_err() {
+                break;
+            }
+        }
+        let writes = writes_by_this_thread().unwrap_or(0) - before;
+        let _ = client.join();
+        writes
+    }
+
+    #[test]
+    fn an_armed_timer_spares_the_driver_wake_up_of_every_deadline() {
+        if writes_by_this_thread().is_none() {
+            eprintln!("no /proc/thread-self/io here: nothing to count");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = 2_000;
+        // The same requests without a deadline make no write at all: what follows is the
+        // deadlines' doing.
+        assert_eq!(rt.block_on(requests(n, None)), 0);
+        let bare = rt.block_on(deadlines(n));
+        let (armed, shorter) = rt.block_on(async {
+            // Shorter than the deadlines (5 s), as the gateway's 50 ms is shorter than its
+            // routes' timeouts; long enough to fire at most a few times during the test.
+            let stop = CancellationToken::new();
+            let arm = keep_timer_armed(Duration::from_secs(1), stop.clone());
+            tokio::task::yield_now().await; // its first tick is registered
+            let writes = deadlines(n).await;
+            // Deadlines shorter than the armed timer's period are the earliest again: the
+            // saving is gone for them (why the gateway arms every 50 ms).
+            let shorter = requests(n, Some(Duration::from_millis(100))).await;
+            stop.cancel();
+            let _ = arm.await;
+            (writes, shorter)
+        });
+        eprintln!(
+            "{n} deadlines: {bare} driver wake-ups (eventfd writes) bare, {armed} armed, \
+             {shorter} armed with deadlines shorter than its period"
+        );
+        // How many of the n requests find the driver parked varies with the scheduling; each
+        // that does pays one eventfd write for its deadline, unless a timer is armed.
+        assert!(
+            bare >= n / 10,
+            "without an armed timer {n} deadlines made only {bare} writes: tokio no longer wakes \
+             its driver per earliest deadline, and keep_timer_armed saves nothing now"
+        );
+        assert!(
+            armed <= bare / 10,
+            "with an armed timer {n} deadlines still made {armed} writes (without: {bare}): \
+             keep_timer_armed no longer spares the wake-ups"
+        );
+        assert!(
+            shorter >= n / 10,
+            "deadlines shorter than the armed period made only {shorter} writes: the model of \
+             when the saving holds (keep_timer_armed's doc) is no longer tokio's"
+        );
     }
 }
