@@ -116,8 +116,13 @@ fn config_for_tests() -> LoadConfig {
     }
 }
 
-/// 100 requests at 500 req/s over 4 connections to `url` as `protocol` with `opts`.
-async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
+/// 100 requests at 500 req/s over 4 connections to `url` as `protocol` with `opts`: the run,
+/// or why it did not start.
+async fn try_load(
+    url: String,
+    protocol: Protocol,
+    opts: ClientOptions,
+) -> Result<LoadRun, gwbench::load::LoadError> {
     tokio::task::spawn_blocking(move || {
         let template = RequestTemplate::new(protocol, &[url], Method::GET, &[], Bytes::new())
             .unwrap()
@@ -130,7 +135,11 @@ async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
     })
     .await
     .unwrap()
-    .expect("the run starts")
+}
+
+/// [`try_load`], which must start.
+async fn load(url: String, protocol: Protocol, opts: ClientOptions) -> LoadRun {
+    try_load(url, protocol, opts).await.expect("the run starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,25 +176,7 @@ async fn an_untrusted_certificate_is_a_transport_error_and_insecure_accepts_it()
     let url = format!("https://{}/rest/api/users/42", gw.http);
     // The system's roots do not know this CA: one handshake before the run says so, and the
     // run does not start (exit 2 on the command line), naming the reason.
-    let untrusted = url.clone();
-    let refused = tokio::task::spawn_blocking(move || {
-        let template = RequestTemplate::new(
-            Protocol::Http1,
-            &[untrusted],
-            Method::GET,
-            &[],
-            Bytes::new(),
-        )
-        .unwrap()
-        .with_tls(Protocol::Http1, &ClientOptions::default())
-        .unwrap();
-        run_load(&LoadConfig {
-            template,
-            ..config_for_tests()
-        })
-    })
-    .await
-    .unwrap();
+    let refused = try_load(url.clone(), Protocol::Http1, ClientOptions::default()).await;
     match refused {
         Err(e @ gwbench::load::LoadError::Unreachable(_)) => {
             let text = e.to_string();
@@ -411,19 +402,7 @@ async fn a_self_signed_certificate_given_with_cacert_is_trusted_for_its_names() 
             cacert: Some(cert),
             ..Default::default()
         };
-        let result = tokio::task::spawn_blocking(move || {
-            let template =
-                RequestTemplate::new(Protocol::Http1, &[url], Method::GET, &[], Bytes::new())
-                    .unwrap()
-                    .with_tls(Protocol::Http1, &opts)
-                    .unwrap();
-            run_load(&LoadConfig {
-                template,
-                ..config_for_tests()
-            })
-        })
-        .await
-        .unwrap();
+        let result = try_load(url, Protocol::Http1, opts).await;
         match (result, trusted) {
             (Ok(run), true) => assert_eq!(run.outcomes.ok, 100, "{:?}", run.outcomes),
             (Err(e), false) => assert!(e.to_string().contains("NotValidForName"), "{e}"),
