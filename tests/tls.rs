@@ -412,3 +412,115 @@ async fn a_self_signed_certificate_given_with_cacert_is_trusted_for_its_names() 
         b.shutdown().await;
     }
 }
+
+/// A real nginx (Debian's) terminating TLS on a free port, stopped on drop; None (and the test
+/// says so) when nginx is not installed, unless GWBENCH_REQUIRE_NGINX=1 (CI installs it).
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        http2: bool,
+    ) -> Option<Nginx> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1;\n\
+             pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port} ssl{h2};\n\
+                 ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                 location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+            h2 = if http2 { " http2" } else { "" },
+            cert = cert.display(),
+            key = key.display(),
+        );
+        let path = dir.join(format!("nginx-{port}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        let binary = ["nginx", "/usr/sbin/nginx"]
+            .into_iter()
+            .find(|b| std::process::Command::new(b).arg("-v").output().is_ok());
+        let Some(binary) = binary else {
+            let msg = "nginx is not installed (Debian: apt-get install nginx)";
+            assert!(std::env::var("GWBENCH_REQUIRE_NGINX").is_err(), "{msg}");
+            eprintln!("skipped: {msg}");
+            return None;
+        };
+        let child = std::process::Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let n = Nginx { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Against a real nginx with the kind of certificate nginx is usually given for a test (a
+/// self-signed one that is its own CA): `gwbench load https://` trusts it with --cacert, takes
+/// h2 when ALPN offers it (without a second Host: nginx answered 400 to every request) and
+/// HTTP/1.1 when not, every request answered.
+#[test]
+fn load_over_tls_against_a_real_nginx_with_a_self_signed_certificate() {
+    let pki = Pki::new("nginx");
+    let (cert, key) = self_signed_ca(&pki.dir, &["localhost", "127.0.0.1"]);
+    for (http2, protocol) in [(true, "h2"), (false, "HTTP/1.1")] {
+        let Some(nginx) = Nginx::start(&pki.dir, &cert, &key, http2) else {
+            return;
+        };
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
+            .args(["load", &format!("https://127.0.0.1:{}/", nginx.port)])
+            .arg("--cacert")
+            .arg(&cert)
+            .args([
+                "-n", "200", "--rps", "400", "-c", "4", "--warmup", "0s", "--json", "-q",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["requests"]["ok"], 200, "{protocol}: {report}");
+        assert!(
+            report["protocol"].as_str().unwrap().starts_with(protocol),
+            "{protocol}: {}",
+            report["protocol"]
+        );
+    }
+}
