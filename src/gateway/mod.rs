@@ -166,6 +166,13 @@ impl Gateway {
         &self.rate_limit_stores
     }
 
+    /// Sends the spans queued so far, when tracing (at the gateway's stop).
+    pub fn flush_traces(&self) {
+        if let Some(t) = &self.tracing {
+            t.flush();
+        }
+    }
+
     /// The route table.
     pub fn routes(&self) -> &[router::RouteInfo] {
         self.router.routes()

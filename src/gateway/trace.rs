@@ -42,8 +42,15 @@ impl std::fmt::Debug for Tracing {
 
 impl Drop for Tracing {
     fn drop(&mut self) {
-        // Sends what is queued (bounded by the exporter's timeout).
-        let _ = self.provider.shutdown();
+        // Sends what is queued, bounded by the exporter's timeout, on a thread of its own: the
+        // last reference may go with a worker's last request after a reload, and a collector
+        // that is down must not stall that worker for the timeout.
+        let provider = self.provider.clone();
+        let _ = std::thread::Builder::new()
+            .name("gwbench-otlp-shutdown".into())
+            .spawn(move || {
+                let _ = provider.shutdown();
+            });
     }
 }
 
@@ -110,6 +117,12 @@ impl Tracing {
             tracer,
             propagator: TraceContextPropagator::new(),
         })))
+    }
+
+    /// Sends the spans queued so far (bounded by the exporter's timeout): at the gateway's
+    /// stop, before the process ends.
+    pub fn flush(&self) {
+        let _ = self.provider.force_flush();
     }
 
     /// A server span for a request, child of the client's context in `headers` if any.

@@ -123,7 +123,9 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
             super::print_ready(&server.ready_lines())?;
             serve_until_signal(&server.reload, args).await?;
             tracing::info!("signal received: draining and stopping");
+            let gateway = server.gateway();
             server.shutdown().await;
+            gateway.flush_traces();
             Ok(())
         });
     }
@@ -133,7 +135,9 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
         super::print_ready(&server.ready_lines())?;
         serve_until_signal(&server.reload, args).await?;
         tracing::info!("signal received: draining and stopping");
+        let gateway = server.gateway();
         server.shutdown().await;
+        gateway.flush_traces();
         Ok(())
     })
 }
