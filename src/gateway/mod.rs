@@ -230,13 +230,13 @@ impl Gateway {
             trace::end_request(&cx, method.as_str(), route, resp.status().as_u16());
         }
         if let Some((log, (wall, arrived), note)) = logged {
-            let note = note.read();
+            let note = note.take();
             let (route, bytes_in) = match &seen {
                 Some((route, n)) => (Some(&**route), *n),
                 None => (None, 0),
             };
             log.record(&access_log::Entry {
-                time: humantime::format_rfc3339_millis(wall).to_string(),
+                time: wall,
                 request_id: request_id.to_str().unwrap_or(""),
                 method: method.as_str(),
                 route,
