@@ -24,6 +24,8 @@ use super::config::AccessLogConfig;
 #[derive(Debug)]
 pub struct AccessLog {
     tx: SyncSender<Vec<u8>>,
+    /// Lines queued and not yet written out (the writer counts them down after each flush).
+    pending: Arc<AtomicU64>,
     dropped: AtomicU64,
     dropped_metric: metrics::Counter,
 }
@@ -45,10 +47,13 @@ impl AccessLog {
             ),
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(cfg.queue);
+        let pending = Arc::new(AtomicU64::new(0));
+        let written = pending.clone();
         std::thread::Builder::new()
             .name("gwbench-access-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                let mut unflushed = 0;
                 // It drains the queue every 10 ms instead of waiting on it: a request that
                 // finds the writer waiting would pay a futex wake (a syscall) to hand it a
                 // line. Ends when every sender (every gateway that logs) is gone, having
@@ -57,13 +62,16 @@ impl AccessLog {
                     match rx.try_recv() {
                         Ok(line) => {
                             let _ = out.write_all(&line);
+                            unflushed += 1;
                         }
                         Err(std::sync::mpsc::TryRecvError::Empty) => {
                             let _ = out.flush();
+                            written.fetch_sub(std::mem::take(&mut unflushed), Ordering::AcqRel);
                             std::thread::sleep(Duration::from_millis(10));
                         }
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                             let _ = out.flush();
+                            written.fetch_sub(unflushed, Ordering::AcqRel);
                             break;
                         }
                     }
@@ -72,6 +80,7 @@ impl AccessLog {
             .map_err(|e| GatewayError(format!("cannot start the access log's thread: {e}")))?;
         Ok(Some(Arc::new(AccessLog {
             tx,
+            pending,
             dropped: AtomicU64::new(0),
             dropped_metric: metrics::counter!("gwbench_access_log_dropped_total"),
         })))
@@ -85,12 +94,23 @@ impl AccessLog {
             return;
         }
         line.push(b'\n');
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.dropped_metric.increment(1);
             }
+        }
+    }
+
+    /// Waits (at most `within`) until every line queued so far is written and flushed: at the
+    /// gateway's stop, before the process ends.
+    pub fn flush(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -211,7 +231,11 @@ mod tests {
         }
         let offering = started.elapsed();
         let dropped = log.dropped();
-        drop(log); // the writer finishes the queue and ends
+        // Everything queued is on disk once flush returns.
+        log.flush(Duration::from_secs(10));
+        let on_disk = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+        assert_eq!(on_disk + dropped, 10_000, "flushed");
+        drop(log); // the writer ends
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let count = || {
             std::fs::read_to_string(&path)

@@ -166,8 +166,12 @@ impl Gateway {
         &self.rate_limit_stores
     }
 
-    /// Sends the spans queued so far, when tracing (at the gateway's stop).
-    pub fn flush_traces(&self) {
+    /// Writes out what the access log and the tracer hold (at the gateway's stop, so that the
+    /// process does not end before them).
+    pub fn flush(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush(Duration::from_secs(2));
+        }
         if let Some(t) = &self.tracing {
             t.flush();
         }

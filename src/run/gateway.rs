@@ -125,7 +125,7 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
             tracing::info!("signal received: draining and stopping");
             let gateway = server.gateway();
             server.shutdown().await;
-            gateway.flush_traces();
+            gateway.flush();
             Ok(())
         });
     }
@@ -137,7 +137,7 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
         tracing::info!("signal received: draining and stopping");
         let gateway = server.gateway();
         server.shutdown().await;
-        gateway.flush_traces();
+        gateway.flush();
         Ok(())
     })
 }
