@@ -77,7 +77,9 @@ pub(super) fn assemble(
     let transcode_upstream = index_of(&cfg.transcode.upstream)?;
     let shared = &common.shared;
     let inner = inner.unwrap_or_else(|| {
-        let core = core(cfg, upstreams).tracing(common.tracing.clone());
+        let core = core(cfg, upstreams)
+            .tracing(common.tracing.clone())
+            .noting(common.access_log.is_some());
         dispatch::service(Arc::new(core))
     });
     let rate_limit_stores = shared.stores();

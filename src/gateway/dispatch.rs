@@ -91,6 +91,9 @@ pub struct Core {
     forward: Vec<http::HeaderName>,
     /// Spans per upstream call (`[tracing]`).
     tracing: Option<Arc<super::trace::Tracing>>,
+    /// Whether requests carry an access-log note to fill in (`[access_log]` on): off, no
+    /// request pays the extension lookup.
+    noting: bool,
 }
 
 impl Core {
@@ -101,7 +104,14 @@ impl Core {
             json,
             forward: Vec::new(),
             tracing: None,
+            noting: false,
         }
+    }
+
+    /// With the upstream and its latency written into each request's access-log note.
+    pub fn noting(mut self, on: bool) -> Self {
+        self.noting = on;
+        self
     }
 
     /// With a span per upstream call.
@@ -125,15 +135,15 @@ impl Core {
     pub async fn call(&self, mut req: GwRequest) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
         // With tracing on, the upstream call's span; its context goes upstream.
-        let span = match (
-            &self.tracing,
-            req.parts.extensions.get::<super::trace::TraceNote>(),
-        ) {
-            (Some(t), Some(note)) => {
-                Some(t.upstream(&note.0.clone(), &upstream.name, &mut req.parts.headers))
-            }
-            _ => None,
-        };
+        let span = self.tracing.as_ref().and_then(|t| {
+            let cx = req
+                .parts
+                .extensions
+                .get::<super::trace::TraceNote>()?
+                .0
+                .clone();
+            Some(t.upstream(&cx, &upstream.name, &mut req.parts.headers))
+        });
         let resp = self.call_upstream(req).await;
         if let Some(cx) = span {
             super::trace::end_upstream(&cx, resp.status().as_u16());
@@ -145,10 +155,10 @@ impl Core {
         let upstream = &self.upstreams[req.upstream];
         let deadline = req.deadline;
         let started = Instant::now();
-        let note = req
-            .parts
-            .extensions
-            .get::<super::access_log::AccessNote>()
+        let note = self
+            .noting
+            .then(|| req.parts.extensions.get::<super::access_log::AccessNote>())
+            .flatten()
             .cloned();
         if let Target::Aggregate(a) = &req.target {
             // An aggregation keeps what arrived in time, so it enforces its deadline per part.
