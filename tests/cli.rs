@@ -478,61 +478,43 @@ fn gateway_config_errors_exit_2_before_binding() {
 
 #[test]
 fn load_grpc_takes_proto_files_without_protoc() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt.block_on(async {
-        gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
-            .await
-            .unwrap()
-    });
+    let (rt, backends) = mocks();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let out = gwbench()
-        .args(["load", &format!("http://{}", backends.grpc[0])])
-        .args([
-            "--grpc",
-            "gwbench.v1.UserService/GetUser",
-            "--data",
-            r#"{"id": 3}"#,
-        ])
-        .args([
-            "--proto",
-            &format!("{root}/gwbench/v1/users.proto"),
-            "-I",
-            root,
-        ])
-        .args(["-n", "20", "--rps", "200", "--warmup", "0s", "--json", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let users = format!("{root}/gwbench/v1/users.proto");
+    let report = load_json(&[
+        &format!("http://{}", backends.grpc[0]),
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--data",
+        r#"{"id": 3}"#,
+        "--proto",
+        &users,
+        "-I",
+        root,
+        "-n",
+        "20",
+        "--rps",
+        "200",
+    ]);
     assert_eq!(report["requests"]["ok"], 20, "{report}");
     rt.block_on(backends.shutdown());
 }
 
 #[test]
 fn load_grpc_asks_the_server_for_its_descriptors_with_reflect() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let backends = rt.block_on(async {
-        gwbench::backend::Backends::start(&gwbench::backend::BackendsConfig::ephemeral())
-            .await
-            .unwrap()
-    });
-    let out = gwbench()
-        .args(["load", &format!("http://{}", backends.grpc[0])])
-        .args(["--grpc", "gwbench.v1.UserService/GetUser", "--reflect"])
-        .args(["--data", r#"{"id": 3}"#])
-        .args(["-n", "20", "--rps", "200", "--warmup", "0s", "--json", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (rt, backends) = mocks();
+    let report = load_json(&[
+        &format!("http://{}", backends.grpc[0]),
+        "--grpc",
+        "gwbench.v1.UserService/GetUser",
+        "--reflect",
+        "--data",
+        r#"{"id": 3}"#,
+        "-n",
+        "20",
+        "--rps",
+        "200",
+    ]);
     assert_eq!(report["requests"]["ok"], 20, "{report}");
     // A server that refuses the connection: one line naming what failed, exit 2.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
