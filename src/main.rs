@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use gwbench::cli::{Cli, one_line_error};
 
+/// mimalloc instead of glibc's malloc: per-thread free lists without glibc's arena locking and
+/// fastbin consolidation, which cost the gateway about a tenth of its CPU per request at
+/// saturation (BENCHMARKS.md, "Allocator"). The library (and so its tests) keeps the system's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
