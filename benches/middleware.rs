@@ -624,9 +624,48 @@ fn whole_stack(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the proxy does to a typical message's headers on the way through (forward.rs): a
+/// curl-like request's (Host, User-Agent, Accept) and the REST mock's response's.
+fn forwarding(c: &mut Criterion) {
+    use gwbench::gateway::forward;
+    let mut g = c.benchmark_group("forward");
+    let mut req = HeaderMap::new();
+    req.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    req.insert("user-agent", HeaderValue::from_static("curl/7.88.1"));
+    req.insert("accept", HeaderValue::from_static("*/*"));
+    let peer = gwbench::net::PeerAddr("127.0.0.1:40000".parse().expect("an address"));
+    let id = HeaderValue::from_static("0b7f3c2a9e8d4f10");
+    g.bench_function("request headers", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |h| forward::request_headers(h, Some(&peer), &id),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut resp = HeaderMap::new();
+    resp.insert("content-type", HeaderValue::from_static("application/json"));
+    resp.insert("content-length", HeaderValue::from_static("187"));
+    resp.insert(
+        "date",
+        HeaderValue::from_static("Wed, 02 Dec 2026 15:00:00 GMT"),
+    );
+    g.bench_function("response headers", |b| {
+        b.iter_batched(
+            || resp.clone(),
+            |mut h| {
+                forward::strip_hop_by_hop(&mut h);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     router,
+    forwarding,
     jwt,
     rate_limit,
     breaker,
