@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Allocations per request of the gateway process: a uprobe on libc's malloc (`perf probe`,
-# needs root and linux-perf) counted while the proxy and the transcoded route are loaded at a
+# Allocations per request of the gateway process: a uprobe on the allocator's entry (`perf probe`,
+# needs root and linux-perf) — mimalloc's `mi_malloc_aligned` in the binary (the binary's global
+# allocator, main.rs), or libc's malloc for a build without it (GW=/path/to/build) counted while the proxy and the transcoded route are loaded at a
 # constant rate. A count, not a timing: it does not move with the machine's noise, so it shows
 # what a change to the request path allocates. CALLERS=1 also lists the code that calls malloc
 # on the proxy route (DWARF call graphs; the first frame outside allocation helpers), one
@@ -13,9 +14,16 @@ cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "missing: perf (apt-get install -y linux-perf)" >&2; exit 2; }
 RPS=${RPS:-2000}
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
-GW=target/release/gwbench
-libc=$(ldd "$GW" | awk '/libc.so/ {print $3}')
-perf probe -q -x "$libc" malloc 2>/dev/null || true   # already there is fine
+GW=${GW:-target/release/gwbench}
+if nm "$GW" | grep -q ' T mi_malloc_aligned$'; then
+  perf probe -q -x "$GW" --del 'probe_gwbench:*' 2>/dev/null || true # another build's offsets
+  perf probe -q -x "$GW" mi_malloc_aligned
+  event=probe_gwbench:mi_malloc_aligned
+else
+  libc=$(ldd "$GW" | awk '/libc.so/ {print $3}')
+  perf probe -q -x "$libc" malloc 2>/dev/null || true   # already there is fine
+  event=probe_libc:malloc
+fi
 . benches/lib.sh
 start_stack
 sleep 0.5
@@ -23,19 +31,19 @@ for path in /rest/api/users/42 /api/users/42; do
   $gen "$GW" load "http://127.0.0.1:$gwp$path" --rps "$RPS" -c 8 -d 6s --warmup 1s -q --json > /dev/null &
   lp=$!
   sleep 2
-  perf stat -e probe_libc:malloc -x, -o "$work/st.txt" -p "$gw_pid" -- sleep 3 2>/dev/null
+  perf stat -e "$event" -x, -o "$work/st.txt" -p "$gw_pid" -- sleep 3 2>/dev/null
   wait $lp
-  echo "$path: $(awk -F, -v n=$((RPS * 3)) '/probe_libc/ {printf "%.1f", $1 / n}' "$work/st.txt") mallocs per request"
+  echo "$path: $(awk -F, -v n=$((RPS * 3)) '/probe_/ {printf "%.1f", $1 / n}' "$work/st.txt") mallocs per request"
 done
 [ -n "${CALLERS:-}" ] || exit 0
 $gen "$GW" load "http://127.0.0.1:$gwp/rest/api/users/42" --rps "$RPS" -c 8 -d 5s --warmup 1s -q --json > /dev/null &
 lp=$!
 sleep 2
-perf record -q -e probe_libc:malloc --call-graph dwarf,16384 -o "$work/m.data" -p "$gw_pid" -- sleep 1 > /dev/null 2>&1
+perf record -q -e "$event" --call-graph dwarf,16384 -o "$work/m.data" -p "$gw_pid" -- sleep 1 > /dev/null 2>&1
 wait $lp
 perf script -i "$work/m.data" 2>/dev/null | python3 -c '
 import sys, re, collections
-helper = re.compile(r"malloc|__rust_alloc|alloc::|RawVec|raw_vec|core::ptr|<alloc|with_capacity|::clone|to_owned|to_vec|Box<|boxed|String|fmt::|format|hashbrown|Vec<|::reserve|::push|do_reserve|finish_grow|grow_|from_iter|SpecFrom|collect|extend")
+helper = re.compile(r"malloc|mimalloc|mi_|__rust_alloc|alloc::|RawVec|raw_vec|core::ptr|<alloc|with_capacity|::clone|to_owned|to_vec|Box<|boxed|String|fmt::|format|hashbrown|Vec<|::reserve|::push|do_reserve|finish_grow|grow_|from_iter|SpecFrom|collect|extend")
 calls, n, stack = collections.Counter(), 0, []
 def flush():
     global n
