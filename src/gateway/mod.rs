@@ -288,11 +288,16 @@ impl Gateway {
         let deadline = intake::deadline(req.headers(), route_timeout);
         let (parts, body) = req.into_parts();
         // The body must arrive within the request's deadline too: a body sent a byte at a
-        // time would otherwise hold the request (and its connection) for good.
+        // time would otherwise hold the request (and its connection) for good. A body already
+        // known to be over (a GET's, or one whose length was 0) cannot stall: no timer for it.
+        let ended = body.is_end_stream();
         let read = intake::read_body(&parts.headers, body, self.max_body);
-        let body = tokio::time::timeout(deadline, read)
-            .await
-            .map_err(|_| intake::body_too_slow(deadline))??;
+        let body = match ended {
+            true => read.await?,
+            false => tokio::time::timeout(deadline, read)
+                .await
+                .map_err(|_| intake::body_too_slow(deadline))??,
+        };
         let request = GwRequest {
             parts,
             body,
