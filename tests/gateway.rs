@@ -1082,6 +1082,10 @@ async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
     cfg.rate_limit.rate = nz(1);
     cfg.rate_limit.per = gwbench::gateway::config::TextDuration(Duration::from_secs(3600));
     cfg.rate_limit.burst = nz(3);
+    // A prefix of this test's own, so that its requests are the only ones under that route in
+    // the process's metrics (the tallies of other tests' gateways are summed in too).
+    cfg.proxy[0].prefix = "/percore/".into();
+    cfg.proxy[0].strip_prefix = "/percore".into();
     let gw = gwbench::gateway::workers::Workers::start(&cfg, 2)
         .await
         .unwrap();
@@ -1118,10 +1122,23 @@ async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
             (StatusCode::OK, "9".into())
         );
         assert_eq!(
-            get(&url(gw.http, "/rest/api/users/9")).await.status,
+            get(&url(gw.http, "/percore/api/users/9")).await.status,
             StatusCode::OK
         );
     }
+    // Each worker counts in a tally of its own; the scrape adds them up, requests and
+    // durations alike (8 proxied requests over 8 connections, spread over both workers).
+    let page = String::from_utf8(get(&url(gw.admin, "/metrics")).await.body.to_vec()).unwrap();
+    let sum = |name: &str| -> f64 {
+        parse_prometheus(&page)
+            .iter()
+            .filter(|(n, l, _)| n == name && l.contains("route=\"/percore/"))
+            .map(|s| s.2)
+            .sum()
+    };
+    assert_eq!(sum("gwbench_requests_total"), 8.0, "{page}");
+    assert_eq!(sum("gwbench_request_duration_seconds_count"), 8.0, "{page}");
+    assert_eq!(page.matches("# TYPE gwbench_requests_total ").count(), 1);
     assert_eq!(
         get(&url(gw.admin, "/routes")).await.json()["routes"]
             .as_array()

@@ -189,7 +189,7 @@ impl Core {
             Err(_) => Err(deadline_exceeded(deadline)),
         };
         let took = started.elapsed();
-        upstream.latency.record(took.as_secs_f64());
+        upstream.latency.record(took);
         if let Some(note) = note {
             note.upstream(&upstream.name, took);
         }

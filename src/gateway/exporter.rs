@@ -1,15 +1,13 @@
 //! The process-wide Prometheus recorder behind the `metrics` facade, and the admin port's
-//! `GET /metrics` page. The middleware, the upstream pools and the breakers record into it; the
-//! server renders it (and drains its histograms every second).
+//! `GET /metrics` page. Events (breaker state, rate-limit refusals, cache results, store errors,
+//! access-log drops) are recorded into it; the per-request series are the workers' tallies
+//! ([`super::tally`]), added to the page when it is rendered.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Latency buckets, seconds: 100 µs to 5 s.
-const BUCKETS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+use super::tally::BUCKETS;
 
 /// The process-wide Prometheus recorder, installed on first use. None when another recorder
 /// was installed first (then `/metrics` says so).
@@ -32,10 +30,16 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The `/metrics` page.
+/// The `/metrics` page: the recorder's series, then the per-request ones summed over the
+/// workers' tallies ([`super::tally`]).
 pub fn render() -> String {
-    match handle() {
+    let mut page = match handle() {
         Some(h) => h.render(),
-        None => "# no metrics: another recorder is installed in this process\n".into(),
+        None => "# no recorder: another one is installed in this process\n".into(),
+    };
+    if !page.is_empty() && !page.ends_with('\n') {
+        page.push('\n');
     }
+    super::tally::render(&mut page);
+    page
 }

@@ -30,6 +30,7 @@ pub mod server;
 pub mod stack;
 pub mod status;
 pub mod stream;
+pub mod tally;
 pub mod template;
 pub mod trace;
 pub mod transcode;

@@ -64,8 +64,10 @@ pub struct Upstream {
     policy: LbPolicy,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    /// `gwbench_upstream_duration_seconds{upstream}`, registered once.
-    pub latency: metrics::Histogram,
+    /// `gwbench_upstream_duration_seconds{upstream}`, in this upstream's own tally (this
+    /// worker's: no label lookup and no shared counter per request).
+    pub latency: std::sync::Arc<crate::gateway::tally::Histogram>,
+    _tally: std::sync::Arc<crate::gateway::tally::Tally>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -129,11 +131,16 @@ impl Upstream {
                 down_until: AtomicU64::new(0),
             });
         }
-        // Registered once here: recording then needs no label lookup per request.
+        // The process-wide recorder, for the breakers' and the pools' event counters.
         let _ = crate::gateway::exporter::handle();
-        let latency = metrics::histogram!("gwbench_upstream_duration_seconds", "upstream" => cfg.name.clone());
+        let tally = crate::gateway::tally::Tally::new();
+        let latency = tally.histogram(
+            crate::gateway::tally::Family::Upstream,
+            &std::sync::Arc::from(cfg.name.as_str()),
+        );
         Ok(Upstream {
             latency,
+            _tally: tally,
             name: cfg.name.clone(),
             protocol: cfg.protocol,
             policy: cfg.lb,

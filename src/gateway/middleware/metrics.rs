@@ -2,20 +2,23 @@
 //! `GET /metrics`): requests by route, method and status; latency by route; upstream latency;
 //! requests in flight; rate-limited requests; breaker state per upstream; cache results.
 //! `MetricsLayer` is the outermost layer of every stack; requests refused before routing
-//! (404, 405, 413, a bad path) are counted under the route `(none)`. The recorder and the
-//! `/metrics` page are the server's ([`crate::gateway::exporter`]).
+//! (404, 405, 413, a bad path) are counted under the route `(none)`. These per-request series
+//! are kept in the stack's own [`Tally`] (per worker, summed at scrape); the `/metrics` page is
+//! the server's ([`crate::gateway::exporter`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use crate::gateway::exporter;
+use crate::gateway::tally::{Family, Tally};
 use crate::gateway::{GwRequest, GwResponse};
 
-/// Counts one response that never reached a route.
+/// Counts one response that never reached a route (in a tally of its own: refusals before
+/// routing are not the request path's business).
 pub fn record_unrouted(method: &http::Method, status: http::StatusCode) {
-    metrics::counter!("gwbench_requests_total", "route" => "(none)", "method" => method_label(method), "status" => status.as_str().to_string())
-        .increment(1);
+    static UNROUTED: LazyLock<(Arc<Tally>, Arc<str>)> =
+        LazyLock::new(|| (Tally::new(), Arc::from("(none)")));
+    let (tally, route) = &*UNROUTED;
+    tally.request(route, method_label(method), status.as_u16());
 }
 
 /// The `method` label: one of the methods RFC 9110 defines (and PATCH), else `other`. A label
@@ -38,67 +41,28 @@ pub fn method_label(method: &http::Method) -> &'static str {
 
 // ===== MetricsLayer =====
 
-/// Route, method and status of `gwbench_requests_total`.
-type RequestKey = (Arc<str>, &'static str, u16);
-
-/// Metric handles already registered, by label values: a request then costs one read-locked
-/// hash lookup instead of building label strings and a registry key (three of them).
-#[derive(Debug, Default)]
-struct Handles {
-    in_flight: OnceLock<metrics::Gauge>,
-    requests: RwLock<HashMap<RequestKey, metrics::Counter>>,
-    latency: RwLock<HashMap<Arc<str>, metrics::Histogram>>,
-}
-
-impl Handles {
-    fn in_flight(&self) -> &metrics::Gauge {
-        self.in_flight
-            .get_or_init(|| metrics::gauge!("gwbench_in_flight"))
-    }
-
-    fn latency(&self, route: &Arc<str>) -> metrics::Histogram {
-        if let Some(h) = read(&self.latency).get(route) {
-            return h.clone();
-        }
-        let h =
-            metrics::histogram!("gwbench_request_duration_seconds", "route" => route.to_string());
-        write(&self.latency).insert(route.clone(), h.clone());
-        h
-    }
-
-    fn requests(&self, route: &Arc<str>, method: &'static str, status: u16) -> metrics::Counter {
-        let key = (route.clone(), method, status);
-        if let Some(c) = read(&self.requests).get(&key) {
-            return c.clone();
-        }
-        let c = metrics::counter!("gwbench_requests_total", "route" => route.to_string(),
-            "method" => method, "status" => status.to_string());
-        write(&self.requests).insert(key, c.clone());
-        c
-    }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Counts and times every request of a stack. A request abandoned before its answer (the
 /// client hung up) leaves the in-flight gauge and is counted with status 499, nginx's "client
 /// closed request".
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    handles: Handles,
+    tally: Arc<Tally>,
 }
 
 impl Metrics {
-    /// A policy recording into the process-wide recorder (installed here if it is not yet).
+    /// A policy counting into a tally of its own (one per stack, so per worker). Installs the
+    /// process-wide recorder if it is not yet: the other layers' event counters need it.
     pub fn new() -> Self {
-        let _ = exporter::handle();
-        Metrics::default()
+        let _ = crate::gateway::exporter::handle();
+        Metrics {
+            tally: Tally::new(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
     }
 }
 
@@ -120,7 +84,7 @@ impl super::Policy for Metrics {
     type State = InFlight;
 
     fn on_request(&self, req: &mut GwRequest) -> Result<InFlight, Box<GwResponse>> {
-        self.handles.in_flight().increment(1.0);
+        self.tally.in_flight(1);
         Ok(InFlight {
             start: Instant::now(),
             route: req.route.clone(),
@@ -129,19 +93,15 @@ impl super::Policy for Metrics {
     }
 
     fn on_response(&self, f: InFlight, resp: &mut GwResponse) {
-        self.handles.in_flight().decrement(1.0);
-        self.handles
-            .latency(&f.route)
-            .record(f.start.elapsed().as_secs_f64());
-        self.handles
-            .requests(&f.route, f.method, resp.status().as_u16())
-            .increment(1);
+        self.tally.in_flight(-1);
+        self.tally
+            .record(Family::Request, &f.route, f.start.elapsed());
+        self.tally
+            .request(&f.route, f.method, resp.status().as_u16());
     }
 
     fn on_drop(&self, f: InFlight) {
-        self.handles.in_flight().decrement(1.0);
-        self.handles
-            .requests(&f.route, f.method, CLIENT_CLOSED)
-            .increment(1);
+        self.tally.in_flight(-1);
+        self.tally.request(&f.route, f.method, CLIENT_CLOSED);
     }
 }
