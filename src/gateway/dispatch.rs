@@ -163,9 +163,9 @@ impl Core {
         if let Target::Aggregate(a) = &req.target {
             // An aggregation keeps what arrived in time, so it enforces its deadline per part.
             let query = req.parts.uri.query();
-            let resp = a
-                .run(query, upstream, &req.request_id, deadline, &self.json)
-                .await;
+            // Boxed, as the streaming branch below: the unary calls' future stays their size.
+            let resp =
+                Box::pin(a.run(query, upstream, &req.request_id, deadline, &self.json)).await;
             if let Some(note) = note {
                 note.upstream(&upstream.name, started.elapsed());
             }
@@ -247,13 +247,23 @@ impl Core {
         let fail = call_error(route.clone(), started, req.deadline);
         let upstream = &self.upstreams[req.upstream];
         if route.streams() {
-            let messages = upstream
-                .grpc_server_stream(&route.grpc_path, msg, &metadata, Some(req.deadline))
-                .await
-                .map_err(&fail)?;
+            let messages = Box::pin(upstream.grpc_server_stream(
+                &route.grpc_path,
+                msg,
+                &metadata,
+                Some(req.deadline),
+            ))
+            .await
+            .map_err(&fail)?;
             let deadline = tokio::time::Instant::from_std(started) + req.deadline;
-            return super::stream::respond(route, messages, &self.json, deadline, Box::new(fail))
-                .await;
+            return Box::pin(super::stream::respond(
+                route,
+                messages,
+                &self.json,
+                deadline,
+                Box::new(fail),
+            ))
+            .await;
         }
         let reply = upstream
             .grpc_unary(&route.grpc_path, msg, &metadata, Some(req.deadline))

@@ -133,7 +133,9 @@ impl GrpcConn {
                 Err(_) => self.forget(), // closed (GOAWAY, reset): nothing was sent on it
             }
         }
-        self.connect().await?.ready().await.map_err(|e| {
+        // Boxed: connecting is the rare case; unboxed, its state (TCP, TLS, h2 handshake) is
+        // carried and moved by every call's future.
+        Box::pin(self.connect()).await?.ready().await.map_err(|e| {
             self.forget();
             from_h2(e)
         })

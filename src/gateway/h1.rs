@@ -119,12 +119,14 @@ impl Pool {
             let was_reused = reused.is_some();
             let mut conn = match reused.take() {
                 Some(c) => c,
+                // Boxed: connecting (and a TLS handshake) is the rare case, and its state
+                // would otherwise make every request's future larger (and moved) by its size.
                 None => {
-                    Conn::connect_tls(
+                    Box::pin(Conn::connect_tls(
                         self.addr.as_str(),
                         self.tls.as_deref(),
                         Some(self.connect_timeout),
-                    )
+                    ))
                     .await?
                 }
             };
