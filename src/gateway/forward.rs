@@ -72,27 +72,74 @@ pub fn request_headers(
     strip_hop_by_hop(&mut headers);
     headers.insert(REQUEST_ID, request_id.clone());
     if let Some(PeerAddr(peer)) = peer {
-        if let Some(v) = forwarded_for(&headers, peer) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
         // The client's Host goes in only when it is a valid authority: a quote or a
         // separator in it would inject elements of its own (RFC 7239 §4).
-        let host = host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| is_plain_authority(h));
-        let ip = peer.ip();
-        let forwarded = match (peer.is_ipv6(), host) {
-            (false, None) => header_value(format_args!("for={ip};proto=http")),
-            (false, Some(h)) => header_value(format_args!("for={ip};proto=http;host=\"{h}\"")),
-            (true, None) => header_value(format_args!("for=\"[{ip}]\";proto=http")),
-            (true, Some(h)) => header_value(format_args!("for=\"[{ip}]\";proto=http;host=\"{h}\"")),
-        };
+        let host = host.filter(|h| h.to_str().is_ok_and(is_plain_authority));
+        let (xff, forwarded) = LAST_PEER
+            .with_borrow_mut(|last| {
+                // The values depend only on the peer's address and the Host, which a connection's
+                // requests share: the worker's last ones are reused instead of formatted again.
+                let fresh = match last {
+                    Some(l) => l.ip != peer.ip() || l.host != host,
+                    None => true,
+                };
+                if fresh {
+                    *last = Some(PeerValues::new(peer, host));
+                }
+                let l = last.as_ref()?;
+                Some((l.xff.clone(), l.forwarded.clone()))
+            })
+            .unwrap_or_default();
+        match headers.get(X_FORWARDED_FOR) {
+            Some(_) => {
+                if let Some(v) = forwarded_for(&headers, peer) {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+            }
+            None => {
+                if let Some(v) = xff {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+            }
+        }
         if let Some(v) = forwarded {
             headers.append(header::FORWARDED, v);
         }
     }
     headers
+}
+
+thread_local! {
+    /// The last peer's forwarding values on this thread (a worker: one per core).
+    static LAST_PEER: std::cell::RefCell<Option<PeerValues>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A peer's `X-Forwarded-For` (when the client sent none) and `Forwarded` values, for one Host.
+struct PeerValues {
+    ip: std::net::IpAddr,
+    host: Option<HeaderValue>,
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl PeerValues {
+    /// `host` is already checked to be a plain authority.
+    fn new(peer: &std::net::SocketAddr, host: Option<HeaderValue>) -> PeerValues {
+        let ip = peer.ip();
+        let h = host.as_ref().and_then(|h| h.to_str().ok());
+        let forwarded = match (peer.is_ipv6(), h) {
+            (false, None) => header_value(format_args!("for={ip};proto=http")),
+            (false, Some(h)) => header_value(format_args!("for={ip};proto=http;host=\"{h}\"")),
+            (true, None) => header_value(format_args!("for=\"[{ip}]\";proto=http")),
+            (true, Some(h)) => header_value(format_args!("for=\"[{ip}]\";proto=http;host=\"{h}\"")),
+        };
+        PeerValues {
+            ip,
+            xff: header_value(format_args!("{ip}")),
+            forwarded,
+            host,
+        }
+    }
 }
 
 /// Whether `name` is one of the hop-by-hop headers [`strip_hop_by_hop`] removes by name
@@ -226,6 +273,48 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn reused_values_follow_the_peer_and_the_host() {
+        // Alternating peers and Hosts on one thread: each request gets its own values, whether
+        // they were formatted for it or kept from the one before.
+        let cases = [
+            ("127.0.0.9:5000", Some("a.example"), None),
+            ("127.0.0.9:5001", Some("a.example"), None),
+            ("127.0.0.9:5001", Some("b.example:8080"), None),
+            ("127.0.0.7:5001", Some("b.example:8080"), Some("10.0.0.1")),
+            ("[::1]:6000", None, None),
+            ("[::1]:6000", Some("a\",for=\"6.6.6.6"), None),
+            ("127.0.0.9:5000", Some("a.example"), Some("10.0.0.2")),
+            ("127.0.0.9:5000", Some("a.example"), None),
+        ];
+        for (peer, host, xff) in cases {
+            let peer: std::net::SocketAddr = peer.parse().unwrap();
+            let mut h = HeaderMap::new();
+            if let Some(host) = host {
+                h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            }
+            if let Some(xff) = xff {
+                h.insert(X_FORWARDED_FOR, HeaderValue::from_str(xff).unwrap());
+            }
+            let out = request_headers(h, Some(&PeerAddr(peer)), &HeaderValue::from_static("r"));
+            let ip = peer.ip();
+            let want_xff = match xff {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            assert_eq!(out[X_FORWARDED_FOR], want_xff.as_str(), "{peer} {host:?}");
+            let for_ = match peer.is_ipv6() {
+                true => format!("for=\"[{ip}]\";proto=http"),
+                false => format!("for={ip};proto=http"),
+            };
+            let want = match host.filter(|h| is_plain_authority(h)) {
+                Some(h) => format!("{for_};host=\"{h}\""),
+                None => for_,
+            };
+            assert_eq!(out[header::FORWARDED], want.as_str(), "{peer} {host:?}");
+        }
     }
 
     #[test]
