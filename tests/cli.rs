@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
+use common::load_json;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -663,31 +664,6 @@ fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Runs `gwbench load --json -q` with `args`, expecting success; returns the report.
-fn load_json(args: &[&str]) -> serde_json::Value {
-    let out = gwbench()
-        .arg("load")
-        .args(args)
-        .args(["--warmup", "0s", "--json", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../reports/schema/load.json")).unwrap();
-    assert!(
-        jsonschema::validator_for(&schema)
-            .unwrap()
-            .is_valid(&report),
-        "{args:?}: not a valid gwbench.load.v1 object: {report}"
-    );
-    report
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::gateway_config;
+use common::{gateway_config, load_json};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::config::ListenTls;
 use gwbench::gateway::server::GatewayServer;
@@ -226,25 +226,12 @@ async fn the_cli_negotiates_h2_by_alpn_and_reports_handshakes() {
     let (b, gw) = stack(&pki, false).await;
     let url = format!("https://{}/rest/api/users/42", gw.http);
     let ca = pki.path("ca.pem");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
-            .args([
-                "load", &url, "--rps", "200", "-n", "50", "--warmup", "0s", "-c", "2",
-            ])
-            .arg("--cacert")
-            .arg(&ca)
-            .args(["--json", "-q"])
-            .output()
-            .unwrap()
+    let report = tokio::task::spawn_blocking(move || {
+        let ca = ca.to_str().expect("a UTF-8 temp path");
+        load_json(&[&url, "--rps", "200", "-n", "50", "-c", "2", "--cacert", ca])
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["requests"]["ok"], 50, "{report}");
     assert_eq!(report["protocol"], "h2 (TLS)", "ALPN chose h2");
     assert!(
@@ -501,21 +488,11 @@ fn load_over_tls_against_a_real_nginx_with_a_self_signed_certificate() {
         let Some(nginx) = Nginx::start(&pki.dir, &cert, &key, http2) else {
             return;
         };
-        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
-            .args(["load", &format!("https://127.0.0.1:{}/", nginx.port)])
-            .arg("--cacert")
-            .arg(&cert)
-            .args([
-                "-n", "200", "--rps", "400", "-c", "4", "--warmup", "0s", "--json", "-q",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let url = format!("https://127.0.0.1:{}/", nginx.port);
+        let cert = cert.to_str().expect("a UTF-8 temp path");
+        let report = load_json(&[
+            &url, "--cacert", cert, "-n", "200", "--rps", "400", "-c", "4",
+        ]);
         assert_eq!(report["requests"]["ok"], 200, "{protocol}: {report}");
         assert!(
             report["protocol"].as_str().unwrap().starts_with(protocol),

@@ -243,3 +243,28 @@ pub fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
         })
         .collect()
 }
+
+/// Runs `gwbench load --json -q` with `args`, expecting success; returns the report.
+pub fn load_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("gwbench"))
+        .arg("load")
+        .args(args)
+        .args(["--warmup", "0s", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../reports/schema/load.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&report),
+        "{args:?}: not a valid gwbench.load.v1 object: {report}"
+    );
+    report
+}
