@@ -32,8 +32,8 @@ use gwbench::gateway::middleware::{
     Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
     Verifier,
 };
-use gwbench::gateway::router::{ProxyTarget, Router, Target};
-use gwbench::gateway::transcode::{JsonOptions, MethodRoute};
+use gwbench::gateway::path::router::{ProxyTarget, Router, Target};
+use gwbench::gateway::transcode::method::{JsonOptions, MethodRoute};
 use gwbench::gateway::{Gateway, GwRequest, GwResponse, RouteService};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
@@ -627,7 +627,7 @@ fn whole_stack(c: &mut Criterion) {
 /// What the proxy does to a typical message's headers on the way through (forward.rs): a
 /// curl-like request's (Host, User-Agent, Accept) and the REST mock's response's.
 fn forwarding(c: &mut Criterion) {
-    use gwbench::gateway::forward;
+    use gwbench::gateway::upstream::forward;
     let mut g = c.benchmark_group("forward");
     let mut req = HeaderMap::new();
     req.insert("host", HeaderValue::from_static("127.0.0.1:8080"));

@@ -8,7 +8,6 @@ pub mod cli;
 pub mod gateway;
 pub mod grpc;
 pub mod http1;
-pub mod json_wire;
 pub mod load;
 pub mod net;
 pub mod proto;
@@ -16,7 +15,6 @@ pub mod reflect;
 pub mod report;
 mod run;
 pub mod stats;
-pub mod wire_json;
 
 pub use run::process;
 

@@ -388,7 +388,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
                 .to_string(),
             ];
         }
-        let gw = gwbench::gateway::server::GatewayServer::start(&cfg)
+        let gw = gwbench::gateway::serve::server::GatewayServer::start(&cfg)
             .await
             .unwrap();
         (b, gw)

@@ -13,7 +13,7 @@ use common::{Stack, gateway_config as config, get, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::Gateway;
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -1086,7 +1086,7 @@ async fn per_core_workers_serve_on_one_address_and_share_one_rate_limit() {
     // the process's metrics (the tallies of other tests' gateways are summed in too).
     cfg.proxy[0].prefix = "/percore/".into();
     cfg.proxy[0].strip_prefix = "/percore".into();
-    let gw = gwbench::gateway::workers::Workers::start(&cfg, 2)
+    let gw = gwbench::gateway::serve::workers::Workers::start(&cfg, 2)
         .await
         .unwrap();
     assert_eq!(gw.workers, 2);

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{gateway_config, get, post, url};
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -5,7 +5,8 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use gwbench::gateway::config::GatewayConfig;
-use gwbench::gateway::{Gateway, GwRequest, RouteService, exporter};
+use gwbench::gateway::observe::exporter;
+use gwbench::gateway::{Gateway, GwRequest, RouteService};
 use http_body_util::{Empty, Full};
 
 fn series(page: &str, metric: &str) -> usize {

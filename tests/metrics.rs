@@ -7,7 +7,8 @@ use std::task::{Context, Waker};
 
 use bytes::Bytes;
 use gwbench::gateway::config::GatewayConfig;
-use gwbench::gateway::{Gateway, GwRequest, RouteService, exporter};
+use gwbench::gateway::observe::exporter;
+use gwbench::gateway::{Gateway, GwRequest, RouteService};
 use http_body_util::{Empty, Full};
 
 /// The value of the sample `name` (exact label set, as rendered) on the `/metrics` page.

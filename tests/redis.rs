@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::{eventually, gateway_config, url};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::config::{GatewayConfig, OnStoreError, RateLimitStore, TextDuration};
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 

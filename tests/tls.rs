@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{gateway_config, load_json};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::config::ListenTls;
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use gwbench::load::schedule::{Limit, Rate};
 use gwbench::load::target::{Protocol, RequestTemplate};
 use gwbench::load::{LoadConfig, LoadRun, run_load};

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use common::{Seen, compile_set, gateway_config, get, headers, post, send, url};
 use gateway_config as config;
 use gwbench::gateway::config::{ErrorFormat, GatewayConfig, StreamFormat};
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -960,15 +960,18 @@ async fn a_server_stream_counts_as_in_flight_until_it_ends() {
     // not only until its head arrived.
     let gate = Arc::new(tokio::sync::Notify::new());
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, Some(gate.clone()), ok()).await;
-    let upstream = gwbench::gateway::upstream::Upstream::new(&gwbench::gateway::config::Upstream {
-        name: "grpc".into(),
-        protocol: gwbench::gateway::config::UpstreamProtocol::Grpc,
-        endpoints: vec![up.to_string()],
-        lb: gwbench::gateway::config::LbPolicy::LeastRequest,
-        connect_timeout: gwbench::gateway::config::TextDuration(std::time::Duration::from_secs(1)),
-        tls: None,
-    })
-    .unwrap();
+    let upstream =
+        gwbench::gateway::upstream::pool::Upstream::new(&gwbench::gateway::config::Upstream {
+            name: "grpc".into(),
+            protocol: gwbench::gateway::config::UpstreamProtocol::Grpc,
+            endpoints: vec![up.to_string()],
+            lb: gwbench::gateway::config::LbPolicy::LeastRequest,
+            connect_timeout: gwbench::gateway::config::TextDuration(
+                std::time::Duration::from_secs(1),
+            ),
+            tls: None,
+        })
+        .unwrap();
     let path = http::uri::PathAndQuery::from_static("/streams.v1.Streams/Watch");
     let mut messages = upstream
         .grpc_server_stream(

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use prost_reflect::DescriptorPool;
 
-use super::aggregate::Aggregation;
 use super::config::{GatewayConfig, Mount};
-use super::dispatch::{self, Core};
 use super::middleware::KeyStore;
-use super::router::{ProxyTarget, Router};
-use super::stack::{self, Shared};
-use super::transcode::JsonOptions;
+use super::path::dispatch::{self, Core};
+use super::path::router::{ProxyTarget, Router};
+use super::path::stack::{self, Shared};
+use super::transcode::aggregate::Aggregation;
+use super::transcode::method::JsonOptions;
 use super::types::{GatewayError, RouteService};
-use super::upstream::Upstream;
+use super::upstream::pool::Upstream;
 
 /// What [`super::Gateway`] is made of.
 pub(super) struct Parts {
@@ -33,9 +33,9 @@ pub struct Common {
     pub(super) pool: DescriptorPool,
     pub(super) shared: Arc<Shared>,
     /// `[access_log]`, when on: one writer for every worker.
-    pub(super) access_log: Option<Arc<super::access_log::AccessLog>>,
+    pub(super) access_log: Option<Arc<super::observe::access_log::AccessLog>>,
     /// `[tracing]`, when an OTLP endpoint is set: one tracer for every worker.
-    pub(super) tracing: Option<Arc<super::trace::Tracing>>,
+    pub(super) tracing: Option<Arc<super::observe::trace::Tracing>>,
 }
 
 impl Common {
@@ -47,8 +47,8 @@ impl Common {
         Ok(Common {
             pool: descriptor_pool(cfg, reflected)?,
             shared: Arc::new(Shared::new(cfg)?),
-            access_log: super::access_log::AccessLog::open(&cfg.access_log)?,
-            tracing: super::trace::Tracing::open(&cfg.tracing)?,
+            access_log: super::observe::access_log::AccessLog::open(&cfg.access_log)?,
+            tracing: super::observe::trace::Tracing::open(&cfg.tracing)?,
         })
     }
 }
@@ -162,7 +162,7 @@ fn routes(
     let mut router = Router::new();
     let mut paths = HashMap::new();
     for (mount, m) in cfg.transcode.mounts.iter().enumerate() {
-        let at = super::router::Mount {
+        let at = super::path::router::Mount {
             prefix: &m.prefix,
             only: m.rpcs.as_deref(),
             strict: cfg.transcode.strict,

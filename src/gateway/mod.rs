@@ -13,30 +13,16 @@
 //!
 //! Shared vocabulary is in [`types`]; configuration → parts in [`assemble`].
 
-pub mod access_log;
-pub mod aggregate;
 pub mod assemble;
 pub mod config;
-pub mod dispatch;
-pub mod exporter;
-pub mod forward;
-pub mod grpc;
-pub mod h1;
-pub mod intake;
 pub mod middleware;
-pub mod reload;
-pub mod router;
-pub mod server;
-pub mod stack;
+pub mod observe;
+pub mod path;
+pub mod serve;
 pub mod status;
-pub mod stream;
-pub mod tally;
-pub mod template;
-pub mod trace;
 pub mod transcode;
 pub mod types;
 pub mod upstream;
-pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +31,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 
 use config::GatewayConfig;
-use router::{RouteMatch, Router, Target};
+use path::router::{RouteMatch, Router, Target};
 use status::GwError;
 
 #[cfg(test)]
@@ -64,8 +50,8 @@ pub struct Gateway {
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
-    access_log: Option<Arc<access_log::AccessLog>>,
-    tracing: Option<Arc<trace::Tracing>>,
+    access_log: Option<Arc<observe::access_log::AccessLog>>,
+    tracing: Option<Arc<observe::trace::Tracing>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -179,12 +165,12 @@ impl Gateway {
     }
 
     /// The route table.
-    pub fn routes(&self) -> &[router::RouteInfo] {
+    pub fn routes(&self) -> &[path::router::RouteInfo] {
         self.router.routes()
     }
 
     /// Annotated rules skipped because the gateway cannot serve them.
-    pub fn skipped_rules(&self) -> &[router::Skipped] {
+    pub fn skipped_rules(&self) -> &[path::router::Skipped] {
         self.router.skipped()
     }
 
@@ -194,12 +180,12 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let request_id = intake::request_id(req.headers());
+        let request_id = path::intake::request_id(req.headers());
         let method = req.method().clone();
         // With the access log on: when it arrived, and a note the stack fills in.
         let logged = self.access_log.as_ref().map(|log| {
             let at = (std::time::SystemTime::now(), std::time::Instant::now());
-            (log, at, access_log::AccessNote::default())
+            (log, at, observe::access_log::AccessNote::default())
         });
         // With tracing on, the request's span (child of the client's).
         let traced = self
@@ -216,7 +202,7 @@ impl Gateway {
                     request
                         .parts
                         .extensions
-                        .insert(trace::TraceNote(cx.clone()));
+                        .insert(observe::trace::TraceNote(cx.clone()));
                 }
                 if logged.is_some() || traced.is_some() {
                     seen = Some((request.route.clone(), request.body.len()));
@@ -232,7 +218,7 @@ impl Gateway {
         };
         if let Some(cx) = traced {
             let route = seen.as_ref().map(|(route, _)| &**route);
-            trace::end_request(&cx, method.as_str(), route, resp.status().as_u16());
+            observe::trace::end_request(&cx, method.as_str(), route, resp.status().as_u16());
         }
         if let Some((log, (wall, arrived), note)) = logged {
             let note = note.take();
@@ -240,7 +226,7 @@ impl Gateway {
                 Some((route, n)) => (Some(&**route), *n),
                 None => (None, 0),
             };
-            log.record(&access_log::Entry {
+            log.record(&observe::access_log::Entry {
                 time: wall,
                 request_id: request_id.to_str().unwrap_or(""),
                 method: method.as_str(),
@@ -268,9 +254,9 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        intake::check_host(req.version(), req.headers())?;
+        path::intake::check_host(req.version(), req.headers())?;
         let path = req.uri().path();
-        intake::check_path(path)?;
+        path::intake::check_path(path)?;
         let RouteMatch {
             target,
             stack,
@@ -279,25 +265,25 @@ impl Gateway {
         } = self
             .router
             .at(req.method(), path)
-            .map_err(|e| intake::unrouted(req.method(), path, e))?;
+            .map_err(|e| path::intake::unrouted(req.method(), path, e))?;
         let (target, route) = (target.clone(), route.clone());
         let (route_timeout, upstream) = match &target {
             Target::Transcode(_) => (self.transcode_timeout, self.transcode_upstream),
             Target::Proxy(p) => (p.timeout, p.upstream),
             Target::Aggregate(a) => (a.timeout(), self.transcode_upstream),
         };
-        let deadline = intake::deadline(req.headers(), route_timeout);
+        let deadline = path::intake::deadline(req.headers(), route_timeout);
         let (parts, body) = req.into_parts();
         // The body must arrive within the request's deadline too: a body sent a byte at a
         // time would otherwise hold the request (and its connection) for good. A body already
         // known to be over (a GET's, or one whose length was 0) cannot stall: no timer for it.
         let ended = body.is_end_stream();
-        let read = intake::read_body(&parts.headers, body, self.max_body);
+        let read = path::intake::read_body(&parts.headers, body, self.max_body);
         let body = match ended {
             true => read.await?,
             false => tokio::time::timeout(deadline, read)
                 .await
-                .map_err(|_| intake::body_too_slow(deadline))??,
+                .map_err(|_| path::intake::body_too_slow(deadline))??,
         };
         let request = GwRequest {
             parts,

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use thiserror::Error;
 
-use super::h1;
-use super::router::Target;
+use super::path::router::Target;
+use super::upstream::h1;
 
 /// Response body: a whole body (JSON, or a proxied answer that arrived with its head), or the
 /// rest of a proxied answer streaming from the upstream connection.
@@ -78,7 +78,7 @@ pub(crate) fn test_request(method: http::Method, uri: &str, headers: &[(&str, &s
         parts,
         body: Bytes::new(),
         params: vec![],
-        target: Target::Proxy(Arc::new(super::router::ProxyTarget {
+        target: Target::Proxy(Arc::new(super::path::router::ProxyTarget {
             prefix: "/".into(),
             strip: String::new(),
             upstream: 0,

@@ -1,7 +1,7 @@
 //! gRPC targets: the method is looked up in a descriptor set (the embedded one, or a user's) and
 //! the `--data` JSON is checked against its request type. Without placeholders it is encoded
 //! once into a length-prefixed gRPC message and every call sends those bytes; with `{seq}` or
-//! `{rand:A-B}` each call renders and encodes its own (json_wire's plan, DynamicMessage for what
+//! `{rand:A-B}` each call renders and encodes its own (json_to_wire's plan, DynamicMessage for what
 //! that declines). Unary and every streaming kind; works for any service the descriptor set
 //! describes.
 
@@ -75,19 +75,19 @@ impl GrpcPlan {
     /// The request body of call `index` (0-based): its message, or a client stream's
     /// messages, all at once or paced. A templated message that does not encode (a `{seq}`
     /// past an int32, say) is the error kind `data_error`.
-    pub fn body(&self, index: u64, fixed: &Bytes) -> Result<super::http::ReqBody, &'static str> {
+    pub fn body(&self, index: u64, fixed: &Bytes) -> Result<super::body::ReqBody, &'static str> {
         let seq = index.saturating_add(1);
         let message = || match &self.data {
             Some(t) => t.frame(seq).map_err(|_| "data_error"),
             None => Ok(fixed.clone()),
         };
         if !self.kind.client_streams() {
-            return Ok(super::http::ReqBody::whole(message()?));
+            return Ok(super::body::ReqBody::whole(message()?));
         }
         let n = self.messages as usize;
         if !self.interval.is_zero() {
             let frames = (0..n).map(|_| message()).collect::<Result<Vec<_>, _>>()?;
-            return Ok(super::http::ReqBody::paced(frames, self.interval));
+            return Ok(super::body::ReqBody::paced(frames, self.interval));
         }
         match &self.data {
             None => {
@@ -95,14 +95,14 @@ impl GrpcPlan {
                 for _ in 0..n {
                     all.extend_from_slice(fixed);
                 }
-                Ok(super::http::ReqBody::whole(all.freeze()))
+                Ok(super::body::ReqBody::whole(all.freeze()))
             }
             Some(_) => {
                 let mut all = bytes::BytesMut::new();
                 for _ in 0..n {
                     all.extend_from_slice(&message()?);
                 }
-                Ok(super::http::ReqBody::whole(all.freeze()))
+                Ok(super::body::ReqBody::whole(all.freeze()))
             }
         }
     }
@@ -120,31 +120,31 @@ impl GrpcPlan {
 /// `--data` with `{seq}` / `{rand:A-B}` in it: rendered and encoded per call.
 #[derive(Debug, Clone)]
 pub struct DataTemplate {
-    parts: Vec<super::target::Part>,
+    parts: Vec<super::template::Part>,
     input: MessageDescriptor,
-    plan: Option<std::sync::Arc<crate::json_wire::Plan>>,
+    plan: Option<std::sync::Arc<crate::proto::json_to_wire::Plan>>,
 }
 
 impl DataTemplate {
     /// Finds the placeholders in `data`; None when it has none. Anything else in braces is
     /// JSON and stays as written.
     fn parse(data: &str, input: &MessageDescriptor) -> Result<Option<DataTemplate>, LoadError> {
-        let parts = super::target::Part::scan(data)
+        let parts = super::template::Part::scan(data)
             .map_err(|e| LoadError::Config(format!("--data: {e}")))?;
         if parts
             .iter()
-            .all(|p| matches!(p, super::target::Part::Lit(_)))
+            .all(|p| matches!(p, super::template::Part::Lit(_)))
         {
             return Ok(None);
         }
         let t = DataTemplate {
             parts,
             input: input.clone(),
-            plan: crate::json_wire::Plan::new(input).map(std::sync::Arc::new),
+            plan: crate::proto::json_to_wire::Plan::new(input).map(std::sync::Arc::new),
         };
         // Both ends of every range, so that a template that cannot encode fails now.
-        for edge in [super::target::Edge::Low, super::target::Edge::High] {
-            let json = super::target::Part::render_edge(&t.parts, 1, edge);
+        for edge in [super::template::Edge::Low, super::template::Edge::High] {
+            let json = super::template::Part::render_edge(&t.parts, 1, edge);
             encode(&t.input, None, &json)?;
         }
         Ok(Some(t))
@@ -152,7 +152,7 @@ impl DataTemplate {
 
     /// The framed message of call `seq` (1, 2, …); an error names what did not encode.
     pub fn frame(&self, seq: u64) -> Result<Bytes, String> {
-        let json = super::target::Part::render(&self.parts, seq);
+        let json = super::template::Part::render(&self.parts, seq);
         encode(&self.input, self.plan.as_deref(), &json).map_err(|e| e.to_string())
     }
 }
@@ -160,7 +160,7 @@ impl DataTemplate {
 /// `json` as a framed message of `input`.
 fn encode(
     input: &MessageDescriptor,
-    plan: Option<&crate::json_wire::Plan>,
+    plan: Option<&crate::proto::json_to_wire::Plan>,
     json: &str,
 ) -> Result<Bytes, LoadError> {
     if let Some(plan) = plan {

@@ -2,6 +2,7 @@
 //! ([`http`], [`grpc`], [`target`]), paced by [`timer`] on generator threads ([`engine`]), and
 //! what happened ([`recorder`]). It never imports the gateway.
 
+pub mod body;
 mod engine;
 pub mod grpc;
 pub mod h1;
@@ -11,6 +12,7 @@ pub mod recorder;
 pub mod schedule;
 pub mod slo;
 pub mod target;
+pub mod template;
 pub mod timer;
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::process::Cpus;
 use super::process::{ChildProcess, TempDir, cpu_seconds};
-use super::stack::Cpus;
 
 /// A program the fleet needs is not installed: the one-line error names its Debian package.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@ use anyhow::Context;
 
 use crate::cli::{GatewayArgs, ServingModel};
 use crate::gateway::config::{ConfigError, GatewayConfig, UpstreamProtocol};
-use crate::gateway::server::GatewayServer;
-use crate::gateway::workers::Workers;
+use crate::gateway::serve::server::GatewayServer;
+use crate::gateway::serve::workers::Workers;
 
 /// The configuration the flags describe, validated.
 pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
@@ -146,7 +146,7 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
 /// answers) reads the configuration again — the same file, the same flags — and swaps it in,
 /// or keeps the old one and logs why.
 async fn serve_until_signal(
-    reload: &std::sync::Arc<crate::gateway::reload::Reload>,
+    reload: &std::sync::Arc<crate::gateway::serve::reload::Reload>,
     args: &GatewayArgs,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};

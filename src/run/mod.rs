@@ -100,7 +100,7 @@ impl ExitKind {
         let bad_input = e.is::<BackendError>()
             || e.is::<crate::net::BindError>()
             || e.is::<crate::gateway::config::ConfigError>()
-            || e.is::<crate::gateway::server::StartError>()
+            || e.is::<crate::gateway::serve::server::StartError>()
             || e.is::<crate::gateway::GatewayError>()
             || e.is::<compare::CompareError>()
             || e.is::<TokenError>()

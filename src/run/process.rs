@@ -15,6 +15,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use thiserror::Error;
 
+/// CPUs a process is pinned to; None leaves it to the scheduler.
+pub type Cpus = Option<Vec<usize>>;
+
 /// How long a child may take to print its ready lines.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 

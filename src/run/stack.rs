@@ -7,8 +7,7 @@ use anyhow::Context;
 use super::process::{ChildProcess, pin_self};
 pub(super) use crate::cli::LayoutMode;
 
-/// CPUs a process is pinned to; None leaves it to the scheduler.
-pub(super) type Cpus = Option<Vec<usize>>;
+pub(super) use super::process::Cpus;
 
 /// Where the generator (this process), the gateway and the backends run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::config::GatewayConfig;
-use gwbench::gateway::server::GatewayServer;
+use gwbench::gateway::serve::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -4,12 +4,12 @@
 //! `MetricsLayer` is the outermost layer of every stack; requests refused before routing
 //! (404, 405, 413, a bad path) are counted under the route `(none)`. These per-request series
 //! are kept in the stack's own [`Tally`] (per worker, summed at scrape); the `/metrics` page is
-//! the server's ([`crate::gateway::exporter`]).
+//! the server's ([`crate::gateway::observe::exporter`]).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use crate::gateway::tally::{Family, Tally};
+use crate::gateway::observe::tally::{Family, Tally};
 use crate::gateway::{GwRequest, GwResponse};
 
 /// Counts one response that never reached a route (in a tally of its own: refusals before
@@ -53,7 +53,7 @@ impl Metrics {
     /// A policy counting into a tally of its own (one per stack, so per worker). Installs the
     /// process-wide recorder if it is not yet: the other layers' event counters need it.
     pub fn new() -> Self {
-        let _ = crate::gateway::exporter::handle();
+        let _ = crate::gateway::observe::exporter::handle();
         Metrics {
             tally: Tally::new(),
         }

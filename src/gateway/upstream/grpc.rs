@@ -244,12 +244,12 @@ pub struct Messages {
     buf: BytesMut,
     done: bool,
     /// The endpoint's in-flight count, held for as long as these messages live.
-    held: Option<super::upstream::Held>,
+    held: Option<super::inflight::Held>,
 }
 
 impl Messages {
     /// Keeps `held` until these messages are dropped.
-    pub fn hold(&mut self, held: super::upstream::Held) {
+    pub fn hold(&mut self, held: super::inflight::Held) {
         self.held = Some(held);
     }
 

@@ -7,39 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use http::header::HeaderMap;
 use http_body_util::Either;
 use tonic::Code;
 
-use super::forward;
-use super::middleware::auth::ForwardedClaims;
 use super::router::{ProxyTarget, Target};
-use super::status::GwError;
-use super::transcode::{JsonOptions, MethodRoute};
-use super::types::{ClientDeadline, GwRequest, GwResponse, REQUEST_ID, RouteService};
-use super::upstream::Upstream;
+use crate::gateway::middleware::auth::ForwardedClaims;
+use crate::gateway::status::GwError;
+use crate::gateway::transcode::metadata::{metadata_from_client, metadata_to_client};
+use crate::gateway::transcode::method::{JsonOptions, MethodRoute};
+use crate::gateway::types::{ClientDeadline, GwRequest, GwResponse, REQUEST_ID, RouteService};
+use crate::gateway::upstream::forward;
+use crate::gateway::upstream::pool::Upstream;
 use crate::net::PeerAddr;
-
-/// The prefix under which gRPC metadata crosses to and from HTTP (grpc-gateway's convention).
-const METADATA_PREFIX: &str = "grpc-metadata-";
-
-/// Response metadata that belongs to the protocol, not to the application: never forwarded.
-fn protocol_header(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type"
-            | "content-length"
-            | "te"
-            | "trailer"
-            | "date"
-            | "server"
-            | "grpc-status"
-            | "grpc-message"
-            | "grpc-status-details-bin"
-            | "grpc-encoding"
-            | "grpc-accept-encoding"
-    )
-}
 
 /// A google.api.HttpBody answer: its bytes, with its content type (or none given).
 fn http_body_response((data, content_type): (bytes::Bytes, Option<String>)) -> GwResponse {
@@ -50,38 +29,6 @@ fn http_body_response((data, content_type): (bytes::Bytes, Option<String>)) -> G
     resp
 }
 
-/// The client's `Grpc-Metadata-<name>` headers as gRPC metadata `<name>` (names starting
-/// with `grpc-` are the protocol's and are not taken).
-fn metadata_from_client(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in headers {
-        let Some(inner) = name.as_str().strip_prefix(METADATA_PREFIX) else {
-            continue;
-        };
-        if inner.is_empty() || inner.starts_with("grpc-") {
-            continue;
-        }
-        if let Ok(n) = http::HeaderName::from_bytes(inner.as_bytes()) {
-            out.append(n, value.clone());
-        }
-    }
-    out
-}
-
-/// The upstream's response metadata (headers and trailers) as `Grpc-Metadata-<name>` response
-/// headers, the protocol's own left out.
-pub(super) fn metadata_to_client(metadata: &HeaderMap, out: &mut HeaderMap) {
-    for (name, value) in metadata {
-        if protocol_header(name.as_str()) {
-            continue;
-        }
-        let prefixed = format!("{METADATA_PREFIX}{}", name.as_str());
-        if let Ok(n) = http::HeaderName::from_bytes(prefixed.as_bytes()) {
-            out.append(n, value.clone());
-        }
-    }
-}
-
 /// What the upstream call needs: the upstream pools and the JSON options.
 #[derive(Debug)]
 pub struct Core {
@@ -90,7 +37,7 @@ pub struct Core {
     /// Request headers sent as gRPC metadata of the same name (`[transcode] forward_headers`).
     forward: Vec<http::HeaderName>,
     /// Spans per upstream call (`[tracing]`).
-    tracing: Option<Arc<super::trace::Tracing>>,
+    tracing: Option<Arc<crate::gateway::observe::trace::Tracing>>,
     /// Whether requests carry an access-log note to fill in (`[access_log]` on): off, no
     /// request pays the extension lookup.
     noting: bool,
@@ -115,7 +62,10 @@ impl Core {
     }
 
     /// With a span per upstream call.
-    pub fn tracing(mut self, tracing: Option<Arc<super::trace::Tracing>>) -> Self {
+    pub fn tracing(
+        mut self,
+        tracing: Option<Arc<crate::gateway::observe::trace::Tracing>>,
+    ) -> Self {
         self.tracing = tracing;
         self
     }
@@ -139,14 +89,14 @@ impl Core {
             let cx = req
                 .parts
                 .extensions
-                .get::<super::trace::TraceNote>()?
+                .get::<crate::gateway::observe::trace::TraceNote>()?
                 .0
                 .clone();
             Some(t.upstream(&cx, &upstream.name, &mut req.parts.headers))
         });
         let resp = self.call_upstream(req).await;
         if let Some(cx) = span {
-            super::trace::end_upstream(&cx, resp.status().as_u16());
+            crate::gateway::observe::trace::end_upstream(&cx, resp.status().as_u16());
         }
         resp
     }
@@ -157,7 +107,11 @@ impl Core {
         let started = Instant::now();
         let note = self
             .noting
-            .then(|| req.parts.extensions.get::<super::access_log::AccessNote>())
+            .then(|| {
+                req.parts
+                    .extensions
+                    .get::<crate::gateway::observe::access_log::AccessNote>()
+            })
             .flatten()
             .cloned();
         if let Target::Aggregate(a) = &req.target {
@@ -175,7 +129,7 @@ impl Core {
         // A transcoded route's errors take the configured shape (grpc-gateway's, if asked).
         let format = match req.target {
             Target::Transcode(_) => self.json.errors,
-            _ => super::config::ErrorFormat::Gwbench,
+            _ => crate::gateway::config::ErrorFormat::Gwbench,
         };
         let call = async {
             match req.target.clone() {
@@ -226,7 +180,11 @@ impl Core {
         // the verified claims are set after them, so a client cannot forge those.
         let mut metadata = metadata_from_client(&parts.headers);
         // W3C trace context travels on (the gateway's own span's, when it traces).
-        for name in self.forward.iter().chain(&super::trace::TRACE_HEADERS) {
+        for name in self
+            .forward
+            .iter()
+            .chain(&crate::gateway::observe::trace::TRACE_HEADERS)
+        {
             for v in parts.headers.get_all(name) {
                 metadata.append(name.clone(), v.clone());
             }
@@ -256,7 +214,7 @@ impl Core {
             .await
             .map_err(&fail)?;
             let deadline = tokio::time::Instant::from_std(started) + req.deadline;
-            return Box::pin(super::stream::respond(
+            return Box::pin(crate::gateway::transcode::stream::respond(
                 route,
                 messages,
                 &self.json,
@@ -312,7 +270,7 @@ fn call_error(
         // A server that gives up on the grpc-timeout it was sent may answer CANCELLED
         // (tonic's does): past the deadline, that is a 504.
         Code::Cancelled if started.elapsed() >= deadline => deadline_exceeded(deadline),
-        _ if super::grpc::is_bad_gateway(&s) => {
+        _ if crate::gateway::upstream::grpc::is_bad_gateway(&s) => {
             GwError::http(StatusCode::BAD_GATEWAY, s.code(), s.message().to_string())
         }
         code => GwError::grpc(code, s.message().to_string())

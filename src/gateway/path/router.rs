@@ -11,7 +11,7 @@ use prost_reflect::{DescriptorPool, Value};
 use serde::Serialize;
 
 use super::template::Specificity;
-use super::transcode::MethodRoute;
+use crate::gateway::transcode::method::MethodRoute;
 use crate::proto::google::api::{HttpRule, http_rule::Pattern};
 
 /// A proxy route's target.
@@ -35,7 +35,7 @@ pub enum Target {
     /// A reverse-proxy route.
     Proxy(Arc<ProxyTarget>),
     /// A fan-out aggregation.
-    Aggregate(Arc<super::aggregate::Aggregation>),
+    Aggregate(Arc<crate::gateway::transcode::aggregate::Aggregation>),
 }
 
 /// A matched route.
@@ -451,7 +451,7 @@ impl Router {
     /// Adds an aggregation's GET path, served through stack `stack`.
     pub fn add_aggregate(
         &mut self,
-        agg: Arc<super::aggregate::Aggregation>,
+        agg: Arc<crate::gateway::transcode::aggregate::Aggregation>,
         stack: usize,
         index: &mut HashMap<String, usize>,
     ) -> Result<(), String> {

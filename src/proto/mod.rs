@@ -1,6 +1,11 @@
 //! The project's protobuf types: generated prost messages and tonic clients/servers, plus the
 //! serialized descriptor set that `build.rs` compiled them from (for runtime reflection and
-//! transcoding), and the proto3 JSON mapping used by the REST mock.
+//! transcoding), and the proto3 JSON mapping in both directions: [`json_to_wire`] (requests, while
+//! serde_json parses) and [`wire_to_json`] (responses, straight from the bytes), each with
+//! prost-reflect's `DynamicMessage` behind it for what it declines.
+
+pub mod json_to_wire;
+pub mod wire_to_json;
 
 use std::sync::OnceLock;
 
@@ -104,10 +109,10 @@ impl protox::file::FileResolver for BundledGoogleApi {
     fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
         let source = match name {
             "google/api/annotations.proto" => {
-                include_str!("../proto/google/api/annotations.proto")
+                include_str!("../../proto/google/api/annotations.proto")
             }
-            "google/api/http.proto" => include_str!("../proto/google/api/http.proto"),
-            "google/api/httpbody.proto" => include_str!("../proto/google/api/httpbody.proto"),
+            "google/api/http.proto" => include_str!("../../proto/google/api/http.proto"),
+            "google/api/httpbody.proto" => include_str!("../../proto/google/api/httpbody.proto"),
             _ => return Err(protox::Error::file_not_found(name)),
         };
         protox::file::File::from_source(name, source)
@@ -119,19 +124,19 @@ impl protox::file::FileResolver for BundledGoogleApi {
 pub trait Named: prost::Message + Default {
     /// Fully qualified protobuf name, e.g. `gwbench.v1.User`.
     const FULL_NAME: &'static str;
-    /// The type's JSON writer (`crate::wire_json`), prepared once.
-    fn json_plan() -> Option<&'static crate::wire_json::Plan>;
+    /// The type's JSON writer (`crate::proto::wire_to_json`), prepared once.
+    fn json_plan() -> Option<&'static crate::proto::wire_to_json::Plan>;
 }
 
 macro_rules! named {
     ($($ty:ident),* $(,)?) => {
         $(impl Named for v1::$ty {
             const FULL_NAME: &'static str = concat!("gwbench.v1.", stringify!($ty));
-            fn json_plan() -> Option<&'static crate::wire_json::Plan> {
-                static PLAN: OnceLock<Option<crate::wire_json::Plan>> = OnceLock::new();
+            fn json_plan() -> Option<&'static crate::proto::wire_to_json::Plan> {
+                static PLAN: OnceLock<Option<crate::proto::wire_to_json::Plan>> = OnceLock::new();
                 PLAN.get_or_init(|| {
                     let desc = descriptor_pool().get_message_by_name(Self::FULL_NAME)?;
-                    crate::wire_json::Plan::new(&desc, false)
+                    crate::proto::wire_to_json::Plan::new(&desc, false)
                 })
                 .as_ref()
             }

@@ -12,7 +12,7 @@ use prost_reflect::{
 };
 use tonic::Code;
 
-use super::status::GwError;
+use crate::gateway::status::GwError;
 
 /// Where the JSON body goes.
 #[derive(Debug, Clone)]
@@ -37,9 +37,9 @@ pub struct JsonOptions {
     /// Unknown JSON fields and query parameters are an error.
     pub reject_unknown: bool,
     /// The shape of errors.
-    pub errors: super::config::ErrorFormat,
+    pub errors: crate::gateway::config::ErrorFormat,
     /// The shape of server-streamed answers.
-    pub stream: super::config::StreamFormat,
+    pub stream: crate::gateway::config::StreamFormat,
 }
 
 /// One annotated RPC binding, ready to transcode.
@@ -62,10 +62,10 @@ pub struct MethodRoute {
     http_body_out: bool,
     /// The RPC answers with a stream of messages.
     server_streaming: bool,
-    /// The response written straight from its bytes (`crate::wire_json`), with json names
+    /// The response written straight from its bytes (`crate::proto::wire_to_json`), with json names
     /// and with proto names; prepared on first use, None for types it does not write.
-    plans: [std::sync::OnceLock<Option<crate::wire_json::Plan>>; 2],
-    /// The request written straight from JSON (`crate::json_wire`); prepared on first use,
+    plans: [std::sync::OnceLock<Option<crate::proto::wire_to_json::Plan>>; 2],
+    /// The request written straight from JSON (`crate::proto::json_to_wire`); prepared on first use,
     /// None for types it does not write.
     request_plan: std::sync::OnceLock<Option<RequestPlan>>,
 }
@@ -74,11 +74,11 @@ pub struct MethodRoute {
 /// resolved in it.
 #[derive(Debug, Clone)]
 struct RequestPlan {
-    plan: crate::json_wire::Plan,
+    plan: crate::proto::json_to_wire::Plan,
     /// The body field's path (for `body: "a.b"`).
-    body: Option<crate::json_wire::Path>,
+    body: Option<crate::proto::json_to_wire::Path>,
     /// Each path variable's field, None where the plan cannot append one.
-    path_fields: Vec<Option<crate::json_wire::Path>>,
+    path_fields: Vec<Option<crate::proto::json_to_wire::Path>>,
 }
 
 /// The name of the message that carries a raw HTTP body.
@@ -278,7 +278,7 @@ impl MethodRoute {
         let rp = self
             .request_plan
             .get_or_init(|| {
-                let plan = crate::json_wire::Plan::new(&self.input)?;
+                let plan = crate::proto::json_to_wire::Plan::new(&self.input)?;
                 let body = match &self.body {
                     BodyRule::Field(path) => Some(plan.path(path)?),
                     _ => None,
@@ -401,8 +401,9 @@ impl MethodRoute {
         // Straight from the wire bytes when the plan can; else (and for what it leaves) through
         // a DynamicMessage, which answers exactly as it always did.
         if self.response_body.is_none() && !opts.emit_defaults {
-            let plan = self.plans[usize::from(opts.proto_names)]
-                .get_or_init(|| crate::wire_json::Plan::new(&self.output, opts.proto_names));
+            let plan = self.plans[usize::from(opts.proto_names)].get_or_init(|| {
+                crate::proto::wire_to_json::Plan::new(&self.output, opts.proto_names)
+            });
             if let Some(plan) = plan {
                 let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
                 if plan.write(bytes, &mut out).is_some() {
@@ -462,8 +463,8 @@ impl JsonOptions {
             proto_names,
             emit_defaults,
             reject_unknown,
-            errors: super::config::ErrorFormat::default(),
-            stream: super::config::StreamFormat::default(),
+            errors: crate::gateway::config::ErrorFormat::default(),
+            stream: crate::gateway::config::StreamFormat::default(),
         }
     }
 }

@@ -16,11 +16,11 @@ use http::StatusCode;
 use http_body_util::{Either, StreamBody};
 use hyper::body::Frame;
 
-use super::GwResponse;
-use super::config::StreamFormat;
-use super::grpc::Messages;
-use super::status::GwError;
-use super::transcode::{JsonOptions, MethodRoute};
+use super::method::{JsonOptions, MethodRoute};
+use crate::gateway::GwResponse;
+use crate::gateway::config::StreamFormat;
+use crate::gateway::status::GwError;
+use crate::gateway::upstream::grpc::Messages;
 
 /// How the answer is written, fixed by the route and the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +165,12 @@ pub async fn respond(
     };
     let mut resp = http::Response::new(());
     *resp.status_mut() = StatusCode::OK;
-    resp.extensions_mut().insert(super::types::Streamed);
+    resp.extensions_mut()
+        .insert(crate::gateway::types::Streamed);
     if let Some(v) = content_type.and_then(|ct| http::HeaderValue::from_str(&ct).ok()) {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    super::dispatch::metadata_to_client(&messages.metadata, resp.headers_mut());
+    super::metadata::metadata_to_client(&messages.metadata, resp.headers_mut());
     let writer = Writer {
         messages,
         route,

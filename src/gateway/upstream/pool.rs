@@ -4,7 +4,8 @@
 //! endpoints each have a pool of keep-alive connections of the lean HTTP/1.1 client (`h1.rs`). An endpoint that refuses connections is skipped for a
 //! while, and the refused request is retried once on another endpoint (it never reached one).
 
-use super::status::GwError;
+use super::inflight::{Held, InFlight};
+use crate::gateway::status::GwError;
 use crate::http1::client::ClientError;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,8 +67,8 @@ pub struct Upstream {
     next: AtomicUsize,
     /// `gwbench_upstream_duration_seconds{upstream}`, in this upstream's own tally (this
     /// worker's: no label lookup and no shared counter per request).
-    pub latency: std::sync::Arc<crate::gateway::tally::Histogram>,
-    _tally: std::sync::Arc<crate::gateway::tally::Tally>,
+    pub latency: std::sync::Arc<crate::gateway::observe::tally::Histogram>,
+    _tally: std::sync::Arc<crate::gateway::observe::tally::Tally>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -77,33 +78,6 @@ impl std::fmt::Debug for Upstream {
             .field("protocol", &self.protocol)
             .field("endpoints", &self.endpoints)
             .finish()
-    }
-}
-
-/// An endpoint's in-flight count held by a server stream for as long as the stream lives (it
-/// is dropped with the stream, however the stream ends).
-#[derive(Debug)]
-pub struct Held(std::sync::Arc<AtomicUsize>);
-
-impl Held {
-    fn new(count: &std::sync::Arc<AtomicUsize>) -> Held {
-        count.fetch_add(1, Ordering::Relaxed);
-        Held(count.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Decrements an endpoint's in-flight count when the call ends, however it ends.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -132,10 +106,10 @@ impl Upstream {
             });
         }
         // The process-wide recorder, for the breakers' and the pools' event counters.
-        let _ = crate::gateway::exporter::handle();
-        let tally = crate::gateway::tally::Tally::new();
+        let _ = crate::gateway::observe::exporter::handle();
+        let tally = crate::gateway::observe::tally::Tally::new();
         let latency = tally.histogram(
-            crate::gateway::tally::Family::Upstream,
+            crate::gateway::observe::tally::Family::Upstream,
             &std::sync::Arc::from(cfg.name.as_str()),
         );
         Ok(Upstream {

@@ -16,11 +16,11 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageD
 use serde_json::{Map, Value, json};
 use tonic::Code;
 
-use super::GwResponse;
-use super::status::GwError;
-use super::transcode::JsonOptions;
-use super::upstream::Upstream;
+use super::method::JsonOptions;
+use crate::gateway::GwResponse;
 use crate::gateway::config::AggregationConfig;
+use crate::gateway::status::GwError;
+use crate::gateway::upstream::pool::Upstream;
 
 /// One call of an aggregation.
 #[derive(Debug)]
@@ -286,7 +286,7 @@ impl Aggregation {
                 .collect(),
         );
         let mut metadata = http::HeaderMap::new();
-        metadata.insert(super::REQUEST_ID, request_id.clone());
+        metadata.insert(crate::gateway::REQUEST_ID, request_id.clone());
         let ctx = Ctx {
             query: &query_json,
             upstream,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::config::GatewayConfig;
-use super::{Gateway, GatewayError};
+use crate::gateway::config::GatewayConfig;
+use crate::gateway::{Gateway, GatewayError};
 
 /// Where a worker takes its gateway from, request by request.
 pub type Slot = Arc<ArcSwap<Gateway>>;

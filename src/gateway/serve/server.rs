@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::reload::{Reload, Slot};
-use super::{Gateway, GatewayError};
 use crate::gateway::config::GatewayConfig;
+use crate::gateway::{Gateway, GatewayError};
 use crate::net::{self, BindError};
 
 /// A gateway that could not start.
@@ -68,7 +68,7 @@ async fn admin_page<B>(reload: &Reload, req: &http::Request<B>) -> http::Respons
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => net::json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
-            let mut resp = net::json(StatusCode::OK, crate::gateway::exporter::render());
+            let mut resp = net::json(StatusCode::OK, crate::gateway::observe::exporter::render());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -117,7 +117,7 @@ pub(super) fn serve_admin_and_upkeep(
     // The Prometheus recorder keeps every histogram sample until they are drained into the
     // summaries (a scrape drains them too): unscraped, memory grew ~45 bytes per request.
     let upkeep = every(Duration::from_secs(1), shutdown.clone(), || {
-        if let Some(h) = crate::gateway::exporter::handle() {
+        if let Some(h) = crate::gateway::observe::exporter::handle() {
             h.run_upkeep();
         }
     });

@@ -1,6 +1,6 @@
 //! proto3 JSON → protobuf wire bytes, written straight from the message descriptors while the
 //! JSON is parsed, without building a `DynamicMessage` (#15, 2; the other direction is
-//! [`crate::wire_json`]). A [`Plan`] is prepared once per request type: per message its fields
+//! [`crate::proto::wire_to_json`]). A [`Plan`] is prepared once per request type: per message its fields
 //! by JSON and proto name, their numbers, wire types and kinds, nested messages by index.
 //!
 //! It accepts exactly what prost-reflect's deserializer accepts and writes a message that
@@ -1035,7 +1035,7 @@ mod tests {
     use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
     use rand::{Rng, SeedableRng};
 
-    use crate::wire_json::tests::message;
+    use crate::proto::wire_to_json::tests::message;
 
     const EVERY_KIND: &str = r#"
 syntax = "proto3";
@@ -1068,7 +1068,7 @@ message Fixed { google.protobuf.FieldMask mask = 1; google.protobuf.Any any = 2;
 "#;
 
     fn pool() -> DescriptorPool {
-        crate::wire_json::tests::compile_one("jsonwire", EVERY_KIND)
+        crate::proto::wire_to_json::tests::compile_one("jsonwire", EVERY_KIND)
     }
 
     /// A message as comparable JSON: every field, defaults too, maps as objects (so order

@@ -8,14 +8,14 @@ use tower::util::BoxCloneSyncService;
 
 use tower::util::Either;
 
-use super::config::{GatewayConfig, Mount, RateLimitConfig, RateLimitStore};
-use super::middleware::ratelimit::{Overrides, overrides};
-use super::middleware::shared_limit::{RedisLimiter, Scope, SharedLimitLayer};
-use super::middleware::{
+use crate::gateway::config::{GatewayConfig, Mount, RateLimitConfig, RateLimitStore};
+use crate::gateway::middleware::ratelimit::{Overrides, overrides};
+use crate::gateway::middleware::shared_limit::{RedisLimiter, Scope, SharedLimitLayer};
+use crate::gateway::middleware::{
     Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
     Verifier,
 };
-use super::types::{GatewayError, RouteService};
+use crate::gateway::types::{GatewayError, RouteService};
 
 /// Middleware state shared by every mount's stack, built once per gateway and shared by its
 /// workers: limits, breakers and caches are the gateway's, whichever worker serves a request.

@@ -18,8 +18,8 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
 
-use super::GatewayError;
-use super::config::TracingConfig;
+use crate::gateway::GatewayError;
+use crate::gateway::config::TracingConfig;
 
 /// The W3C trace-context headers, forwarded as they came when the gateway makes no span.
 pub const TRACE_HEADERS: [HeaderName; 2] = [

@@ -11,8 +11,8 @@ use rand::Rng;
 use tonic::Code;
 
 use super::router::RouteError;
-use super::status::GwError;
-use super::types::{REQUEST_ID, REQUEST_TIMEOUT};
+use crate::gateway::status::GwError;
+use crate::gateway::types::{REQUEST_ID, REQUEST_TIMEOUT};
 
 /// Longest client-sent request id kept; a longer (or empty) one is replaced.
 pub const MAX_REQUEST_ID: usize = 128;

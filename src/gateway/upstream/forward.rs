@@ -6,8 +6,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use tonic::Code;
 
-use super::status::GwError;
-use super::types::REQUEST_ID;
+use crate::gateway::status::GwError;
+use crate::gateway::types::REQUEST_ID;
 use crate::net::PeerAddr;
 
 /// The path and query sent upstream: `strip` removed from the front of the path (keeping a

@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::assemble::Common;
-use super::config::GatewayConfig;
 use super::reload::{Reload, Slot};
 use super::server::{StartError, ready_lines, serve_admin_and_upkeep};
-use super::{Gateway, GatewayError};
+use crate::gateway::assemble::Common;
+use crate::gateway::config::GatewayConfig;
+use crate::gateway::{Gateway, GatewayError};
 use crate::net;
 
 /// A running gateway on N worker threads. Dropping it stops it without waiting;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::GatewayError;
-use super::config::AccessLogConfig;
+use crate::gateway::GatewayError;
+use crate::gateway::config::AccessLogConfig;
 
 /// The log's writing end.
 #[derive(Debug)]

@@ -1,0 +1,11 @@
+//! Observability: per-worker tallies of the per-request metrics ([`tally`]) and the Prometheus
+//! exporter that sums them ([`exporter`]), OpenTelemetry tracing ([`trace`]) and the access log
+//! ([`access_log`]), both written once per request by [`crate::gateway::Gateway::handle`] from
+//! one per-request context.
+//!
+//! May use `config` only; every other room may use it.
+
+pub mod access_log;
+pub mod exporter;
+pub mod tally;
+pub mod trace;

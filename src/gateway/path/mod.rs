@@ -1,0 +1,12 @@
+//! The request path, in order: [`intake`] (request id, path check, route match by [`router`]
+//! and [`template`], deadline, body), the mount's middleware [`stack`], and [`dispatch`], the
+//! innermost service that calls the upstream.
+//!
+//! May use `transcode`, `upstream`, `observe`, `middleware`, `config` and the shared
+//! vocabulary (`types`, `status`).
+
+pub mod dispatch;
+pub mod intake;
+pub mod router;
+pub mod stack;
+pub mod template;

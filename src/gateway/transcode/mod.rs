@@ -1,0 +1,12 @@
+//! Transcoding: a `google.api.http` rule's REST/JSON request → gRPC message and back
+//! ([`method`], over the proto3 JSON mapping of `crate::proto`), server streams answered
+//! message by message ([`stream`]), and fan-out aggregation ([`aggregate`]).
+//!
+//! May use `upstream`, `config` and the shared vocabulary; the request path uses it.
+
+pub mod aggregate;
+pub(crate) mod metadata;
+pub mod method;
+pub mod stream;
+
+pub use method::{JsonOptions, MethodRoute};
