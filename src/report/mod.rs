@@ -2,6 +2,7 @@
 //! ([`hgrm`]), interval logs ([`hlog`]), the terminal summary ([`text`]) and the HTML page with
 //! SVG charts ([`html`]).
 
+pub mod compare;
 pub mod csv;
 pub mod diff;
 pub mod hgrm;

@@ -16,17 +16,32 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// One cell of a percentile table: text padded to a width, on the left or the right.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    /// Left-aligned in `width` columns.
+    Left(&'a str, usize),
+    /// Right-aligned in `width` columns.
+    Right(&'a str, usize),
+}
+
+/// One row of a percentile table, as load and compare print them: two spaces, the row's label
+/// in 10 columns, then each cell after a space.
+pub fn table_row(out: &mut String, label: &str, cells: &[Cell<'_>]) {
+    let _ = write!(out, "  {label:<10}");
+    for cell in cells {
+        let _ = match *cell {
+            Cell::Left(s, w) => write!(out, " {s:<w$}"),
+            Cell::Right(s, w) => write!(out, " {s:>w$}"),
+        };
+    }
+    out.push('\n');
+}
+
 fn row(out: &mut String, name: &str, p: &Percentiles) {
-    let _ = writeln!(
-        out,
-        "  {name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        human_ns(p.p50),
-        human_ns(p.p90),
-        human_ns(p.p99),
-        human_ns(p.p999),
-        human_ns(p.p9999),
-        human_ns(p.max)
-    );
+    let cells = [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max].map(human_ns);
+    let cells: Vec<Cell<'_>> = cells.iter().map(|c| Cell::Right(c, 9)).collect();
+    table_row(out, name, &cells);
 }
 
 /// Whether the generator fell behind enough to make the figures untrustworthy.

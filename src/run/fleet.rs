@@ -247,19 +247,7 @@ impl Fleet {
     }
 }
 
-/// What a fleet did over a whole run: for compare's summary.
-#[derive(Debug, serde::Serialize)]
-pub(super) struct FleetShare {
-    pub(super) instances: usize,
-    pub(super) balancer: &'static str,
-    /// Always true on one machine: the instances share the gateway's cores.
-    pub(super) simulated: bool,
-    /// CPU seconds of each instance since it started.
-    pub(super) instance_cpu_s: Vec<f64>,
-    /// Responses each instance sent through the balancer.
-    pub(super) instance_responses: Vec<u64>,
-    pub(super) balancer_cpu_s: f64,
-}
+pub(super) use crate::report::compare::FleetShare;
 
 impl FleetShare {
     /// The fleet's figures now.

@@ -9,22 +9,7 @@ pub(super) use crate::cli::LayoutMode;
 
 pub(super) use super::process::Cpus;
 
-/// Where the generator (this process), the gateway and the backends run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub(super) struct Layout {
-    /// What was asked for.
-    pub(super) mode: &'static str,
-    /// CPUs of the generator; None leaves it to the scheduler.
-    pub(super) generator: Cpus,
-    /// CPUs of the gateway.
-    pub(super) gateway: Cpus,
-    /// CPUs of the mocks.
-    pub(super) backends: Cpus,
-    /// Runtime threads of the gateway.
-    pub(super) gateway_threads: usize,
-    /// Runtime threads of the mocks.
-    pub(super) backends_threads: usize,
-}
+pub(super) use crate::report::compare::Layout;
 
 impl Layout {
     /// The layout for `cores` cores. Pinned: the generator gets its own cores (a quarter of

@@ -1,0 +1,499 @@
+//! `gwbench compare`: starts the mocks and the gateway as child processes, offers the same
+//! constant load directly and through the gateway in alternating rounds, and reports the latency
+//! and CPU the gateway adds per scenario (terminal table, `summary.json`, `summary.md`, and per
+//! scenario and side a `.hgrm` and a `.hlog`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use thiserror::Error;
+
+use super::stack::{Layout, Stack, generator_threads};
+use crate::cli::CompareArgs;
+use crate::load::recorder::IntervalRecord;
+use crate::load::schedule::{Limit, Rate};
+use crate::load::{LoadConfig, LoadRun, run_load};
+use crate::report::json::LoadReport;
+use crate::report::{hgrm, hlog, html};
+
+mod scenario;
+mod stats;
+
+use crate::report::compare::*;
+pub(super) use scenario::*;
+use stats::*;
+
+/// A compare that cannot run as asked (exit code 2).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub(super) struct CompareError(String);
+
+// ===== the run =====
+
+/// Runs `gwbench compare`; prints the table and the report directory.
+pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
+    let rate = offered_rate(&args.rps)?;
+    let names = scenario_names(&args.scenarios)?;
+    let (stack, list) = targets(args, &names)?;
+    let machine = machine(stack.as_ref());
+    let plan = Plan::new(args, rate.clone(), stack.as_ref());
+    let started = SystemTime::now();
+    let calibration_runs = if args.calibration.is_zero() {
+        0
+    } else {
+        2 * u64::from(args.rounds)
+    };
+    let total_runs = calibration_runs + list.len() as u64 * u64::from(plan.min_rounds) * 2;
+    let bar = progress_bar(total_runs, args.quiet);
+    let (floor, mut failure) = match calibrate(&plan, &list, &bar) {
+        Ok(floor) => (floor, None),
+        Err(e) => (None, Some(e)),
+    };
+    let results = if failure.is_none() {
+        let (results, f) = measure(&plan, &list, &bar);
+        failure = f;
+        results
+    } else {
+        Vec::new()
+    };
+    bar.finish_and_clear();
+    let layout = plan.layout.clone();
+    let threads = plan.threads;
+    let (min_rounds, max_rounds) = (plan.min_rounds, plan.max_rounds);
+    drop(plan);
+    let fleet = match stack.as_ref().and_then(|s| s.fleet.as_ref()) {
+        Some((f, _)) => Some(super::fleet::FleetShare::of(f)?),
+        None => None,
+    };
+    drop(stack);
+
+    let summary = CompareSummary {
+        schema: "gwbench.compare.v2",
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        rps: rate.offered().unwrap_or(0.0),
+        rounds: min_rounds,
+        max_rounds,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        connections: args.connections as usize,
+        generator_threads: threads,
+        machine,
+        layout,
+        scenarios: results
+            .iter()
+            .map(|m| scenario_summary(m, floor.as_ref()))
+            .collect(),
+        noise_floor: floor,
+        fleet,
+        gateway_tls: args.tls,
+    };
+    let mut table = render_table(&summary);
+    if let Some(f) = &summary.fleet {
+        table.push_str(&f.describe(summary.machine.cores));
+    }
+    if summary.gateway_tls {
+        table.push_str(
+            "TLS: every side through the gateway went over https (HTTP/1.1, a certificate made \
+             for this run, connections and handshakes opened before the clock): compare with a \
+             run without --tls for what termination costs\n",
+        );
+    }
+    super::print_out(&table)?;
+    if results.is_empty() {
+        return Err(failure.unwrap_or_else(|| anyhow::anyhow!("nothing was measured")));
+    }
+    let dir = write_reports(args.out.as_deref(), started, &summary, &table, &results)?;
+    match failure {
+        None => super::print_out(&format!("report: {}\n", dir.display())),
+        Some(e) => {
+            super::print_out(&format!(
+                "report (partial: the run failed): {}\n",
+                dir.display()
+            ))?;
+            Err(e)
+        }
+    }
+}
+
+/// What every run of a compare shares.
+struct Plan<'a> {
+    args: &'a CompareArgs,
+    rate: Rate,
+    stack: Option<&'a Stack>,
+    layout: Option<Layout>,
+    /// Generator threads, from the offered rate and the generator's cores.
+    threads: usize,
+    min_rounds: u32,
+    max_rounds: u32,
+}
+
+impl<'a> Plan<'a> {
+    fn new(args: &'a CompareArgs, rate: Rate, stack: Option<&'a Stack>) -> Plan<'a> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let generator_cores = stack.map_or(cores, |s| s.layout.generator_cores(s.cores));
+        Plan {
+            args,
+            stack,
+            layout: stack.map(|s| s.layout.clone()),
+            threads: generator_threads(rate.offered(), generator_cores),
+            rate,
+            min_rounds: args.rounds,
+            max_rounds: args.max_rounds.max(args.rounds),
+        }
+    }
+}
+
+/// The A/A calibration: the first scenario's direct path against itself, `--rounds` rounds of
+/// `--calibration`, alternating like the scenarios. None when it is switched off.
+fn calibrate(
+    plan: &Plan<'_>,
+    list: &[Scenario],
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Option<NoiseFloor>> {
+    let args = plan.args;
+    let Some(first) = list.first() else {
+        return Ok(None);
+    };
+    if args.calibration.is_zero() {
+        return Ok(None);
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        for which in [round % 2 == 1, round % 2 == 0] {
+            bar.set_message(format!("noise floor (A/A), round {round}/{}", args.rounds));
+            let r = one_run(plan, &first.direct, round, args.calibration)
+                .context("the noise-floor calibration (A/A on the direct path)")?;
+            if which {
+                a.push(r)
+            } else {
+                b.push(r)
+            }
+            bar.inc(1);
+        }
+    }
+    Ok(Some(noise_floor(&first.direct.url, args, &a, &b)))
+}
+
+/// One scenario's rounds: direct, then through the gateway, and what ended them.
+type Measured = (Scenario, Vec<RoundResult>, Vec<RoundResult>, &'static str);
+
+/// Every scenario's rounds, sides alternating which goes first so that drift hits both; past
+/// the minimum, rounds are added until the p50 overhead is precise enough. A run that fails
+/// stops the measurement; what was measured before it is kept, with the error.
+fn measure(
+    plan: &Plan<'_>,
+    list: &[Scenario],
+    bar: &indicatif::ProgressBar,
+) -> (Vec<Measured>, Option<anyhow::Error>) {
+    let mut results: Vec<Measured> = Vec::new();
+    for sc in list {
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        let mut ended_by = "max_rounds";
+        for round in 1..=plan.max_rounds {
+            if round > plan.min_rounds {
+                if precise_enough(&direct, &through) {
+                    ended_by = "precision";
+                    break;
+                }
+                bar.inc_length(2);
+            }
+            let order = if round % 2 == 1 {
+                [&sc.direct, &sc.gateway]
+            } else {
+                [&sc.gateway, &sc.direct]
+            };
+            for side in order {
+                bar.set_message(format!(
+                    "scenario {}, round {round}, {}",
+                    sc.name, side.label
+                ));
+                let result = one_run(plan, side, round, plan.args.duration)
+                    .with_context(|| format!("scenario {}, {}", sc.name, side.label));
+                match result {
+                    Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
+                    Ok(r) => direct.push(r),
+                    Err(e) => {
+                        if !direct.is_empty() && !through.is_empty() {
+                            results.push((sc.clone(), direct, through, "failure"));
+                        }
+                        return (results, Some(e));
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+        if ended_by == "max_rounds" && plan.max_rounds == plan.min_rounds {
+            ended_by = "min_rounds";
+        } else if ended_by == "max_rounds" && precise_enough(&direct, &through) {
+            ended_by = "precision";
+        }
+        results.push((sc.clone(), direct, through, ended_by));
+    }
+    (results, None)
+}
+
+/// `--rps`: a constant or Poisson rate (closed loop has no "same offered load" to compare).
+fn offered_rate(rps: &str) -> Result<Rate, CompareError> {
+    match Rate::parse_rps(rps).map_err(|e| CompareError(e.0))? {
+        Rate::Max => Err(CompareError(
+            "--rps max is not comparable; give a rate, e.g. --rps 5000".into(),
+        )),
+        r => Ok(r),
+    }
+}
+
+/// `--scenarios`, checked before anything starts.
+fn scenario_names(list: &str) -> Result<Vec<String>, CompareError> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    scenarios(&names, "x", "x", "x")?;
+    Ok(names)
+}
+
+/// What is measured: our own mocks and gateway as children (and their scenarios), or the
+/// user's running gateway and backend (one pair of URLs, nothing spawned).
+fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
+    if args.tls && (args.gateway_url.is_some() || args.direct_url.is_some()) {
+        return Err(CompareError(
+            "--tls puts TLS on the gateway compare starts; give https:// URLs to --gateway-url \
+             instead"
+                .into(),
+        )
+        .into());
+    }
+    if args.gateway_instances > 1 && (args.gateway_url.is_some() || args.direct_url.is_some()) {
+        return Err(CompareError(
+            "--gateway-instances starts a fleet of gwbench gateways; it does not go with \
+             --gateway-url/--direct-url"
+                .into(),
+        )
+        .into());
+    }
+    match (&args.gateway_url, &args.direct_url) {
+        (Some(g), Some(d)) => {
+            let custom = Scenario {
+                name: "custom",
+                description: "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured)",
+                direct: Side::http("direct", d.clone(), false),
+                gateway: Side::http("gateway", g.clone(), false),
+            };
+            Ok((None, vec![custom]))
+        }
+        (None, None) => {
+            let stack = Stack::start_fleet(
+                args.layout.or_pinned(args.pin),
+                usize::from(args.gateway_instances),
+                args.redis_url.as_deref(),
+                args.tls,
+            )?;
+            let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
+            let mut list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
+            if let Some(dir) = &stack.tls {
+                let opts = crate::net::tls::ClientOptions {
+                    cacert: Some(dir.0.join("ca.pem")),
+                    ..Default::default()
+                };
+                over_tls(&mut list, &gw.to_string(), &opts);
+            }
+            Ok((Some(stack), list))
+        }
+        _ => Err(CompareError("--gateway-url and --direct-url go together".into()).into()),
+    }
+}
+
+/// The machine and the process layout, for the summary. The core count is the stack's, taken
+/// before this process was pinned (after, it would count only the generator's cores).
+fn machine(stack: Option<&Stack>) -> Machine {
+    let cores = stack.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |s| s.cores,
+    );
+    Machine {
+        cores,
+        cpu_model: cpu_model(),
+        pinning: stack.map_or_else(
+            || vec!["external targets: not pinned".to_string()],
+            |s| s.pinning.clone(),
+        ),
+        processes: stack.map(Stack::processes).unwrap_or_default(),
+    }
+}
+
+/// Runs done out of `total`, on a terminal only.
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}",
+    ) {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b
+}
+
+/// One load run of `duration` against `side`, with the CPU each process spent per 1,000
+/// requests.
+fn one_run(
+    plan: &Plan<'_>,
+    side: &Side,
+    round: u32,
+    duration: Duration,
+) -> anyhow::Result<RoundResult> {
+    let (args, stack) = (plan.args, plan.stack);
+    let cfg = LoadConfig {
+        template: template(side)?,
+        rate: plan.rate.clone(),
+        limit: Limit::Duration(duration),
+        // Warm each side up before its first run; later rounds find it warm.
+        warmup: if round == 1 {
+            args.warmup
+        } else {
+            Duration::ZERO
+        },
+        connections: args.connections as usize,
+        max_in_flight: 1024,
+        threads: plan.threads,
+        timeout: Duration::from_secs(5),
+        spin: Duration::from_micros(20),
+        progress: false,
+        split: Default::default(),
+        raw_limit: None,
+        live: None,
+    };
+    let gateway_cpu = || stack.and_then(Stack::gateway_cpu);
+    let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());
+    let (gw0, be0) = (gateway_cpu(), backends_cpu());
+    let run = run_load(&cfg)?;
+    let (gw1, be1) = (gateway_cpu(), backends_cpu());
+    // The children's counters span warm-up and run: divide by the requests of both.
+    let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
+    let per1000 =
+        |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests);
+    let cpu = CpuPer1000 {
+        gateway_ms: side.through_gateway.then(|| per1000(gw0, gw1)).flatten(),
+        backends_ms: per1000(be0, be1),
+        generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
+            / (run.outcomes.sent().max(1) as f64 / 1000.0),
+    };
+    let report = LoadReport::from_run(&run);
+    let (corrected, service) = sampled(&run);
+    Ok(RoundResult {
+        run,
+        report,
+        cpu,
+        corrected,
+        service,
+    })
+}
+
+fn merged(rounds: &[RoundResult], f: fn(&LoadRun) -> &Histogram<u64>) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new(3).expect("3 significant figures");
+    for r in rounds {
+        let _ = h.add(f(&r.run));
+    }
+    h
+}
+
+fn write_reports(
+    out: Option<&Path>,
+    started: SystemTime,
+    summary: &CompareSummary,
+    table: &str,
+    results: &[Measured],
+) -> anyhow::Result<PathBuf> {
+    let dir = super::report_dir(out, started, "compare")?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))
+    };
+    write("summary.json", &serde_json::to_string_pretty(summary)?)?;
+    write(
+        "summary.md",
+        &format!("# gwbench compare\n\n```\n{table}```\n"),
+    )?;
+    let mut sides = Vec::new();
+    for (sc, direct, through, _) in results {
+        // The scenario's time axis starts at its first round, whichever side ran first.
+        let start = direct
+            .iter()
+            .chain(through)
+            .map(|r| r.run.start_wall)
+            .min()
+            .unwrap_or(started);
+        let d = write_side(&write, &format!("{}-direct", sc.name), direct, start)?;
+        let g = write_side(&write, &format!("{}-gateway", sc.name), through, start)?;
+        sides.push((d, g));
+    }
+    let plots: Vec<html::ScenarioPlot<'_>> = results
+        .iter()
+        .zip(&summary.scenarios)
+        .zip(&sides)
+        .map(|(((sc, _, _, _), sum), (d, g))| html::ScenarioPlot {
+            name: sc.name,
+            description: sc.description,
+            labels: (sc.direct.label, sc.gateway.label),
+            hists: (&d.corrected, &g.corrected),
+            p99_over_time: (d.p99_over_time.clone(), g.p99_over_time.clone()),
+            overhead_ns: (
+                sum.overhead_ns["service"]["p50"],
+                sum.overhead_ns["service"]["p99"],
+            ),
+            intervals: plot_intervals(sum, summary.noise_floor.as_ref()),
+        })
+        .collect();
+    write(
+        "report.html",
+        &html::render("gwbench compare", &html_context(summary), table, &plots),
+    )?;
+    Ok(dir)
+}
+
+/// What one side's files hold that the HTML report draws.
+struct SideFiles {
+    /// The rounds' corrected latencies, merged.
+    corrected: Histogram<u64>,
+    /// (seconds from the scenario's start, p99 ns) per interval.
+    p99_over_time: Vec<(f64, f64)>,
+}
+
+/// Writes one side's `.hgrm` (corrected and service) and `.hlog` (every round's intervals,
+/// times relative to the scenario's first round) as `{base}.*`.
+fn write_side(
+    write: &dyn Fn(&str, &str) -> anyhow::Result<()>,
+    base: &str,
+    rounds: &[RoundResult],
+    start: SystemTime,
+) -> anyhow::Result<SideFiles> {
+    let corrected = merged(rounds, |r| &r.total.corrected);
+    write(&format!("{base}.hgrm"), &hgrm::render(&corrected))?;
+    write(
+        &format!("{base}.service.hgrm"),
+        &hgrm::render(&merged(rounds, |r| &r.total.service)),
+    )?;
+    let intervals: Vec<IntervalRecord> = rounds
+        .iter()
+        .flat_map(|r| {
+            let offset = r.run.start_wall.duration_since(start).unwrap_or_default();
+            r.run.intervals.iter().cloned().map(move |mut i| {
+                i.start += offset;
+                i
+            })
+        })
+        .collect();
+    write(&format!("{base}.hlog"), &hlog::render(start, &intervals))?;
+    let p99_over_time = intervals
+        .iter()
+        .map(|i| (i.start.as_secs_f64(), i.corrected.p99 as f64))
+        .collect();
+    Ok(SideFiles {
+        corrected,
+        p99_over_time,
+    })
+}

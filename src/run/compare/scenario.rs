@@ -1,0 +1,193 @@
+//! compare's scenarios: what each side loads (direct and through the gateway, or bare and with
+//! middleware), and the request each sends.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::load::grpc;
+use crate::load::target::{Protocol, RequestTemplate};
+
+/// One side of a scenario: what to load.
+#[derive(Debug, Clone)]
+pub(crate) struct Side {
+    pub(crate) label: &'static str,
+    pub(crate) protocol: Protocol,
+    pub(crate) url: String,
+    pub(crate) grpc_method: Option<(&'static str, &'static str)>,
+    /// Whether the requests pass through the gateway (its CPU is then counted).
+    pub(crate) through_gateway: bool,
+    /// Extra request headers (a bearer token).
+    pub(crate) headers: Vec<(String, String)>,
+    /// When set: these URLs all go out for each request, in parallel, timed as one.
+    pub(crate) all_of: Vec<String>,
+    /// TLS options of an https:// side (`compare --tls`).
+    pub(crate) tls: Option<crate::net::tls::ClientOptions>,
+}
+
+impl Side {
+    pub(crate) fn http(label: &'static str, url: String, through_gateway: bool) -> Side {
+        Side {
+            label,
+            protocol: Protocol::Http1,
+            url,
+            grpc_method: None,
+            through_gateway,
+            headers: Vec::new(),
+            all_of: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// A pair of sides.
+#[derive(Debug, Clone)]
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) direct: Side,
+    pub(crate) gateway: Side,
+}
+
+pub(crate) const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard"];
+
+/// A token for the embedded config's dev key, valid for the whole run.
+pub(crate) fn dev_token() -> Result<String, CompareError> {
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let auth = crate::gateway::config::AuthConfig::default();
+    let claims = serde_json::json!({
+        "sub": "gwbench-compare", "iss": auth.issuer, "aud": auth.audience, "iat": now,
+        "exp": now + 24 * 3600
+    });
+    crate::gateway::middleware::auth::mint(
+        "HS256",
+        crate::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &claims,
+    )
+    .map_err(CompareError)
+}
+
+pub(crate) fn scenarios(
+    names: &[String],
+    rest: &str,
+    grpc: &str,
+    gw: &str,
+) -> Result<Vec<Scenario>, CompareError> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(match name.as_str() {
+            "rest" => Scenario {
+                name: "rest",
+                description: "REST mock GET /api/users/{id}: direct vs the gateway's proxy route (pure proxy cost)",
+                direct: Side::http("direct", format!("http://{rest}/api/users/{{rand:1-1000}}"), false),
+                gateway: Side::http("gateway", format!("http://{gw}/rest/api/users/{{rand:1-1000}}"), true),
+            },
+            "grpc" => Scenario {
+                name: "grpc",
+                description: "gRPC GetUser direct vs REST GET /api/users/42 transcoded by the gateway (translation cost)",
+                direct: Side {
+                    label: "direct",
+                    protocol: Protocol::Grpc,
+                    url: format!("http://{grpc}"),
+                    grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
+                    through_gateway: false,
+                    headers: Vec::new(),
+                    all_of: Vec::new(),
+                    tls: None,
+                },
+                gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
+            },
+            "full" => Scenario {
+                name: "full",
+                description: "REST GET /api/users/42 through the gateway: the bare route (\"direct\" side) vs /secure with \
+                              JWT auth + rate limit (not triggering) + breaker (middleware cost)",
+                direct: Side::http("bare", format!("http://{gw}/api/users/42"), true),
+                gateway: Side {
+                    headers: vec![("authorization".into(), format!("Bearer {}", dev_token()?))],
+                    ..Side::http("middleware", format!("http://{gw}/secure/api/users/42"), true)
+                },
+            },
+            "dashboard" => Scenario {
+                name: "dashboard",
+                description: "the four calls a client makes in parallel to the REST mock (user, orders, search, stock) \
+                              vs the gateway's /api/dashboard aggregation of the same four over gRPC",
+                direct: Side {
+                    all_of: vec![
+                        format!("http://{rest}/api/users/42"),
+                        format!("http://{rest}/api/orders?user_id=42&page_size=5"),
+                        format!("http://{rest}/api/products/search?q=kettle&limit=3"),
+                        // The first product the search finds for "kettle" (what the gateway's
+                        // dependent stock call asks for).
+                        format!("http://{rest}/api/inventory/14"),
+                    ],
+                    ..Side::http("direct", format!("http://{rest}/api/users/42"), false)
+                },
+                gateway: Side::http("gateway", format!("http://{gw}/api/dashboard?user_id=42"), true),
+            },
+            other => {
+                return Err(CompareError(format!("unknown scenario {other:?}; expected some of {}", KNOWN.join(", "))));
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
+    let template = plain_template(side)?;
+    match &side.tls {
+        Some(opts) => template.with_tls(side.protocol, opts),
+        None => Ok(template),
+    }
+}
+
+/// `compare --tls`: every side that goes to the gateway at `gw` goes over https, trusting
+/// `opts`' CA.
+pub(crate) fn over_tls(list: &mut [Scenario], gw: &str, opts: &crate::net::tls::ClientOptions) {
+    let plain = format!("http://{gw}");
+    for sc in list {
+        for side in [&mut sc.direct, &mut sc.gateway] {
+            if side.url.starts_with(&plain) {
+                side.url = side.url.replacen("http://", "https://", 1);
+                side.tls = Some(opts.clone());
+            }
+        }
+    }
+}
+
+pub(crate) fn plain_template(side: &Side) -> Result<RequestTemplate, crate::load::LoadError> {
+    match side.grpc_method {
+        Some((method, data)) => {
+            let call = grpc::prepare(crate::proto::descriptor_pool(), method, data)?;
+            let url = format!("{}{}", side.url, call.path);
+            RequestTemplate::new(
+                Protocol::Grpc,
+                &[url],
+                http::Method::POST,
+                &side.headers,
+                call.body,
+            )
+        }
+        None if !side.all_of.is_empty() => RequestTemplate::new(
+            side.protocol,
+            &side.all_of,
+            http::Method::GET,
+            &side.headers,
+            Bytes::new(),
+        )?
+        .with_group(),
+        None => {
+            let urls = std::slice::from_ref(&side.url);
+            RequestTemplate::new(
+                side.protocol,
+                urls,
+                http::Method::GET,
+                &side.headers,
+                Bytes::new(),
+            )
+        }
+    }
+}
