@@ -39,6 +39,11 @@ pub struct Common {
 }
 
 impl Common {
+    /// The observer every worker's requests share (access log and tracer).
+    pub(super) fn observer(&self) -> super::observe::observer::Observer {
+        super::observe::observer::Observer::new(self.access_log.clone(), self.tracing.clone())
+    }
+
     /// The descriptors (`reflected`, or as the config says) and the middleware state of `cfg`.
     pub(super) fn new(
         cfg: &GatewayConfig,
@@ -79,7 +84,7 @@ pub(super) fn assemble(
     let inner = inner.unwrap_or_else(|| {
         let core = core(cfg, upstreams)
             .tracing(common.tracing.clone())
-            .noting(common.access_log.is_some());
+            .observing(common.access_log.is_some() || common.tracing.is_some());
         dispatch::service(Arc::new(core))
     });
     let rate_limit_stores = shared.stores();

@@ -50,8 +50,7 @@ pub struct Gateway {
     transcode_upstream: usize,
     transcode_timeout: Duration,
     max_body: usize,
-    access_log: Option<Arc<observe::access_log::AccessLog>>,
-    tracing: Option<Arc<observe::trace::Tracing>>,
+    observer: observe::observer::Observer,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -112,8 +111,7 @@ impl Gateway {
     /// middleware state.
     pub fn worker(cfg: &GatewayConfig, common: &assemble::Common) -> Result<Gateway, GatewayError> {
         let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, None, common)?)?;
-        gw.access_log = common.access_log.clone();
-        gw.tracing = common.tracing.clone();
+        gw.observer = common.observer();
         Ok(gw)
     }
 
@@ -130,8 +128,7 @@ impl Gateway {
     fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
         let common = assemble::Common::new(cfg, None)?;
         let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)?;
-        gw.access_log = common.access_log.clone();
-        gw.tracing = common.tracing.clone();
+        gw.observer = common.observer();
         Ok(gw)
     }
 
@@ -143,8 +140,7 @@ impl Gateway {
             transcode_upstream: parts.transcode_upstream,
             transcode_timeout: parts.transcode_timeout,
             max_body: cfg.limits.max_body_bytes,
-            access_log: None,
-            tracing: None,
+            observer: Default::default(),
         })
     }
 
@@ -156,12 +152,7 @@ impl Gateway {
     /// Writes out what the access log and the tracer hold (at the gateway's stop, so that the
     /// process does not end before them).
     pub fn flush(&self) {
-        if let Some(log) = &self.access_log {
-            log.flush(Duration::from_secs(2));
-        }
-        if let Some(t) = &self.tracing {
-            t.flush();
-        }
+        self.observer.flush();
     }
 
     /// The route table.
@@ -174,7 +165,9 @@ impl Gateway {
         self.router.skipped()
     }
 
-    /// Answers one request. Errors become JSON responses here, in one place.
+    /// Answers one request: intake, the mount's stack, the response. Errors become JSON
+    /// responses here, in one place; the observer (access log, tracing) sees the request
+    /// arrive and writes once when its answer is ready.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<GwBody>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -182,30 +175,11 @@ impl Gateway {
     {
         let request_id = path::intake::request_id(req.headers());
         let method = req.method().clone();
-        // With the access log on: when it arrived, and a note the stack fills in.
-        let logged = self.access_log.as_ref().map(|log| {
-            let at = (std::time::SystemTime::now(), std::time::Instant::now());
-            (log, at, observe::access_log::AccessNote::default())
-        });
-        // With tracing on, the request's span (child of the client's).
-        let traced = self
-            .tracing
-            .as_ref()
-            .map(|t| t.request(req.headers(), method.as_str()));
-        let mut seen = None;
+        let mut observed = self.observer.begin(req.headers(), &method);
         let mut resp = match self.intake(req, &request_id).await {
             Ok((mount, mut request)) => {
-                if let Some((_, _, note)) = &logged {
-                    request.parts.extensions.insert(note.clone());
-                }
-                if let Some(cx) = &traced {
-                    request
-                        .parts
-                        .extensions
-                        .insert(observe::trace::TraceNote(cx.clone()));
-                }
-                if logged.is_some() || traced.is_some() {
-                    seen = Some((request.route.clone(), request.body.len()));
+                if let Some(o) = &mut observed {
+                    o.routed(&mut request);
                 }
                 let stack = self.stacks[mount].clone();
                 let result = tower::ServiceExt::oneshot(stack, request).await;
@@ -216,29 +190,8 @@ impl Gateway {
                 e.into_response()
             }
         };
-        if let Some(cx) = traced {
-            let route = seen.as_ref().map(|(route, _)| &**route);
-            observe::trace::end_request(&cx, method.as_str(), route, resp.status().as_u16());
-        }
-        if let Some((log, (wall, arrived), note)) = logged {
-            let note = note.take();
-            let (route, bytes_in) = match &seen {
-                Some((route, n)) => (Some(&**route), *n),
-                None => (None, 0),
-            };
-            log.record(&observe::access_log::Entry {
-                time: wall,
-                request_id: request_id.to_str().unwrap_or(""),
-                method: method.as_str(),
-                route,
-                status: resp.status().as_u16(),
-                upstream: note.upstream.as_ref().map(|(name, _)| name.as_str()),
-                upstream_ms: note.upstream.as_ref().map(|(_, t)| t.as_secs_f64() * 1e3),
-                total_ms: arrived.elapsed().as_secs_f64() * 1e3,
-                subject: note.subject.as_deref(),
-                bytes_in,
-                bytes_out: hyper::body::Body::size_hint(resp.body()).exact(),
-            });
+        if let Some(o) = observed {
+            o.finish(&request_id, &method, &resp);
         }
         resp.headers_mut().insert(REQUEST_ID, request_id);
         resp

@@ -419,7 +419,7 @@ impl Verifier {
             if let Some(note) = req
                 .parts
                 .extensions
-                .get::<crate::gateway::observe::access_log::AccessNote>()
+                .get::<crate::gateway::observe::observer::Observed>()
             {
                 note.subject(sub);
             }

@@ -6,13 +6,12 @@
 //! that finds the queue full is dropped and counted (`gwbench_access_log_dropped_total`): a slow
 //! disk never holds a request.
 //!
-//! What the stack learns on the way (the verified subject, the upstream and how long it took) it
-//! writes into the request's [`AccessNote`], which exists only while the log is on.
+//! The line is written by the [`super::observer`] from what the steps learnt on the way.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -154,44 +153,6 @@ fn rfc3339_millis<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-
-/// What the stack learns about a request for its line, set as it goes (a request extension,
-/// present only while the log is on).
-#[derive(Debug, Clone, Default)]
-pub struct AccessNote(Arc<Mutex<Note>>);
-
-/// The contents of an [`AccessNote`].
-#[derive(Debug, Default, Clone)]
-pub struct Note {
-    /// The verified subject.
-    pub subject: Option<String>,
-    /// The upstream's name and the call's length.
-    pub upstream: Option<(String, Duration)>,
-}
-
-impl AccessNote {
-    /// Sets the subject.
-    pub fn subject(&self, sub: &str) {
-        if let Ok(mut n) = self.0.lock() {
-            n.subject = Some(sub.to_string());
-        }
-    }
-
-    /// Sets the upstream call.
-    pub fn upstream(&self, name: &str, took: Duration) {
-        if let Ok(mut n) = self.0.lock() {
-            n.upstream = Some((name.to_string(), took));
-        }
-    }
-
-    /// What was set (taken out: the request is over).
-    pub fn take(&self) -> Note {
-        self.0
-            .lock()
-            .map(|mut n| std::mem::take(&mut *n))
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]

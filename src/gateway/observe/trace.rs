@@ -54,10 +54,6 @@ impl Drop for Tracing {
     }
 }
 
-/// A request's span, carried to the upstream call (a request extension while tracing is on).
-#[derive(Debug, Clone)]
-pub struct TraceNote(pub Context);
-
 struct Headers<'a>(&'a HeaderMap);
 
 impl Extractor for Headers<'_> {

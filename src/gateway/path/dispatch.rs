@@ -12,6 +12,7 @@ use tonic::Code;
 
 use super::router::{ProxyTarget, Target};
 use crate::gateway::middleware::auth::ForwardedClaims;
+use crate::gateway::observe::observer::Observed;
 use crate::gateway::status::GwError;
 use crate::gateway::transcode::metadata::{metadata_from_client, metadata_to_client};
 use crate::gateway::transcode::method::{JsonOptions, MethodRoute};
@@ -38,9 +39,9 @@ pub struct Core {
     forward: Vec<http::HeaderName>,
     /// Spans per upstream call (`[tracing]`).
     tracing: Option<Arc<crate::gateway::observe::trace::Tracing>>,
-    /// Whether requests carry an access-log note to fill in (`[access_log]` on): off, no
-    /// request pays the extension lookup.
-    noting: bool,
+    /// Whether requests carry an observed context to fill in (access log or tracing on): off,
+    /// no request pays the extension lookup.
+    observing: bool,
 }
 
 impl Core {
@@ -51,13 +52,13 @@ impl Core {
             json,
             forward: Vec::new(),
             tracing: None,
-            noting: false,
+            observing: false,
         }
     }
 
-    /// With the upstream and its latency written into each request's access-log note.
-    pub fn noting(mut self, on: bool) -> Self {
-        self.noting = on;
+    /// With the upstream and its latency written into each request's observed context.
+    pub fn observing(mut self, on: bool) -> Self {
+        self.observing = on;
         self
     }
 
@@ -84,36 +85,26 @@ impl Core {
     /// Calls the request's target within its deadline; errors become responses.
     pub async fn call(&self, mut req: GwRequest) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
+        let observed = match self.observing {
+            true => req.parts.extensions.get::<Observed>().cloned(),
+            false => None,
+        };
         // With tracing on, the upstream call's span; its context goes upstream.
-        let span = self.tracing.as_ref().and_then(|t| {
-            let cx = req
-                .parts
-                .extensions
-                .get::<crate::gateway::observe::trace::TraceNote>()?
-                .0
-                .clone();
-            Some(t.upstream(&cx, &upstream.name, &mut req.parts.headers))
-        });
-        let resp = self.call_upstream(req).await;
+        let span = match (&self.tracing, observed.as_ref().and_then(Observed::span)) {
+            (Some(t), Some(cx)) => Some(t.upstream(cx, &upstream.name, &mut req.parts.headers)),
+            _ => None,
+        };
+        let resp = self.call_upstream(req, observed).await;
         if let Some(cx) = span {
             crate::gateway::observe::trace::end_upstream(&cx, resp.status().as_u16());
         }
         resp
     }
 
-    async fn call_upstream(&self, req: GwRequest) -> GwResponse {
+    async fn call_upstream(&self, req: GwRequest, note: Option<Observed>) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
         let deadline = req.deadline;
         let started = Instant::now();
-        let note = self
-            .noting
-            .then(|| {
-                req.parts
-                    .extensions
-                    .get::<crate::gateway::observe::access_log::AccessNote>()
-            })
-            .flatten()
-            .cloned();
         if let Target::Aggregate(a) = &req.target {
             // An aggregation keeps what arrived in time, so it enforces its deadline per part.
             let query = req.parts.uri.query();
