@@ -482,15 +482,14 @@ pub type AuthLayer = super::PolicyLayer<Auth>;
 impl super::Policy for Auth {
     type State = ();
 
-    fn on_request(&self, req: &mut GwRequest) -> Result<(), Box<GwResponse>> {
+    fn on_request(&self, req: &mut GwRequest) -> super::Decision<()> {
         if !self.verifier.is_public(req.parts.uri.path()) {
-            let claims = self
-                .verifier
-                .verify(&req.parts.headers)
-                .map_err(|e| Box::new(refuse(e)))?;
-            self.verifier.forward(req, &claims);
+            match self.verifier.verify(&req.parts.headers) {
+                Ok(claims) => self.verifier.forward(req, &claims),
+                Err(e) => return super::Decision::Now(Err(Box::new(refuse(e)))),
+            }
         }
-        Ok(())
+        super::Decision::Now(Ok(()))
     }
 
     fn on_response(&self, (): (), _resp: &mut GwResponse) {}

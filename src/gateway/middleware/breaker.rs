@@ -286,9 +286,9 @@ pub type BreakerLayer = super::PolicyLayer<Breakers>;
 impl super::Policy for Breakers {
     type State = (Arc<Breaker>, Option<Probe>);
 
-    fn on_request(&self, req: &mut GwRequest) -> Result<Self::State, Box<GwResponse>> {
+    fn on_request(&self, req: &mut GwRequest) -> super::Decision<Self::State> {
         let breaker = &self.breakers[req.upstream];
-        match breaker.admit() {
+        super::Decision::Now(match breaker.admit() {
             Admission::Pass { probe } => Ok((breaker.clone(), probe)),
             Admission::Reject(wait) => {
                 let mut resp = GwError::grpc(
@@ -304,7 +304,7 @@ impl super::Policy for Breakers {
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 Err(Box::new(resp))
             }
-        }
+        })
     }
 
     fn on_response(&self, (breaker, probe): Self::State, resp: &mut GwResponse) {

@@ -3,6 +3,11 @@
 //! public. Honours `Cache-Control: no-store` / `no-cache` from the client and `no-store` /
 //! `no-cache` / `private` from the upstream; never caches errors or responses with `Set-Cookie`.
 //! `X-Cache: HIT | MISS | BYPASS`. Concurrent misses for one key make one upstream call.
+//!
+//! Why a service and not a [`super::Policy`]: a hit answers without the inner service, which a
+//! policy can do, but a miss must run the inner call *inside* moka's entry future (so that
+//! concurrent misses for the key wait for that one call) and read the whole body to store it;
+//! a policy only decides before the call and looks at the head after it.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -83,13 +83,13 @@ pub struct InFlight {
 impl super::Policy for Metrics {
     type State = InFlight;
 
-    fn on_request(&self, req: &mut GwRequest) -> Result<InFlight, Box<GwResponse>> {
+    fn on_request(&self, req: &mut GwRequest) -> super::Decision<InFlight> {
         self.tally.in_flight(1);
-        Ok(InFlight {
+        super::Decision::Now(Ok(InFlight {
             start: Instant::now(),
             route: req.route.clone(),
             method: method_label(&req.parts.method),
-        })
+        }))
     }
 
     fn on_response(&self, f: InFlight, resp: &mut GwResponse) {

@@ -298,11 +298,11 @@ pub(super) fn outcome(
 impl super::Policy for RateLimit {
     type State = Allowance;
 
-    fn on_request(&self, req: &mut GwRequest) -> Result<Allowance, Box<GwResponse>> {
+    fn on_request(&self, req: &mut GwRequest) -> super::Decision<Allowance> {
         let key = key_of(req, &self.cfg);
         let store = self.overrides.get(&key).unwrap_or(&self.store);
         let (limit, window_s) = (store.limit(), store.window_s());
-        outcome(store.check(&key), limit, window_s)
+        super::Decision::Now(outcome(store.check(&key), limit, window_s))
     }
 
     fn on_response(&self, allowance: Allowance, resp: &mut GwResponse) {

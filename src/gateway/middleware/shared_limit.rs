@@ -15,14 +15,12 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use tower::{Layer, Service};
 
-use super::policy::MwFuture;
-use super::ratelimit::{Decision, GovernorStore, KeyStore, key_of, outcome};
+use super::policy::{self, Policy, PolicyLayer};
+use super::ratelimit::{Allowance, Decision, GovernorStore, KeyStore, key_of, outcome};
 use crate::gateway::config::{OnStoreError, RateLimitConfig, RedisConfig};
 use crate::gateway::{GwRequest, GwResponse};
 
@@ -228,16 +226,19 @@ impl RedisLimiter {
     }
 }
 
-/// The shared rate limit in front of a service.
-#[derive(Debug, Clone)]
-pub struct SharedLimitLayer {
+/// The shared rate limit: a [`Policy`] whose decision awaits Redis.
+#[derive(Debug)]
+pub struct SharedLimit {
     limiter: Arc<RedisLimiter>,
     default: Arc<Scope>,
     overrides: Arc<HashMap<String, Arc<Scope>>>,
     cfg: Arc<RateLimitConfig>,
 }
 
-impl SharedLimitLayer {
+/// The shared rate limit in front of a service.
+pub type SharedLimitLayer = PolicyLayer<SharedLimit>;
+
+impl SharedLimit {
     /// Decisions by `limiter` in `default`'s allowance, or an override's for its key.
     pub fn new(
         limiter: Arc<RedisLimiter>,
@@ -245,7 +246,7 @@ impl SharedLimitLayer {
         overrides: Arc<HashMap<String, Arc<Scope>>>,
         cfg: Arc<RateLimitConfig>,
     ) -> Self {
-        SharedLimitLayer {
+        SharedLimit {
             limiter,
             default,
             overrides,
@@ -254,56 +255,20 @@ impl SharedLimitLayer {
     }
 }
 
-impl<S> Layer<S> for SharedLimitLayer {
-    type Service = SharedLimit<S>;
+impl Policy for SharedLimit {
+    type State = Allowance;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        SharedLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`SharedLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct SharedLimit<S> {
-    inner: S,
-    layer: SharedLimitLayer,
-}
-
-impl<S> Service<GwRequest> for SharedLimit<S>
-where
-    S: Service<GwRequest, Response = GwResponse, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = GwResponse;
-    type Error = std::convert::Infallible;
-    type Future = MwFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn on_request(&self, req: &mut GwRequest) -> policy::Decision<Allowance> {
+        let key = key_of(req, &self.cfg);
+        let scope = self.overrides.get(&key).unwrap_or(&self.default).clone();
+        let limiter = self.limiter.clone();
+        policy::Decision::Later(Box::pin(async move {
+            let decision = limiter.decide(&scope, &key).await;
+            outcome(decision, scope.burst, scope.window_s)
+        }))
     }
 
-    fn call(&mut self, req: GwRequest) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let key = key_of(&req, &layer.cfg);
-            let scope = layer.overrides.get(&key).unwrap_or(&layer.default);
-            let decision = layer.limiter.decide(scope, &key).await;
-            match outcome(decision, scope.burst, scope.window_s) {
-                Err(refused) => Ok(*refused),
-                Ok(allowance) => {
-                    let mut resp = inner.call(req).await?;
-                    allowance.write(resp.headers_mut());
-                    Ok(resp)
-                }
-            }
-        })
+    fn on_response(&self, allowance: Allowance, resp: &mut GwResponse) {
+        allowance.write(resp.headers_mut());
     }
 }

@@ -10,7 +10,9 @@ use tower::util::Either;
 
 use crate::gateway::config::{GatewayConfig, Mount, RateLimitConfig, RateLimitStore};
 use crate::gateway::middleware::ratelimit::{Overrides, overrides};
-use crate::gateway::middleware::shared_limit::{RedisLimiter, Scope, SharedLimitLayer};
+use crate::gateway::middleware::shared_limit::{
+    RedisLimiter, Scope, SharedLimit, SharedLimitLayer,
+};
 use crate::gateway::middleware::{
     Auth, Breaker, Breakers, CacheLayer, GovernorStore, KeyStore, Metrics, PolicyLayer, RateLimit,
     Verifier,
@@ -180,14 +182,14 @@ pub fn build(
     });
     let rate_limit = mount.rate_limit.then(|| match &shared.shared_limits {
         // Shared through Redis: the mount's own allowance, or the default one.
-        Some(s) => Either::Right(SharedLimitLayer::new(
+        Some(s) => Either::Right(SharedLimitLayer::new(SharedLimit::new(
             s.limiter.clone(),
             index
                 .and_then(|i| s.mounts.get(i).cloned().flatten())
                 .unwrap_or_else(|| s.default.clone()),
             s.overrides.clone(),
             shared.rate_limit.clone(),
-        )),
+        ))),
         None => {
             let store = shared.store_of(index);
             let overrides = shared.overrides.clone();
