@@ -254,6 +254,9 @@ impl Breaker {
     /// Exports the state as the gauge `gwbench_breaker_state{upstream}` (0 closed, 1 open,
     /// 2 half-open).
     fn export(&self, state: u8) {
+        // The recorder must exist before the first state is set (a breaker is built, closed,
+        // before anything else records): a gauge set into no recorder is lost until it moves.
+        crate::gateway::observe::exporter::handle();
         metrics::gauge!("gwbench_breaker_state", "upstream" => self.name.clone())
             .set(f64::from(state));
     }

@@ -22,6 +22,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Counters of events that may not have happened yet are there from the start, at
             // 0, as Prometheus practice expects (a rate over a missing series is no rate).
             metrics::counter!("gwbench_rate_limited_total").increment(0);
+            metrics::counter!("gwbench_rate_limit_store_errors_total").increment(0);
+            metrics::counter!("gwbench_access_log_dropped_total").increment(0);
             for result in ["HIT", "MISS", "BYPASS"] {
                 metrics::counter!("gwbench_cache_total", "result" => result).increment(0);
             }

@@ -239,13 +239,20 @@ pub fn render(out: &mut String) {
             Escaped(route)
         );
     }
-    let mut family = None;
+    // Each family's type line even before its first series, so the family is there from
+    // the start.
+    let mut written = None;
+    let types = |out: &mut String, upto: Option<Family>, written: &mut Option<Family>| {
+        for f in [Family::Request, Family::Upstream] {
+            if Some(f) > *written && upto.is_none_or(|u| f <= u) {
+                let _ = writeln!(out, "# TYPE {} histogram", f.name());
+                *written = Some(f);
+            }
+        }
+    };
     for ((f, label), sums) in &totals.durations {
         let (name, key) = (f.name(), f.label());
-        if family != Some(*f) {
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            family = Some(*f);
-        }
+        types(out, Some(*f), &mut written);
         let label = Escaped(label);
         let mut cumulative = 0u64;
         for (le, n) in BUCKETS.iter().zip(sums.buckets) {
@@ -267,6 +274,7 @@ pub fn render(out: &mut String) {
         );
         let _ = writeln!(out, "{name}_count{{{key}=\"{label}\"}} {}", sums.count);
     }
+    types(out, None, &mut written);
 }
 
 /// A label value with `\`, `"` and line feeds escaped (the text format's rule).
