@@ -405,7 +405,7 @@ fn finishes_a_request_in_flight_at_sigterm(runtime: &str) {
 
 #[test]
 fn gateway_config_errors_exit_2_before_binding() {
-    let dir = std::env::temp_dir().join(format!("gwbench-cfg-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("cfg")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(
@@ -474,7 +474,6 @@ fn gateway_config_errors_exit_2_before_binding() {
         String::from_utf8_lossy(&out.stdout),
         gwbench::gateway::config::DEFAULT_CONFIG
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -539,7 +538,7 @@ fn load_grpc_asks_the_server_for_its_descriptors_with_reflect() {
 
 #[test]
 fn gateway_check_lists_routes_and_skipped_rules_without_listening() {
-    let dir = std::env::temp_dir().join(format!("gwbench-check-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("check")).unwrap();
     std::fs::create_dir_all(dir.join("api")).unwrap();
     let good = r#"syntax = "proto3";
 package api;
@@ -576,12 +575,11 @@ message M { string name = 1; }
         stdout.contains("skipped api.S.Up POST /v1/up: client-streaming"),
         "{stdout}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
-    let dir = std::env::temp_dir().join(format!("gwbench-diff-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("diff")).unwrap();
     let run = |name: &str, p99: (u64, u64, u64)| {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -663,7 +661,6 @@ fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
     let (code, stderr) = fails(&["diff", "/nonexistent/a", "/nonexistent/b"]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -918,7 +915,7 @@ fn http_get(addr: &str, path: &str) -> String {
 fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
     let (rt, backends) = mocks();
     let url = format!("http://{}/api/users/1", backends.rest[0]);
-    let dir = std::env::temp_dir().join(format!("gwbench-csv-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("csv")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let (csv, raw) = (dir.join("s.csv"), dir.join("raw.csv"));
     let child = gwbench()
@@ -995,14 +992,13 @@ fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
     let (code, stderr) = fails(&["load", &url, "--csv", "/nonexistent-dir/x.csv"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--csv /nonexistent-dir/x.csv"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
     rt.block_on(backends.shutdown());
 }
 
 #[test]
 fn gateway_reloads_its_config_file_on_sighup_and_keeps_the_old_one_when_the_new_is_bad() {
     let (rt, backends) = mocks();
-    let dir = std::env::temp_dir().join(format!("gwbench-reload-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("reload")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gateway.toml");
     let default = gwbench::gateway::config::DEFAULT_CONFIG;
@@ -1066,7 +1062,6 @@ fn gateway_reloads_its_config_file_on_sighup_and_keeps_the_old_one_when_the_new_
     assert_eq!(status_of("/v2/api/users/7"), "200");
     let status = terminate(&mut guard);
     assert!(status.success(), "{status}");
-    let _ = std::fs::remove_dir_all(&dir);
     rt.block_on(backends.shutdown());
 }
 
@@ -1169,7 +1164,7 @@ fn every_help_example_parses_and_the_load_and_token_ones_run_against_the_mocks()
     // saturate), which the other tests start their own way.
     let (rt, backends) = mocks();
     let (rest, grpc) = (backends.rest[0].to_string(), backends.grpc[0].to_string());
-    let dir = std::env::temp_dir().join(format!("gwbench-examples-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("examples")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let mut ran = 0;
     for argv in &examples {
@@ -1222,7 +1217,6 @@ fn every_help_example_parses_and_the_load_and_token_ones_run_against_the_mocks()
         ran += 1;
     }
     assert!(ran >= 12, "{ran} examples ran");
-    let _ = std::fs::remove_dir_all(&dir);
     rt.block_on(backends.shutdown());
 }
 
@@ -1257,7 +1251,7 @@ fn completions_man_pages_and_version_come_from_the_cli_definitions() {
         &page[..200]
     );
     assert!(page.contains("compare"), "the subcommands are listed");
-    let dir = std::env::temp_dir().join(format!("gwbench-man-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("man")).unwrap();
     let out = gwbench().args(["man", "--out"]).arg(&dir).output().unwrap();
     assert!(
         out.status.success(),
@@ -1267,7 +1261,6 @@ fn completions_man_pages_and_version_come_from_the_cli_definitions() {
     let load = std::fs::read_to_string(dir.join("gwbench-load.1")).unwrap();
     assert!(load.contains("\\-\\-prometheus\\-addr"), "{}", &load[..300]);
     assert!(dir.join("gwbench.1").exists());
-    let _ = std::fs::remove_dir_all(&dir);
     // --version names the commit and the build profile.
     let out = gwbench().arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&out.stdout);

@@ -2,6 +2,8 @@
 //! consistency of what it writes, and no child process left behind, even when the parent is
 //! killed.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,8 +43,7 @@ fn wait_gone(pid: u32) -> bool {
 #[test]
 fn compare_writes_consistent_reports_and_leaves_no_child() {
     let _serial = serial();
-    let out = std::env::temp_dir().join(format!("gwbench-compare-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = gwbench::process::TempDir::new(&format!("compare")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -219,12 +220,12 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         let pid = pair[1].as_u64().unwrap() as u32;
         assert!(wait_gone(pid), "child {pair} is still running");
     }
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn killing_compare_takes_its_children_along() {
     let _serial = serial();
+    let killed_out = gwbench::process::TempDir::new("killed").unwrap();
     let mut parent = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -237,7 +238,7 @@ fn killing_compare_takes_its_children_along() {
             "--quiet",
             "--out",
         ])
-        .arg(std::env::temp_dir().join(format!("gwbench-killed-{}", std::process::id())))
+        .arg(&killed_out)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -297,18 +298,9 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
 /// GWBENCH_REQUIRE_BROWSER=1 (set by CI) makes that a failure.
 #[test]
 fn report_html_renders_in_headless_chromium() {
-    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+    let browsers = ["chromium", "chromium-browser", "google-chrome"];
+    let Some(browser) = common::require_tool(&browsers, "GWBENCH_REQUIRE_BROWSER", "chromium")
     else {
-        let msg = "chromium is not installed (apt-get install -y chromium): report.html was not checked in a browser";
-        assert!(std::env::var("GWBENCH_REQUIRE_BROWSER").is_err(), "{msg}");
-        eprintln!("SKIPPED: {msg}");
         return;
     };
     let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
@@ -328,7 +320,7 @@ fn report_html_renders_in_headless_chromium() {
             floor: (300.0, 3000.0),
         }),
     };
-    let dir = std::env::temp_dir().join(format!("gwbench-html-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("html")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.html");
     std::fs::write(
@@ -364,7 +356,6 @@ fn report_html_renders_in_headless_chromium() {
     );
     assert!(dom.contains("99.9%"));
     assert!(!log.contains("Uncaught"), "a script error: {log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -393,7 +384,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
             .unwrap();
         (b, gw)
     });
-    let out = std::env::temp_dir().join(format!("gwbench-external-{}", std::process::id()));
+    let out = gwbench::process::TempDir::new(&format!("external")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -448,13 +439,11 @@ fn compare_measures_a_gateway_it_did_not_start() {
         gateway.shutdown().await;
         backends.shutdown().await;
     });
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
 fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
-    let out = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = gwbench::process::TempDir::new(&format!("{tag}")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -502,7 +491,6 @@ fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    let _ = std::fs::remove_dir_all(&out);
     summary
 }
 
@@ -569,19 +557,10 @@ fn a_known_added_delay_is_inside_the_reported_interval() {
 #[test]
 fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
     let _serial = serial();
-    let installed = |p: &str| {
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .any(|d| d.join(p).is_file())
-    };
-    if !installed("haproxy") || !installed("redis-server") {
-        assert!(
-            std::env::var("GWBENCH_REQUIRE_FLEET").is_err(),
-            "haproxy or redis-server missing"
-        );
-        eprintln!("skipped: haproxy or redis-server not installed");
-        return;
+    for program in ["haproxy", "redis-server"] {
+        if common::require_tool(&[program], "GWBENCH_REQUIRE_FLEET", program).is_none() {
+            return;
+        }
     }
     let (stdout, summary) = quick_compare(
         "fleet",
@@ -642,8 +621,7 @@ fn compare_over_tls_measures_the_gateway_terminating_it() {
 /// A short compare (300 req/s, one 600 ms round, no calibration) with `extra` flags: its stdout
 /// and summary.json; fails the test when compare fails.
 fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
-    let out = std::env::temp_dir().join(format!("gwbench-compare-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = gwbench::process::TempDir::new(&format!("compare-{tag}")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -676,6 +654,5 @@ fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
     );
     let summary =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&out);
     (stdout, summary)
 }

@@ -1155,7 +1155,7 @@ async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and
     let backends = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let grpc = vec![backends.grpc[0].to_string()];
     let rest = vec![backends.rest[0].to_string()];
-    let dir = std::env::temp_dir().join(format!("gwbench-access-gw-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("access-gw")).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
@@ -1209,7 +1209,6 @@ async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and
     assert_eq!(lines[3]["subject"], "alice");
     gw.shutdown().await;
     backends.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

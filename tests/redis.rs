@@ -37,7 +37,9 @@ impl Redis {
         };
         let dir = std::env::temp_dir().join(format!("gwbench-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = match Command::new("redis-server")
+        let program =
+            common::require_tool(&["redis-server"], "GWBENCH_REQUIRE_REDIS", "redis-server")?;
+        let child = match Command::new(program)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -47,12 +49,6 @@ impl Redis {
             .spawn()
         {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let msg = "redis-server is not installed (Debian: apt-get install redis-server)";
-                assert!(std::env::var("GWBENCH_REQUIRE_REDIS").is_err(), "{msg}");
-                eprintln!("skipped: {msg}");
-                return None;
-            }
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
         let r = Redis { child, port, dir };

@@ -2,6 +2,8 @@
 //! each holding it for ~1 ms (tokio's timer rounds up to whole milliseconds), so ~500-1000 req/s.
 //! The knee must lie in that band, with room for a slow machine below it.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,7 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
         );
         addr
     });
-    let out_dir = std::env::temp_dir().join(format!("gwbench-saturate-{}", std::process::id()));
+    let out_dir = gwbench::process::TempDir::new(&format!("saturate")).unwrap();
     let out = Command::new(cargo_bin("gwbench"))
         .args([
             "saturate",
@@ -92,7 +94,6 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
         "achieved-by-offered and p99-by-offered charts"
     );
     assert!(html.contains("saturates at") && !html.contains("<script"));
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 /// `saturate --gateway-instances 2`: two real gateways behind a real HAProxy, sharing limits in
@@ -102,22 +103,12 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
 /// so and passes, unless GWBENCH_REQUIRE_FLEET=1 (CI).
 #[test]
 fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
-    let missing: Vec<&str> = ["haproxy", "redis-server"]
-        .into_iter()
-        .filter(|p| {
-            !std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths)
-                .any(|d| d.join(p).is_file())
-        })
-        .collect();
-    if !missing.is_empty() {
-        let msg = format!("skipped: {missing:?} not installed");
-        assert!(std::env::var("GWBENCH_REQUIRE_FLEET").is_err(), "{msg}");
-        eprintln!("{msg}");
-        return;
+    for program in ["haproxy", "redis-server"] {
+        if common::require_tool(&[program], "GWBENCH_REQUIRE_FLEET", program).is_none() {
+            return;
+        }
     }
-    let out = std::env::temp_dir().join(format!("gwbench-fleet-test-{}", std::process::id()));
+    let out = gwbench::process::TempDir::new(&format!("fleet-test")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "saturate",
@@ -152,7 +143,6 @@ fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
     assert!(stdout.contains("a simulation on this"), "{stdout}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&out);
     let fleet = &summary["fleet"];
     assert_eq!(fleet["instances"], 2, "{summary}");
     let responses: Vec<u64> = fleet["instance_responses"]

@@ -24,12 +24,12 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 /// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, all
 /// signed by the CA, as PEM files in a temp directory (removed on drop).
 struct Pki {
-    dir: PathBuf,
+    dir: gwbench::process::TempDir,
 }
 
 impl Pki {
     fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("gwbench-tls-{tag}-{}", std::process::id()));
+        let dir = gwbench::process::TempDir::new(&format!("tls-{tag}")).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -73,12 +73,6 @@ impl Pki {
             cacert: Some(self.path("ca.pem")),
             ..Default::default()
         }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -435,15 +429,7 @@ impl Nginx {
         );
         let path = dir.join(format!("nginx-{port}.conf"));
         std::fs::write(&path, conf).unwrap();
-        let binary = ["nginx", "/usr/sbin/nginx"]
-            .into_iter()
-            .find(|b| std::process::Command::new(b).arg("-v").output().is_ok());
-        let Some(binary) = binary else {
-            let msg = "nginx is not installed (Debian: apt-get install nginx)";
-            assert!(std::env::var("GWBENCH_REQUIRE_NGINX").is_err(), "{msg}");
-            eprintln!("skipped: {msg}");
-            return None;
-        };
+        let binary = common::require_tool(&["nginx"], "GWBENCH_REQUIRE_NGINX", "nginx")?;
         let child = std::process::Command::new(binary)
             .arg("-p")
             .arg(dir)

@@ -65,7 +65,7 @@ async fn gateway(
     tag: &str,
     upstream: std::net::SocketAddr,
     edit: impl FnOnce(&mut GatewayConfig),
-) -> (GatewayServer, std::path::PathBuf) {
+) -> (GatewayServer, gwbench::process::TempDir) {
     let (dir, set) = compile_set(tag, "streams/v1/streams.proto", STREAM_PROTO);
     let mut cfg = gateway_config(&[upstream.to_string()], &[dead_addr()]);
     cfg.aggregations.clear();
@@ -96,7 +96,7 @@ fn lines(body: &Bytes) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_server_stream_is_newline_delimited_json_one_result_per_message() {
     let (up, _) = common::grpc_echo_stream(grpc_head(), 3, None, ok()).await;
-    let (gw, dir) = gateway("stream-ndjson", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-ndjson", up, |_| {}).await;
     let r = get(&url(gw.http, "/v1/watch/bob?times=2")).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.headers["content-type"], "application/x-ndjson");
@@ -111,7 +111,6 @@ async fn a_server_stream_is_newline_delimited_json_one_result_per_message() {
     assert_eq!((r.status, r.body.len()), (StatusCode::OK, 0));
     gw.shutdown().await;
     gw2.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -121,7 +120,7 @@ async fn each_message_reaches_the_client_before_the_next_one_is_sent() {
     // its 10 s guard).
     let gate = Arc::new(tokio::sync::Notify::new());
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, Some(gate.clone()), ok()).await;
-    let (gw, dir) = gateway("stream-live", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-live", up, |_| {}).await;
     let req = http::Request::get(url(gw.http, "/v1/watch/amy"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -144,7 +143,6 @@ async fn each_message_reaches_the_client_before_the_next_one_is_sent() {
         .await
         .expect("the first message was held back until the stream ended");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -152,7 +150,7 @@ async fn an_error_mid_stream_is_the_last_element_in_the_configured_shape() {
     let failing = || headers(&[("grpc-status", "13"), ("grpc-message", "disk%20on%20fire")]);
     // grpc-gateway's lines: two results, then the error in the gateway's shape...
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, None, failing()).await;
-    let (gw, dir) = gateway("stream-error", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-error", up, |_| {}).await;
     let r = get(&url(gw.http, "/v1/watch/bob")).await;
     assert_eq!(r.status, StatusCode::OK);
     let got = lines(&r.body);
@@ -184,14 +182,13 @@ async fn an_error_mid_stream_is_the_last_element_in_the_configured_shape() {
     for g in [gw, gw2, gw3] {
         g.shutdown().await;
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn an_array_stream_is_one_json_array_even_when_empty() {
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, None, ok()).await;
     let array = |c: &mut GatewayConfig| c.transcode.stream_format = StreamFormat::Array;
-    let (gw, dir) = gateway("stream-array", up, array).await;
+    let (gw, _dir) = gateway("stream-array", up, array).await;
     let r = get(&url(gw.http, "/v1/watch/x?times=1")).await;
     assert_eq!(
         r.json(),
@@ -205,19 +202,17 @@ async fn an_array_stream_is_one_json_array_even_when_empty() {
     );
     gw.shutdown().await;
     gw2.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_stream_that_fails_before_its_first_message_is_an_http_error() {
     let not_found = headers(&[("grpc-status", "5"), ("grpc-message", "no%20such%20feed")]);
     let (up, _) = common::grpc_echo_stream(grpc_head(), 0, None, not_found).await;
-    let (gw, dir) = gateway("stream-early-error", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-early-error", up, |_| {}).await;
     let r = get(&url(gw.http, "/v1/watch/bob")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["message"], "no such feed");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -225,7 +220,7 @@ async fn a_stream_that_outlives_the_route_deadline_ends_with_deadline_exceeded()
     // The gate is never opened: the upstream sends one message and then nothing.
     let gate = Arc::new(tokio::sync::Notify::new());
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, Some(gate), ok()).await;
-    let (gw, dir) = gateway("stream-deadline", up, |c| {
+    let (gw, _dir) = gateway("stream-deadline", up, |c| {
         c.transcode.timeout =
             gwbench::gateway::config::TextDuration(std::time::Duration::from_millis(300));
     })
@@ -236,13 +231,12 @@ async fn a_stream_that_outlives_the_route_deadline_ends_with_deadline_exceeded()
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1]["error"]["code"], "DEADLINE_EXCEEDED");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_stream_of_http_bodies_is_their_raw_bytes_and_a_broken_one_is_aborted() {
     let (up, _) = common::grpc_echo_stream(grpc_head(), 3, None, ok()).await;
-    let (gw, dir) = gateway("stream-httpbody", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-httpbody", up, |_| {}).await;
     // "aGk=" is "hi": each of the three messages carries it.
     let r = get(&url(
         gw.http,
@@ -265,13 +259,12 @@ async fn a_stream_of_http_bodies_is_their_raw_bytes_and_a_broken_one_is_aborted(
     }
     gw.shutdown().await;
     gw2.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn client_streaming_rules_are_skipped_at_start_and_the_rest_serve() {
     let (up, _) = common::grpc_echo_stream(grpc_head(), 1, None, ok()).await;
-    let (gw, dir) = gateway("stream-skipped", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-skipped", up, |_| {}).await;
     let routes = get(&url(gw.admin, "/routes")).await.json();
     let skipped = routes["skipped"].as_array().unwrap();
     let named: Vec<&str> = skipped
@@ -296,14 +289,13 @@ async fn client_streaming_rules_are_skipped_at_start_and_the_rest_serve() {
         StatusCode::OK
     );
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_unary_rpc_answered_with_two_messages_is_a_bad_gateway() {
     // A hostile upstream streams where the descriptor says unary.
     let (up, _) = common::grpc_echo_stream(grpc_head(), 2, None, ok()).await;
-    let (gw, dir) = gateway("unary-two", up, |_| {}).await;
+    let (gw, _dir) = gateway("unary-two", up, |_| {}).await;
     let r = get(&url(gw.http, "/v1/say/a")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
     assert!(
@@ -313,7 +305,6 @@ async fn a_unary_rpc_answered_with_two_messages_is_a_bad_gateway() {
             .contains("more than one message")
     );
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ===== descriptors from the running upstream (gRPC server reflection) =====
@@ -443,7 +434,7 @@ message ChildRequest { string parent = 1; string child = 2; }
 #[tokio::test]
 async fn segments_after_a_deep_wildcard_match_the_end_of_the_path() {
     let (up, _) = common::grpc_echo(grpc_head(), ok()).await;
-    let (dir, set) = compile_set("deep", "deep/v1/deep.proto", DEEP_PROTO);
+    let (_dir, set) = compile_set("deep", "deep/v1/deep.proto", DEEP_PROTO);
     let mut cfg = gateway_config(&[up.to_string()], &[dead_addr()]);
     cfg.aggregations.clear();
     cfg.transcode.descriptor_set = Some(set);
@@ -461,7 +452,6 @@ async fn segments_after_a_deep_wildcard_match_the_end_of_the_path() {
         serde_json::json!({"parent": "dirs/x/y", "child": "z"})
     );
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ===== moved here: the grammar, the JSON mapping, metadata and HttpBody on protos of the tests' own =====
@@ -504,7 +494,7 @@ async fn echo_grpc_server() -> (SocketAddr, Seen) {
 
 #[tokio::test]
 async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
-    let (dir, set) = compile_set("echo", "echo/v1/echo.proto", ECHO_PROTO);
+    let (_dir, set) = compile_set("echo", "echo/v1/echo.proto", ECHO_PROTO);
 
     let (mut cfg, seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
@@ -550,7 +540,6 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
         StatusCode::NOT_FOUND
     );
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Echo plus an RPC whose rule names a field its request does not have: a rule no gateway
@@ -576,7 +565,7 @@ message SayReply { string text = 1; int32 count = 2; repeated string labels = 3;
 
 #[tokio::test]
 async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
-    let (dir, set) = compile_set("badrule", "echo/v1/echo.proto", ECHO_WITH_A_BAD_RULE);
+    let (_dir, set) = compile_set("badrule", "echo/v1/echo.proto", ECHO_WITH_A_BAD_RULE);
 
     let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
@@ -624,7 +613,6 @@ async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
         err.contains("echo.v1.Echo.Broken") && err.contains("strict"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Templates beyond `{v}` and a final `{v=**}`: multi-segment variables, custom verbs, and a
@@ -653,7 +641,7 @@ message Reply { string text = 1; int32 count = 2; repeated string labels = 3; }
 
 #[tokio::test]
 async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
-    let (dir, set) = compile_set("library", "library/v1/library.proto", LIBRARY_PROTO);
+    let (_dir, set) = compile_set("library", "library/v1/library.proto", LIBRARY_PROTO);
     let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
     cfg.transcode.strict = true; // every rule must be served
@@ -701,7 +689,6 @@ async fn verbs_and_multi_segment_variables_route_as_grpc_gateway_does() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers["allow"], "POST");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Request and reply are the same message (the echo upstream answers with the request's
@@ -739,7 +726,7 @@ message Thing {
 
 #[tokio::test]
 async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning() {
-    let (dir, set) = compile_set("wkt", "wkt/v1/wkt.proto", WKT_PROTO);
+    let (_dir, set) = compile_set("wkt", "wkt/v1/wkt.proto", WKT_PROTO);
     let (mut cfg, _seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
     cfg.transcode.strict = true;
@@ -777,19 +764,18 @@ async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning()
     assert_eq!(r.json()["ratio"], "NaN", "{}", r.json());
     assert_eq!(r.json()["plain"], "-Infinity", "{}", r.json());
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn proto_files_are_compiled_at_start_without_protoc() {
-    let dir = std::env::temp_dir().join(format!("gwbench-protos-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("protos")).unwrap();
     std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
     let file = dir.join("echo/v1/echo.proto");
     std::fs::write(&file, ECHO_PROTO).unwrap();
     let (mut cfg, _seen) = echo_config().await;
     // google/api/annotations.proto comes bundled: only the user's own directory is given.
     cfg.transcode.protos = vec![file.clone()];
-    cfg.transcode.proto_paths = vec![dir.clone()];
+    cfg.transcode.proto_paths = vec![dir.to_path_buf()];
     let gw = GatewayServer::start(&cfg).await.unwrap();
     let r = get(&url(gw.http, "/v1/say/bob")).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -809,12 +795,11 @@ async fn proto_files_are_compiled_at_start_without_protoc() {
         err.contains("descriptor_set") && err.contains("protos"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
-    let (dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
+    let (_dir, set) = compile_set("meta", "echo/v1/echo.proto", ECHO_PROTO);
     let (mut cfg, seen) = echo_config().await;
     cfg.transcode.descriptor_set = Some(set);
     // The allow-list: named request headers go up under their own name; others do not.
@@ -877,7 +862,6 @@ async fn grpc_metadata_crosses_both_ways_under_grpc_gateways_prefix() {
         err.contains("forward_headers[0]") && err.contains("grpc-timeout"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// google.api.HttpBody in and out (the echo upstream answers with the request's bytes, so each
@@ -905,7 +889,7 @@ message AttachReq { string name = 1; google.api.HttpBody file = 2; }
 
 #[tokio::test]
 async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type() {
-    let dir = std::env::temp_dir().join(format!("gwbench-files-{}", std::process::id()));
+    let dir = gwbench::process::TempDir::new(&format!("files")).unwrap();
     std::fs::create_dir_all(dir.join("files/v1")).unwrap();
     let file = dir.join("files/v1/files.proto");
     std::fs::write(&file, FILES_PROTO).unwrap();
@@ -913,7 +897,7 @@ async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type(
     cfg.transcode.strict = true;
     // google/api/httpbody.proto comes bundled with the binary.
     cfg.transcode.protos = vec![file];
-    cfg.transcode.proto_paths = vec![dir.clone()];
+    cfg.transcode.proto_paths = vec![dir.to_path_buf()];
     let gw = GatewayServer::start(&cfg).await.unwrap();
     // Out: the HttpBody's bytes are the body, its content_type the Content-Type.
     let r = get(&url(
@@ -951,7 +935,6 @@ async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type(
         serde_json::json!({"name": "x", "file": {"contentType": "application/octet-stream", "data": "cmF3"}})
     );
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

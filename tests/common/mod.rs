@@ -218,8 +218,12 @@ pub async fn grpc_echo_stream(
 
 /// Compiles `proto` (saved as `<package dir>/<file>`) with the repository's protos on the
 /// import path into a descriptor set; returns the temporary directory and the set's path.
-pub fn compile_set(tag: &str, rel: &str, proto: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("gwbench-{tag}-{}", std::process::id()));
+pub fn compile_set(
+    tag: &str,
+    rel: &str,
+    proto: &str,
+) -> (gwbench::process::TempDir, std::path::PathBuf) {
+    let dir = gwbench::process::TempDir::new(&format!("{tag}")).unwrap();
     let file = dir.join(rel);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, proto).unwrap();
@@ -267,4 +271,35 @@ pub fn load_json(args: &[&str]) -> serde_json::Value {
         "{args:?}: not a valid gwbench.load.v1 object: {report}"
     );
     report
+}
+
+/// An optional real component a test needs (`programs`: the names it goes by, or paths): the
+/// first one installed, searched on `PATH` and in `/usr/sbin`. When none is, the test says so
+/// and skips (None) — unless the environment variable `require` is set (CI sets it after
+/// installing the Debian package `package`), which makes a missing component a failure.
+pub fn require_tool(programs: &[&str], require: &str, package: &str) -> Option<std::path::PathBuf> {
+    let dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .collect();
+    let found = programs.iter().find_map(|p| {
+        let p = std::path::Path::new(p);
+        if p.is_absolute() {
+            return p.is_file().then(|| p.to_path_buf());
+        }
+        dirs.iter().map(|d| d.join(p)).find(|c| c.is_file())
+    });
+    if found.is_none() {
+        let msg = format!(
+            "{} is not installed (Debian: apt-get install -y {package})",
+            programs[0]
+        );
+        assert!(
+            std::env::var_os(require).is_none(),
+            "{msg}, and {require} is set"
+        );
+        eprintln!("skipped: {msg}");
+    }
+    found
 }
