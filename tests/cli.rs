@@ -405,7 +405,7 @@ fn finishes_a_request_in_flight_at_sigterm(runtime: &str) {
 
 #[test]
 fn gateway_config_errors_exit_2_before_binding() {
-    let dir = gwbench::process::TempDir::new(&format!("cfg")).unwrap();
+    let dir = gwbench::process::TempDir::new("cfg").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(
@@ -538,7 +538,7 @@ fn load_grpc_asks_the_server_for_its_descriptors_with_reflect() {
 
 #[test]
 fn gateway_check_lists_routes_and_skipped_rules_without_listening() {
-    let dir = gwbench::process::TempDir::new(&format!("check")).unwrap();
+    let dir = gwbench::process::TempDir::new("check").unwrap();
     std::fs::create_dir_all(dir.join("api")).unwrap();
     let good = r#"syntax = "proto3";
 package api;
@@ -579,7 +579,7 @@ message M { string name = 1; }
 
 #[test]
 fn diff_exits_1_on_a_distinguishable_regression_and_0_within_the_noise() {
-    let dir = gwbench::process::TempDir::new(&format!("diff")).unwrap();
+    let dir = gwbench::process::TempDir::new("diff").unwrap();
     let run = |name: &str, p99: (u64, u64, u64)| {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -915,7 +915,7 @@ fn http_get(addr: &str, path: &str) -> String {
 fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
     let (rt, backends) = mocks();
     let url = format!("http://{}/api/users/1", backends.rest[0]);
-    let dir = gwbench::process::TempDir::new(&format!("csv")).unwrap();
+    let dir = gwbench::process::TempDir::new("csv").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let (csv, raw) = (dir.join("s.csv"), dir.join("raw.csv"));
     let child = gwbench()
@@ -998,7 +998,7 @@ fn load_writes_csv_and_serves_live_prometheus_metrics_while_it_runs() {
 #[test]
 fn gateway_reloads_its_config_file_on_sighup_and_keeps_the_old_one_when_the_new_is_bad() {
     let (rt, backends) = mocks();
-    let dir = gwbench::process::TempDir::new(&format!("reload")).unwrap();
+    let dir = gwbench::process::TempDir::new("reload").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gateway.toml");
     let default = gwbench::gateway::config::DEFAULT_CONFIG;
@@ -1164,7 +1164,7 @@ fn every_help_example_parses_and_the_load_and_token_ones_run_against_the_mocks()
     // saturate), which the other tests start their own way.
     let (rt, backends) = mocks();
     let (rest, grpc) = (backends.rest[0].to_string(), backends.grpc[0].to_string());
-    let dir = gwbench::process::TempDir::new(&format!("examples")).unwrap();
+    let dir = gwbench::process::TempDir::new("examples").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let mut ran = 0;
     for argv in &examples {
@@ -1251,7 +1251,7 @@ fn completions_man_pages_and_version_come_from_the_cli_definitions() {
         &page[..200]
     );
     assert!(page.contains("compare"), "the subcommands are listed");
-    let dir = gwbench::process::TempDir::new(&format!("man")).unwrap();
+    let dir = gwbench::process::TempDir::new("man").unwrap();
     let out = gwbench().args(["man", "--out"]).arg(&dir).output().unwrap();
     assert!(
         out.status.success(),

@@ -43,7 +43,7 @@ fn wait_gone(pid: u32) -> bool {
 #[test]
 fn compare_writes_consistent_reports_and_leaves_no_child() {
     let _serial = serial();
-    let out = gwbench::process::TempDir::new(&format!("compare")).unwrap();
+    let out = gwbench::process::TempDir::new("compare").unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -320,7 +320,7 @@ fn report_html_renders_in_headless_chromium() {
             floor: (300.0, 3000.0),
         }),
     };
-    let dir = gwbench::process::TempDir::new(&format!("html")).unwrap();
+    let dir = gwbench::process::TempDir::new("html").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.html");
     std::fs::write(
@@ -384,7 +384,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
             .unwrap();
         (b, gw)
     });
-    let out = gwbench::process::TempDir::new(&format!("external")).unwrap();
+    let out = gwbench::process::TempDir::new("external").unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
@@ -443,7 +443,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
 
 /// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
 fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
-    let out = gwbench::process::TempDir::new(&format!("{tag}")).unwrap();
+    let out = gwbench::process::TempDir::new(tag).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",

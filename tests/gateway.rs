@@ -1155,7 +1155,7 @@ async fn the_access_log_writes_one_json_line_per_request_with_route_upstream_and
     let backends = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
     let grpc = vec![backends.grpc[0].to_string()];
     let rest = vec![backends.rest[0].to_string()];
-    let dir = gwbench::process::TempDir::new(&format!("access-gw")).unwrap();
+    let dir = gwbench::process::TempDir::new("access-gw").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);

@@ -40,7 +40,7 @@ fn the_knee_of_a_capacity_limited_server_is_found() {
         );
         addr
     });
-    let out_dir = gwbench::process::TempDir::new(&format!("saturate")).unwrap();
+    let out_dir = gwbench::process::TempDir::new("saturate").unwrap();
     let out = Command::new(cargo_bin("gwbench"))
         .args([
             "saturate",
@@ -108,7 +108,7 @@ fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
             return;
         }
     }
-    let out = gwbench::process::TempDir::new(&format!("fleet-test")).unwrap();
+    let out = gwbench::process::TempDir::new("fleet-test").unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "saturate",

@@ -768,7 +768,7 @@ async fn well_known_types_in_the_query_nested_body_fields_and_the_path_winning()
 
 #[tokio::test]
 async fn proto_files_are_compiled_at_start_without_protoc() {
-    let dir = gwbench::process::TempDir::new(&format!("protos")).unwrap();
+    let dir = gwbench::process::TempDir::new("protos").unwrap();
     std::fs::create_dir_all(dir.join("echo/v1")).unwrap();
     let file = dir.join("echo/v1/echo.proto");
     std::fs::write(&file, ECHO_PROTO).unwrap();
@@ -889,7 +889,7 @@ message AttachReq { string name = 1; google.api.HttpBody file = 2; }
 
 #[tokio::test]
 async fn http_body_requests_and_responses_are_raw_bytes_with_their_content_type() {
-    let dir = gwbench::process::TempDir::new(&format!("files")).unwrap();
+    let dir = gwbench::process::TempDir::new("files").unwrap();
     std::fs::create_dir_all(dir.join("files/v1")).unwrap();
     let file = dir.join("files/v1/files.proto");
     std::fs::write(&file, FILES_PROTO).unwrap();

@@ -223,7 +223,7 @@ pub fn compile_set(
     rel: &str,
     proto: &str,
 ) -> (gwbench::process::TempDir, std::path::PathBuf) {
-    let dir = gwbench::process::TempDir::new(&format!("{tag}")).unwrap();
+    let dir = gwbench::process::TempDir::new(tag).unwrap();
     let file = dir.join(rel);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, proto).unwrap();
