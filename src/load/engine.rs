@@ -271,20 +271,7 @@ async fn h2_pacer(
             outstanding -= 1;
             end.finished = Some(run.record_sample(sample));
         }
-        let permit = match streams.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let permit = streams
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                if intended.is_some_and(|t| Instant::now() > t + WAIT_SLACK) {
-                    end.waited_for_connection += 1;
-                }
-                permit
-            }
-        };
+        let permit = stream_permit(streams, intended, &mut end).await;
         let sent = Instant::now();
         if run.too_late(&ticket, sent) {
             end.not_sent += u64::from(ticket.at.is_some());
@@ -304,46 +291,15 @@ async fn h2_pacer(
         let (shared, tx, stream) = (run.shared.clone(), tx.clone(), stream.clone());
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         outstanding += 1;
-        tokio::task::spawn_local(async move {
-            let template = &shared.template;
-            let (limit, expired) = template.limit(shared.timeout);
-            let outcome = match &stream {
-                None => tokio::time::timeout(limit, conn.execute(template, req))
-                    .await
-                    .unwrap_or(expired),
-                Some(stats) => {
-                    let timing = StreamTiming {
-                        intended: intended.unwrap_or(sent),
-                        sent,
-                        requests: req.body().sent_times(),
-                        paired: template
-                            .grpc
-                            .as_ref()
-                            .is_some_and(|g| g.kind == CallKind::Bidi),
-                    };
-                    let call = conn.execute_stream(template, req, &timing, stats);
-                    let outcome = tokio::time::timeout(limit, call).await.unwrap_or(expired);
-                    let planned = template.grpc.as_ref().map_or(1, |g| g.messages_per_call());
-                    let sent_messages = match &timing.requests {
-                        Some(times) => times.lock().map_or(0, |t| t.len() as u64),
-                        None => planned,
-                    };
-                    let mut stats = stats.borrow_mut();
-                    stats.calls += 1;
-                    stats.messages_sent += sent_messages;
-                    outcome
-                }
-            };
-            let done = Instant::now();
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            let _ = tx.send(Sample {
-                intended: intended.unwrap_or(sent),
-                sent,
-                done,
-                outcome,
-            });
-        });
+        tokio::task::spawn_local(h2_request(
+            shared,
+            conn,
+            req,
+            (intended, sent),
+            stream,
+            permit,
+            tx,
+        ));
     }
     // Wait for every request in flight (each is bounded by the timeout).
     drop(tx);
@@ -356,4 +312,75 @@ async fn h2_pacer(
         run.recorder.borrow_mut().add_stream(&stream.borrow());
     }
     Ok(end)
+}
+
+/// A stream slot for the next request; a wait for one past the slack is counted.
+async fn stream_permit(
+    streams: &Arc<tokio::sync::Semaphore>,
+    intended: Option<Instant>,
+    end: &mut PhaseEnd,
+) -> tokio::sync::OwnedSemaphorePermit {
+    if let Ok(permit) = streams.clone().try_acquire_owned() {
+        return permit;
+    }
+    let permit = streams
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    if intended.is_some_and(|t| Instant::now() > t + WAIT_SLACK) {
+        end.waited_for_connection += 1;
+    }
+    permit
+}
+
+/// One h2 (or gRPC) request of the pacer's, spawned: sent over `conn` within the timeout (a
+/// streaming call's messages timed as they arrive), its sample handed back through `tx`.
+async fn h2_request(
+    shared: Arc<Shared>,
+    conn: Rc<super::http::H2Conn>,
+    req: http::Request<super::body::ReqBody>,
+    (intended, sent): (Option<Instant>, Instant),
+    stream: Option<Rc<RefCell<StreamHists>>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    tx: tokio::sync::mpsc::UnboundedSender<Sample>,
+) {
+    let template = &shared.template;
+    let (limit, expired) = template.limit(shared.timeout);
+    let outcome = match &stream {
+        None => tokio::time::timeout(limit, conn.execute(template, req))
+            .await
+            .unwrap_or(expired),
+        Some(stats) => {
+            let timing = StreamTiming {
+                intended: intended.unwrap_or(sent),
+                sent,
+                requests: req.body().sent_times(),
+                paired: template
+                    .grpc
+                    .as_ref()
+                    .is_some_and(|g| g.kind == CallKind::Bidi),
+            };
+            let call = conn.execute_stream(template, req, &timing, stats);
+            let outcome = tokio::time::timeout(limit, call).await.unwrap_or(expired);
+            let planned = template.grpc.as_ref().map_or(1, |g| g.messages_per_call());
+            let sent_messages = match &timing.requests {
+                Some(times) => times.lock().map_or(0, |t| t.len() as u64),
+                None => planned,
+            };
+            let mut stats = stats.borrow_mut();
+            stats.calls += 1;
+            stats.messages_sent += sent_messages;
+            outcome
+        }
+    };
+    let done = Instant::now();
+    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+    let _ = tx.send(Sample {
+        intended: intended.unwrap_or(sent),
+        sent,
+        done,
+        outcome,
+    });
 }

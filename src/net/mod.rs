@@ -278,6 +278,32 @@ where
 {
     serve(listener, handler, shutdown, limits, Some(tls))
 }
+/// hyper's HTTP/1.1 + h2 builder for the served connections, and the watcher's timeouts.
+/// hyper's header-read timer also runs while a kept-alive connection waits, which would make
+/// it the idle timeout: `watch` times heads and idleness apart instead.
+fn connection_builder(limits: &ServeLimits) -> (auto::Builder<TokioExecutor>, watch::Timeouts) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
+    let timeouts = watch::Timeouts {
+        header_read: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
+    (builder, timeouts)
+}
+
+/// A failed accept (out of file descriptors and the like): back off instead of spinning, and
+/// say so once a second, not once per attempt.
+async fn back_off(err: &std::io::Error, last_warning: &mut Option<std::time::Instant>) {
+    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        tracing::warn!(%err, "accept failed; backing off");
+        *last_warning = Some(std::time::Instant::now());
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
 
 fn serve<H, F, B>(
     listener: TcpListener,
@@ -294,18 +320,7 @@ where
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's header-read timer also runs while a kept-alive connection waits, which
-        // would make it the idle timeout: `watch` times heads and idleness apart instead.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None);
-        builder.http2().timer(TokioTimer::new());
-        let timeouts = watch::Timeouts {
-            header_read: limits.header_read_timeout,
-            idle: limits.idle_timeout,
-        };
+        let (builder, timeouts) = connection_builder(&limits);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut last_warning: Option<std::time::Instant> = None;
@@ -315,13 +330,7 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning,
-                        // and say so once a second, not once per attempt.
-                        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                            tracing::warn!(%err, "accept failed; backing off");
-                            last_warning = Some(std::time::Instant::now());
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        back_off(&err, &mut last_warning).await;
                         continue;
                     }
                 },
@@ -351,13 +360,14 @@ where
                 }
             });
             let Some(acceptor) = &acceptor else {
-                let conn = builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let graceful_watch = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned(),
+                );
+                // Client resets and protocol errors end that connection only.
                 tokio::spawn(async move {
-                    // Client resets and protocol errors end that connection only.
-                    let _ = conn.await;
+                    let _ = graceful_watch.await;
                     drop(slot);
                 });
                 continue;

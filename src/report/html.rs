@@ -211,8 +211,9 @@ fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
     })
 }
 
-fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
-    // Per scenario: (p50, p99) as (value, lo, hi), and the floors, in µs.
+/// Per scenario: (p50, p99) as (value, lo, hi), and the noise floors, in µs.
+#[allow(clippy::type_complexity)]
+fn overhead_values(scenarios: &[ScenarioPlot<'_>]) -> (Vec<[(f64, f64, f64); 2]>, Vec<(f64, f64)>) {
     let us = |v: (f64, f64, f64)| (v.0 / 1e3, v.1 / 1e3, v.2 / 1e3);
     let values: Vec<[(f64, f64, f64); 2]> = scenarios
         .iter()
@@ -231,6 +232,11 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
                 .map_or((0.0, 0.0), |i| (i.floor.0 / 1e3, i.floor.1 / 1e3))
         })
         .collect();
+    (values, floors)
+}
+
+fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
+    let (values, floors) = overhead_values(scenarios);
     let ends = values.iter().flatten().flat_map(|v| [v.0, v.1, v.2]);
     let top = ends.clone().fold(1.0f64, f64::max) * 1.2;
     let low = ends.fold(0.0f64, f64::min) * 1.2;

@@ -267,23 +267,7 @@ impl LoadReport {
             .map(|r| r / f64::from(run.split.segment.count)),
             achieved_rps: run.achieved_rps(),
             duration_s: run.duration.as_secs_f64(),
-            requests: Requests {
-                scheduled: run.scheduled(),
-                ok: o.ok,
-                timeouts: o.timeouts,
-                not_sent: o.not_sent,
-                http_errors: o.http.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-                grpc_errors: o
-                    .grpc
-                    .iter()
-                    .map(|(k, v)| (grpc_code_name(*k).to_string(), *v))
-                    .collect(),
-                transport_errors: o
-                    .transport
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect(),
-            },
+            requests: requests(run),
             latency_ns: Latency {
                 corrected: Percentiles::of(&run.total.corrected),
                 service: Percentiles::of(&run.total.service),
@@ -311,22 +295,7 @@ impl LoadReport {
                 },
                 waited_for_connection: run.waited_for_connection,
             },
-            intervals: run
-                .intervals
-                .iter()
-                .map(|i| Interval {
-                    start_s: i.start.as_secs_f64(),
-                    length_s: i.length.as_secs_f64(),
-                    completed: i.outcomes.total(),
-                    errors: i.outcomes.failed(),
-                    corrected_p50: i.corrected.p50,
-                    corrected_p99: i.corrected.p99,
-                    corrected_max: i.corrected.max,
-                    service_p99: i.service.p99,
-                    offered_rps: run.offered_in(i),
-                    achieved_rps: i.outcomes.total() as f64 / i.length.as_secs_f64(),
-                })
-                .collect(),
+            intervals: intervals(run),
             segment: (run.split.segment.count > 1).then(|| run.split.segment.to_string()),
             schedule_id: Some(run.schedule_id.clone()),
             start_at: run
@@ -351,4 +320,45 @@ impl LoadReport {
             }),
         }
     }
+}
+
+/// What became of the run's requests.
+fn requests(run: &LoadRun) -> Requests {
+    let o = &run.outcomes;
+    Requests {
+        scheduled: run.scheduled(),
+        ok: o.ok,
+        timeouts: o.timeouts,
+        not_sent: o.not_sent,
+        http_errors: o.http.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        grpc_errors: o
+            .grpc
+            .iter()
+            .map(|(k, v)| (grpc_code_name(*k).to_string(), *v))
+            .collect(),
+        transport_errors: o
+            .transport
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    }
+}
+
+/// The run's 1-second intervals.
+fn intervals(run: &LoadRun) -> Vec<Interval> {
+    run.intervals
+        .iter()
+        .map(|i| Interval {
+            start_s: i.start.as_secs_f64(),
+            length_s: i.length.as_secs_f64(),
+            completed: i.outcomes.total(),
+            errors: i.outcomes.failed(),
+            corrected_p50: i.corrected.p50,
+            corrected_p99: i.corrected.p99,
+            corrected_max: i.corrected.max,
+            service_p99: i.service.p99,
+            offered_rps: run.offered_in(i),
+            achieved_rps: i.outcomes.total() as f64 / i.length.as_secs_f64(),
+        })
+        .collect()
 }

@@ -75,6 +75,44 @@ pub fn render(r: &LoadReport) -> String {
                 .map_or(String::new(), |t| format!(", started at {t}"))
         );
     }
+    tls_and_stream_lines(&mut out, r);
+    requests_line(&mut out, r);
+    let _ = writeln!(
+        out,
+        "latency          p50       p90       p99     p99.9    p99.99       max"
+    );
+    row(&mut out, "corrected", &r.latency_ns.corrected);
+    row(&mut out, "service", &r.latency_ns.service);
+    let lag = &r.latency_ns.lag;
+    let _ = writeln!(
+        out,
+        "lag        p50 {}, p99 {}, max {} (send time behind schedule)",
+        human_ns(lag.p50),
+        human_ns(lag.p99),
+        human_ns(lag.max)
+    );
+    let _ = writeln!(
+        out,
+        "generator  {:.2} s CPU, {:.1} µs per request",
+        r.generator.cpu_s, r.generator.cpu_us_per_request
+    );
+    intervals(&mut out, r);
+    if generator_fell_behind(r) {
+        let _ = writeln!(
+            out,
+            "WARNING: requests went out late (lag p99 {}, {} not sent, {} waited for a busy connection): the \
+             latency figures include that delay. {}",
+            human_ns(lag.p99),
+            r.requests.not_sent,
+            r.generator.waited_for_connection,
+            lateness_advice(r)
+        );
+    }
+    out
+}
+
+/// The TLS handshakes' line and a streaming call's lines, when the run had them.
+fn tls_and_stream_lines(out: &mut String, r: &LoadReport) {
     if let Some(t) = &r.tls {
         let _ = writeln!(
             out,
@@ -107,6 +145,10 @@ pub fn render(r: &LoadReport) -> String {
             human_ns(st.message_ns.max)
         );
     }
+}
+
+/// Requests scheduled and what became of them.
+fn requests_line(out: &mut String, r: &LoadReport) {
     let q = &r.requests;
     let mut errors = Vec::new();
     for (k, v) in &q.http_errors {
@@ -128,38 +170,6 @@ pub fn render(r: &LoadReport) -> String {
         "requests   {} scheduled: {} ok{errors}, {} timeouts, {} not sent",
         q.scheduled, q.ok, q.timeouts, q.not_sent
     );
-    let _ = writeln!(
-        out,
-        "latency          p50       p90       p99     p99.9    p99.99       max"
-    );
-    row(&mut out, "corrected", &r.latency_ns.corrected);
-    row(&mut out, "service", &r.latency_ns.service);
-    let lag = &r.latency_ns.lag;
-    let _ = writeln!(
-        out,
-        "lag        p50 {}, p99 {}, max {} (send time behind schedule)",
-        human_ns(lag.p50),
-        human_ns(lag.p99),
-        human_ns(lag.max)
-    );
-    let _ = writeln!(
-        out,
-        "generator  {:.2} s CPU, {:.1} µs per request",
-        r.generator.cpu_s, r.generator.cpu_us_per_request
-    );
-    intervals(&mut out, r);
-    if generator_fell_behind(r) {
-        let _ = writeln!(
-            out,
-            "WARNING: requests went out late (lag p99 {}, {} not sent, {} waited for a busy connection): the \
-             latency figures include that delay. {}",
-            human_ns(lag.p99),
-            q.not_sent,
-            r.generator.waited_for_connection,
-            lateness_advice(r)
-        );
-    }
-    out
 }
 
 /// The per-second series, when the offered rate changes over the run (stages, steps, a ramp,

@@ -42,6 +42,36 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
         cfg.access_log.enabled = true;
         cfg.access_log.path = path.clone();
     }
+    descriptors(args, &mut cfg);
+    if !args.upstream_grpc.is_empty() {
+        let name = cfg.transcode.upstream.clone();
+        if let Some(u) = cfg.upstreams.iter_mut().find(|u| u.name == name) {
+            u.endpoints = args.upstream_grpc.clone();
+        }
+    }
+    if !args.upstream_rest.is_empty() {
+        let names: Vec<String> = cfg.proxy.iter().map(|p| p.upstream.clone()).collect();
+        if names.is_empty() {
+            return Err(flag_error(
+                "--upstream-rest: the configuration has no proxy route".into(),
+            ));
+        }
+        for u in cfg
+            .upstreams
+            .iter_mut()
+            .filter(|u| names.contains(&u.name) && u.protocol == UpstreamProtocol::Http)
+        {
+            u.endpoints = args.upstream_rest.clone();
+        }
+    }
+    cfg.validate()
+        .map_err(|m| flag_error(format!("after the command-line overrides: {m}")))?;
+    Ok(cfg)
+}
+/// Where the transcoder's descriptors come from, as the flags say (`--proto`, `--reflect`,
+/// `--descriptor-set`); with the default config, the default dashboard (which calls gwbench's
+/// own services) is left out.
+fn descriptors(args: &GatewayArgs, cfg: &mut GatewayConfig) {
     if !args.protos.is_empty() {
         cfg.transcode.protos = args.protos.clone();
         cfg.transcode.proto_paths = args.proto_paths.clone();
@@ -68,30 +98,6 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
             cfg.aggregations.clear();
         }
     }
-    if !args.upstream_grpc.is_empty() {
-        let name = cfg.transcode.upstream.clone();
-        if let Some(u) = cfg.upstreams.iter_mut().find(|u| u.name == name) {
-            u.endpoints = args.upstream_grpc.clone();
-        }
-    }
-    if !args.upstream_rest.is_empty() {
-        let names: Vec<String> = cfg.proxy.iter().map(|p| p.upstream.clone()).collect();
-        if names.is_empty() {
-            return Err(flag_error(
-                "--upstream-rest: the configuration has no proxy route".into(),
-            ));
-        }
-        for u in cfg
-            .upstreams
-            .iter_mut()
-            .filter(|u| names.contains(&u.name) && u.protocol == UpstreamProtocol::Http)
-        {
-            u.endpoints = args.upstream_rest.clone();
-        }
-    }
-    cfg.validate()
-        .map_err(|m| flag_error(format!("after the command-line overrides: {m}")))?;
-    Ok(cfg)
 }
 
 /// Runs `gwbench gateway`.

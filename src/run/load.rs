@@ -23,32 +23,7 @@ use crate::report::{hgrm, hlog, text};
 pub(super) struct SloMissed(pub String);
 
 fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
-    let rate = if let Some(stages) = &args.stages {
-        Rate::Shaped(std::sync::Arc::new(
-            Shape::stages(stages).map_err(|e| LoadError::Config(e.0))?,
-        ))
-    } else if let Some(step) = &args.step {
-        Rate::Shaped(std::sync::Arc::new(
-            Shape::step(step).map_err(|e| LoadError::Config(e.0))?,
-        ))
-    } else if let Some(burst) = &args.burst {
-        let Burst(rate) = burst
-            .parse()
-            .map_err(|e: RateError| LoadError::Config(e.0))?;
-        rate
-    } else {
-        match (&args.ramp, args.arrival) {
-            (Some(ramp), _) => ramp
-                .parse()
-                .map_err(|e: RateError| LoadError::Config(e.0))?,
-            (None, arrival) => {
-                match Rate::parse_rps(&args.rps).map_err(|e| LoadError::Config(e.0))? {
-                    Rate::Constant(r) if arrival == Arrival::Poisson => Rate::Poisson(r),
-                    r => r,
-                }
-            }
-        }
-    };
+    let rate = rate_of(args)?;
     // Stages end on their own: the run lasts as long as they do unless told otherwise.
     let duration = match (&rate, args.duration) {
         (_, Some(d)) => d,
@@ -65,61 +40,9 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
     let method: http::Method = args.method.parse().map_err(|_| {
         LoadError::Config(format!("--method {:?} is not an HTTP method", args.method))
     })?;
-    let template = if let Some(method_name) = &args.grpc {
-        let pool = match &args.descriptor_set {
-            Some(path) => grpc::load_descriptor_set(path)?,
-            None if args.reflect => reflected(&args.urls)?,
-            None if !args.protos.is_empty() => {
-                crate::proto::compile_protos(&args.protos, &args.proto_paths)
-                    .map_err(|e| LoadError::Config(format!("--proto: {e}")))?
-            }
-            None => crate::proto::descriptor_pool().clone(),
-        };
-        let call = grpc::prepare(&pool, method_name, &args.data)?;
-        if let Some(d) = args.deadline {
-            if d.is_zero() {
-                return Err(LoadError::Config("--deadline must be longer than 0".into()));
-            }
-            let value = crate::grpc::encode_timeout(d);
-            let value = value.to_str().unwrap_or_default().to_string();
-            headers.push((crate::grpc::TIMEOUT.to_string(), value));
-        }
-        let [base] = args.urls.as_slice() else {
-            return Err(LoadError::Config(
-                "--grpc takes exactly one server URL, e.g. http://127.0.0.1:50051".into(),
-            ));
-        };
-        let url = format!("{}{}", base.trim_end_matches('/'), call.path);
-        let mut template = RequestTemplate::new(
-            Protocol::Grpc,
-            &[url],
-            http::Method::POST,
-            &headers,
-            call.body,
-        )?;
-        template.grpc = Some(std::sync::Arc::new(grpc::GrpcPlan {
-            kind: call.kind,
-            data: call.data,
-            messages: args.stream_messages,
-            interval: args.stream_interval,
-            deadline: args.deadline,
-        }));
-        template
-    } else {
-        let body =
-            match (&args.body, &args.body_file) {
-                (Some(b), _) => Bytes::from(b.clone()),
-                (None, Some(path)) => Bytes::from(std::fs::read(path).map_err(|e| {
-                    LoadError::Config(format!("--body-file {}: {e}", path.display()))
-                })?),
-                (None, None) => Bytes::new(),
-            };
-        let protocol = if args.http2 {
-            Protocol::Http2
-        } else {
-            Protocol::Http1
-        };
-        RequestTemplate::new(protocol, &args.urls, method, &headers, body)?
+    let template = match &args.grpc {
+        Some(method_name) => grpc_template(args, method_name, headers)?,
+        None => http_template(args, method, &headers)?,
     };
     let mut template = template;
     template.from = args.local_addr;
@@ -165,6 +88,108 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         return Err(LoadError::Config("--duration must be longer than 0".into()));
     }
     Ok((cfg, slo))
+}
+
+/// The offered rate: stages, steps, a burst, a ramp or a constant (Poisson if asked).
+fn rate_of(args: &LoadArgs) -> Result<Rate, LoadError> {
+    Ok(if let Some(stages) = &args.stages {
+        Rate::Shaped(std::sync::Arc::new(
+            Shape::stages(stages).map_err(|e| LoadError::Config(e.0))?,
+        ))
+    } else if let Some(step) = &args.step {
+        Rate::Shaped(std::sync::Arc::new(
+            Shape::step(step).map_err(|e| LoadError::Config(e.0))?,
+        ))
+    } else if let Some(burst) = &args.burst {
+        let Burst(rate) = burst
+            .parse()
+            .map_err(|e: RateError| LoadError::Config(e.0))?;
+        rate
+    } else {
+        match (&args.ramp, args.arrival) {
+            (Some(ramp), _) => ramp
+                .parse()
+                .map_err(|e: RateError| LoadError::Config(e.0))?,
+            (None, arrival) => {
+                match Rate::parse_rps(&args.rps).map_err(|e| LoadError::Config(e.0))? {
+                    Rate::Constant(r) if arrival == Arrival::Poisson => Rate::Poisson(r),
+                    r => r,
+                }
+            }
+        }
+    })
+}
+
+/// A gRPC call's template: the method from the descriptors the flags name, its data, the
+/// deadline as `grpc-timeout`, the stream's pacing.
+fn grpc_template(
+    args: &LoadArgs,
+    method_name: &str,
+    mut headers: Vec<(String, String)>,
+) -> Result<RequestTemplate, LoadError> {
+    let pool = match &args.descriptor_set {
+        Some(path) => grpc::load_descriptor_set(path)?,
+        None if args.reflect => reflected(&args.urls)?,
+        None if !args.protos.is_empty() => {
+            crate::proto::compile_protos(&args.protos, &args.proto_paths)
+                .map_err(|e| LoadError::Config(format!("--proto: {e}")))?
+        }
+        None => crate::proto::descriptor_pool().clone(),
+    };
+    let call = grpc::prepare(&pool, method_name, &args.data)?;
+    if let Some(d) = args.deadline {
+        if d.is_zero() {
+            return Err(LoadError::Config("--deadline must be longer than 0".into()));
+        }
+        let value = crate::grpc::encode_timeout(d);
+        let value = value.to_str().unwrap_or_default().to_string();
+        headers.push((crate::grpc::TIMEOUT.to_string(), value));
+    }
+    let [base] = args.urls.as_slice() else {
+        return Err(LoadError::Config(
+            "--grpc takes exactly one server URL, e.g. http://127.0.0.1:50051".into(),
+        ));
+    };
+    let url = format!("{}{}", base.trim_end_matches('/'), call.path);
+    let mut template = RequestTemplate::new(
+        Protocol::Grpc,
+        &[url],
+        http::Method::POST,
+        &headers,
+        call.body,
+    )?;
+    template.grpc = Some(std::sync::Arc::new(grpc::GrpcPlan {
+        kind: call.kind,
+        data: call.data,
+        messages: args.stream_messages,
+        interval: args.stream_interval,
+        deadline: args.deadline,
+    }));
+    Ok(template)
+}
+
+/// An HTTP request's template: method, headers and body (inline or from a file).
+fn http_template(
+    args: &LoadArgs,
+    method: http::Method,
+    headers: &[(String, String)],
+) -> Result<RequestTemplate, LoadError> {
+    let body = match (&args.body, &args.body_file) {
+        (Some(b), _) => Bytes::from(b.clone()),
+        (None, Some(path)) => Bytes::from(
+            std::fs::read(path)
+                .map_err(|e| LoadError::Config(format!("--body-file {}: {e}", path.display())))?,
+        ),
+        (None, None) => Bytes::new(),
+    };
+    let protocol = if args.http2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    Ok(RequestTemplate::new(
+        protocol, &args.urls, method, headers, body,
+    )?)
 }
 
 impl LoadConfig {

@@ -279,21 +279,7 @@ fn answer(direct: Option<&Search>, gateway: Option<&Search>) -> String {
 
 /// Runs `gwbench saturate`.
 pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
-    let valid =
-        args.factor.is_finite() && args.factor > 1.0 && args.start.is_finite() && args.start > 0.0;
-    if !valid || args.max < args.start {
-        return Err(SaturateError(
-            "--factor must be above 1, --start above 0 and --max at least --start".into(),
-        )
-        .into());
-    }
-    if args.gateway_instances > 1 && (args.target.starts_with("http://") || args.target == "direct")
-    {
-        return Err(SaturateError(
-            "--gateway-instances searches the gateway side: use --target gateway or both".into(),
-        )
-        .into());
-    }
+    check_args(args)?;
     if args.target.starts_with("http://") {
         return saturate_url(args);
     }
@@ -358,6 +344,26 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     report(
         args, started, sc.name, &title, searches, answer, cores, pinning, fleet,
     )
+}
+
+/// The search's flags make sense together (exit 2 otherwise).
+fn check_args(args: &SaturateArgs) -> anyhow::Result<()> {
+    let valid =
+        args.factor.is_finite() && args.factor > 1.0 && args.start.is_finite() && args.start > 0.0;
+    if !valid || args.max < args.start {
+        return Err(SaturateError(
+            "--factor must be above 1, --start above 0 and --max at least --start".into(),
+        )
+        .into());
+    }
+    if args.gateway_instances > 1 && (args.target.starts_with("http://") || args.target == "direct")
+    {
+        return Err(SaturateError(
+            "--gateway-instances searches the gateway side: use --target gateway or both".into(),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `--gateway-instances N`: the gateway side searched behind HAProxy, with one instance and

@@ -89,17 +89,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         fleet,
         gateway_tls: args.tls,
     };
-    let mut table = render_table(&summary);
-    if let Some(f) = &summary.fleet {
-        table.push_str(&f.describe(summary.machine.cores));
-    }
-    if summary.gateway_tls {
-        table.push_str(
-            "TLS: every side through the gateway went over https (HTTP/1.1, a certificate made \
-             for this run, connections and handshakes opened before the clock): compare with a \
-             run without --tls for what termination costs\n",
-        );
-    }
+    let table = table_of(&summary);
     super::print_out(&table)?;
     if results.is_empty() {
         return Err(failure.unwrap_or_else(|| anyhow::anyhow!("nothing was measured")));
@@ -115,6 +105,22 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// The terminal table, with the fleet's lines and the TLS note when they apply.
+fn table_of(summary: &CompareSummary) -> String {
+    let mut table = render_table(summary);
+    if let Some(f) = &summary.fleet {
+        table.push_str(&f.describe(summary.machine.cores));
+    }
+    if summary.gateway_tls {
+        table.push_str(
+            "TLS: every side through the gateway went over https (HTTP/1.1, a certificate made \
+             for this run, connections and handshakes opened before the clock): compare with a \
+             run without --tls for what termination costs\n",
+        );
+    }
+    table
 }
 
 /// What every run of a compare shares.
