@@ -187,9 +187,7 @@ fn http_template(
     } else {
         Protocol::Http1
     };
-    Ok(RequestTemplate::new(
-        protocol, &args.urls, method, headers, body,
-    )?)
+    RequestTemplate::new(protocol, &args.urls, method, headers, body)
 }
 
 impl LoadConfig {
