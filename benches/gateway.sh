@@ -100,7 +100,7 @@ print(f"nginx added:     p50 {add('nginx-proxy','direct-rest',2):.0f} us, p99 {a
 print(f"transcode added: p50 {add('gateway-transcode','direct-grpc',2):.0f} us, p99 {add('gateway-transcode','direct-grpc',3):.0f} us")
 print(f"CPU per request: gateway proxy / nginx = {m['gateway-proxy'][4]/m['nginx-proxy'][4]:.2f}x, "
       f"gateway transcode / nginx = {m['gateway-transcode'][4]/m['nginx-proxy'][4]:.2f}x")
-print("the performance goal (issue #15; CPU per request at saturation: benches/serving.sh):")
+print("the performance goal (CPU per request at saturation: benches/serving.sh):")
 gp50, np50 = add('gateway-proxy','direct-rest',2), add('nginx-proxy','direct-rest',2)
 gp99, np99 = add('gateway-proxy','direct-rest',3), add('nginx-proxy','direct-rest',3)
 met = lambda ok: "met" if ok else "missed"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two gateway instances sharing one allowance through a real Redis (#16, 1): one key
+# Two gateway instances sharing one allowance through a real Redis: one key
 # ("sub:bench", rate RATE/s, burst BURST) is loaded through both instances at once, each at
 # OFFER req/s (together above the allowance), for DURATION seconds. Prints what each instance
 # let through, the total, and the total against what one allowance admits (RATE x DURATION +

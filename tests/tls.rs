@@ -1,4 +1,4 @@
-//! TLS end to end (#17, 1): the gateway terminating TLS (`[listen.tls]`, ALPN h2 and
+//! TLS end to end: the gateway terminating TLS (`[listen.tls]`, ALPN h2 and
 //! http/1.1, mTLS with `client_ca`) and the load generator's `https://` targets (a CA from
 //! `--cacert`, `--insecure`, a client certificate), with handshakes counted apart from the
 //! requests. Every certificate is made here, at run time, with rcgen: nothing is checked in.

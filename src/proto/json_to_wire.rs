@@ -1,5 +1,5 @@
 //! proto3 JSON → protobuf wire bytes, written straight from the message descriptors while the
-//! JSON is parsed, without building a `DynamicMessage` (#15, 2; the other direction is
+//! JSON is parsed, without building a `DynamicMessage` (the other direction is
 //! [`crate::proto::wire_to_json`]). A [`Plan`] is prepared once per request type: per message its fields
 //! by JSON and proto name, their numbers, wire types and kinds, nested messages by index.
 //!

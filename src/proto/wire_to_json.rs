@@ -1,5 +1,5 @@
 //! Protobuf wire bytes → proto3 JSON, written straight from the message descriptors, without
-//! building a `DynamicMessage` (#15, 2). A [`Plan`] is prepared once per message type: per
+//! building a `DynamicMessage`. A [`Plan`] is prepared once per message type: per
 //! field its number, wire type, JSON name (already quoted) and kind, nested messages by index.
 //!
 //! It writes exactly what prost-reflect's serializer writes with the default options (json

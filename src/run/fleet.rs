@@ -1,4 +1,4 @@
-//! A gateway fleet for `saturate --gateway-instances N` (#16, 2): N `gwbench gateway`
+//! A gateway fleet for `saturate --gateway-instances N`: N `gwbench gateway`
 //! processes behind a real HAProxy (least connections, keep-alive to the instances), sharing
 //! their rate limits through one Redis (`[rate_limit] store = "redis"`; a `redis-server` this
 //! module starts, or `--redis-url`). On one machine this simulates a fleet — every process

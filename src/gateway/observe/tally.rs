@@ -1,4 +1,4 @@
-//! The per-request metrics, kept per worker and summed when `/metrics` is scraped (#15, 1):
+//! The per-request metrics, kept per worker and summed when `/metrics` is scraped:
 //! requests by route, method and status, request duration by route, upstream call duration by
 //! upstream, and requests in flight. Each [`Tally`] belongs to one stack of one worker (or one
 //! upstream of one worker), so a request writes only counters its own worker writes: no cache
