@@ -74,28 +74,7 @@ async fn converse(
     channel: tonic::transport::Channel,
     path: &'static str,
 ) -> Result<Result<Vec<(String, Vec<u8>)>, String>, tonic::Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let ask = |r: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(r),
-    };
-    tx.send(ask(MessageRequest::ListServices(String::new())))
-        .await
-        .map_err(|_| tonic::Status::internal("request stream closed"))?;
-    let codec =
-        tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
-    let mut answers = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-            PathAndQuery::from_static(path),
-            codec,
-        )
-        .await?
-        .into_inner();
+    let (tx, mut answers) = open(channel, path).await?;
     let mut next = async || -> Result<MessageResponse, tonic::Status> {
         match answers.message().await? {
             Some(ServerReflectionResponse {
@@ -140,30 +119,86 @@ async fn converse(
             }
             other => return Ok(Err(unexpected(&other))),
         };
-        for file in raw {
-            bytes += file.len();
-            if files.len() >= MAX_FILES || bytes > MAX_BYTES {
-                return Ok(Err(format!(
-                    "more than {MAX_FILES} files or {} MiB of descriptors",
-                    MAX_BYTES >> 20
-                )));
-            }
-            // Read for its name and imports only; the bytes are kept as they came.
-            let d = prost_types::FileDescriptorProto::decode(file.as_slice())
-                .map_err(|e| tonic::Status::internal(format!("undecodable descriptor: {e}")))?;
-            let name = d.name.unwrap_or_default();
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            for dep in d.dependency {
-                if !seen.contains(&dep) {
-                    wanted.push(MessageRequest::FileByFilename(dep));
-                }
-            }
-            files.push((name, file));
+        if let Err(e) = keep(raw, &mut files, &mut seen, &mut wanted, &mut bytes)? {
+            return Ok(Err(e));
         }
     }
     Ok(Ok(files))
+}
+
+/// Opens the conversation on `path` and asks for the service list: the request side and the
+/// answers.
+async fn open(
+    channel: tonic::transport::Channel,
+    path: &'static str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<ServerReflectionRequest>,
+        tonic::Streaming<ServerReflectionResponse>,
+    ),
+    tonic::Status,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    tx.send(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .map_err(|_| tonic::Status::internal("request stream closed"))?;
+    let codec =
+        tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
+    let answers = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            PathAndQuery::from_static(path),
+            codec,
+        )
+        .await?
+        .into_inner();
+    Ok((tx, answers))
+}
+
+/// A reflection request.
+fn ask(r: MessageRequest) -> ServerReflectionRequest {
+    ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r),
+    }
+}
+
+/// Keeps the files of one answer not seen yet (bytes as they came) and asks for their imports;
+/// past the bounds, the inner error.
+fn keep(
+    raw: Vec<Vec<u8>>,
+    files: &mut Vec<(String, Vec<u8>)>,
+    seen: &mut HashSet<String>,
+    wanted: &mut Vec<MessageRequest>,
+    bytes: &mut usize,
+) -> Result<Result<(), String>, tonic::Status> {
+    for file in raw {
+        *bytes += file.len();
+        if files.len() >= MAX_FILES || *bytes > MAX_BYTES {
+            return Ok(Err(format!(
+                "more than {MAX_FILES} files or {} MiB of descriptors",
+                MAX_BYTES >> 20
+            )));
+        }
+        // Read for its name and imports only; the bytes are kept as they came.
+        let d = prost_types::FileDescriptorProto::decode(file.as_slice())
+            .map_err(|e| tonic::Status::internal(format!("undecodable descriptor: {e}")))?;
+        let name = d.name.unwrap_or_default();
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        for dep in d.dependency {
+            if !seen.contains(&dep) {
+                wanted.push(MessageRequest::FileByFilename(dep));
+            }
+        }
+        files.push((name, file));
+    }
+    Ok(Ok(()))
 }
 
 fn unexpected(m: &MessageResponse) -> String {

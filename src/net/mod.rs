@@ -278,6 +278,7 @@ where
 {
     serve(listener, handler, shutdown, limits, Some(tls))
 }
+
 /// hyper's HTTP/1.1 + h2 builder for the served connections, and the watcher's timeouts.
 /// hyper's header-read timer also runs while a kept-alive connection waits, which would make
 /// it the idle timeout: `watch` times heads and idleness apart instead.
@@ -305,6 +306,8 @@ async fn back_off(err: &std::io::Error, last_warning: &mut Option<std::time::Ins
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// The accept loop of `serve_http` and `serve_https`: each connection within the cap is served
+/// on a task of its own; at `shutdown`, the listener closes and the connections drain.
 fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
@@ -340,57 +343,95 @@ where
                 drop(stream);
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
-            let requests = Arc::new(watch::Requests::default());
-            let io = watch::Watched::new(stream, requests.clone(), timeouts);
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                let in_flight = requests.enter();
-                req.extensions_mut().insert(PeerAddr(peer));
-                let fut = handler(req);
-                async move {
-                    // A panic (a bug, ours or a dependency's) costs this request a 500, not
-                    // the connection an empty reply; the hook in `log_panics` says where.
-                    let response = match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(response) => response,
-                        Err(_) => internal_error().map(B::from_full),
-                    };
-                    drop(in_flight);
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let Some(acceptor) = &acceptor else {
-                let graceful_watch = graceful.watch(
-                    builder
-                        .serve_connection(TokioIo::new(io), service)
-                        .into_owned(),
-                );
-                // Client resets and protocol errors end that connection only.
-                tokio::spawn(async move {
-                    let _ = graceful_watch.await;
-                    drop(slot);
-                });
-                continue;
+            let conn = Conn {
+                builder: &builder,
+                timeouts,
+                graceful: &graceful,
+                acceptor: acceptor.as_ref(),
+                handshake_within: limits.header_read_timeout,
             };
-            let (acceptor, builder, watcher) =
-                (acceptor.clone(), builder.clone(), graceful.watcher());
-            let handshake_within = limits.header_read_timeout;
-            tokio::spawn(async move {
-                let Ok(Ok(tls)) = tokio::time::timeout(handshake_within, acceptor.accept(io)).await
-                else {
-                    drop(slot); // a failed or slow handshake: this connection only
-                    return;
-                };
-                let conn = builder
-                    .serve_connection(TokioIo::new(tls), service)
-                    .into_owned();
-                let _ = watcher.watch(conn).await;
-                drop(slot);
-            });
+            conn.serve(stream, peer, slot, handler.clone());
         }
         drop(listener);
         let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
     })
+}
+
+/// What serving one accepted connection needs from its listener's loop.
+struct Conn<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    timeouts: watch::Timeouts,
+    graceful: &'a GracefulShutdown,
+    acceptor: Option<&'a tokio_rustls::TlsAcceptor>,
+    handshake_within: Duration,
+}
+
+impl Conn<'_> {
+    /// Serves one accepted connection on a task of its own (after its TLS handshake, when
+    /// the listener has TLS), its requests watched for the head and idle timeouts; `slot` is
+    /// held until the connection ends.
+    fn serve<H, F, B>(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        handler: H,
+    ) where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _ = stream.set_nodelay(true);
+        let requests = Arc::new(watch::Requests::default());
+        let io = watch::Watched::new(stream, requests.clone(), self.timeouts);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let in_flight = requests.enter();
+            req.extensions_mut().insert(PeerAddr(peer));
+            let fut = handler(req);
+            async move {
+                // A panic (a bug, ours or a dependency's) costs this request a 500, not
+                // the connection an empty reply; the hook in `log_panics` says where.
+                let response = match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(response) => response,
+                    Err(_) => internal_error().map(B::from_full),
+                };
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let Some(acceptor) = self.acceptor else {
+            let graceful_watch = self.graceful.watch(
+                self.builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .into_owned(),
+            );
+            // Client resets and protocol errors end that connection only.
+            tokio::spawn(async move {
+                let _ = graceful_watch.await;
+                drop(slot);
+            });
+            return;
+        };
+        let (acceptor, builder, watcher) = (
+            acceptor.clone(),
+            self.builder.clone(),
+            self.graceful.watcher(),
+        );
+        let handshake_within = self.handshake_within;
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(handshake_within, acceptor.accept(io)).await
+            else {
+                drop(slot); // a failed or slow handshake: this connection only
+                return;
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Keeps a timer pending in the runtime's timer wheel, re-armed every `period`, until

@@ -443,29 +443,38 @@ impl Plan {
             }
             FieldKind::Message(m) => self.message(*m, &bytes[o.start..o.end], out, depth + 1)?,
             FieldKind::Timestamp | FieldKind::Duration => {
-                let (seconds, nanos) = seconds_nanos(&bytes[o.start..o.end])?;
-                let text = if matches!(kind, FieldKind::Timestamp) {
-                    // prost-reflect's range (years 1 to 9999); outside it, its error stands.
-                    if !(-62_135_596_800..=253_402_300_799).contains(&seconds) {
-                        return None;
-                    }
-                    if rfc3339(out, seconds, nanos) {
-                        return Some(());
-                    }
-                    prost_types::Timestamp { seconds, nanos }.to_string()
-                } else {
-                    if seconds.unsigned_abs() > 315_576_000_000
-                        || nanos.unsigned_abs() > 999_999_999
-                    {
-                        return None;
-                    }
-                    prost_types::Duration { seconds, nanos }.to_string()
-                };
-                serde_json::to_writer(&mut *out, &text).ok()?;
+                time(
+                    matches!(kind, FieldKind::Timestamp),
+                    &bytes[o.start..o.end],
+                    out,
+                )?;
             }
         }
         Some(())
     }
+}
+
+/// A Timestamp (RFC 3339) or a Duration (`1.5s`) from its message bytes, as prost-reflect
+/// writes them; None outside their ranges (prost-reflect's error then stands).
+fn time(timestamp: bool, value: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let (seconds, nanos) = seconds_nanos(value)?;
+    let text = if timestamp {
+        // prost-reflect's range (years 1 to 9999); outside it, its error stands.
+        if !(-62_135_596_800..=253_402_300_799).contains(&seconds) {
+            return None;
+        }
+        if rfc3339(out, seconds, nanos) {
+            return Some(());
+        }
+        prost_types::Timestamp { seconds, nanos }.to_string()
+    } else {
+        if seconds.unsigned_abs() > 315_576_000_000 || nanos.unsigned_abs() > 999_999_999 {
+            return None;
+        }
+        prost_types::Duration { seconds, nanos }.to_string()
+    };
+    serde_json::to_writer(&mut *out, &text).ok()?;
+    Some(())
 }
 
 /// Every field occurrence of `msg` in `bytes`, unknown fields skipped; None when malformed or
