@@ -21,7 +21,7 @@ use crate::gateway::config::AccessLogConfig;
 
 /// The log's writing end.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<Vec<u8>>,
     /// Lines queued and not yet written out (the writer counts them down after each flush).
     pending: Arc<AtomicU64>,
@@ -31,7 +31,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens the destination and starts the writer thread; None when the log is off.
-    pub fn open(cfg: &AccessLogConfig) -> Result<Option<Arc<AccessLog>>, GatewayError> {
+    pub(crate) fn open(cfg: &AccessLogConfig) -> Result<Option<Arc<AccessLog>>, GatewayError> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -86,7 +86,7 @@ impl AccessLog {
     }
 
     /// Offers one request's line; never waits.
-    pub fn record(&self, entry: &Entry<'_>) {
+    pub(crate) fn record(&self, entry: &Entry<'_>) {
         // One allocation, sized for a typical line: no regrowth while serde_json writes.
         let mut line = Vec::with_capacity(384);
         if serde_json::to_writer(&mut line, entry).is_err() {
@@ -106,7 +106,7 @@ impl AccessLog {
 
     /// Waits (at most `within`) until every line queued so far is written and flushed: at the
     /// gateway's stop, before the process ends.
-    pub fn flush(&self, within: Duration) {
+    pub(crate) fn flush(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
         while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -114,14 +114,15 @@ impl AccessLog {
     }
 
     /// Lines dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
 /// One request's line.
 #[derive(Debug, Serialize)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// When the request arrived, written as RFC 3339 UTC with milliseconds.
     #[serde(serialize_with = "rfc3339_millis")]
     pub time: std::time::SystemTime,

@@ -5,8 +5,8 @@
 //!
 //! May use `config` only; every other room may use it.
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod exporter;
-pub mod observer;
+pub(crate) mod observer;
 pub mod tally;
-pub mod trace;
+pub(crate) mod trace;

@@ -16,14 +16,14 @@ use crate::gateway::types::{GwRequest, GwResponse};
 
 /// The access log and the tracer, either or both off.
 #[derive(Debug, Clone, Default)]
-pub struct Observer {
+pub(crate) struct Observer {
     access_log: Option<Arc<AccessLog>>,
     tracing: Option<Arc<Tracing>>,
 }
 
 impl Observer {
     /// An observer writing to `access_log` and `tracing` (each None when off).
-    pub fn new(access_log: Option<Arc<AccessLog>>, tracing: Option<Arc<Tracing>>) -> Self {
+    pub(crate) fn new(access_log: Option<Arc<AccessLog>>, tracing: Option<Arc<Tracing>>) -> Self {
         Observer {
             access_log,
             tracing,
@@ -31,7 +31,7 @@ impl Observer {
     }
 
     /// Starts observing a request as it arrives; None when there is nothing to write.
-    pub fn begin(&self, headers: &HeaderMap, method: &Method) -> Option<Observation> {
+    pub(crate) fn begin(&self, headers: &HeaderMap, method: &Method) -> Option<Observation> {
         if self.access_log.is_none() && self.tracing.is_none() {
             return None;
         }
@@ -53,7 +53,7 @@ impl Observer {
 
     /// Writes out what the access log and the tracer hold (at the gateway's stop, so that the
     /// process does not end before them).
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         if let Some(log) = &self.access_log {
             log.flush(Duration::from_secs(2));
         }
@@ -65,7 +65,7 @@ impl Observer {
 
 /// One request under observation, from its arrival to its answer.
 #[derive(Debug)]
-pub struct Observation {
+pub(crate) struct Observation {
     access_log: Option<Arc<AccessLog>>,
     wall: SystemTime,
     arrived: Instant,
@@ -76,13 +76,13 @@ pub struct Observation {
 
 impl Observation {
     /// The request was routed: the steps get its context, the observer notes route and size.
-    pub fn routed(&mut self, request: &mut GwRequest) {
+    pub(crate) fn routed(&mut self, request: &mut GwRequest) {
         request.parts.extensions.insert(self.context.clone());
         self.routed = Some((request.route.clone(), request.body.len()));
     }
 
     /// The answer is ready: the request's span ends and its access-log line is written.
-    pub fn finish(self, request_id: &HeaderValue, method: &Method, resp: &GwResponse) {
+    pub(crate) fn finish(self, request_id: &HeaderValue, method: &Method, resp: &GwResponse) {
         let route = self.routed.as_ref().map(|(route, _)| &**route);
         let status = resp.status().as_u16();
         if let Some(span) = &self.context.0.span {
@@ -109,7 +109,7 @@ impl Observation {
 /// A request's observed context: what the steps learn about it, set as they go, and its span
 /// (a request extension while the access log or tracing is on).
 #[derive(Debug, Clone)]
-pub struct Observed(Arc<Inner>);
+pub(crate) struct Observed(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -119,7 +119,7 @@ struct Inner {
 
 /// What the steps learnt about a request.
 #[derive(Debug, Default, Clone)]
-pub struct Learnt {
+pub(crate) struct Learnt {
     /// The verified subject.
     pub subject: Option<String>,
     /// The upstream's name and the call's length.
@@ -128,26 +128,26 @@ pub struct Learnt {
 
 impl Observed {
     /// Sets the verified subject.
-    pub fn subject(&self, sub: &str) {
+    pub(crate) fn subject(&self, sub: &str) {
         if let Ok(mut n) = self.0.learnt.lock() {
             n.subject = Some(sub.to_string());
         }
     }
 
     /// Sets the upstream call.
-    pub fn upstream(&self, name: &str, took: Duration) {
+    pub(crate) fn upstream(&self, name: &str, took: Duration) {
         if let Ok(mut n) = self.0.learnt.lock() {
             n.upstream = Some((name.to_string(), took));
         }
     }
 
     /// The request's span, while tracing is on (the upstream call's span is its child).
-    pub fn span(&self) -> Option<&Context> {
+    pub(crate) fn span(&self) -> Option<&Context> {
         self.0.span.as_ref()
     }
 
     /// What was set (taken out: the request is over).
-    pub fn take(&self) -> Learnt {
+    pub(crate) fn take(&self) -> Learnt {
         self.0
             .learnt
             .lock()

@@ -22,13 +22,13 @@ use crate::gateway::GatewayError;
 use crate::gateway::config::TracingConfig;
 
 /// The W3C trace-context headers, forwarded as they came when the gateway makes no span.
-pub const TRACE_HEADERS: [HeaderName; 2] = [
+pub(crate) const TRACE_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),
 ];
 
 /// The gateway's tracer, when `[tracing] otlp_endpoint` is set.
-pub struct Tracing {
+pub(crate) struct Tracing {
     provider: SdkTracerProvider,
     tracer: opentelemetry_sdk::trace::SdkTracer,
     propagator: TraceContextPropagator,
@@ -79,7 +79,7 @@ impl Injector for HeadersMut<'_> {
 impl Tracing {
     /// The tracer `cfg` asks for, or None when `otlp_endpoint` is empty. Must run inside the
     /// tokio runtime that lives as long as the gateway (the OTLP channel is driven there).
-    pub fn open(cfg: &TracingConfig) -> Result<Option<Arc<Tracing>>, GatewayError> {
+    pub(crate) fn open(cfg: &TracingConfig) -> Result<Option<Arc<Tracing>>, GatewayError> {
         if cfg.otlp_endpoint.is_empty() {
             return Ok(None);
         }
@@ -117,12 +117,12 @@ impl Tracing {
 
     /// Sends the spans queued so far (bounded by the exporter's timeout): at the gateway's
     /// stop, before the process ends.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let _ = self.provider.force_flush();
     }
 
     /// A server span for a request, child of the client's context in `headers` if any.
-    pub fn request(&self, headers: &HeaderMap, method: &str) -> Context {
+    pub(crate) fn request(&self, headers: &HeaderMap, method: &str) -> Context {
         let parent = self.propagator.extract(&Headers(headers));
         let span = self
             .tracer
@@ -135,7 +135,12 @@ impl Tracing {
 
     /// A client span for the upstream call, child of `request`; its context replaces the
     /// trace headers in `headers` (what goes upstream).
-    pub fn upstream(&self, request: &Context, upstream: &str, headers: &mut HeaderMap) -> Context {
+    pub(crate) fn upstream(
+        &self,
+        request: &Context,
+        upstream: &str,
+        headers: &mut HeaderMap,
+    ) -> Context {
         let span = self
             .tracer
             .span_builder(format!("upstream {upstream}"))
@@ -153,7 +158,7 @@ impl Tracing {
 }
 
 /// Names the request's span after its route and ends it with the status.
-pub fn end_request(cx: &Context, method: &str, route: Option<&str>, status: u16) {
+pub(crate) fn end_request(cx: &Context, method: &str, route: Option<&str>, status: u16) {
     if let Some(route) = route {
         let span = cx.span();
         span.update_name(format!("{method} {route}"));
@@ -164,7 +169,7 @@ pub fn end_request(cx: &Context, method: &str, route: Option<&str>, status: u16)
 
 /// Ends a span (an upstream call's, or through [`end_request`] a request's) with the status
 /// the gateway answers; a 5xx marks it an error.
-pub fn end_upstream(cx: &Context, status: u16) {
+pub(crate) fn end_upstream(cx: &Context, status: u16) {
     let span = cx.span();
     span.set_attribute(KeyValue::new(
         "http.response.status_code",

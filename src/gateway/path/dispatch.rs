@@ -32,7 +32,7 @@ fn http_body_response((data, content_type): (bytes::Bytes, Option<String>)) -> G
 
 /// What the upstream call needs: the upstream pools and the JSON options.
 #[derive(Debug)]
-pub struct Core {
+pub(crate) struct Core {
     upstreams: Vec<Upstream>,
     json: JsonOptions,
     /// Request headers sent as gRPC metadata of the same name (`[transcode] forward_headers`).
@@ -46,7 +46,7 @@ pub struct Core {
 
 impl Core {
     /// The upstream call over `upstreams` (by index, as routes name them).
-    pub fn new(upstreams: Vec<Upstream>, json: JsonOptions) -> Self {
+    pub(crate) fn new(upstreams: Vec<Upstream>, json: JsonOptions) -> Self {
         Core {
             upstreams,
             json,
@@ -57,13 +57,13 @@ impl Core {
     }
 
     /// With the upstream and its latency written into each request's observed context.
-    pub fn observing(mut self, on: bool) -> Self {
+    pub(crate) fn observing(mut self, on: bool) -> Self {
         self.observing = on;
         self
     }
 
     /// With a span per upstream call.
-    pub fn tracing(
+    pub(crate) fn tracing(
         mut self,
         tracing: Option<Arc<crate::gateway::observe::trace::Tracing>>,
     ) -> Self {
@@ -72,18 +72,13 @@ impl Core {
     }
 
     /// With `headers` forwarded as gRPC metadata on transcoded calls.
-    pub fn forwarding(mut self, headers: Vec<http::HeaderName>) -> Self {
+    pub(crate) fn forwarding(mut self, headers: Vec<http::HeaderName>) -> Self {
         self.forward = headers;
         self
     }
 
-    /// The upstreams, by index.
-    pub fn upstreams(&self) -> &[Upstream] {
-        &self.upstreams
-    }
-
     /// Calls the request's target within its deadline; errors become responses.
-    pub async fn call(&self, mut req: GwRequest) -> GwResponse {
+    pub(crate) async fn call(&self, mut req: GwRequest) -> GwResponse {
         let upstream = &self.upstreams[req.upstream];
         let observed = match self.observing {
             true => req.parts.extensions.get::<Observed>().cloned(),
@@ -270,7 +265,7 @@ fn call_error(
 }
 
 /// `core`'s upstream call as the innermost service of every stack.
-pub fn service(core: Arc<Core>) -> RouteService {
+pub(crate) fn service(core: Arc<Core>) -> RouteService {
     tower::util::BoxCloneSyncService::new(tower::service_fn(move |req: GwRequest| {
         let core = core.clone();
         async move { Ok::<_, Infallible>(core.call(req).await) }

@@ -15,10 +15,10 @@ use crate::gateway::status::GwError;
 use crate::gateway::types::{REQUEST_ID, REQUEST_TIMEOUT};
 
 /// Longest client-sent request id kept; a longer (or empty) one is replaced.
-pub const MAX_REQUEST_ID: usize = 128;
+pub(crate) const MAX_REQUEST_ID: usize = 128;
 
 /// The client's request id when it sent a usable one, else a fresh one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(&REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID)
@@ -40,7 +40,7 @@ fn new_request_id() -> HeaderValue {
 /// Refuses an HTTP/1.1 request without exactly one `Host` (RFC 9112 §3.2): which host it is
 /// for would be a guess, and a guess a proxy in front may have made differently. HTTP/2 names
 /// its authority in the request line, HTTP/1.0 may omit it.
-pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwError> {
+pub(crate) fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwError> {
     let hosts = headers.get_all(header::HOST).iter().count();
     if version == http::Version::HTTP_11 && hosts != 1 {
         return Err(GwError::http(
@@ -54,7 +54,7 @@ pub fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), GwE
 
 /// Refuses paths that try to climb out of their route: dot segments in any spelling (`..`,
 /// `.%2e`, `%2e.`, `%2E%2E`), encoded slashes or backslashes.
-pub fn check_path(path: &str) -> Result<(), GwError> {
+pub(crate) fn check_path(path: &str) -> Result<(), GwError> {
     // `%2e` is the only other spelling of a dot, so these are all the dot segments there are
     // (compared without case, and without a lowercased copy: this runs on every request).
     let dot_segment = |s: &str| {
@@ -80,7 +80,7 @@ pub fn check_path(path: &str) -> Result<(), GwError> {
 }
 
 /// The answer to a request no route takes: 404, or 405 with the methods that are allowed.
-pub fn unrouted(method: &Method, path: &str, e: RouteError) -> GwError {
+pub(crate) fn unrouted(method: &Method, path: &str, e: RouteError) -> GwError {
     match e {
         RouteError::NotFound => {
             GwError::grpc(Code::NotFound, format!("no route for {method} {path}"))
@@ -98,7 +98,7 @@ pub fn unrouted(method: &Method, path: &str, e: RouteError) -> GwError {
 }
 
 /// The time the upstream call may take: the route's timeout, or the client's shorter one.
-pub fn deadline(headers: &HeaderMap, route_timeout: Duration) -> Duration {
+pub(crate) fn deadline(headers: &HeaderMap, route_timeout: Duration) -> Duration {
     client_deadline(headers).map_or(route_timeout, |d| d.min(route_timeout))
 }
 
@@ -126,7 +126,7 @@ fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The answer to a request whose body did not arrive within its deadline: 408.
-pub fn body_too_slow(deadline: Duration) -> GwError {
+pub(crate) fn body_too_slow(deadline: Duration) -> GwError {
     GwError::http(
         StatusCode::REQUEST_TIMEOUT,
         Code::DeadlineExceeded,
@@ -138,7 +138,7 @@ pub fn body_too_slow(deadline: Duration) -> GwError {
 }
 
 /// Reads the request body up to `max` bytes; a declared oversize body is refused unread.
-pub async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, GwError>
+pub(crate) async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, GwError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

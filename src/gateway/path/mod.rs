@@ -5,8 +5,8 @@
 //! May use `transcode`, `upstream`, `observe`, `middleware`, `config` and the shared
 //! vocabulary (`types`, `status`).
 
-pub mod dispatch;
-pub mod intake;
+pub(crate) mod dispatch;
+pub(crate) mod intake;
 pub mod router;
-pub mod stack;
-pub mod template;
+pub(crate) mod stack;
+pub(crate) mod template;

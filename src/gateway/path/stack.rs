@@ -22,7 +22,7 @@ use crate::gateway::types::{GatewayError, RouteService};
 /// Middleware state shared by every mount's stack, built once per gateway and shared by its
 /// workers: limits, breakers and caches are the gateway's, whichever worker serves a request.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// One breaker per upstream, by index.
     breakers: Arc<Vec<Arc<Breaker>>>,
     /// The JWT verifier (when any mount uses auth).
@@ -100,7 +100,7 @@ impl SharedLimits {
 
 impl Shared {
     /// The shared state for `cfg`, with a breaker for each of its upstreams (by name).
-    pub fn new(cfg: &GatewayConfig) -> Result<Shared, GatewayError> {
+    pub(crate) fn new(cfg: &GatewayConfig) -> Result<Shared, GatewayError> {
         let upstreams = cfg.upstreams.iter().map(|u| u.name.as_str());
         let rl = &cfg.rate_limit;
         let cache = Arc::new(cfg.cache.clone());
@@ -148,7 +148,7 @@ impl Shared {
     }
 
     /// Every key store (the default one, the overrides' and the mounts' own), for pruning.
-    pub fn stores(&self) -> Vec<Arc<dyn KeyStore>> {
+    pub(crate) fn stores(&self) -> Vec<Arc<dyn KeyStore>> {
         let local = std::iter::once(self.store.clone())
             .chain(self.overrides.values().cloned())
             .chain(self.mount_stores.iter().flatten().cloned());
@@ -168,7 +168,7 @@ impl Shared {
 /// Builds the stack for `mount` (`[[transcode.mounts]]` number `index`; None for the bare
 /// stack of proxy routes) around `upstream` (normally the upstream call; benchmarks pass an
 /// in-process stub), in request order.
-pub fn build(
+pub(crate) fn build(
     mount: &Mount,
     index: Option<usize>,
     upstream: RouteService,

@@ -24,7 +24,7 @@
 
 /// One segment of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub(crate) enum Seg {
     /// Matches exactly this text.
     Lit(String),
     /// One segment.
@@ -35,7 +35,7 @@ pub enum Seg {
 
 /// A parsed template: its segments, the variables over them, and the verb.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     /// The segments, variables expanded into their own.
     pub segs: Vec<Seg>,
     /// Each variable: its field path and the range of `segs` it binds.
@@ -45,7 +45,7 @@ pub struct Template {
 }
 
 /// Parses a template; the error says what is wrong where.
-pub fn parse(template: &str) -> Result<Template, String> {
+pub(crate) fn parse(template: &str) -> Result<Template, String> {
     let bad = |what: &str| format!("path {template:?}: {what}");
     let rest = template
         .strip_prefix('/')
@@ -146,11 +146,11 @@ fn segment(s: &str) -> Result<Seg, String> {
 /// How specific a template is, for choosing among several that match: per segment 2 for a
 /// literal, 1 for `*`, 0 for `**`; compared in order (the longer wins a tie of its prefix),
 /// and a template with a verb above one without.
-pub type Specificity = (Vec<u8>, bool);
+pub(crate) type Specificity = (Vec<u8>, bool);
 
 impl Template {
     /// This template's [`Specificity`].
-    pub fn specificity(&self) -> Specificity {
+    pub(crate) fn specificity(&self) -> Specificity {
         let per = self
             .segs
             .iter()
@@ -164,7 +164,7 @@ impl Template {
     }
 
     /// The variables' values when `path` (as it came, percent-encoded) matches, else None.
-    pub fn matches(&self, path: &str) -> Option<Vec<String>> {
+    pub(crate) fn matches(&self, path: &str) -> Option<Vec<String>> {
         let rest = path.strip_prefix('/')?;
         let body = match &self.verb {
             Some(v) => rest.strip_suffix(v.as_str())?.strip_suffix(':')?,
@@ -212,7 +212,7 @@ impl Template {
 }
 
 /// Percent-decodes everything (a variable bound to one segment).
-pub fn decode_all(s: &str) -> String {
+pub(crate) fn decode_all(s: &str) -> String {
     if s.contains('%') {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
@@ -224,7 +224,7 @@ pub fn decode_all(s: &str) -> String {
 
 /// Percent-decodes all but `%2F` (a variable bound to several segments: an encoded slash stays
 /// encoded, so that it is not confused with the slashes between the segments).
-pub fn decode_keeping_slashes(s: &str) -> String {
+pub(crate) fn decode_keeping_slashes(s: &str) -> String {
     if !s.contains('%') {
         return s.to_string();
     }

@@ -7,6 +7,6 @@
 pub mod aggregate;
 pub(crate) mod metadata;
 pub mod method;
-pub mod stream;
+pub(crate) mod stream;
 
 pub use method::{JsonOptions, MethodRoute};

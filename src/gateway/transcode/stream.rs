@@ -138,7 +138,7 @@ impl Writer {
 
 /// The streamed response for `messages`: waits for the first message (an error before it is
 /// the caller's to answer), then writes the rest as it arrives until the end or `deadline`.
-pub async fn respond(
+pub(crate) async fn respond(
     route: Arc<MethodRoute>,
     mut messages: Messages,
     json: &JsonOptions,

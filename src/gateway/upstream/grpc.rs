@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 type Sender = h2::client::SendRequest<Bytes>;
 
 /// One gRPC endpoint's HTTP/2 connection.
-pub struct GrpcConn {
+pub(crate) struct GrpcConn {
     addr: String,
     authority: Authority,
     connect_timeout: Duration,
@@ -72,7 +72,7 @@ fn from_h2(e: h2::Error) -> Status {
 
 impl GrpcConn {
     /// A connection to `addr` (`host:port`), opened on first use.
-    pub fn new(
+    pub(crate) fn new(
         addr: &str,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
@@ -145,7 +145,7 @@ impl GrpcConn {
     /// request message; `headers` are sent as metadata (with `grpc-timeout` when `timeout` is
     /// set). An answer that is an error already (trailers-only) or not gRPC is the error. The
     /// messages follow from [`Messages::next`] (a server-streaming call's, or a unary one's).
-    pub async fn server_stream(
+    pub(crate) async fn server_stream(
         &self,
         path: &PathAndQuery,
         msg: &[u8],
@@ -210,7 +210,7 @@ impl GrpcConn {
 
     /// One unary call (see [`GrpcConn::server_stream`]): exactly one message. Returns the encoded response message and the
     /// response's metadata (its headers, then its trailers).
-    pub async fn unary(
+    pub(crate) async fn unary(
         &self,
         path: &PathAndQuery,
         msg: &[u8],
@@ -346,7 +346,7 @@ const BAD_GATEWAY_MARK: &str = "x-gwbench-bad-gateway";
 
 /// The upstream broke the gRPC protocol (a status that is no number, a body that is not a
 /// gRPC answer): the gateway answers 502, as it does for a proxied answer that is not HTTP.
-pub fn bad_gateway(message: String) -> Status {
+pub(crate) fn bad_gateway(message: String) -> Status {
     let mut metadata = tonic::metadata::MetadataMap::new();
     metadata.insert(
         BAD_GATEWAY_MARK,
@@ -356,7 +356,7 @@ pub fn bad_gateway(message: String) -> Status {
 }
 
 /// Whether `status` came from [`bad_gateway`].
-pub fn is_bad_gateway(status: &Status) -> bool {
+pub(crate) fn is_bad_gateway(status: &Status) -> bool {
     status.metadata().contains_key(BAD_GATEWAY_MARK)
 }
 

@@ -29,11 +29,11 @@ const MAX_IDLE: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A streamed response body (the rest of a response that was not read with its head).
-pub type StreamedBody =
+pub(crate) type StreamedBody =
     StreamBody<Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>>>;
 
 /// A proxied response's body: all of it, or a stream.
-pub type ProxyBody = Either<Full<Bytes>, StreamedBody>;
+pub(crate) type ProxyBody = Either<Full<Bytes>, StreamedBody>;
 
 /// An idle connection and since when.
 struct Idle {
@@ -42,7 +42,7 @@ struct Idle {
 }
 
 /// Idle keep-alive connections to one endpoint.
-pub struct Pool {
+pub(crate) struct Pool {
     /// `host:port`, also sent as the Host.
     addr: String,
     connect_timeout: Duration,
@@ -64,7 +64,7 @@ type Parsed = (Response<()>, Head);
 
 impl Pool {
     /// An empty pool for the endpoint at `addr` (`host:port`).
-    pub fn new(
+    pub(crate) fn new(
         addr: &str,
         connect_timeout: Duration,
         tls: Option<std::sync::Arc<crate::net::tls::ClientTls>>,
@@ -104,7 +104,7 @@ impl Pool {
     /// case [`may_resend`] names, where the request goes once more on a new connection.
     /// The body must have arrived by `deadline` (the route's): a body that stalls past it ends
     /// with an error, and its connection is not reused.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         method: &Method,
         path: &str,

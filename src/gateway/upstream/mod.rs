@@ -6,9 +6,9 @@
 //! path and transcoding.
 
 pub mod forward;
-pub mod grpc;
-pub mod h1;
-pub mod inflight;
+pub(crate) mod grpc;
+pub(crate) mod h1;
+pub(crate) mod inflight;
 pub mod pool;
 
 pub use pool::Upstream;
