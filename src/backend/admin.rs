@@ -98,23 +98,12 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     json_response(StatusCode::OK, behavior_table(&state.behaviors).to_string())
 }
 
-/// Why a change is refused, if it is: it must come as JSON and not from another origin: a web page could otherwise change
-/// the mocks' behaviour with a cross-origin `text/plain` POST (which browsers send without
-/// asking). Command-line clients send no `Origin`.
+/// Why a change is refused, if it is: it must come as JSON and not from another origin
+/// ([`crate::net::cross_origin_refusal`]).
 fn refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
     let headers = req.headers();
-    if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let own = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("http://{h}"));
-        if own.as_deref() != origin.to_str().ok() {
-            return Some(json_error(
-                StatusCode::FORBIDDEN,
-                "PERMISSION_DENIED",
-                "changes from another origin are refused",
-            ));
-        }
+    if let Some(refused) = crate::net::cross_origin_refusal(headers) {
+        return Some(refused);
     }
     let json = headers
         .get(http::header::CONTENT_TYPE)

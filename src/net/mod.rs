@@ -476,6 +476,24 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
     json(status, body.to_string())
 }
 
+/// Refuses (403) a request that changes state when it comes from another origin: a web page
+/// could otherwise change it with a cross-origin `text/plain` POST, which browsers send without
+/// asking. Command-line clients send no `Origin`; a page of the endpoint's own origin passes.
+pub fn cross_origin_refusal(headers: &http::HeaderMap) -> Option<Response<Body>> {
+    let origin = headers.get(http::header::ORIGIN)?;
+    let own = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"));
+    (own.as_deref() != origin.to_str().ok()).then(|| {
+        json_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "changes from another origin are refused",
+        )
+    })
+}
+
 #[cfg(test)]
 mod dial_tests {
     use super::*;

@@ -43,6 +43,10 @@ pub struct GatewayServer {
 /// The admin endpoint: `/healthz`, `/metrics` (Prometheus text), `/routes`, `POST /reload`.
 async fn admin_page<B>(reload: &Reload, req: &http::Request<B>) -> http::Response<net::Body> {
     if (req.method(), req.uri().path()) == (&Method::POST, "/reload") {
+        // The only admin request that changes state: never on behalf of another origin's page.
+        if let Some(refused) = net::cross_origin_refusal(req.headers()) {
+            return refused;
+        }
         return match reload.reload().await {
             Ok(done) => {
                 tracing::info!(
