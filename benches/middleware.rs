@@ -271,6 +271,7 @@ fn store() -> GovernorStore {
         NonZeroU32::new(1_000_000_000).unwrap(),
         Duration::from_secs(1),
         NonZeroU32::new(1_000_000).unwrap(),
+        usize::MAX,
     )
 }
 
@@ -373,6 +374,7 @@ fn redis_decisions(
         std::time::Duration::from_secs(1),
         NonZeroU32::new(1_000_000).unwrap(),
         NonZeroU32::MIN,
+        100_000,
     );
     g.bench_function("redis decision, 1 key (loopback)", |b| {
         b.iter(|| rt.block_on(limiter.decide(&scope, black_box("key:client-1"))))

@@ -24,6 +24,7 @@ fn main() {
         NonZeroU32::new(100_000).unwrap(),
         Duration::from_secs(1),
         NonZeroU32::new(10_000).unwrap(),
+        usize::MAX,
     );
     let before = rss_kib();
     for i in 0..keys {

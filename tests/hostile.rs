@@ -585,3 +585,84 @@ async fn an_upstream_errors_typed_details_reach_the_client_in_either_format() {
     assert_eq!(r.json()["error"]["code"], "NOT_FOUND");
     gw.shutdown().await;
 }
+
+/// A web page's cross-origin POST to the admin port's `/reload` — what a browser sends without
+/// asking: `text/plain`, with its `Origin` — is refused 403 and reloads nothing; the same POST
+/// from a command-line client (no `Origin`) reloads. The client is hand-written bytes.
+#[tokio::test]
+async fn a_cross_origin_post_cannot_reload_the_gateway() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let cfg = gateway_config(std::slice::from_ref(&dead), std::slice::from_ref(&dead));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    gw.reload.set_source(Box::new(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(cfg.clone())
+    }));
+    let admin = gw.admin;
+    let post = |origin: &'static str| async move {
+        let mut conn = TcpStream::connect(admin).await.unwrap();
+        let head = format!(
+            "POST /reload HTTP/1.1\r\nHost: {admin}\r\n{origin}Content-Type: text/plain\r\n\
+             Content-Length: 4\r\nConnection: close\r\n\r\nhi!\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let refused = post("Origin: http://evil.example\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("another origin"), "{refused}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let own = post("").await;
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    gw.shutdown().await;
+}
+
+/// A client rotating API keys on a rate-limited mount cannot grow the gateway's key store past
+/// `max_keys` (each new key past it shares one overflow allowance), and a key of 300 KB is
+/// refused with 400 instead of being kept whole.
+#[tokio::test]
+async fn rotating_and_huge_api_keys_cannot_grow_the_rate_limit_store() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut cfg = gateway_config(std::slice::from_ref(&dead), std::slice::from_ref(&dead));
+    cfg.rate_limit.max_keys = 50;
+    cfg.transcode
+        .mounts
+        .push(toml::from_str("prefix = \"/limited\"\nrate_limit = true").unwrap());
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let held = |gw: &GatewayServer| -> usize {
+        gw.gateway()
+            .rate_limit_stores()
+            .iter()
+            .map(|s| s.len())
+            .sum()
+    };
+    for i in 0..300 {
+        let key = format!("{i:0>200}");
+        let req = format!(
+            "GET /limited/api/users/1 HTTP/1.1\r\nHost: gw\r\nX-Api-Key: {key}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let status = raw_status(&gw, req.as_bytes()).await;
+        assert_ne!(status, 0, "request {i} got no answer");
+    }
+    assert!(held(&gw) <= 50, "{} keys held, max_keys 50", held(&gw));
+    let huge = "k".repeat(300 * 1024);
+    let req = format!(
+        "GET /limited/api/users/1 HTTP/1.1\r\nHost: gw\r\nX-Api-Key: {huge}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&gw, req.as_bytes()).await, 400);
+    assert!(held(&gw) <= 50);
+    gw.shutdown().await;
+}

@@ -359,6 +359,10 @@ pub struct RateLimitConfig {
     pub trust_forwarded_for: bool,
     /// How often idle keys are forgotten.
     pub prune_every: TextDuration,
+    /// Keys held per allowance: past it, idle keys are pruned (at most once a second) and a new
+    /// key that still finds the store full shares one overflow allowance.
+    #[serde(default = "max_keys")]
+    pub max_keys: usize,
     /// Different allowances for particular keys.
     #[serde(default)]
     pub overrides: Vec<RateLimitOverride>,
@@ -457,6 +461,10 @@ pub struct RateLimitOverride {
     pub per: TextDuration,
     /// Requests allowed at once.
     pub burst: NonZeroU32,
+}
+
+fn max_keys() -> usize {
+    100_000
 }
 
 fn one_second() -> TextDuration {

@@ -93,6 +93,9 @@ impl GatewayConfig {
         if r.prune_every.0.is_zero() || r.per.0.is_zero() {
             return Err("rate_limit: per and prune_every must be above 0".into());
         }
+        if r.max_keys == 0 {
+            return Err("rate_limit.max_keys must be at least 1".into());
+        }
         for (i, o) in r.overrides.iter().enumerate() {
             if o.per.0.is_zero() {
                 return Err(format!(

@@ -3,16 +3,23 @@
 //! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and the newer `RateLimit-Policy` /
 //! `RateLimit` pair; refused ones get 429 with `Retry-After` and a JSON error. The key store sits
 //! behind [`KeyStore`] so that a shared store (Redis, for several gateways) can replace the local
-//! one without touching the layer. Idle keys are pruned, so memory follows active keys only.
+//! one without touching the layer. Idle keys are pruned, so memory follows active keys only,
+//! and bounded: an API key is at most [`MAX_API_KEY_BYTES`] (a longer one is a 400: a real key
+//! is far shorter, and a hash would only hide a client's mistake), and a store holds at most
+//! `max_keys` keys ([`BoundedStore`]).
 
 use std::fmt::Debug;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue};
 use tonic::Code;
@@ -58,7 +65,75 @@ pub trait KeyStore: Send + Sync + Debug {
     fn window_s(&self) -> u64;
 }
 
-type Limiter<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
+/// The longest API key taken as a rate-limit key; a longer one is refused with 400.
+pub const MAX_API_KEY_BYTES: usize = 256;
+
+type Limiter<C> = RateLimiter<String, BoundedStore, C, StateInformationMiddleware>;
+
+/// governor's keyed state, bounded: at most `max` keys. A new key that finds the store full
+/// shares one overflow state (every such key together gets one key's allowance) and is counted
+/// (`gwbench_rate_limit_overflow_total`): memory stays bounded under a flood of new keys, and
+/// the flood is limited as one client. Keys already held are not evicted while active (that
+/// would hand their owners a fresh burst); idle ones go with the prune.
+#[derive(Debug)]
+pub struct BoundedStore {
+    keys: DashMapStateStore<String>,
+    max: usize,
+    overflow: InMemoryState,
+    /// Set when a new key found the store full (the owner then prunes; a held key's check
+    /// reads nothing more than it did).
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BoundedStore {
+    /// An empty store of at most `max` keys, raising `full` when a new key finds it full.
+    pub fn new(max: usize, full: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        BoundedStore {
+            keys: DashMapStateStore::default(),
+            max: max.max(1),
+            overflow: InMemoryState::default(),
+            full,
+        }
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(state) = self.keys.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        if self.keys.len() >= self.max {
+            self.full.store(true, Ordering::Relaxed);
+            metrics::counter!("gwbench_rate_limit_overflow_total").increment(1);
+            return self.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let state = self.keys.entry(key.clone()).or_default();
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<String> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.keys.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.keys.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&self.keys)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
 
 /// The local store: a keyed GCRA limiter.
 #[derive(Debug)]
@@ -67,12 +142,19 @@ pub struct GovernorStore<C: Clock = DefaultClock> {
     clock: C,
     burst: u32,
     per_request: Duration,
+    /// The clock's reading when the store was made.
+    start: C::Instant,
+    /// When the store, full, was last pruned (ns since `start`), so that a flood of new keys
+    /// costs one prune a second, not one per request.
+    full_pruned_ns: AtomicU64,
+    /// Raised by the store when a new key found it full.
+    full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GovernorStore<DefaultClock> {
-    /// `rate` requests per `per` per key, with `burst`.
-    pub fn new(rate: NonZeroU32, per: Duration, burst: NonZeroU32) -> Self {
-        GovernorStore::with_clock(rate, per, burst, DefaultClock::default())
+    /// `rate` requests per `per` per key, with `burst`, at most `max_keys` keys.
+    pub fn new(rate: NonZeroU32, per: Duration, burst: NonZeroU32, max_keys: usize) -> Self {
+        GovernorStore::with_clock(rate, per, burst, DefaultClock::default()).max_keys(max_keys)
     }
 }
 
@@ -86,14 +168,55 @@ where
         let quota = Quota::with_period(interval)
             .expect("a non-zero period")
             .allow_burst(burst);
-        let limiter: Limiter<C> =
-            RateLimiter::new(quota, DashMapStateStore::default(), clock.clone());
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
         GovernorStore {
-            limiter,
+            limiter: RateLimiter::new(
+                quota,
+                BoundedStore::new(usize::MAX, full.clone()),
+                clock.clone(),
+            ),
+            full,
+            start: clock.now(),
             clock,
             burst: burst.get(),
             per_request: quota.replenish_interval(),
+            full_pruned_ns: AtomicU64::new(0),
         }
+    }
+
+    /// The same with at most `max` keys ([`BoundedStore`]).
+    pub fn max_keys(self, max: usize) -> Self {
+        let quota = Quota::with_period(self.per_request)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN));
+        GovernorStore {
+            limiter: RateLimiter::new(
+                quota,
+                BoundedStore::new(max, self.full.clone()),
+                self.clock.clone(),
+            ),
+            ..self
+        }
+    }
+
+    /// A full store first forgets its idle keys (lossless: an idle key's state is a new key's),
+    /// at most once a second; what went is counted (`gwbench_rate_limit_keys_pruned_total`).
+    fn prune_if_full(&self) {
+        if !self.full.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.clock.now().duration_since(self.start).as_u64();
+        let last = self.full_pruned_ns.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000_000_000
+            || self
+                .full_pruned_ns
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.full.store(false, Ordering::Relaxed);
+        self.prune();
     }
 }
 
@@ -103,6 +226,7 @@ where
     C::Instant: Send + Sync,
 {
     fn check(&self, key: &str) -> Decision {
+        self.prune_if_full();
         match self.limiter.check_key(&key.to_string()) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -120,8 +244,11 @@ where
     }
 
     fn prune(&self) {
+        let before = self.limiter.len();
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        let pruned = before.saturating_sub(self.limiter.len());
+        metrics::counter!("gwbench_rate_limit_keys_pruned_total").increment(pruned as u64);
     }
 
     fn len(&self) -> usize {
@@ -142,33 +269,46 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The key of a request: API key, JWT subject or client address, falling back to the address.
-pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> String {
+/// An API key longer than [`MAX_API_KEY_BYTES`] is refused (400): it would be kept whole.
+pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> Result<String, super::Refusal> {
     let headers = &req.parts.headers;
     let subject = req.parts.extensions.get::<Subject>();
     match (cfg.key, subject) {
         // A verified subject is who asks, whatever API key the request also carries: an
         // unverified key would let one client multiply its allowance by rotating keys.
         (RateLimitKey::ApiKey | RateLimitKey::Sub, Some(Subject(s))) => {
-            return format!("sub:{s}");
+            return Ok(format!("sub:{s}"));
         }
         (RateLimitKey::ApiKey, None) => {
-            if let Some(k) = headers
-                .get(cfg.api_key_header.as_str())
-                .and_then(|v| v.to_str().ok())
-            {
-                return format!("key:{k}");
+            if let Some(k) = headers.get(cfg.api_key_header.as_str()) {
+                if k.len() > MAX_API_KEY_BYTES {
+                    return Err(Box::new(
+                        GwError::http(
+                            http::StatusCode::BAD_REQUEST,
+                            Code::InvalidArgument,
+                            format!(
+                                "{} is longer than {MAX_API_KEY_BYTES} bytes",
+                                cfg.api_key_header
+                            ),
+                        )
+                        .into_response(),
+                    ));
+                }
+                if let Ok(k) = k.to_str() {
+                    return Ok(format!("key:{k}"));
+                }
             }
         }
         (RateLimitKey::Sub | RateLimitKey::Ip, _) => {}
     }
-    format!(
+    Ok(format!(
         "ip:{}",
         client_ip(
             headers,
             req.parts.extensions.get::<PeerAddr>(),
             cfg.trust_forwarded_for
         )
-    )
+    ))
 }
 
 /// The client's address: the socket peer, or the first `X-Forwarded-For` entry when trusted.
@@ -196,7 +336,7 @@ pub fn overrides(cfg: &RateLimitConfig) -> Overrides {
             .iter()
             .map(|o| {
                 let store: Arc<dyn KeyStore> =
-                    Arc::new(GovernorStore::new(o.rate, o.per.0, o.burst));
+                    Arc::new(GovernorStore::new(o.rate, o.per.0, o.burst, cfg.max_keys));
                 (o.key.clone(), store)
             })
             .collect(),
@@ -299,7 +439,10 @@ impl super::Policy for RateLimit {
     type State = Allowance;
 
     fn on_request(&self, req: &mut GwRequest) -> super::Decision<Allowance> {
-        let key = key_of(req, &self.cfg);
+        let key = match key_of(req, &self.cfg) {
+            Ok(key) => key,
+            Err(refused) => return super::Decision::Now(Err(refused)),
+        };
         let store = self.overrides.get(&key).unwrap_or(&self.store);
         let (limit, window_s) = (store.limit(), store.window_s());
         super::Decision::Now(outcome(store.check(&key), limit, window_s))
@@ -352,5 +495,55 @@ mod tests {
         clock.advance(Duration::from_secs(1)); // every key's burst has refilled: all idle
         s.prune();
         assert!(s.is_empty(), "{} keys left", s.len());
+    }
+
+    #[test]
+    fn a_full_store_limits_new_keys_together_and_prunes_idle_ones_at_most_once_a_second() {
+        let (s, clock) = store(1, 1);
+        let s = s.max_keys(3);
+        for k in ["a", "b", "c"] {
+            assert!(matches!(s.check(k), Decision::Allow { .. }));
+        }
+        // Full of active keys: new keys share one overflow allowance (burst 1).
+        assert!(matches!(s.check("new-1"), Decision::Allow { .. }));
+        for k in ["new-2", "new-3", "new-4"] {
+            assert!(matches!(s.check(k), Decision::Deny { .. }), "{k}");
+        }
+        assert_eq!(s.len(), 3, "no new key was stored");
+        // Held keys keep their own state meanwhile.
+        assert!(matches!(s.check("a"), Decision::Deny { .. }));
+        // Once they are idle (refilled), the next new key finds them pruned and gets its own.
+        clock.advance(Duration::from_secs(2));
+        assert!(matches!(s.check("new-5"), Decision::Allow { .. }));
+        assert_eq!(s.len(), 1, "the idle keys went, the new one stayed");
+        // A burst of new keys within the same second does not prune again (one scan a second).
+        for k in ["x", "y"] {
+            assert!(matches!(s.check(k), Decision::Allow { .. }));
+        }
+        assert_eq!(s.len(), 3);
+        assert!(
+            matches!(s.check("z"), Decision::Allow { .. }),
+            "the overflow refilled"
+        );
+        assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn an_api_key_over_the_bound_is_a_400_and_never_a_key() {
+        let cfg = RateLimitConfig::default();
+        let mut req = crate::gateway::test_request(http::Method::GET, "/x", &[]);
+        let long = "k".repeat(MAX_API_KEY_BYTES + 1);
+        req.parts
+            .headers
+            .insert("x-api-key", HeaderValue::from_str(&long).unwrap());
+        let Err(refused) = key_of(&req, &cfg) else {
+            panic!("an over-long key was taken")
+        };
+        assert_eq!(refused.status(), http::StatusCode::BAD_REQUEST);
+        let fits = "k".repeat(MAX_API_KEY_BYTES);
+        req.parts
+            .headers
+            .insert("x-api-key", HeaderValue::from_str(&fits).unwrap());
+        assert_eq!(key_of(&req, &cfg).ok(), Some(format!("key:{fits}")));
     }
 }

@@ -62,6 +62,7 @@ impl Scope {
         per: Duration,
         burst: NonZeroU32,
         instances: NonZeroU32,
+        max_keys: usize,
     ) -> Scope {
         let emission = (per / rate.get()).max(Duration::from_micros(1));
         let share =
@@ -71,7 +72,7 @@ impl Scope {
             emission_us: emission.as_micros() as u64,
             burst: burst.get(),
             window_s: emission.saturating_mul(burst.get()).as_secs().max(1),
-            fallback: Arc::new(GovernorStore::new(share(rate), per, share(burst))),
+            fallback: Arc::new(GovernorStore::new(share(rate), per, share(burst), max_keys)),
         }
     }
 
@@ -102,8 +103,9 @@ impl std::fmt::Debug for RedisLimiter {
     }
 }
 
-/// Most refused keys remembered at once (beyond it, expired ones are dropped first, then all).
-const MAX_DENIED: usize = 100_000;
+/// Most refused keys remembered at once (beyond it, expired ones are dropped first, then all):
+/// with API keys of at most 256 bytes, a few MB at most.
+const MAX_DENIED: usize = 10_000;
 
 impl RedisLimiter {
     /// A limiter on `cfg.url` (connected on first use).
@@ -259,7 +261,10 @@ impl Policy for SharedLimit {
     type State = Allowance;
 
     fn on_request(&self, req: &mut GwRequest) -> policy::Decision<Allowance> {
-        let key = key_of(req, &self.cfg);
+        let key = match key_of(req, &self.cfg) {
+            Ok(key) => key,
+            Err(refused) => return policy::Decision::Now(Err(refused)),
+        };
         let scope = self.overrides.get(&key).unwrap_or(&self.default).clone();
         let limiter = self.limiter.clone();
         policy::Decision::Later(Box::pin(async move {

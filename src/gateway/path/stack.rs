@@ -71,6 +71,7 @@ impl SharedLimits {
                         rl.per.0,
                         m.burst.unwrap_or(rl.burst),
                         n,
+                        rl.max_keys,
                     ))
                 })
             })
@@ -79,13 +80,27 @@ impl SharedLimits {
             .overrides
             .iter()
             .map(|o| {
-                let scope = Scope::new(&format!("override:{}", o.key), o.rate, o.per.0, o.burst, n);
+                let scope = Scope::new(
+                    &format!("override:{}", o.key),
+                    o.rate,
+                    o.per.0,
+                    o.burst,
+                    n,
+                    1,
+                );
                 (o.key.clone(), Arc::new(scope))
             })
             .collect();
         Ok(SharedLimits {
             limiter,
-            default: Arc::new(Scope::new("default", rl.rate, rl.per.0, rl.burst, n)),
+            default: Arc::new(Scope::new(
+                "default",
+                rl.rate,
+                rl.per.0,
+                rl.burst,
+                n,
+                rl.max_keys,
+            )),
             mounts,
             overrides: Arc::new(overrides),
         })
@@ -114,6 +129,7 @@ impl Shared {
                         m.rate.unwrap_or(rl.rate),
                         rl.per.0,
                         m.burst.unwrap_or(rl.burst),
+                        rl.max_keys,
                     )) as Arc<dyn KeyStore>
                 })
             })
@@ -135,7 +151,7 @@ impl Shared {
                     .collect(),
             ),
             verifier,
-            store: Arc::new(GovernorStore::new(rl.rate, rl.per.0, rl.burst)),
+            store: Arc::new(GovernorStore::new(rl.rate, rl.per.0, rl.burst, rl.max_keys)),
             overrides: overrides(rl),
             rate_limit: Arc::new(rl.clone()),
             mount_stores,
