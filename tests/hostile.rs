@@ -666,3 +666,40 @@ async fn rotating_and_huge_api_keys_cannot_grow_the_rate_limit_store() {
     assert!(held(&gw) <= 50);
     gw.shutdown().await;
 }
+
+/// `access_log.path` naming a FIFO nobody reads: opening it would block for good. A reload to
+/// it is refused at once with the reason, and the admin side (here `/healthz`) keeps answering;
+/// a gateway started with it fails to start with the reason instead of hanging.
+#[tokio::test]
+async fn an_access_log_fifo_without_a_reader_cannot_hang_the_admin_side() {
+    let dir = gwbench::process::TempDir::new("fifo").unwrap();
+    let fifo = dir.join("log.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let cfg = gateway_config(std::slice::from_ref(&dead), std::slice::from_ref(&dead));
+    let mut to_fifo = cfg.clone();
+    to_fifo.access_log.enabled = true;
+    to_fifo.access_log.path = fifo.display().to_string();
+    let within = std::time::Duration::from_secs(10);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let refused = tokio::time::timeout(within, gw.reload.apply(to_fifo.clone()))
+        .await
+        .expect("the reload answered instead of hanging");
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("FIFO with no reader"), "{err}");
+    let health = get(&url(gw.admin, "/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    gw.shutdown().await;
+    let started = tokio::time::timeout(within, GatewayServer::start(&to_fifo))
+        .await
+        .expect("the start answered instead of hanging");
+    let Err(err) = started else {
+        panic!("a gateway started on a FIFO without a reader");
+    };
+    let err = err.to_string();
+    assert!(err.contains("FIFO with no reader"), "{err}");
+}

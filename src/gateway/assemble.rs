@@ -38,22 +38,40 @@ pub struct Common {
     pub(super) tracing: Option<Arc<super::observe::trace::Tracing>>,
 }
 
+use super::observe::observer::Observer;
+
 impl Common {
     /// The observer every worker's requests share (access log and tracer).
-    pub(super) fn observer(&self) -> super::observe::observer::Observer {
-        super::observe::observer::Observer::new(self.access_log.clone(), self.tracing.clone())
+    pub(super) fn observer(&self) -> Observer {
+        Observer::new(self.access_log.clone(), self.tracing.clone())
     }
 
     /// The descriptors (`reflected`, or as the config says) and the middleware state of `cfg`.
+    /// After a reload (`before`: the configuration and observer serving until now), an access
+    /// log or tracer whose settings did not change is kept, not opened again: one writer and
+    /// one exporter, however many reloads.
     pub(super) fn new(
         cfg: &GatewayConfig,
         reflected: Option<DescriptorPool>,
+        before: Option<(&GatewayConfig, &Observer)>,
     ) -> Result<Common, GatewayError> {
+        use super::observe::{access_log::AccessLog, trace::Tracing};
+        fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+            serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+        }
+        let access_log = match before {
+            Some((old, obs)) if same(&old.access_log, &cfg.access_log) => obs.access_log(),
+            _ => AccessLog::open(&cfg.access_log)?,
+        };
+        let tracing = match before {
+            Some((old, obs)) if same(&old.tracing, &cfg.tracing) => obs.tracing(),
+            _ => Tracing::open(&cfg.tracing)?,
+        };
         Ok(Common {
             pool: descriptor_pool(cfg, reflected)?,
             shared: Arc::new(Shared::new(cfg)?),
-            access_log: super::observe::access_log::AccessLog::open(&cfg.access_log)?,
-            tracing: super::observe::trace::Tracing::open(&cfg.tracing)?,
+            access_log,
+            tracing,
         })
     }
 }

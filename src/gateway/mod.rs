@@ -100,11 +100,22 @@ impl Gateway {
     /// The state a gateway's workers share (descriptors, limits, breakers, caches), asking the
     /// upstream for descriptors first with `[transcode] reflect`.
     pub async fn common(cfg: &GatewayConfig) -> Result<assemble::Common, GatewayError> {
+        Gateway::common_after(cfg, None).await
+    }
+
+    /// As [`Gateway::common`], after `before` (the configuration and gateway serving until
+    /// now, on a reload): what did not change and must stay one (the access log's writer, the
+    /// tracer's exporter) is kept.
+    pub(crate) async fn common_after(
+        cfg: &GatewayConfig,
+        before: Option<(&GatewayConfig, &Gateway)>,
+    ) -> Result<assemble::Common, GatewayError> {
         let reflected = match cfg.transcode.reflect {
             true => Some(reflected(cfg).await?),
             false => None,
         };
-        assemble::Common::new(cfg, reflected)
+        let before = before.map(|(cfg, gw)| (cfg, &gw.observer));
+        assemble::Common::new(cfg, reflected, before)
     }
 
     /// One worker's gateway over `common`: its own routes and upstream pools, the shared
@@ -126,7 +137,7 @@ impl Gateway {
     }
 
     fn build(cfg: &GatewayConfig, inner: Option<RouteService>) -> Result<Gateway, GatewayError> {
-        let common = assemble::Common::new(cfg, None)?;
+        let common = assemble::Common::new(cfg, None, None)?;
         let mut gw = Gateway::from_parts(cfg, assemble::assemble(cfg, inner, &common)?)?;
         gw.observer = common.observer();
         Ok(gw)

@@ -29,6 +29,29 @@ pub(crate) struct AccessLog {
     dropped_metric: metrics::Counter,
 }
 
+/// Opens `path` to append, without ever blocking the caller (the admin thread, on a reload):
+/// a FIFO with no reader would block `open` for good, so it is opened non-blocking — where it
+/// fails at once, ENXIO, named below — and switched back to blocking writes for the writer
+/// thread once open.
+fn open_without_blocking(path: &str) -> Result<std::fs::File, GatewayError> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ENXIO as i32 => GatewayError(format!(
+                "access_log.path {path}: a FIFO with no reader (start its reader first)"
+            )),
+            _ => GatewayError(format!("access_log.path {path}: {e}")),
+        })?;
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND))
+        .map_err(|e| GatewayError(format!("access_log.path {path}: {e}")))?;
+    Ok(file)
+}
+
 impl AccessLog {
     /// Opens the destination and starts the writer thread; None when the log is off.
     pub(crate) fn open(cfg: &AccessLogConfig) -> Result<Option<Arc<AccessLog>>, GatewayError> {
@@ -37,13 +60,7 @@ impl AccessLog {
         }
         let out: Box<dyn Write + Send> = match cfg.path.as_str() {
             "-" => Box::new(std::io::stderr()),
-            path => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| GatewayError(format!("access_log.path {path}: {e}")))?,
-            ),
+            path => Box::new(open_without_blocking(path)?),
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(cfg.queue);
         let pending = Arc::new(AtomicU64::new(0));

@@ -30,6 +30,16 @@ impl Observer {
         }
     }
 
+    /// The access log, when on.
+    pub(crate) fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.clone()
+    }
+
+    /// The tracer, when on.
+    pub(crate) fn tracing(&self) -> Option<Arc<Tracing>> {
+        self.tracing.clone()
+    }
+
     /// Starts observing a request as it arrives; None when there is nothing to write.
     pub(crate) fn begin(&self, headers: &HeaderMap, method: &Method) -> Option<Observation> {
         if self.access_log.is_none() && self.tracing.is_none() {

@@ -95,7 +95,8 @@ impl Reload {
                     .into(),
             ));
         }
-        let common = Gateway::common(&cfg).await?;
+        let current = self.current();
+        let common = Gateway::common_after(&cfg, Some((&serving, &current))).await?;
         let gateways = self
             .slots
             .iter()
@@ -110,5 +111,39 @@ impl Reload {
             routes,
             workers: self.slots.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A collector at the worst: it accepts connections and never answers.
+    fn silent_collector() -> (std::net::TcpListener, String) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        (l, url)
+    }
+
+    fn tracer_of(reload: &Reload) -> Arc<crate::gateway::observe::trace::Tracing> {
+        reload.current().observer.tracing().expect("tracing is on")
+    }
+
+    #[tokio::test]
+    async fn reloads_keep_one_tracer_while_its_settings_stay_and_replace_it_when_they_change() {
+        let (_collector, url) = silent_collector();
+        let mut cfg = GatewayConfig::default_config();
+        cfg.tracing.otlp_endpoint = url;
+        let first = Gateway::new(&cfg).unwrap();
+        let reload = Reload::new(vec![Arc::new(ArcSwap::from_pointee(first))], cfg.clone());
+        let tracer = tracer_of(&reload);
+        for _ in 0..40 {
+            reload.apply(cfg.clone()).await.unwrap();
+            assert!(Arc::ptr_eq(&tracer, &tracer_of(&reload)), "a second tracer");
+        }
+        let mut renamed = cfg.clone();
+        renamed.tracing.service_name = "renamed".into();
+        reload.apply(renamed).await.unwrap();
+        assert!(!Arc::ptr_eq(&tracer, &tracer_of(&reload)));
     }
 }
