@@ -156,7 +156,9 @@ async fn a_silent_collector_and_huge_tracestates_cannot_grow_the_span_queue() {
         }));
     let gw = Gateway::with_upstream(&cfg, ok).unwrap();
     // 32 list members of 250 characters: a valid tracestate of 8 KB.
-    let state: Vec<String> = (0..32).map(|k| format!("v{k}={}", "x".repeat(250))).collect();
+    let state: Vec<String> = (0..32)
+        .map(|k| format!("v{k}={}", "x".repeat(250)))
+        .collect();
     let state = state.join(",");
     let n = 5_000;
     for _ in 0..n {

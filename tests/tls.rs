@@ -487,3 +487,93 @@ fn load_over_tls_against_a_real_nginx_with_a_self_signed_certificate() {
         );
     }
 }
+
+/// An h2 connection over TLS is held to the idle timeout, not the header-read timeout: the
+/// connection's watcher sits above TLS, where it sees h2's preface. Here a request, a pause
+/// three times the header-read timeout, another request on the same connection (answered),
+/// and then the close once idle.
+#[tokio::test]
+async fn h2_over_tls_is_held_to_the_idle_timeout_not_the_head_timeout() {
+    let pki = Pki::new("h2idle");
+    let b = Backends::start(&BackendsConfig::ephemeral()).await.unwrap();
+    let mut cfg = gateway_config(&[b.grpc[0].to_string()], &[b.rest[0].to_string()]);
+    cfg.listen.tls = Some(pki.listen(false));
+    cfg.limits.header_read_timeout =
+        gwbench::gateway::config::TextDuration(Duration::from_millis(300));
+    cfg.limits.idle_timeout = gwbench::gateway::config::TextDuration(Duration::from_secs(2));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let gw_port = gw.http.port();
+    let tls = gwbench::net::tls::ClientTls::new("localhost", &[b"h2"], &pki.trusting()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let stream = tls.handshake(tcp).await.unwrap();
+    let (send, mut conn) = h2::client::handshake(stream).await.unwrap();
+    let mut ping = conn.ping_pong().expect("the ping handle");
+    let driven = tokio::spawn(conn);
+    let get = |send: h2::client::SendRequest<Bytes>| async move {
+        let mut send = send.ready().await.map_err(|e| e.to_string())?;
+        let req = http::Request::get(format!("https://localhost:{}/api/users/7", gw_port))
+            .body(())
+            .unwrap();
+        let (answer, _) = send.send_request(req, true).map_err(|e| e.to_string())?;
+        let status = answer.await.map_err(|e| e.to_string())?.status();
+        Ok::<_, String>((send, status))
+    };
+    let (send, status) = get(send).await.unwrap();
+    assert_eq!(status, 200);
+    // A PING after the answer (as pooled clients send to keep a connection): control frames,
+    // not the start of a request head.
+    ping.ping(h2::Ping::opaque()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (held, again) = match get(send).await {
+        Ok((send, status)) => (Some(send), Ok(status)),
+        Err(e) => (None, Err(e)),
+    };
+    assert_eq!(
+        again,
+        Ok(http::StatusCode::OK),
+        "closed at the header-read timeout while idle"
+    );
+    // Idle past the idle timeout (the client still holds the connection open): the gateway
+    // ends it, cleanly — GOAWAY first, so a pooled client knows not to use it.
+    let ended = tokio::time::timeout(Duration::from_secs(10), driven).await;
+    let Ok(Ok(ended)) = ended else {
+        panic!("an idle h2 connection over TLS is held for good");
+    };
+    assert!(ended.is_ok(), "{ended:?}");
+    drop(held);
+    gw.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Plain HTTP sent to the TLS port gets what nginx answers — a 400 with a sentence — instead
+/// of a TLS alert that no HTTP client can show.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_a_400_that_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("plain");
+    let (b, gw) = stack(&pki, false).await;
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /api/users/7 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("plain HTTP request was sent to the HTTPS port"),
+        "{answer}"
+    );
+    // A TLS client is still served.
+    let run = load(
+        format!("https://localhost:{}/api/users/7", gw.http.port()),
+        Protocol::Http1,
+        pki.trusting(),
+    )
+    .await;
+    assert_eq!(run.outcomes.failed(), 0);
+    gw.shutdown().await;
+    b.shutdown().await;
+}

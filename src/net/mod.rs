@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -324,7 +324,7 @@ where
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let (builder, timeouts) = connection_builder(&limits);
-        let graceful = GracefulShutdown::new();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut last_warning: Option<std::time::Instant> = None;
         loop {
@@ -346,22 +346,74 @@ where
             let conn = Conn {
                 builder: &builder,
                 timeouts,
-                graceful: &graceful,
+                stopping: &stopping,
                 acceptor: acceptor.as_ref(),
                 handshake_within: limits.header_read_timeout,
             };
             conn.serve(stream, peer, slot, handler.clone());
         }
         drop(listener);
-        let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
+        // Drain: every connection is asked to shut down gracefully and is done when its slot
+        // is back (bounded by the drain timeout).
+        let _ = stop.send(true);
+        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(limits.drain, slots.acquire_many(all)).await;
     })
+}
+
+/// Whether a connection to a TLS listener opened with plain HTTP: its first byte is a letter
+/// (a method), where a TLS client's is a handshake record (0x16).
+async fn plain_http(stream: &tokio::net::TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain HTTP request on the TLS port as nginx does: 400 and a sentence, then close.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "400 Bad Request: a plain HTTP request was sent to the HTTPS port\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Drives a served connection to its end, shutting it down gracefully (h2: GOAWAY; HTTP/1.1:
+/// closed between requests) when its watcher finds it idle or the server stops.
+macro_rules! until_done {
+    ($conn:expr, $idle:expr, $stopping:expr) => {{
+        let conn = $conn;
+        let (idle, mut stopping) = ($idle, $stopping);
+        tokio::pin!(conn);
+        let mut asked = *stopping.borrow();
+        if asked {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => break done,
+                _ = idle.notified(), if !asked => {
+                    asked = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = stopping.changed(), if !asked => {
+                    asked = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }};
 }
 
 /// What serving one accepted connection needs from its listener's loop.
 struct Conn<'a> {
     builder: &'a auto::Builder<TokioExecutor>,
     timeouts: watch::Timeouts,
-    graceful: &'a GracefulShutdown,
+    stopping: &'a tokio::sync::watch::Receiver<bool>,
     acceptor: Option<&'a tokio_rustls::TlsAcceptor>,
     handshake_within: Duration,
 }
@@ -384,7 +436,7 @@ impl Conn<'_> {
     {
         let _ = stream.set_nodelay(true);
         let requests = Arc::new(watch::Requests::default());
-        let io = watch::Watched::new(stream, requests.clone(), self.timeouts);
+        let watching = requests.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let in_flight = requests.enter();
             req.extensions_mut().insert(PeerAddr(peer));
@@ -401,34 +453,46 @@ impl Conn<'_> {
             }
         });
         let Some(acceptor) = self.acceptor else {
-            let graceful_watch = self.graceful.watch(
-                self.builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .into_owned(),
-            );
+            let io = watch::Watched::new(stream, watching, self.timeouts);
+            let idle = io.closing();
+            let conn = self
+                .builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned();
+            let stopping = self.stopping.clone();
             // Client resets and protocol errors end that connection only.
             tokio::spawn(async move {
-                let _ = graceful_watch.await;
+                let _ = until_done!(conn, idle, stopping);
                 drop(slot);
             });
             return;
         };
-        let (acceptor, builder, watcher) = (
+        let (acceptor, builder, stopping) = (
             acceptor.clone(),
             self.builder.clone(),
-            self.graceful.watcher(),
+            self.stopping.clone(),
         );
-        let handshake_within = self.handshake_within;
+        let (handshake_within, timeouts) = (self.handshake_within, self.timeouts);
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(handshake_within, acceptor.accept(io)).await
-            else {
+            let handshake = async {
+                if plain_http(&stream).await? {
+                    refuse_plain_http(stream).await;
+                    return Err(io::Error::other("plain HTTP on the TLS port"));
+                }
+                acceptor.accept(stream).await
+            };
+            let Ok(Ok(tls)) = tokio::time::timeout(handshake_within, handshake).await else {
                 drop(slot); // a failed or slow handshake: this connection only
                 return;
             };
+            // Watched above TLS: it sees the requests' bytes, so h2 is recognised and held to
+            // the idle timeout, as on a cleartext connection.
+            let io = watch::Watched::new(tls, watching, timeouts);
+            let idle = io.closing();
             let conn = builder
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(TokioIo::new(io), service)
                 .into_owned();
-            let _ = watcher.watch(conn).await;
+            let _ = until_done!(conn, idle, stopping);
             drop(slot);
         });
     }

@@ -4,6 +4,11 @@
 //! HTTP/1.1 connection begins waiting for a head, which makes it the keep-alive idle timeout
 //! too, and h2 has none; this wrapper keeps the two apart and covers both protocols.
 //!
+//! An idle connection is closed gracefully: the wrapper asks the connection's task to shut it
+//! down ([`Watched::closing`]: hyper then sends h2's GOAWAY, or closes an HTTP/1.1 connection
+//! between requests), and only if it is still open [`CLOSE_GRACE`] later do its reads fail.
+//! A slow head is cut at once.
+//!
 //! The wrapper sits under hyper as the connection's IO. It learns where the connection is
 //! from two counters the service keeps ([`Requests`]): requests started and requests in
 //! flight. Its timer is re-armed lazily (only when it fires, or when a head starts to
@@ -19,6 +24,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// How long an idle connection asked to close gracefully may take before its reads fail.
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The two timeouts a connection is held to.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +74,9 @@ pub(super) struct Watched<S> {
     /// between requests, so only the idle rule applies to it).
     h2: Option<bool>,
     timer: Pin<Box<Sleep>>,
+    /// Told when the connection has idled past the timeout; when that was.
+    close: Arc<tokio::sync::Notify>,
+    asked_to_close: Option<Instant>,
 }
 
 impl<S> Watched<S> {
@@ -79,7 +90,15 @@ impl<S> Watched<S> {
             head: None,
             h2: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
+            close: Arc::new(tokio::sync::Notify::new()),
+            asked_to_close: None,
         }
+    }
+
+    /// Notified once when the connection has idled past the idle timeout: its task should
+    /// then shut it down gracefully.
+    pub(super) fn closing(&self) -> Arc<tokio::sync::Notify> {
+        self.close.clone()
     }
 
     /// When the connection is to be closed if nothing happens before; None while a request
@@ -121,13 +140,24 @@ impl<S> Watched<S> {
         loop {
             let now = Instant::now();
             let deadline = match self.deadline() {
-                Some(deadline) if deadline <= now => {
-                    let what = match self.head {
-                        Some(_) => "request head not received within the header-read timeout",
-                        None => "connection idle past the idle timeout",
-                    };
+                Some(deadline) if deadline <= now && self.head.is_some() => {
+                    let what = "request head not received within the header-read timeout";
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
                 }
+                Some(deadline) if deadline <= now => match self.asked_to_close {
+                    // Idle: first ask for a graceful close, then, if it is still open after
+                    // the grace, fail its reads.
+                    None => {
+                        self.asked_to_close = Some(now);
+                        self.close.notify_one();
+                        now + CLOSE_GRACE
+                    }
+                    Some(asked) if now >= asked + CLOSE_GRACE => {
+                        let what = "connection idle past the idle timeout";
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                    }
+                    Some(asked) => asked + CLOSE_GRACE,
+                },
                 Some(deadline) => deadline,
                 None => now + self.timeouts.idle,
             };
