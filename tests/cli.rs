@@ -58,13 +58,33 @@ fn gwbench() -> Command {
     Command::new(cargo_bin("gwbench"))
 }
 
-/// Runs `gwbench args`, expecting it to fail fast; returns (exit code, stderr).
+/// Runs `gwbench args`, expecting it to fail fast (within 15 s, else the test fails and the
+/// child is killed); returns (exit code, stderr).
 fn fails(args: &[&str]) -> (i32, String) {
-    let out = gwbench().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    use std::io::Read;
+    let child = gwbench()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gwbench {args:?} still runs after 15 s; it was expected to fail"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = guard.0.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status.code().unwrap_or(-1), stderr)
 }
 
 #[test]
@@ -139,6 +159,58 @@ fn a_port_in_use_exits_2() {
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+/// A second gateway, or a second set of mocks, on a port another gwbench process serves with
+/// its per-core workers (SO_REUSEPORT) exits 2 with "address in use" instead of sharing the
+/// port and taking half of its connections.
+#[test]
+fn a_port_another_gwbench_serves_is_not_shared() {
+    let port = dead_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = Guard(
+        gwbench()
+            .args(["gateway", "--listen", &listen, "--admin", "127.0.0.1:0"])
+            .args(["--threads", "2", "--upstream-grpc", "127.0.0.1:1"])
+            .args(["--upstream-rest", "127.0.0.1:1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = ready_lines(&mut first.0, 2);
+    assert_eq!(ready[0], format!("ready http {listen}"));
+    let (code, stderr) = fails(&[
+        "gateway",
+        "--listen",
+        &listen,
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("in use") && stderr.contains(&port),
+        "{stderr}"
+    );
+    let (code, stderr) = fails(&[
+        "backends",
+        "--rest-port",
+        &port,
+        "--grpc-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("in use") && stderr.contains(&port),
+        "{stderr}"
+    );
+    assert_eq!(terminate(&mut first).code(), Some(0));
 }
 
 #[test]

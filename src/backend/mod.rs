@@ -330,10 +330,11 @@ struct Listeners {
 
 impl Listeners {
     async fn bind(cfg: &BackendsConfig) -> Result<Listeners, BackendError> {
-        // Shared with the other workers' listeners only when there are other workers.
+        // Shared with the other workers' listeners only when there are other workers (and
+        // never with another process's: checked first).
         let bind = |addr, what| async move {
             if cfg.workers > 1 {
-                net::bind_shared(addr, what)
+                net::bind_shared_first(addr, what)
             } else {
                 net::bind(addr, what).await
             }

@@ -118,6 +118,23 @@ pub fn bind_shared(addr: SocketAddr, what: &str) -> Result<TcpListener, BindErro
     })
 }
 
+/// As [`bind_shared`], for the first of a process's workers: the address must be free, which
+/// is checked by binding it once without `SO_REUSEPORT` first. Without the check, another
+/// process already listening there with `SO_REUSEPORT` (a second `gwbench gateway` on the same
+/// port) would share the port with this one, and the kernel would split the connections
+/// between the two; with it, this one fails with "address in use".
+pub fn bind_shared_first(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError> {
+    if addr.port() != 0 {
+        let error = |io| BindError {
+            what: what.to_string(),
+            addr,
+            io,
+        };
+        drop(std::net::TcpListener::bind(addr).map_err(error)?);
+    }
+    bind_shared(addr, what)
+}
+
 /// Opens a TCP connection for a client (TCP_NODELAY set: requests are written whole), within
 /// `timeout` when given; a timeout is an `io::ErrorKind::TimedOut` error that says how long.
 /// The one place every client of the binary connects.

@@ -62,7 +62,11 @@ impl Workers {
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-worker-{i}"))
                 .spawn(move || {
-                    worker(&cfg, &common, addr, limits, tls, stop, ready_tx);
+                    let bind = match i {
+                        0 => net::bind_shared_first,
+                        _ => net::bind_shared,
+                    };
+                    worker(&cfg, &common, (addr, bind), limits, tls, stop, ready_tx);
                     let _ = done_tx.send(());
                 });
             let failed = match spawned {
@@ -146,12 +150,15 @@ impl Drop for Workers {
 
 type Ready = Result<(SocketAddr, Slot), StartError>;
 
+/// How a worker binds: the first checks that no other process holds the port.
+type Bind = fn(SocketAddr, &str) -> Result<tokio::net::TcpListener, net::BindError>;
+
 /// One worker's life on its own thread: its runtime, gateway and listener; says when it is
 /// listening (or why it cannot), serves until `shutdown`, drains.
 fn worker(
     cfg: &GatewayConfig,
     common: &Common,
-    addr: SocketAddr,
+    (addr, bind): (SocketAddr, Bind),
     limits: net::ServeLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
@@ -172,7 +179,7 @@ fn worker(
     rt.block_on(async move {
         let started = Gateway::worker(cfg, common)
             .map_err(StartError::from)
-            .and_then(|gw| Ok((gw, net::bind_shared(addr, "the gateway")?)));
+            .and_then(|gw| Ok((gw, bind(addr, "the gateway")?)));
         let (gateway, listener) = match started {
             Ok(s) => s,
             Err(e) => {
