@@ -712,3 +712,46 @@ async fn an_access_log_fifo_without_a_reader_cannot_hang_the_admin_side() {
     let err = err.to_string();
     assert!(err.contains("FIFO with no reader"), "{err}");
 }
+
+/// A gRPC upstream whose answer announces a message over the 4 MiB limit broke the contract:
+/// the client gets 502 naming it, not a 429 RESOURCE_EXHAUSTED that tells it to back off and
+/// retry. The upstream is hand-written: a 5-byte prefix announcing 5 MiB, then a few bytes.
+#[tokio::test]
+async fn an_upstream_grpc_message_over_the_limit_is_a_502() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let prefix: &[u8] = &[0, 0x00, 0x50, 0x00, 0x00, 1, 2, 3];
+                    let frames = futures_util::stream::iter([
+                        Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(prefix))),
+                        Ok(Frame::trailers(common::headers(&[("grpc-status", "0")]))),
+                    ]);
+                    let mut resp = http::Response::new(StreamBody::new(frames));
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    let cfg = gateway_config(&[up.to_string()], &["127.0.0.1:9".to_string()]);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let r = get(&url(gw.http, "/api/users/1")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("over the limit"), "{message}");
+    gw.shutdown().await;
+    server.abort();
+}

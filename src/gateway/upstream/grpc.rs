@@ -263,10 +263,9 @@ impl Messages {
             match crate::grpc::next_message(&mut self.buf, MAX_MESSAGE) {
                 Ok(Some(message)) => return Ok(Some(message)),
                 Ok(None) => {}
-                Err(e @ crate::grpc::FrameError::TooLarge { .. }) => {
-                    return Err(Status::resource_exhausted(e.to_string()));
-                }
-                Err(e) => return Err(bad_gateway(e.to_string())),
+                // A message over the limit is the upstream's doing (not the client's, whom a
+                // RESOURCE_EXHAUSTED would tell to back off and retry): a bad gateway.
+                Err(e) => return Err(bad_gateway(format!("the upstream's {e}"))),
             }
             match self.body.data().await {
                 Some(chunk) => {
