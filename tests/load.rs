@@ -482,3 +482,35 @@ async fn four_segments_merge_into_the_single_generator_schedule() {
     assert!(gwbench::report::merge::merge(&old).is_err());
     backends.shutdown().await;
 }
+
+/// Against an h2c server that accepts connections and never answers, every request is a
+/// timeout, and when sends were late the warning says the server did not answer — not that
+/// the generator's own thread was late.
+#[tokio::test]
+async fn a_server_that_never_answers_is_blamed_not_the_generator() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let mut cfg = config(
+        Protocol::Http2,
+        &format!("http://{addr}/x"),
+        100.0,
+        Duration::from_secs(2),
+    );
+    cfg.timeout = Duration::from_millis(500);
+    let run = load(cfg).await;
+    assert_eq!(run.outcomes.ok, 0);
+    let mut report = gwbench::report::json::LoadReport::from_run(&run);
+    // Sends held back behind the silent server's connections (as `gwbench load` sees them
+    // when the h2 handshake never completes): late by up to the timeout.
+    report.latency_ns.lag.p99 = report.latency_ns.lag.p99.max(400_000_000);
+    let text = gwbench::report::text::render(&report);
+    assert!(text.contains("the server did not answer"), "{text}");
+    assert!(!text.contains("generator's own thread was late"), "{text}");
+    silent.abort();
+}

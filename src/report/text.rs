@@ -209,7 +209,11 @@ pub fn lateness_advice(r: &LoadReport) -> &'static str {
         .scheduled
         .saturating_sub(r.requests.not_sent)
         .max(1);
-    if r.generator.waited_for_connection * 100 >= sent {
+    let unanswered = r.requests.timeouts + r.requests.transport_errors.values().sum::<u64>();
+    if unanswered * 2 >= sent {
+        "Most requests timed out or failed: the server did not answer (its connections or \
+         handshakes held the sends back), which is not the generator's doing; check the target."
+    } else if r.generator.waited_for_connection * 100 >= sent {
         "Many waited for a connection: the target's latency times the rate needs more \
          connections than it had; raise --connections (-c)."
     } else {
