@@ -85,6 +85,13 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             && stdout.contains("overhead"),
         "{stdout}"
     );
+    // Each scenario opens with its answer, a sentence, before the table.
+    let answers = stdout
+        .lines()
+        .zip(stdout.lines().skip(1))
+        .filter(|(head, next)| head.starts_with("== ") && next.starts_with("answer: the "))
+        .count();
+    assert_eq!(answers, 4, "{stdout}");
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
@@ -481,8 +488,10 @@ fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let summary: serde_json::Value =
+    let mut summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    // What the terminal showed, for the tests that read its answer line.
+    summary["_stdout"] = serde_json::Value::String(stdout.clone());
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     let errors: Vec<String> = jsonschema::validator_for(&schema)
@@ -512,6 +521,11 @@ fn the_same_url_on_both_sides_is_never_an_overhead() {
     let url = format!("http://{}/api/users/7", b.rest[0]);
     let summary = compare_urls(&url, &url, "aa");
     assert!(summary["noise_floor"]["floor_ns"]["corrected"]["p50"].is_number());
+    let stdout = summary["_stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains("answer: the gateway side adds nothing distinguishable from the noise"),
+        "{stdout}"
+    );
     let sc = &summary["scenarios"][0];
     for kind in ["corrected", "service"] {
         for (p, o) in sc["ci_ns"][kind]["overhead"].as_object().unwrap() {
@@ -544,6 +558,20 @@ fn a_known_added_delay_is_inside_the_reported_interval() {
         lo <= 3_500_000.0 && hi >= 2_000_000.0,
         "p50 overhead interval [{lo}, {hi}] ns misses the 2 ms delay: {o}"
     );
+    // The answer line says what the table says about p50.
+    let stdout = summary["_stdout"].as_str().unwrap();
+    let answer = stdout
+        .lines()
+        .find(|l| l.starts_with("answer: "))
+        .unwrap_or_else(|| panic!("no answer line: {stdout}"));
+    let p50 = &summary["scenarios"][0]["ci_ns"]["corrected"]["overhead"]["p50"];
+    match p50["distinguishable"].as_bool() {
+        Some(true) => assert!(answer.contains(" at p50 ["), "{answer}"),
+        _ => assert!(
+            answer.contains("p50") && !answer.contains(" at p50 ["),
+            "{answer}"
+        ),
+    }
     rt.block_on(async {
         fast.shutdown().await;
         slow.shutdown().await;

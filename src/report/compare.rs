@@ -167,6 +167,7 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
     );
     for sc in &s.scenarios {
         let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
+        let _ = writeln!(out, "{}", answer(sc, s.rps));
         percentile_rows(&mut out, sc);
         side_lines(&mut out, sc);
         generator_warnings(&mut out, sc);
@@ -214,6 +215,55 @@ pub(crate) fn with_interval(e: &Estimate) -> String {
 pub(crate) fn signed_ns(v: f64) -> String {
     let sign = if v < 0.0 { "-" } else { "+" };
     format!("{sign}{}", human_ns(v.abs() as u64))
+}
+
+/// The scenario's answer in one sentence, before its table: what the second side adds at p50,
+/// p90 and p99 of the corrected latency (distinguishable ones with their interval, the others
+/// said to be within the noise) and the gateway's CPU per request at the offered rate.
+pub(crate) fn answer(sc: &ScenarioSummary, rps: f64) -> String {
+    let [base, side] = sc.labels;
+    let mut added = Vec::new();
+    let mut within = Vec::new();
+    if let Some(ci) = sc.ci_ns.get("corrected") {
+        for n in ["p50", "p90", "p99"] {
+            let Some(j) = ci.overhead.get(n) else {
+                continue;
+            };
+            let e = &j.estimate;
+            match j.distinguishable {
+                true => added.push(format!(
+                    "{} at {n} [{}, {}]",
+                    signed_ns(e.value),
+                    signed_ns(e.lo),
+                    signed_ns(e.hi)
+                )),
+                false => within.push(n),
+            }
+        }
+    }
+    let mut line = match (added.is_empty(), within.is_empty()) {
+        (true, _) => format!(
+            "answer: the {side} side adds nothing distinguishable from the noise over the \
+             {base} side at {}",
+            within.join(", ")
+        ),
+        (false, true) => format!(
+            "answer: the {side} side adds {} over the {base} side",
+            added.join(", ")
+        ),
+        (false, false) => format!(
+            "answer: the {side} side adds {} over the {base} side; not distinguishable at {}",
+            added.join(", "),
+            within.join(", ")
+        ),
+    };
+    if let Some(us) = sc.gateway.cpu_ms_per_1000.gateway_ms {
+        // ms per 1,000 requests is µs per request.
+        line.push_str(&format!(
+            "; {us:.0} µs of gateway CPU per request at {rps} req/s"
+        ));
+    }
+    line
 }
 
 /// An overhead: `+49µs [+41µs, +57µs]`, or `~0 (<30µs)` when not distinguishable.
