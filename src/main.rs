@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 use gwbench::cli::{Cli, one_line_error};
 
 /// mimalloc instead of glibc's malloc: per-thread free lists without glibc's arena locking and
@@ -18,6 +19,11 @@ fn main() -> ExitCode {
             // --help and --version.
             let _ = err.print();
             return ExitCode::SUCCESS;
+        }
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `gwbench` alone: the usage, on stderr (it is not what was asked for).
+            let _ = err.print();
+            return ExitCode::from(2);
         }
         Err(err) => {
             eprintln!("gwbench: error: {}", one_line_error(&err));

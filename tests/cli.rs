@@ -140,6 +140,42 @@ fn bad_flags_exit_2_with_one_line() {
     }
 }
 
+/// What a newcomer meets first: `gwbench` alone shows the usage (exit 2), a mistyped
+/// subcommand or flag keeps clap's "did you mean" and points to the right help, and every
+/// help ends with the exit codes.
+#[test]
+fn a_newcomer_gets_usage_hints_and_the_exit_codes() {
+    let (code, stderr) = fails(&[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("Usage: gwbench <COMMAND>"), "{stderr}");
+    assert!(stderr.contains("compare"), "{stderr}");
+    let (code, stderr) = fails(&["lod"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("similar subcommand exists: 'load'"),
+        "{stderr}"
+    );
+    let (code, stderr) = fails(&["load", "http://127.0.0.1:9/", "--rpss", "5"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("'--rps'"), "{stderr}");
+    assert!(stderr.contains("(see gwbench load --help)"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let help = gwbench().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Exit codes"), "{help}");
+    assert!(help.contains("2  what was asked cannot be done"), "{help}");
+}
+
+/// A templated target is reported as its template, placeholders and all.
+#[test]
+fn load_reports_a_templated_target_as_written() {
+    let (rt, backends) = mocks();
+    let url = format!("http://{}/api/users/{{seq}}", backends.rest[0]);
+    let out = load_json(&[&url, "--rps", "50", "-d", "1s"]);
+    assert_eq!(out["target"], url.as_str(), "{out}");
+    rt.block_on(backends.shutdown());
+}
+
 #[test]
 fn a_port_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -27,7 +27,14 @@ Examples:
   curl localhost:8081/api/users/42      # a user, as proto3 JSON
 
 Every listener defaults to 127.0.0.1; a port of 0 means \"pick a free one\".
-Set RUST_LOG (e.g. RUST_LOG=debug) for more logs on stderr.";
+Set RUST_LOG (e.g. RUST_LOG=debug) for more logs on stderr.
+
+Exit codes (every command):
+  0  done (load: every --slo objective met; diff: no regression)
+  1  the run failed: an --slo objective missed, a regression found by diff, a generator
+     thread that crashed, a target that failed while measured
+  2  what was asked cannot be done: a flag, a file, a configuration, a port in use, an
+     unreachable target — said in one line on stderr";
 
 /// gwbench: measure what an API gateway costs.
 ///
@@ -39,6 +46,7 @@ Set RUST_LOG (e.g. RUST_LOG=debug) for more logs on stderr.";
     name = "gwbench",
     version = env!("GWBENCH_VERSION"),
     propagate_version = true,
+    arg_required_else_help = true,
     after_help = EXAMPLES
 )]
 pub struct Cli {
@@ -187,7 +195,23 @@ pub fn one_line_error(err: &clap::Error) -> String {
     } else {
         text
     };
-    format!("{text} (see gwbench --help)")
+    // clap's hint ("a similar subcommand exists: 'load'") is kept, and the help pointed to is
+    // the subcommand's when the error is in one (from clap's usage line).
+    let tip = rendered
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map_or(String::new(), |t| format!("; {t}"));
+    let help = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .and_then(|usage| {
+            let mut words = usage.split_whitespace();
+            let (bin, sub) = (words.next()?, words.next()?);
+            (!sub.starts_with(['[', '<'])).then(|| format!("{bin} {sub} --help"))
+        })
+        .unwrap_or_else(|| "gwbench --help".into());
+    format!("{text}{tip} (see {help})")
 }
 
 #[cfg(test)]

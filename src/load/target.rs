@@ -174,11 +174,7 @@ impl RequestTemplate {
         let paths: Vec<String> = self
             .paths
             .iter()
-            .map(|p| {
-                p.fixed
-                    .as_ref()
-                    .map_or_else(|| "(template)".to_string(), |f| f.to_string())
-            })
+            .map(|p| p.fixed.as_ref().map_or_else(|| p.text(), |f| f.to_string()))
             .collect();
         format!(
             "{}://{}{}",

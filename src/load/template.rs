@@ -159,6 +159,18 @@ impl PathTemplate {
         Ok(t)
     }
 
+    /// The template as it was written, placeholders and all (for reports).
+    pub(crate) fn text(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.clone(),
+                Part::Seq => "{seq}".to_string(),
+                Part::Rand(a, b) => format!("{{rand:{a}-{b}}}"),
+            })
+            .collect()
+    }
+
     pub(crate) fn render(&self, seq: u64) -> String {
         Part::render(&self.parts, seq)
     }
