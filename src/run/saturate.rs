@@ -190,12 +190,12 @@ fn search(
         }
         Ok(false)
     };
-    // Geometric steps up to the first bad one.
-    let mut rate = args.start;
-    while rate <= args.max {
+    // Geometric steps up to the first bad one (or --max, which is tried itself).
+    let mut next = Some(args.start);
+    while let Some(rate) = next {
         if probe(rate, &mut steps, &mut slo)? {
             good = Some(rate);
-            rate *= args.factor;
+            next = next_rate(rate, args.factor, args.max);
         } else {
             bad = Some(rate);
             break;
@@ -223,6 +223,12 @@ fn search(
         slo_p99_ns: slo.unwrap_or(0),
         generator_limited: limited,
     })
+}
+
+/// The geometric step after a good `rate`: `rate × factor`, or `max` itself when that would
+/// overshoot it (so --max is always tried), or none once `max` was.
+fn next_rate(rate: f64, factor: f64, max: f64) -> Option<f64> {
+    (rate < max).then(|| (rate * factor).min(max))
 }
 
 /// The p99 measured at `rate`: of the run that decided its verdict (the last one at that rate —
@@ -627,6 +633,17 @@ fn write_files(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_steps_end_at_max_itself_when_the_next_would_overshoot_it() {
+        let steps = |start: f64, factor: f64, max: f64| {
+            std::iter::successors(Some(start), |r| next_rate(*r, factor, max)).collect::<Vec<_>>()
+        };
+        assert_eq!(steps(100.0, 4.0, 1000.0), [100.0, 400.0, 1000.0]);
+        assert_eq!(steps(100.0, 2.0, 400.0), [100.0, 200.0, 400.0]);
+        assert_eq!(steps(500.0, 2.0, 500.0), [500.0]);
+    }
+
     use super::*;
 
     fn step(offered: f64, achieved: f64, p99_ms: u64) -> Step {
