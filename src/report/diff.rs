@@ -286,7 +286,9 @@ fn show(p: &Point) -> String {
 
 /// The terminal table: one line per row, the regressions marked, and the verdict.
 pub fn render(d: &Diff, thresholds: &Thresholds) -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "base run -> new run [95 % interval]; change = (new - base) / base, in % of the base\n",
+    );
     let mut last = String::new();
     for r in &d.rows {
         let head = format!("{} ({})", r.scenario, r.kind);
@@ -405,7 +407,9 @@ mod tests {
         let d = diff(&load(300), &load(400), &Thresholds::default()).unwrap();
         assert_eq!(d.regressions(), 2, "{d:?}");
         assert!(d.rows.iter().all(|r| r.distinguishable.is_none()));
-        assert!(render(&d, &Thresholds::default()).contains("no interval"));
+        let text = render(&d, &Thresholds::default());
+        assert!(text.contains("no interval"), "{text}");
+        assert!(text.contains("in % of the base"), "{text}");
         let err = diff(
             &load(300),
             &compare((1.0, 1.0, 1.0)),
