@@ -1378,3 +1378,61 @@ fn completions_man_pages_and_version_come_from_the_cli_definitions() {
         "{version}"
     );
 }
+
+/// Ctrl-C during `load`: the run stops, its report is printed all the same — marked
+/// interrupted, over the time that ran, nothing counted as "not sent" for the part of the
+/// schedule that never came — and the exit code is 130.
+#[test]
+fn ctrl_c_during_load_prints_what_ran_and_exits_130() {
+    let (rt, backends) = mocks();
+    let url = format!("http://{}/api/users/1", backends.rest[0]);
+    let child = gwbench()
+        .args([
+            "load", &url, "--rps", "200", "-d", "60s", "--warmup", "0s", "-q", "--json",
+        ])
+        .args(["--prometheus-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let mut stderr = BufReader::new(guard.0.stderr.take().unwrap()).lines();
+    let first = stderr.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("prometheus metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    // Once requests were answered, Ctrl-C (SIGINT to the process, as the terminal sends).
+    common_wait(Duration::from_secs(20), || {
+        http_get(&addr, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("gwbench_load_requests_total{outcome=\"ok\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n >= 50)
+    });
+    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut guard);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut guard.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    common::assert_valid_load(&report);
+    assert_eq!(report["interrupted"], true, "{report}");
+    let ran = report["duration_s"].as_f64().unwrap();
+    assert!(ran > 0.0 && ran < 60.0, "{report}");
+    assert_eq!(report["requests"]["not_sent"], 0, "{report}");
+    assert!(report["requests"]["ok"].as_u64().unwrap() >= 50, "{report}");
+    rt.block_on(backends.shutdown());
+}
+
+/// Polls `ready` every 50 ms until it holds; fails the test after `within`.
+fn common_wait(within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(Instant::now() < deadline, "not ready within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

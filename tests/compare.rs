@@ -684,3 +684,114 @@ fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     (stdout, summary)
 }
+
+/// Requests the mocks at `admin` have answered so far (their `/admin/stats`).
+fn answered(admin: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(admin) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET /admin/stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    );
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    let stats: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    stats["listeners"]
+        .as_array()
+        .map_or(0, |l| l.iter().filter_map(|x| x["requests"].as_u64()).sum())
+}
+
+/// Ctrl-C during `compare`, once a round of both sides has finished: the run stops, prints and
+/// saves what finished (whole rounds only), marked interrupted, and exits 130.
+#[test]
+fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
+    let _serial = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (direct, gateway) = (mocks(&rt, "none"), mocks(&rt, "none"));
+    let out = gwbench::process::TempDir::new("interrupted").unwrap();
+    let child = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--rps",
+            "200",
+            "--rounds",
+            "2",
+            "--max-rounds",
+            "8",
+        ])
+        .args([
+            "--duration",
+            "1s",
+            "--calibration",
+            "0s",
+            "--warmup",
+            "0s",
+            "--quiet",
+        ])
+        .arg("--direct-url")
+        .arg(format!("http://{}/api/users/7", direct.rest[0]))
+        .arg("--gateway-url")
+        .arg(format!("http://{}/api/users/7", gateway.rest[0]))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    // Round 1 is direct then gateway, round 2 gateway then direct: once the direct side has
+    // answered more than a round's worth, round 1 is whole on both sides.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered(direct.admin) < 300 {
+        assert!(Instant::now() < deadline, "compare did not get to round 2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "compare did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut guard.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("INTERRUPTED (Ctrl-C)"), "{stdout}");
+    assert!(stdout.contains("report (partial: interrupted"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    let sc = &summary["scenarios"][0];
+    assert_eq!(sc["ended_by"], "interrupted", "{sc}");
+    assert!(sc["rounds_run"].as_u64().unwrap() >= 1, "{sc}");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&summary)
+    );
+    rt.block_on(async {
+        direct.shutdown().await;
+        gateway.shutdown().await;
+    });
+}
+
+/// Kills the child on drop (however the test ends).
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

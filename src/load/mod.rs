@@ -7,6 +7,7 @@ mod engine;
 pub mod grpc;
 pub mod h1;
 pub mod http;
+pub mod interrupt;
 pub mod live;
 pub mod recorder;
 pub mod schedule;
@@ -113,8 +114,11 @@ pub struct LoadRun {
     pub protocol: Protocol,
     /// Arrival profile.
     pub rate: Rate,
-    /// Length of the measured phase (configured duration, or first to last send).
+    /// Length of the measured phase (configured duration, or first to last send; up to the
+    /// last send when Ctrl-C stopped it).
     pub duration: Duration,
+    /// Ctrl-C stopped the measured phase early: the figures are of what ran.
+    pub interrupted: bool,
     /// Every scheduled request's outcome (with `not_sent`).
     pub outcomes: Outcomes,
     /// Whole-run histograms.
@@ -485,9 +489,10 @@ fn finish(
     let mut outcomes = collector.outcomes.clone();
     outcomes.not_sent =
         ends.iter().map(|e| e.not_sent).sum::<u64>() + plan.dispenser.drain_not_sent();
+    let interrupted = interrupt::interrupted();
     let duration = match cfg.limit {
-        Limit::Duration(d) => d,
-        Limit::Requests(_) => ends
+        Limit::Duration(d) if !interrupted => d,
+        Limit::Duration(_) | Limit::Requests(_) => ends
             .iter()
             .filter_map(|e| e.last_send)
             .max()
@@ -518,6 +523,7 @@ fn finish(
         connections: cfg.connections,
         threads: ends.len(),
         warmup_requests: plan.warm_dispenser.taken(),
+        interrupted,
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
         tls_handshakes: cfg.template.tls.as_ref().map(|t| t.handshakes()),
         stream_kind: cfg

@@ -609,6 +609,10 @@ impl Dispenser {
 
     /// The next ticket, or None when the phase has scheduled everything.
     pub fn next(&self) -> Option<Ticket> {
+        // Ctrl-C: no more tickets; what is not handed out was never due.
+        if super::interrupt::interrupted() {
+            return None;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let index = state.next;
         if let Limit::Requests(n) = self.limit

@@ -138,6 +138,10 @@ pub(crate) struct CompareSummary {
     /// terminating TLS.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) gateway_tls: bool,
+    /// Ctrl-C stopped the run: the scenarios here are the ones that finished (absent when
+    /// false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) interrupted: bool,
 }
 
 // ===== output =====
@@ -159,6 +163,12 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
     );
     let layout = s.layout.as_ref().map_or("external targets", |l| l.mode);
     let _ = writeln!(out, "layout {layout}: {}", s.machine.pinning.join("; "));
+    if s.interrupted {
+        let _ = writeln!(
+            out,
+            "INTERRUPTED (Ctrl-C): below are the scenarios that finished, each of whole rounds"
+        );
+    }
     noise_line(&mut out, s.noise_floor.as_ref());
     let _ = writeln!(
         out,

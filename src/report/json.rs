@@ -181,6 +181,9 @@ pub struct LoadReport {
     /// A gRPC streaming call's messages, timed apart from the whole call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
+    /// Ctrl-C stopped the run early (absent otherwise): the figures are of what ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// The messages of a gRPC streaming run (`load --grpc` on a streaming method). The whole call's
@@ -307,6 +310,7 @@ impl LoadReport {
                 handshakes: h.len(),
                 duration_ns: Percentiles::of(h),
             }),
+            interrupted: run.interrupted,
             stream: run.stream_kind.map(|kind| {
                 let s = &run.total.stream;
                 StreamReport {

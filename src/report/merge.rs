@@ -111,6 +111,7 @@ fn combine(
     let cpu_s = sum(&|r| r.generator.cpu_s);
     let [corrected, service, lag] = hists;
     LoadReport {
+        interrupted: false,
         schema: SCHEMA.to_string(),
         target: first.target.clone(),
         offered_rps: first

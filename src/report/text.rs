@@ -52,6 +52,13 @@ pub fn generator_fell_behind(r: &LoadReport) -> bool {
 /// Renders the summary.
 pub fn render(r: &LoadReport) -> String {
     let mut out = String::new();
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "INTERRUPTED (Ctrl-C) after {:.1}s: the figures below are of what ran",
+            r.duration_s
+        );
+    }
     let _ = writeln!(
         out,
         "target     {} ({}, {} connections, {} thread(s))",

@@ -287,6 +287,7 @@ pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
         eprintln!("prometheus metrics on http://{}/metrics", exporter.addr);
         cfg.live = Some(exporter.live.clone());
     }
+    crate::load::interrupt::catch_ctrl_c();
     let run = run_load(&cfg)?;
     let failed =
         |path: &Path, e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
@@ -322,6 +323,9 @@ pub(super) fn load(args: &LoadArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.hlog {
         write(path, &hlog::render(run.start_wall, &run.intervals))?;
+    }
+    if run.interrupted {
+        return Err(super::Interrupted(String::new()).into());
     }
     if let Some(slo) = slo {
         let missed = slo.check(&run);

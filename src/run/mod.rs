@@ -86,11 +86,21 @@ pub(crate) enum ExitKind {
     Failure = 1,
     /// The user's input is wrong: a flag, a file, a port in use, an unreachable target (exit 2).
     BadInput = 2,
+    /// Ctrl-C stopped a measurement; what finished was reported (exit 130).
+    Interrupted = crate::load::interrupt::EXIT_CODE,
 }
+
+/// Ctrl-C stopped a measurement (exit 130); what finished was printed and saved.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted (Ctrl-C): what finished is reported above{0}")]
+pub(crate) struct Interrupted(pub(crate) String);
 
 impl ExitKind {
     /// The kind of one error of a chain, when it is one of ours.
     fn of(e: &(dyn std::error::Error + 'static)) -> Option<ExitKind> {
+        if e.is::<Interrupted>() {
+            return Some(ExitKind::Interrupted);
+        }
         if let Some(load) = e.downcast_ref::<LoadError>() {
             return Some(match load.is_bad_input() {
                 true => ExitKind::BadInput,

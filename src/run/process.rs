@@ -200,7 +200,10 @@ fn start(
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // A group of its own: a Ctrl-C at the terminal is the parent's to handle (it keeps
+        // what finished, then stops its children), not a signal that stops the children mid-run.
+        .process_group(0);
     let pin_set = pin
         .map(cpuset)
         .transpose()

@@ -262,15 +262,18 @@ pub fn load_json(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid_load(&report);
+    report
+}
+
+/// Checks `report` against the gwbench.load.v1 schema.
+pub fn assert_valid_load(report: &serde_json::Value) {
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../../reports/schema/load.json")).unwrap();
     assert!(
-        jsonschema::validator_for(&schema)
-            .unwrap()
-            .is_valid(&report),
-        "{args:?}: not a valid gwbench.load.v1 object: {report}"
+        jsonschema::validator_for(&schema).unwrap().is_valid(report),
+        "not a valid gwbench.load.v1 object: {report}"
     );
-    report
 }
 
 /// An optional real component a test needs (`programs`: the names it goes by, or paths): the

@@ -47,7 +47,12 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     };
     let total_runs = calibration_runs + list.len() as u64 * u64::from(plan.min_rounds) * 2;
     let bar = progress_bar(total_runs, args.quiet);
+    crate::load::interrupt::catch_ctrl_c();
     let (floor, mut failure) = match calibrate(&plan, &list, &bar) {
+        _ if crate::load::interrupt::interrupted() => {
+            let during = " (during the noise-floor calibration: nothing measured yet)";
+            (None, Some(super::Interrupted(during.into()).into()))
+        }
         Ok(floor) => (floor, None),
         Err(e) => (None, Some(e)),
     };
@@ -88,6 +93,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         noise_floor: floor,
         fleet,
         gateway_tls: args.tls,
+        interrupted: crate::load::interrupt::interrupted(),
     };
     let table = table_of(&summary);
     super::print_out(&table)?;
@@ -98,10 +104,11 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     match failure {
         None => super::print_out(&format!("report: {}\n", dir.display())),
         Some(e) => {
-            super::print_out(&format!(
-                "report (partial: the run failed): {}\n",
-                dir.display()
-            ))?;
+            let why = match summary.interrupted {
+                true => "interrupted: the scenarios that finished",
+                false => "the run failed",
+            };
+            super::print_out(&format!("report (partial: {why}): {}\n", dir.display()))?;
             Err(e)
         }
     }
@@ -217,6 +224,14 @@ fn measure(
                 ));
                 let result = one_run(plan, side, round, plan.args.duration)
                     .with_context(|| format!("scenario {}, {}", sc.name, side.label));
+                if crate::load::interrupt::interrupted() {
+                    // The run Ctrl-C cut short is left out: only whole rounds count.
+                    if !direct.is_empty() && !through.is_empty() {
+                        results.push((sc.clone(), direct, through, "interrupted"));
+                    }
+                    let what = format!(" (in scenario {}, round {round})", sc.name);
+                    return (results, Some(super::Interrupted(what).into()));
+                }
                 match result {
                     Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
                     Ok(r) => direct.push(r),
