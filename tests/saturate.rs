@@ -159,3 +159,81 @@ fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
     assert!(fleet["scaling_efficiency"].as_f64().is_some(), "{fleet}");
     assert_eq!(summary["searches"].as_array().unwrap().len(), 2);
 }
+
+/// Ctrl-C during `saturate`, once a step has finished: the search stops, the steps that
+/// finished are printed and saved, marked interrupted, and the exit code is 130.
+#[test]
+fn ctrl_c_during_saturate_keeps_the_finished_steps_and_exits_130() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = served.clone();
+    let addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        gwbench::net::serve_http(
+            listener,
+            move |_req| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { gwbench::net::json(http::StatusCode::OK, "{}") }
+            },
+            shutdown.clone(),
+            gwbench::net::ServeLimits::default(),
+        );
+        addr
+    });
+    let out_dir = gwbench::process::TempDir::new("saturate-int").unwrap();
+    let child = Command::new(cargo_bin("gwbench"))
+        .args(["saturate", "--target", &format!("http://{addr}/x")])
+        .args(["--start", "100", "--factor", "2", "--max", "6400"])
+        .args([
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Guard(child);
+    // The first step (100 req/s for 1 s) has finished once more than 150 were served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while served.load(std::sync::atomic::Ordering::Relaxed) < 150 {
+        assert!(std::time::Instant::now() < deadline, "no step finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saturate did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut guard.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("INTERRUPTED (Ctrl-C)"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let search = &summary["searches"][0];
+    assert_eq!(search["interrupted"], true, "{search}");
+    assert!(!search["steps"].as_array().unwrap().is_empty(), "{search}");
+    shutdown.cancel();
+}

@@ -55,6 +55,9 @@ struct Search {
     slo_p99_ns: u64,
     /// The generator, not the target, ran out first: the knee is a lower bound.
     generator_limited: bool,
+    /// Ctrl-C stopped the search: its steps are the ones that finished (absent when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,40 +178,56 @@ fn search(
     let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
     // One step at `rate`; a bad verdict is confirmed by running the rate once more, so that a
     // single hiccup of the machine (a 50 ms stall in one 3 s window) does not end the search.
-    let probe = |rate: f64, steps: &mut Vec<Step>, slo: &mut Option<u64>| -> anyhow::Result<bool> {
-        for attempt in 0..2 {
-            let note = if attempt == 0 { "" } else { " (confirming)" };
-            bar.set_message(format!("{}: {rate:.0} req/s{note}", side.label));
-            let (mut step, _) = run_step(side, rate, args, generator_cores)?;
-            let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
-            judge(&mut step, limit);
-            let ok = step.good;
-            steps.push(step);
-            if ok {
-                return Ok(true);
+    // None: Ctrl-C cut the step short (it is left out).
+    let probe =
+        |rate: f64, steps: &mut Vec<Step>, slo: &mut Option<u64>| -> anyhow::Result<Option<bool>> {
+            for attempt in 0..2 {
+                let note = if attempt == 0 { "" } else { " (confirming)" };
+                bar.set_message(format!("{}: {rate:.0} req/s{note}", side.label));
+                let (mut step, _) = run_step(side, rate, args, generator_cores)?;
+                if crate::load::interrupt::interrupted() {
+                    return Ok(None);
+                }
+                let limit = *slo.get_or_insert_with(|| (step.p99_ns * 10).max(1_000_000));
+                judge(&mut step, limit);
+                let ok = step.good;
+                steps.push(step);
+                if ok {
+                    return Ok(Some(true));
+                }
             }
-        }
-        Ok(false)
-    };
+            Ok(Some(false))
+        };
+    let mut interrupted = false;
     // Geometric steps up to the first bad one (or --max, which is tried itself).
     let mut next = Some(args.start);
     while let Some(rate) = next {
-        if probe(rate, &mut steps, &mut slo)? {
-            good = Some(rate);
-            next = next_rate(rate, args.factor, args.max);
-        } else {
-            bad = Some(rate);
-            break;
+        match probe(rate, &mut steps, &mut slo)? {
+            Some(true) => {
+                good = Some(rate);
+                next = next_rate(rate, args.factor, args.max);
+            }
+            Some(false) => {
+                bad = Some(rate);
+                break;
+            }
+            None => {
+                interrupted = true;
+                break;
+            }
         }
     }
     // Bisect until the bracket is within 5 %.
-    if let (Some(mut lo), Some(mut hi)) = (good, bad) {
+    if let (Some(mut lo), Some(mut hi), false) = (good, bad, interrupted) {
         while (hi - lo) / lo > 0.05 {
             let mid = (lo + hi) / 2.0;
-            if probe(mid, &mut steps, &mut slo)? {
-                lo = mid
-            } else {
-                hi = mid
+            match probe(mid, &mut steps, &mut slo)? {
+                Some(true) => lo = mid,
+                Some(false) => hi = mid,
+                None => {
+                    interrupted = true;
+                    break;
+                }
             }
         }
         good = Some(lo);
@@ -222,6 +241,7 @@ fn search(
         first_bad_rps: bad,
         slo_p99_ns: slo.unwrap_or(0),
         generator_limited: limited,
+        interrupted,
     })
 }
 
@@ -245,6 +265,10 @@ fn p99_at(search: &Search, rate: Option<f64>) -> Option<u64> {
 
 fn answer(direct: Option<&Search>, gateway: Option<&Search>) -> String {
     let describe = |s: &Search| match (s.knee_rps, s.first_bad_rps) {
+        (Some(k), None) if s.interrupted => {
+            format!("at least {k:.0} req/s (interrupted before a bad step)")
+        }
+        (None, None) if s.interrupted => "unknown (interrupted before a step finished)".into(),
         (Some(k), Some(b)) => {
             let before = p99_at(s, Some(k)).map_or_else(String::new, human_ns);
             let after = p99_at(s, Some(b)).map_or_else(String::new, human_ns);
@@ -286,6 +310,7 @@ fn answer(direct: Option<&Search>, gateway: Option<&Search>) -> String {
 /// Runs `gwbench saturate`.
 pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     check_args(args)?;
+    crate::load::interrupt::catch_ctrl_c();
     if args.target.starts_with("http://") {
         return saturate_url(args);
     }
@@ -336,6 +361,9 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
             &sc.gateway
         };
         searches.push(search(side, args, generator_cores, &bar)?);
+        if crate::load::interrupt::interrupted() {
+            break;
+        }
     }
     bar.finish_and_clear();
     drop(stack);
@@ -542,7 +570,16 @@ fn report(
     pinning: Vec<String>,
     fleet: Option<FleetSummary>,
 ) -> anyhow::Result<()> {
-    let mut out = step_tables(args, title, &searches);
+    let interrupted = crate::load::interrupt::interrupted();
+    let mut out = String::new();
+    if interrupted {
+        let _ = writeln!(
+            out,
+            "INTERRUPTED (Ctrl-C): below are the steps that finished; a knee not bracketed \
+             within 5 % is not found yet"
+        );
+    }
+    out.push_str(&step_tables(args, title, &searches));
     let _ = writeln!(out, "\n{answer}");
     super::print_out(&out)?;
     let summary = SaturateSummary {
@@ -557,6 +594,13 @@ fn report(
         fleet,
     };
     let dir = write_files(args.out.as_deref(), started, &summary, &out)?;
+    if interrupted {
+        super::print_out(&format!(
+            "report (partial: interrupted): {}\n",
+            dir.display()
+        ))?;
+        return Err(super::Interrupted(String::new()).into());
+    }
     super::print_out(&format!("report: {}\n", dir.display()))?;
     Ok(())
 }
@@ -692,6 +736,7 @@ mod tests {
             first_bad_rps: Some(bad),
             slo_p99_ns: 10_000_000,
             generator_limited: false,
+            interrupted: false,
         };
         let a = answer(
             Some(&mk("direct", 20_000.0, 21_000.0)),
