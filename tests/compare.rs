@@ -335,7 +335,7 @@ fn report_html_renders_in_headless_chromium() {
         gwbench::report::html::render("gwbench compare", &[], "table", &[plot]),
     )
     .unwrap();
-    let out = Command::new(browser)
+    let out = Command::new(&browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -358,11 +358,99 @@ fn report_html_renders_in_headless_chromium() {
     assert!(out.status.success(), "chromium failed: {log}");
     assert_eq!(
         dom.matches("<svg").count(),
-        3,
+        4,
         "the charts are in the DOM: {dom}"
     );
     assert!(dom.contains("99.9%"));
     assert!(!log.contains("Uncaught"), "a script error: {log}");
+    // And as a person sees it: a screenshot of the whole page, drawn (not blank).
+    let shot = dir.join("report.png");
+    let out = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=900,2400",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Ok(keep) = std::env::var("GWBENCH_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    // diff --html: both runs in the legend, each named, and the table's verdict column on
+    // the page (its widest line fits the page's width at its font size).
+    let mut slower = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    for v in 1..=1000u64 {
+        slower.record(v * 1500).unwrap();
+    }
+    let table = "  gateway    p99         1.00ms [990µs, 1.01ms] -> 1.50ms [1.48ms, 1.52ms]          \
+                 +50.0%  REGRESSION";
+    let diff_page = gwbench::report::html::render_diff(
+        &[],
+        table,
+        &[gwbench::report::html::DiffPlot {
+            name: "rest".into(),
+            base: vec![("direct".into(), &h), ("gateway".into(), &h)],
+            new: vec![("direct".into(), &h), ("gateway".into(), &slower)],
+        }],
+    );
+    assert!(diff_page.contains("gateway (base)") && diff_page.contains("gateway (new)"));
+    let diff_file = dir.join("diff.html");
+    std::fs::write(&diff_file, &diff_page).unwrap();
+    let diff_shot = dir.join("diff.png");
+    let out = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+        ])
+        .args(["--no-first-run", "--disable-background-networking"])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg("--window-size=1100,1000")
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("--screenshot={}", diff_shot.display()))
+        .arg(format!("file://{}", diff_file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&diff_shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Ok(keep) = std::env::var("GWBENCH_KEEP_SCREENSHOT") {
+        std::fs::copy(&diff_shot, format!("{keep}.diff.png")).unwrap();
+    }
 }
 
 #[test]

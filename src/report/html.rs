@@ -82,6 +82,21 @@ fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
 }
 
+/// A dashed series' legend mark: dashed, as the line is drawn.
+fn legend_dashes(
+    color: RGBColor,
+) -> impl Fn((i32, i32)) -> plotters::element::DashedPathElement<std::vec::IntoIter<(i32, i32)>, u32>
+{
+    move |(x, y)| {
+        plotters::element::DashedPathElement::new(
+            vec![(x, y), (x + 20, y)],
+            6,
+            4,
+            color.stroke_width(2),
+        )
+    }
+}
+
 /// Draws a chart's legend in the report's style: black border, white fill.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
@@ -116,8 +131,10 @@ fn svg_chart(size: (u32, u32), draw: impl FnOnce(&Root<'_>) -> Drawn) -> String 
 /// A chart builder in the report's style: caption, margins, label areas.
 fn builder<'a, 'b>(root: &'a Root<'b>, caption: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
     let mut b = ChartBuilder::on(root);
+    // The right margin holds the last x label ("99.99%") whole.
     b.caption(caption, ("sans-serif", 18))
         .margin(12)
+        .margin_right(28)
         .x_label_area_size(36)
         .y_label_area_size(64);
     b
@@ -164,19 +181,25 @@ fn curves_chart(caption: &str, series: &[(&str, &Histogram<u64>, RGBColor, bool)
                     .find(|(n, _)| (n - x).abs() < 1e-9)
                     .map_or(String::new(), |(_, l)| l.to_string())
             })
+            .y_label_formatter(&tick)
             .x_desc("percentile")
             .y_desc("latency (ms)")
             .draw()?;
         for (curve, (label, _, color, dashed)) in curves.iter().zip(series) {
             let style = color.stroke_width(2);
-            let drawn = if *dashed {
-                chart.draw_series(DashedLineSeries::new(curve.iter().copied(), 6, 4, style))?
+            if *dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(curve.iter().copied(), 6, 4, style))?
+                    .label(*label)
+                    .legend(legend_dashes(*color));
             } else {
-                chart.draw_series(LineSeries::new(curve.iter().copied(), style))?
-            };
-            drawn.label(*label).legend(legend_line(*color));
+                chart
+                    .draw_series(LineSeries::new(curve.iter().copied(), style))?
+                    .label(*label)
+                    .legend(legend_line(*color));
+            }
         }
-        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })
 }
@@ -193,6 +216,8 @@ fn over_time_chart(s: &ScenarioPlot<'_>) -> String {
         .build_cartesian_2d(0f64..t_max, 0f64..top)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .x_desc("seconds since the first round's start")
             .y_desc("p99 (ms)")
             .draw()?;
@@ -235,23 +260,47 @@ fn overhead_values(scenarios: &[ScenarioPlot<'_>]) -> (Vec<[(f64, f64, f64); 2]>
     (values, floors)
 }
 
-fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
+/// A tick label for a person: at most three significant digits, no float noise
+/// (`0.30000000000000004` is `0.3`), thousands as they are.
+fn tick(v: &f64) -> String {
+    let v = *v;
+    if v == 0.0 || !v.is_finite() {
+        return "0".into();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (2 - magnitude).clamp(0, 12) as usize;
+    let text = format!("{v:.decimals$}");
+    match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => text,
+    }
+}
+
+/// The overhead of the gateway side at one percentile (`which`: 0 for p50, 1 for p99) per
+/// scenario, on a scale of its own: p99's noise would flatten p50's bars on a shared one.
+fn overhead_chart(scenarios: &[ScenarioPlot<'_>], which: usize) -> String {
     let (values, floors) = overhead_values(scenarios);
-    let ends = values.iter().flatten().flat_map(|v| [v.0, v.1, v.2]);
-    let top = ends.clone().fold(1.0f64, f64::max) * 1.2;
+    let at = |v: &[(f64, f64, f64); 2]| v[which];
+    let floor = |f: &(f64, f64)| if which == 0 { f.0 } else { f.1 };
+    let ends = values.iter().map(at).flat_map(|v| [v.0, v.1, v.2]);
+    let top = ends.clone().fold(0.1f64, f64::max) * 1.2;
     let low = ends.fold(0.0f64, f64::min) * 1.2;
-    let (top, low) = floors.iter().fold((top, low), |(t, l), f| {
-        (t.max(f.0.max(f.1) * 1.2), l.min(-f.0.max(f.1) * 1.2))
-    });
+    let (top, low) = floors
+        .iter()
+        .map(floor)
+        .fold((top, low), |(t, l), f| (t.max(f * 1.2), l.min(-f * 1.2)));
     let with_intervals = scenarios.iter().any(|s| s.intervals.is_some());
-    let title = if with_intervals {
-        "overhead of the gateway side (service time, all rounds; 95 % intervals; grey: noise floor)"
-    } else {
-        "overhead of the gateway side (service time, median of rounds)"
+    let name = ["p50", "p99"][which];
+    let title = match with_intervals {
+        true => format!(
+            "{name} overhead of the gateway side (service time; 95 % interval; grey: noise floor)"
+        ),
+        false => format!("{name} overhead of the gateway side (service time, median of rounds)"),
     };
+    let color = [BLUE, RED][which];
     let n = scenarios.len().max(1);
-    svg_chart((720, 320), |root| {
-        let mut chart = builder(root, title).build_cartesian_2d(0f64..n as f64, low..top)?;
+    svg_chart((720, 280), |root| {
+        let mut chart = builder(root, &title).build_cartesian_2d(0f64..n as f64, low..top)?;
         chart
             .configure_mesh()
             .x_labels(n * 2 + 1)
@@ -265,42 +314,34 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>]) -> String {
                     String::new()
                 }
             })
+            .y_label_formatter(&tick)
             .y_desc("added latency (µs)")
             .draw()?;
         let grey = RGBColor(220, 220, 220);
-        for (i, ([p50, p99], (f50, f99))) in values.iter().zip(&floors).enumerate() {
+        for (i, (v, f)) in values
+            .iter()
+            .map(at)
+            .zip(floors.iter().map(floor))
+            .enumerate()
+        {
             let x = i as f64;
-            chart.draw_series([
-                Rectangle::new([(x + 0.12, -f50), (x + 0.48, *f50)], grey.filled()),
-                Rectangle::new([(x + 0.52, -f99), (x + 0.88, *f99)], grey.filled()),
-            ])?;
-            chart.draw_series([
-                Rectangle::new([(x + 0.15, 0.0), (x + 0.45, p50.0)], BLUE.filled()),
-                Rectangle::new([(x + 0.55, 0.0), (x + 0.85, p99.0)], RED.filled()),
-            ])?;
+            chart.draw_series([Rectangle::new(
+                [(x + 0.25, -f), (x + 0.75, f)],
+                grey.filled(),
+            )])?;
+            chart.draw_series([Rectangle::new(
+                [(x + 0.3, 0.0), (x + 0.7, v.0)],
+                color.filled(),
+            )])?;
             if with_intervals {
-                for (mid, v) in [(x + 0.3, p50), (x + 0.7, p99)] {
-                    chart.draw_series([
-                        PathElement::new(vec![(mid, v.1), (mid, v.2)], BLACK.stroke_width(2)),
-                        PathElement::new(vec![(mid - 0.05, v.1), (mid + 0.05, v.1)], BLACK),
-                        PathElement::new(vec![(mid - 0.05, v.2), (mid + 0.05, v.2)], BLACK),
-                    ])?;
-                }
+                let mid = x + 0.5;
+                chart.draw_series([
+                    PathElement::new(vec![(mid, v.1), (mid, v.2)], BLACK.stroke_width(2)),
+                    PathElement::new(vec![(mid - 0.05, v.1), (mid + 0.05, v.1)], BLACK),
+                    PathElement::new(vec![(mid - 0.05, v.2), (mid + 0.05, v.2)], BLACK),
+                ])?;
             }
         }
-        chart
-            .draw_series([Rectangle::new([(0.0, 0.0), (0.0, 0.0)], BLUE.filled())])?
-            .label("p50")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.filled()));
-        chart
-            .draw_series([Rectangle::new([(0.0, 0.0), (0.0, 0.0)], RED.filled())])?
-            .label("p99")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.filled()));
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE)
-            .draw()?;
         Ok(())
     })
 }
@@ -326,11 +367,13 @@ pub fn render(
         let _ = writeln!(out, "<li>{}</li>", escape(c));
     }
     out.push_str("</ul>\n");
-    let _ = writeln!(
-        out,
-        "<figure id=\"overhead\">{}</figure>",
-        overhead_chart(scenarios)
-    );
+    for (which, id) in ["overhead-p50", "overhead-p99"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<figure id=\"{id}\">{}</figure>",
+            overhead_chart(scenarios, which)
+        );
+    }
     for s in scenarios {
         let _ = writeln!(
             out,
@@ -376,8 +419,8 @@ pub fn render_diff(context: &[String], table: &str, plots: &[DiffPlot<'_>]) -> S
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gwbench diff</title>\n<style>\
-         body{{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}}\
-         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}\
+         body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:11px}}\
          figure{{margin:1em 0}} h2{{border-bottom:1px solid #ccc}}</style></head><body>\n<h1>gwbench diff</h1>\n<ul>\n"
     );
     for c in context {
@@ -386,10 +429,22 @@ pub fn render_diff(context: &[String], table: &str, plots: &[DiffPlot<'_>]) -> S
     out.push_str("</ul>\n");
     let colors = [BLUE, RED, GREEN, MAGENTA];
     for p in plots {
+        // Each curve says which run it is: "direct (base)" dashed, "direct (new)" solid.
+        let labels: Vec<Vec<String>> = [("base", &p.base), ("new", &p.new)]
+            .iter()
+            .map(|(run, side)| {
+                side.iter()
+                    .map(|(l, _)| match l == run {
+                        true => l.clone(),
+                        false => format!("{l} ({run})"),
+                    })
+                    .collect()
+            })
+            .collect();
         let mut series = Vec::new();
-        for (dashed, side) in [(true, &p.base), (false, &p.new)] {
-            for (i, (label, h)) in side.iter().enumerate() {
-                series.push((label.as_str(), *h, colors[i % colors.len()], dashed));
+        for ((dashed, side), names) in [(true, &p.base), (false, &p.new)].into_iter().zip(&labels) {
+            for (i, ((_, h), name)) in side.iter().zip(names).enumerate() {
+                series.push((name.as_str(), *h, colors[i % colors.len()], dashed));
             }
         }
         let _ = writeln!(
@@ -464,6 +519,8 @@ fn p99_by_offered(sides: &[SaturationPlot<'_>]) -> String {
         let mut chart = builder.build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())?;
         chart
             .configure_mesh()
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .x_desc("offered (req/s)")
             .y_desc("p99 (ms)")
             .draw()?;
@@ -494,6 +551,8 @@ fn achieved_by_offered(sides: &[SaturationPlot<'_>]) -> String {
         let mut chart = builder.build_cartesian_2d(0f64..x_max, 0f64..x_max)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .x_desc("offered (req/s)")
             .y_desc("achieved (req/s)")
             .draw()?;
@@ -571,10 +630,59 @@ mod tests {
             "table & <stuff>",
             &[plot],
         );
-        assert_eq!(page.matches("<svg").count(), 3);
+        assert_eq!(page.matches("<svg").count(), 4);
         assert!(!page.contains("<script"));
+        // No tick label carries float noise (0.30000000000000004).
+        assert!(!page.contains("00000000"), "{page}");
         assert!(page.contains("a &lt;test&gt;") && page.contains("table &amp; &lt;stuff&gt;"));
         assert!(!page.contains("chart could not be drawn"), "{page}");
         assert!(page.contains("99.9%"), "the nines axis is labelled");
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        let cases = [
+            (0.1 + 0.2, "0.3"),
+            (0.2 * 3.0, "0.6"),
+            (0.0, "0"),
+            (1.25, "1.25"),
+            (12.5, "12.5"),
+            (250.0, "250"),
+            (5000.0, "5000"),
+            (-12.5, "-12.5"),
+            (0.0012, "0.0012"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(tick(&v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn p50_and_p99_overheads_each_get_their_own_scale() {
+        let h = Histogram::<u64>::new(3).unwrap();
+        let plot = ScenarioPlot {
+            name: "rest",
+            description: "",
+            labels: ("direct", "gateway"),
+            hists: (&h, &h),
+            p99_over_time: (vec![], vec![]),
+            overhead_ns: (20_000.0, 2_000_000.0),
+            intervals: Some(OverheadIntervals {
+                p50: (20_000.0, 18_000.0, 22_000.0),
+                p99: (2_000_000.0, -500_000.0, 4_000_000.0),
+                floor: (5_000.0, 3_000_000.0),
+            }),
+        };
+        // The largest tick label of a chart (the SVG writes each on a line of its own).
+        let top = |svg: &str| {
+            svg.lines()
+                .filter_map(|l| l.trim().parse::<f64>().ok())
+                .fold(f64::MIN, f64::max)
+        };
+        // The p50 chart's scale is p50's: its axis stops in the tens of µs, not near 4,800.
+        let p50 = overhead_chart(std::slice::from_ref(&plot), 0);
+        assert!((20.0..=30.0).contains(&top(&p50)), "{p50}");
+        let p99 = overhead_chart(std::slice::from_ref(&plot), 1);
+        assert!(p99.contains("p99 overhead") && top(&p99) >= 3000.0, "{p99}");
     }
 }
