@@ -13,28 +13,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Kills the child on drop, so a failing test leaves no process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Guard;
 
 /// Waits (at most 15 s) for the child to exit.
 fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the child did not exit within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    guard.exit_within(Duration::from_secs(15), "the child")
 }
 
 /// Sends SIGTERM and waits for the child to exit.
@@ -69,17 +52,10 @@ fn fails(args: &[&str]) -> (i32, String) {
         .spawn()
         .unwrap();
     let mut guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gwbench {args:?} still runs after 15 s; it was expected to fail"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = guard.exit_within(
+        Duration::from_secs(15),
+        &format!("gwbench {args:?}, expected to fail"),
+    );
     let mut stderr = String::new();
     if let Some(mut e) = guard.0.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
@@ -1411,10 +1387,9 @@ fn ctrl_c_during_load_prints_what_ran_and_exits_130() {
             .and_then(|n| n.trim().parse::<u64>().ok())
             .is_some_and(|n| n >= 50)
     });
-    kill(Pid::from_raw(guard.0.id() as i32), Signal::SIGINT).unwrap();
+    guard.interrupt();
     let status = wait_exit(&mut guard);
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut guard.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let stdout = guard.stdout_text();
     let rest: Vec<String> = stderr.map_while(Result::ok).collect();
     assert_eq!(status.code(), Some(130), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");

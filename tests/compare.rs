@@ -300,6 +300,32 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
     }
 }
 
+/// Headless Chromium as the machine allows it (no sandbox as root, no network beyond the
+/// page, a profile of its own under `dir`), with `args` after.
+fn chromium(
+    browser: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[String],
+) -> std::process::Output {
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+        ])
+        .args(["--no-first-run", "--disable-background-networking"])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// report.html opens in headless Chromium with its charts in the DOM. Chromium comes from
 /// `.ci/run` (apt-get install chromium); elsewhere the test says it is missing and skips, unless
 /// GWBENCH_REQUIRE_BROWSER=1 (set by CI) makes that a failure.
@@ -335,24 +361,16 @@ fn report_html_renders_in_headless_chromium() {
         gwbench::report::html::render("gwbench compare", &[], "table", &[plot]),
     )
     .unwrap();
-    let out = Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", file.display()))
-        .output()
-        .unwrap();
+    let out = chromium(
+        &browser,
+        &dir,
+        &[
+            "--enable-logging=stderr".into(),
+            "--v=0".into(),
+            "--dump-dom".into(),
+            format!("file://{}", file.display()),
+        ],
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "chromium failed: {log}");
@@ -365,24 +383,15 @@ fn report_html_renders_in_headless_chromium() {
     assert!(!log.contains("Uncaught"), "a script error: {log}");
     // And as a person sees it: a screenshot of the whole page, drawn (not blank).
     let shot = dir.join("report.png");
-    let out = Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=900,2400",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", file.display()))
-        .output()
-        .unwrap();
+    let out = chromium(
+        &browser,
+        &dir,
+        &[
+            "--window-size=900,2400".into(),
+            format!("--screenshot={}", shot.display()),
+            format!("file://{}", file.display()),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -418,25 +427,15 @@ fn report_html_renders_in_headless_chromium() {
     let diff_file = dir.join("diff.html");
     std::fs::write(&diff_file, &diff_page).unwrap();
     let diff_shot = dir.join("diff.png");
-    let out = Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-        ])
-        .args(["--no-first-run", "--disable-background-networking"])
-        .args([
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg("--window-size=1100,1000")
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--screenshot={}", diff_shot.display()))
-        .arg(format!("file://{}", diff_file.display()))
-        .output()
-        .unwrap();
+    let out = chromium(
+        &browser,
+        &dir,
+        &[
+            "--window-size=1100,1000".into(),
+            format!("--screenshot={}", diff_shot.display()),
+            format!("file://{}", diff_file.display()),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -829,7 +828,7 @@ fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(child);
+    let mut guard = common::Guard(child);
     // Round 1 is direct then gateway, round 2 gateway then direct: once the direct side has
     // answered more than a round's worth, round 1 is whole on both sides.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -872,14 +871,4 @@ fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
         direct.shutdown().await;
         gateway.shutdown().await;
     });
-}
-
-/// Kills the child on drop (however the test ends).
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

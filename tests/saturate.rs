@@ -199,14 +199,7 @@ fn ctrl_c_during_saturate_keeps_the_finished_steps_and_exits_130() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut guard = Guard(child);
+    let mut guard = common::Guard(child);
     // The first step (100 req/s for 1 s) has finished once more than 150 were served.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while served.load(std::sync::atomic::Ordering::Relaxed) < 150 {

@@ -306,3 +306,45 @@ pub fn require_tool(programs: &[&str], require: &str, package: &str) -> Option<s
     }
     found
 }
+
+/// A child process of a test, killed on drop (however the test ends).
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guard {
+    /// Waits for the child to exit; fails the test (the child then killed) after `within`.
+    pub fn exit_within(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the child SIGINT, as Ctrl-C at a terminal does.
+    pub fn interrupt(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    }
+
+    /// What the child wrote on its (piped) stdout, to the end.
+    pub fn stdout_text(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut out) = self.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+        }
+        text
+    }
+}
