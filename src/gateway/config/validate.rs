@@ -1,7 +1,7 @@
 //! Loading and checking a configuration, as named steps: parse (TOML, unknown keys refused),
 //! then every section's rules, each error naming the key and what was expected.
 
-use super::*;
+use super::{ConfigError, GatewayConfig, RateLimitStore, Upstream, UpstreamProtocol, embedded};
 
 impl GatewayConfig {
     /// The embedded default.

@@ -21,9 +21,11 @@ use crate::report::{hgrm, hlog, html};
 mod scenario;
 mod stats;
 
-use crate::report::compare::*;
-pub(super) use scenario::*;
-use stats::*;
+use crate::report::compare::{
+    CompareSummary, CpuPer1000, Machine, NoiseFloor, html_context, plot_intervals, render_table,
+};
+pub(super) use scenario::{Scenario, Side, over_tls, scenarios, template};
+use stats::{RoundResult, cpu_model, noise_floor, precise_enough, sampled, scenario_summary};
 
 /// A compare that cannot run as asked (exit code 2).
 #[derive(Debug, Error)]

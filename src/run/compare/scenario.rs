@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::*;
+use super::CompareError;
 use crate::load::grpc;
 use crate::load::target::{Protocol, RequestTemplate};
 

@@ -4,10 +4,12 @@
 
 use hdrhistogram::Histogram;
 
-use super::*;
+use super::Measured;
 use crate::cli::CompareArgs;
 use crate::load::LoadRun;
-use crate::report::compare::*;
+use crate::report::compare::{
+    CI_PCTS, CpuPer1000, Judged, KindCi, NoiseFloor, ScenarioSummary, SideSummary, Spread,
+};
 use crate::report::json::{LoadReport, Percentiles};
 use crate::stats::{Bootstrap, Estimate, Sampled};
 
