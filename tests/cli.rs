@@ -140,6 +140,7 @@ fn a_newcomer_gets_usage_hints_and_the_exit_codes() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("Exit codes"), "{help}");
     assert!(help.contains("2  what was asked cannot be done"), "{help}");
+    assert!(help.contains("130  interrupted by Ctrl-C"), "{help}");
 }
 
 /// A templated target is reported as its template, placeholders and all.

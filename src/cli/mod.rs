@@ -34,7 +34,9 @@ Exit codes (every command):
   1  the run failed: an --slo objective missed, a regression found by diff, a generator
      thread that crashed, a target that failed while measured
   2  what was asked cannot be done: a flag, a file, a configuration, a port in use, an
-     unreachable target — said in one line on stderr";
+     unreachable target — said in one line on stderr
+  130  interrupted by Ctrl-C (load, compare, saturate): what finished is printed and saved;
+       a second Ctrl-C stops at once";
 
 /// gwbench: measure what an API gateway costs.
 ///
