@@ -15,6 +15,7 @@ pub mod reflect;
 pub mod report;
 mod run;
 pub mod stats;
+pub mod ws;
 
 pub use run::process;
 

@@ -7,6 +7,7 @@ pub mod behavior;
 pub mod data;
 pub mod grpc;
 pub mod rest;
+mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

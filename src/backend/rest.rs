@@ -130,6 +130,9 @@ pub async fn handle(instance: Arc<Instance>, req: Request<Incoming>) -> Response
     if path == "/healthz" {
         return json(StatusCode::OK, r#"{"status":"ok"}"#);
     }
+    if super::ws::is_ws_path(path) {
+        return super::ws::handle(instance, req);
+    }
     let endpoint = match route(req.method(), path) {
         Ok(e) => e,
         Err(NoRoute::NotFound) => {

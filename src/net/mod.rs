@@ -465,6 +465,10 @@ impl Conn<'_> {
                     Ok(response) => response,
                     Err(_) => internal_error().map(B::from_full),
                 };
+                // A switched protocol (WebSocket) keeps its own timeouts from here on.
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    in_flight.upgraded();
+                }
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
             }
@@ -474,7 +478,7 @@ impl Conn<'_> {
             let idle = io.closing();
             let conn = self
                 .builder
-                .serve_connection(TokioIo::new(io), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             let stopping = self.stopping.clone();
             // Client resets and protocol errors end that connection only.
@@ -507,7 +511,7 @@ impl Conn<'_> {
             let io = watch::Watched::new(tls, watching, timeouts);
             let idle = io.closing();
             let conn = builder
-                .serve_connection(TokioIo::new(io), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             let _ = until_done!(conn, idle, stopping);
             drop(slot);

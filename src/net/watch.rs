@@ -18,7 +18,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub(super) struct Timeouts {
 pub(super) struct Requests {
     started: AtomicU64,
     in_flight: AtomicUsize,
+    /// The connection switched protocols (a WebSocket): HTTP's head and idle rules no longer
+    /// apply; the new protocol's endpoint times it.
+    upgraded: AtomicBool,
 }
 
 impl Requests {
@@ -53,6 +56,13 @@ impl Requests {
 
 /// A request in flight on its connection (see [`Requests::enter`]).
 pub(super) struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    /// The request's answer switched the connection to another protocol.
+    pub(super) fn upgraded(&self) {
+        self.0.upgraded.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -104,6 +114,9 @@ impl<S> Watched<S> {
     /// When the connection is to be closed if nothing happens before; None while a request
     /// is in flight.
     fn deadline(&mut self) -> Option<Instant> {
+        if self.requests.upgraded.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Some((first_byte, started)) = self.head {
             if self.requests.started.load(Ordering::Relaxed) == started {
                 return Some(first_byte + self.timeouts.header_read);

@@ -152,6 +152,7 @@ named!(
     Product,
     SearchProductsResponse,
     Stock,
+    StockMovement,
 );
 
 /// Renders a message as proto3 JSON (lowerCamelCase names, default values omitted, 64-bit
