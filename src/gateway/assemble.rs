@@ -230,5 +230,9 @@ fn core(cfg: &GatewayConfig, upstreams: Vec<Upstream>) -> Core {
         .iter()
         .filter_map(|h| http::HeaderName::try_from(h.as_str()).ok())
         .collect();
-    Core::new(upstreams, json).forwarding(forward)
+    let w = &cfg.websocket;
+    let gate = crate::gateway::path::upgrade::Gate::new(w.limits(), w.max_connections);
+    Core::new(upstreams, json)
+        .forwarding(forward)
+        .websocket(gate)
 }

@@ -622,6 +622,48 @@ pub struct GatewayConfig {
     /// Spans over OTLP.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// WebSocket limits.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+}
+
+/// `[websocket]`: the limits of proxied and translated WebSocket connections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest message, all fragments together.
+    pub max_message_bytes: usize,
+    /// Largest frame.
+    pub max_frame_bytes: usize,
+    /// Most fragments in one message.
+    pub max_fragments: u32,
+    /// No frame either way for this long: closed.
+    pub idle_timeout: TextDuration,
+    /// A peer that does not take its bytes for this long: closed.
+    pub send_timeout: TextDuration,
+    /// Open connections per worker.
+    pub max_connections: usize,
+}
+
+impl Default for WebSocketConfig {
+    /// The embedded default config's `[websocket]`.
+    fn default() -> Self {
+        embedded().websocket.clone()
+    }
+}
+
+impl WebSocketConfig {
+    /// The limits every WebSocket connection of the gateway is held to.
+    pub fn limits(&self) -> crate::ws::Limits {
+        crate::ws::Limits {
+            max_message: self.max_message_bytes,
+            max_frame: self.max_frame_bytes,
+            max_fragments: self.max_fragments,
+            idle_timeout: self.idle_timeout.0,
+            send_timeout: self.send_timeout.0,
+            ..crate::ws::Limits::default()
+        }
+    }
 }
 
 /// `[tracing]`: spans per request and per upstream call, exported over OTLP/gRPC.

@@ -59,6 +59,19 @@ impl GatewayConfig {
                 self.tracing.otlp_endpoint
             ));
         }
+        let w = &self.websocket;
+        if w.max_message_bytes == 0 || w.max_frame_bytes == 0 || w.max_fragments == 0 {
+            return Err("websocket: max_message_bytes, max_frame_bytes and max_fragments must be above 0".into());
+        }
+        if w.max_frame_bytes > w.max_message_bytes {
+            return Err(format!(
+                "websocket.max_frame_bytes {} is over max_message_bytes {}: a frame is part of a message",
+                w.max_frame_bytes, w.max_message_bytes
+            ));
+        }
+        if w.idle_timeout.0.is_zero() || w.send_timeout.0.is_zero() || w.max_connections == 0 {
+            return Err("websocket: idle_timeout, send_timeout and max_connections must be above 0".into());
+        }
         if self.access_log.queue == 0 || self.access_log.path.is_empty() {
             return Err("access_log: queue must be above 0 and path not empty".into());
         }

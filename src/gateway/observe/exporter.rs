@@ -24,6 +24,14 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             metrics::counter!("gwbench_rate_limited_total").increment(0);
             metrics::counter!("gwbench_rate_limit_store_errors_total").increment(0);
             metrics::counter!("gwbench_access_log_dropped_total").increment(0);
+            metrics::gauge!("gwbench_ws_connections").set(0.0);
+            for direction in ["to_upstream", "to_client"] {
+                metrics::counter!("gwbench_ws_messages_total", "direction" => direction).increment(0);
+                metrics::counter!("gwbench_ws_bytes_total", "direction" => direction).increment(0);
+            }
+            for reason in ["too_big", "policy", "protocol", "slow_reader", "idle"] {
+                metrics::counter!("gwbench_ws_violations_total", "reason" => reason).increment(0);
+            }
             for result in ["HIT", "MISS", "BYPASS"] {
                 metrics::counter!("gwbench_cache_total", "result" => result).increment(0);
             }

@@ -42,6 +42,8 @@ pub(crate) struct Core {
     /// Whether requests carry an observed context to fill in (access log or tracing on): off,
     /// no request pays the extension lookup.
     observing: bool,
+    /// WebSocket limits and this worker's open connections.
+    ws: super::upgrade::Gate,
 }
 
 impl Core {
@@ -53,7 +55,14 @@ impl Core {
             forward: Vec::new(),
             tracing: None,
             observing: false,
+            ws: Default::default(),
         }
+    }
+
+    /// With these WebSocket limits and connection slots.
+    pub(crate) fn websocket(mut self, gate: super::upgrade::Gate) -> Self {
+        self.ws = gate;
+        self
     }
 
     /// With the upstream and its latency written into each request's observed context.
@@ -117,8 +126,13 @@ impl Core {
             Target::Transcode(_) => self.json.errors,
             _ => crate::gateway::config::ErrorFormat::Gwbench,
         };
+        let upgrade = crate::ws::is_upgrade(&req.parts.headers);
         let call = async {
             match req.target.clone() {
+                Target::Proxy(p) if upgrade => {
+                    let upstream = &self.upstreams[p.upstream];
+                    super::upgrade::proxy(&self.ws, upstream, &p.strip, req).await
+                }
                 Target::Transcode(route) => self.transcode(route, &req, started).await,
                 Target::Proxy(p) => self.proxy(&p, req).await,
                 Target::Aggregate(_) => unreachable!("answered above"),

@@ -77,6 +77,12 @@ impl Pool {
         }
     }
 
+    /// A new connection to the endpoint, outside the pool (a WebSocket upgrade keeps it).
+    pub(crate) async fn dial(&self) -> std::io::Result<crate::net::tls::Stream> {
+        let tcp = crate::net::connect(self.addr.as_str(), Some(self.connect_timeout)).await?;
+        crate::net::tls::wrap(tcp, self.tls.as_deref(), Some(self.connect_timeout)).await
+    }
+
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {

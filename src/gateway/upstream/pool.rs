@@ -268,6 +268,30 @@ impl Upstream {
         call(conn).await
     }
 
+    /// A WebSocket upgrade to a chosen endpoint on a new connection (see `ws.rs`): the
+    /// endpoint's answer, and the endpoint's in-flight count held for the connection's life.
+    pub(crate) async fn ws_upgrade(
+        &self,
+        pq: &PathAndQuery,
+        headers: &http::HeaderMap,
+    ) -> Result<(super::ws::Answer<crate::net::tls::Stream>, Held), GwError> {
+        let i = self.pick(None);
+        let ep = &self.endpoints[i];
+        let pool = ep
+            .h1
+            .as_ref()
+            .ok_or_else(|| GwError::grpc(Code::Internal, "not an HTTP upstream"))?;
+        let held = Held::new(&ep.in_flight);
+        let io = pool.dial().await.map_err(|e| {
+            if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) {
+                self.mark_down(i);
+            }
+            GwError::grpc(Code::Unavailable, format!("upstream {} ({}): {e}", self.name, ep.addr))
+        })?;
+        let answer = super::ws::handshake(io, &ep.addr, pq.as_str(), headers).await?;
+        Ok((answer, held))
+    }
+
     /// Forwards an HTTP request (method, path and query, headers without hop-by-hop ones, body)
     /// to an endpoint; its address is the Host. A refused connection marks the endpoint down
     /// and the request goes to another one. An answer that is not valid HTTP/1.1 (or none) is
