@@ -82,7 +82,10 @@ fn knobs(query: Option<&str>) -> Result<Knobs, String> {
                     .ok()
                     .filter(|u| *u <= super::grpc::MAX_WATCH_UPDATES)
                     .ok_or_else(|| {
-                        format!("updates {n} is more than {}", super::grpc::MAX_WATCH_UPDATES)
+                        format!(
+                            "updates {n} is more than {}",
+                            super::grpc::MAX_WATCH_UPDATES
+                        )
                     })?
             }
             "interval_ms" => k.interval = Duration::from_millis(n.min(60_000)),
@@ -106,7 +109,11 @@ pub(super) fn is_ws_path(path: &str) -> bool {
 pub(super) fn handle(instance: Arc<Instance>, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let Some(endpoint) = route(path) else {
-        return json_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {path}"));
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no route for {path}"),
+        );
     };
     let knobs = match knobs(req.uri().query()) {
         Ok(k) => k,
@@ -115,10 +122,15 @@ pub(super) fn handle(instance: Arc<Instance>, mut req: Request<Incoming>) -> Res
     let parts = match ws::accept(req.method(), req.headers()) {
         Ok(p) => p,
         Err(e) => {
-            let mut resp =
-                json_error(StatusCode::UPGRADE_REQUIRED, "FAILED_PRECONDITION", &e.to_string());
-            resp.headers_mut()
-                .insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+            let mut resp = json_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "FAILED_PRECONDITION",
+                &e.to_string(),
+            );
+            resp.headers_mut().insert(
+                http::header::UPGRADE,
+                http::HeaderValue::from_static("websocket"),
+            );
             return resp;
         }
     };
@@ -158,7 +170,7 @@ async fn answer(
     message: Message,
 ) -> Option<Ending> {
     *seq += 1;
-    if knobs.drop_every > 0 && *seq % knobs.drop_every == 0 {
+    if knobs.drop_every > 0 && (*seq).is_multiple_of(knobs.drop_every) {
         return None;
     }
     if !knobs.delay.is_zero() {
@@ -207,7 +219,12 @@ async fn data_error(socket: &mut ws::ServerSocket, err: DataError) -> Ending {
     (close::POLICY, code.to_string())
 }
 
-async fn watch(instance: &Instance, socket: &mut ws::ServerSocket, id: &str, knobs: Knobs) -> Ending {
+async fn watch(
+    instance: &Instance,
+    socket: &mut ws::ServerSocket,
+    id: &str,
+    knobs: Knobs,
+) -> Ending {
     let first = match id.parse::<i64>().map(data::stock) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return data_error(socket, e).await,
@@ -238,7 +255,10 @@ async fn sync(instance: &Instance, socket: &mut ws::ServerSocket, knobs: Knobs) 
             Err(e) => return read_error(&e),
         };
         let Message::Text(text) = m else {
-            return (close::INVALID_DATA, "expected a StockMovement as JSON text".into());
+            return (
+                close::INVALID_DATA,
+                "expected a StockMovement as JSON text".into(),
+            );
         };
         let movement: v1::StockMovement = match proto::from_json(text.as_bytes()) {
             Ok(m) => m,
@@ -271,11 +291,20 @@ mod tests {
     fn routes_and_knobs() {
         assert_eq!(route("/ws/echo"), Some(Endpoint::Echo));
         assert_eq!(route("/ws/inventory/sync"), Some(Endpoint::Sync));
-        assert_eq!(route("/ws/inventory/7/watch"), Some(Endpoint::Watch("7".into())));
+        assert_eq!(
+            route("/ws/inventory/7/watch"),
+            Some(Endpoint::Watch("7".into()))
+        );
         assert_eq!(route("/ws/nope"), None);
-        let k = knobs(Some("delay_ms=5&drop_every=3&close_after=2&close_code=4000")).unwrap();
+        let k = knobs(Some(
+            "delay_ms=5&drop_every=3&close_after=2&close_code=4000",
+        ))
+        .unwrap();
         assert_eq!(k.delay, Duration::from_millis(5));
-        assert_eq!((k.drop_every, k.close_after, k.close_code), (3, Some(2), 4000));
+        assert_eq!(
+            (k.drop_every, k.close_after, k.close_code),
+            (3, Some(2), 4000)
+        );
         assert!(knobs(Some("close_code=1005")).is_err());
         assert!(knobs(Some("bogus=1")).is_err());
         assert!(knobs(Some("updates=99999999")).is_err());

@@ -228,7 +228,7 @@ impl Gateway {
             params,
         } = self
             .router
-            .at(req.method(), path)
+            .at_request(req.method(), path, crate::ws::is_upgrade(req.headers()))
             .map_err(|e| path::intake::unrouted(req.method(), path, e))?;
         let (target, route) = (target.clone(), route.clone());
         let (route_timeout, upstream) = match &target {

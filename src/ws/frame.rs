@@ -79,7 +79,11 @@ enum State {
     Header { have: usize },
     /// Inside a payload: `left` bytes to go; `close` while it is a close frame's (the code's
     /// bytes are collected as they pass).
-    Payload { left: u64, control: bool, close: Option<CloseCode> },
+    Payload {
+        left: u64,
+        control: bool,
+        close: Option<CloseCode>,
+    },
 }
 
 /// A close frame's code as its first two payload bytes pass (unmasked with the frame's key).
@@ -147,7 +151,11 @@ impl Scanner {
                         _ => self.state = State::Header { have },
                     }
                 }
-                State::Payload { left, control, mut close } => {
+                State::Payload {
+                    left,
+                    control,
+                    mut close,
+                } => {
                     let take = (left.min(bytes.len() as u64)) as usize;
                     if let Some(c) = close.as_mut() {
                         for &b in &bytes[..take] {
@@ -168,7 +176,11 @@ impl Scanner {
                         }
                         self.state = State::Header { have: 0 };
                     } else {
-                        self.state = State::Payload { left, control, close };
+                        self.state = State::Payload {
+                            left,
+                            control,
+                            close,
+                        };
                     }
                 }
             }
@@ -220,13 +232,23 @@ impl Scanner {
             }
             self.state = State::Header { have: 0 };
         } else {
-            self.state = State::Payload { left: payload, control, close };
+            self.state = State::Payload {
+                left: payload,
+                control,
+                close,
+            };
         }
         Ok(())
     }
 
     /// A data frame's header: the message's sizes and fragments.
-    fn data(&mut self, opcode: u8, fin: bool, payload: u64, seen: &mut Seen) -> Result<(), Violation> {
+    fn data(
+        &mut self,
+        opcode: u8,
+        fin: bool,
+        payload: u64,
+        seen: &mut Seen,
+    ) -> Result<(), Violation> {
         let limits = self.limits;
         if payload > limits.max_frame {
             return Err(Violation::TooBig(format!(
@@ -364,7 +386,9 @@ mod tests {
         assert_eq!(seen.bytes, 5 + 300 + 60_000);
         assert_eq!(seen.close, Some(1000));
         assert_eq!(
-            scan_all(Sender::Server, &encode(true, CLOSE, &[], None)).unwrap().close,
+            scan_all(Sender::Server, &encode(true, CLOSE, &[], None))
+                .unwrap()
+                .close,
             Some(1005)
         );
     }
@@ -384,7 +408,11 @@ mod tests {
             (Sender::Client, encode(true, CLOSE, &[3], key), 1002),
             (
                 Sender::Client,
-                [encode(false, TEXT, b"a", key), encode(true, TEXT, b"b", key)].concat(),
+                [
+                    encode(false, TEXT, b"a", key),
+                    encode(true, TEXT, b"b", key),
+                ]
+                .concat(),
                 1002,
             ),
             (

@@ -25,6 +25,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// The peer broke the protocol.
     pub const PROTOCOL: u16 = 1002;
+    /// A message of a type the endpoint does not read (binary where JSON text is expected).
+    pub const UNSUPPORTED: u16 = 1003;
     /// No code was in the close frame (never sent).
     pub const NO_STATUS: u16 = 1005;
     /// A text message that is not UTF-8, or a message that is not what the endpoint reads.
@@ -92,7 +94,8 @@ impl Limits {
 
 /// Whether `headers` ask to switch to WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    has_token(headers, header::CONNECTION, "upgrade") && has_token(headers, header::UPGRADE, "websocket")
+    has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -110,12 +113,20 @@ pub struct BadUpgrade(pub String);
 /// The `101 Switching Protocols` head that accepts a valid upgrade request (RFC 6455 §4.2).
 pub fn accept(method: &Method, headers: &HeaderMap) -> Result<http::response::Parts, BadUpgrade> {
     if method != Method::GET {
-        return Err(BadUpgrade(format!("a WebSocket upgrade must be a GET, not {method}")));
+        return Err(BadUpgrade(format!(
+            "a WebSocket upgrade must be a GET, not {method}"
+        )));
     }
     if !is_upgrade(headers) {
-        return Err(BadUpgrade("missing Connection: upgrade and Upgrade: websocket".into()));
+        return Err(BadUpgrade(
+            "missing Connection: upgrade and Upgrade: websocket".into(),
+        ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return Err(BadUpgrade("Sec-WebSocket-Version must be 13".into()));
     }
     let key = headers
@@ -125,8 +136,12 @@ pub fn accept(method: &Method, headers: &HeaderMap) -> Result<http::response::Pa
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = StatusCode::SWITCHING_PROTOCOLS;
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         parts.headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -204,16 +219,31 @@ mod tests {
     #[test]
     fn accepts_the_rfc_example_and_refuses_the_rest() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
-        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
         let parts = accept(&Method::GET, &h).unwrap();
         assert_eq!(parts.status, StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(parts.headers[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            parts.headers[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert!(accept(&Method::POST, &h).is_err());
         let mut short = h.clone();
-        short.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("c2hvcnQ="));
+        short.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("c2hvcnQ="),
+        );
         assert!(accept(&Method::GET, &short).is_err());
         let mut old = h.clone();
         old.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));

@@ -61,7 +61,10 @@ impl GatewayConfig {
         }
         let w = &self.websocket;
         if w.max_message_bytes == 0 || w.max_frame_bytes == 0 || w.max_fragments == 0 {
-            return Err("websocket: max_message_bytes, max_frame_bytes and max_fragments must be above 0".into());
+            return Err(
+                "websocket: max_message_bytes, max_frame_bytes and max_fragments must be above 0"
+                    .into(),
+            );
         }
         if w.max_frame_bytes > w.max_message_bytes {
             return Err(format!(
@@ -70,7 +73,9 @@ impl GatewayConfig {
             ));
         }
         if w.idle_timeout.0.is_zero() || w.send_timeout.0.is_zero() || w.max_connections == 0 {
-            return Err("websocket: idle_timeout, send_timeout and max_connections must be above 0".into());
+            return Err(
+                "websocket: idle_timeout, send_timeout and max_connections must be above 0".into(),
+            );
         }
         if self.access_log.queue == 0 || self.access_log.path.is_empty() {
             return Err("access_log: queue must be above 0 and path not empty".into());

@@ -26,7 +26,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             metrics::counter!("gwbench_access_log_dropped_total").increment(0);
             metrics::gauge!("gwbench_ws_connections").set(0.0);
             for direction in ["to_upstream", "to_client"] {
-                metrics::counter!("gwbench_ws_messages_total", "direction" => direction).increment(0);
+                metrics::counter!("gwbench_ws_messages_total", "direction" => direction)
+                    .increment(0);
                 metrics::counter!("gwbench_ws_bytes_total", "direction" => direction).increment(0);
             }
             for reason in ["too_big", "policy", "protocol", "slow_reader", "idle"] {

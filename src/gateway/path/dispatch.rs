@@ -133,6 +133,14 @@ impl Core {
                     let upstream = &self.upstreams[p.upstream];
                     super::upgrade::proxy(&self.ws, upstream, &p.strip, req).await
                 }
+                Target::Transcode(route)
+                    if upgrade && (route.takes_stream() || route.streams()) =>
+                {
+                    self.transcode_ws(route, req, started).await
+                }
+                Target::Transcode(route) if route.takes_stream() => {
+                    Err(stream_needs_websocket(&route))
+                }
                 Target::Transcode(route) => self.transcode(route, &req, started).await,
                 Target::Proxy(p) => self.proxy(&p, req).await,
                 Target::Aggregate(_) => unreachable!("answered above"),
@@ -176,32 +184,7 @@ impl Core {
             content_type,
             &self.json,
         )?;
-        // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
-        // the verified claims are set after them, so a client cannot forge those.
-        let mut metadata = metadata_from_client(&parts.headers);
-        // W3C trace context travels on (the gateway's own span's, when it traces).
-        for name in self
-            .forward
-            .iter()
-            .chain(&crate::gateway::observe::trace::TRACE_HEADERS)
-        {
-            for v in parts.headers.get_all(name) {
-                metadata.append(name.clone(), v.clone());
-            }
-        }
-        metadata.insert(REQUEST_ID, req.request_id.clone());
-        // The client's address, as grpc-gateway sends it.
-        if let Some(PeerAddr(peer)) = parts.extensions.get::<PeerAddr>()
-            && let Some(v) = forward::forwarded_for(&parts.headers, peer)
-        {
-            metadata.insert(forward::X_FORWARDED_FOR, v);
-        }
-        // Claims the auth layer verified travel as metadata.
-        if let Some(claims) = parts.extensions.get::<ForwardedClaims>() {
-            for (name, value) in &claims.0 {
-                metadata.insert(name.clone(), value.clone());
-            }
-        }
+        let metadata = self.metadata(req);
         let fail = call_error(route.clone(), started, req.deadline);
         let upstream = &self.upstreams[req.upstream];
         if route.streams() {
@@ -235,6 +218,89 @@ impl Core {
         };
         metadata_to_client(&reply.metadata, resp.headers_mut());
         Ok(resp)
+    }
+
+    /// The gRPC metadata of a transcoded call: the client's `Grpc-Metadata-<name>` headers,
+    /// the forwarded headers and trace context, then what the gateway sets (request id, the
+    /// client's address, the verified claims), so that a client cannot forge those.
+    fn metadata(&self, req: &GwRequest) -> http::HeaderMap {
+        // The client's `Grpc-Metadata-<name>` headers travel as `<name>`; the request id and
+        // the verified claims are set after them, so a client cannot forge those.
+        let mut metadata = metadata_from_client(&req.parts.headers);
+        // W3C trace context travels on (the gateway's own span's, when it traces).
+        for name in self
+            .forward
+            .iter()
+            .chain(&crate::gateway::observe::trace::TRACE_HEADERS)
+        {
+            for v in req.parts.headers.get_all(name) {
+                metadata.append(name.clone(), v.clone());
+            }
+        }
+        metadata.insert(REQUEST_ID, req.request_id.clone());
+        // The client's address, as grpc-gateway sends it.
+        if let Some(PeerAddr(peer)) = req.parts.extensions.get::<PeerAddr>()
+            && let Some(v) = forward::forwarded_for(&req.parts.headers, peer)
+        {
+            metadata.insert(forward::X_FORWARDED_FOR, v);
+        }
+        // Claims the auth layer verified travel as metadata.
+        if let Some(claims) = req.parts.extensions.get::<ForwardedClaims>() {
+            for (name, value) in &claims.0 {
+                metadata.insert(name.clone(), value.clone());
+            }
+        }
+        metadata
+    }
+
+    /// A streaming RPC's rule over WebSocket (see `transcode::ws`): the call opens before
+    /// the switch, so an upstream that cannot take it is an HTTP error, not a closed socket.
+    async fn transcode_ws(
+        &self,
+        route: Arc<MethodRoute>,
+        mut req: GwRequest,
+        started: Instant,
+    ) -> Result<GwResponse, GwError> {
+        let open = self.ws.enter()?;
+        let switch = crate::ws::accept(&req.parts.method, &req.parts.headers)
+            .map_err(|e| GwError::http(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.0))?;
+        let on_upgrade = super::upgrade::take_upgrade(&mut req)?;
+        let metadata = self.metadata(&req);
+        let upstream = &self.upstreams[req.upstream];
+        let fail = call_error(route.clone(), started, req.deadline);
+        let (mut call, held) = upstream
+            .grpc_open(&route.grpc_path, &metadata, Some(req.deadline))
+            .await
+            .map_err(&fail)?;
+        let query = req.parts.uri.query().map(str::to_string);
+        if !route.takes_stream() {
+            // A server stream's one request, from the path and the query.
+            let msg = route.encode_request(&req.params, query.as_deref(), b"", &self.json)?;
+            crate::gateway::upstream::grpc::send_message(&mut call.send, &msg, true)
+                .await
+                .map_err(&fail)?;
+        }
+        let bridge = crate::gateway::transcode::ws::Bridge {
+            route,
+            json: self.json.clone(),
+            params: req.params,
+            query,
+            deadline: tokio::time::Instant::from_std(started) + req.deadline,
+            fail: Box::new(fail),
+        };
+        let limits = self.ws.limits;
+        tokio::spawn(async move {
+            let _open = open;
+            if let Ok(socket) = crate::ws::server(on_upgrade, &limits).await {
+                bridge.run(socket, call, held).await;
+            }
+        });
+        let mut parts = switch;
+        parts.headers.insert(REQUEST_ID, req.request_id);
+        Ok(GwResponse::from_parts(
+            parts,
+            Either::Left(http_body_util::Full::new(bytes::Bytes::new())),
+        ))
     }
 
     /// The request as it came (prefix stripped, headers rewritten) → the upstream's answer.
@@ -292,6 +358,19 @@ fn deadline_exceeded(deadline: Duration) -> GwError {
         format!(
             "the upstream did not answer within {}",
             humantime::format_duration(deadline)
+        ),
+    )
+}
+
+/// A client-streaming or bidi RPC asked over plain HTTP: 426, naming the way in.
+fn stream_needs_websocket(route: &MethodRoute) -> GwError {
+    GwError::http(
+        StatusCode::UPGRADE_REQUIRED,
+        Code::FailedPrecondition,
+        format!(
+            "{} takes a stream of messages: open a WebSocket at this path (each text message one \
+             JSON request, an empty one ends the stream)",
+            route.rpc
         ),
     )
 }

@@ -343,15 +343,6 @@ impl Router {
         let template = format!("{prefix}{template}");
         let rule = format!("{http_method} {template}");
         let fail = |e: String| (rule.clone(), e);
-        // An HTTP request is one message: a client-streaming RPC is refused here, with the
-        // reason at start, not at request time.
-        if method.is_client_streaming() {
-            return Err(fail(
-                "client-streaming and bidirectional RPCs are not transcoded (unary and \
-                 server-streaming ones are)"
-                    .into(),
-            ));
-        }
         let (path, vars) = match translate(&template) {
             Ok(t) => t,
             // Beyond matchit (a verb, a multi-segment variable): the full grammar.
@@ -484,6 +475,26 @@ impl Router {
             .methods
             .push((Method::GET, (Target::Aggregate(agg), stack, label)));
         Ok(())
+    }
+
+    /// [`Router::at`] for a request that may be a WebSocket upgrade: an upgrade is always a
+    /// GET, so at a path where GET is not bound it reaches the POST rule of a client-streaming
+    /// or bidi RPC (those are served over WebSocket only).
+    pub fn at_request(
+        &self,
+        method: &Method,
+        path: &str,
+        upgrade: bool,
+    ) -> Result<RouteMatch<'_>, RouteError> {
+        match self.at(method, path) {
+            Err(RouteError::MethodNotAllowed(allow)) if upgrade && method == Method::GET => {
+                match self.at(&Method::POST, path) {
+                    Ok(m) if matches!(m.target, Target::Transcode(r) if r.takes_stream()) => Ok(m),
+                    _ => Err(RouteError::MethodNotAllowed(allow)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Finds the route for `method` and `path`: its target, its stack, and the values of the

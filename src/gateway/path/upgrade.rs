@@ -45,7 +45,10 @@ impl Gate {
             GwError::http(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Code::ResourceExhausted,
-                format!("this worker already holds {} WebSocket connections", self.max),
+                format!(
+                    "this worker already holds {} WebSocket connections",
+                    self.max
+                ),
             )
         })?;
         metrics::gauge!("gwbench_ws_connections").increment(1.0);
@@ -110,7 +113,10 @@ pub(crate) async fn proxy(
                     relay(TokioIo::new(client), io, early, limits).await;
                 }
             });
-            Ok(GwResponse::from_parts(parts, Either::Left(Full::new(Bytes::new()))))
+            Ok(GwResponse::from_parts(
+                parts,
+                Either::Left(Full::new(Bytes::new())),
+            ))
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct MethodRoute {
     http_body_out: bool,
     /// The RPC answers with a stream of messages.
     server_streaming: bool,
+    /// Whether the RPC takes a stream of request messages (over WebSocket only).
+    client_streaming: bool,
     /// The response written straight from its bytes (`crate::proto::wire_to_json`), with json names
     /// and with proto names; prepared on first use, None for types it does not write.
     plans: [std::sync::OnceLock<Option<crate::proto::wire_to_json::Plan>>; 2],
@@ -153,6 +155,7 @@ impl MethodRoute {
             http_body_out: method.output().full_name() == HTTP_BODY && response_body.is_none(),
             output: method.output(),
             server_streaming: method.is_server_streaming(),
+            client_streaming: method.is_client_streaming(),
             plans: Default::default(),
             request_plan: Default::default(),
             body,
@@ -164,6 +167,12 @@ impl MethodRoute {
     /// Whether the RPC answers with a stream of messages.
     pub fn streams(&self) -> bool {
         self.server_streaming
+    }
+
+    /// Whether the RPC takes a stream of messages (client-streaming or bidi): an HTTP request
+    /// is one message, so these are served over WebSocket only.
+    pub fn takes_stream(&self) -> bool {
+        self.client_streaming
     }
 
     /// Builds and encodes the request message (a JSON body).

@@ -1,6 +1,7 @@
 //! Transcoding: a `google.api.http` rule's REST/JSON request → gRPC message and back
 //! ([`method`], over the proto3 JSON mapping of `crate::proto`), server streams answered
-//! message by message ([`stream`]), and fan-out aggregation ([`aggregate`]).
+//! message by message ([`stream`]), streaming RPCs over WebSocket ([`ws`]), and fan-out
+//! aggregation ([`aggregate`]).
 //!
 //! May use `upstream`, `config` and the shared vocabulary; the request path uses it.
 
@@ -8,5 +9,6 @@ pub mod aggregate;
 pub(crate) mod metadata;
 pub mod method;
 pub(crate) mod stream;
+pub(crate) mod ws;
 
 pub use method::{JsonOptions, MethodRoute};

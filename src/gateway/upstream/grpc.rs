@@ -141,17 +141,14 @@ impl GrpcConn {
         })
     }
 
-    /// Sends one request message and waits for the response's head: `msg` is the encoded
-    /// request message; `headers` are sent as metadata (with `grpc-timeout` when `timeout` is
-    /// set). An answer that is an error already (trailers-only) or not gRPC is the error. The
-    /// messages follow from [`Messages::next`] (a server-streaming call's, or a unary one's).
-    pub(crate) async fn server_stream(
+    /// Starts a call: the request's HEADERS (with `grpc-timeout` when `timeout` is set) are
+    /// queued, and its messages follow on the returned [`Call`].
+    pub(crate) async fn open(
         &self,
         path: &PathAndQuery,
-        msg: &[u8],
         headers: HeaderMap,
         timeout: Option<Duration>,
-    ) -> Result<Messages, Status> {
+    ) -> Result<Call, Status> {
         let mut sender = self.ready().await?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(match self.tls {
@@ -176,36 +173,26 @@ impl GrpcConn {
                 crate::grpc::encode_timeout(t),
             );
         }
-        let (response, mut stream) = sender.send_request(req, false).map_err(from_h2)?;
+        let (head, send) = sender.send_request(req, false).map_err(from_h2)?;
+        Ok(Call { send, head })
+    }
+
+    /// Sends one request message and waits for the response's head: `msg` is the encoded
+    /// request message; `headers` are sent as metadata (with `grpc-timeout` when `timeout` is
+    /// set). An answer that is an error already (trailers-only) or not gRPC is the error. The
+    /// messages follow from [`Messages::next`] (a server-streaming call's, or a unary one's).
+    pub(crate) async fn server_stream(
+        &self,
+        path: &PathAndQuery,
+        msg: &[u8],
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<Messages, Status> {
+        let Call { mut send, head } = self.open(path, headers, timeout).await?;
         // Queued with the HEADERS: both leave in the connection task's next write.
-        stream
-            .send_data(crate::grpc::frame(msg), true)
+        send.send_data(crate::grpc::frame(msg), true)
             .map_err(from_h2)?;
-        let resp = response.await.map_err(from_h2)?;
-        let (parts, body) = resp.into_parts();
-        // A trailers-only answer (an error, usually) carries the status in the headers.
-        if let Some(status) = status_of(&parts.headers)? {
-            return Err(status);
-        }
-        if parts.status != StatusCode::OK {
-            return Err(Status::new(
-                http_code(parts.status),
-                format!("upstream answered HTTP {}", parts.status),
-            ));
-        }
-        let content_type = parts.headers.get(http::header::CONTENT_TYPE);
-        if !content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
-            return Err(bad_gateway(format!(
-                "the upstream answered with content-type {content_type:?}, not gRPC"
-            )));
-        }
-        Ok(Messages {
-            metadata: parts.headers,
-            body,
-            buf: BytesMut::new(),
-            done: false,
-            held: None,
-        })
+        answer_head(head).await
     }
 
     /// One unary call (see [`GrpcConn::server_stream`]): exactly one message. Returns the encoded response message and the
@@ -233,6 +220,71 @@ impl GrpcConn {
             metadata: answer.metadata,
         })
     }
+}
+
+/// A call whose request messages are sent one by one (client-streaming and bidi RPCs).
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// Where the request messages go.
+    pub(crate) send: h2::SendStream<Bytes>,
+    /// The answer's head, then its messages ([`answer_head`]).
+    pub(crate) head: h2::client::ResponseFuture,
+}
+
+/// Sends one request message on `send`, as the upstream's flow-control window allows (never
+/// more than the window is queued); `end` closes the request side after it.
+pub(crate) async fn send_message(
+    send: &mut h2::SendStream<Bytes>,
+    msg: &[u8],
+    end: bool,
+) -> Result<(), Status> {
+    let mut framed = crate::grpc::frame(msg);
+    while !framed.is_empty() {
+        send.reserve_capacity(framed.len());
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx))
+            .await
+            .ok_or_else(|| Status::unavailable("the upstream closed the request stream"))?
+            .map_err(from_h2)?;
+        let chunk = framed.split_to(granted.min(framed.len()));
+        send.send_data(chunk, end && framed.is_empty())
+            .map_err(from_h2)?;
+    }
+    Ok(())
+}
+
+/// Ends the request side of a call (the client's half-close).
+pub(crate) fn finish(send: &mut h2::SendStream<Bytes>) -> Result<(), Status> {
+    send.send_data(Bytes::new(), true).map_err(from_h2)
+}
+
+/// The answer's head: an error when it is one already (trailers-only) or not gRPC; else the
+/// messages that follow.
+pub(crate) async fn answer_head(head: h2::client::ResponseFuture) -> Result<Messages, Status> {
+    let resp = head.await.map_err(from_h2)?;
+    let (parts, body) = resp.into_parts();
+    // A trailers-only answer (an error, usually) carries the status in the headers.
+    if let Some(status) = status_of(&parts.headers)? {
+        return Err(status);
+    }
+    if parts.status != StatusCode::OK {
+        return Err(Status::new(
+            http_code(parts.status),
+            format!("upstream answered HTTP {}", parts.status),
+        ));
+    }
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+    if !content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+        return Err(bad_gateway(format!(
+            "the upstream answered with content-type {content_type:?}, not gRPC"
+        )));
+    }
+    Ok(Messages {
+        metadata: parts.headers,
+        body,
+        buf: BytesMut::new(),
+        done: false,
+        held: None,
+    })
 }
 
 /// The messages of a call's answer, read as they arrive, each at most [`MAX_MESSAGE`] bytes.

@@ -207,6 +207,21 @@ impl Upstream {
         Ok(messages)
     }
 
+    /// A call whose request messages follow one by one (client-streaming and bidi, or a
+    /// server stream read over WebSocket), as [`Upstream::grpc_unary`]; the endpoint counts it
+    /// in flight while the returned guard lives.
+    pub(crate) async fn grpc_open(
+        &self,
+        path: &PathAndQuery,
+        metadata: &http::HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<(super::grpc::Call, Held), Status> {
+        let (call, i) = self
+            .grpc_call(|conn| conn.open(path, metadata.clone(), timeout))
+            .await?;
+        Ok((call, Held::new(&self.endpoints[i].in_flight)))
+    }
+
     /// Each endpoint's calls in flight, in endpoint order.
     pub fn in_flight(&self) -> Vec<usize> {
         self.endpoints
@@ -283,10 +298,16 @@ impl Upstream {
             .ok_or_else(|| GwError::grpc(Code::Internal, "not an HTTP upstream"))?;
         let held = Held::new(&ep.in_flight);
         let io = pool.dial().await.map_err(|e| {
-            if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut) {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+            ) {
                 self.mark_down(i);
             }
-            GwError::grpc(Code::Unavailable, format!("upstream {} ({}): {e}", self.name, ep.addr))
+            GwError::grpc(
+                Code::Unavailable,
+                format!("upstream {} ({}): {e}", self.name, ep.addr),
+            )
         })?;
         let answer = super::ws::handshake(io, &ep.addr, pq.as_str(), headers).await?;
         Ok((answer, held))

@@ -47,8 +47,10 @@ pub(crate) async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut head = format!("GET {pq} HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: websocket\r\n")
-        .into_bytes();
+    let mut head = format!(
+        "GET {pq} HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+    )
+    .into_bytes();
     for (name, value) in headers {
         if name == header::HOST || name == header::SEC_WEBSOCKET_EXTENSIONS {
             continue;
@@ -63,7 +65,9 @@ where
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut buf).await.map_err(unavailable)? == 0 {
-            return Err(bad_gateway("the upstream closed the connection before answering the upgrade"));
+            return Err(bad_gateway(
+                "the upstream closed the connection before answering the upgrade",
+            ));
         }
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut slots);
@@ -77,7 +81,11 @@ where
             Ok(httparse::Status::Partial) => {
                 return Err(bad_gateway("the upstream's answer head is over 16 KiB"));
             }
-            Err(e) => return Err(bad_gateway(&format!("the upstream's answer is not HTTP/1.1: {e}"))),
+            Err(e) => {
+                return Err(bad_gateway(&format!(
+                    "the upstream's answer is not HTTP/1.1: {e}"
+                )));
+            }
         }
     }
 }
@@ -99,13 +107,19 @@ fn head_parts(resp: &httparse::Response<'_, '_>) -> Result<http::response::Parts
     Ok(parts)
 }
 
-async fn answer<S>(mut io: S, mut parts: http::response::Parts, rest: Bytes) -> Result<Answer<S>, GwError>
+async fn answer<S>(
+    mut io: S,
+    mut parts: http::response::Parts,
+    rest: Bytes,
+) -> Result<Answer<S>, GwError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         if !crate::ws::is_upgrade(&parts.headers) {
-            return Err(bad_gateway("the upstream switched protocols, but not to WebSocket"));
+            return Err(bad_gateway(
+                "the upstream switched protocols, but not to WebSocket",
+            ));
         }
         // Only what the client must see: the accept key and the chosen subprotocol.
         let keep = [header::SEC_WEBSOCKET_ACCEPT, header::SEC_WEBSOCKET_PROTOCOL];
@@ -136,7 +150,10 @@ where
     body.truncate(length);
     super::forward::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
-    Ok(Answer::Refused(http::Response::from_parts(parts, body.freeze())))
+    Ok(Answer::Refused(http::Response::from_parts(
+        parts,
+        body.freeze(),
+    )))
 }
 
 fn unavailable(e: std::io::Error) -> GwError {
@@ -291,8 +308,24 @@ where
     let activity = AtomicU64::new(0);
     // How the relay ended, unless both sides closed.
     let ending: Option<Ended> = {
-        let up = pump(&mut cr, &mut uw, &mut up_dir, &to_up, &limits, &activity, epoch);
-        let down = pump(&mut ur, &mut cw, &mut down_dir, &to_client, &limits, &activity, epoch);
+        let up = pump(
+            &mut cr,
+            &mut uw,
+            &mut up_dir,
+            &to_up,
+            &limits,
+            &activity,
+            epoch,
+        );
+        let down = pump(
+            &mut ur,
+            &mut cw,
+            &mut down_dir,
+            &to_client,
+            &limits,
+            &activity,
+            epoch,
+        );
         tokio::pin!(up, down);
         let grace = limits.send_timeout;
         tokio::select! {
@@ -333,13 +366,20 @@ where
         }
         Ended::SlowReader => {
             violation("slow_reader");
-            (close::POLICY, "a peer did not read its messages in time".into())
+            (
+                close::POLICY,
+                "a peer did not read its messages in time".into(),
+            )
         }
         Ended::Closed | Ended::Failed => (close::GOING_AWAY, String::new()),
     };
     // Tell each side why, when its stream is at a frame boundary (and it is still reading).
     if down_dir.whole_frames {
-        let _ = tokio::time::timeout(limits.send_timeout, cw.write_all(&close_frame(code, &reason, None))).await;
+        let _ = tokio::time::timeout(
+            limits.send_timeout,
+            cw.write_all(&close_frame(code, &reason, None)),
+        )
+        .await;
     }
     if up_dir.whole_frames {
         let mask = Some(rand::random::<[u8; 4]>());

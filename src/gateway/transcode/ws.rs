@@ -1,0 +1,177 @@
+//! Streaming RPCs over WebSocket, at their rule's path (grpc-websocket-proxy is the reference):
+//!
+//! - each text message from the client is one request message, decoded as a unary request's
+//!   body is (proto3 JSON, with the rule's path variables and query parameters applied to
+//!   each), and sent upstream as it arrives; a binary message is refused (1003);
+//! - each response message is one text message (proto3 JSON, as a unary answer);
+//! - an empty text message (never valid JSON, so never a request) is the client's end of the
+//!   request stream (gRPC half-close), and the answers keep coming until the RPC ends; the
+//!   client's close frame ends the connection and cancels the call (after a close, RFC 6455
+//!   allows no more messages); a server-streaming RPC's one request is built from the path and
+//!   query at the upgrade, and the client's text messages are not read as requests;
+//! - the RPC's end: status OK closes with 1000; another status is written as one last text
+//!   message, `{"error": ...}` in the route's error format (as a server stream's in-band
+//!   error), then closes with 1008 for the client's errors (INVALID_ARGUMENT, NOT_FOUND,
+//!   ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, OUT_OF_RANGE,
+//!   RESOURCE_EXHAUSTED) and 1011 for the rest.
+//!
+//! The route's deadline (or the client's shorter one) bounds the whole call, as it bounds an
+//! HTTP server stream, and travels as `grpc-timeout`. Where we differ from
+//! grpc-websocket-proxy: it writes the messages as an NDJSON body to a grpc-gateway, has no
+//! half-close (the request stream ends with the connection, so a client-streaming RPC's answer
+//! has nowhere to go) and closes normally whatever the status; here the gateway speaks gRPC
+//! itself, an empty message half-closes (improbable's grpc-web over WebSocket uses a marker
+//! frame the same way), and the close code and a last error message say how the RPC ended.
+
+use std::sync::Arc;
+
+use futures_util::SinkExt;
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::method::{JsonOptions, MethodRoute};
+use crate::gateway::status::GwError;
+use crate::gateway::upstream::grpc::{Call, Messages, answer_head, finish, send_message};
+use crate::gateway::upstream::inflight::Held;
+use crate::ws::{Message, close};
+
+/// What the bridge needs from the upgrade request.
+pub(crate) struct Bridge {
+    /// The rule's route.
+    pub(crate) route: Arc<MethodRoute>,
+    /// JSON options and the error format.
+    pub(crate) json: JsonOptions,
+    /// The path variables' values.
+    pub(crate) params: Vec<String>,
+    /// The query string, applied to each request message.
+    pub(crate) query: Option<String>,
+    /// When the call must have ended.
+    pub(crate) deadline: Instant,
+    /// How a call's status becomes the client's error.
+    pub(crate) fail: Box<dyn Fn(tonic::Status) -> GwError + Send + Sync>,
+}
+
+/// The close code for an RPC that ended with `code`.
+pub(crate) fn close_code(code: Code) -> u16 {
+    match code {
+        Code::Ok => close::NORMAL,
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::ResourceExhausted => close::POLICY,
+        _ => close::INTERNAL,
+    }
+}
+
+/// How the bridge ended: the close code and, for an error, the last message.
+type Ending = (u16, Option<GwError>);
+
+fn code_of(e: &GwError) -> Code {
+    Code::from_i32(crate::grpc::code_number(e.code))
+}
+
+impl Bridge {
+    /// Runs the call over `socket` until the RPC ends, the client goes, or the deadline.
+    pub(crate) async fn run<S>(
+        self,
+        mut socket: tokio_tungstenite::WebSocketStream<S>,
+        call: Call,
+        held: Held,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let _held = held;
+        let (code, error) = self.bridge(&mut socket, call).await;
+        if let Some(e) = &error {
+            let text = e.in_band(self.json.errors).to_string();
+            let _ = socket.send(Message::text(text)).await;
+        }
+        let reason = error.as_ref().map_or("", |e| e.code);
+        let _ = socket.send(crate::ws::close_message(code, reason)).await;
+        // The client's close answers ours; it has the send timeout to do so.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::ws::next_message(&mut socket),
+        )
+        .await;
+    }
+
+    async fn bridge<S>(
+        &self,
+        socket: &mut tokio_tungstenite::WebSocketStream<S>,
+        call: Call,
+    ) -> Ending
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Call { mut send, head } = call;
+        let mut head = Some(Box::pin(answer_head(head)));
+        let mut answers: Option<Messages> = None;
+        // A server-streaming call's request went at the upgrade: the client only closes.
+        let mut requests_open = self.route.takes_stream();
+        let fail = |e: GwError| (close_code(code_of(&e)), Some(e));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.deadline) => {
+                    let e = GwError::grpc(Code::DeadlineExceeded, "the call did not end within the route's deadline");
+                    return fail(e);
+                }
+                r = async { head.as_mut().expect("guarded").await }, if head.is_some() => {
+                    head = None;
+                    match r {
+                        Ok(m) => answers = Some(m),
+                        Err(s) => return fail((self.fail)(s)),
+                    }
+                }
+                r = async { answers.as_mut().expect("guarded").next().await }, if answers.is_some() => {
+                    match r {
+                        Ok(Some(bytes)) => {
+                            let json = match self.route.render_response(&bytes, &self.json) {
+                                Ok(j) => j,
+                                Err(e) => return fail(e),
+                            };
+                            let text = String::from_utf8(json).unwrap_or_default();
+                            if let Err(e) = socket.send(Message::text(text)).await {
+                                return (crate::ws::close_code_of(&e), None);
+                            }
+                        }
+                        Ok(None) => return (close::NORMAL, None),
+                        Err(s) => return fail((self.fail)(s)),
+                    }
+                }
+                m = crate::ws::next_message(socket) => match m {
+                    Ok(Some(Message::Text(text))) if requests_open && text.is_empty() => {
+                        // The client's end of the request stream: the answers keep coming.
+                        requests_open = false;
+                        if let Err(s) = finish(&mut send) {
+                            return fail((self.fail)(s));
+                        }
+                    }
+                    Ok(Some(Message::Text(text))) if requests_open => {
+                        let msg = match self.route.encode_request_with(
+                            &self.params, self.query.as_deref(), text.as_bytes(), None, &self.json) {
+                            Ok(m) => m,
+                            Err(e) => return fail(e),
+                        };
+                        if let Err(s) = send_message(&mut send, &msg, false).await {
+                            return fail((self.fail)(s));
+                        }
+                    }
+                    Ok(Some(Message::Text(_))) => {}
+                    Ok(Some(_)) => {
+                        let e = GwError::grpc(Code::InvalidArgument, "request messages are JSON text, not binary");
+                        return (close::UNSUPPORTED, Some(e));
+                    }
+                    // The client closed or went: the call is cancelled when its streams are
+                    // dropped (after a close, no answer may follow).
+                    Ok(None) => return (close::NORMAL, None),
+                    Err(e) => return (crate::ws::close_code_of(&e), None),
+                }
+            }
+        }
+    }
+}
