@@ -636,7 +636,7 @@ message M { string name = 1; }
     std::fs::write(dir.join("api/good.proto"), good).unwrap();
     let bad = good.replace(
         "service S {",
-        "service S {\n  rpc Up(stream M) returns (M) { option (google.api.http) = { post: \"/v1/up\" body: \"*\" }; }",
+        "service S {\n  rpc Up(M) returns (M) { option (google.api.http) = { post: \"/v1/up/{nope}\" body: \"*\" }; }",
     );
     std::fs::write(dir.join("api/bad.proto"), bad).unwrap();
     let check = |file: &str| {
@@ -657,7 +657,7 @@ message M { string name = 1; }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("skipped api.S.Up POST /v1/up: client-streaming"),
+        stdout.contains("skipped api.S.Up POST /v1/up/{nope}:") && stdout.contains("nope"),
         "{stdout}"
     );
 }

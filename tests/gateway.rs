@@ -77,8 +77,8 @@ async fn transcoded_routes_answer_what_the_rest_mock_answers() {
     let routes = get(&url(gw.admin, "/routes")).await.json();
     assert_eq!(
         routes["routes"].as_array().unwrap().len(),
-        26,
-        "8 annotated RPCs on the bare, /secure and /cached mounts, one proxy route, one aggregation"
+        35,
+        "11 annotated RPCs on the bare, /secure and /cached mounts, one proxy route, one aggregation"
     );
     s.stop().await;
 }

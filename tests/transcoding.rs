@@ -262,26 +262,23 @@ async fn a_stream_of_http_bodies_is_their_raw_bytes_and_a_broken_one_is_aborted(
 }
 
 #[tokio::test]
-async fn client_streaming_rules_are_skipped_at_start_and_the_rest_serve() {
+async fn client_streaming_rules_are_served_over_websocket_and_refused_426_over_http() {
     let (up, _) = common::grpc_echo_stream(grpc_head(), 1, None, ok()).await;
-    let (gw, _dir) = gateway("stream-skipped", up, |_| {}).await;
+    let (gw, _dir) = gateway("stream-ws-only", up, |_| {}).await;
     let routes = get(&url(gw.admin, "/routes")).await.json();
     let skipped = routes["skipped"].as_array().unwrap();
-    let named: Vec<&str> = skipped
-        .iter()
-        .map(|s| s["rpc"].as_str().unwrap_or_default())
-        .collect();
-    assert!(named.iter().any(|r| r.ends_with("Upload")), "{routes}");
-    assert!(named.iter().any(|r| r.ends_with("Chat")), "{routes}");
-    assert!(
-        skipped
-            .iter()
-            .all(|s| s["reason"].as_str().unwrap().contains("client-streaming")),
-        "{routes}"
-    );
-    // Not served, so never a 500 at request time.
+    assert!(skipped.is_empty(), "{routes}");
+    // An HTTP request is one message: a client-streaming RPC says where it is served.
     let r = common::post(&url(gw.http, "/v1/upload"), "{}").await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED, "{:?}", r.body);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocket"),
+        "{:?}",
+        r.body
+    );
     // The unary and server-streaming rules of the same service serve.
     assert_eq!(get(&url(gw.http, "/v1/say/a")).await.status, StatusCode::OK);
     assert_eq!(
@@ -576,22 +573,14 @@ async fn one_rule_that_cannot_be_served_is_skipped_not_fatal_unless_strict() {
     let skipped = routes["skipped"].as_array().unwrap();
     // Once per mount (the default config mounts the RPCs at / and at /secure).
     assert!(!skipped.is_empty(), "{routes}");
-    assert!(
-        skipped.iter().any(|s| s["rpc"] == "echo.v1.Echo.Upload"),
-        "{routes}"
-    );
     assert_eq!(
         post(&format!("http://{}/v1/upload", gw.http), "{}")
             .await
             .status,
-        StatusCode::NOT_FOUND,
-        "a client-streaming RPC is refused at start, not answered 500 per request"
+        StatusCode::UPGRADE_REQUIRED,
+        "a client-streaming RPC is served over WebSocket, never answered 500 per request"
     );
     for s in skipped {
-        if s["rpc"] == "echo.v1.Echo.Upload" {
-            assert!(s["reason"].as_str().unwrap().contains("streaming"), "{s}");
-            continue;
-        }
         assert_eq!(s["rpc"], "echo.v1.Echo.Broken", "{s}");
         assert!(
             s["rule"]

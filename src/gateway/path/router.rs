@@ -622,7 +622,7 @@ mod tests {
         let n = r
             .add_annotated(pool, &Mount::default(), 1, &mut index)
             .unwrap();
-        assert_eq!(n, 8);
+        assert_eq!(n, 11);
         let secure = Mount {
             prefix: "/secure",
             ..Mount::default()
