@@ -12,6 +12,8 @@ Examples:
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.UserService/GetUser --data '{\"id\": {rand:1-1000}}'
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/WatchStock --data '{\"product_id\": 7, \"updates\": 20}'
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/SyncStock --data '{\"product_id\": 7, \"delta\": 1}' --stream-messages 5 --stream-interval 10ms
+  gwbench load ws://127.0.0.1:8081/ws/echo --rps 2000 -c 4 --data '{\"id\": {seq}}'   # messages, per-message latency
+  gwbench load ws://127.0.0.1:8080/api/inventory/sync --rps 1000 --data '{\"productId\": \"7\", \"delta\": 1}'
   gwbench load URL --rps 2000 --json --hgrm out.hgrm --hlog out.hlog --slo 'p99<20ms,errors<0.1%'
   gwbench load https://127.0.0.1:8443/api/users/42 --cacert ca.pem   # ALPN picks h2 or HTTP/1.1
   gwbench load URL --stages 10s:1000,20s:5000,10s:0     # ramp up, ramp on, ramp down
@@ -27,6 +29,9 @@ not sent; the counts always add up to the scheduled total.
 
 Path placeholders: {seq} (1, 2, 3, ...), {rand:A-B} (uniform integer); the same in --data.
 Several URLs (same host:port) are used round-robin.
+WebSocket (ws://, wss://): each --data message is a request, sent at its intended time without
+waiting for the previous answer (up to 4,096 in flight per connection); its latency ends with
+its answer. Connections open (and are timed) before the clock starts.
 gRPC streams: the whole call is the request whose latency is reported; its messages are counted
 and timed apart (time to the first answer, and per answer message). Exit codes: 0 ok, 1 an --slo objective was missed,
 2 bad input or unreachable target.";
@@ -130,10 +135,12 @@ pub struct LoadArgs {
     /// server-streaming, client-streaming or bidi. -H headers go as gRPC metadata.
     #[arg(long, value_name = "METHOD")]
     pub grpc: Option<String>,
-    /// The gRPC request message as proto3 JSON. {seq} (the call's number) and {rand:A-B} in it
-    /// are filled in per call (then each call encodes its own message); other braces are JSON.
-    #[arg(long, default_value = "{}", value_name = "JSON", requires = "grpc")]
-    pub data: String,
+    /// The gRPC request message as proto3 JSON (default {}), or a ws:// target's message text.
+    /// {seq} (the call's or message's number) and {rand:A-B} in it are filled in per call or
+    /// message; other braces are JSON. Over WebSocket, an answer is matched to its message by
+    /// the number after the text that precedes {seq} (else answers are taken in order).
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
     /// Client-streaming and bidi calls: messages the client sends per call (each --data).
     #[arg(long, default_value_t = 10, value_name = "N", requires = "grpc", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub stream_messages: u32,

@@ -29,7 +29,7 @@ pub(super) const SEND_GRACE: Duration = Duration::from_secs(1);
 
 /// A ticket taken this much after its time still counts as taken on time (the sender's own
 /// bookkeeping between two requests).
-const WAIT_SLACK: Duration = Duration::from_micros(50);
+pub(super) const WAIT_SLACK: Duration = Duration::from_micros(50);
 
 /// What every thread shares.
 #[derive(Debug)]
@@ -92,8 +92,8 @@ impl PhaseEnd {
 }
 
 /// The per-thread state of a running phase, shared by its sender tasks.
-struct Run<'a> {
-    shared: Arc<Shared>,
+pub(super) struct Run<'a> {
+    pub(super) shared: Arc<Shared>,
     dispenser: &'a Dispenser,
     start: Instant,
     end: Option<Instant>,
@@ -126,8 +126,19 @@ impl Run<'_> {
         Ok(Some((ticket, intended)))
     }
 
+    /// Takes the next ticket without waiting for its time (the WebSocket sender reads answers
+    /// meanwhile); None when the phase is over.
+    pub(super) fn take(&self) -> Option<(Ticket, Option<Instant>)> {
+        if self.end.is_some_and(|e| Instant::now() >= e) {
+            return None;
+        }
+        let ticket = self.dispenser.next()?;
+        let intended = ticket.at.map(|at| self.start + at);
+        Some((ticket, intended))
+    }
+
     /// Whether a ticket that could only go out now must count as not sent instead.
-    fn too_late(&self, ticket: &Ticket, now: Instant) -> bool {
+    pub(super) fn too_late(&self, ticket: &Ticket, now: Instant) -> bool {
         match (self.end, ticket.at) {
             (Some(e), Some(_)) => now >= e + SEND_GRACE,
             (Some(e), None) => now >= e,
@@ -135,7 +146,12 @@ impl Run<'_> {
         }
     }
 
-    fn record(&self, intended: Option<Instant>, sent: Instant, outcome: Outcome) -> Instant {
+    pub(super) fn record(
+        &self,
+        intended: Option<Instant>,
+        sent: Instant,
+        outcome: Outcome,
+    ) -> Instant {
         let done = Instant::now();
         self.record_sample(Sample {
             intended: intended.unwrap_or(sent),
@@ -184,6 +200,16 @@ pub(super) async fn run_phase(
                 Ok(end)
             }
             Pool::H2 { conns, streams } => h2_pacer(&run, conns, streams).await,
+            Pool::Ws { conns, messages } => {
+                let mut end = PhaseEnd::default();
+                let workers = conns
+                    .iter_mut()
+                    .map(|c| super::ws::ws_sender(&run, c, messages));
+                for result in futures_util::future::join_all(workers).await {
+                    end.merge(result?);
+                }
+                Ok(end)
+            }
         }
     };
     let end = tokio::select! {

@@ -240,6 +240,13 @@ pub enum Pool {
         /// Bounds requests in flight.
         streams: Arc<Semaphore>,
     },
+    /// WebSocket: one sender per connection, many messages in flight on each.
+    Ws {
+        /// The connections.
+        conns: Vec<super::ws::WsConn>,
+        /// The message template.
+        messages: super::ws::Messages,
+    },
 }
 
 impl Pool {
@@ -251,6 +258,12 @@ impl Pool {
                     .map(|_| (0..group.max(1)).map(|_| H1Conn::default()).collect())
                     .collect(),
             ),
+            Protocol::WebSocket => Pool::Ws {
+                conns: (0..connections)
+                    .map(|_| super::ws::WsConn::default())
+                    .collect(),
+                messages: super::ws::Messages::placeholder(),
+            },
             Protocol::Http2 | Protocol::Grpc => Pool::H2 {
                 conns: (0..connections)
                     .map(|_| Rc::new(H2Conn::default()))
@@ -269,6 +282,15 @@ impl Pool {
                 for c in slots.iter_mut().flatten() {
                     if let Err(e) = c.open(target).await {
                         result = Err(e);
+                    }
+                }
+            }
+            Pool::Ws { conns, messages } => {
+                *messages = super::ws::Messages::new(target).map_err(|_| "bad_message_template")?;
+                for (i, c) in conns.iter_mut().enumerate() {
+                    match c.open(target, i as u64, super::ws::CONNECT_TIMEOUT).await {
+                        Ok(took) => target.note_connect(took),
+                        Err(e) => result = Err(e),
                     }
                 }
             }

@@ -15,6 +15,7 @@ pub mod slo;
 pub mod target;
 pub mod template;
 pub mod timer;
+pub mod ws;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -147,6 +148,8 @@ pub struct LoadRun {
     /// TLS handshakes of the run (opening connections before the clock included), ns; None
     /// for cleartext.
     pub tls_handshakes: Option<hdrhistogram::Histogram<u64>>,
+    /// WebSocket connections opened (TCP, TLS, upgrade), ns; None for other protocols.
+    pub ws_connects: Option<hdrhistogram::Histogram<u64>>,
     /// The kind of a gRPC streaming call (its messages are in `total.stream`); None otherwise.
     pub stream_kind: Option<grpc::CallKind>,
     /// `--csv-raw`: every measured request's times in the order they were due, up to the
@@ -526,6 +529,11 @@ fn finish(
         interrupted,
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
         tls_handshakes: cfg.template.tls.as_ref().map(|t| t.handshakes()),
+        ws_connects: cfg
+            .template
+            .ws_connects
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         stream_kind: cfg
             .template
             .grpc

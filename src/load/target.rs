@@ -24,6 +24,8 @@ pub enum Protocol {
     Http2,
     /// gRPC unary calls (HTTP/2).
     Grpc,
+    /// WebSocket messages (`ws://`, `wss://`): many in flight per connection.
+    WebSocket,
 }
 
 impl Protocol {
@@ -33,6 +35,7 @@ impl Protocol {
             Protocol::Http1 => "HTTP/1.1",
             Protocol::Http2 => "h2c",
             Protocol::Grpc => "gRPC",
+            Protocol::WebSocket => "WebSocket",
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct RequestTemplate {
     group: bool,
     /// A gRPC target's call: kind, per-call message, stream messages, deadline.
     pub grpc: Option<std::sync::Arc<super::grpc::GrpcPlan>>,
+    /// A WebSocket target's upgrade handshakes (TCP, TLS, upgrade), ns, timed apart.
+    pub ws_connects: Option<std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>>,
 }
 
 /// TLS to the target's host, offering the protocol `protocol` speaks (h2 or http/1.1).
@@ -66,7 +71,7 @@ pub fn client_tls(
 ) -> Result<crate::net::tls::ClientTls, LoadError> {
     use crate::net::tls::{ALPN_H2, ALPN_HTTP1};
     let alpn: &[&[u8]] = match protocol {
-        Protocol::Http1 => &[ALPN_HTTP1],
+        Protocol::Http1 | Protocol::WebSocket => &[ALPN_HTTP1],
         Protocol::Http2 | Protocol::Grpc => &[ALPN_H2],
     };
     crate::net::tls::ClientTls::new(authority.host(), alpn, opts)
@@ -121,7 +126,14 @@ impl RequestTemplate {
         let first = urls
             .first()
             .ok_or_else(|| LoadError::Config("no target URL given".into()))?;
-        let (authority, paths, https) = parse_urls(urls)?;
+        let (authority, paths, https, ws) = parse_urls(urls)?;
+        if ws != (protocol == Protocol::WebSocket) {
+            return Err(LoadError::Config(
+                "ws:// and wss:// targets are WebSocket (and http:// and https:// are not): \
+                 all targets must share the scheme"
+                    .into(),
+            ));
+        }
         let addr = resolve(first, &authority)?;
         let map = request_headers(protocol, &authority, headers, !body.is_empty())?;
         let tls = match https {
@@ -144,6 +156,10 @@ impl RequestTemplate {
             body,
             group: false,
             grpc: None,
+            ws_connects: (protocol == Protocol::WebSocket).then(|| {
+                let h = hdrhistogram::Histogram::new(3).expect("3 significant figures are valid");
+                std::sync::Arc::new(std::sync::Mutex::new(h))
+            }),
         })
     }
 
@@ -176,9 +192,15 @@ impl RequestTemplate {
             .iter()
             .map(|p| p.fixed.as_ref().map_or_else(|| p.text(), |f| f.to_string()))
             .collect();
+        let scheme = match (self.protocol, self.tls.is_some()) {
+            (Protocol::WebSocket, true) => "wss",
+            (Protocol::WebSocket, false) => "ws",
+            (_, true) => "https",
+            (_, false) => "http",
+        };
         format!(
             "{}://{}{}",
-            if self.tls.is_some() { "https" } else { "http" },
+            scheme,
             self.authority,
             paths.first().cloned().unwrap_or_default()
         )
@@ -258,7 +280,7 @@ impl RequestTemplate {
         let pq = path.instance(index + 1);
         let uri = match self.protocol {
             // HTTP/1.1 sends origin-form; the Host header carries the authority.
-            Protocol::Http1 => Uri::from(pq),
+            Protocol::Http1 | Protocol::WebSocket => Uri::from(pq),
             // HTTP/2 takes :scheme and :authority from an absolute URI.
             Protocol::Http2 | Protocol::Grpc => {
                 let mut parts = http::uri::Parts::default();
@@ -279,10 +301,41 @@ impl RequestTemplate {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = self.headers.clone();
-        if self.protocol != Protocol::Http1 {
+        if !matches!(self.protocol, Protocol::Http1 | Protocol::WebSocket) {
             *req.version_mut() = http::Version::HTTP_2;
         }
         Ok(req)
+    }
+
+    /// The upgrade request of WebSocket connection `index` (its path is the template's paths
+    /// in turn, placeholders rendered with the connection's number), with the `--header`s.
+    pub fn ws_request(&self, index: u64) -> http::Request<()> {
+        let path = &self.paths[(index % self.paths.len() as u64) as usize];
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let uri = format!("{scheme}://{}{}", self.authority, path.render(index + 1));
+        let mut req = http::Request::new(());
+        *req.uri_mut() = uri.parse().unwrap_or_default();
+        for (name, value) in &self.headers {
+            if name != header::HOST && name != header::CONTENT_TYPE {
+                req.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        req
+    }
+
+    /// Notes one WebSocket connection's opening time.
+    pub fn note_connect(&self, took: std::time::Duration) {
+        if let Some(h) = &self.ws_connects {
+            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = h.record(took.as_nanos().max(1) as u64);
+        }
+    }
+
+    /// The body (`--data`/`--body`) as text, for WebSocket message templates.
+    pub fn body_text(&self) -> Result<&str, LoadError> {
+        std::str::from_utf8(&self.body).map_err(|_| {
+            LoadError::Config("a WebSocket message template (--data) must be UTF-8 text".into())
+        })
     }
 }
 
@@ -300,9 +353,10 @@ fn split_url(url: &str) -> Result<(&str, &str), LoadError> {
 }
 
 /// The targets' one authority (they share a connection pool) and their path templates.
-fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>, bool), LoadError> {
+fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>, bool, bool), LoadError> {
     let mut authority: Option<Authority> = None;
     let mut https: Option<bool> = None;
+    let mut ws: Option<bool> = None;
     let mut paths = Vec::new();
     for url in urls {
         // Placeholders are not valid URI characters: parse a neutral stand-in first.
@@ -312,16 +366,22 @@ fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>, bool), L
                 "{url}: not a URL ({e}); expected e.g. http://127.0.0.1:8080/path"
             ))
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {}
+        let (tls, websocket) = match uri.scheme_str() {
+            Some("http") => (false, false),
+            Some("https") => (true, false),
+            Some("ws") => (false, true),
+            Some("wss") => (true, true),
             _ => {
                 return Err(LoadError::Config(format!(
-                    "{url}: expected an http:// or https:// URL"
+                    "{url}: expected an http://, https://, ws:// or wss:// URL"
                 )));
             }
+        };
+        if *ws.get_or_insert(websocket) != websocket {
+            return Err(LoadError::Config(
+                "all targets must share the scheme: WebSocket and HTTP mixed".into(),
+            ));
         }
-        let tls = uri.scheme_str() == Some("https");
         if *https.get_or_insert(tls) != tls {
             return Err(LoadError::Config(
                 "all targets must share the scheme (one connection pool): http and https mixed"
@@ -343,7 +403,12 @@ fn parse_urls(urls: &[String]) -> Result<(Authority, Vec<PathTemplate>, bool), L
         paths.push(PathTemplate::parse(pq, url)?);
     }
     let authority = authority.ok_or_else(|| LoadError::Config("no target URL given".into()))?;
-    Ok((authority, paths, https.unwrap_or(false)))
+    Ok((
+        authority,
+        paths,
+        https.unwrap_or(false),
+        ws.unwrap_or(false),
+    ))
 }
 
 /// The socket address of `authority` (port 80 when none is given).
@@ -369,7 +434,7 @@ fn request_headers(
     has_body: bool,
 ) -> Result<HeaderMap, LoadError> {
     let mut map = HeaderMap::new();
-    if protocol == Protocol::Http1 {
+    if matches!(protocol, Protocol::Http1 | Protocol::WebSocket) {
         map.insert(
             header::HOST,
             HeaderValue::from_str(authority.as_str())

@@ -178,6 +178,10 @@ pub struct LoadReport {
     /// TLS handshakes (an `https://` target), timed apart from the requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsHandshakes>,
+    /// WebSocket connections (TCP, TLS, upgrade), opened before the clock and timed apart
+    /// from the messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<TlsHandshakes>,
     /// A gRPC streaming call's messages, timed apart from the whole call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
@@ -307,6 +311,10 @@ impl LoadReport {
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
             histograms: None,
             tls: run.tls_handshakes.as_ref().map(|h| TlsHandshakes {
+                handshakes: h.len(),
+                duration_ns: Percentiles::of(h),
+            }),
+            connect: run.ws_connects.as_ref().map(|h| TlsHandshakes {
                 handshakes: h.len(),
                 duration_ns: Percentiles::of(h),
             }),

@@ -154,6 +154,7 @@ fn combine(
         start_at: first.start_at.clone(),
         histograms: Some(Histograms::encode(corrected, service, lag)),
         tls: None,
+        connect: None,
         stream: None,
     }
 }

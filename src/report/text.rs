@@ -130,6 +130,16 @@ fn tls_and_stream_lines(out: &mut String, r: &LoadReport) {
             human_ns(t.duration_ns.max)
         );
     }
+    if let Some(t) = &r.connect {
+        let _ = writeln!(
+            out,
+            "connect    {} WebSocket connection(s), p50 {}, p99 {}, max {} (TCP, TLS, upgrade; apart from the latencies)",
+            t.handshakes,
+            human_ns(t.duration_ns.p50),
+            human_ns(t.duration_ns.p99),
+            human_ns(t.duration_ns.max)
+        );
+    }
     if let Some(st) = &r.stream {
         let per_call = |n: u64| n as f64 / st.calls.max(1) as f64;
         let _ = writeln!(

@@ -40,8 +40,24 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
     let method: http::Method = args.method.parse().map_err(|_| {
         LoadError::Config(format!("--method {:?} is not an HTTP method", args.method))
     })?;
+    let websocket = args
+        .urls
+        .first()
+        .is_some_and(|u| u.starts_with("ws://") || u.starts_with("wss://"));
     let template = match &args.grpc {
+        Some(_) if websocket => {
+            return Err(LoadError::Config(
+                "--grpc calls a gRPC server (http://); a ws:// target takes --data messages".into(),
+            ));
+        }
         Some(method_name) => grpc_template(args, method_name, headers)?,
+        None if websocket => ws_template(args, &headers)?,
+        None if args.data.is_some() => {
+            return Err(LoadError::Config(
+                "--data is a gRPC (--grpc) or WebSocket (ws://) message; an HTTP body is --body"
+                    .into(),
+            ));
+        }
         None => http_template(args, method, &headers)?,
     };
     let mut template = template;
@@ -54,6 +70,11 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         };
         let protocol = match template.protocol {
             Protocol::Http1 if !args.http2 => negotiate(&template, &opts),
+            Protocol::WebSocket if args.http2 => {
+                return Err(LoadError::Config(
+                    "--http2: WebSocket targets are served over HTTP/1.1 upgrades".into(),
+                ));
+            }
             p => p,
         };
         template = template.with_tls(protocol, &opts)?;
@@ -136,7 +157,7 @@ fn grpc_template(
         }
         None => crate::proto::descriptor_pool().clone(),
     };
-    let call = grpc::prepare(&pool, method_name, &args.data)?;
+    let call = grpc::prepare(&pool, method_name, args.data.as_deref().unwrap_or("{}"))?;
     if let Some(d) = args.deadline {
         if d.is_zero() {
             return Err(LoadError::Config("--deadline must be longer than 0".into()));
@@ -165,6 +186,33 @@ fn grpc_template(
         interval: args.stream_interval,
         deadline: args.deadline,
     }));
+    Ok(template)
+}
+
+/// A WebSocket target's template: the upgrade's headers and the message (`--data`, else
+/// `--body`), checked as a template now.
+fn ws_template(
+    args: &LoadArgs,
+    headers: &[(String, String)],
+) -> Result<RequestTemplate, LoadError> {
+    if args.http2 {
+        return Err(LoadError::Config(
+            "--http2: WebSocket targets are served over HTTP/1.1 upgrades".into(),
+        ));
+    }
+    let message = match (&args.data, &args.body) {
+        (Some(d), _) => d.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => "{}".to_string(),
+    };
+    let template = RequestTemplate::new(
+        Protocol::WebSocket,
+        &args.urls,
+        http::Method::GET,
+        headers,
+        Bytes::from(message),
+    )?;
+    crate::load::ws::Messages::new(&template)?;
     Ok(template)
 }
 
