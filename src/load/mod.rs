@@ -9,6 +9,7 @@ pub mod h1;
 pub mod http;
 pub mod interrupt;
 pub mod live;
+mod phase;
 pub mod recorder;
 pub mod schedule;
 pub mod slo;

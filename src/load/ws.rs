@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::engine::{PhaseEnd, Run, WAIT_SLACK};
+use super::phase::{PhaseEnd, Run, WAIT_SLACK};
 use super::recorder::Outcome;
 use super::target::RequestTemplate;
 use super::template::Part;

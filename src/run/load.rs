@@ -30,36 +30,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         (Rate::Shaped(shape), None) if args.stages.is_some() => shape.length(),
         _ => Duration::from_secs(10),
     };
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        let (k, v) = h.split_once(':').ok_or_else(|| {
-            LoadError::Config(format!("--header {h:?}: expected \"Name: value\""))
-        })?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let method: http::Method = args.method.parse().map_err(|_| {
-        LoadError::Config(format!("--method {:?} is not an HTTP method", args.method))
-    })?;
-    let websocket = args
-        .urls
-        .first()
-        .is_some_and(|u| u.starts_with("ws://") || u.starts_with("wss://"));
-    let template = match &args.grpc {
-        Some(_) if websocket => {
-            return Err(LoadError::Config(
-                "--grpc calls a gRPC server (http://); a ws:// target takes --data messages".into(),
-            ));
-        }
-        Some(method_name) => grpc_template(args, method_name, headers)?,
-        None if websocket => ws_template(args, &headers)?,
-        None if args.data.is_some() => {
-            return Err(LoadError::Config(
-                "--data is a gRPC (--grpc) or WebSocket (ws://) message; an HTTP body is --body"
-                    .into(),
-            ));
-        }
-        None => http_template(args, method, &headers)?,
-    };
+    let template = template_of(args)?;
     let mut template = template;
     template.from = args.local_addr;
     if template.tls.is_some() {
@@ -70,11 +41,6 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         };
         let protocol = match template.protocol {
             Protocol::Http1 if !args.http2 => negotiate(&template, &opts),
-            Protocol::WebSocket if args.http2 => {
-                return Err(LoadError::Config(
-                    "--http2: WebSocket targets are served over HTTP/1.1 upgrades".into(),
-                ));
-            }
             p => p,
         };
         template = template.with_tls(protocol, &opts)?;
@@ -186,6 +152,42 @@ fn grpc_template(
         interval: args.stream_interval,
         deadline: args.deadline,
     }));
+    Ok(template)
+}
+
+/// What to send: a gRPC call's, a WebSocket message's or an HTTP request's template, by the
+/// target's scheme and `--grpc`.
+fn template_of(args: &LoadArgs) -> Result<RequestTemplate, LoadError> {
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| {
+            LoadError::Config(format!("--header {h:?}: expected \"Name: value\""))
+        })?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let method: http::Method = args.method.parse().map_err(|_| {
+        LoadError::Config(format!("--method {:?} is not an HTTP method", args.method))
+    })?;
+    let websocket = args
+        .urls
+        .first()
+        .is_some_and(|u| u.starts_with("ws://") || u.starts_with("wss://"));
+    let template = match &args.grpc {
+        Some(_) if websocket => {
+            return Err(LoadError::Config(
+                "--grpc calls a gRPC server (http://); a ws:// target takes --data messages".into(),
+            ));
+        }
+        Some(method_name) => grpc_template(args, method_name, headers)?,
+        None if websocket => ws_template(args, &headers)?,
+        None if args.data.is_some() => {
+            return Err(LoadError::Config(
+                "--data is a gRPC (--grpc) or WebSocket (ws://) message; an HTTP body is --body"
+                    .into(),
+            ));
+        }
+        None => http_template(args, method, &headers)?,
+    };
     Ok(template)
 }
 

@@ -103,7 +103,10 @@ pub(crate) async fn proxy(
     let headers = forward::request_headers(req.parts.headers, peer, &req.request_id);
     let (answer, held) = upstream.ws_upgrade(&pq, &headers).await?;
     match answer {
-        Answer::Refused(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
+        Answer::Refused(mut resp) => {
+            forward::strip_hop_by_hop(resp.headers_mut());
+            Ok(resp.map(|b| Either::Left(Full::new(b))))
+        }
         Answer::Switched(mut parts, io, early) => {
             parts.headers.insert(REQUEST_ID, req.request_id.clone());
             let limits = gate.limits;

@@ -33,7 +33,7 @@ const MAX_REFUSAL_BODY: usize = 64 << 10;
 pub(crate) enum Answer<S> {
     /// `101`: the head for the client, the connection, and bytes that came after the head.
     Switched(http::response::Parts, S, Bytes),
-    /// Anything else, forwarded as a response.
+    /// Anything else, forwarded as a response (its hop-by-hop headers still in it).
     Refused(http::Response<Bytes>),
 }
 
@@ -148,7 +148,6 @@ where
         }
     }
     body.truncate(length);
-    super::forward::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Answer::Refused(http::Response::from_parts(
         parts,
@@ -347,48 +346,63 @@ where
             () = idle(&limits, &activity, epoch) => Some(Ended::Idle),
         }
     };
-    let ended = match ending {
-        None => {
-            let _ = cw.shutdown().await;
-            let _ = uw.shutdown().await;
-            return;
-        }
-        Some(e) => e,
+    let Some(ended) = ending else {
+        let _ = cw.shutdown().await;
+        let _ = uw.shutdown().await;
+        return;
     };
-    let (code, reason) = match &ended {
-        Ended::Idle => {
-            violation("idle");
-            (close::GOING_AWAY, "idle timeout".to_string())
-        }
-        Ended::Violated(v) => {
-            violation(v.reason());
-            (v.close_code(), v.to_string())
-        }
-        Ended::SlowReader => {
-            violation("slow_reader");
-            (
-                close::POLICY,
-                "a peer did not read its messages in time".into(),
-            )
-        }
-        Ended::Closed | Ended::Failed => (close::GOING_AWAY, String::new()),
+    let ends = Ends {
+        client: cw,
+        upstream: uw,
+        client_whole: down_dir.whole_frames,
+        upstream_whole: up_dir.whole_frames,
     };
-    // Tell each side why, when its stream is at a frame boundary (and it is still reading).
-    if down_dir.whole_frames {
-        let _ = tokio::time::timeout(
-            limits.send_timeout,
-            cw.write_all(&close_frame(code, &reason, None)),
-        )
-        .await;
+    ends.close(&ended, &limits).await;
+}
+
+/// The write sides of a relay that ended short of both closes, and whether each has only whole
+/// frames so far (a close frame of the gateway's may follow).
+struct Ends<C, U> {
+    client: C,
+    upstream: U,
+    client_whole: bool,
+    upstream_whole: bool,
+}
+
+impl<C: AsyncWrite + Unpin, U: AsyncWrite + Unpin> Ends<C, U> {
+    /// Tells each side why (when it can take a frame), counts it, and closes both.
+    async fn close(mut self, ended: &Ended, limits: &Limits) {
+        let (code, reason) = match ended {
+            Ended::Idle => {
+                violation("idle");
+                (close::GOING_AWAY, "idle timeout".to_string())
+            }
+            Ended::Violated(v) => {
+                violation(v.reason());
+                (v.close_code(), v.to_string())
+            }
+            Ended::SlowReader => {
+                violation("slow_reader");
+                (
+                    close::POLICY,
+                    "a peer did not read its messages in time".into(),
+                )
+            }
+            Ended::Closed | Ended::Failed => (close::GOING_AWAY, String::new()),
+        };
+        let within = limits.send_timeout;
+        if self.client_whole {
+            let frame = close_frame(code, &reason, None);
+            let _ = tokio::time::timeout(within, self.client.write_all(&frame)).await;
+        }
+        if self.upstream_whole {
+            let frame = close_frame(close::GOING_AWAY, "", Some(rand::random::<[u8; 4]>()));
+            let _ = tokio::time::timeout(within, self.upstream.write_all(&frame)).await;
+        }
+        metrics::counter!("gwbench_ws_closes_total", "code" => code_label(code)).increment(1);
+        let _ = self.client.shutdown().await;
+        let _ = self.upstream.shutdown().await;
     }
-    if up_dir.whole_frames {
-        let mask = Some(rand::random::<[u8; 4]>());
-        let frame = close_frame(close::GOING_AWAY, "", mask);
-        let _ = tokio::time::timeout(limits.send_timeout, uw.write_all(&frame)).await;
-    }
-    metrics::counter!("gwbench_ws_closes_total", "code" => code_label(code)).increment(1);
-    let _ = cw.shutdown().await;
-    let _ = uw.shutdown().await;
 }
 
 fn violation(reason: &'static str) {
