@@ -733,6 +733,41 @@ fn compare_over_tls_measures_the_gateway_terminating_it() {
     }
 }
 
+/// The WebSocket scenarios: the echo through the gateway's proxy and SyncStock through its
+/// translation to a gRPC bidi stream, every message answered on both sides, the gateway's CPU
+/// counted, and the summary valid against its schema.
+#[test]
+fn compare_measures_websocket_proxy_and_translation() {
+    let _serial = serial();
+    let (stdout, summary) = quick_compare("ws", &["--scenarios", "ws,ws-grpc"]);
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&summary), "{summary}");
+    let names: Vec<&str> = summary["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sc| sc["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ws", "ws-grpc"], "{stdout}");
+    for sc in summary["scenarios"].as_array().unwrap() {
+        for side in ["direct", "gateway"] {
+            assert_eq!(
+                sc[side]["errors"], 0,
+                "{}: {side}: {}",
+                sc["name"], sc[side]
+            );
+        }
+        let gw_cpu = &sc["gateway"]["cpu_ms_per_1000"]["gateway_ms"];
+        assert!(
+            gw_cpu.as_f64().is_some_and(|ms| ms > 0.0),
+            "{}: {gw_cpu}",
+            sc["name"]
+        );
+    }
+}
+
 /// A short compare (300 req/s, one 600 ms round, no calibration) with `extra` flags: its stdout
 /// and summary.json; fails the test when compare fails.
 fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {

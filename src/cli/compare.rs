@@ -86,6 +86,10 @@ Scenarios (direct vs through the gateway, same offered rate):
          triggering) and breaker (middleware cost); compare mints the token itself
   dashboard  four REST calls a client fans out itself vs the gateway's /api/dashboard
          aggregation of the same four over gRPC (not in the default set)
+  ws     WebSocket echo of the REST mock vs through the gateway's /rest proxy route, one message
+         per request (WebSocket proxy cost; not in the default set)
+  ws-grpc  SyncStock over WebSocket: the REST mock's own WebSocket twin vs the gateway translating
+         to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
 Direct and gateway runs alternate in rounds so that drift hits both. First an A/A calibration
 runs the direct path against itself: what it finds is this machine's noise floor right now.

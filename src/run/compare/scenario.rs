@@ -24,6 +24,8 @@ pub(crate) struct Side {
     pub(crate) all_of: Vec<String>,
     /// TLS options of an https:// side (`compare --tls`).
     pub(crate) tls: Option<crate::net::tls::ClientOptions>,
+    /// A WebSocket side's message (each one a request, timed to its answer).
+    pub(crate) message: Option<&'static str>,
 }
 
 impl Side {
@@ -37,9 +39,30 @@ impl Side {
             headers: Vec::new(),
             all_of: Vec::new(),
             tls: None,
+            message: None,
+        }
+    }
+
+    /// A WebSocket side: `message` on connections to `url`.
+    pub(crate) fn ws(
+        label: &'static str,
+        url: String,
+        message: &'static str,
+        through_gateway: bool,
+    ) -> Side {
+        Side {
+            protocol: Protocol::WebSocket,
+            message: Some(message),
+            ..Side::http(label, url, through_gateway)
         }
     }
 }
+
+/// The echo scenario's message: an id to match answers by, and a payload of a typical event.
+const ECHO_MESSAGE: &str =
+    r#"{"id":{seq},"event":"price","symbol":"GWB","bid":101.25,"ask":101.5}"#;
+/// The stock-sync scenario's message (a StockMovement); answers come in order.
+const SYNC_MESSAGE: &str = r#"{"productId":"{rand:1-1000}","warehouseId":"wh-fra-1","delta":1}"#;
 
 /// A pair of sides.
 #[derive(Debug, Clone)]
@@ -50,7 +73,7 @@ pub(crate) struct Scenario {
     pub(crate) gateway: Side,
 }
 
-pub(crate) const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard"];
+pub(crate) const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard", "ws", "ws-grpc"];
 
 /// A token for the embedded config's dev key, valid for the whole run.
 pub(crate) fn dev_token() -> Result<String, CompareError> {
@@ -98,6 +121,7 @@ pub(crate) fn scenarios(
                     headers: Vec::new(),
                     all_of: Vec::new(),
                     tls: None,
+                    message: None,
                 },
                 gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
             },
@@ -127,6 +151,21 @@ pub(crate) fn scenarios(
                     ..Side::http("direct", format!("http://{rest}/api/users/42"), false)
                 },
                 gateway: Side::http("gateway", format!("http://{gw}/api/dashboard?user_id=42"), true),
+            },
+            "ws" => Scenario {
+                name: "ws",
+                description: "WebSocket echo of the REST mock (/ws/echo), one message per request: direct vs the \
+                              gateway's /rest proxy route relaying the upgraded connection (WebSocket proxy cost)",
+                direct: Side::ws("direct", format!("ws://{rest}/ws/echo"), ECHO_MESSAGE, false),
+                gateway: Side::ws("gateway", format!("ws://{gw}/rest/ws/echo"), ECHO_MESSAGE, true),
+            },
+            "ws-grpc" => Scenario {
+                name: "ws-grpc",
+                description: "SyncStock, one movement per message: the REST mock's own WebSocket twin (/ws/inventory/sync, \
+                              the same handler logic) vs the gateway translating WebSocket to the gRPC bidi stream on the \
+                              gRPC mock (WebSocket-to-gRPC translation cost)",
+                direct: Side::ws("direct", format!("ws://{rest}/ws/inventory/sync"), SYNC_MESSAGE, false),
+                gateway: Side::ws("gateway", format!("ws://{gw}/api/inventory/sync"), SYNC_MESSAGE, true),
             },
             other => {
                 return Err(CompareError(format!("unknown scenario {other:?}; expected some of {}", KNOWN.join(", "))));
@@ -186,7 +225,8 @@ pub(crate) fn plain_template(side: &Side) -> Result<RequestTemplate, crate::load
                 urls,
                 http::Method::GET,
                 &side.headers,
-                Bytes::new(),
+                side.message
+                    .map_or_else(Bytes::new, |m| Bytes::from_static(m.as_bytes())),
             )
         }
     }
