@@ -664,6 +664,73 @@ fn forwarding(c: &mut Criterion) {
     g.finish();
 }
 
+// ===== websocket =====
+
+/// Per message: the proxy's frame scan (a masked 64-byte text frame), a tungstenite message
+/// written and read back over an in-memory pipe (what the mocks, the translation and the
+/// generator pay), and the translation's JSON -> wire (a StockMovement) and wire -> JSON (a
+/// Stock).
+fn websocket(c: &mut Criterion) {
+    use futures_util::{SinkExt, StreamExt};
+    use gwbench::ws::frame::{Scanner, Sender, encode};
+    let mut g = c.benchmark_group("websocket");
+    let text = br#"{"id":1,"event":"price","symbol":"GWB","bid":101.25,"ask":101.5}"#;
+    let frame = encode(true, 0x1, text, Some([1, 2, 3, 4]));
+    let limits = gwbench::ws::Limits::default().frames();
+    g.bench_function("proxy_scan_64B_frame", |b| {
+        let mut scanner = Scanner::new(Sender::Client, limits);
+        b.iter(|| scanner.scan(black_box(&frame)).unwrap())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (mut client, mut server) = rt.block_on(async {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let c =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let s =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        (c, s)
+    });
+    let msg = String::from_utf8(text.to_vec()).unwrap();
+    g.bench_function("tungstenite_send_and_read_64B", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                client
+                    .send(gwbench::ws::Message::text(msg.clone()))
+                    .await
+                    .unwrap();
+                server.next().await.unwrap().unwrap()
+            })
+        })
+    });
+    let pool = gwbench::proto::descriptor_pool();
+    let mut router = Router::new();
+    router
+        .add_annotated(pool, &Default::default(), 0, &mut Default::default())
+        .unwrap();
+    let hit = router.at(&Method::POST, "/api/inventory/sync").unwrap();
+    let Target::Transcode(sync) = hit.target else {
+        panic!("SyncStock is transcoded");
+    };
+    let sync = sync.clone();
+    let opts = JsonOptions::new(false, false, true);
+    let movement = br#"{"productId":"7","warehouseId":"wh-fra-1","delta":1}"#;
+    g.bench_function("translate_json_to_wire_StockMovement", |b| {
+        b.iter(|| {
+            sync.encode_request(&[], None, black_box(movement), &opts)
+                .unwrap()
+        })
+    });
+    let stock = gwbench::backend::data::stock(7).unwrap();
+    let stock = prost::Message::encode_to_vec(&stock);
+    g.bench_function("translate_wire_to_json_Stock", |b| {
+        b.iter(|| sync.render_response(black_box(&stock), &opts).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     router,
@@ -674,6 +741,7 @@ criterion_group!(
     cache,
     layers,
     transcoding,
+    websocket,
     whole_stack
 );
 criterion_main!(benches);

@@ -30,8 +30,8 @@ not sent; the counts always add up to the scheduled total.
 Path placeholders: {seq} (1, 2, 3, ...), {rand:A-B} (uniform integer); the same in --data.
 Several URLs (same host:port) are used round-robin.
 WebSocket (ws://, wss://): each --data message is a request, sent at its intended time without
-waiting for the previous answer (up to 4,096 in flight per connection); its latency ends with
-its answer. Connections open (and are timed) before the clock starts.
+waiting for the previous answer (up to 4,096 in flight per connection; one with --rps max); its
+latency ends with its answer. Connections open (and are timed) before the clock starts.
 gRPC streams: the whole call is the request whose latency is reported; its messages are counted
 and timed apart (time to the first answer, and per answer message). Exit codes: 0 ok, 1 an --slo objective was missed,
 2 bad input or unreachable target.";

@@ -1,6 +1,7 @@
 //! The generator's WebSocket side (`ws://`, `wss://`): per connection one sender task that
 //! takes tickets, sends each message at its intended time (open loop: it does not wait for
 //! the answer to the previous one), and times each answer against the message it answers.
+//! In a closed loop (`--rps max`) each connection has one message in flight, as wrk's HTTP.
 //!
 //! An answer is matched to its message by the id in it when the message template has `{seq}`:
 //! the template's text just before `{seq}` is looked for in the answer, and the number after
@@ -222,9 +223,11 @@ impl Sender<'_, '_> {
         self.timer.sleep_until(due, self.run.shared.spin).await
     }
 
-    /// Waits for answers while the connection holds its most messages in flight.
+    /// Waits for answers while the connection holds its most messages in flight: one in a
+    /// closed loop (`--rps max`, as an HTTP/1.1 connection), else [`MAX_IN_FLIGHT`].
     async fn make_room(&mut self, intended: Option<Instant>) {
-        while self.pending.len() >= MAX_IN_FLIGHT {
+        let most = if intended.is_some() { MAX_IN_FLIGHT } else { 1 };
+        while self.pending.len() >= most {
             let Some(socket) = self.conn.socket.as_mut() else {
                 return;
             };
