@@ -478,3 +478,86 @@ async fn slow_readers(gw: &GatewayServer) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Opens a WebSocket over HTTP/2 (RFC 8441 extended CONNECT) at `path`; the answer's status,
+/// the stream to send frames on and the body frames come back in.
+async fn h2_websocket(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (u16, h2::SendStream<bytes::Bytes>, h2::RecvStream) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // The server's SETTINGS (with SETTINGS_ENABLE_CONNECT_PROTOCOL) arrive after the handshake.
+    common::eventually("the gateway allowed extended CONNECT", || {
+        let on = client.is_extended_connect_protocol_enabled();
+        async move { on }
+    })
+    .await;
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (resp, send) = client.send_request(req, false).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    (resp.status().as_u16(), send, resp.into_body())
+}
+
+/// The payload of the next data frame the server sends on an HTTP/2 WebSocket.
+async fn h2_next_text(body: &mut h2::RecvStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    loop {
+        if buf.len() >= 2 && buf.len() >= 2 + usize::from(buf[1] & 0x7F) {
+            let len = usize::from(buf[1] & 0x7F);
+            assert!(len < 126, "short test messages only");
+            let payload = buf[2..2 + len].to_vec();
+            buf.drain(..2 + len);
+            return payload;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.data())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the stream is open")
+            .unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test]
+async fn an_http2_client_opens_websockets_with_extended_connect() {
+    let s = Stack::start(1).await;
+    // The proxied echo: the gateway upgrades to the mock over HTTP/1.1 for the h2 client.
+    let (status, mut send, mut body) = h2_websocket(s.gateway.http, "/rest/ws/echo").await;
+    assert_eq!(status, 200);
+    send.send_data(encode(true, 0x1, b"over h2", KEY).into(), false)
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(h2_next_text(&mut body, &mut buf).await, b"over h2");
+    drop((send, body));
+    // A bidi RPC through the translation.
+    let (status, mut send, mut body) = h2_websocket(s.gateway.http, "/api/inventory/sync").await;
+    assert_eq!(status, 200);
+    let movement = br#"{"productId":"7","delta":1}"#;
+    send.send_data(encode(true, 0x1, movement, KEY).into(), false)
+        .unwrap();
+    let mut buf = Vec::new();
+    // An answer longer than 125 bytes has a 16-bit length: read its header by hand.
+    let first = loop {
+        if buf.len() >= 4 {
+            break buf.clone();
+        }
+        let chunk = body.data().await.unwrap().unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    };
+    assert_eq!(first[0], 0x81, "a final text frame");
+    drop((send, body));
+    s.stop().await;
+}

@@ -119,7 +119,16 @@ pub(super) fn handle(instance: Arc<Instance>, mut req: Request<Incoming>) -> Res
         Ok(k) => k,
         Err(m) => return json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &m),
     };
-    let parts = match ws::accept(req.method(), req.headers()) {
+    let (head, ()) = {
+        let mut r = http::Request::new(());
+        *r.method_mut() = req.method().clone();
+        *r.headers_mut() = req.headers().clone();
+        if let Some(p) = req.extensions().get::<hyper::ext::Protocol>() {
+            r.extensions_mut().insert(p.clone());
+        }
+        r.into_parts()
+    };
+    let parts = match ws::switch(&head) {
         Ok(p) => p,
         Err(e) => {
             let mut resp = json_error(

@@ -221,6 +221,14 @@ impl Gateway {
         path::intake::check_host(req.version(), req.headers())?;
         let path = req.uri().path();
         path::intake::check_path(path)?;
+        // A WebSocket is routed as the GET it is over HTTP/1.1, whatever the HTTP version.
+        let connect = crate::ws::is_extended_connect(req.method(), req.extensions());
+        let upgrade = connect || crate::ws::is_upgrade(req.headers());
+        let method = if connect {
+            &http::Method::GET
+        } else {
+            req.method()
+        };
         let RouteMatch {
             target,
             stack,
@@ -228,8 +236,8 @@ impl Gateway {
             params,
         } = self
             .router
-            .at_request(req.method(), path, crate::ws::is_upgrade(req.headers()))
-            .map_err(|e| path::intake::unrouted(req.method(), path, e))?;
+            .at_request(method, path, upgrade)
+            .map_err(|e| path::intake::unrouted(method, path, e))?;
         let (target, route) = (target.clone(), route.clone());
         let (route_timeout, upstream) = match &target {
             Target::Transcode(_) => (self.transcode_timeout, self.transcode_upstream),
@@ -241,13 +249,18 @@ impl Gateway {
         // The body must arrive within the request's deadline too: a body sent a byte at a
         // time would otherwise hold the request (and its connection) for good. A body already
         // known to be over (a GET's, or one whose length was 0) cannot stall: no timer for it.
-        let ended = body.is_end_stream();
-        let read = path::intake::read_body(&parts.headers, body, self.max_body);
-        let body = match ended {
-            true => read.await?,
-            false => tokio::time::timeout(deadline, read)
-                .await
-                .map_err(|_| path::intake::body_too_slow(deadline))??,
+        // An extended CONNECT's body is the WebSocket itself: never read here.
+        let body = if connect {
+            Bytes::new()
+        } else {
+            let ended = body.is_end_stream();
+            let read = path::intake::read_body(&parts.headers, body, self.max_body);
+            match ended {
+                true => read.await?,
+                false => tokio::time::timeout(deadline, read)
+                    .await
+                    .map_err(|_| path::intake::body_too_slow(deadline))??,
+            }
         };
         let request = GwRequest {
             parts,

@@ -305,7 +305,11 @@ fn connection_builder(limits: &ServeLimits) -> (auto::Builder<TokioExecutor>, wa
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
+    // RFC 8441: HTTP/2 clients may open WebSockets with extended CONNECT.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
     let timeouts = watch::Timeouts {
         header_read: limits.header_read_timeout,
         idle: limits.idle_timeout,

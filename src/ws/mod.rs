@@ -105,6 +105,41 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
+/// Whether a request is HTTP/2's extended CONNECT for WebSocket (RFC 8441: `:method CONNECT`,
+/// `:protocol websocket`), which the servers allow (`SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+pub fn is_extended_connect(method: &Method, extensions: &http::Extensions) -> bool {
+    method == Method::CONNECT
+        && extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether a request asks for a WebSocket, over HTTP/1.1 (`Upgrade`) or HTTP/2 (extended
+/// CONNECT).
+pub fn wants_websocket(
+    method: &Method,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> bool {
+    is_upgrade(headers) || is_extended_connect(method, extensions)
+}
+
+/// The answer that switches a valid WebSocket request: `101` with the accept key over
+/// HTTP/1.1, `200` over HTTP/2 (RFC 8441 has no key).
+pub fn switch(req: &http::request::Parts) -> Result<http::response::Parts, BadUpgrade> {
+    if is_extended_connect(&req.method, &req.extensions) {
+        if req
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() != b"13")
+        {
+            return Err(BadUpgrade("Sec-WebSocket-Version must be 13".into()));
+        }
+        return Ok(http::Response::new(()).into_parts().0);
+    }
+    accept(&req.method, &req.headers)
+}
+
 /// Why an upgrade request was refused (answered 400 before any switch).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

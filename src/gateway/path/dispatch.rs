@@ -126,7 +126,8 @@ impl Core {
             Target::Transcode(_) => self.json.errors,
             _ => crate::gateway::config::ErrorFormat::Gwbench,
         };
-        let upgrade = crate::ws::is_upgrade(&req.parts.headers);
+        let parts = &req.parts;
+        let upgrade = crate::ws::wants_websocket(&parts.method, &parts.headers, &parts.extensions);
         let call = async {
             match req.target.clone() {
                 Target::Proxy(p) if upgrade => {
@@ -262,7 +263,7 @@ impl Core {
         started: Instant,
     ) -> Result<GwResponse, GwError> {
         let open = self.ws.enter()?;
-        let switch = crate::ws::accept(&req.parts.method, &req.parts.headers)
+        let switch = crate::ws::switch(&req.parts)
             .map_err(|e| GwError::http(StatusCode::BAD_REQUEST, Code::InvalidArgument, e.0))?;
         let on_upgrade = super::upgrade::take_upgrade(&mut req)?;
         let metadata = self.metadata(&req);

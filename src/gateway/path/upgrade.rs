@@ -75,17 +75,49 @@ impl Drop for Open {
 /// The client's side of the switch: hyper hands it over once the `101` is written. A request
 /// that did not come over HTTP/1.1 (h2, or an in-process call) has none.
 pub(crate) fn take_upgrade(req: &mut GwRequest) -> Result<hyper::upgrade::OnUpgrade, GwError> {
+    let p = &req.parts;
+    let h2 = crate::ws::is_extended_connect(&p.method, &p.extensions);
+    let valid = h2 || p.version == http::Version::HTTP_11;
     req.parts
         .extensions
         .remove::<hyper::upgrade::OnUpgrade>()
-        .filter(|_| req.parts.version == http::Version::HTTP_11)
+        .filter(|_| valid)
         .ok_or_else(|| {
             GwError::http(
                 StatusCode::BAD_REQUEST,
                 Code::InvalidArgument,
-                "a WebSocket upgrade needs an HTTP/1.1 connection".to_string(),
+                "a WebSocket needs an HTTP/1.1 upgrade or HTTP/2 extended CONNECT".to_string(),
             )
         })
+}
+
+/// What the upstream needs to see of an HTTP/2 client's extended CONNECT: an HTTP/1.1 upgrade
+/// has a key and a version; RFC 8441 has neither, so the gateway makes them.
+fn as_http1_upgrade(headers: &mut http::HeaderMap) {
+    use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
+    if !headers.contains_key(SEC_WEBSOCKET_KEY) {
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            headers.insert(SEC_WEBSOCKET_KEY, v);
+        }
+    }
+    headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+}
+
+/// The client's answer to a switch the upstream accepted: its `101` head over HTTP/1.1; over
+/// HTTP/2, `200` with only the chosen subprotocol (no connection-level headers, no key).
+fn client_head(mut parts: http::response::Parts, h2: bool) -> http::response::Parts {
+    if h2 {
+        parts.status = StatusCode::OK;
+        let protocol = parts.headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+        parts.headers.clear();
+        if let Some(p) = protocol {
+            parts
+                .headers
+                .insert(http::header::SEC_WEBSOCKET_PROTOCOL, p);
+        }
+    }
+    parts
 }
 
 /// A proxy route's upgrade: forwarded to an endpoint; on its `101`, the client's and the
@@ -98,16 +130,21 @@ pub(crate) async fn proxy(
 ) -> Result<GwResponse, GwError> {
     let open = gate.enter()?;
     let on_upgrade = take_upgrade(&mut req)?;
+    let h2 = crate::ws::is_extended_connect(&req.parts.method, &req.parts.extensions);
     let pq = forward::upstream_path(&req.parts.uri, strip)?;
     let peer = req.parts.extensions.get::<PeerAddr>();
-    let headers = forward::request_headers(req.parts.headers, peer, &req.request_id);
+    let mut headers = forward::request_headers(req.parts.headers, peer, &req.request_id);
+    if h2 {
+        as_http1_upgrade(&mut headers);
+    }
     let (answer, held) = upstream.ws_upgrade(&pq, &headers).await?;
     match answer {
         Answer::Refused(mut resp) => {
             forward::strip_hop_by_hop(resp.headers_mut());
             Ok(resp.map(|b| Either::Left(Full::new(b))))
         }
-        Answer::Switched(mut parts, io, early) => {
+        Answer::Switched(parts, io, early) => {
+            let mut parts = client_head(parts, h2);
             parts.headers.insert(REQUEST_ID, req.request_id.clone());
             let limits = gate.limits;
             tokio::spawn(async move {
