@@ -13,7 +13,7 @@ Examples:
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/WatchStock --data '{\"product_id\": 7, \"updates\": 20}'
   gwbench load http://127.0.0.1:50051 --grpc gwbench.v1.InventoryService/SyncStock --data '{\"product_id\": 7, \"delta\": 1}' --stream-messages 5 --stream-interval 10ms
   gwbench load ws://127.0.0.1:8081/ws/echo --rps 2000 -c 4 --data '{\"id\": {seq}}'   # messages, per-message latency
-  gwbench load ws://127.0.0.1:8080/api/inventory/sync --rps 1000 --data '{\"productId\": \"7\", \"delta\": 1}'
+  gwbench load ws://127.0.0.1:8081/ws/inventory/sync --rps 1000 --data '{\"productId\": \"7\", \"delta\": 1}'
   gwbench load URL --rps 2000 --json --hgrm out.hgrm --hlog out.hlog --slo 'p99<20ms,errors<0.1%'
   gwbench load https://127.0.0.1:8443/api/users/42 --cacert ca.pem   # ALPN picks h2 or HTTP/1.1
   gwbench load URL --stages 10s:1000,20s:5000,10s:0     # ramp up, ramp on, ramp down
