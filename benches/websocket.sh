@@ -109,6 +109,6 @@ ref=$(ls -t target/release/deps/ws_closed_loop-* 2>/dev/null | grep -v '\.d$' | 
 if [ -n "$ref" ]; then
   echo "generator ceiling (the mock's echo on CPU 0, client on CPU 1):"
   $gen "$GW" load "ws://127.0.0.1:$rest/ws/echo" --rps max -c "$CONNS" -d "${DURATION}s" --warmup 0s --data "$ECHO" --json -q \
-    | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"  gwbench load --rps max: {r[\"achieved_rps\"]:.0f} messages/s answered, {r[\"generator\"][\"cpu_us_per_request\"]:.2f} us CPU per message")'
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); g=r["generator"]; print("  gwbench load --rps max: %.0f messages/s answered, %.2f us CPU per message" % (r["achieved_rps"], g["cpu_us_per_request"]))'
   $gen "$ref" "ws://127.0.0.1:$rest/ws/echo" "$CONNS" "$DURATION"
 fi

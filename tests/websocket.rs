@@ -321,6 +321,13 @@ async fn upgrade(addr: std::net::SocketAddr, path: &str, extra: &str) -> (u16, T
 
 /// Reads frames until a close frame (its code) or the end of the stream (None), within 10 s.
 async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
+    until_close(tcp).await.1
+}
+
+/// The opcodes of the frames before a close frame, and the close's code (None: the stream
+/// ended without one), within 10 s.
+async fn until_close(tcp: &mut TcpStream) -> (Vec<u8>, Option<u16>) {
+    let mut seen = Vec::new();
     let read = async {
         loop {
             let mut h = [0u8; 2];
@@ -335,11 +342,13 @@ async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
             if h[0] & 0x0F == 0x8 {
                 return Some(u16::from_be_bytes([payload[0], payload[1]]));
             }
+            seen.push(h[0]);
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    let code = tokio::time::timeout(Duration::from_secs(10), read)
         .await
-        .expect("the gateway ended the connection within 10 s")
+        .expect("the gateway ended the connection within 10 s");
+    (seen, code)
 }
 
 const KEY: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
@@ -559,5 +568,42 @@ async fn an_http2_client_opens_websockets_with_extended_connect() {
     };
     assert_eq!(first[0], 0x81, "a final text frame");
     drop((send, body));
+    s.stop().await;
+}
+
+/// A translated stream outlives the route's timeout (it bounds the opening, not a long-lived
+/// stream), ends at a deadline the client set, and is closed when idle.
+#[tokio::test]
+async fn translated_streams_end_at_the_clients_deadline_or_when_idle_not_at_the_routes() {
+    let s = Stack::start(1).await;
+    let grpc = vec![s.backends.grpc[0].to_string()];
+    let rest = vec![s.backends.rest[0].to_string()];
+    let mut cfg: GatewayConfig = common::gateway_config(&grpc, &rest);
+    cfg.transcode.timeout = TextDuration(Duration::from_millis(300));
+    cfg.websocket.idle_timeout = TextDuration(Duration::from_secs(1));
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let movement = encode(true, 0x1, br#"{"productId":"7","delta":1}"#, KEY);
+    let (status, mut tcp) = upgrade(gw.http, "/api/inventory/sync", "").await;
+    assert_eq!(status, 101);
+    // Past the route's 300 ms, the stream still answers.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tcp.write_all(&movement).await.unwrap();
+    // A text message answers the movement; then nothing either way for the idle timeout:
+    // closed 1001.
+    assert_eq!(until_close(&mut tcp).await, (vec![0x81], Some(1001)));
+    // A deadline the client set ends the call: a last error message, then 1011.
+    let (status, mut tcp) = upgrade(
+        gw.http,
+        "/api/inventory/sync",
+        "X-Request-Timeout: 200ms\r\n",
+    )
+    .await;
+    assert_eq!(status, 101);
+    assert_eq!(
+        until_close(&mut tcp).await,
+        (vec![0x81], Some(1011)),
+        "the error, then the close"
+    );
+    gw.shutdown().await;
     s.stop().await;
 }

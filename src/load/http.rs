@@ -273,6 +273,15 @@ impl Pool {
         }
     }
 
+    /// Ends the connections politely after the run: a WebSocket's with a close frame (1000),
+    /// each within 1 s; the others are dropped, as HTTP's keep-alive connections may be.
+    pub async fn close(&mut self) {
+        if let Pool::Ws { conns, .. } = self {
+            let closes = conns.iter_mut().map(super::ws::WsConn::close);
+            futures_util::future::join_all(closes).await;
+        }
+    }
+
     /// Opens every connection now, so that the first requests do not pay for the handshake.
     /// Returns the last failure (the run goes on; failed connections retry per request).
     pub async fn open(&mut self, target: &RequestTemplate) -> Result<(), &'static str> {

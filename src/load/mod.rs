@@ -407,6 +407,7 @@ impl Worker {
                     };
                     let phase = Phase::new(&measured, m_start, end, go.measured);
                     let result = engine::run_phase(shared, &mut pool, phase).await?;
+                    pool.close().await;
                     Ok((result, warm_error))
                 })
             })

@@ -110,6 +110,17 @@ impl Messages {
 }
 
 impl WsConn {
+    /// Sends a normal close and waits (1 s at most) for the server's.
+    pub async fn close(&mut self) {
+        if let Some(mut socket) = self.socket.take() {
+            let bye = async {
+                let _ = socket.close(None).await;
+                while let Some(Ok(_)) = socket.next().await {}
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+        }
+    }
+
     /// Opens the connection (TCP, TLS, upgrade) within `timeout`; how long it took.
     pub async fn open(
         &mut self,

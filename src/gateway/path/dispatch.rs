@@ -269,8 +269,10 @@ impl Core {
         let metadata = self.metadata(&req);
         let upstream = &self.upstreams[req.upstream];
         let fail = call_error(route.clone(), started, req.deadline);
+        // Only a deadline the client set bounds the call (see transcode/ws.rs).
+        let timeout = req.client_deadline.then_some(req.deadline);
         let (mut call, held) = upstream
-            .grpc_open(&route.grpc_path, &metadata, Some(req.deadline))
+            .grpc_open(&route.grpc_path, &metadata, timeout)
             .await
             .map_err(&fail)?;
         let query = req.parts.uri.query().map(str::to_string);
@@ -286,7 +288,8 @@ impl Core {
             json: self.json.clone(),
             params: req.params,
             query,
-            deadline: tokio::time::Instant::from_std(started) + req.deadline,
+            deadline: timeout.map(|t| tokio::time::Instant::from_std(started) + t),
+            idle: self.ws.limits.idle_timeout,
             fail: Box::new(fail),
         };
         let limits = self.ws.limits;

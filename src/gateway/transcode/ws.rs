@@ -15,8 +15,12 @@
 //!   ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, OUT_OF_RANGE,
 //!   RESOURCE_EXHAUSTED) and 1011 for the rest.
 //!
-//! The route's deadline (or the client's shorter one) bounds the whole call, as it bounds an
-//! HTTP server stream, and travels as `grpc-timeout`. Where we differ from
+//! The route's timeout bounds the opening of the call (before the switch). A deadline the
+//! client sets on the upgrade request (`grpc-timeout`, `X-Request-Timeout`, shorter than the
+//! route's, as for HTTP) bounds the whole
+//! call and travels as `grpc-timeout`, as for HTTP; without one the call lasts as long as the
+//! connection, which the idle timeout bounds (no message either way: closed 1001) — a route's
+//! 5 s would otherwise end every long-lived stream. Where we differ from
 //! grpc-websocket-proxy: it writes the messages as an NDJSON body to a grpc-gateway, has no
 //! half-close (the request stream ends with the connection, so a client-streaming RPC's answer
 //! has nowhere to go) and closes normally whatever the status; here the gateway speaks gRPC
@@ -45,8 +49,10 @@ pub(crate) struct Bridge {
     pub(crate) params: Vec<String>,
     /// The query string, applied to each request message.
     pub(crate) query: Option<String>,
-    /// When the call must have ended.
-    pub(crate) deadline: Instant,
+    /// When the call must have ended (the client's deadline), if ever.
+    pub(crate) deadline: Option<Instant>,
+    /// No message either way for this long closes the connection.
+    pub(crate) idle: std::time::Duration,
     /// How a call's status becomes the client's error.
     pub(crate) fail: Box<dyn Fn(tonic::Status) -> GwError + Send + Sync>,
 }
@@ -114,12 +120,16 @@ impl Bridge {
         // A server-streaming call's request went at the upgrade: the client only closes.
         let mut requests_open = self.route.takes_stream();
         let fail = |e: GwError| (close_code(code_of(&e)), Some(e));
+        let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        let deadline = self.deadline.unwrap_or(far);
+        let mut active = Instant::now();
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(self.deadline) => {
-                    let e = GwError::grpc(Code::DeadlineExceeded, "the call did not end within the route's deadline");
+                () = tokio::time::sleep_until(deadline) => {
+                    let e = GwError::grpc(Code::DeadlineExceeded, "the call did not end within the client's deadline");
                     return fail(e);
                 }
+                () = tokio::time::sleep_until(active + self.idle) => return (close::GOING_AWAY, None),
                 r = async { head.as_mut().expect("guarded").await }, if head.is_some() => {
                     head = None;
                     match r {
@@ -128,6 +138,7 @@ impl Bridge {
                     }
                 }
                 r = async { answers.as_mut().expect("guarded").next().await }, if answers.is_some() => {
+                    active = Instant::now();
                     match r {
                         Ok(Some(bytes)) => {
                             let json = match self.route.render_response(&bytes, &self.json) {
@@ -143,7 +154,7 @@ impl Bridge {
                         Err(s) => return fail((self.fail)(s)),
                     }
                 }
-                m = crate::ws::next_message(socket) => match m {
+                m = crate::ws::next_message(socket) => match { active = Instant::now(); m } {
                     Ok(Some(Message::Text(text))) if requests_open && text.is_empty() => {
                         // The client's end of the request stream: the answers keep coming.
                         requests_open = false;
