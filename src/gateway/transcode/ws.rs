@@ -125,62 +125,65 @@ impl Bridge {
         let mut active = Instant::now();
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {
-                    let e = GwError::grpc(Code::DeadlineExceeded, "the call did not end within the client's deadline");
-                    return fail(e);
-                }
-                () = tokio::time::sleep_until(active + self.idle) => return (close::GOING_AWAY, None),
-                r = async { head.as_mut().expect("guarded").await }, if head.is_some() => {
-                    head = None;
-                    match r {
-                        Ok(m) => answers = Some(m),
-                        Err(s) => return fail((self.fail)(s)),
+                    () = tokio::time::sleep_until(deadline) => {
+                        let e = GwError::grpc(Code::DeadlineExceeded, "the call did not end within the client's deadline");
+                        return fail(e);
                     }
-                }
-                r = async { answers.as_mut().expect("guarded").next().await }, if answers.is_some() => {
-                    active = Instant::now();
-                    match r {
-                        Ok(Some(bytes)) => {
-                            let json = match self.route.render_response(&bytes, &self.json) {
-                                Ok(j) => j,
-                                Err(e) => return fail(e),
-                            };
-                            let text = String::from_utf8(json).unwrap_or_default();
-                            if let Err(e) = socket.send(Message::text(text)).await {
-                                return (crate::ws::close_code_of(&e), None);
+                    () = tokio::time::sleep_until(active + self.idle) => return (close::GOING_AWAY, None),
+                    r = async { head.as_mut().expect("guarded").await }, if head.is_some() => {
+                        head = None;
+                        match r {
+                            Ok(m) => answers = Some(m),
+                            Err(s) => return fail((self.fail)(s)),
+                        }
+                    }
+                    r = async { answers.as_mut().expect("guarded").next().await }, if answers.is_some() => {
+                        active = Instant::now();
+                        match r {
+                            Ok(Some(bytes)) => {
+                                let json = match self.route.render_response(&bytes, &self.json) {
+                                    Ok(j) => j,
+                                    Err(e) => return fail(e),
+                                };
+                                let text = String::from_utf8(json).unwrap_or_default();
+                                if let Err(e) = socket.send(Message::text(text)).await {
+                                    return (crate::ws::close_code_of(&e), None);
+                                }
+                            }
+                            Ok(None) => return (close::NORMAL, None),
+                            Err(s) => return fail((self.fail)(s)),
+                        }
+                    }
+                    m = crate::ws::next_message(socket) => {
+                        active = Instant::now();
+                        match m {
+                        Ok(Some(Message::Text(text))) if requests_open && text.is_empty() => {
+                            // The client's end of the request stream: the answers keep coming.
+                            requests_open = false;
+                            if let Err(s) = finish(&mut send) {
+                                return fail((self.fail)(s));
                             }
                         }
+                        Ok(Some(Message::Text(text))) if requests_open => {
+                            let msg = match self.route.encode_request_with(
+                                &self.params, self.query.as_deref(), text.as_bytes(), None, &self.json) {
+                                Ok(m) => m,
+                                Err(e) => return fail(e),
+                            };
+                            if let Err(s) = send_message(&mut send, &msg, false).await {
+                                return fail((self.fail)(s));
+                            }
+                        }
+                        Ok(Some(Message::Text(_))) => {}
+                        Ok(Some(_)) => {
+                            let e = GwError::grpc(Code::InvalidArgument, "request messages are JSON text, not binary");
+                            return (close::UNSUPPORTED, Some(e));
+                        }
+                        // The client closed or went: the call is cancelled when its streams are
+                        // dropped (after a close, no answer may follow).
                         Ok(None) => return (close::NORMAL, None),
-                        Err(s) => return fail((self.fail)(s)),
+                        Err(e) => return (crate::ws::close_code_of(&e), None),
                     }
-                }
-                m = crate::ws::next_message(socket) => match { active = Instant::now(); m } {
-                    Ok(Some(Message::Text(text))) if requests_open && text.is_empty() => {
-                        // The client's end of the request stream: the answers keep coming.
-                        requests_open = false;
-                        if let Err(s) = finish(&mut send) {
-                            return fail((self.fail)(s));
-                        }
-                    }
-                    Ok(Some(Message::Text(text))) if requests_open => {
-                        let msg = match self.route.encode_request_with(
-                            &self.params, self.query.as_deref(), text.as_bytes(), None, &self.json) {
-                            Ok(m) => m,
-                            Err(e) => return fail(e),
-                        };
-                        if let Err(s) = send_message(&mut send, &msg, false).await {
-                            return fail((self.fail)(s));
-                        }
-                    }
-                    Ok(Some(Message::Text(_))) => {}
-                    Ok(Some(_)) => {
-                        let e = GwError::grpc(Code::InvalidArgument, "request messages are JSON text, not binary");
-                        return (close::UNSUPPORTED, Some(e));
-                    }
-                    // The client closed or went: the call is cancelled when its streams are
-                    // dropped (after a close, no answer may follow).
-                    Ok(None) => return (close::NORMAL, None),
-                    Err(e) => return (crate::ws::close_code_of(&e), None),
                 }
             }
         }
