@@ -192,22 +192,27 @@ pub(crate) fn noise_line(out: &mut String, floor: Option<&NoiseFloor>) {
         let _ = writeln!(out, "noise floor: not measured (--calibration 0s)");
         return;
     };
-    let per: Vec<String> = CI_PCTS
-        .iter()
-        .filter_map(|(n, _)| {
-            Some(format!(
-                "{n} ±{}",
-                human_ns(*f.floor_ns.get("corrected")?.get(n)? as u64)
-            ))
-        })
-        .collect();
+    // Each kind of row (corrected, service) is judged against its own floor: both are shown.
+    let per = |kind: &str| -> String {
+        let cells: Vec<String> = CI_PCTS
+            .iter()
+            .filter_map(|(n, _)| {
+                Some(format!(
+                    "{n} ±{}",
+                    human_ns(*f.floor_ns.get(kind)?.get(n)? as u64)
+                ))
+            })
+            .collect();
+        cells.join(", ")
+    };
     let _ = writeln!(
         out,
-        "noise floor (A/A: {} against itself, {} rounds x {}s): {}",
+        "noise floor (A/A: {} against itself, {} rounds x {}s): corrected {}; service {}",
         f.url,
         f.rounds,
         f.duration_s,
-        per.join(", ")
+        per("corrected"),
+        per("service")
     );
 }
 
@@ -538,4 +543,32 @@ pub(crate) struct FleetShare {
     /// Responses each instance sent through the balancer.
     pub(crate) instance_responses: Vec<u64>,
     pub(crate) balancer_cpu_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_noise_line_shows_the_floor_of_each_kind_of_row() {
+        let kind = |p50: f64| {
+            CI_PCTS
+                .iter()
+                .map(|(n, _)| (*n, if *n == "p50" { p50 } else { 1_000.0 }))
+                .collect()
+        };
+        let floor = NoiseFloor {
+            url: "http://127.0.0.1:1/a".into(),
+            rounds: 3,
+            duration_s: 3.0,
+            aa_ns: Default::default(),
+            floor_ns: [("corrected", kind(29_000.0)), ("service", kind(6_000.0))]
+                .into_iter()
+                .collect(),
+        };
+        let mut out = String::new();
+        noise_line(&mut out, Some(&floor));
+        assert!(out.contains("corrected p50 ±29µs"), "{out}");
+        assert!(out.contains("service p50 ±6µs"), "{out}");
+    }
 }

@@ -133,7 +133,7 @@ fn tls_and_stream_lines(out: &mut String, r: &LoadReport) {
     if let Some(t) = &r.connect {
         let _ = writeln!(
             out,
-            "connect    {} WebSocket connection(s), p50 {}, p99 {}, max {} (TCP, TLS, upgrade; apart from the latencies)",
+            "connect    {} WebSocket connection(s), p50 {}, p99 {}, max {} (connect and upgrade, opened before the clock)",
             t.handshakes,
             human_ns(t.duration_ns.p50),
             human_ns(t.duration_ns.p99),
