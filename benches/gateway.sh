@@ -35,14 +35,6 @@ nginx_conf "$work" "$ngp" "$rest"
 $srv nginx -c "$work/nginx.conf" -p "$work" &
 ng_pid=$!; pids+=($ng_pid)
 sleep 0.5
-# CPU ticks (user + system) of a process and its children (nginx's worker is the master's child).
-cpu_ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
 hz=$(getconf CLK_TCK)
 
 run() { # name pid args...

@@ -1,5 +1,15 @@
 # Shared by the benchmark scripts (sourced, not run).
 
+# CPU ticks (user + system) of a process and its children (nginx's worker is the master's
+# child), from /proc.
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

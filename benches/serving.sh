@@ -46,13 +46,6 @@ for model in $models; do
 done
 sleep 0.5
 hz=$(getconf CLK_TCK)
-cpu_ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
 
 run() { # name pid url
   local name=$1 p=$2 url=$3 before after out

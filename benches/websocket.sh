@@ -47,13 +47,6 @@ CONF
 $srv nginx -c "$work/nginx.conf" -p "$work" &
 ng_pid=$!; pids+=($ng_pid)
 sleep 0.5
-cpu_ticks() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
 hz=$(getconf CLK_TCK)
 ECHO='{"id":{seq},"event":"price","symbol":"GWB","bid":101.25,"ask":101.5}'
 SYNC='{"productId":"{rand:1-1000}","warehouseId":"wh-fra-1","delta":1}'

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::json::{LoadReport, Percentiles};
+use super::json::{LoadReport, Percentiles, TlsHandshakes};
 
 /// Lag p99 above which the summary warns that the generator could not keep up.
 pub const LAG_WARN_NS: u64 = 1_000_000;
@@ -120,25 +120,27 @@ pub fn render(r: &LoadReport) -> String {
 
 /// The TLS handshakes' line and a streaming call's lines, when the run had them.
 fn tls_and_stream_lines(out: &mut String, r: &LoadReport) {
-    if let Some(t) = &r.tls {
+    let timed = |out: &mut String, label: &str, t: &TlsHandshakes, noun: &str, note: &str| {
+        let (p50, p99, max) = (t.duration_ns.p50, t.duration_ns.p99, t.duration_ns.max);
+        let (p50, p99, max) = (human_ns(p50), human_ns(p99), human_ns(max));
+        let n = t.handshakes;
         let _ = writeln!(
             out,
-            "tls        {} handshake(s), p50 {}, p99 {}, max {} (apart from the latencies below)",
-            t.handshakes,
-            human_ns(t.duration_ns.p50),
-            human_ns(t.duration_ns.p99),
-            human_ns(t.duration_ns.max)
+            "{label:<10} {n} {noun}, p50 {p50}, p99 {p99}, max {max} ({note})"
+        );
+    };
+    if let Some(t) = &r.tls {
+        timed(
+            out,
+            "tls",
+            t,
+            "handshake(s)",
+            "apart from the latencies below",
         );
     }
     if let Some(t) = &r.connect {
-        let _ = writeln!(
-            out,
-            "connect    {} WebSocket connection(s), p50 {}, p99 {}, max {} (connect and upgrade, opened before the clock)",
-            t.handshakes,
-            human_ns(t.duration_ns.p50),
-            human_ns(t.duration_ns.p99),
-            human_ns(t.duration_ns.max)
-        );
+        let note = "connect and upgrade, opened before the clock";
+        timed(out, "connect", t, "WebSocket connection(s)", note);
     }
     if let Some(st) = &r.stream {
         let per_call = |n: u64| n as f64 / st.calls.max(1) as f64;
