@@ -139,53 +139,87 @@ impl Bridge {
                     }
                     r = async { answers.as_mut().expect("guarded").next().await }, if answers.is_some() => {
                         active = Instant::now();
-                        match r {
-                            Ok(Some(bytes)) => {
-                                let json = match self.route.render_response(&bytes, &self.json) {
-                                    Ok(j) => j,
-                                    Err(e) => return fail(e),
-                                };
-                                let text = String::from_utf8(json).unwrap_or_default();
-                                if let Err(e) = socket.send(Message::text(text)).await {
-                                    return (crate::ws::close_code_of(&e), None);
-                                }
-                            }
-                            Ok(None) => return (close::NORMAL, None),
-                            Err(s) => return fail((self.fail)(s)),
+                        if let Some(end) = self.to_client(socket, r).await {
+                            return end;
                         }
                     }
                     m = crate::ws::next_message(socket) => {
                         active = Instant::now();
-                        match m {
-                        Ok(Some(Message::Text(text))) if requests_open && text.is_empty() => {
-                            // The client's end of the request stream: the answers keep coming.
-                            requests_open = false;
-                            if let Err(s) = finish(&mut send) {
-                                return fail((self.fail)(s));
-                            }
+                        if let Some(end) = self.from_client(m, &mut send, &mut requests_open).await {
+                            return end;
                         }
-                        Ok(Some(Message::Text(text))) if requests_open => {
-                            let msg = match self.route.encode_request_with(
-                                &self.params, self.query.as_deref(), text.as_bytes(), None, &self.json) {
-                                Ok(m) => m,
-                                Err(e) => return fail(e),
-                            };
-                            if let Err(s) = send_message(&mut send, &msg, false).await {
-                                return fail((self.fail)(s));
-                            }
-                        }
-                        Ok(Some(Message::Text(_))) => {}
-                        Ok(Some(_)) => {
-                            let e = GwError::grpc(Code::InvalidArgument, "request messages are JSON text, not binary");
-                            return (close::UNSUPPORTED, Some(e));
-                        }
-                        // The client closed or went: the call is cancelled when its streams are
-                        // dropped (after a close, no answer may follow).
-                        Ok(None) => return (close::NORMAL, None),
-                        Err(e) => return (crate::ws::close_code_of(&e), None),
                     }
-                }
             }
+        }
+    }
+
+    /// One answer of the RPC to the client (or the RPC's end); `Some` ends the bridge.
+    async fn to_client<S>(
+        &self,
+        socket: &mut tokio_tungstenite::WebSocketStream<S>,
+        answer: Result<Option<bytes::Bytes>, tonic::Status>,
+    ) -> Option<Ending>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let fail = |e: GwError| Some((close_code(code_of(&e)), Some(e)));
+        match answer {
+            Ok(Some(bytes)) => {
+                let json = match self.route.render_response(&bytes, &self.json) {
+                    Ok(j) => j,
+                    Err(e) => return fail(e),
+                };
+                let text = String::from_utf8(json).unwrap_or_default();
+                let sent = socket.send(Message::text(text)).await;
+                sent.err().map(|e| (crate::ws::close_code_of(&e), None))
+            }
+            Ok(None) => Some((close::NORMAL, None)),
+            Err(s) => fail((self.fail)(s)),
+        }
+    }
+
+    /// One message from the client: a request, the half-close, or the end; `Some` ends the
+    /// bridge.
+    async fn from_client(
+        &self,
+        m: Result<Option<Message>, tokio_tungstenite::tungstenite::Error>,
+        send: &mut h2::SendStream<bytes::Bytes>,
+        requests_open: &mut bool,
+    ) -> Option<Ending> {
+        let fail = |e: GwError| Some((close_code(code_of(&e)), Some(e)));
+        match m {
+            Ok(Some(Message::Text(text))) if *requests_open && text.is_empty() => {
+                // The client's end of the request stream: the answers keep coming.
+                *requests_open = false;
+                finish(send).err().and_then(|s| fail((self.fail)(s)))
+            }
+            Ok(Some(Message::Text(text))) if *requests_open => {
+                let (params, query) = (&self.params, self.query.as_deref());
+                let msg = match self.route.encode_request_with(
+                    params,
+                    query,
+                    text.as_bytes(),
+                    None,
+                    &self.json,
+                ) {
+                    Ok(m) => m,
+                    Err(e) => return fail(e),
+                };
+                let sent = send_message(send, &msg, false).await;
+                sent.err().and_then(|s| fail((self.fail)(s)))
+            }
+            Ok(Some(Message::Text(_))) => None,
+            Ok(Some(_)) => {
+                let e = GwError::grpc(
+                    Code::InvalidArgument,
+                    "request messages are JSON text, not binary",
+                );
+                Some((close::UNSUPPORTED, Some(e)))
+            }
+            // The client closed or went: the call is cancelled when its streams are dropped
+            // (after a close, no answer may follow).
+            Ok(None) => Some((close::NORMAL, None)),
+            Err(e) => Some((crate::ws::close_code_of(&e), None)),
         }
     }
 }
