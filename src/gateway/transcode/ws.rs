@@ -145,7 +145,7 @@ impl Bridge {
                     }
                     m = crate::ws::next_message(socket) => {
                         active = Instant::now();
-                        if let Some(end) = self.from_client(m, &mut send, &mut requests_open).await {
+                        if let Some(end) = self.client_message(m, &mut send, &mut requests_open).await {
                             return end;
                         }
                     }
@@ -180,7 +180,7 @@ impl Bridge {
 
     /// One message from the client: a request, the half-close, or the end; `Some` ends the
     /// bridge.
-    async fn from_client(
+    async fn client_message(
         &self,
         m: Result<Option<Message>, tokio_tungstenite::tungstenite::Error>,
         send: &mut h2::SendStream<bytes::Bytes>,
