@@ -445,7 +445,10 @@ mod tests {
 
     fn frames() -> impl Strategy<Value = Vec<(bool, u8, Vec<u8>)>> {
         let payload = prop::collection::vec(any::<u8>(), 0..300);
-        prop::collection::vec((any::<bool>(), payload), 1..12).prop_map(|v| {
+        // No more frames than one message may have fragments: a longer run of
+        // unfinished frames is a violation, not a valid stream.
+        let most = LIMITS.max_fragments as usize;
+        prop::collection::vec((any::<bool>(), payload), 1..=most).prop_map(|v| {
             // A valid sequence: fragments continue, the last one ends its message.
             let mut open = false;
             let n = v.len();
