@@ -99,6 +99,8 @@ pub struct Row {
     pub distinguishable: Option<bool>,
     /// Worse beyond the threshold and distinguishable (or without intervals).
     pub regression: bool,
+    /// Either run's figure rests on fewer than `stats::MIN_INTERVALS` seconds: not judged.
+    pub too_short: bool,
 }
 
 /// The comparison of two runs.
@@ -117,6 +119,22 @@ impl Diff {
     pub fn regressions(&self) -> usize {
         self.rows.iter().filter(|r| r.regression).count()
     }
+
+    /// Whether no row could be judged (every one too short): `gwbench diff` exits 2.
+    pub fn nothing_judged(&self) -> bool {
+        self.rows.iter().all(|r| r.too_short)
+    }
+}
+
+/// Whether a compare scenario rests on too few seconds to judge: its own `too_short`, or (runs
+/// from before it was written) rounds x duration below the minimum.
+fn too_short(run: &Value, scenario: &Value) -> bool {
+    if let Some(t) = scenario["too_short"].as_bool() {
+        return t;
+    }
+    let seconds =
+        scenario["rounds_run"].as_f64().unwrap_or(0.0) * run["duration_s"].as_f64().unwrap_or(0.0);
+    seconds < crate::stats::MIN_INTERVALS as f64
 }
 
 fn kind_of(summary: &Value) -> Result<&'static str, String> {
@@ -184,6 +202,7 @@ pub fn diff(base: &Value, new: &Value, thresholds: &Thresholds) -> Result<Diff, 
                     };
                     let label = label_of(b, side);
                     let mut r = row(name, &label, kind, p, pb, pn, thresholds);
+                    r.too_short = too_short(base, b) || too_short(new, n);
                     if side == "overhead" {
                         // An overhead near zero has no meaningful ratio: its worsening is
                         // measured against the base's gateway-side value.
@@ -193,6 +212,7 @@ pub fn diff(base: &Value, new: &Value, thresholds: &Thresholds) -> Result<Diff, 
                         r.regression = r.change.is_some_and(|c| c > thresholds.of(p))
                             && r.distinguishable != Some(false);
                     }
+                    r.regression &= !r.too_short;
                     rows.push(r);
                 }
             }
@@ -267,6 +287,7 @@ fn row(
         change,
         distinguishable,
         regression,
+        too_short: false,
     }
 }
 
@@ -300,6 +321,7 @@ pub fn render(d: &Diff, thresholds: &Thresholds) -> String {
             .change
             .map_or("n/a".to_string(), |c| format!("{:+.1}%", c * 100.0));
         let verdict = match (r.regression, r.distinguishable) {
+            _ if r.too_short => "too short to judge (fewer than 10 one-second intervals)",
             (true, None) => "REGRESSION (no interval: one value each)",
             (true, _) => "REGRESSION",
             (false, Some(false)) => "within the noise (intervals overlap)",
@@ -317,6 +339,21 @@ pub fn render(d: &Diff, thresholds: &Thresholds) -> String {
     for name in &d.unmatched {
         out.push_str(&format!(
             "  scenario {name}: in one run only, not compared\n"
+        ));
+    }
+    let short: Vec<&str> = d
+        .rows
+        .iter()
+        .filter(|r| r.too_short)
+        .map(|r| r.scenario.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !short.is_empty() {
+        out.push_str(&format!(
+            "not judged, too short (fewer than {} one-second intervals in a run): {}\n",
+            crate::stats::MIN_INTERVALS,
+            short.join(", ")
         ));
     }
     let per: Vec<String> = thresholds
@@ -353,8 +390,8 @@ mod tests {
             json!({"p50": ci(100.0, 90.0, 110.0), "p90": ci(200.0, 180.0, 220.0),
                    "p99": p99, "p999": ci(500.0, 400.0, 600.0)})
         };
-        json!({"schema": "gwbench.compare.v2", "scenarios": [{
-            "name": "rest", "labels": ["direct", "gateway"],
+        json!({"schema": "gwbench.compare.v2", "duration_s": 4.0, "scenarios": [{
+            "name": "rest", "labels": ["direct", "gateway"], "rounds_run": 3,
             "ci_ns": {"corrected": {
                 "direct": side(ci(300.0, 280.0, 320.0)),
                 "gateway": side(ci(v, lo, hi)),
@@ -395,6 +432,31 @@ mod tests {
         );
         // The same run against itself: nothing.
         assert_eq!(diff(&base, &base, &t).unwrap().regressions(), 0);
+    }
+
+    #[test]
+    fn short_runs_are_never_a_regression() {
+        let t = Thresholds::default();
+        let (mut base, mut new) = (
+            compare((400.0, 380.0, 420.0)),
+            compare((500.0, 480.0, 520.0)),
+        );
+        assert_eq!(diff(&base, &new, &t).unwrap().regressions(), 1);
+        new["scenarios"][0]["too_short"] = json!(true);
+        let d = diff(&base, &new, &t).unwrap();
+        assert_eq!(d.regressions(), 0, "{d:?}");
+        assert!(d.nothing_judged());
+        assert!(render(&d, &t).contains("not judged, too short"));
+        // A run from before the field: 2 rounds x 2 s is too short.
+        new["scenarios"][0]["too_short"] = json!(null);
+        new["scenarios"][0]["rounds_run"] = json!(2);
+        new["duration_s"] = json!(2.0);
+        base["scenarios"][0]["rounds_run"] = json!(3);
+        base["duration_s"] = json!(4.0);
+        assert_eq!(diff(&base, &new, &t).unwrap().regressions(), 0);
+        new["duration_s"] = json!(4.0);
+        new["scenarios"][0]["rounds_run"] = json!(3);
+        assert_eq!(diff(&base, &new, &t).unwrap().regressions(), 1);
     }
 
     #[test]

@@ -346,6 +346,12 @@ pub(super) fn diff(args: &crate::cli::DiffArgs) -> anyhow::Result<()> {
         std::fs::write(out, page).with_context(|| format!("cannot write {}", out.display()))?;
     }
     match d.regressions() {
+        0 if d.kind == "compare" && !d.rows.is_empty() && d.nothing_judged() => Err(ReportError(
+            "nothing could be judged: every scenario of a run is too short (fewer than 10 \
+                 one-second intervals; run compare longer)"
+                .into(),
+        )
+        .into()),
         0 => Ok(()),
         n => Err(Regressed(n).into()),
     }
