@@ -85,13 +85,17 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
             && stdout.contains("overhead"),
         "{stdout}"
     );
-    // Each scenario opens with its answer, a sentence, before the table.
+    // Each scenario opens with its answer, a sentence, before the table: 2 rounds of 0.6 s are
+    // too short to judge, and say so.
     let answers = stdout
         .lines()
         .zip(stdout.lines().skip(1))
-        .filter(|(head, next)| head.starts_with("== ") && next.starts_with("answer: the "))
+        .filter(|(head, next)| {
+            head.starts_with("== ") && next.starts_with("answer: too short to judge")
+        })
         .count();
     assert_eq!(answers, 4, "{stdout}");
+    assert!(stdout.contains("(too short to judge)"), "{stdout}");
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
@@ -132,6 +136,11 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         }
         assert_eq!(sc["rounds_run"], 2, "{name}");
         assert_eq!(sc["ended_by"], "min_rounds", "{name}");
+        assert_eq!(sc["too_short"], true, "{name}");
+        assert!(
+            sc["ci_ns"]["corrected"]["overhead"]["p50"]["lo"].is_null(),
+            "{name}"
+        );
         for side in ["direct", "gateway"] {
             let rounds = sc[side]["rounds"].as_array().unwrap();
             assert_eq!(rounds.len(), 2);
@@ -544,15 +553,16 @@ fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
             "--rps",
             "300",
             "--rounds",
-            "3",
+            "2",
             "--max-rounds",
-            "3",
+            "2",
         ])
         .args([
+            // Duet (the default): 2 rounds x 5 s are 10 pairs of seconds, the fewest judged.
             "--duration",
-            "2s",
+            "5s",
             "--calibration",
-            "2s",
+            "5s",
             "--warmup",
             "200ms",
         ])
@@ -906,4 +916,34 @@ fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
         direct.shutdown().await;
         gateway.shutdown().await;
     });
+}
+
+/// Two short runs of the same build are never a regression: each figure rests on fewer than 10
+/// seconds, `diff` judges none of them and, with nothing judged, exits 2 saying why.
+#[test]
+fn diff_of_two_short_runs_judges_nothing() {
+    let _serial = serial();
+    let dir = gwbench::process::TempDir::new("short-diff").unwrap();
+    let mut paths = Vec::new();
+    for tag in ["a", "b"] {
+        let (stdout, summary) = quick_compare(tag, &["--scenarios", "rest"]);
+        assert!(stdout.contains("answer: too short to judge"), "{stdout}");
+        let p = dir.join(format!("{tag}.json"));
+        std::fs::write(&p, summary.to_string()).unwrap();
+        paths.push(p);
+    }
+    let out = Command::new(cargo_bin("gwbench"))
+        .arg("diff")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(!stdout.contains("REGRESSION"), "{stdout}");
+    assert!(stdout.contains("not judged, too short"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing could be judged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -91,11 +91,16 @@ Scenarios (direct vs through the gateway, same offered rate):
   ws-grpc  SyncStock over WebSocket: the REST mock's own WebSocket twin vs the gateway translating
          to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
-Direct and gateway runs alternate in rounds so that drift hits both. First an A/A calibration
-runs the direct path against itself: what it finds is this machine's noise floor right now.
-Every percentile and overhead (gateway - direct) comes with a 95 % confidence interval
+--method duet (default) loads direct and gateway at the same time, each side its own
+connections at --rps, the two schedules interleaved half a period apart; the overhead is
+bootstrapped over pairs of the same second, so that a stall of the machine hits both sides and
+cancels. The mocks serve both sides' load (2 x --rps). --method rounds runs one side at a time,
+alternating which goes first, so that drift hits both. First an A/A calibration runs the direct
+path against itself (in the same method): what it finds is this machine's noise floor right
+now. Every percentile and overhead (gateway - direct) comes with a 95 % confidence interval
 (bootstrap over 1-second intervals); an overhead whose interval reaches into the noise floor
-is printed as ~0 (not distinguishable from noise). Also CPU per 1,000 requests of each
+is printed as ~0 (not distinguishable from noise), and a figure from fewer than 10 intervals
+per side has no interval and is not judged (\"too short to judge\"). Also CPU per 1,000 requests of each
 process, and the process layout (--layout). Writes summary.json, summary.md, report.html (charts), and a .hgrm and .hlog per
 scenario and side.";
 
@@ -118,10 +123,27 @@ impl LayoutMode {
     }
 }
 
+/// How compare offers the two sides (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Method {
+    /// Both sides at once, each its own connections and --rps, requests interleaved half a
+    /// period apart; each second's difference is one pair (duet benchmarking, Bulej et al.
+    /// 2020): a stall hits both sides of a pair and cancels.
+    #[default]
+    Duet,
+    /// One side at a time, alternating in rounds.
+    Rounds,
+}
+
 /// `gwbench compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Offered rate, requests per second, the same on both sides.
+    /// duet (default): direct and gateway loaded at the same time, --rps each, compared second
+    /// by second; rounds: one after the other, alternating. See the notes below.
+    #[arg(long, value_enum, default_value_t = Method::Duet)]
+    pub method: Method,
+    /// Offered rate, requests per second, the same on both sides (with --method duet, each
+    /// side's: the mocks serve twice this).
     #[arg(long, default_value = "5000", value_name = "N")]
     pub rps: String,
     /// Scenarios to run, comma-separated.
@@ -140,8 +162,9 @@ pub struct CompareArgs {
     pub duration: std::time::Duration,
     /// Length of each run of the A/A calibration that measures the noise floor (the first
     /// scenario's direct path against itself, --rounds rounds, before the scenarios); 0s skips
-    /// it (then overheads are judged by their intervals alone).
-    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    /// it (then overheads are judged by their intervals alone). Below 10 one-second intervals
+    /// in all (e.g. 3 rounds of 3s) the floor is too short to measure.
+    #[arg(long, default_value = "4s", value_name = "DURATION", value_parser = parse_duration)]
     pub calibration: std::time::Duration,
     /// Warm-up before each side's first run (discarded); later rounds find it warm.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]

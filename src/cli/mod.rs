@@ -12,7 +12,7 @@ mod report;
 use backends::BACKENDS_EXAMPLES;
 pub use backends::{BackendsArgs, Serve};
 use compare::{COMPARE_EXAMPLES, SATURATE_EXAMPLES};
-pub use compare::{CompareArgs, LayoutMode, SaturateArgs};
+pub use compare::{CompareArgs, LayoutMode, Method, SaturateArgs};
 use gateway::GATEWAY_EXAMPLES;
 pub use gateway::{GatewayArgs, ServingModel};
 use load::LOAD_EXAMPLES;

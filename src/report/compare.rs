@@ -61,6 +61,12 @@ pub(crate) struct ScenarioSummary {
     /// --max-rounds is --rounds).
     pub(crate) rounds_run: u32,
     pub(crate) ended_by: &'static str,
+    /// The 1-second intervals each figure rests on (a duet: pairs of the same second; rounds:
+    /// the side with fewer).
+    pub(crate) intervals: usize,
+    /// Fewer than `stats::MIN_INTERVALS`: no interval, nothing judged, and `diff` calls no
+    /// regression on it.
+    pub(crate) too_short: bool,
 }
 
 /// The percentiles that get intervals (a maximum is one sample: it has none).
@@ -85,6 +91,9 @@ pub(crate) struct Judged {
     #[serde(flatten)]
     pub(crate) estimate: Estimate,
     pub(crate) distinguishable: bool,
+    /// Too few intervals for an interval: the estimate's lo and hi are null.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) too_short: bool,
 }
 
 /// The noise floor: what the A/A calibration (one path against itself) measured as overhead.
@@ -94,6 +103,9 @@ pub(crate) struct NoiseFloor {
     pub(crate) url: String,
     pub(crate) rounds: u32,
     pub(crate) duration_s: f64,
+    /// The 1-second intervals (a duet: pairs) it rests on; below `stats::MIN_INTERVALS` there
+    /// is no floor.
+    pub(crate) intervals: usize,
     /// The A/A "overhead" per kind and percentile, with its interval, ns.
     pub(crate) aa_ns: std::collections::BTreeMap<
         &'static str,
@@ -117,6 +129,8 @@ pub(crate) struct Machine {
 pub(crate) struct CompareSummary {
     pub(crate) schema: &'static str,
     pub(crate) started: String,
+    /// "duet" (both sides at once, paired by the second) or "rounds".
+    pub(crate) method: &'static str,
     pub(crate) rps: f64,
     /// --rounds and --max-rounds (each scenario says how many it ran).
     pub(crate) rounds: u32,
@@ -150,8 +164,14 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "gwbench compare: {} req/s, {}..{} rounds x {}s (+{}s warm-up), {} connections, {} generator thread(s); {} cores ({})",
+        "gwbench compare ({}): {} req/s{}, {}..{} rounds x {}s (+{}s warm-up), {} connections, {} generator thread(s); {} cores ({})",
+        s.method,
         s.rps,
+        if s.method == "duet" {
+            " per side, both at once"
+        } else {
+            ""
+        },
         s.rounds,
         s.max_rounds,
         s.duration_s,
@@ -172,8 +192,13 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
     noise_line(&mut out, s.noise_floor.as_ref());
     let _ = writeln!(
         out,
-        "figures: percentile of all rounds [95 % interval]; overhead = gateway - direct; \
-         ~0 (<X) = not distinguishable from the noise floor, at most X either way"
+        "figures: percentile of all rounds [95 % interval{}]; overhead = gateway - direct; \
+         ~0 (<X) = not distinguishable from the noise floor, at most X either way",
+        if s.method == "duet" {
+            "; overhead: paired by the second"
+        } else {
+            ""
+        }
     );
     for sc in &s.scenarios {
         let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
@@ -192,6 +217,16 @@ pub(crate) fn noise_line(out: &mut String, floor: Option<&NoiseFloor>) {
         let _ = writeln!(out, "noise floor: not measured (--calibration 0s)");
         return;
     };
+    if f.intervals < crate::stats::MIN_INTERVALS {
+        let _ = writeln!(
+            out,
+            "noise floor: too short to measure ({} one-second intervals, {} needed: a longer \
+             --calibration or more --rounds); overheads are judged by their own intervals",
+            f.intervals,
+            crate::stats::MIN_INTERVALS
+        );
+        return;
+    }
     // Each kind of row (corrected, service) is judged against its own floor: both are shown.
     let per = |kind: &str| -> String {
         let cells: Vec<String> = CI_PCTS
@@ -207,17 +242,22 @@ pub(crate) fn noise_line(out: &mut String, floor: Option<&NoiseFloor>) {
     };
     let _ = writeln!(
         out,
-        "noise floor (A/A: {} against itself, {} rounds x {}s): corrected {}; service {}",
+        "noise floor (A/A: {} against itself, {} rounds x {}s, {} intervals): corrected {}; \
+         service {}",
         f.url,
         f.rounds,
         f.duration_s,
+        f.intervals,
         per("corrected"),
         per("service")
     );
 }
 
-/// An estimate as `v [lo, hi]`.
+/// An estimate as `v [lo, hi]` (`v (no interval)` when too short to have one).
 pub(crate) fn with_interval(e: &Estimate) -> String {
+    if !(e.lo.is_finite() && e.hi.is_finite()) {
+        return format!("{} (no interval)", human_ns(e.value.max(0.0) as u64));
+    }
     format!(
         "{} [{}, {}]",
         human_ns(e.value.max(0.0) as u64),
@@ -237,6 +277,14 @@ pub(crate) fn signed_ns(v: f64) -> String {
 /// said to be within the noise) and the gateway's CPU per request at the offered rate.
 pub(crate) fn answer(sc: &ScenarioSummary, rps: f64) -> String {
     let [base, side] = sc.labels;
+    if sc.too_short {
+        return format!(
+            "answer: too short to judge: {} one-second intervals per side, {} needed for an \
+             interval (run longer: -d and --rounds)",
+            sc.intervals,
+            crate::stats::MIN_INTERVALS
+        );
+    }
     let mut added = Vec::new();
     let mut within = Vec::new();
     if let Some(ci) = sc.ci_ns.get("corrected") {
@@ -284,6 +332,9 @@ pub(crate) fn answer(sc: &ScenarioSummary, rps: f64) -> String {
 /// An overhead: `+49µs [+41µs, +57µs]`, or `~0 (<30µs)` when not distinguishable.
 pub(crate) fn judged(j: &Judged) -> String {
     let e = &j.estimate;
+    if j.too_short {
+        return format!("{} (too short to judge)", signed_ns(e.value));
+    }
     if j.distinguishable {
         format!(
             "{} [{}, {}]",
@@ -560,7 +611,8 @@ mod tests {
         let floor = NoiseFloor {
             url: "http://127.0.0.1:1/a".into(),
             rounds: 3,
-            duration_s: 3.0,
+            duration_s: 4.0,
+            intervals: 12,
             aa_ns: Default::default(),
             floor_ns: [("corrected", kind(29_000.0)), ("service", kind(6_000.0))]
                 .into_iter()
@@ -570,5 +622,35 @@ mod tests {
         noise_line(&mut out, Some(&floor));
         assert!(out.contains("corrected p50 ±29µs"), "{out}");
         assert!(out.contains("service p50 ±6µs"), "{out}");
+        // Too few intervals: no floor is claimed.
+        let short = NoiseFloor {
+            intervals: 3,
+            ..floor
+        };
+        let mut out = String::new();
+        noise_line(&mut out, Some(&short));
+        assert!(out.contains("too short to measure (3 one-second"), "{out}");
+        assert!(!out.contains('±'), "{out}");
+    }
+
+    #[test]
+    fn a_figure_without_an_interval_is_too_short_to_judge() {
+        let e = Estimate {
+            value: -8_820_000.0,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+        let j = Judged {
+            estimate: e,
+            distinguishable: false,
+            too_short: true,
+        };
+        assert_eq!(judged(&j), "-8.82ms (too short to judge)");
+        assert_eq!(
+            with_interval(&Estimate { value: 2e6, ..e }),
+            "2.00ms (no interval)"
+        );
+        let json = serde_json::to_value(j).unwrap();
+        assert!(json["lo"].is_null() && json["too_short"] == true, "{json}");
     }
 }

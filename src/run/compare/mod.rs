@@ -11,11 +11,10 @@ use hdrhistogram::Histogram;
 use thiserror::Error;
 
 use super::stack::{Layout, Stack, generator_threads};
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, Method};
 use crate::load::recorder::IntervalRecord;
 use crate::load::schedule::{Limit, Rate};
 use crate::load::{LoadConfig, LoadRun, run_load};
-use crate::report::json::LoadReport;
 use crate::report::{hgrm, hlog, html};
 
 mod scenario;
@@ -25,7 +24,7 @@ use crate::report::compare::{
     CompareSummary, CpuPer1000, Machine, NoiseFloor, html_context, plot_intervals, render_table,
 };
 pub(super) use scenario::{Scenario, Side, over_tls, scenarios, template};
-use stats::{RoundResult, cpu_model, noise_floor, precise_enough, sampled, scenario_summary};
+use stats::{RoundResult, cpu_model, noise_floor, precise_enough, scenario_summary};
 
 /// A compare that cannot run as asked (exit code 2).
 #[derive(Debug, Error)]
@@ -78,6 +77,10 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
 
     let summary = CompareSummary {
         schema: "gwbench.compare.v2",
+        method: match args.method {
+            Method::Duet => "duet",
+            Method::Rounds => "rounds",
+        },
         started: humantime::format_rfc3339_seconds(started).to_string(),
         rps: rate.offered().unwrap_or(0.0),
         rounds: min_rounds,
@@ -90,7 +93,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
         layout,
         scenarios: results
             .iter()
-            .map(|m| scenario_summary(m, floor.as_ref()))
+            .map(|m| scenario_summary(m, args.method, floor.as_ref()))
             .collect(),
         noise_floor: floor,
         fleet,
@@ -142,6 +145,7 @@ struct Plan<'a> {
     threads: usize,
     min_rounds: u32,
     max_rounds: u32,
+    method: Method,
 }
 
 impl<'a> Plan<'a> {
@@ -156,12 +160,13 @@ impl<'a> Plan<'a> {
             rate,
             min_rounds: args.rounds,
             max_rounds: args.max_rounds.max(args.rounds),
+            method: args.method,
         }
     }
 }
 
 /// The A/A calibration: the first scenario's direct path against itself, `--rounds` rounds of
-/// `--calibration`, alternating like the scenarios. None when it is switched off.
+/// `--calibration` in the run's method. None when it is switched off.
 fn calibrate(
     plan: &Plan<'_>,
     list: &[Scenario],
@@ -176,27 +181,33 @@ fn calibrate(
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
-        for which in [round % 2 == 1, round % 2 == 0] {
-            bar.set_message(format!("noise floor (A/A), round {round}/{}", args.rounds));
-            let r = one_run(plan, &first.direct, round, args.calibration)
-                .context("the noise-floor calibration (A/A on the direct path)")?;
-            if which {
-                a.push(r)
-            } else {
-                b.push(r)
-            }
-            bar.inc(1);
-        }
+        bar.set_message(format!("noise floor (A/A), round {round}/{}", args.rounds));
+        let (x, y) = one_round(
+            plan,
+            (&first.direct, &first.direct),
+            round,
+            args.calibration,
+        )
+        .context("the noise-floor calibration (A/A on the direct path)")?;
+        a.push(x);
+        b.push(y);
+        bar.inc(2);
     }
-    Ok(Some(noise_floor(&first.direct.url, args, &a, &b)))
+    Ok(Some(noise_floor(
+        &first.direct.url,
+        plan.method,
+        args,
+        &a,
+        &b,
+    )))
 }
 
 /// One scenario's rounds: direct, then through the gateway, and what ended them.
 type Measured = (Scenario, Vec<RoundResult>, Vec<RoundResult>, &'static str);
 
-/// Every scenario's rounds, sides alternating which goes first so that drift hits both; past
-/// the minimum, rounds are added until the p50 overhead is precise enough. A run that fails
-/// stops the measurement; what was measured before it is kept, with the error.
+/// Every scenario's rounds; past the minimum, rounds are added until the p50 overhead is
+/// precise enough. A run that fails stops the measurement; what was measured before it is kept,
+/// with the error. Ctrl-C leaves out the round it cut short: only whole rounds count.
 fn measure(
     plan: &Plan<'_>,
     list: &[Scenario],
@@ -208,53 +219,66 @@ fn measure(
         let mut ended_by = "max_rounds";
         for round in 1..=plan.max_rounds {
             if round > plan.min_rounds {
-                if precise_enough(&direct, &through) {
+                if precise_enough(plan.method, &direct, &through) {
                     ended_by = "precision";
                     break;
                 }
                 bar.inc_length(2);
             }
-            let order = if round % 2 == 1 {
-                [&sc.direct, &sc.gateway]
-            } else {
-                [&sc.gateway, &sc.direct]
-            };
-            for side in order {
-                bar.set_message(format!(
-                    "scenario {}, round {round}, {}",
-                    sc.name, side.label
-                ));
-                let result = one_run(plan, side, round, plan.args.duration)
-                    .with_context(|| format!("scenario {}, {}", sc.name, side.label));
-                if crate::load::interrupt::interrupted() {
-                    // The run Ctrl-C cut short is left out: only whole rounds count.
-                    if !direct.is_empty() && !through.is_empty() {
-                        results.push((sc.clone(), direct, through, "interrupted"));
-                    }
+            bar.set_message(format!("scenario {}, round {round}", sc.name));
+            let result = one_round(plan, (&sc.direct, &sc.gateway), round, plan.args.duration)
+                .with_context(|| format!("scenario {}, round {round}", sc.name));
+            let stop = match result {
+                _ if crate::load::interrupt::interrupted() => {
                     let what = format!(" (in scenario {}, round {round})", sc.name);
-                    return (results, Some(super::Interrupted(what).into()));
+                    Some(("interrupted", super::Interrupted(what).into()))
                 }
-                match result {
-                    Ok(r) if std::ptr::eq(side, &sc.gateway) => through.push(r),
-                    Ok(r) => direct.push(r),
-                    Err(e) => {
-                        if !direct.is_empty() && !through.is_empty() {
-                            results.push((sc.clone(), direct, through, "failure"));
-                        }
-                        return (results, Some(e));
-                    }
+                Ok((d, g)) => {
+                    direct.push(d);
+                    through.push(g);
+                    None
                 }
-                bar.inc(1);
+                Err(e) => Some(("failure", e)),
+            };
+            if let Some((why, e)) = stop {
+                if !direct.is_empty() {
+                    results.push((sc.clone(), direct, through, why));
+                }
+                return (results, Some(e));
             }
+            bar.inc(2);
         }
         if ended_by == "max_rounds" && plan.max_rounds == plan.min_rounds {
             ended_by = "min_rounds";
-        } else if ended_by == "max_rounds" && precise_enough(&direct, &through) {
+        } else if ended_by == "max_rounds" && precise_enough(plan.method, &direct, &through) {
             ended_by = "precision";
         }
         results.push((sc.clone(), direct, through, ended_by));
     }
     (results, None)
+}
+
+/// One round of the two sides `(a, b)`: at once (duet), or one after the other, which goes
+/// first alternating with the round (rounds). Returns (a's result, b's result).
+fn one_round(
+    plan: &Plan<'_>,
+    (a, b): (&Side, &Side),
+    round: u32,
+    duration: Duration,
+) -> anyhow::Result<(RoundResult, RoundResult)> {
+    match plan.method {
+        Method::Duet => one_duet(plan, (a, b), round, duration),
+        Method::Rounds if round % 2 == 1 => {
+            let x = one_run(plan, a, round, duration).with_context(|| a.label.to_string())?;
+            let y = one_run(plan, b, round, duration).with_context(|| b.label.to_string())?;
+            Ok((x, y))
+        }
+        Method::Rounds => {
+            let y = one_run(plan, b, round, duration).with_context(|| b.label.to_string())?;
+            let x = one_run(plan, a, round, duration).with_context(|| a.label.to_string())?;
+            Ok((x, y))
+        }
+    }
 }
 
 /// `--rps`: a constant or Poisson rate (closed loop has no "same offered load" to compare).
@@ -361,16 +385,15 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     b
 }
 
-/// One load run of `duration` against `side`, with the CPU each process spent per 1,000
-/// requests.
-fn one_run(
+/// What one run of `side` is offered.
+fn load_config(
     plan: &Plan<'_>,
     side: &Side,
     round: u32,
     duration: Duration,
-) -> anyhow::Result<RoundResult> {
-    let (args, stack) = (plan.args, plan.stack);
-    let cfg = LoadConfig {
+) -> anyhow::Result<LoadConfig> {
+    let args = plan.args;
+    Ok(LoadConfig {
         template: template(side)?,
         rate: plan.rate.clone(),
         limit: Limit::Duration(duration),
@@ -389,31 +412,117 @@ fn one_run(
         split: Default::default(),
         raw_limit: None,
         live: None,
-    };
-    let gateway_cpu = || stack.and_then(Stack::gateway_cpu);
-    let backends_cpu = || stack.and_then(|s| s.backends.cpu_seconds());
-    let (gw0, be0) = (gateway_cpu(), backends_cpu());
-    let run = run_load(&cfg)?;
-    let (gw1, be1) = (gateway_cpu(), backends_cpu());
-    // The children's counters span warm-up and run: divide by the requests of both.
-    let requests = (run.outcomes.sent() + run.warmup_requests).max(1) as f64 / 1000.0;
-    let per1000 =
-        |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) * 1000.0 / requests);
-    let cpu = CpuPer1000 {
-        gateway_ms: side.through_gateway.then(|| per1000(gw0, gw1)).flatten(),
-        backends_ms: per1000(be0, be1),
-        generator_ms: (run.cpu.user_s + run.cpu.system_s) * 1000.0
-            / (run.outcomes.sent().max(1) as f64 / 1000.0),
-    };
-    let report = LoadReport::from_run(&run);
-    let (corrected, service) = sampled(&run);
-    Ok(RoundResult {
-        run,
-        report,
-        cpu,
-        corrected,
-        service,
     })
+}
+
+/// The children's CPU seconds so far (gateway, backends), where there are children.
+fn children_cpu(stack: Option<&Stack>) -> (Option<f64>, Option<f64>) {
+    (
+        stack.and_then(Stack::gateway_cpu),
+        stack.and_then(|s| s.backends.cpu_seconds()),
+    )
+}
+
+/// CPU ms per 1,000 requests: the seconds between two readings over `requests`.
+fn per1000(before: Option<f64>, after: Option<f64>, requests: u64) -> Option<f64> {
+    let thousands = requests.max(1) as f64 / 1000.0;
+    before.zip(after).map(|(a, b)| (b - a) * 1000.0 / thousands)
+}
+
+/// Requests a run made, warm-up included (the children's counters span both).
+fn all_requests(run: &LoadRun) -> u64 {
+    run.outcomes.sent() + run.warmup_requests
+}
+
+/// The generator's CPU per 1,000 of `sent` requests.
+fn generator_ms(cpu: crate::load::CpuTime, sent: u64) -> f64 {
+    (cpu.user_s + cpu.system_s) * 1000.0 / (sent.max(1) as f64 / 1000.0)
+}
+
+/// One load run of `duration` against `side`, with the CPU each process spent per 1,000
+/// requests.
+fn one_run(
+    plan: &Plan<'_>,
+    side: &Side,
+    round: u32,
+    duration: Duration,
+) -> anyhow::Result<RoundResult> {
+    let cfg = load_config(plan, side, round, duration)?;
+    let (gw0, be0) = children_cpu(plan.stack);
+    let run = run_load(&cfg)?;
+    let (gw1, be1) = children_cpu(plan.stack);
+    let n = all_requests(&run);
+    let cpu = CpuPer1000 {
+        gateway_ms: side.through_gateway.then(|| per1000(gw0, gw1, n)).flatten(),
+        backends_ms: per1000(be0, be1, n),
+        generator_ms: generator_ms(run.cpu, run.outcomes.sent()),
+    };
+    Ok(RoundResult::of(run, cpu))
+}
+
+/// A duet: `a` and `b` loaded at the same time, each at the offered rate on its own
+/// connections and generator threads, as the two interleaved halves of one schedule at twice
+/// the rate (so that their requests go out half a period apart), both started at the same
+/// instant so that their 1-second intervals cover the same seconds. Which side leads the
+/// period alternates with the round. The mocks' CPU is shared by both sides' requests; the
+/// generator's (one process) likewise.
+fn one_duet(
+    plan: &Plan<'_>,
+    (a, b): (&Side, &Side),
+    round: u32,
+    duration: Duration,
+) -> anyhow::Result<(RoundResult, RoundResult)> {
+    use crate::load::schedule::{Segment, Split};
+    let rate = plan.rate.offered().unwrap_or(0.0);
+    // Far enough ahead for both runs to check their targets and open their connections.
+    let start_at =
+        SystemTime::now() + Duration::from_millis(300 + 3 * u64::from(plan.args.connections));
+    let lead = u32::from(round.is_multiple_of(2));
+    let config = |side: &Side, index: u32| -> anyhow::Result<LoadConfig> {
+        let mut c = load_config(plan, side, round, duration)?;
+        c.rate = Rate::Constant(2.0 * rate);
+        c.split = Split {
+            segment: Segment { index, count: 2 },
+            seed: None,
+            start_at: Some(start_at),
+        };
+        Ok(c)
+    };
+    let (ca, cb) = (config(a, lead)?, config(b, 1 - lead)?);
+    let (gw0, be0) = children_cpu(plan.stack);
+    let (ra, rb) = std::thread::scope(|s| {
+        let other = s.spawn(|| run_load(&cb));
+        let ra = run_load(&ca);
+        let rb = other.join().unwrap_or_else(|_| {
+            Err(crate::load::LoadError::Failed(
+                "the duet's second generator stopped unexpectedly".into(),
+            ))
+        });
+        (ra, rb)
+    });
+    let (ra, rb) = (ra.with_context(|| a.label)?, rb.with_context(|| b.label)?);
+    let (gw1, be1) = children_cpu(plan.stack);
+    let both = all_requests(&ra) + all_requests(&rb);
+    // Each run read the whole process's CPU over (nearly) the same window: their mean is the
+    // generator's, for both sides' requests.
+    let cpu_s = (ra.cpu.user_s + ra.cpu.system_s + rb.cpu.user_s + rb.cpu.system_s) / 2.0;
+    let sent = ra.outcomes.sent() + rb.outcomes.sent();
+    let cpu_of = |side: &Side, run: &LoadRun| CpuPer1000 {
+        gateway_ms: side
+            .through_gateway
+            .then(|| per1000(gw0, gw1, all_requests(run)))
+            .flatten(),
+        backends_ms: per1000(be0, be1, both),
+        generator_ms: generator_ms(
+            crate::load::CpuTime {
+                user_s: cpu_s,
+                system_s: 0.0,
+            },
+            sent,
+        ),
+    };
+    let (cpu_a, cpu_b) = (cpu_of(a, &ra), cpu_of(b, &rb));
+    Ok((RoundResult::of(ra, cpu_a), RoundResult::of(rb, cpu_b)))
 }
 
 fn merged(rounds: &[RoundResult], f: fn(&LoadRun) -> &Histogram<u64>) -> Histogram<u64> {

@@ -5,13 +5,13 @@
 use hdrhistogram::Histogram;
 
 use super::Measured;
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, Method};
 use crate::load::LoadRun;
 use crate::report::compare::{
     CI_PCTS, CpuPer1000, Judged, KindCi, NoiseFloor, ScenarioSummary, SideSummary, Spread,
 };
 use crate::report::json::{LoadReport, Percentiles};
-use crate::stats::{Bootstrap, Estimate, Sampled};
+use crate::stats::{Bootstrap, Estimate, MIN_INTERVALS, Sampled};
 
 #[derive(Debug)]
 pub(crate) struct RoundResult {
@@ -21,20 +21,39 @@ pub(crate) struct RoundResult {
     /// The run's 1-second intervals (corrected, service), for the confidence intervals.
     pub(crate) corrected: Vec<Sampled>,
     pub(crate) service: Vec<Sampled>,
+    /// Which second of the run each of those intervals is (a duet pairs the sides' by it).
+    pub(crate) seconds: Vec<u64>,
 }
 
-/// A run's intervals as the bootstrap reads them: (corrected, service) per non-empty interval.
-pub(crate) fn sampled(run: &LoadRun) -> (Vec<Sampled>, Vec<Sampled>) {
+impl RoundResult {
+    pub(crate) fn of(run: LoadRun, cpu: CpuPer1000) -> RoundResult {
+        let report = LoadReport::from_run(&run);
+        let (corrected, service, seconds) = sampled(&run);
+        RoundResult {
+            run,
+            report,
+            cpu,
+            corrected,
+            service,
+            seconds,
+        }
+    }
+}
+
+/// A run's intervals as the bootstrap reads them: (corrected, service) per non-empty interval,
+/// and which second of the run each is.
+fn sampled(run: &LoadRun) -> (Vec<Sampled>, Vec<Sampled>, Vec<u64>) {
     let mut de = hdrhistogram::serialization::Deserializer::new();
     let mut decode = |bytes: &[u8]| -> Option<Sampled> {
         let h: Histogram<u64> = de.deserialize(&mut &bytes[..]).ok()?;
         (!h.is_empty()).then(|| Sampled::from_histogram(&h))
     };
-    let mut out = (Vec::new(), Vec::new());
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
     for i in &run.intervals {
         if let (Some(c), Some(s)) = (decode(&i.corrected_v2), decode(&i.service_v2)) {
             out.0.push(c);
             out.1.push(s);
+            out.2.push(i.start.as_millis().div_ceil(1000) as u64);
         }
     }
     out
@@ -111,14 +130,17 @@ pub(crate) fn summarize(rounds: &[RoundResult]) -> SideSummary {
     }
 }
 
+/// An overhead judged against the floor; one without an interval (too short) is not judged.
 pub(crate) fn judge(estimate: Estimate, floor: Option<f64>, per_round: &[f64]) -> Judged {
     let f = floor.unwrap_or(0.0);
     let outside = estimate.lo > f || estimate.hi < -f;
     let every_round = !per_round.is_empty()
         && (per_round.iter().all(|x| *x > f) || per_round.iter().all(|x| *x < -f));
+    let too_short = !(estimate.lo.is_finite() && estimate.hi.is_finite());
     Judged {
         estimate,
-        distinguishable: outside && every_round,
+        distinguishable: outside && every_round && !too_short,
+        too_short,
     }
 }
 
@@ -139,48 +161,104 @@ pub(crate) fn per_round(d: &[RoundResult], g: &[RoundResult], kind: &str, name: 
     d.iter().zip(g).map(|(d, g)| of(g) - of(d)).collect()
 }
 
-/// Both kinds' samples of one side's rounds.
-pub(crate) fn samples(rounds: &[RoundResult]) -> [(&'static str, Vec<Sampled>); 2] {
-    let gather = |f: fn(&RoundResult) -> &Vec<Sampled>| -> Vec<Sampled> {
-        rounds.iter().flat_map(|r| f(r).iter().cloned()).collect()
-    };
-    [
-        ("corrected", gather(|r| &r.corrected)),
-        ("service", gather(|r| &r.service)),
-    ]
+/// Both kinds' samples of the two sides' rounds, as the method pairs them: a duet keeps the
+/// seconds both sides have, in the same order on each (round by round); rounds keep every
+/// interval of each side.
+pub(crate) fn samples(
+    method: Method,
+    a: &[RoundResult],
+    b: &[RoundResult],
+) -> [(&'static str, Vec<Sampled>, Vec<Sampled>); 2] {
+    type Of = fn(&RoundResult) -> &Vec<Sampled>;
+    let kinds: [(&'static str, Of); 2] =
+        [("corrected", |r| &r.corrected), ("service", |r| &r.service)];
+    kinds.map(|(kind, of)| {
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
+        if method == Method::Rounds {
+            sa.extend(a.iter().flat_map(|r| of(r).iter().cloned()));
+            sb.extend(b.iter().flat_map(|r| of(r).iter().cloned()));
+        }
+        for (ra, rb) in a.iter().zip(b).filter(|_| method == Method::Duet) {
+            for (i, sec) in ra.seconds.iter().enumerate() {
+                if let Some(j) = rb.seconds.iter().position(|s| s == sec) {
+                    sa.push(of(ra)[i].clone());
+                    sb.push(of(rb)[j].clone());
+                }
+            }
+        }
+        (kind, sa, sb)
+    })
 }
 
-/// The overhead of `b` over `a` per kind and percentile, with intervals.
+/// The difference of `b` over `a` at quantile `q` as the method estimates it (a duet's pairs
+/// resampled together, rounds' sides independently); None when either side has fewer than
+/// [`MIN_INTERVALS`] intervals (too short to judge) or none.
+fn difference(method: Method, a: &[Sampled], b: &[Sampled], q: f64) -> Option<Estimate> {
+    let boot = Bootstrap::default();
+    match method {
+        _ if a.len().min(b.len()) < MIN_INTERVALS => None,
+        Method::Duet => boot.paired_difference(a, b, q),
+        Method::Rounds => boot.difference(a, b, q),
+    }
+}
+
+/// The point estimate of `b` over `a` at `q` without an interval, for figures too short to
+/// judge: lo and hi are NaN (null in summary.json).
+fn unjudged(a: &[Sampled], b: &[Sampled], q: f64) -> Option<Estimate> {
+    let ones = |s: &[Sampled]| vec![1; s.len()];
+    let value = crate::stats::quantile(b, &ones(b), q)? as f64
+        - crate::stats::quantile(a, &ones(a), q)? as f64;
+    Some(Estimate {
+        value,
+        lo: f64::NAN,
+        hi: f64::NAN,
+    })
+}
+
+/// The overhead of `b` over `a` per kind and percentile, with intervals where there are
+/// enough intervals (see [`unjudged`] where there are not).
 pub(crate) fn overheads(
+    method: Method,
     a: &[RoundResult],
     b: &[RoundResult],
 ) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, Estimate>> {
-    let boot = Bootstrap::default();
-    samples(a)
+    samples(method, a, b)
         .into_iter()
-        .zip(samples(b))
-        .map(|((kind, sa), (_, sb))| {
+        .map(|(kind, sa, sb)| {
             let per = CI_PCTS
                 .iter()
-                .filter_map(|(n, q)| Some((*n, boot.difference(&sa, &sb, *q)?)))
+                .filter_map(|(n, q)| {
+                    let e = difference(method, &sa, &sb, *q).or_else(|| unjudged(&sa, &sb, *q));
+                    Some((*n, e?))
+                })
                 .collect();
             (kind, per)
         })
         .collect()
 }
 
+/// How many intervals each figure of these rounds rests on (the fewer side's, or pairs).
+pub(crate) fn intervals_of(method: Method, a: &[RoundResult], b: &[RoundResult]) -> usize {
+    let [(_, sa, sb), _] = samples(method, a, b);
+    sa.len().min(sb.len())
+}
+
+/// The A/A calibration's result. Too few intervals give no floor (an empty `floor_ns`): the
+/// overheads are then judged by their own intervals.
 pub(crate) fn noise_floor(
     url: &str,
+    method: Method,
     args: &CompareArgs,
     a: &[RoundResult],
     b: &[RoundResult],
 ) -> NoiseFloor {
-    let aa = overheads(a, b);
+    let aa = overheads(method, a, b);
     let floor_ns = aa
         .iter()
         .map(|(kind, per)| {
             let f = per
                 .iter()
+                .filter(|(_, e)| e.lo.is_finite() && e.hi.is_finite())
                 .map(|(n, e)| (*n, e.lo.abs().max(e.hi.abs())))
                 .collect();
             (*kind, f)
@@ -190,6 +268,7 @@ pub(crate) fn noise_floor(
         url: url.to_string(),
         rounds: a.len() as u32,
         duration_s: args.calibration.as_secs_f64(),
+        intervals: intervals_of(method, a, b),
         aa_ns: aa,
         floor_ns,
     }
@@ -197,20 +276,32 @@ pub(crate) fn noise_floor(
 
 /// A scenario's intervals, the overheads judged against the noise floor.
 pub(crate) fn intervals(
+    method: Method,
     d: &[RoundResult],
     g: &[RoundResult],
     floor: Option<&NoiseFloor>,
 ) -> std::collections::BTreeMap<&'static str, KindCi> {
     let boot = Bootstrap::default();
-    let over = overheads(d, g);
-    samples(d)
+    let over = overheads(method, d, g);
+    samples(method, d, g)
         .into_iter()
-        .zip(samples(g))
-        .map(|((kind, sd), (_, sg))| {
+        .map(|(kind, sd, sg)| {
             let side = |s: &[Sampled]| {
                 CI_PCTS
                     .iter()
-                    .filter_map(|(n, q)| Some((*n, boot.percentile(s, *q)?)))
+                    .filter_map(|(n, q)| {
+                        let e = match s.len() >= MIN_INTERVALS {
+                            true => boot.percentile(s, *q),
+                            false => {
+                                crate::stats::quantile(s, &vec![1; s.len()], *q).map(|v| Estimate {
+                                    value: v as f64,
+                                    lo: f64::NAN,
+                                    hi: f64::NAN,
+                                })
+                            }
+                        };
+                        Some((*n, e?))
+                    })
                     .collect()
             };
             let overhead = over[kind]
@@ -232,10 +323,9 @@ pub(crate) fn intervals(
 
 /// Whether the p50 overhead (corrected) is known well enough to stop adding rounds: its
 /// interval within ±max(10 µs, 10 % of the overhead).
-pub(crate) fn precise_enough(d: &[RoundResult], g: &[RoundResult]) -> bool {
-    let (sd, sg) = (samples(d), samples(g));
-    Bootstrap::default()
-        .difference(&sd[0].1, &sg[0].1, 0.5)
+pub(crate) fn precise_enough(method: Method, d: &[RoundResult], g: &[RoundResult]) -> bool {
+    let [(_, sd, sg), _] = samples(method, d, g);
+    difference(method, &sd, &sg, 0.5)
         .is_some_and(|e| half_width(&e) <= (0.1 * e.value.abs()).max(10_000.0))
 }
 
@@ -258,7 +348,11 @@ pub(crate) fn cpu_model() -> String {
 
 /// A scenario's medians and spread per side, the gateway's overhead per percentile, and the
 /// intervals.
-pub(crate) fn scenario_summary(m: &Measured, floor: Option<&NoiseFloor>) -> ScenarioSummary {
+pub(crate) fn scenario_summary(
+    m: &Measured,
+    method: Method,
+    floor: Option<&NoiseFloor>,
+) -> ScenarioSummary {
     let (sc, d, g, ended_by) = m;
     let (direct, gateway) = (summarize(d), summarize(g));
     let mut overhead = std::collections::BTreeMap::new();
@@ -277,7 +371,9 @@ pub(crate) fn scenario_summary(m: &Measured, floor: Option<&NoiseFloor>) -> Scen
         name: sc.name,
         description: sc.description,
         labels: [sc.direct.label, sc.gateway.label],
-        ci_ns: intervals(d, g, floor),
+        ci_ns: intervals(method, d, g, floor),
+        intervals: intervals_of(method, d, g),
+        too_short: intervals_of(method, d, g) < MIN_INTERVALS,
         rounds_run: d.len().min(g.len()) as u32,
         ended_by,
         direct,
