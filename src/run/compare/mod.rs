@@ -41,30 +41,7 @@ pub(super) fn compare(args: &CompareArgs) -> anyhow::Result<()> {
     let machine = machine(stack.as_ref());
     let plan = Plan::new(args, rate.clone(), stack.as_ref());
     let started = SystemTime::now();
-    let calibration_runs = if args.calibration.is_zero() {
-        0
-    } else {
-        2 * u64::from(args.rounds)
-    };
-    let total_runs = calibration_runs + list.len() as u64 * u64::from(plan.min_rounds) * 2;
-    let bar = progress_bar(total_runs, args.quiet);
-    crate::load::interrupt::catch_ctrl_c();
-    let (floor, mut failure) = match calibrate(&plan, &list, &bar) {
-        _ if crate::load::interrupt::interrupted() => {
-            let during = " (during the noise-floor calibration: nothing measured yet)";
-            (None, Some(super::Interrupted(during.into()).into()))
-        }
-        Ok(floor) => (floor, None),
-        Err(e) => (None, Some(e)),
-    };
-    let results = if failure.is_none() {
-        let (results, f) = measure(&plan, &list, &bar);
-        failure = f;
-        results
-    } else {
-        Vec::new()
-    };
-    bar.finish_and_clear();
+    let (floor, results, failure) = calibrate_and_measure(&plan, &list);
     let layout = plan.layout.clone();
     let threads = plan.threads;
     let (min_rounds, max_rounds) = (plan.min_rounds, plan.max_rounds);
@@ -163,6 +140,40 @@ impl<'a> Plan<'a> {
             method: args.method,
         }
     }
+}
+
+/// The A/A calibration, then every scenario, under one progress bar; Ctrl-C or a failure
+/// ends them early with what finished and the reason.
+fn calibrate_and_measure(
+    plan: &Plan<'_>,
+    list: &[Scenario],
+) -> (Option<NoiseFloor>, Vec<Measured>, Option<anyhow::Error>) {
+    let args = plan.args;
+    let calibration_runs = if args.calibration.is_zero() {
+        0
+    } else {
+        2 * u64::from(args.rounds)
+    };
+    let total_runs = calibration_runs + list.len() as u64 * u64::from(plan.min_rounds) * 2;
+    let bar = progress_bar(total_runs, args.quiet);
+    crate::load::interrupt::catch_ctrl_c();
+    let (floor, mut failure) = match calibrate(plan, list, &bar) {
+        _ if crate::load::interrupt::interrupted() => {
+            let during = " (during the noise-floor calibration: nothing measured yet)";
+            (None, Some(super::Interrupted(during.into()).into()))
+        }
+        Ok(floor) => (floor, None),
+        Err(e) => (None, Some(e)),
+    };
+    let results = if failure.is_none() {
+        let (results, f) = measure(plan, list, &bar);
+        failure = f;
+        results
+    } else {
+        Vec::new()
+    };
+    bar.finish_and_clear();
+    (floor, results, failure)
 }
 
 /// The A/A calibration: the first scenario's direct path against itself, `--rounds` rounds of
