@@ -43,6 +43,7 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
         split: Default::default(),
         raw_limit: None,
         live: None,
+        kernel_timestamps: true,
     }
 }
 

@@ -107,6 +107,7 @@ fn config_for_tests() -> LoadConfig {
         split: Default::default(),
         raw_limit: None,
         live: None,
+        kernel_timestamps: true,
     }
 }
 

@@ -103,6 +103,12 @@ pub struct LoadArgs {
     /// µs on a VM) and the rest is spun. 0 always sleeps (cheapest, sends later).
     #[arg(long, default_value = "20us", value_name = "DURATION", value_parser = parse_duration)]
     pub spin: std::time::Duration,
+    /// Time each answer by when the generator read it. By default, on HTTP/1.1 over plain TCP,
+    /// an answer ends when its last bytes reached the socket (Linux's SO_TIMESTAMPING receive
+    /// stamps), so the generator's own late wake-up is not counted; the gap is reported as
+    /// receive lag.
+    #[arg(long)]
+    pub no_kernel_timestamps: bool,
     /// HTTP method.
     #[arg(short = 'm', long, default_value = "GET")]
     pub method: String,

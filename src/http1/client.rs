@@ -130,6 +130,10 @@ pub struct Conn {
     stream: crate::net::tls::Stream,
     /// What was read and not consumed yet: the rest of the head, then body bytes.
     pub buf: BytesMut,
+    /// Reads through `recvmsg` with the kernel's arrival stamps (see [`Conn::stamp_arrivals`]).
+    stamped: Option<Box<crate::net::rxstamp::StampedReader>>,
+    /// When the last bytes read since the last send arrived, by the kernel's stamp.
+    arrival: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -176,7 +180,26 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            stamped: None,
+            arrival: None,
         }
+    }
+
+    /// Asks the kernel to stamp what arrives on this connection, so [`Conn::arrival`] can say
+    /// when an answer arrived however late it is read. Plain TCP only: TLS reads go through
+    /// rustls (the reason is returned, and the connection reads as before).
+    pub fn stamp_arrivals(&mut self) -> Result<(), String> {
+        let crate::net::tls::Stream::Plain(tcp) = &self.stream else {
+            return Err("not over TLS".into());
+        };
+        crate::net::rxstamp::enable(tcp)?;
+        self.stamped = Some(Box::new(crate::net::rxstamp::StampedReader::new(READ_CHUNK)));
+        Ok(())
+    }
+
+    /// When the last bytes read since the last send arrived, if the kernel stamped them.
+    pub fn arrival(&self) -> Option<std::time::Instant> {
+        self.arrival
     }
 
     /// Writes a request (its head, then its body) and forgets what an earlier exchange left
@@ -185,6 +208,7 @@ impl Conn {
     /// [`ClientError::ClosedBeforeResponse`].
     pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), ClientError> {
         self.buf.clear();
+        self.arrival = None;
         let mut written = 0;
         write_all_counted(&mut self.stream, head, body, &mut written)
             .await
@@ -204,6 +228,13 @@ impl Conn {
 
     /// Reads more into the buffer; `Ok(false)` at end of stream.
     pub async fn fill(&mut self) -> Result<bool, ClientError> {
+        if let (Some(reader), crate::net::tls::Stream::Plain(tcp)) =
+            (self.stamped.as_mut(), &self.stream)
+        {
+            let (n, at) = reader.read(tcp, &mut self.buf).await.map_err(ClientError::Io)?;
+            self.arrival = at;
+            return Ok(n > 0);
+        }
         self.buf.reserve(READ_CHUNK);
         match self.stream.read_buf(&mut self.buf).await {
             Ok(n) => Ok(n > 0),

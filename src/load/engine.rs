@@ -120,7 +120,11 @@ async fn h1_sender(run: &Run<'_>, slot: &mut [H1Conn]) -> std::io::Result<PhaseE
             }
         };
         run.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        end.finished = Some(run.record(intended, sent, outcome));
+        let arrival = match slot {
+            [conn] => conn.arrival(),
+            _ => None,
+        };
+        end.finished = Some(run.record_arrived(intended, sent, outcome, arrival));
     }
     Ok(end)
 }

@@ -16,17 +16,41 @@ use crate::http1::client::{ClientError, Conn, idempotent, may_resend};
 pub struct H1Conn {
     conn: Option<Conn>,
     scratch: Vec<u8>,
+    /// Ask the kernel for receive timestamps on each connection opened.
+    stamp: bool,
+    /// When the last answer arrived, by the kernel's stamp.
+    arrival: Option<std::time::Instant>,
 }
 
 impl H1Conn {
+    /// A connection slot; with `stamp`, its connections take the kernel's receive timestamps
+    /// where they can (plain TCP).
+    pub fn new(stamp: bool) -> Self {
+        H1Conn {
+            stamp,
+            ..H1Conn::default()
+        }
+    }
+
     /// Opens the connection now (before the clock starts).
     pub async fn open(&mut self, target: &RequestTemplate) -> Result<(), &'static str> {
-        self.conn = Some(
-            Conn::open(target.dial(), target.tls.as_deref(), None)
-                .await
-                .map_err(|e| e.kind())?,
-        );
+        self.conn = Some(self.connect(target).await.map_err(|e| e.kind())?);
         Ok(())
+    }
+
+    async fn connect(&self, target: &RequestTemplate) -> Result<Conn, ClientError> {
+        let mut conn = Conn::open(target.dial(), target.tls.as_deref(), None).await?;
+        if self.stamp {
+            // Where the kernel refuses, the answer's read time stands in (as without).
+            let _ = conn.stamp_arrivals();
+        }
+        Ok(conn)
+    }
+
+    /// When the last answer's final bytes arrived, by the kernel's receive timestamp (None
+    /// without one: then its read time is all there is).
+    pub fn arrival(&self) -> Option<std::time::Instant> {
+        self.arrival
     }
 
     /// Drops the connection (after a timeout the late response would arrive on it).
@@ -52,6 +76,7 @@ impl H1Conn {
             }
         };
         let reused = self.conn.is_some();
+        self.arrival = None;
         let result = match self.exchange(template, &bytes).await {
             Err(e) if may_resend(&e, reused, idempotent(template.method())) => {
                 self.exchange(template, &bytes).await
@@ -70,7 +95,7 @@ impl H1Conn {
     ) -> Result<Outcome, ClientError> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => Conn::open(template.dial(), template.tls.as_deref(), None).await?,
+            None => self.connect(template).await?,
         };
         conn.send(bytes, &[]).await?;
         let ((code, head), len) = conn
@@ -86,6 +111,7 @@ impl H1Conn {
             // Bytes after the body: nothing was pipelined, so the server said too much.
             return Err(ClientError::protocol("bytes after the response"));
         }
+        self.arrival = conn.arrival();
         if conn.reusable(head.keep_alive) {
             self.conn = Some(conn);
         }
@@ -178,4 +204,66 @@ mod tests {
             Outcome::Transport("connection_closed")
         );
     }
+
+    /// A server answers at a known time while the generator's thread is held (busy elsewhere)
+    /// for 200 ms: with kernel receive timestamps the answer's arrival is that known time, so
+    /// the hold is not counted as latency; without them all there is is the late read.
+    #[test]
+    fn the_generators_own_hold_is_not_counted_with_kernel_timestamps() {
+        use std::sync::mpsc;
+        use std::time::{Duration, Instant};
+        const HOLD: Duration = Duration::from_millis(200);
+        for stamp in [true, false] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (seen_tx, seen) = mpsc::channel();
+            let (go, go_rx) = mpsc::channel::<()>();
+            let (written_tx, written) = mpsc::channel();
+            let server = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).unwrap();
+                seen_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+                written_tx.send(Instant::now()).unwrap();
+                let _ = s.read(&mut buf);
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (outcome, sent, arrival, answered, read) = rt.block_on(async {
+                let t = get(addr);
+                let mut conn = H1Conn::new(stamp);
+                conn.open(&t).await.unwrap();
+                let sent = Instant::now();
+                // The hold: once the server has the request, this thread is blocked until
+                // 200 ms after the answer was written, so the answer waits in the socket.
+                let hold = async {
+                    while seen.try_recv().is_err() {
+                        tokio::task::yield_now().await;
+                    }
+                    go.send(()).unwrap();
+                    let answered: Instant = written.recv().unwrap();
+                    std::thread::sleep(HOLD);
+                    answered
+                };
+                let (outcome, answered) = tokio::join!(conn.execute(&t, None, 0), hold);
+                (outcome, sent, conn.arrival(), answered, Instant::now())
+            });
+            server.join().unwrap();
+            assert_eq!(outcome, Outcome::Ok);
+            assert!(read >= answered + HOLD);
+            match (stamp, arrival) {
+                (true, Some(at)) => {
+                    assert!(at >= sent && at <= answered + HOLD / 2, "{:?}", at - answered)
+                }
+                (false, None) => {}
+                other => panic!("stamp, arrival: {other:?}"),
+            }
+        }
+    }
+
 }

@@ -273,6 +273,16 @@ impl Pool {
         }
     }
 
+    /// With `stamp`, HTTP/1.1 connections take the kernel's receive timestamps.
+    pub fn stamped(mut self, stamp: bool) -> Pool {
+        if let Pool::H1(slots) = &mut self {
+            for c in slots.iter_mut().flatten() {
+                *c = H1Conn::new(stamp);
+            }
+        }
+        self
+    }
+
     /// Ends the connections politely after the run: a WebSocket's with a close frame (1000),
     /// each within 1 s; the others are dropped, as HTTP's keep-alive connections may be.
     pub async fn close(&mut self) {

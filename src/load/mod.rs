@@ -82,6 +82,9 @@ pub struct LoadConfig {
     pub raw_limit: Option<usize>,
     /// Where the run's figures go live (`--prometheus-addr`).
     pub live: Option<Arc<live::Live>>,
+    /// Take an answer's arrival from the kernel's receive timestamp (HTTP/1.1 over plain TCP),
+    /// so the generator's own late wake-up is not counted as the server's latency.
+    pub kernel_timestamps: bool,
 }
 
 /// CPU time the generator process used during the measured phase.
@@ -327,6 +330,7 @@ impl Plan {
                 timeout: cfg.timeout,
                 spin: cfg.spin,
                 in_flight: AtomicI64::new(0),
+                kernel_timestamps: cfg.kernel_timestamps,
             }),
             warm_dispenser: Arc::new(Dispenser::segment(
                 warm_rate,
@@ -389,7 +393,8 @@ impl Worker {
                         true => shared.template.paths_len(),
                         false => 1,
                     };
-                    let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group);
+                    let mut pool = Pool::new(shared.template.protocol, conns, in_flight, group)
+                        .stamped(shared.kernel_timestamps);
                     let warm_error = pool.open(&shared.template).await.err();
                     let _ = ready_tx.send(());
                     let Ok(go) = go_rx.recv() else {

@@ -31,6 +31,8 @@ pub(super) struct Shared {
     pub(super) spin: Duration,
     /// Requests in flight across threads, for the progress display.
     pub(super) in_flight: AtomicI64,
+    /// HTTP/1.1 connections ask for the kernel's receive timestamps.
+    pub(super) kernel_timestamps: bool,
 }
 
 /// One phase (warm-up or measurement) as one thread sees it.
@@ -143,13 +145,31 @@ impl Run<'_> {
         sent: Instant,
         outcome: Outcome,
     ) -> Instant {
-        let done = Instant::now();
-        self.record_sample(Sample {
+        self.record_arrived(intended, sent, outcome, None)
+    }
+
+    /// As [`record`](Self::record), the answer ending at `arrival` (the kernel's stamp of its
+    /// last bytes) when there is one: the time between it and this read is the generator's own
+    /// delay, recorded apart as receive lag. A stamp outside sent..now is not believed.
+    pub(super) fn record_arrived(
+        &self,
+        intended: Option<Instant>,
+        sent: Instant,
+        outcome: Outcome,
+        arrival: Option<Instant>,
+    ) -> Instant {
+        let read = Instant::now();
+        let arrived = arrival.filter(|a| (sent..=read).contains(a));
+        let done = self.record_sample(Sample {
             intended: intended.unwrap_or(sent),
             sent,
-            done,
+            done: arrived.unwrap_or(read),
             outcome,
-        })
+        });
+        if let Some(a) = arrived {
+            self.recorder.borrow_mut().record_receive_lag(read - a);
+        }
+        done
     }
 
     pub(super) fn record_sample(&self, sample: Sample) -> Instant {

@@ -27,6 +27,9 @@ pub struct HistSet {
     pub service: Histogram<u64>,
     /// Actual send time minus intended send time.
     pub lag: Histogram<u64>,
+    /// Read time minus the kernel's arrival stamp of the answer's last bytes (empty without
+    /// kernel receive timestamps): the generator's own delay, kept out of the latencies.
+    pub receive_lag: Histogram<u64>,
     /// gRPC streaming calls' messages (empty for every other call).
     pub stream: StreamHists,
 }
@@ -41,6 +44,7 @@ impl Default for HistSet {
             corrected: histogram(),
             service: histogram(),
             lag: histogram(),
+            receive_lag: histogram(),
             stream: StreamHists::default(),
         }
     }
@@ -53,6 +57,7 @@ impl HistSet {
         let _ = self.corrected.add(&other.corrected);
         let _ = self.service.add(&other.service);
         let _ = self.lag.add(&other.lag);
+        let _ = self.receive_lag.add(&other.receive_lag);
         self.stream.add(&other.stream);
     }
 }
@@ -273,6 +278,14 @@ impl std::fmt::Debug for Msg {
 }
 
 impl ThreadRecorder {
+    /// Records how late the answer just recorded was read after the kernel's stamp said it
+    /// arrived (into the same interval).
+    pub fn record_receive_lag(&mut self, lag: Duration) {
+        if !self.finished {
+            record(&mut self.hist.receive_lag, lag);
+        }
+    }
+
     /// Records one request (into the interval in which it ended).
     pub fn record(&mut self, s: Sample) {
         if self.finished {

@@ -92,6 +92,11 @@ pub struct Latency {
     pub service: Percentiles,
     /// Actual send time minus intended send time.
     pub lag: Percentiles,
+    /// Read time minus the kernel's arrival stamp of each answer's last bytes: the
+    /// generator's own delay, kept out of `corrected` and `service` (absent without kernel
+    /// receive timestamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lag: Option<Percentiles>,
 }
 
 /// One second of the run.
@@ -279,6 +284,8 @@ impl LoadReport {
                 corrected: Percentiles::of(&run.total.corrected),
                 service: Percentiles::of(&run.total.service),
                 lag: Percentiles::of(&run.total.lag),
+                receive_lag: (!run.total.receive_lag.is_empty())
+                    .then(|| Percentiles::of(&run.total.receive_lag)),
             },
             protocol: match run.tls_handshakes {
                 None => run.protocol.name().to_string(),

@@ -127,6 +127,8 @@ fn combine(
             corrected: Percentiles::of(corrected),
             service: Percentiles::of(service),
             lag: Percentiles::of(lag),
+            // Not among the outputs' encoded histograms: the merge cannot add it up.
+            receive_lag: None,
         },
         protocol: first.protocol.clone(),
         rate: first

@@ -98,6 +98,7 @@ pub fn render(r: &LoadReport) -> String {
         human_ns(lag.p99),
         human_ns(lag.max)
     );
+    receive_line(&mut out, r);
     let _ = writeln!(
         out,
         "generator  {:.2} s CPU, {:.1} µs per request",
@@ -239,5 +240,25 @@ pub fn lateness_advice(r: &LoadReport) -> &'static str {
         "They did not wait for connections: the generator's own thread was late (a busy or \
          noisy core); give it a core of its own (compare: --layout auto), stop what else runs, \
          or lower --rps."
+    }
+}
+
+/// How answers were timed: by the kernel's receive stamps (and how late they were read), or at
+/// the read.
+fn receive_line(out: &mut String, r: &LoadReport) {
+    match &r.latency_ns.receive_lag {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "receive    p50 {}, p99 {}, max {} (read behind the kernel's arrival stamp; not in the latencies)",
+                human_ns(l.p50),
+                human_ns(l.p99),
+                human_ns(l.max)
+            );
+        }
+        None if r.protocol == "HTTP/1.1" && r.requests.ok > 0 => {
+            out.push_str("receive    answers timed at their read (no kernel receive timestamps)\n");
+        }
+        None => {}
     }
 }

@@ -61,6 +61,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         spin: args.spin,
         progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
         live: None,
+        kernel_timestamps: !args.no_kernel_timestamps,
         raw_limit: args
             .csv_raw
             .as_ref()

@@ -117,6 +117,7 @@ fn run_step(
         split: Default::default(),
         raw_limit: None,
         live: None,
+        kernel_timestamps: true,
     };
     let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
     let o = &run.outcomes;

@@ -423,6 +423,7 @@ fn load_config(
         split: Default::default(),
         raw_limit: None,
         live: None,
+        kernel_timestamps: true,
     })
 }
 
