@@ -6,7 +6,8 @@
 # proxy_pass in front of the REST mock at NGINX_RPS, beside benches/paced_reference.py (one
 # keep-alive connection a side, paced, sides alternated in blocks) on the quiet machine. Prints
 # one table: each p50 overhead (service time) with its interval and its width, and the width
-# ratio rounds / duet under noise.
+# ratio rounds / duet under noise. Every run's report stays in OUT (default
+# reports/<UTC time>-noise); a run that fails is said and skipped.
 #
 #   bash benches/noise.sh                 # about 15 minutes on 2 cores
 #   RPS=5000 NGINX_RPS=3000 SEED=1 METHODS="duet rounds" CONDITIONS="quiet noisy" bash benches/noise.sh
@@ -20,6 +21,7 @@ METHODS=${METHODS:-duet rounds}; CONDITIONS=${CONDITIONS:-quiet noisy}
 cargo build --release --quiet
 GW=target/release/gwbench
 work=$(mktemp -d); pids=(); trap cleanup EXIT
+out=${OUT:-reports/$(date -u +%Y%m%dT%H%M%SZ)-noise}; mkdir -p "$out"
 
 # The nginx check's servers: the REST mock and nginx proxying /rest/ to it, on CPU 0.
 rest=$(free_port); grpc=$(free_port); adm=$(free_port); ngp=$(free_port)
@@ -46,19 +48,20 @@ for cond in $CONDITIONS; do
   [ "$cond" = noisy ] && noise_on
   if [ "$cond" = quiet ]; then
     taskset -c 1 python3 benches/paced_reference.py "$direct" "$via" --rate 1000 --seconds 60 \
-      --json > "$work/reference.json"
+      --json > "$out/reference.json"
   fi
   for m in $METHODS; do
     echo "$cond, $m: compare --rps $RPS, then the nginx check at $NGINX_RPS" >&2
     "$GW" compare --method "$m" --rps "$RPS" --scenarios rest,grpc,full --quiet \
-      --out "$work/$cond-$m" > "$work/$cond-$m.txt"
+      --out "$out/$cond-$m" > "$out/$cond-$m.txt" 2>&1 || echo "  failed: $out/$cond-$m.txt" >&2
     taskset -c 1 "$GW" compare --method "$m" --rps "$NGINX_RPS" --gateway-url "$via" \
-      --direct-url "$direct" --quiet --out "$work/$cond-$m-nginx" > "$work/$cond-$m-nginx.txt"
+      --direct-url "$direct" --quiet --out "$out/$cond-$m-nginx" > "$out/$cond-$m-nginx.txt" 2>&1 \
+      || echo "  failed: $out/$cond-$m-nginx.txt" >&2
   done
   [ "$cond" = noisy ] && noise_off
 done
 
-python3 - "$work" "$CONDITIONS" "$METHODS" "$RPS" "$NGINX_RPS" <<'PY'
+python3 - "$out" "$CONDITIONS" "$METHODS" "$RPS" "$NGINX_RPS" <<'PY'
 import json, os, sys
 work, conds, methods, rps, nrps = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
 us = lambda ns: f"{ns / 1e3:+.1f}" if ns == ns else "-"
@@ -98,5 +101,5 @@ if os.path.exists(ref):
     print(f"\npaced reference (nginx vs the mock, 1 connection a side, {r['rate_per_side']:.0f} req/s, "
           f"{r['pairs']} block pairs, quiet): {r['overhead_p50_ns'] / 1e3:+.1f} µs "
           f"[{r['overhead_p50_lo_ns'] / 1e3:+.1f}, {r['overhead_p50_hi_ns'] / 1e3:+.1f}]")
-print(f"\ncommand: bash benches/noise.sh (RPS={rps} NGINX_RPS={nrps})")
+print(f"\ncommand: bash benches/noise.sh (RPS={rps} NGINX_RPS={nrps}); reports in {work}")
 PY

@@ -102,27 +102,34 @@ if [ ! -x "$OHA" ]; then cargo install oha --locked --quiet || true; fi
 if [ -x "$OHA" ]; then
   : > "$work/cr.all"
   for i in $(seq "$RUNS"); do
-    $pin_gen "$GW" load "$url" --rps "$CR_RPS" -c "$CONNS" -t 1 -d "${CR_DURATION}s" --warmup 1s --json -q > "$work/cr.json"
+    # Both generators' CPU measured the same way, from outside: the process's user + system
+    # time over the whole run (no warm-up for either), per request it completed.
+    { TIMEFORMAT='%R %U %S'; time $pin_gen "$GW" load "$url" --rps "$CR_RPS" -c "$CONNS" -t 1 -d "${CR_DURATION}s" --warmup 0s --json -q > "$work/cr.json"; } 2> "$work/gw.time"
     { TIMEFORMAT='%R %U %S'; time $pin_gen "$OHA" -q "$CR_RPS" -z "${CR_DURATION}s" -c "$CONNS" --latency-correction --no-tui "$url" > "$work/oha.out"; } 2> "$work/oha.time"
-    python3 - "$work/cr.json" "$work/oha.out" "$(cpu_of "$work/oha.time")" "$CR_RPS" "$CR_DURATION" >> "$work/cr.all" <<'PY'
+    python3 - "$work/cr.json" "$work/oha.out" "$(cpu_of "$work/oha.time")" "$CR_RPS" "$CR_DURATION" "$(cpu_of "$work/gw.time")" >> "$work/cr.all" <<'PY'
 import json, re, sys
 r = json.load(open(sys.argv[1])); text = open(sys.argv[2]).read()
+def secs(label):
+    m = re.search(label + r" in ([0-9.]+) (secs?|ms)", text)
+    return float(m.group(1)) * (1e6 if m.group(2).startswith("sec") else 1e3)
 oha_rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
-oha_reqs = oha_rps * float(sys.argv[5])
-oha_us = float(sys.argv[3]) * 1e6 / max(oha_reqs, 1)
-oha_p99 = float(re.search(r"99.00% in ([0-9.]+) secs?", text).group(1)) * 1e6 if re.search(r"99.00% in ([0-9.]+) secs", text) else float(re.search(r"99.00% in ([0-9.]+) ms", text).group(1)) * 1e3
-print(r["generator"]["cpu_us_per_request"], r["latency_ns"]["lag"]["p99"] / 1e3, r["latency_ns"]["corrected"]["p99"] / 1e3, oha_us, oha_p99)
+oha_us = float(sys.argv[3]) * 1e6 / max(oha_rps * float(sys.argv[5]), 1)
+gw_us = float(sys.argv[6]) * 1e6 / max(r["achieved_rps"] * r["duration_s"], 1)
+lat = r["latency_ns"]
+print(gw_us, lat["lag"]["p99"] / 1e3, lat["corrected"]["p99"] / 1e3, oha_us, secs("99.00%"),
+      lat["corrected"]["p50"] / 1e3, secs("50.00%"))
 PY
-    echo "run $i: $(tail -1 "$work/cr.all")   (gwbench us/req, lag p99 us, corrected p99 us | oha us/req, p99 us)"
+    echo "run $i: $(tail -1 "$work/cr.all")   (gwbench us/req, lag p99 us, corrected p99 us | oha us/req, p99 us | gwbench p50, oha p50 us)"
   done
   python3 - "$work/cr.all" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 col = lambda k: [r[k] for r in rows]
-g, lag, gp99, o, op99 = (statistics.median(col(k)) for k in range(5))
-print(f"median CPU per request: gwbench {g:.1f} us (runs {min(col(0)):.1f}..{max(col(0)):.1f}), oha {o:.1f} us "
-      f"(runs {min(col(3)):.1f}..{max(col(3)):.1f}); gwbench/oha {g/o:.2f}")
+g, lag, gp99, o, op99, gp50, op50 = (statistics.median(col(k)) for k in range(7))
+print(f"median CPU per request (process time, measured alike): gwbench {g:.1f} us (runs {min(col(0)):.1f}..{max(col(0)):.1f}), "
+      f"oha {o:.1f} us (runs {min(col(3)):.1f}..{max(col(3)):.1f}); gwbench/oha {g/o:.2f}")
 print(f"median p99: gwbench corrected {gp99:.0f} us (generator lag p99 {lag:.0f} us), oha (latency-corrected) {op99:.0f} us")
+print(f"median p50: gwbench corrected {gp50:.1f} us, oha {op50:.1f} us")
 PY
 else
   echo "oha is not installed and could not be installed (cargo install oha): skipped"

@@ -44,6 +44,7 @@ fn config(protocol: Protocol, url: &str, rps: f64, duration: Duration) -> LoadCo
         raw_limit: None,
         live: None,
         kernel_timestamps: true,
+        start_gate: None,
     }
 }
 

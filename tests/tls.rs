@@ -108,6 +108,7 @@ fn config_for_tests() -> LoadConfig {
         raw_limit: None,
         live: None,
         kernel_timestamps: true,
+        start_gate: None,
     }
 }
 

@@ -193,7 +193,9 @@ impl Conn {
             return Err("not over TLS".into());
         };
         crate::net::rxstamp::enable(tcp)?;
-        self.stamped = Some(Box::new(crate::net::rxstamp::StampedReader::new(READ_CHUNK)));
+        self.stamped = Some(Box::new(crate::net::rxstamp::StampedReader::new(
+            READ_CHUNK,
+        )));
         Ok(())
     }
 
@@ -231,7 +233,10 @@ impl Conn {
         if let (Some(reader), crate::net::tls::Stream::Plain(tcp)) =
             (self.stamped.as_mut(), &self.stream)
         {
-            let (n, at) = reader.read(tcp, &mut self.buf).await.map_err(ClientError::Io)?;
+            let (n, at) = reader
+                .read(tcp, &mut self.buf)
+                .await
+                .map_err(ClientError::Io)?;
             self.arrival = at;
             return Ok(n > 0);
         }

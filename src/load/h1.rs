@@ -226,7 +226,8 @@ mod tests {
                 let _ = s.read(&mut buf).unwrap();
                 seen_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .unwrap();
                 written_tx.send(Instant::now()).unwrap();
                 let _ = s.read(&mut buf);
             });
@@ -258,12 +259,15 @@ mod tests {
             assert!(read >= answered + HOLD);
             match (stamp, arrival) {
                 (true, Some(at)) => {
-                    assert!(at >= sent && at <= answered + HOLD / 2, "{:?}", at - answered)
+                    assert!(
+                        at >= sent && at <= answered + HOLD / 2,
+                        "{:?}",
+                        at - answered
+                    )
                 }
                 (false, None) => {}
                 other => panic!("stamp, arrival: {other:?}"),
             }
         }
     }
-
 }

@@ -85,6 +85,60 @@ pub struct LoadConfig {
     /// Take an answer's arrival from the kernel's receive timestamp (HTTP/1.1 over plain TCP),
     /// so the generator's own late wake-up is not counted as the server's latency.
     pub kernel_timestamps: bool,
+    /// Runs that start together (compare's duet): each waits, connections open, for the
+    /// others, and all take one start instant.
+    pub start_gate: Option<Arc<StartGate>>,
+}
+
+/// Where runs in one process meet before they start: when the last of `parties` is ready, each
+/// is given the same start instant. A run that fails first calls the gate off, so that the
+/// others do not wait for it.
+#[derive(Debug)]
+pub struct StartGate {
+    parties: usize,
+    /// Ready so far, the instant once everyone is, and whether the meeting was called off.
+    state: std::sync::Mutex<(usize, Option<Instant>, bool)>,
+    met: std::sync::Condvar,
+}
+
+impl StartGate {
+    /// A gate for `parties` runs.
+    pub fn new(parties: usize) -> Arc<Self> {
+        Arc::new(StartGate {
+            parties,
+            state: std::sync::Mutex::new((0, None, false)),
+            met: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Ready: waits (at most `patience`) for the others; the common start instant, or None
+    /// when the meeting was called off or the others did not come in time.
+    fn meet(&self, patience: Duration) -> Option<Instant> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.0 += 1;
+        if s.0 >= self.parties && !s.2 {
+            s.1 = Some(Instant::now() + Duration::from_millis(20));
+            self.met.notify_all();
+        }
+        let (s, _) = self
+            .met
+            .wait_timeout_while(s, patience, |s| s.1.is_none() && !s.2)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.1.filter(|_| !s.2)
+    }
+
+    /// This run will not come: the others stop waiting.
+    fn call_off(&self) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.2 = true;
+        self.met.notify_all();
+    }
 }
 
 /// CPU time the generator process used during the measured phase.
@@ -192,10 +246,22 @@ impl LoadRun {
 /// Runs the load to completion on `threads` generator threads and returns what happened.
 /// Blocks the calling thread (call it from a plain thread, not from inside an async task).
 ///
+/// How long a run waits at its start gate for the others (opening connections takes well
+/// under a second; a run that needs more has a problem to report).
+const GATE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Every thread opens its connections and says so; the start instant is then fixed, the
 /// collectors made, and each thread is sent its start and its recorders; warm-up (discarded)
 /// and measured phase follow; this thread collects intervals until every thread is done.
 pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
+    let run = start_and_run(cfg);
+    if let (Err(_), Some(gate)) = (&run, &cfg.start_gate) {
+        gate.call_off();
+    }
+    run
+}
+
+fn start_and_run(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
     check(cfg)?;
     let threads = cfg.threads.clamp(1, cfg.connections);
     let plan = Plan::new(cfg);
@@ -212,9 +278,19 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadRun, LoadError> {
     }
     // A small margin so that every thread is parked on its first send time, not still waking;
     // or the instant every generator of a split schedule agreed on.
-    let start = match cfg.split.start_at {
-        None => Instant::now() + Duration::from_millis(20),
-        Some(at) => match at.duration_since(SystemTime::now()) {
+    let start = match (cfg.split.start_at, &cfg.start_gate) {
+        (None, Some(gate)) => match gate.meet(GATE_PATIENCE) {
+            Some(start) => start,
+            None => {
+                drop(workers);
+                return Err(LoadError::Failed(format!(
+                    "the runs meant to start together did not all get ready within {}s",
+                    GATE_PATIENCE.as_secs()
+                )));
+            }
+        },
+        (None, None) => Instant::now() + Duration::from_millis(20),
+        (Some(at), _) => match at.duration_since(SystemTime::now()) {
             Ok(wait) => Instant::now() + wait,
             Err(late) => {
                 drop(workers); // called off: each thread ends when its Go sender goes
@@ -617,5 +693,31 @@ impl Progress {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_at_a_gate_start_at_one_instant_and_a_failed_one_calls_it_off() {
+        let gate = StartGate::new(2);
+        let other = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.meet(Duration::from_secs(30)))
+        };
+        let mine = gate.meet(Duration::from_secs(30));
+        let theirs = other.join().unwrap();
+        assert!(mine.is_some());
+        assert_eq!(mine, theirs);
+        // One party fails before it is ready: the other stops waiting at once, with None.
+        let gate = StartGate::new(2);
+        let waiting = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.meet(Duration::from_secs(3600)))
+        };
+        gate.call_off();
+        assert_eq!(waiting.join().unwrap(), None);
     }
 }

@@ -79,7 +79,10 @@ impl StampedReader {
                 _ => None,
             })
         });
-        Ok((msg.bytes, stamp.filter(|s| s.tv_sec() != 0 || s.tv_nsec() != 0)))
+        Ok((
+            msg.bytes,
+            stamp.filter(|s| s.tv_sec() != 0 || s.tv_nsec() != 0),
+        ))
     }
 }
 
@@ -99,7 +102,9 @@ mod tests {
     #[tokio::test]
     async fn a_late_read_keeps_the_arrival_time() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         enable(&client).unwrap();
         server.write_all(b"hello").await.unwrap();
@@ -112,7 +117,11 @@ mod tests {
         let read = Instant::now();
         assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
         let at = at.expect("the kernel stamps loopback packets");
-        assert!(at <= written + Duration::from_millis(100), "{:?} after the write", at - written);
+        assert!(
+            at <= written + Duration::from_millis(100),
+            "{:?} after the write",
+            at - written
+        );
         assert!(read - at >= Duration::from_millis(100));
     }
 }

@@ -62,6 +62,7 @@ fn config(args: &LoadArgs) -> Result<(LoadConfig, Option<Slo>), LoadError> {
         progress: !args.quiet && !args.json && std::io::stdout().is_terminal(),
         live: None,
         kernel_timestamps: !args.no_kernel_timestamps,
+        start_gate: None,
         raw_limit: args
             .csv_raw
             .as_ref()

@@ -118,6 +118,7 @@ fn run_step(
         raw_limit: None,
         live: None,
         kernel_timestamps: true,
+        start_gate: None,
     };
     let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
     let o = &run.outcomes;

@@ -424,6 +424,7 @@ fn load_config(
         raw_limit: None,
         live: None,
         kernel_timestamps: true,
+        start_gate: None,
     })
 }
 
@@ -486,9 +487,8 @@ fn one_duet(
 ) -> anyhow::Result<(RoundResult, RoundResult)> {
     use crate::load::schedule::{Segment, Split};
     let rate = plan.rate.offered().unwrap_or(0.0);
-    // Far enough ahead for both runs to check their targets and open their connections.
-    let start_at =
-        SystemTime::now() + Duration::from_millis(300 + 3 * u64::from(plan.args.connections));
+    // Both start at one instant, taken when both have opened their connections.
+    let gate = crate::load::StartGate::new(2);
     let lead = u32::from(round.is_multiple_of(2));
     let config = |side: &Side, index: u32| -> anyhow::Result<LoadConfig> {
         let mut c = load_config(plan, side, round, duration)?;
@@ -496,8 +496,9 @@ fn one_duet(
         c.split = Split {
             segment: Segment { index, count: 2 },
             seed: None,
-            start_at: Some(start_at),
+            start_at: None,
         };
+        c.start_gate = Some(gate.clone());
         Ok(c)
     };
     let (ca, cb) = (config(a, lead)?, config(b, 1 - lead)?);
