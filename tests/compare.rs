@@ -47,8 +47,9 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
+            // Duet: 300 a side.
             "--rps",
-            "300",
+            "600",
             "--rounds",
             "2",
             "--max-rounds",
@@ -778,15 +779,15 @@ fn compare_measures_websocket_proxy_and_translation() {
     }
 }
 
-/// A short compare (300 req/s, one 600 ms round, no calibration) with `extra` flags: its stdout
-/// and summary.json; fails the test when compare fails.
+/// A short compare (600 req/s in all, 300 a side, one 600 ms round, no calibration) with
+/// `extra` flags: its stdout and summary.json; fails the test when compare fails.
 fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
     let out = gwbench::process::TempDir::new(&format!("compare-{tag}")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
             "compare",
             "--rps",
-            "300",
+            "600",
             "--rounds",
             "1",
             "--max-rounds",

@@ -92,9 +92,10 @@ Scenarios (direct vs through the gateway, same offered rate):
          to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
 --method duet (default) loads direct and gateway at the same time, each side its own
-connections at --rps, the two schedules interleaved half a period apart; the overhead is
-bootstrapped over pairs of the same second, so that a stall of the machine hits both sides and
-cancels. The mocks serve both sides' load (2 x --rps). --method rounds runs one side at a time,
+connections and half of --rps, the two schedules interleaved (the sides' requests alternate);
+the overhead is bootstrapped over pairs of the same second, so that a stall of the machine hits
+both sides and cancels. The mocks serve both sides, so they carry --rps in all, as in one side
+of a rounds run; the gateway sees half of it. --method rounds runs one side at a time at --rps,
 alternating which goes first, so that drift hits both. First an A/A calibration runs the direct
 path against itself (in the same method): what it finds is this machine's noise floor right
 now. Every percentile and overhead (gateway - direct) comes with a 95 % confidence interval
@@ -126,8 +127,8 @@ impl LayoutMode {
 /// How compare offers the two sides (`--method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Method {
-    /// Both sides at once, each its own connections and --rps, requests interleaved half a
-    /// period apart; each second's difference is one pair (duet benchmarking, Bulej et al.
+    /// Both sides at once, each its own connections and half of --rps, requests
+    /// interleaved; each second's difference is one pair (duet benchmarking, Bulej et al.
     /// 2020): a stall hits both sides of a pair and cancels.
     #[default]
     Duet,
@@ -138,12 +139,12 @@ pub enum Method {
 /// `gwbench compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// duet (default): direct and gateway loaded at the same time, --rps each, compared second
-    /// by second; rounds: one after the other, alternating. See the notes below.
+    /// duet (default): direct and gateway loaded at the same time, half of --rps each,
+    /// compared second by second; rounds: one after the other, alternating. See the notes below.
     #[arg(long, value_enum, default_value_t = Method::Duet)]
     pub method: Method,
-    /// Offered rate, requests per second, the same on both sides (with --method duet, each
-    /// side's: the mocks serve twice this).
+    /// Offered rate, requests per second: with --method rounds each side's; with duet the
+    /// total, half to each side at the same time (the mocks carry this much either way).
     #[arg(long, default_value = "5000", value_name = "N")]
     pub rps: String,
     /// Scenarios to run, comma-separated.

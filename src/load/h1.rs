@@ -236,6 +236,7 @@ mod tests {
                 .build()
                 .unwrap();
             let (outcome, sent, arrival, answered, read) = rt.block_on(async {
+                let _on = crate::net::rxstamp::keep_stamping_on().await;
                 let t = get(addr);
                 let mut conn = H1Conn::new(stamp);
                 conn.open(&t).await.unwrap();

@@ -6,7 +6,9 @@
 //! load generator's own wake-up delay is kept out of the latency it reports. The stamp is on
 //! the realtime clock; it becomes an `Instant` through the gap between it and the realtime clock
 //! read at the same moment as `Instant::now()` (a clock step inside that gap would skew one
-//! sample; a gap outside 0..=10 s is discarded as such).
+//! sample; a gap outside 0..=10 s is discarded as such). Linux turns stamping on for the whole
+//! machine when the first socket asks, a moment later (deferred work): packets of that moment
+//! come without a stamp, and their read time stands in.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
@@ -93,6 +95,34 @@ fn arrival(stamp: TimeSpec) -> Option<Instant> {
     (gap <= MAX_GAP).then(|| now.checked_sub(gap)).flatten()
 }
 
+/// For tests: a connected pair whose client has stamping on, returned once a probe came back
+/// stamped, so the machine-wide switch is on while the pair lives.
+#[cfg(test)]
+pub(crate) async fn keep_stamping_on() -> (TcpStream, TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    enable(&client).unwrap();
+    let mut reader = StampedReader::new(64);
+    for _ in 0..500 {
+        server.write_all(b"x").await.unwrap();
+        if reader
+            .read(&client, &mut BytesMut::new())
+            .await
+            .unwrap()
+            .1
+            .is_some()
+        {
+            return (client, server);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the kernel never stamped a loopback packet in 5 s");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +131,7 @@ mod tests {
     /// A peer's bytes read well after they arrived carry their arrival time, not the read's.
     #[tokio::test]
     async fn a_late_read_keeps_the_arrival_time() {
+        let _on = keep_stamping_on().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await

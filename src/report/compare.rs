@@ -168,9 +168,9 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
         s.method,
         s.rps,
         if s.method == "duet" {
-            " per side, both at once"
+            format!(" in all, {} a side, both at once", s.rps / 2.0)
         } else {
-            ""
+            String::new()
         },
         s.rounds,
         s.max_rounds,
@@ -202,11 +202,16 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
     );
     for sc in &s.scenarios {
         let _ = writeln!(out, "\n== {}: {}", sc.name, sc.description);
-        let _ = writeln!(out, "{}", answer(sc, s.rps));
+        let side_rps = if s.method == "duet" {
+            s.rps / 2.0
+        } else {
+            s.rps
+        };
+        let _ = writeln!(out, "{}", answer(sc, side_rps));
         percentile_rows(&mut out, sc);
         side_lines(&mut out, sc);
         generator_warnings(&mut out, sc);
-        saturation_warnings(&mut out, sc, s.layout.as_ref());
+        saturation_warnings(&mut out, sc, s.layout.as_ref(), s.method == "duet");
     }
     out
 }
@@ -476,7 +481,12 @@ pub(crate) fn generator_warnings(out: &mut String, sc: &ScenarioSummary) {
 
 /// Where the gateway and the mocks together kept their cores nearly busy: latencies then
 /// include queueing near saturation, which is not what the gateway adds at a moderate load.
-pub(crate) fn saturation_warnings(out: &mut String, sc: &ScenarioSummary, layout: Option<&Layout>) {
+pub(crate) fn saturation_warnings(
+    out: &mut String,
+    sc: &ScenarioSummary,
+    layout: Option<&Layout>,
+    duet: bool,
+) {
     let Some(layout) = layout else { return };
     let mut cpus: Vec<usize> = layout
         .gateway
@@ -492,10 +502,27 @@ pub(crate) fn saturation_warnings(out: &mut String, sc: &ScenarioSummary, layout
     } else {
         cpus.len()
     } as f64;
-    for (label, sum) in [(sc.labels[0], &sc.direct), (sc.labels[1], &sc.gateway)] {
+    let used_by = |sum: &SideSummary| {
         let c = &sum.cpu_ms_per_1000;
         let ms = c.gateway_ms.unwrap_or(0.0) + c.backends_ms.unwrap_or(0.0);
-        let used = ms * sum.achieved_rps.median / 1e6;
+        ms * sum.achieved_rps.median / 1e6
+    };
+    if duet {
+        // Both sides at once: each side's CPU figures are per request of the sides that share
+        // the process, so the two sides' shares add up to what the servers used.
+        let used = used_by(&sc.direct) + used_by(&sc.gateway);
+        if used >= 0.8 * cores {
+            let _ = writeln!(
+                out,
+                "  WARNING: with both sides at once the gateway and the mocks used {used:.2} of the {cores} core(s) \
+                 they have: the latencies include queueing near saturation, not only what the path adds. \
+                 Lower --rps, or run on more cores."
+            );
+        }
+        return;
+    }
+    for (label, sum) in [(sc.labels[0], &sc.direct), (sc.labels[1], &sc.gateway)] {
+        let used = used_by(sum);
         if used >= 0.8 * cores {
             let _ = writeln!(
                 out,
@@ -533,8 +560,13 @@ pub(crate) fn plot_intervals(
 pub(crate) fn html_context(summary: &CompareSummary) -> Vec<String> {
     vec![
         format!(
-            "{} req/s offered, {}..{} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
+            "{} req/s offered{}, {}..{} rounds × {} s (+{} s warm-up before each side's first run), {} connections",
             summary.rps,
+            if summary.method == "duet" {
+                format!(" in all ({} a side, both sides at once)", summary.rps / 2.0)
+            } else {
+                String::new()
+            },
             summary.rounds,
             summary.max_rounds,
             summary.duration_s,

@@ -492,7 +492,8 @@ fn one_duet(
     let lead = u32::from(round.is_multiple_of(2));
     let config = |side: &Side, index: u32| -> anyhow::Result<LoadConfig> {
         let mut c = load_config(plan, side, round, duration)?;
-        c.rate = Rate::Constant(2.0 * rate);
+        // --rps is what the servers are offered in all: each side's segment is half of it.
+        c.rate = Rate::Constant(rate);
         c.split = Split {
             segment: Segment { index, count: 2 },
             seed: None,
@@ -516,14 +517,21 @@ fn one_duet(
     let (ra, rb) = (ra.with_context(|| a.label)?, rb.with_context(|| b.label)?);
     let (gw1, be1) = children_cpu(plan.stack);
     let both = all_requests(&ra) + all_requests(&rb);
+    // The gateway's CPU is for the requests of every side that went through it (both, in the
+    // middleware scenario: then one figure for the two routes together).
+    let via_gateway: u64 = [(a, &ra), (b, &rb)]
+        .iter()
+        .filter(|(side, _)| side.through_gateway)
+        .map(|(_, run)| all_requests(run))
+        .sum();
     // Each run read the whole process's CPU over (nearly) the same window: their mean is the
     // generator's, for both sides' requests.
     let cpu_s = (ra.cpu.user_s + ra.cpu.system_s + rb.cpu.user_s + rb.cpu.system_s) / 2.0;
     let sent = ra.outcomes.sent() + rb.outcomes.sent();
-    let cpu_of = |side: &Side, run: &LoadRun| CpuPer1000 {
+    let cpu_of = |side: &Side| CpuPer1000 {
         gateway_ms: side
             .through_gateway
-            .then(|| per1000(gw0, gw1, all_requests(run)))
+            .then(|| per1000(gw0, gw1, via_gateway))
             .flatten(),
         backends_ms: per1000(be0, be1, both),
         generator_ms: generator_ms(
@@ -534,7 +542,7 @@ fn one_duet(
             sent,
         ),
     };
-    let (cpu_a, cpu_b) = (cpu_of(a, &ra), cpu_of(b, &rb));
+    let (cpu_a, cpu_b) = (cpu_of(a), cpu_of(b));
     Ok((RoundResult::of(ra, cpu_a), RoundResult::of(rb, cpu_b)))
 }
 
