@@ -2,7 +2,7 @@
 # compare's two methods, duet and rounds, on a quiet machine and under injected noise: a seeded
 # CPU burner (benches/noise_burner.py: bursts of 2-6 ms every 20-60 ms) on the servers' core
 # (CPU 0) and one on the generator's (CPU 1). Runs, per condition and method, `compare` of the
-# rest, grpc and full scenarios at RPS, and the nginx check: `compare --gateway-url` an nginx
+# rest, grpc and full scenarios at RPS (compare's --rps: a duet's total, half a side), and the nginx check: `compare --gateway-url` an nginx
 # proxy_pass in front of the REST mock at NGINX_RPS, beside benches/paced_reference.py (one
 # keep-alive connection a side, paced, sides alternated in blocks) on the quiet machine. Prints
 # one table: each p50 overhead (service time) with its interval and its width, and the width
