@@ -100,12 +100,7 @@ fn arrival(stamp: TimeSpec) -> Option<Instant> {
 #[cfg(test)]
 pub(crate) async fn keep_stamping_on() -> (TcpStream, TcpStream) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = listener.accept().await.unwrap();
-    enable(&client).unwrap();
+    let (client, mut server) = stamped_pair().await;
     let mut reader = StampedReader::new(64);
     for _ in 0..500 {
         server.write_all(b"x").await.unwrap();
@@ -123,6 +118,18 @@ pub(crate) async fn keep_stamping_on() -> (TcpStream, TcpStream) {
     panic!("the kernel never stamped a loopback packet in 5 s");
 }
 
+/// For tests: a connected (client, server) pair on loopback, the client stamping.
+#[cfg(test)]
+async fn stamped_pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    enable(&client).unwrap();
+    (client, server)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,12 +139,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_read_keeps_the_arrival_time() {
         let _on = keep_stamping_on().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        enable(&client).unwrap();
+        let (client, mut server) = stamped_pair().await;
         server.write_all(b"hello").await.unwrap();
         let written = Instant::now();
         // The bytes are in the client's socket now; the reader comes 200 ms later.
