@@ -16,6 +16,7 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-16}
 LONG=${LONG:-60}
+[ "$LONG" -ge 12 ] || { echo "peers.sh: LONG must be at least 12 (seconds; RSS is read at 10 s and at LONG - 1)" >&2; exit 2; }
 RATES=${RATES:-"5000 20000 50000"}
 CR_RPS=${CR_RPS:-5000}
 CR_DURATION=${CR_DURATION:-30}
