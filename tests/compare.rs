@@ -546,7 +546,7 @@ fn compare_measures_a_gateway_it_did_not_start() {
 }
 
 /// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
-fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
+fn compare_urls(direct: &str, gateway: &str, tag: &str, calibration: &str) -> serde_json::Value {
     let out = gwbench::process::TempDir::new(tag).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
@@ -563,7 +563,7 @@ fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
             "--duration",
             "5s",
             "--calibration",
-            "5s",
+            calibration,
             "--warmup",
             "200ms",
         ])
@@ -601,6 +601,38 @@ fn compare_urls(direct: &str, gateway: &str, tag: &str) -> serde_json::Value {
     summary
 }
 
+/// A real regression on a run long enough to judge is still one: the same comparison before
+/// and after the gateway side's server got 5 ms slower; `diff` calls it and exits 1.
+#[test]
+fn diff_calls_a_real_5ms_regression_on_a_long_enough_run() {
+    let _serial = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (fast, slow) = (mocks(&rt, "none"), mocks(&rt, "fixed:5ms"));
+    let dir = gwbench::process::TempDir::new("real-diff").unwrap();
+    let url = |m: &gwbench::backend::Backends| format!("http://{}/api/users/7", m.rest[0]);
+    let mut paths = Vec::new();
+    for (tag, gateway) in [("base", &fast), ("new", &slow)] {
+        let mut summary = compare_urls(&url(&fast), &url(gateway), tag, "0s");
+        assert_ne!(summary["scenarios"][0]["too_short"], true, "{summary}");
+        summary.as_object_mut().unwrap().remove("_stdout");
+        let p = dir.join(format!("{tag}.json"));
+        std::fs::write(&p, summary.to_string()).unwrap();
+        paths.push(p);
+    }
+    let out = Command::new(cargo_bin("gwbench"))
+        .arg("diff")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("REGRESSION"), "{stdout}");
+    rt.block_on(async {
+        fast.shutdown().await;
+        slow.shutdown().await;
+    });
+}
+
 /// Mocks on free ports, every service answering after `latency`.
 fn mocks(rt: &tokio::runtime::Runtime, latency: &str) -> gwbench::backend::Backends {
     rt.block_on(async {
@@ -617,7 +649,7 @@ fn the_same_url_on_both_sides_is_never_an_overhead() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let b = mocks(&rt, "none");
     let url = format!("http://{}/api/users/7", b.rest[0]);
-    let summary = compare_urls(&url, &url, "aa");
+    let summary = compare_urls(&url, &url, "aa", "5s");
     assert!(summary["noise_floor"]["floor_ns"]["corrected"]["p50"].is_number());
     let stdout = summary["_stdout"].as_str().unwrap();
     assert!(
@@ -647,6 +679,7 @@ fn a_known_added_delay_is_inside_the_reported_interval() {
         &format!("http://{}/api/users/7", fast.rest[0]),
         &format!("http://{}/api/users/7", slow.rest[0]),
         "delay",
+        "5s",
     );
     // The mock sleeps on tokio's timer, whose wheel has 1 ms slots: a 2 ms sleep lasts 2 to 3
     // ms. The p50 overhead's interval must meet that range (with 0.5 ms for scheduling).
