@@ -608,22 +608,14 @@ fn diff_calls_a_real_5ms_regression_on_a_long_enough_run() {
     let _serial = serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (fast, slow) = (mocks(&rt, "none"), mocks(&rt, "fixed:5ms"));
-    let dir = gwbench::process::TempDir::new("real-diff").unwrap();
     let url = |m: &gwbench::backend::Backends| format!("http://{}/api/users/7", m.rest[0]);
-    let mut paths = Vec::new();
-    for (tag, gateway) in [("base", &fast), ("new", &slow)] {
+    let summaries = [("base", &fast), ("new", &slow)].map(|(tag, gateway)| {
         let mut summary = compare_urls(&url(&fast), &url(gateway), tag, "0s");
         assert_ne!(summary["scenarios"][0]["too_short"], true, "{summary}");
         summary.as_object_mut().unwrap().remove("_stdout");
-        let p = dir.join(format!("{tag}.json"));
-        std::fs::write(&p, summary.to_string()).unwrap();
-        paths.push(p);
-    }
-    let out = Command::new(cargo_bin("gwbench"))
-        .arg("diff")
-        .args(&paths)
-        .output()
-        .unwrap();
+        summary
+    });
+    let out = diff_of(&summaries);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("REGRESSION"), "{stdout}");
@@ -631,6 +623,20 @@ fn diff_calls_a_real_5ms_regression_on_a_long_enough_run() {
         fast.shutdown().await;
         slow.shutdown().await;
     });
+}
+
+/// `gwbench diff` of two compare summaries (base, new), written to a temp dir.
+fn diff_of(summaries: &[serde_json::Value; 2]) -> std::process::Output {
+    let dir = gwbench::process::TempDir::new("diff").unwrap();
+    let paths = ["base", "new"].map(|tag| dir.join(format!("{tag}.json")));
+    for (p, summary) in paths.iter().zip(summaries) {
+        std::fs::write(p, summary.to_string()).unwrap();
+    }
+    Command::new(cargo_bin("gwbench"))
+        .arg("diff")
+        .args(&paths)
+        .output()
+        .unwrap()
 }
 
 /// Mocks on free ports, every service answering after `latency`.
@@ -957,20 +963,12 @@ fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
 #[test]
 fn diff_of_two_short_runs_judges_nothing() {
     let _serial = serial();
-    let dir = gwbench::process::TempDir::new("short-diff").unwrap();
-    let mut paths = Vec::new();
-    for tag in ["a", "b"] {
+    let summaries = ["a", "b"].map(|tag| {
         let (stdout, summary) = quick_compare(tag, &["--scenarios", "rest"]);
         assert!(stdout.contains("answer: too short to judge"), "{stdout}");
-        let p = dir.join(format!("{tag}.json"));
-        std::fs::write(&p, summary.to_string()).unwrap();
-        paths.push(p);
-    }
-    let out = Command::new(cargo_bin("gwbench"))
-        .arg("diff")
-        .args(&paths)
-        .output()
-        .unwrap();
+        summary
+    });
+    let out = diff_of(&summaries);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(!stdout.contains("REGRESSION"), "{stdout}");
