@@ -4,6 +4,7 @@
 //! client core both drive in [`client`] (connect, write, parse the head, the reuse rule).
 
 pub mod client;
+pub mod parked;
 
 use bytes::{Buf, BytesMut};
 

@@ -516,3 +516,105 @@ async fn a_server_that_never_answers_is_blamed_not_the_generator() {
     assert!(!text.contains("generator's own thread was late"), "{text}");
     silent.abort();
 }
+
+/// A server whose answers take every shape in turn (by a count over all connections):
+/// Content-Length, chunked, 204, 503, and `connection: close`; and it closes each connection,
+/// without a word, after its third answer (the next request on it finds it closed and goes
+/// again on a new one). Returns its address and the task to abort.
+async fn every_kind_of_answer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ANSWERS: [&[u8]; 5] = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..3 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let kind = count.fetch_add(1, Ordering::Relaxed) % 5;
+                    if s.write_all(ANSWERS[kind as usize]).await.is_err() || kind == 4 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The pacer (answers read at the next send's wake-up, with kernel arrival stamps) and the
+/// per-connection senders (without stamps) count the same outcomes for every kind of answer,
+/// connections closed by the server included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pacer_and_the_senders_count_every_kind_of_answer_alike() {
+    let (addr, server) = every_kind_of_answer().await;
+    let mut runs = Vec::new();
+    for stamps in [true, false] {
+        let mut cfg = config(
+            Protocol::Http1,
+            &format!("http://{addr}/x"),
+            2000.0,
+            Duration::ZERO,
+        );
+        cfg.limit = Limit::Requests(300);
+        cfg.connections = 4;
+        cfg.kernel_timestamps = stamps;
+        let run = load(cfg).await;
+        assert_accounted(&run, 300);
+        runs.push(run.outcomes);
+    }
+    server.abort();
+    for o in &runs {
+        // 300 answers were given: a fifth of them 503s, none lost.
+        assert_eq!((o.ok, o.http.get(&503).copied()), (240, Some(60)), "{o:?}");
+        assert!(o.transport.is_empty() && o.timeouts == 0, "{o:?}");
+    }
+}
+
+/// With kernel arrival stamps, the generator's thread sleeps about once per request (to send),
+/// not twice (to send, and again when the answer arrives): it reads answers at its next send's
+/// wake-up. The count is the thread's voluntary context switches, reported in the JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_wakes_about_once_per_request_when_answers_are_stamped() {
+    let mut bc = BackendsConfig::ephemeral();
+    bc.grpc = false;
+    let b = Backends::start(&bc).await.unwrap();
+    let cfg = config(
+        Protocol::Http1,
+        &format!("http://{}/api/users/1", b.rest[0]),
+        2000.0,
+        Duration::from_secs(1),
+    );
+    let run = load(cfg).await;
+    b.shutdown().await;
+    let sent = run.outcomes.sent();
+    assert!(run.outcomes.ok > 1000, "{:?}", run.outcomes);
+    let wakeups = run
+        .wakeups
+        .expect("Linux counts a thread's context switches");
+    assert!(
+        (wakeups as f64) < 1.5 * sent as f64,
+        "{wakeups} wake-ups for {sent} requests"
+    );
+    let report = LoadReport::from_run(&run);
+    assert_eq!(report.generator.wakeups, Some(wakeups));
+    assert!(gwbench::report::text::render(&report).contains("wake-ups per request"));
+}

@@ -116,7 +116,7 @@ pub fn io_kind(err: &io::Error) -> &'static str {
 }
 
 /// A write that failed because the peer had closed the connection.
-fn closed_by_peer(e: &io::Error) -> bool {
+pub(super) fn closed_by_peer(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         e.kind(),
@@ -197,6 +197,37 @@ impl Conn {
             READ_CHUNK,
         )));
         Ok(())
+    }
+
+    /// Takes a plain TCP connection out of the runtime's reactor (see [`super::parked`]).
+    /// None for a TLS connection (dropped: check [`Conn::parkable`] first), or when the runtime
+    /// would not release the socket (then it is closed).
+    pub fn park(self) -> Option<super::parked::Parked> {
+        let crate::net::tls::Stream::Plain(tcp) = self.stream else {
+            return None;
+        };
+        let std = tcp.into_std().ok()?;
+        Some(super::parked::Parked::new(std, self.buf, self.stamped))
+    }
+
+    /// Whether [`Conn::park`] can take this connection (plain TCP) and the kernel stamps its
+    /// arrivals.
+    pub fn parkable(&self) -> bool {
+        matches!(self.stream, crate::net::tls::Stream::Plain(_)) && self.stamped.is_some()
+    }
+
+    /// A parked connection's parts, back in the reactor.
+    pub(super) fn from_parked(
+        tcp: tokio::net::TcpStream,
+        buf: BytesMut,
+        stamped: Option<Box<crate::net::rxstamp::StampedReader>>,
+    ) -> Conn {
+        Conn {
+            stream: crate::net::tls::Stream::Plain(tcp),
+            buf,
+            stamped,
+            arrival: None,
+        }
     }
 
     /// When the last bytes read since the last send arrived, if the kernel stamped them.

@@ -46,6 +46,9 @@ pub(super) async fn run_phase(
     };
     let senders = async {
         match pool {
+            Pool::H1(slots) if run.dispenser.paced() && super::h1_paced::fits(slots) => {
+                super::h1_paced::h1_pacer(&run, slots).await
+            }
             Pool::H1(slots) => {
                 let mut end = PhaseEnd::default();
                 let workers = slots.iter_mut().map(|slot| h1_sender(&run, slot));
@@ -67,10 +70,14 @@ pub(super) async fn run_phase(
             }
         }
     };
-    let end = tokio::select! {
+    let woken = super::phase::thread_wakeups();
+    let mut end: PhaseEnd = tokio::select! {
         end = senders => end?,
         _ = ticker => unreachable!("the ticker never ends"),
     };
+    end.wakeups = woken
+        .zip(super::phase::thread_wakeups())
+        .map(|(a, b)| b.saturating_sub(a));
     run.recorder.borrow_mut().finish(Instant::now());
     Ok(end)
 }

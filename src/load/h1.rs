@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes};
 use super::recorder::Outcome;
 use super::target::RequestTemplate;
 use crate::http1::client::{ClientError, Conn, idempotent, may_resend};
+use crate::http1::parked::Parked;
 
 /// One HTTP/1.1 connection of a sender task (none yet, or broken: the next request reconnects).
 #[derive(Debug, Default)]
@@ -51,6 +52,29 @@ impl H1Conn {
     /// without one: then its read time is all there is).
     pub fn arrival(&self) -> Option<std::time::Instant> {
         self.arrival
+    }
+
+    /// Whether the connection is open, over plain TCP, and stamped by the kernel: what the
+    /// pacer (`h1_paced.rs`) needs to read its answers late at no cost in accuracy.
+    pub fn parkable(&self) -> bool {
+        self.conn.as_ref().is_some_and(Conn::parkable)
+    }
+
+    /// Takes the connection out of the runtime's reactor, for the pacer.
+    pub fn park(&mut self) -> Option<Parked> {
+        self.conn.take()?.park()
+    }
+
+    /// Puts a parked connection back (None: the slot reconnects on its next request).
+    pub fn unpark(&mut self, parked: Option<Parked>) {
+        self.conn = parked.and_then(|p| p.unpark().ok());
+    }
+
+    /// A new connection, stamped as the slot's are, parked.
+    pub async fn connect_parked(&self, target: &RequestTemplate) -> Result<Parked, ClientError> {
+        let conn = self.connect(target).await?;
+        conn.park()
+            .ok_or_else(|| ClientError::Connect(std::io::Error::other("not a plain TCP socket")))
     }
 
     /// Drops the connection (after a timeout the late response would arrive on it).
@@ -119,7 +143,8 @@ impl H1Conn {
     }
 }
 
-fn outcome(code: u16) -> Outcome {
+/// A complete answer's outcome by its status code.
+pub(super) fn outcome(code: u16) -> Outcome {
     if (200..300).contains(&code) {
         Outcome::Ok
     } else {

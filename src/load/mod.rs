@@ -6,6 +6,7 @@ pub mod body;
 mod engine;
 pub mod grpc;
 pub mod h1;
+mod h1_paced;
 pub mod http;
 pub mod interrupt;
 pub mod live;
@@ -199,6 +200,9 @@ pub struct LoadRun {
     /// still busy with an earlier request: their lag is the target's latency, not the
     /// generator's pace (more connections would have sent them on time).
     pub waited_for_connection: u64,
+    /// Times the generator's threads slept and were woken during the measured phase (None
+    /// where the system does not say).
+    pub wakeups: Option<u64>,
     /// The share of the schedule this run sent.
     pub split: schedule::Split,
     /// Identifier of the whole schedule ([`schedule::Split::schedule_id`]).
@@ -611,6 +615,7 @@ fn finish(
         warmup_requests: plan.warm_dispenser.taken(),
         interrupted,
         waited_for_connection: ends.iter().map(|e| e.waited_for_connection).sum(),
+        wakeups: ends.iter().try_fold(0, |n, e| Some(n + e.wakeups?)),
         tls_handshakes: cfg.template.tls.as_ref().map(|t| t.handshakes()),
         ws_connects: cfg
             .template

@@ -73,6 +73,9 @@ pub(super) struct PhaseEnd {
     /// Requests whose turn came while every connection (or stream) was still busy: they went
     /// out late because of the target's latency, not the generator's pace.
     pub(super) waited_for_connection: u64,
+    /// Times the thread slept and was woken during the phase (its voluntary context
+    /// switches), when the system says.
+    pub(super) wakeups: Option<u64>,
 }
 
 impl PhaseEnd {
@@ -81,7 +84,18 @@ impl PhaseEnd {
         self.last_send = self.last_send.max(other.last_send);
         self.finished = self.finished.max(other.finished);
         self.waited_for_connection += other.waited_for_connection;
+        self.wakeups = match (self.wakeups, other.wakeups) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
+}
+
+/// This thread's voluntary context switches so far: each is a sleep it was woken from.
+pub(super) fn thread_wakeups() -> Option<u64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_THREAD).ok()?;
+    u64::try_from(u.voluntary_context_switches()).ok()
 }
 
 /// The per-thread state of a running phase, shared by its sender tasks.

@@ -607,6 +607,11 @@ impl Dispenser {
         Some(Duration::from_secs_f64(secs.max(0.0)))
     }
 
+    /// Whether tickets have send times (every rate but `max`, the closed loop).
+    pub fn paced(&self) -> bool {
+        !matches!(self.rate, Rate::Max)
+    }
+
     /// The next ticket, or None when the phase has scheduled everything.
     pub fn next(&self) -> Option<Ticket> {
         // Ctrl-C: no more tickets; what is not handed out was never due.

@@ -71,6 +71,19 @@ impl StampedReader {
         }
     }
 
+    /// Reads what is there without waiting (`WouldBlock` when nothing is), as [`read`]
+    /// (Self::read) does: the byte count and when the last of them arrived. For a socket kept
+    /// out of the runtime's reactor (see `http1::parked`).
+    pub fn try_read(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        buf: &mut BytesMut,
+    ) -> io::Result<(usize, Option<Instant>)> {
+        let (n, stamp) = self.recv(fd)?;
+        buf.extend_from_slice(&self.scratch[..n]);
+        Ok((n, stamp.and_then(arrival)))
+    }
+
     fn recv(&mut self, fd: std::os::fd::RawFd) -> io::Result<(usize, Option<TimeSpec>)> {
         let mut iov = [IoSliceMut::new(&mut self.scratch)];
         let msg = recvmsg::<()>(fd, &mut iov, Some(&mut self.control), MsgFlags::empty())

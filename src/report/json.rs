@@ -136,6 +136,11 @@ pub struct GeneratorCpu {
     pub cpu_us_per_request: f64,
     /// Requests sent late because every connection (or stream) was busy when they were due.
     pub waited_for_connection: u64,
+    /// Times the generator's threads slept and were woken during the measured phase: about
+    /// one per request when answers are read at the next send's wake-up, two when each answer
+    /// wakes the thread on its own. None where the system does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wakeups: Option<u64>,
 }
 
 /// The whole report of one load run.
@@ -308,6 +313,7 @@ impl LoadReport {
                     0.0
                 },
                 waited_for_connection: run.waited_for_connection,
+                wakeups: run.wakeups,
             },
             intervals: intervals(run),
             segment: (run.split.segment.count > 1).then(|| run.split.segment.to_string()),

@@ -149,6 +149,9 @@ fn combine(
                 .iter()
                 .map(|(_, r)| r.generator.waited_for_connection)
                 .sum(),
+            wakeups: reports
+                .iter()
+                .try_fold(0, |n, (_, r)| Some(n + r.generator.wakeups?)),
         },
         intervals: Vec::new(),
         segment: Some(format!("merged {count}/{count}")),

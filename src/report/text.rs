@@ -99,11 +99,16 @@ pub fn render(r: &LoadReport) -> String {
         human_ns(lag.max)
     );
     receive_line(&mut out, r);
-    let _ = writeln!(
+    let _ = write!(
         out,
         "generator  {:.2} s CPU, {:.1} µs per request",
         r.generator.cpu_s, r.generator.cpu_us_per_request
     );
+    let sent = r.requests.scheduled.saturating_sub(r.requests.not_sent);
+    if let (Some(w), true) = (r.generator.wakeups, sent > 0) {
+        let _ = write!(out, ", {:.1} wake-ups per request", w as f64 / sent as f64);
+    }
+    let _ = writeln!(out);
     intervals(&mut out, r);
     if generator_fell_behind(r) {
         let _ = writeln!(
