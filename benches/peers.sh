@@ -41,6 +41,12 @@ url="http://127.0.0.1:$port/"
 echo "nginx 1 worker on $url; generators: 1 thread, $CONNS connections, ${DURATION}s runs; pinning: ${pin_gen:-none}"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 
+# nginx's worker's CPU so far, in clock ticks (utime + stime).
+server_ticks() {
+  local w; w=$(pgrep -P "$nginx_pid" | head -1)
+  awk '{print $14 + $15}' "/proc/${w:-$nginx_pid}/stat"
+}
+
 # Runs a command, prints "<requests/s> <cpu seconds>" (CPU = user + sys of the child).
 cpu_of() { # file with "real user sys" from bash time
   awk '{print $2 + $3}' "$1"
@@ -105,10 +111,19 @@ if [ -x "$OHA" ]; then
   for i in $(seq "$RUNS"); do
     # Both generators' CPU measured the same way, from outside: the process's user + system
     # time over the whole run (no warm-up for either), per request it completed.
+    # The server's CPU too (its worker's utime + stime, clock ticks): a generator whose every
+    # answer wakes it makes the server pay for that wake-up.
+    n0=$(server_ticks)
     { TIMEFORMAT='%R %U %S'; time $pin_gen "$GW" load "$url" --rps "$CR_RPS" -c "$CONNS" -t 1 -d "${CR_DURATION}s" --warmup 0s --json -q > "$work/cr.json"; } 2> "$work/gw.time"
+    n1=$(server_ticks)
     { TIMEFORMAT='%R %U %S'; time $pin_gen "$OHA" -q "$CR_RPS" -z "${CR_DURATION}s" -c "$CONNS" --latency-correction --no-tui "$url" > "$work/oha.out"; } 2> "$work/oha.time"
-    python3 - "$work/cr.json" "$work/oha.out" "$(cpu_of "$work/oha.time")" "$CR_RPS" "$CR_DURATION" "$(cpu_of "$work/gw.time")" >> "$work/cr.all" <<'PY'
-import json, re, sys
+    n2=$(server_ticks)
+    # gwbench again at oha's own send pattern (its 1 ms timer sends CR_RPS/1000 at each tick),
+    # to tell the generator's cost from the cost of pacing each request on its own.
+    { TIMEFORMAT='%R %U %S'; time $pin_gen "$GW" load "$url" --burst "$((CR_RPS / 1000))/1ms" -c "$CONNS" -t 1 -d "${CR_DURATION}s" --warmup 0s --json -q > "$work/crb.json"; } 2> "$work/gwb.time"
+    gwb_us=$(python3 -c "import json,sys; r=json.load(open('$work/crb.json')); print($(cpu_of "$work/gwb.time") * 1e6 / max(r['achieved_rps'] * r['duration_s'], 1))")
+    python3 - "$work/cr.json" "$work/oha.out" "$(cpu_of "$work/oha.time")" "$CR_RPS" "$CR_DURATION" "$(cpu_of "$work/gw.time")" $((n1 - n0)) $((n2 - n1)) "$gwb_us" >> "$work/cr.all" <<'PY'
+import json, os, re, sys
 r = json.load(open(sys.argv[1])); text = open(sys.argv[2]).read()
 def secs(label):
     m = re.search(label + r" in ([0-9.]+) (secs?|ms)", text)
@@ -117,20 +132,30 @@ oha_rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
 oha_us = float(sys.argv[3]) * 1e6 / max(oha_rps * float(sys.argv[5]), 1)
 gw_us = float(sys.argv[6]) * 1e6 / max(r["achieved_rps"] * r["duration_s"], 1)
 lat = r["latency_ns"]
+hz = os.sysconf("SC_CLK_TCK")
+gw_n = r["achieved_rps"] * r["duration_s"]
+srv_gw = int(sys.argv[7]) / hz * 1e6 / max(gw_n, 1)
+srv_oha = int(sys.argv[8]) / hz * 1e6 / max(oha_rps * float(sys.argv[5]), 1)
+wake = (r["generator"].get("wakeups") or 0) / max(gw_n, 1)
 print(gw_us, lat["lag"]["p99"] / 1e3, lat["corrected"]["p99"] / 1e3, oha_us, secs("99.00%"),
-      lat["corrected"]["p50"] / 1e3, secs("50.00%"))
+      lat["corrected"]["p50"] / 1e3, secs("50.00%"), srv_gw, srv_oha, wake, lat["lag"]["p50"] / 1e3,
+      float(sys.argv[9]))
 PY
-    echo "run $i: $(tail -1 "$work/cr.all")   (gwbench us/req, lag p99 us, corrected p99 us | oha us/req, p99 us | gwbench p50, oha p50 us)"
+    echo "run $i: $(tail -1 "$work/cr.all")   (gwbench us/req, lag p99 us, corrected p99 us | oha us/req, p99 us | gwbench p50, oha p50 us | nginx us/req under gwbench, under oha | gwbench wake-ups/req, lag p50 us | gwbench us/req at oha's pattern)"
   done
   python3 - "$work/cr.all" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 col = lambda k: [r[k] for r in rows]
-g, lag, gp99, o, op99, gp50, op50 = (statistics.median(col(k)) for k in range(7))
+g, lag, gp99, o, op99, gp50, op50, sg, so, wake, lag50, gb = (statistics.median(col(k)) for k in range(12))
 print(f"median CPU per request (process time, measured alike): gwbench {g:.1f} us (runs {min(col(0)):.1f}..{max(col(0)):.1f}), "
       f"oha {o:.1f} us (runs {min(col(3)):.1f}..{max(col(3)):.1f}); gwbench/oha {g/o:.2f}")
 print(f"median p99: gwbench corrected {gp99:.0f} us (generator lag p99 {lag:.0f} us), oha (latency-corrected) {op99:.0f} us")
-print(f"median p50: gwbench corrected {gp50:.1f} us, oha {op50:.1f} us")
+print(f"median p50: gwbench corrected {gp50:.1f} us, oha {op50:.1f} us; gwbench send lag p50 {lag50:.1f} us")
+print(f"median server (nginx) CPU per request: under gwbench {sg:.1f} us (runs {min(col(7)):.1f}..{max(col(7)):.1f}), "
+      f"under oha {so:.1f} us (runs {min(col(8)):.1f}..{max(col(8)):.1f}); gwbench wake-ups per request {wake:.2f}")
+print(f"median CPU per request at oha's send pattern (--burst, a 1 ms tick): gwbench {gb:.1f} us (runs {min(col(11)):.1f}..{max(col(11)):.1f}), "
+      f"gwbench/oha {gb/o:.2f}")
 PY
 else
   echo "oha is not installed and could not be installed (cargo install oha): skipped"

@@ -2,9 +2,11 @@
 //! shared [`Dispenser`], sleep precisely until each intended send time, send, and record the
 //! outcome when the response ends.
 //!
-//! - HTTP/1.1: one sender task per connection (as wrk), one request at a time each. When every
-//!   connection is busy, nobody takes the next ticket: it goes out late, which shows up as
-//!   generator lag and in the corrected latency.
+//! - HTTP/1.1 at a paced rate with kernel arrival stamps: one pacer for all of the thread's
+//!   connections, which reads answers at its next send's wake-up (`h1_paced.rs`).
+//! - HTTP/1.1 otherwise: one sender task per connection (as wrk), one request at a time each.
+//!   When every connection is busy, nobody takes the next ticket: it goes out late, which shows
+//!   up as generator lag and in the corrected latency.
 //! - HTTP/2 and gRPC: one pacer task takes tickets and spawns each request on a shared
 //!   connection, up to `max_in_flight` streams; waiting for a stream is lag likewise.
 
