@@ -447,10 +447,12 @@ async fn four_segments_merge_into_the_single_generator_schedule() {
     .await;
     let mut reports = Vec::new();
     let mut union = Histogram::<u64>::new(3).unwrap();
+    let mut receive_union = Histogram::<u64>::new(3).unwrap();
     for (i, run) in runs.iter().enumerate() {
         assert_accounted(run, 500);
         assert_eq!(run.schedule_id, runs[0].schedule_id);
         union.add(&run.total.corrected).unwrap();
+        receive_union.add(&run.total.receive_lag).unwrap();
         let mut r = LoadReport::from_run(run);
         assert_eq!(r.segment.as_deref(), Some(format!("{i}/4").as_str()));
         assert_eq!(r.offered_rps, Some(500.0), "a quarter of the rate");
@@ -468,6 +470,19 @@ async fn four_segments_merge_into_the_single_generator_schedule() {
         gwbench::report::json::Percentiles::of(&union),
         "percentiles of the union of the samples"
     );
+    // Receive lag too, when every part has it (kernel arrival stamps), and not otherwise.
+    if runs.iter().all(|r| !r.total.receive_lag.is_empty()) {
+        assert_eq!(
+            merged.latency_ns.receive_lag,
+            Some(gwbench::report::json::Percentiles::of(&receive_union))
+        );
+        let mut unstamped = reports.clone();
+        if let Some(h) = unstamped[1].1.histograms.as_mut() {
+            h.receive_lag = None;
+        }
+        let merged = gwbench::report::merge::merge(&unstamped).unwrap();
+        assert_eq!(merged.latency_ns.receive_lag, None);
+    }
     // Not one schedule's four parts: refused, saying why.
     let err = gwbench::report::merge::merge(&reports[..3]).unwrap_err();
     assert!(err.contains("3/4") && err.contains("missing"), "{err}");

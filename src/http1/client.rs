@@ -199,25 +199,26 @@ impl Conn {
         Ok(())
     }
 
-    /// Takes a plain TCP connection out of the runtime's reactor (see [`super::parked`]).
-    /// None for a TLS connection (dropped: check [`Conn::parkable`] first), or when the runtime
-    /// would not release the socket (then it is closed).
-    pub fn park(self) -> Option<super::parked::Parked> {
-        let crate::net::tls::Stream::Plain(tcp) = self.stream else {
-            return None;
-        };
-        let std = tcp.into_std().ok()?;
-        Some(super::parked::Parked::new(std, self.buf, self.stamped))
+    /// The connection's parts: its socket, what was read and not consumed, its stamped
+    /// reader (for [`super::parked`], which takes a plain one out of the reactor).
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        crate::net::tls::Stream,
+        BytesMut,
+        Option<Box<crate::net::rxstamp::StampedReader>>,
+    ) {
+        (self.stream, self.buf, self.stamped)
     }
 
-    /// Whether [`Conn::park`] can take this connection (plain TCP) and the kernel stamps its
+    /// Whether `Parked::park` can take this connection (plain TCP) and the kernel stamps its
     /// arrivals.
     pub fn parkable(&self) -> bool {
         matches!(self.stream, crate::net::tls::Stream::Plain(_)) && self.stamped.is_some()
     }
 
-    /// A parked connection's parts, back in the reactor.
-    pub(super) fn from_parked(
+    /// A connection from its parts (a parked one's, back in the reactor).
+    pub(super) fn from_parts(
         tcp: tokio::net::TcpStream,
         buf: BytesMut,
         stamped: Option<Box<crate::net::rxstamp::StampedReader>>,

@@ -8,7 +8,7 @@
 //! when the socket's buffer is full, which a small request on an idle connection never meets),
 //! [`Parked::advance`] reads whatever has arrived and walks the response as far as it goes, and
 //! [`Parked::wait_readable`] registers the socket for one wait when the caller must block (all
-//! connections busy, the end of a phase). [`Conn::park`](super::client::Conn::park) makes one;
+//! connections busy, the end of a phase). [`Parked::park`] makes one;
 //! [`Parked::unpark`] gives the connection back to the reactor.
 //!
 //! Unlike [`Conn::reusable`](super::client::Conn::reusable), a parked connection is not probed
@@ -94,11 +94,7 @@ fn register(tcp: &std::net::TcpStream, interest: Interest) -> io::Result<AsyncFd
 }
 
 impl Parked {
-    pub(super) fn new(
-        tcp: std::net::TcpStream,
-        buf: BytesMut,
-        stamped: Option<Box<StampedReader>>,
-    ) -> Parked {
+    fn new(tcp: std::net::TcpStream, buf: BytesMut, stamped: Option<Box<StampedReader>>) -> Parked {
         Parked {
             tcp,
             buf,
@@ -108,11 +104,21 @@ impl Parked {
         }
     }
 
+    /// Takes a plain TCP connection out of the runtime's reactor. None for a TLS connection
+    /// (dropped: check [`Conn::parkable`] first), or when the runtime would not release the
+    /// socket (then it is closed).
+    pub fn park(conn: Conn) -> Option<Parked> {
+        let (crate::net::tls::Stream::Plain(tcp), buf, stamped) = conn.into_parts() else {
+            return None;
+        };
+        Some(Parked::new(tcp.into_std().ok()?, buf, stamped))
+    }
+
     /// Gives the connection back to the reactor (must be called inside the runtime).
     pub fn unpark(self) -> io::Result<Conn> {
         let tcp = tokio::net::TcpStream::from_std(self.tcp)?;
         let stamped = self.stamped.then_some(self.reader);
-        Ok(Conn::from_parked(tcp, self.buf, stamped))
+        Ok(Conn::from_parts(tcp, self.buf, stamped))
     }
 
     /// Whether the kernel stamps what arrives on this connection.

@@ -62,7 +62,7 @@ impl H1Conn {
 
     /// Takes the connection out of the runtime's reactor, for the pacer.
     pub fn park(&mut self) -> Option<Parked> {
-        self.conn.take()?.park()
+        Parked::park(self.conn.take()?)
     }
 
     /// Puts a parked connection back (None: the slot reconnects on its next request).
@@ -73,7 +73,7 @@ impl H1Conn {
     /// A new connection, stamped as the slot's are, parked.
     pub async fn connect_parked(&self, target: &RequestTemplate) -> Result<Parked, ClientError> {
         let conn = self.connect(target).await?;
-        conn.park()
+        Parked::park(conn)
             .ok_or_else(|| ClientError::Connect(std::io::Error::other("not a plain TCP socket")))
     }
 

@@ -239,12 +239,17 @@ pub struct Histograms {
     pub service: String,
     /// Send lag.
     pub lag: String,
+    /// Receive lag (when the run had kernel arrival stamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lag: Option<String>,
 }
 
 impl Histograms {
     /// The run's histograms, encoded.
     pub fn of(total: &crate::load::recorder::HistSet) -> Self {
-        Self::encode(&total.corrected, &total.service, &total.lag)
+        let mut h = Self::encode(&total.corrected, &total.service, &total.lag);
+        h.receive_lag = (!total.receive_lag.is_empty()).then(|| encode(&total.receive_lag));
+        h
     }
 
     /// Corrected, service and lag histograms, encoded.
@@ -253,16 +258,19 @@ impl Histograms {
         service: &Histogram<u64>,
         lag: &Histogram<u64>,
     ) -> Self {
-        use base64::Engine;
-        let b64 = |h| {
-            base64::engine::general_purpose::STANDARD.encode(crate::load::recorder::compress(h))
-        };
         Histograms {
-            corrected: b64(corrected),
-            service: b64(service),
-            lag: b64(lag),
+            corrected: encode(corrected),
+            service: encode(service),
+            lag: encode(lag),
+            receive_lag: None,
         }
     }
+}
+
+/// A histogram, compressed and in base64.
+pub(super) fn encode(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crate::load::recorder::compress(h))
 }
 
 impl LoadReport {

@@ -16,6 +16,8 @@ pub fn merge(reports: &[(String, LoadReport)]) -> Result<LoadReport, String> {
     };
     let mut segments = Vec::new();
     let mut hists = [new_hist(), new_hist(), new_hist()];
+    // Receive lag adds up only when every part has it (runs with kernel arrival stamps).
+    let mut receive_lag = Some(new_hist());
     for (name, r) in reports {
         if r.schema != SCHEMA {
             return Err(format!(
@@ -44,6 +46,7 @@ pub fn merge(reports: &[(String, LoadReport)]) -> Result<LoadReport, String> {
             let one = decode_histogram(b64).map_err(|e| format!("{name}: {e}"))?;
             into.add(&one).map_err(|e| format!("{name}: {e:?}"))?;
         }
+        receive_lag = add_receive_lag(receive_lag, h, name)?;
     }
     let count = segments[0].0.count;
     if count == 1 {
@@ -76,7 +79,28 @@ pub fn merge(reports: &[(String, LoadReport)]) -> Result<LoadReport, String> {
             missing.join(", ")
         ));
     }
-    Ok(combine(first, reports, &hists, count))
+    let mut merged = combine(first, reports, &hists, count);
+    if let Some(h) = receive_lag.filter(|h| !h.is_empty()) {
+        merged.latency_ns.receive_lag = Some(Percentiles::of(&h));
+        if let Some(out) = merged.histograms.as_mut() {
+            out.receive_lag = Some(super::json::encode(&h));
+        }
+    }
+    Ok(merged)
+}
+
+/// Adds one part's receive lag to the sum so far; None once a part has none.
+fn add_receive_lag(
+    sum: Option<Histogram<u64>>,
+    part: &Histograms,
+    name: &str,
+) -> Result<Option<Histogram<u64>>, String> {
+    let (Some(mut sum), Some(b64)) = (sum, &part.receive_lag) else {
+        return Ok(None);
+    };
+    let one = decode_histogram(b64).map_err(|e| format!("{name}: {e}"))?;
+    sum.add(&one).map_err(|e| format!("{name}: {e:?}"))?;
+    Ok(Some(sum))
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -127,7 +151,7 @@ fn combine(
             corrected: Percentiles::of(corrected),
             service: Percentiles::of(service),
             lag: Percentiles::of(lag),
-            // Not among the outputs' encoded histograms: the merge cannot add it up.
+            // Added by `merge` when every part has it.
             receive_lag: None,
         },
         protocol: first.protocol.clone(),
