@@ -299,6 +299,22 @@ fn unknown_scenarios_and_bad_rates_exit_2() {
         ),
         (vec!["compare", "--rps", "max"], "--rps"),
         (vec!["compare", "--rps", "0"], "--rps"),
+        (
+            vec!["compare", "--gateway", "nginx,kong"],
+            "unknown gateway \"kong\"",
+        ),
+        (
+            vec![
+                "compare",
+                "--gateway-url",
+                "http://127.0.0.1:1/x",
+                "--direct-url",
+                "http://127.0.0.1:1/y",
+                "--gateway-pid",
+                "4294967295",
+            ],
+            "--gateway-pid 4294967295: no such process",
+        ),
     ] {
         let out = Command::new(cargo_bin("gwbench"))
             .args(&args)
@@ -488,41 +504,50 @@ fn compare_measures_a_gateway_it_did_not_start() {
             .unwrap();
         (b, gw)
     });
-    let out = gwbench::process::TempDir::new("external").unwrap();
-    let run = Command::new(cargo_bin("gwbench"))
-        .args([
-            "compare",
-            "--rps",
-            "200",
-            "--rounds",
-            "1",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "100ms",
-            "-c",
-            "2",
-            "--quiet",
-        ])
-        .args([
-            "--gateway-url",
-            &format!("http://{}/rest/api/users/1", gateway.http),
-        ])
-        .args([
-            "--direct-url",
-            &format!("http://{}/api/users/1", backends.rest[0]),
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    // Without --gateway-pid the gateway's CPU is unknown; with it (the gateway and the mocks
+    // run in this test's process), it is that process's.
+    let me = std::process::id().to_string();
+    for pid in [None, Some(me.as_str())] {
+        let out = gwbench::process::TempDir::new("external").unwrap();
+        let run = Command::new(cargo_bin("gwbench"))
+            .args(["compare", "--rps", "2000", "--rounds", "1", "--duration"])
+            .args(["1s", "--warmup", "100ms", "-c", "2", "--quiet"])
+            .args([
+                "--gateway-url",
+                &format!("http://{}/rest/api/users/1", gateway.http),
+            ])
+            .args([
+                "--direct-url",
+                &format!("http://{}/api/users/1", backends.rest[0]),
+            ])
+            .args(pid.map(|p| ["--gateway-pid", p]).into_iter().flatten())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        let gateway_ms = &summary["scenarios"][0]["gateway"]["cpu_ms_per_1000"]["gateway_ms"];
+        match pid {
+            None => assert!(gateway_ms.is_null(), "{gateway_ms}"),
+            Some(_) => assert!(gateway_ms.as_f64().unwrap() > 0.0, "{gateway_ms}"),
+        }
+        external_summary_holds(&summary);
+    }
+    rt.block_on(async {
+        gateway.shutdown().await;
+        backends.shutdown().await;
+    });
+}
+
+/// What every summary of `compare --gateway-url` holds: the one custom scenario, nothing
+/// spawned, and the schema.
+fn external_summary_holds(summary: &serde_json::Value) {
     assert_eq!(summary["scenarios"][0]["name"], "custom");
     assert!(
         summary["machine"]["processes"]
@@ -531,18 +556,13 @@ fn compare_measures_a_gateway_it_did_not_start() {
             .is_empty(),
         "nothing was spawned"
     );
-    assert!(summary["scenarios"][0]["gateway"]["cpu_ms_per_1000"]["gateway_ms"].is_null());
     let schema: serde_json::Value =
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     assert!(
         jsonschema::validator_for(&schema)
             .unwrap()
-            .is_valid(&summary)
+            .is_valid(summary)
     );
-    rt.block_on(async {
-        gateway.shutdown().await;
-        backends.shutdown().await;
-    });
 }
 
 /// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
@@ -978,4 +998,177 @@ fn diff_of_two_short_runs_judges_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Build vs buy: `compare --gateway nginx,haproxy,caddy,gwbench --scenarios rest` measures each
+/// gateway's REST proxy route on the same mocks, every row with the gateway's CPU, a closing
+/// table side by side, and no gateway outlives the run.
+#[test]
+fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
+    let _serial = serial();
+    let mut gateways = Vec::new();
+    for (program, require) in [
+        ("nginx", "GWBENCH_REQUIRE_NGINX"),
+        ("haproxy", "GWBENCH_REQUIRE_FLEET"),
+        ("caddy", "GWBENCH_REQUIRE_CADDY"),
+    ] {
+        if common::require_tool(&[program], require, program).is_some() {
+            gateways.push(program);
+        }
+    }
+    if gateways.is_empty() {
+        return;
+    }
+    gateways.push("gwbench");
+    let list = gateways.join(",");
+    let (stdout, summary) = quick_compare("peers", &["--scenarios", "rest", "--gateway", &list]);
+    let names: Vec<&str> = summary["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = gateways
+        .iter()
+        .map(|g| match *g {
+            "gwbench" => "rest".to_string(),
+            other => format!("rest-{other}"),
+        })
+        .collect();
+    assert_eq!(names, expected, "{stdout}");
+    for sc in summary["scenarios"].as_array().unwrap() {
+        let side = &sc["gateway"];
+        assert_eq!(side["errors"], 0, "{sc}");
+        let ms = side["cpu_ms_per_1000"]["gateway_ms"].as_f64();
+        assert!(
+            ms.is_some_and(|ms| ms > 0.0),
+            "{}: no gateway CPU",
+            sc["name"]
+        );
+    }
+    assert!(stdout.contains("== build vs buy"), "{stdout}");
+    for g in &gateways {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(g)),
+            "no side-by-side row for {g}: {stdout}"
+        );
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&summary)
+    );
+    let pids: Vec<u32> = summary["machine"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap() as u32)
+        .collect();
+    // The backends, our gateway, and each peer.
+    assert_eq!(pids.len(), gateways.len() + 1, "{}", summary["machine"]);
+    for pid in pids {
+        assert!(wait_gone(pid), "process {pid} outlived compare");
+    }
+}
+
+/// A gateway that does not start is named, with the last line it wrote: here an `nginx` on
+/// PATH that refuses, as nginx does on a bad config.
+#[test]
+fn a_peer_gateway_that_fails_to_start_is_named_with_its_last_words() {
+    let bin = gwbench::process::TempDir::new("fake-nginx").unwrap();
+    let fake = bin.join("nginx");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'nginx: [emerg] unknown directive \"gwbench_test\"' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(cargo_bin("gwbench"))
+        .args([
+            "compare",
+            "--gateway",
+            "nginx",
+            "--scenarios",
+            "rest",
+            "--quiet",
+        ])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nginx did not start"), "{stderr}");
+    assert!(
+        stderr.contains("[emerg] unknown directive \"gwbench_test\""),
+        "{stderr}"
+    );
+}
+
+/// Neither Ctrl-C nor a kill of compare leaves a peer gateway (or its workers) running: Ctrl-C
+/// stops them as the run ends; a killed compare's children get the parent-death signal.
+#[test]
+fn ctrl_c_or_a_kill_leaves_no_peer_gateway_behind() {
+    let _serial = serial();
+    if common::require_tool(&["nginx"], "GWBENCH_REQUIRE_NGINX", "nginx").is_none() {
+        return;
+    }
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let out = gwbench::process::TempDir::new("peer-stop").unwrap();
+        let child = Command::new(cargo_bin("gwbench"))
+            .args([
+                "compare",
+                "--gateway",
+                "gwbench,nginx",
+                "--scenarios",
+                "rest",
+            ])
+            .args(["--rps", "100", "--rounds", "1", "--duration", "30s"])
+            .args(["--calibration", "0s", "--quiet", "--out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut guard = common::Guard(child);
+        let parent = guard.0.id();
+        // The backends, our gateway and nginx's master, and nginx's worker under it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut all = Vec::new();
+        while Instant::now() < deadline {
+            let kids = children(parent);
+            let grandkids: Vec<u32> = kids.iter().flat_map(|k| children(*k)).collect();
+            all = kids.iter().chain(&grandkids).copied().collect();
+            if kids.len() == 3 && !grandkids.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(all.len() >= 4, "{signal}: started {all:?}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(parent as i32), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while guard.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{signal}: compare did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in all {
+            assert!(wait_gone(pid), "{signal}: process {pid} outlived compare");
+        }
+    }
 }

@@ -91,6 +91,13 @@ Scenarios (direct vs through the gateway, same offered rate):
   ws-grpc  SyncStock over WebSocket: the REST mock's own WebSocket twin vs the gateway translating
          to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
+Build vs buy: --gateway gwbench,nginx,haproxy,caddy (any subset) also measures other gateways
+in front of the same REST mock, each on the rest scenario (rest-nginx, ...): started pinned as
+ours, one worker per core of the gateway's share, access log off, keep-alive to the mock (nginx:
+upstream keepalive with HTTP/1.1; HAProxy: http-reuse always; Caddy: GOMAXPROCS, admin and
+automatic HTTPS off), their CPU read by PID with their children's; a closing table puts them side
+by side. Your own running gateway: --gateway-url URL --direct-url URL, with --gateway-pid PID
+(and --direct-pid PID) for its CPU.
 --method duet (default) loads direct and gateway at the same time, each side its own
 connections and half of --rps, the two schedules interleaved (the sides' requests alternate);
 the overhead is bootstrapped over pairs of the same second, so that a stall of the machine hits
@@ -206,6 +213,22 @@ pub struct CompareArgs {
     /// The same resource served directly by your backend (full URL); needs --gateway-url.
     #[arg(long, value_name = "URL", requires = "gateway_url")]
     pub direct_url: Option<String>,
+    /// With --gateway-url: your gateway's process id; its CPU (and its children's, e.g.
+    /// nginx's workers) is measured per request as our own gateway's is.
+    #[arg(long, value_name = "PID", requires = "gateway_url")]
+    pub gateway_pid: Option<u32>,
+    /// With --direct-url: your backend's process id; its CPU (with its children's) is
+    /// measured as the backends' on both sides.
+    #[arg(long, value_name = "PID", requires = "direct_url")]
+    pub direct_pid: Option<u32>,
+    /// Gateways to measure side by side on the same mocks, comma-separated, in this order:
+    /// gwbench (ours), nginx, haproxy, caddy. Each other one is started (pinned as ours, one
+    /// worker per core of the gateway's share, its config written for the run: see the notes
+    /// below), measured on the REST proxy route (rest: the only scenario it serves, named
+    /// rest-<gateway>) with its CPU, and stopped. Needs the program installed (Debian package
+    /// of the same name).
+    #[arg(long, default_value = "gwbench", value_name = "LIST")]
+    pub gateway: String,
     /// No progress bar.
     #[arg(short = 'q', long)]
     pub quiet: bool,

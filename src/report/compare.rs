@@ -213,7 +213,61 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
         generator_warnings(&mut out, sc);
         saturation_warnings(&mut out, sc, s.layout.as_ref(), s.method == "duet");
     }
+    build_vs_buy(&mut out, s);
     out
+}
+
+/// The REST proxy route through every gateway measured (`compare --gateway`), side by side,
+/// when there was more than one.
+fn build_vs_buy(out: &mut String, s: &CompareSummary) {
+    let rows: Vec<&ScenarioSummary> = s
+        .scenarios
+        .iter()
+        .filter(|sc| sc.name == "rest" || sc.name.starts_with("rest-"))
+        .collect();
+    if rows.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n== build vs buy: the REST proxy route through each gateway (same mocks, load and \
+         layout; the gateway's share: {})",
+        s.layout.as_ref().map_or_else(
+            || "not pinned".to_string(),
+            |l| match &l.gateway {
+                Some(cpus) => format!("CPU {cpus:?}, one worker per core"),
+                None => "not pinned".to_string(),
+            }
+        )
+    );
+    let _ = writeln!(
+        out,
+        "  {:<9} {:<28} {:<28} gateway CPU per request",
+        "gateway", "p50 overhead", "p99 overhead"
+    );
+    for sc in rows {
+        let name = match sc.name {
+            "rest" => "gwbench",
+            _ => sc.labels[1],
+        };
+        let cell = |p: &str| {
+            sc.ci_ns
+                .get("corrected")
+                .and_then(|k| k.overhead.get(p))
+                .map_or_else(|| "-".to_string(), judged)
+        };
+        let cpu = sc
+            .gateway
+            .cpu_ms_per_1000
+            .gateway_ms
+            .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} µs"));
+        let _ = writeln!(
+            out,
+            "  {name:<9} {:<28} {:<28} {cpu}",
+            cell("p50"),
+            cell("p99")
+        );
+    }
 }
 
 /// The noise floor, or why there is none.

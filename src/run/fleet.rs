@@ -7,82 +7,22 @@
 //! What the report needs from it: each instance's CPU, the balancer's CPU, and each instance's
 //! share of the requests (from HAProxy's own statistics, responses by class per server).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::process::Cpus;
-use super::process::{ChildProcess, TempDir, cpu_seconds};
+use super::process::{ChildProcess, TempDir, cpu_seconds, with_free_ports};
 
-/// A program the fleet needs is not installed: the one-line error names its Debian package.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "--gateway-instances needs `{program}`, which is not installed (Debian: apt-get install -y {package})"
-)]
-pub(super) struct Missing {
-    program: &'static str,
-    package: &'static str,
-}
-
-/// The path of `program` on PATH.
-fn find(program: &'static str, package: &'static str) -> Result<PathBuf, Missing> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .ok_or(Missing { program, package })
-}
-
-/// A free port on 127.0.0.1 for a program that must be told its port (HAProxy, Redis).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Waits until `addr` accepts connections, or fails after `within` or when `child` exits.
-fn wait_listening(
-    child: &mut ChildProcess,
-    addr: SocketAddr,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if child.exited() {
-            anyhow::bail!("{} exited before listening on {addr}", child.what);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{} did not listen on {addr} within {}s",
-                child.what,
-                within.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// Starts a program that must be told its port(s) (HAProxy, Redis): a free port is only free
-/// until someone else takes it, so a start that fails is tried again with fresh ports (three
-/// times in all). `start` spawns with the given ports and names the address to wait for.
-fn with_free_ports<T>(
-    ports: usize,
-    mut start: impl FnMut(&[u16]) -> anyhow::Result<(ChildProcess, SocketAddr, T)>,
-) -> anyhow::Result<(ChildProcess, T)> {
-    let mut last = None;
-    for _ in 0..3 {
-        let picked = (0..ports)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (mut child, addr, extra) = start(&picked)?;
-        match wait_listening(&mut child, addr, Duration::from_secs(10)) {
-            Ok(()) => return Ok((child, extra)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no free port")))
+/// The path of `program` on PATH, or the one-line error naming its Debian package.
+fn find(program: &'static str, package: &'static str) -> anyhow::Result<PathBuf> {
+    Ok(super::process::find(
+        program,
+        package,
+        "--gateway-instances",
+    )?)
 }
 
 /// A Redis of the fleet's own on a free port, no persistence; stopped when dropped.

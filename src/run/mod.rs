@@ -9,6 +9,7 @@ mod compare;
 mod fleet;
 mod gateway;
 mod load;
+mod peers;
 pub mod process;
 mod report;
 mod saturate;

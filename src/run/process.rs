@@ -41,6 +41,8 @@ pub struct ChildProcess {
     pub ready: Vec<(String, SocketAddr)>,
     /// The CPUs it is pinned to, if any.
     pub pinned: Option<Vec<usize>>,
+    /// The end of what it wrote to stderr.
+    stderr: StderrTail,
 }
 
 fn cpuset(cpus: &[usize]) -> nix::Result<CpuSet> {
@@ -100,28 +102,40 @@ impl ChildProcess {
         expect: usize,
         pin: Option<Vec<usize>>,
     ) -> Result<ChildProcess, SpawnError> {
+        Self::spawn_with_env(what, program, args, &[], expect, pin)
+    }
+
+    /// As [`ChildProcess::spawn_program`], with `env` added to the child's environment.
+    pub fn spawn_with_env(
+        what: &str,
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(&str, String)],
+        expect: usize,
+        pin: Option<Vec<usize>>,
+    ) -> Result<ChildProcess, SpawnError> {
         let fail = |reason: String| SpawnError {
             what: what.to_string(),
             reason,
         };
-        let mut child = start(program, args, pin.as_deref()).map_err(fail)?;
+        let mut child = start(program, args, env, pin.as_deref()).map_err(fail)?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(fail("its output is not piped".into()));
         };
         let lines = read_lines(stdout);
-        let errors = read_stderr(stderr);
         let mut me = ChildProcess {
             what: what.to_string(),
             child,
             ready: Vec::new(),
             pinned: pin,
+            stderr: read_stderr(stderr),
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while me.ready.len() < expect {
             let wait = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(line) => me.ready.extend(ready_line(&line)),
-                Err(_) => return Err(fail(me.why_not_ready(&errors))),
+                Err(_) => return Err(fail(me.why_not_ready())),
             }
         }
         Ok(me)
@@ -129,20 +143,20 @@ impl ChildProcess {
 
     /// Why the child gave no (more) ready lines: it exited (with its last stderr line), or it
     /// took too long.
-    fn why_not_ready(&mut self, errors: &mpsc::Receiver<String>) -> String {
+    fn why_not_ready(&mut self) -> String {
         std::thread::sleep(Duration::from_millis(50)); // let stderr arrive
-        let stderr: String = errors.try_iter().collect();
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let last = self.last_stderr_line().unwrap_or_default();
         match self.child.try_wait() {
             Ok(Some(status)) => format!("it exited ({status}): {last}"),
             _ => format!("no ready line within {}s", READY_TIMEOUT.as_secs()),
         }
+    }
+
+    /// The last non-empty line the child wrote to its stderr, if any.
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let line = tail.lines().rev().find(|l| !l.trim().is_empty())?;
+        Some(line.trim().to_string())
     }
 
     /// Whether it has exited already (e.g. a port it was told to bind was taken).
@@ -194,10 +208,12 @@ impl Drop for ChildProcess {
 fn start(
     program: &std::path::Path,
     args: &[String],
+    env: &[(&str, String)],
     pin: Option<&[usize]>,
 ) -> Result<Child, String> {
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -237,23 +253,146 @@ fn read_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
-/// The child's stderr in chunks, on a channel: kept for error messages, and read so that the
-/// pipe never fills up.
-fn read_stderr(mut stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
+/// The last bytes a child wrote to stderr (at most [`STDERR_TAIL`]), for error messages.
+type StderrTail = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// How much of a child's stderr is kept.
+const STDERR_TAIL: usize = 8 * 1024;
+
+/// Reads the child's stderr so that the pipe never fills up, keeping its tail.
+fn read_stderr(mut stderr: std::process::ChildStderr) -> StderrTail {
+    let tail = StderrTail::default();
+    let keep = tail.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            let mut t = keep.lock().unwrap_or_else(|e| e.into_inner());
+            t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if t.len() > STDERR_TAIL {
+                let mut cut = t.len() - STDERR_TAIL;
+                while !t.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                t.drain(..cut);
             }
         }
     });
-    rx
+    tail
+}
+
+/// CPU seconds (user + system) so far of process `pid` and every live descendant of it (a
+/// server's workers), from `/proc`.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut total = cpu_seconds(pid)?;
+    let mut parents = vec![pid];
+    let procs: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, parent_of(p)?)))
+        .collect();
+    while let Some(parent) = parents.pop() {
+        for &(child, _) in procs.iter().filter(|(_, pp)| *pp == parent) {
+            total += cpu_seconds(child).unwrap_or(0.0);
+            parents.push(child);
+        }
+    }
+    Some(total)
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A program a run needs is not installed: the one-line error names its Debian package.
+#[derive(Debug, thiserror::Error)]
+#[error("{who} needs `{program}`, which is not installed (Debian: apt-get install -y {package})")]
+pub struct Missing {
+    /// What needs it (`--gateway nginx`).
+    pub who: String,
+    /// The program.
+    pub program: &'static str,
+    /// Its Debian package.
+    pub package: &'static str,
+}
+
+/// The path of `program` on PATH, or in the system directories a package puts servers in
+/// (`/usr/sbin` is not on every user's PATH).
+pub fn find(
+    program: &'static str,
+    package: &'static str,
+    who: &str,
+) -> Result<std::path::PathBuf, Missing> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Missing {
+            who: who.to_string(),
+            program,
+            package,
+        })
+}
+
+/// A free port on 127.0.0.1 for a program that must be told its port (HAProxy, Redis).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `addr` accepts connections, or fails after `within` or when `child` exits
+/// (then with the last line it wrote to stderr).
+fn wait_listening(
+    child: &mut ChildProcess,
+    addr: SocketAddr,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if child.exited() {
+            std::thread::sleep(Duration::from_millis(50)); // let its last words arrive
+            let last = child.last_stderr_line().unwrap_or_default();
+            anyhow::bail!("{} exited before listening on {addr}: {last}", child.what);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{} did not listen on {addr} within {}s",
+                child.what,
+                within.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Starts a program that must be told its port(s) (HAProxy, Redis, nginx): a free port is
+/// only free until someone else takes it, so a start that fails is tried again with fresh
+/// ports (three times in all). `start` spawns with the given ports and names the address to
+/// wait for.
+pub fn with_free_ports<T>(
+    ports: usize,
+    mut start: impl FnMut(&[u16]) -> anyhow::Result<(ChildProcess, SocketAddr, T)>,
+) -> anyhow::Result<(ChildProcess, T)> {
+    let mut last = None;
+    for _ in 0..3 {
+        let picked = (0..ports)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (mut child, addr, extra) = start(&picked)?;
+        match wait_listening(&mut child, addr, Duration::from_secs(10)) {
+            Ok(()) => return Ok((child, extra)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no free port")))
 }
 
 /// `ready <kind> <addr>` as (kind, address).

@@ -110,6 +110,8 @@ pub(super) struct Stack {
     pub(super) cores: usize,
     pub(super) pinning: Vec<String>,
     pub(super) layout: Layout,
+    /// Other gateways in front of the same mocks (`compare --gateway`), stopped with the stack.
+    pub(super) peers: Vec<super::peers::PeerGateway>,
 }
 
 impl Stack {
@@ -193,6 +195,7 @@ impl Stack {
             cores,
             pinning: layout.describe(cores),
             layout,
+            peers: Vec::new(),
         })
     }
 }
@@ -211,6 +214,22 @@ impl Stack {
         }
     }
 
+    /// Starts `gateway` (another than ours) in front of the REST mock, laid out as our
+    /// gateway is; it runs until the stack is dropped.
+    pub(super) fn start_peer(
+        &mut self,
+        gateway: super::peers::Gateway,
+    ) -> anyhow::Result<&super::peers::PeerGateway> {
+        let peer = super::peers::PeerGateway::start(
+            gateway,
+            &self.layout.gateway,
+            self.layout.gateway_threads,
+            self.rest,
+        )?;
+        self.peers.push(peer);
+        Ok(&self.peers[self.peers.len() - 1])
+    }
+
     /// (name, PID) of every process of the stack, for the summary.
     pub(super) fn processes(&self) -> Vec<(String, u32)> {
         let mut out = vec![("backends".to_string(), self.backends.pid())];
@@ -220,6 +239,13 @@ impl Stack {
         if let Some((fleet, redis)) = &self.fleet {
             out.extend(fleet.processes());
             out.extend(redis.iter().map(|r| ("redis-server".to_string(), r.pid())));
+        }
+        for p in &self.peers {
+            let name = match p.version.is_empty() {
+                true => p.gateway.name().to_string(),
+                false => format!("{} ({})", p.gateway.name(), p.version),
+            };
+            out.push((name, p.pid()));
         }
         out
     }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use thiserror::Error;
 
+use super::peers::Gateway;
 use super::stack::{Layout, Stack, generator_threads};
 use crate::cli::{CompareArgs, Method};
 use crate::load::recorder::IntervalRecord;
@@ -23,7 +24,7 @@ mod stats;
 use crate::report::compare::{
     CompareSummary, CpuPer1000, Machine, NoiseFloor, html_context, plot_intervals, render_table,
 };
-pub(super) use scenario::{Scenario, Side, over_tls, scenarios, template};
+pub(super) use scenario::{Pids, Scenario, Side, over_tls, scenarios, template};
 use stats::{RoundResult, cpu_model, noise_floor, precise_enough, scenario_summary};
 
 /// A compare that cannot run as asked (exit code 2).
@@ -313,55 +314,120 @@ fn scenario_names(list: &str) -> Result<Vec<String>, CompareError> {
     Ok(names)
 }
 
-/// What is measured: our own mocks and gateway as children (and their scenarios), or the
-/// user's running gateway and backend (one pair of URLs, nothing spawned).
+/// What is measured: our own mocks and gateway as children (and their scenarios), the peer
+/// gateways `--gateway` names in front of the same mocks, or the user's running gateway and
+/// backend (one pair of URLs, nothing spawned).
 fn targets(args: &CompareArgs, names: &[String]) -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
-    if args.tls && (args.gateway_url.is_some() || args.direct_url.is_some()) {
-        return Err(CompareError(
-            "--tls puts TLS on the gateway compare starts; give https:// URLs to --gateway-url \
-             instead"
-                .into(),
-        )
-        .into());
+    let gateways = Gateway::parse_list(&args.gateway).map_err(CompareError)?;
+    let peers = gateways.iter().any(|g| *g != Gateway::Gwbench);
+    let refuse = |msg: &str| -> anyhow::Result<(Option<Stack>, Vec<Scenario>)> {
+        Err(CompareError(msg.to_string()).into())
+    };
+    let external = args.gateway_url.is_some() || args.direct_url.is_some();
+    if args.tls && external {
+        return refuse(
+            "--tls puts TLS on the gateway compare starts; give https:// URLs to --gateway-url instead",
+        );
     }
-    if args.gateway_instances > 1 && (args.gateway_url.is_some() || args.direct_url.is_some()) {
-        return Err(CompareError(
-            "--gateway-instances starts a fleet of gwbench gateways; it does not go with \
-             --gateway-url/--direct-url"
-                .into(),
-        )
-        .into());
+    if args.gateway_instances > 1 && external {
+        return refuse(
+            "--gateway-instances starts a fleet of gwbench gateways; it does not go with --gateway-url/--direct-url",
+        );
+    }
+    if peers && (external || args.tls || args.gateway_instances > 1) {
+        return refuse(
+            "--gateway with other gateways than gwbench starts them in front of our mocks over plain HTTP: it does \
+             not go with --gateway-url, --tls or --gateway-instances",
+        );
     }
     match (&args.gateway_url, &args.direct_url) {
-        (Some(g), Some(d)) => {
-            let custom = Scenario {
-                name: "custom",
-                description: "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured)",
-                direct: Side::http("direct", d.clone(), false),
-                gateway: Side::http("gateway", g.clone(), false),
-            };
-            Ok((None, vec![custom]))
-        }
+        (Some(g), Some(d)) => Ok((None, vec![custom(args, g, d)?])),
         (None, None) => {
-            let stack = Stack::start_fleet(
+            let mut stack = Stack::start_fleet(
                 args.layout.or_pinned(args.pin),
                 usize::from(args.gateway_instances),
                 args.redis_url.as_deref(),
                 args.tls,
             )?;
-            let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
-            let mut list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
-            if let Some(dir) = &stack.tls {
-                let opts = crate::net::tls::ClientOptions {
-                    cacert: Some(dir.0.join("ca.pem")),
-                    ..Default::default()
-                };
-                over_tls(&mut list, &gw.to_string(), &opts);
+            let mut list = Vec::new();
+            for gateway in gateways {
+                list.extend(gateway_scenarios(&mut stack, gateway, names)?);
+            }
+            if list.is_empty() {
+                return refuse(
+                    "none of the gateways named serves any of the scenarios named (other gateways than gwbench serve rest)",
+                );
             }
             Ok((Some(stack), list))
         }
-        _ => Err(CompareError("--gateway-url and --direct-url go together".into()).into()),
+        _ => refuse("--gateway-url and --direct-url go together"),
     }
+}
+
+/// The one pair of URLs of `--gateway-url` and `--direct-url`, with the processes whose CPU
+/// the user named.
+fn custom(args: &CompareArgs, gateway: &str, direct: &str) -> anyhow::Result<Scenario> {
+    for (flag, pid) in [
+        ("--gateway-pid", args.gateway_pid),
+        ("--direct-pid", args.direct_pid),
+    ] {
+        if let Some(pid) = pid
+            && super::process::cpu_seconds(pid).is_none()
+        {
+            return Err(CompareError(format!("{flag} {pid}: no such process")).into());
+        }
+    }
+    let mut direct = Side::http("direct", direct.to_string(), false);
+    let mut through = Side::http("gateway", gateway.to_string(), true);
+    direct.pids.backends = args.direct_pid;
+    through.pids = Pids {
+        gateway: args.gateway_pid,
+        backends: args.direct_pid,
+    };
+    Ok(Scenario {
+        name: "custom",
+        description: match args.gateway_pid {
+            Some(_) => {
+                "your direct URL vs your gateway URL (nothing spawned; CPU of the processes named)"
+            }
+            None => {
+                "your direct URL vs your gateway URL (nothing spawned; their CPU is not measured: --gateway-pid)"
+            }
+        },
+        direct,
+        gateway: through,
+    })
+}
+
+/// The scenarios of `names` that `gateway` serves in front of the stack's mocks: ours from
+/// the stack; another one started now (kept by the stack until the run ends).
+fn gateway_scenarios(
+    stack: &mut Stack,
+    gateway: Gateway,
+    names: &[String],
+) -> anyhow::Result<Vec<Scenario>> {
+    let (rest, grpc, gw) = (stack.rest, stack.grpc, stack.gw);
+    if gateway == Gateway::Gwbench {
+        let mut list = scenarios(names, &rest.to_string(), &grpc.to_string(), &gw.to_string())?;
+        if let Some(dir) = &stack.tls {
+            let opts = crate::net::tls::ClientOptions {
+                cacert: Some(dir.0.join("ca.pem")),
+                ..Default::default()
+            };
+            over_tls(&mut list, &gw.to_string(), &opts);
+        }
+        return Ok(list);
+    }
+    if !names.iter().any(|n| gateway.serves(n)) {
+        return Ok(Vec::new());
+    }
+    let peer = stack.start_peer(gateway)?;
+    Ok(vec![scenario::peer_rest(
+        gateway,
+        &rest.to_string(),
+        &peer.addr.to_string(),
+        peer.pid(),
+    )])
 }
 
 /// The machine and the process layout, for the summary. The core count is the stack's, taken
@@ -428,11 +494,19 @@ fn load_config(
     })
 }
 
-/// The children's CPU seconds so far (gateway, backends), where there are children.
-fn children_cpu(stack: Option<&Stack>) -> (Option<f64>, Option<f64>) {
+/// The CPU seconds so far of the gateway and the backends: the processes `pids` names (with
+/// their children), else the stack's own, where there are any.
+fn children_cpu(stack: Option<&Stack>, pids: Pids) -> (Option<f64>, Option<f64>) {
+    use super::process::tree_cpu_seconds;
     (
-        stack.and_then(Stack::gateway_cpu),
-        stack.and_then(|s| s.backends.cpu_seconds()),
+        match pids.gateway {
+            Some(pid) => tree_cpu_seconds(pid),
+            None => stack.and_then(Stack::gateway_cpu),
+        },
+        match pids.backends {
+            Some(pid) => tree_cpu_seconds(pid),
+            None => stack.and_then(|s| s.backends.cpu_seconds()),
+        },
     )
 }
 
@@ -461,9 +535,9 @@ fn one_run(
     duration: Duration,
 ) -> anyhow::Result<RoundResult> {
     let cfg = load_config(plan, side, round, duration)?;
-    let (gw0, be0) = children_cpu(plan.stack);
+    let (gw0, be0) = children_cpu(plan.stack, side.pids);
     let run = run_load(&cfg)?;
-    let (gw1, be1) = children_cpu(plan.stack);
+    let (gw1, be1) = children_cpu(plan.stack, side.pids);
     let n = all_requests(&run);
     let cpu = CpuPer1000 {
         gateway_ms: side.through_gateway.then(|| per1000(gw0, gw1, n)).flatten(),
@@ -503,7 +577,8 @@ fn one_duet(
         Ok(c)
     };
     let (ca, cb) = (config(a, lead)?, config(b, 1 - lead)?);
-    let (gw0, be0) = children_cpu(plan.stack);
+    let pids = a.pids.or(b.pids);
+    let (gw0, be0) = children_cpu(plan.stack, pids);
     let (ra, rb) = std::thread::scope(|s| {
         let other = s.spawn(|| run_load(&cb));
         let ra = run_load(&ca);
@@ -515,7 +590,7 @@ fn one_duet(
         (ra, rb)
     });
     let (ra, rb) = (ra.with_context(|| a.label)?, rb.with_context(|| b.label)?);
-    let (gw1, be1) = children_cpu(plan.stack);
+    let (gw1, be1) = children_cpu(plan.stack, pids);
     let both = all_requests(&ra) + all_requests(&rb);
     // The gateway's CPU is for the requests of every side that went through it (both, in the
     // middleware scenario: then one figure for the two routes together).

@@ -26,6 +26,27 @@ pub(crate) struct Side {
     pub(crate) tls: Option<crate::net::tls::ClientOptions>,
     /// A WebSocket side's message (each one a request, timed to its answer).
     pub(crate) message: Option<&'static str>,
+    /// Processes whose CPU this side counts, where they are not the stack's own.
+    pub(crate) pids: Pids,
+}
+
+/// Processes whose CPU a side counts as the gateway's and the backends' (with their children),
+/// instead of the stack's own: a peer gateway compare started, or processes the user named
+/// (`--gateway-pid`, `--direct-pid`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pids {
+    pub(crate) gateway: Option<u32>,
+    pub(crate) backends: Option<u32>,
+}
+
+impl Pids {
+    /// Each of these, or else the other's.
+    pub(crate) fn or(self, other: Pids) -> Pids {
+        Pids {
+            gateway: self.gateway.or(other.gateway),
+            backends: self.backends.or(other.backends),
+        }
+    }
 }
 
 impl Side {
@@ -40,6 +61,7 @@ impl Side {
             all_of: Vec::new(),
             tls: None,
             message: None,
+            pids: Pids::default(),
         }
     }
 
@@ -71,6 +93,51 @@ pub(crate) struct Scenario {
     pub(crate) description: &'static str,
     pub(crate) direct: Side,
     pub(crate) gateway: Side,
+}
+
+/// The REST proxy scenario through a peer gateway listening on `addr` (every path proxied to
+/// the REST mock at `rest`), its CPU read from process `pid` and its children.
+pub(crate) fn peer_rest(
+    gateway: crate::run::peers::Gateway,
+    rest: &str,
+    addr: &str,
+    pid: u32,
+) -> Scenario {
+    use crate::run::peers::Gateway;
+    let (name, description) = match gateway {
+        Gateway::Nginx => (
+            "rest-nginx",
+            "REST mock GET /api/users/{id}: direct vs nginx proxy_pass (upstream keep-alive)",
+        ),
+        Gateway::Haproxy => (
+            "rest-haproxy",
+            "REST mock GET /api/users/{id}: direct vs HAProxy (HTTP mode, connections reused)",
+        ),
+        Gateway::Caddy => (
+            "rest-caddy",
+            "REST mock GET /api/users/{id}: direct vs Caddy reverse_proxy",
+        ),
+        Gateway::Gwbench => (
+            "rest",
+            "REST mock GET /api/users/{id}: direct vs the gateway's proxy route (pure proxy cost)",
+        ),
+    };
+    let mut through = Side::http(
+        gateway.name(),
+        format!("http://{addr}/api/users/{{rand:1-1000}}"),
+        true,
+    );
+    through.pids.gateway = Some(pid);
+    Scenario {
+        name,
+        description,
+        direct: Side::http(
+            "direct",
+            format!("http://{rest}/api/users/{{rand:1-1000}}"),
+            false,
+        ),
+        gateway: through,
+    }
 }
 
 pub(crate) const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard", "ws", "ws-grpc"];
@@ -113,15 +180,9 @@ pub(crate) fn scenarios(
                 name: "grpc",
                 description: "gRPC GetUser direct vs REST GET /api/users/42 transcoded by the gateway (translation cost)",
                 direct: Side {
-                    label: "direct",
                     protocol: Protocol::Grpc,
-                    url: format!("http://{grpc}"),
                     grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
-                    through_gateway: false,
-                    headers: Vec::new(),
-                    all_of: Vec::new(),
-                    tls: None,
-                    message: None,
+                    ..Side::http("direct", format!("http://{grpc}"), false)
                 },
                 gateway: Side::http("gateway", format!("http://{gw}/api/users/42"), true),
             },

@@ -1,0 +1,256 @@
+//! Other gateways beside ours (`compare --gateway nginx,haproxy,caddy`): each one's config
+//! written in a temp dir — a reverse proxy of every path to the same REST mock, upstream
+//! keep-alive, no access log, one worker (or thread) per core of the layout's gateway share,
+//! and the settings its own documentation gives for performance — started pinned as our
+//! gateway is, waited for, its CPU read by PID with its children's (nginx's workers), and
+//! stopped (its whole process group) when dropped.
+//!
+//! Each is the real program from the machine's packages (`apt-get install -y nginx haproxy
+//! caddy`); a missing one is a one-line error naming its package.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::process::{ChildProcess, Cpus, TempDir, find, with_free_ports};
+
+/// A gateway `compare --gateway` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Gateway {
+    /// gwbench's own (`gwbench gateway`), started by the stack.
+    Gwbench,
+    /// nginx, `proxy_pass` to an upstream with keep-alive.
+    Nginx,
+    /// HAProxy in HTTP mode, connection reuse to the server.
+    Haproxy,
+    /// Caddy's `reverse_proxy`.
+    Caddy,
+}
+
+impl Gateway {
+    /// Every gateway, in the order a run measures them.
+    pub(crate) const ALL: [Gateway; 4] = [
+        Gateway::Gwbench,
+        Gateway::Nginx,
+        Gateway::Haproxy,
+        Gateway::Caddy,
+    ];
+
+    /// Its name on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Gateway::Gwbench => "gwbench",
+            Gateway::Nginx => "nginx",
+            Gateway::Haproxy => "haproxy",
+            Gateway::Caddy => "caddy",
+        }
+    }
+
+    /// `--gateway`'s list: known names, each once, in the order given.
+    pub(crate) fn parse_list(list: &str) -> Result<Vec<Gateway>, String> {
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some(g) = Gateway::ALL.into_iter().find(|g| g.name() == name) else {
+                let known: Vec<&str> = Gateway::ALL.iter().map(|g| g.name()).collect();
+                return Err(format!(
+                    "--gateway: unknown gateway {name:?} (known: {})",
+                    known.join(", ")
+                ));
+            };
+            if out.contains(&g) {
+                return Err(format!("--gateway: {name} is named twice"));
+            }
+            out.push(g);
+        }
+        if out.is_empty() {
+            return Err("--gateway: name at least one gateway".into());
+        }
+        Ok(out)
+    }
+
+    /// The program and the Debian package it comes in (None for ours).
+    fn program(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Gateway::Gwbench => None,
+            Gateway::Nginx => Some(("nginx", "nginx")),
+            Gateway::Haproxy => Some(("haproxy", "haproxy")),
+            Gateway::Caddy => Some(("caddy", "caddy")),
+        }
+    }
+
+    /// Which of compare's scenarios this gateway can serve: the REST proxy route for every
+    /// one; transcoding, the middleware and the WebSocket scenarios are gwbench's own.
+    pub(crate) fn serves(self, scenario: &str) -> bool {
+        self == Gateway::Gwbench || scenario == "rest"
+    }
+}
+
+/// A peer gateway running in front of the REST mock; stopped when dropped.
+#[derive(Debug)]
+pub(crate) struct PeerGateway {
+    pub(crate) gateway: Gateway,
+    child: ChildProcess,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Its version line, as the program prints it.
+    pub(crate) version: String,
+    _dir: TempDir,
+}
+
+impl PeerGateway {
+    /// Starts `gateway` (not gwbench's) pinned to `cpus` with `threads` workers, proxying every
+    /// path to the REST mock at `rest`, and waits until it answers. A start that fails names
+    /// the program and its log's last line.
+    pub(crate) fn start(
+        gateway: Gateway,
+        cpus: &Cpus,
+        threads: usize,
+        rest: SocketAddr,
+    ) -> anyhow::Result<PeerGateway> {
+        let Some((program, package)) = gateway.program() else {
+            anyhow::bail!("gwbench's own gateway is started by the stack");
+        };
+        let path = find(program, package, &format!("--gateway {program}"))?;
+        let version = version(&path, gateway);
+        let dir = TempDir::new(program).context("a directory for the gateway's config")?;
+        // Caddy's threads are Go's: GOMAXPROCS is its one-worker-per-core setting.
+        let env = [("GOMAXPROCS", threads.to_string())];
+        let (child, addr) = with_free_ports(1, |ports| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+            let args = write_config(gateway, &dir, addr, rest, threads)?;
+            let child = ChildProcess::spawn_with_env(program, &path, &args, &env, 0, cpus.clone())?;
+            Ok((child, addr, addr))
+        })
+        .map_err(|e| anyhow::anyhow!("{program} did not start: {}", last_line(&e, &dir)))?;
+        Ok(PeerGateway {
+            gateway,
+            child,
+            addr,
+            version,
+            _dir: dir,
+        })
+    }
+
+    /// Its process id (the master's, for nginx).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+}
+
+/// The program's version line (best effort: "" when it will not say).
+fn version(path: &Path, gateway: Gateway) -> String {
+    let flag = match gateway {
+        Gateway::Caddy => "version",
+        Gateway::Nginx => "-v",
+        _ => "-v",
+    };
+    let Ok(out) = std::process::Command::new(path).arg(flag).output() else {
+        return String::new();
+    };
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Why a start failed: the error, and the last line of the gateway's log when it wrote one.
+fn last_line(e: &anyhow::Error, dir: &TempDir) -> String {
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    match log.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => format!("{e:#}; its log's last line: {}", line.trim()),
+        None => format!("{e:#}"),
+    }
+}
+
+/// Writes `gateway`'s config for a proxy on `addr` to `rest` into `dir`; the program's
+/// arguments.
+fn write_config(
+    gateway: Gateway,
+    dir: &Path,
+    addr: SocketAddr,
+    rest: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<Vec<String>> {
+    let d = dir.display();
+    let (file, text, args) = match gateway {
+        Gateway::Nginx => (
+            "nginx.conf",
+            nginx_config(dir, addr, rest, threads),
+            vec![
+                "-c".into(),
+                format!("{d}/nginx.conf"),
+                "-p".into(),
+                format!("{d}/"),
+            ],
+        ),
+        Gateway::Haproxy => (
+            "haproxy.cfg",
+            haproxy_config(addr, rest, threads),
+            vec!["-f".into(), format!("{d}/haproxy.cfg"), "-db".into()],
+        ),
+        Gateway::Caddy => (
+            "caddy.json",
+            caddy_config(addr, rest),
+            vec!["run".into(), "--config".into(), format!("{d}/caddy.json")],
+        ),
+        Gateway::Gwbench => anyhow::bail!("gwbench's gateway has its own config"),
+    };
+    let path = dir.join(file);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(args)
+}
+
+/// nginx: one worker per core (nginx's tuning guide: `worker_processes` to the cores), no
+/// access log (it costs a write per request), HTTP/1.1 and keep-alive to the upstream
+/// (`keepalive` with `proxy_http_version 1.1` and an empty `Connection` header, as its
+/// upstream-keepalive documentation says), clients' keep-alive without a request limit.
+fn nginx_config(dir: &Path, addr: SocketAddr, rest: SocketAddr, threads: usize) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes {threads};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+         \x20 upstream mock {{ server {rest}; keepalive 256; }}\n\
+         \x20 server {{\n    listen {addr} reuseport;\n\
+         \x20   location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+         \x20 }}\n}}\n"
+    )
+}
+
+/// HAProxy: HTTP mode, one thread per core (`nbthread`), keep-alive on both sides and
+/// connections to the server reused by any client (`http-reuse always`, which its
+/// configuration manual names the most efficient where the server is the same for everyone),
+/// no log lines configured.
+fn haproxy_config(addr: SocketAddr, rest: SocketAddr, threads: usize) -> String {
+    format!(
+        "global\n  maxconn 8192\n  nbthread {threads}\n\
+         defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
+         option http-keep-alive\n\
+         frontend gw\n  bind {addr}\n  default_backend mock\n\
+         backend mock\n  http-reuse always\n  server mock {rest}\n"
+    )
+}
+
+/// Caddy (JSON config): no admin endpoint, no automatic HTTPS, no access log (Caddy logs
+/// requests only when asked), `reverse_proxy` to the mock with its transport's keep-alive;
+/// its threads are Go's (`GOMAXPROCS`, set from the layout).
+fn caddy_config(addr: SocketAddr, rest: SocketAddr) -> String {
+    serde_json::json!({
+        "admin": {"disabled": true},
+        "logging": {"logs": {"default": {"level": "ERROR", "writer": {"output": "stderr"}}}},
+        "apps": {"http": {"servers": {"gw": {
+            "listen": [addr.to_string()],
+            "automatic_https": {"disable": true},
+            "routes": [{"handle": [{
+                "handler": "reverse_proxy",
+                "upstreams": [{"dial": rest.to_string()}],
+                "transport": {"protocol": "http", "keep_alive": {"max_idle_conns_per_host": 256}}
+            }]}]
+        }}}}
+    })
+    .to_string()
+}
