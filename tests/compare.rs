@@ -261,13 +261,7 @@ fn killing_compare_takes_its_children_along() {
         .spawn()
         .unwrap();
     // Wait until both children are up.
-    let children = |pid: u32| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
+
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut kids = Vec::new();
     while Instant::now() < deadline && kids.len() < 2 {
@@ -525,13 +519,8 @@ fn compare_measures_a_gateway_it_did_not_start() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        common::succeeded(&run);
+        let summary = common::summary_in(&out);
         let gateway_ms = &summary["scenarios"][0]["gateway"]["cpu_ms_per_1000"]["gateway_ms"];
         match pid {
             None => assert!(gateway_ms.is_null(), "{gateway_ms}"),
@@ -556,13 +545,7 @@ fn external_summary_holds(summary: &serde_json::Value) {
             .is_empty(),
         "nothing was spawned"
     );
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
-    assert!(
-        jsonschema::validator_for(&schema)
-            .unwrap()
-            .is_valid(summary)
-    );
+    assert_valid_summary(summary);
 }
 
 /// Runs `gwbench compare` on a pair of URLs with short runs; returns its summary.json.
@@ -769,12 +752,7 @@ fn compare_puts_a_fleet_behind_haproxy_and_leaves_no_child() {
         .collect();
     assert_eq!(responses.len(), 2, "{fleet}");
     assert!(responses.iter().sum::<u64>() > 0, "{fleet}");
-    let pids: Vec<u32> = summary["machine"]["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_u64().unwrap() as u32)
-        .collect();
+    let pids = process_ids(&summary);
     assert_eq!(
         pids.len(),
         5,
@@ -814,12 +792,7 @@ fn compare_measures_websocket_proxy_and_translation() {
         serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(validator.is_valid(&summary), "{summary}");
-    let names: Vec<&str> = summary["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|sc| sc["name"].as_str().unwrap())
-        .collect();
+    let names = scenario_names(&summary);
     assert_eq!(names, ["ws", "ws-grpc"], "{stdout}");
     for sc in summary["scenarios"].as_array().unwrap() {
         for side in ["direct", "gateway"] {
@@ -965,13 +938,7 @@ fn ctrl_c_during_compare_saves_the_rounds_that_finished_and_exits_130() {
     let sc = &summary["scenarios"][0];
     assert_eq!(sc["ended_by"], "interrupted", "{sc}");
     assert!(sc["rounds_run"].as_u64().unwrap() >= 1, "{sc}");
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
-    assert!(
-        jsonschema::validator_for(&schema)
-            .unwrap()
-            .is_valid(&summary)
-    );
+    assert_valid_summary(&summary);
     rt.block_on(async {
         direct.shutdown().await;
         gateway.shutdown().await;
@@ -1022,12 +989,7 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
     gateways.push("gwbench");
     let list = gateways.join(",");
     let (stdout, summary) = quick_compare("peers", &["--scenarios", "rest", "--gateway", &list]);
-    let names: Vec<&str> = summary["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = scenario_names(&summary);
     let expected: Vec<String> = gateways
         .iter()
         .map(|g| match *g {
@@ -1053,19 +1015,8 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
             "no side-by-side row for {g}: {stdout}"
         );
     }
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
-    assert!(
-        jsonschema::validator_for(&schema)
-            .unwrap()
-            .is_valid(&summary)
-    );
-    let pids: Vec<u32> = summary["machine"]["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_u64().unwrap() as u32)
-        .collect();
+    assert_valid_summary(&summary);
+    let pids = process_ids(&summary);
     // The backends, our gateway, and each peer.
     assert_eq!(pids.len(), gateways.len() + 1, "{}", summary["machine"]);
     for pid in pids {
@@ -1119,13 +1070,7 @@ fn ctrl_c_or_a_kill_leaves_no_peer_gateway_behind() {
     if common::require_tool(&["nginx"], "GWBENCH_REQUIRE_NGINX", "nginx").is_none() {
         return;
     }
-    let children = |pid: u32| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
+
     for signal in [
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGKILL,
@@ -1171,4 +1116,44 @@ fn ctrl_c_or_a_kill_leaves_no_peer_gateway_behind() {
             assert!(wait_gone(pid), "{signal}: process {pid} outlived compare");
         }
     }
+}
+
+/// `summary` follows reports/schema/compare.json.
+fn assert_valid_summary(summary: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../reports/schema/compare.json")).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(summary)
+    );
+}
+
+/// The names of a summary's scenarios, in order.
+fn scenario_names(summary: &serde_json::Value) -> Vec<&str> {
+    summary["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
+/// The process ids a summary lists (every process compare started).
+fn process_ids(summary: &serde_json::Value) -> Vec<u32> {
+    summary["machine"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The children of process `pid` (of its main thread, which starts compare's children).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }

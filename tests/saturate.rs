@@ -134,15 +134,9 @@ fn a_gateway_fleet_behind_haproxy_is_searched_and_reported() {
         .arg(&out)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = common::succeeded(&run);
     assert!(stdout.contains("a simulation on this"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary = common::summary_in(&out);
     let fleet = &summary["fleet"];
     assert_eq!(fleet["instances"], 2, "{summary}");
     let responses: Vec<u64> = fleet["instance_responses"]
@@ -229,4 +223,63 @@ fn ctrl_c_during_saturate_keeps_the_finished_steps_and_exits_130() {
     assert_eq!(search["interrupted"], true, "{search}");
     assert!(!search["steps"].as_array().unwrap().is_empty(), "{search}");
     shutdown.cancel();
+}
+
+/// `saturate --gateway gwbench,nginx`: each gateway searched with the same rule, its CPU per
+/// request at its knee, and the knees side by side in the answer. (Against --max, both take
+/// the rates offered: the knee is the highest rate tried, and the search stays short.)
+#[test]
+fn each_gateways_knee_is_searched_with_its_cpu() {
+    if common::require_tool(&["nginx"], "GWBENCH_REQUIRE_NGINX", "nginx").is_none() {
+        return;
+    }
+    let out = gwbench::process::TempDir::new("saturate-peers").unwrap();
+    let run = Command::new(cargo_bin("gwbench"))
+        .args(["saturate", "--target", "gateway", "--scenario", "rest"])
+        .args([
+            "--gateway",
+            "gwbench,nginx",
+            "--start",
+            "200",
+            "--max",
+            "400",
+        ])
+        .args([
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--slo-p99",
+            "10s",
+        ])
+        .args(["-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = common::succeeded(&run);
+    let summary = common::summary_in(&out);
+    let searches = summary["searches"].as_array().unwrap();
+    let sides: Vec<&str> = searches
+        .iter()
+        .map(|s| s["side"].as_str().unwrap())
+        .collect();
+    assert_eq!(sides, ["gateway", "nginx"], "{summary}");
+    for s in searches {
+        assert_eq!(s["knee_rps"], 400.0, "{s}");
+        let cpu = s["gateway_cpu_us_at_knee"].as_f64();
+        assert!(
+            cpu.is_some_and(|us| us > 0.0),
+            "{}: no CPU at the knee",
+            s["side"]
+        );
+    }
+    assert!(stdout.contains("gwbench: 400 req/s"), "{stdout}");
+    assert!(stdout.contains("nginx: 400 req/s"), "{stdout}");
+    // Other gateways serve the rest scenario only.
+    let refused = Command::new(cargo_bin("gwbench"))
+        .args(["saturate", "--gateway", "nginx", "--scenario", "grpc"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add --scenario rest"));
 }

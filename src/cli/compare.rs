@@ -65,6 +65,12 @@ pub struct SaturateArgs {
     /// The Redis the fleet shares its limits in (default: a redis-server started for the run).
     #[arg(long, value_name = "URL", requires = "gateway_instances")]
     pub redis_url: Option<String>,
+    /// Gateways whose knee to find, comma-separated: gwbench (ours), nginx, haproxy, caddy.
+    /// Other gateways than ours are started as `compare --gateway` starts them and searched on
+    /// the rest scenario (the only one they serve: give --scenario rest), each with the same SLO
+    /// rule; the answer gives each knee and the gateway's CPU per request there.
+    #[arg(long, default_value = "gwbench", value_name = "LIST")]
+    pub gateway: String,
     /// Directory for the reports (default: reports/<UTC time>-saturate).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,

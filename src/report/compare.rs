@@ -243,7 +243,7 @@ fn build_vs_buy(out: &mut String, s: &CompareSummary) {
     let _ = writeln!(
         out,
         "  {:<9} {:<28} {:<28} gateway CPU per request",
-        "gateway", "p50 overhead", "p99 overhead"
+        "gateway", "p50 overhead (corrected)", "p99 overhead"
     );
     for sc in rows {
         let name = match sc.name {

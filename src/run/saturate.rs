@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::compare::{Side, scenarios, template};
+use super::peers::Gateway;
 use super::stack::Stack;
 use crate::cli::SaturateArgs;
 use crate::load::schedule::{Limit, Rate};
@@ -38,6 +39,9 @@ struct Step {
     generator_cpu: f64,
     /// Generator threads of the step.
     generator_threads: usize,
+    /// The gateway's CPU per request over the step, µs (a gateway side whose process is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_cpu_us_per_request: Option<f64>,
     good: bool,
     /// Why a step was bad, in words.
     reason: Option<String>,
@@ -55,6 +59,9 @@ struct Search {
     slo_p99_ns: u64,
     /// The generator, not the target, ran out first: the knee is a lower bound.
     generator_limited: bool,
+    /// The gateway's CPU per request at the knee, µs (where the gateway's process is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_cpu_us_at_knee: Option<f64>,
     /// Ctrl-C stopped the search: its steps are the ones that finished (absent when false).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     interrupted: bool,
@@ -120,7 +127,13 @@ fn run_step(
         kernel_timestamps: true,
         start_gate: None,
     };
+    let gateway_cpu = || side.pids.gateway.and_then(super::process::tree_cpu_seconds);
+    let before = gateway_cpu();
     let run = run_load(&cfg).with_context(|| format!("{} at {rate} req/s", side.label))?;
+    let requests = run.outcomes.sent() + run.warmup_requests;
+    let gateway_cpu_us = before
+        .zip(gateway_cpu())
+        .map(|(a, b)| (b - a) * 1e6 / requests.max(1) as f64);
     let o = &run.outcomes;
     let scheduled = o.total().max(1) as f64;
     let errors = (o.failed() - o.not_sent) as f64 / scheduled;
@@ -134,6 +147,7 @@ fn run_step(
         lag_p99_ns: run.total.lag.value_at_quantile(0.99),
         generator_cpu: cpu,
         generator_threads: threads,
+        gateway_cpu_us_per_request: gateway_cpu_us,
         good: false,
         reason: None,
     };
@@ -235,16 +249,26 @@ fn search(
         good = Some(lo);
         bad = Some(hi);
     }
-    let limited = steps.iter().filter(|s| !s.good).any(generator_limited);
     Ok(Search {
         side: side.label.to_string(),
+        generator_limited: steps.iter().filter(|s| !s.good).any(generator_limited),
+        gateway_cpu_us_at_knee: cpu_at(&steps, good),
         steps,
         knee_rps: good,
         first_bad_rps: bad,
         slo_p99_ns: slo.unwrap_or(0),
-        generator_limited: limited,
         interrupted,
     })
+}
+
+/// The gateway's CPU per request on the step that decided `rate` (the last one at it).
+fn cpu_at(steps: &[Step], rate: Option<f64>) -> Option<f64> {
+    let rate = rate?;
+    let step = steps
+        .iter()
+        .rev()
+        .find(|s| (s.offered_rps - rate).abs() < 1e-6)?;
+    step.gateway_cpu_us_per_request
 }
 
 /// The geometric step after a good `rate`: `rate × factor`, or `max` itself when that would
@@ -329,9 +353,10 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     };
     scenarios(std::slice::from_ref(&args.scenario), "x", "x", "x")
         .map_err(|e| SaturateError(e.to_string()))?;
-    let stack = Stack::start(args.layout.or_pinned(args.pin))?;
+    let gateways = gateway_list(args)?;
+    let mut stack = Stack::start(args.layout.or_pinned(args.pin))?;
     let (cores, pinning) = (stack.cores, stack.pinning.clone());
-    let sc = scenarios(
+    let mut sc = scenarios(
         std::slice::from_ref(&args.scenario),
         &stack.rest.to_string(),
         &stack.grpc.to_string(),
@@ -339,6 +364,9 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| SaturateError(e.to_string()))?
     .remove(0);
+    if let Some(g) = &stack.gateway {
+        sc.gateway.pids.gateway = Some(g.pid());
+    }
     let started = SystemTime::now();
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.quiet {
         let b = indicatif::ProgressBar::new_spinner();
@@ -347,26 +375,7 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut searches = Vec::new();
-    let generator_cores = stack.layout.generator_cores(stack.cores);
-    let mut fleet = None;
-    for which in sides {
-        if *which == "gateway" && args.gateway_instances > 1 {
-            let (one, many, summary) = search_fleet(args, &stack, &sc, generator_cores, &bar)?;
-            searches.extend([one, many]);
-            fleet = Some(summary);
-            continue;
-        }
-        let side = if *which == "direct" {
-            &sc.direct
-        } else {
-            &sc.gateway
-        };
-        searches.push(search(side, args, generator_cores, &bar)?);
-        if crate::load::interrupt::interrupted() {
-            break;
-        }
-    }
+    let (searches, fleet) = search_sides(args, &mut stack, &sc, sides, &gateways, &bar)?;
     bar.finish_and_clear();
     drop(stack);
     let direct = searches.iter().find(|s| s.side == sc.direct.label);
@@ -375,11 +384,111 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     if let Some(f) = &fleet {
         answer = fleet_answer(f, &answer, cores);
     }
+    if gateways.len() > 1 {
+        answer.push_str(&side_by_side(direct, &searches, sc.direct.label));
+    }
 
     let title = format!("scenario {} ({})", sc.name, sc.description);
     report(
         args, started, sc.name, &title, searches, answer, cores, pinning, fleet,
     )
+}
+
+/// The searches `sides` asks for: direct, and each gateway of `gateways` (ours alone or as a
+/// fleet, the others started now in front of the same mocks). Stops after a Ctrl-C.
+fn search_sides(
+    args: &SaturateArgs,
+    stack: &mut Stack,
+    sc: &super::compare::Scenario,
+    sides: &[&str],
+    gateways: &[Gateway],
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(Vec<Search>, Option<FleetSummary>)> {
+    let mut searches = Vec::new();
+    let generator_cores = stack.layout.generator_cores(stack.cores);
+    let mut fleet = None;
+    for which in sides {
+        if *which == "direct" {
+            searches.push(search(&sc.direct, args, generator_cores, bar)?);
+        }
+        for gateway in gateways.iter().filter(|_| *which == "gateway") {
+            if crate::load::interrupt::interrupted() {
+                break;
+            }
+            if *gateway == Gateway::Gwbench && args.gateway_instances > 1 {
+                let (one, many, summary) = search_fleet(args, stack, sc, generator_cores, bar)?;
+                searches.extend([one, many]);
+                fleet = Some(summary);
+            } else if *gateway == Gateway::Gwbench {
+                searches.push(search(&sc.gateway, args, generator_cores, bar)?);
+            } else {
+                let rest = stack.rest.to_string();
+                let peer = stack.start_peer(*gateway)?;
+                let (addr, pid) = (peer.addr.to_string(), peer.pid());
+                let side = super::compare::peer_rest(*gateway, &rest, &addr, pid).gateway;
+                searches.push(search(&side, args, generator_cores, bar)?);
+            }
+        }
+        if crate::load::interrupt::interrupted() {
+            break;
+        }
+    }
+    Ok((searches, fleet))
+}
+
+/// `--gateway`'s list, checked against the scenario (other gateways serve rest only) and the
+/// fleet (ours only).
+fn gateway_list(args: &SaturateArgs) -> anyhow::Result<Vec<Gateway>> {
+    let gateways = Gateway::parse_list(&args.gateway).map_err(SaturateError)?;
+    let peers: Vec<&str> = gateways
+        .iter()
+        .filter(|g| **g != Gateway::Gwbench)
+        .map(|g| g.name())
+        .collect();
+    if !peers.is_empty() && args.scenario != "rest" {
+        return Err(SaturateError(format!(
+            "--gateway {}: other gateways than gwbench serve the rest scenario only; add --scenario rest",
+            peers.join(",")
+        ))
+        .into());
+    }
+    if !peers.is_empty() && args.gateway_instances > 1 {
+        return Err(SaturateError(
+            "--gateway-instances puts a fleet of gwbench gateways behind HAProxy; it does not go with other gateways in --gateway".into(),
+        )
+        .into());
+    }
+    Ok(gateways)
+}
+
+/// Every gateway's knee, side by side (`--gateway` with more than one): the same SLO rule for
+/// each, its share of direct's knee, and its CPU per request at the knee.
+fn side_by_side(direct: Option<&Search>, searches: &[Search], direct_label: &str) -> String {
+    let mut out = String::from("\nEach gateway's knee (the same SLO rule for each):");
+    for s in searches.iter().filter(|s| s.side != direct_label) {
+        let name = if s.side == "gateway" {
+            "gwbench"
+        } else {
+            s.side.as_str()
+        };
+        let knee = s
+            .knee_rps
+            .map_or_else(|| "no knee found".to_string(), |k| format!("{k:.0} req/s"));
+        let share = match (s.knee_rps, direct.and_then(|d| d.knee_rps)) {
+            (Some(k), Some(d)) if d > 0.0 => format!(" ({:.0} % of direct's)", k / d * 100.0),
+            _ => String::new(),
+        };
+        let cpu = s.gateway_cpu_us_at_knee.map_or_else(String::new, |us| {
+            format!(", {us:.1} µs of gateway CPU per request there")
+        });
+        let bound = if s.generator_limited {
+            " (a lower bound: the generator could not keep up)"
+        } else {
+            ""
+        };
+        let _ = write!(out, "\n  {name}: {knee}{share}{cpu}{bound}");
+    }
+    out
 }
 
 /// The search's flags make sense together (exit 2 otherwise).
@@ -702,9 +811,41 @@ mod tests {
             lag_p99_ns: 0,
             generator_cpu: 0.1,
             generator_threads: 1,
+            gateway_cpu_us_per_request: None,
             good: false,
             reason: None,
         }
+    }
+
+    #[test]
+    fn each_gateways_knee_is_given_beside_direct_with_its_cpu() {
+        let mk = |side: &str, knee: Option<f64>, cpu: Option<f64>| Search {
+            side: side.into(),
+            steps: Vec::new(),
+            knee_rps: knee,
+            first_bad_rps: None,
+            slo_p99_ns: 10_000_000,
+            generator_limited: false,
+            gateway_cpu_us_at_knee: cpu,
+            interrupted: false,
+        };
+        let searches = [
+            mk("direct", Some(20_000.0), None),
+            mk("gateway", Some(10_000.0), Some(41.5)),
+            mk("nginx", Some(15_000.0), Some(22.25)),
+            mk("caddy", None, None),
+        ];
+        let text = side_by_side(Some(&searches[0]), &searches, "direct");
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "  gwbench: 10000 req/s (50 % of direct's), 41.5 µs of gateway CPU per request there",
+                "  nginx: 15000 req/s (75 % of direct's), 22.2 µs of gateway CPU per request there",
+                "  caddy: no knee found",
+            ],
+            "{text}"
+        );
     }
 
     #[test]
@@ -738,6 +879,7 @@ mod tests {
             first_bad_rps: Some(bad),
             slo_p99_ns: 10_000_000,
             generator_limited: false,
+            gateway_cpu_us_at_knee: None,
             interrupted: false,
         };
         let a = answer(

@@ -348,3 +348,20 @@ impl Guard {
         text
     }
 }
+
+/// Runs a finished command's check: it succeeded (else its stdout and stderr are the message);
+/// returns its stdout.
+pub fn succeeded(run: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
+/// The `summary.json` a run wrote into `dir`.
+pub fn summary_in(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
+}

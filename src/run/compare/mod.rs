@@ -24,7 +24,7 @@ mod stats;
 use crate::report::compare::{
     CompareSummary, CpuPer1000, Machine, NoiseFloor, html_context, plot_intervals, render_table,
 };
-pub(super) use scenario::{Pids, Scenario, Side, over_tls, scenarios, template};
+pub(super) use scenario::{Pids, Scenario, Side, over_tls, peer_rest, scenarios, template};
 use stats::{RoundResult, cpu_model, noise_floor, precise_enough, scenario_summary};
 
 /// A compare that cannot run as asked (exit code 2).
@@ -422,7 +422,7 @@ fn gateway_scenarios(
         return Ok(Vec::new());
     }
     let peer = stack.start_peer(gateway)?;
-    Ok(vec![scenario::peer_rest(
+    Ok(vec![peer_rest(
         gateway,
         &rest.to_string(),
         &peer.addr.to_string(),
