@@ -967,9 +967,10 @@ fn diff_of_two_short_runs_judges_nothing() {
     );
 }
 
-/// Build vs buy: `compare --gateway nginx,haproxy,caddy,gwbench --scenarios rest` measures each
-/// gateway's REST proxy route on the same mocks, every row with the gateway's CPU, a closing
-/// table side by side, and no gateway outlives the run.
+/// Build vs buy: `compare --gateway nginx,haproxy,caddy,gwbench --scenarios rest,grpc`
+/// measures each gateway's REST proxy route, and gRPC through each (passed through by the
+/// others, transcoded by ours), on the same mocks, every row with the gateway's CPU and no
+/// error, a closing table side by side, and no gateway outlives the run.
 #[test]
 fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
     let _serial = serial();
@@ -988,13 +989,14 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
     }
     gateways.push("gwbench");
     let list = gateways.join(",");
-    let (stdout, summary) = quick_compare("peers", &["--scenarios", "rest", "--gateway", &list]);
+    let args = ["--scenarios", "rest,grpc", "--gateway", &list];
+    let (stdout, summary) = quick_compare("peers", &args);
     let names = scenario_names(&summary);
     let expected: Vec<String> = gateways
         .iter()
-        .map(|g| match *g {
-            "gwbench" => "rest".to_string(),
-            other => format!("rest-{other}"),
+        .flat_map(|g| match *g {
+            "gwbench" => ["rest".to_string(), "grpc".to_string()],
+            other => [format!("rest-{other}"), format!("grpc-{other}")],
         })
         .collect();
     assert_eq!(names, expected, "{stdout}");
@@ -1009,6 +1011,7 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
         );
     }
     assert!(stdout.contains("== build vs buy"), "{stdout}");
+    assert!(stdout.contains("gRPC passed through"), "{stdout}");
     for g in &gateways {
         assert!(
             stdout.lines().any(|l| l.trim_start().starts_with(g)),

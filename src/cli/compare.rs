@@ -98,11 +98,11 @@ Scenarios (direct vs through the gateway, same offered rate):
          to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
 Build vs buy: --gateway gwbench,nginx,haproxy,caddy (any subset) also measures other gateways
-in front of the same REST mock, each on the rest scenario (rest-nginx, ...): started pinned as
-ours, one worker per core of the gateway's share, access log off, keep-alive to the mock (nginx:
-upstream keepalive with HTTP/1.1; HAProxy: http-reuse always; Caddy: GOMAXPROCS, admin and
-automatic HTTPS off), their CPU read by PID with their children's; a closing table puts them side
-by side. Your own running gateway: --gateway-url URL --direct-url URL, with --gateway-pid PID
+in front of the same mocks, each on the rest scenario (rest-nginx, ...) and gRPC passed through
+over h2c (grpc-nginx, ...): started pinned as ours, one worker per core of the gateway's share,
+access log off, keep-alive to the mocks (nginx: upstream keepalive with HTTP/1.1, grpc_pass;
+HAProxy: http-reuse always, proto h2; Caddy: GOMAXPROCS, admin and automatic HTTPS off, h2c),
+their CPU read by PID with their children's; a closing table puts them side by side. Your own running gateway: --gateway-url URL --direct-url URL, with --gateway-pid PID
 (and --direct-pid PID) for its CPU.
 --method duet (default) loads direct and gateway at the same time, each side its own
 connections and half of --rps, the two schedules interleaved (the sides' requests alternate);
@@ -230,9 +230,9 @@ pub struct CompareArgs {
     /// Gateways to measure side by side on the same mocks, comma-separated, in this order:
     /// gwbench (ours), nginx, haproxy, caddy. Each other one is started (pinned as ours, one
     /// worker per core of the gateway's share, its config written for the run: see the notes
-    /// below), measured on the REST proxy route (rest: the only scenario it serves, named
-    /// rest-<gateway>) with its CPU, and stopped. Needs the program installed (Debian package
-    /// of the same name).
+    /// below), measured with its CPU on the REST proxy route (rest, as rest-<gateway>) and on
+    /// gRPC passed through (grpc, as grpc-<gateway>; ours transcodes there), and stopped. Needs
+    /// the program installed (Debian package of the same name).
     #[arg(long, default_value = "gwbench", value_name = "LIST")]
     pub gateway: String,
     /// No progress bar.

@@ -220,12 +220,19 @@ pub(crate) fn render_table(s: &CompareSummary) -> String {
 /// The REST proxy route through every gateway measured (`compare --gateway`), side by side,
 /// when there was more than one.
 fn build_vs_buy(out: &mut String, s: &CompareSummary) {
-    let rows: Vec<&ScenarioSummary> = s
+    let peers = |prefix: &str| -> Vec<&ScenarioSummary> {
+        s.scenarios
+            .iter()
+            .filter(|sc| sc.name.starts_with(prefix))
+            .collect()
+    };
+    let rest: Vec<&ScenarioSummary> = s
         .scenarios
         .iter()
-        .filter(|sc| sc.name == "rest" || sc.name.starts_with("rest-"))
+        .filter(|sc| sc.name == "rest")
+        .chain(peers("rest-"))
         .collect();
-    if rows.len() < 2 {
+    if rest.len() + peers("grpc-").len() < 2 {
         return;
     }
     let _ = writeln!(
@@ -240,6 +247,19 @@ fn build_vs_buy(out: &mut String, s: &CompareSummary) {
             }
         )
     );
+    side_by_side_rows(out, &rest);
+    let grpc = peers("grpc-");
+    if !grpc.is_empty() {
+        let _ = writeln!(
+            out,
+            "  gRPC passed through (gRPC in and out; gwbench's grpc scenario transcodes REST instead):"
+        );
+        side_by_side_rows(out, &grpc);
+    }
+}
+
+/// The rows of the side-by-side table: per gateway, the p50 and p99 overheads and its CPU.
+fn side_by_side_rows(out: &mut String, rows: &[&ScenarioSummary]) {
     let _ = writeln!(
         out,
         "  {:<9} {:<28} {:<28} gateway CPU per request",

@@ -1,6 +1,7 @@
 //! Other gateways beside ours (`compare --gateway nginx,haproxy,caddy`): each one's config
-//! written in a temp dir — a reverse proxy of every path to the same REST mock, upstream
-//! keep-alive, no access log, one worker (or thread) per core of the layout's gateway share,
+//! written in a temp dir — a reverse proxy of every path to the same REST mock, and on a second
+//! port gRPC over h2c passed through to the gRPC mock, upstream keep-alive, no access log, one
+//! worker (or thread) per core of the layout's gateway share,
 //! and the settings its own documentation gives for performance — started pinned as our
 //! gateway is, waited for, its CPU read by PID with its children's (nginx's workers), and
 //! stopped (its whole process group) when dropped.
@@ -80,9 +81,10 @@ impl Gateway {
     }
 
     /// Which of compare's scenarios this gateway can serve: the REST proxy route for every
-    /// one; transcoding, the middleware and the WebSocket scenarios are gwbench's own.
+    /// one, and gRPC — for the others as pass-through (gRPC in, gRPC to the mock), for ours
+    /// as transcoding; the middleware and WebSocket scenarios are gwbench's own.
     pub(crate) fn serves(self, scenario: &str) -> bool {
-        self == Gateway::Gwbench || scenario == "rest"
+        self == Gateway::Gwbench || scenario == "rest" || scenario == "grpc"
     }
 }
 
@@ -91,8 +93,10 @@ impl Gateway {
 pub(crate) struct PeerGateway {
     pub(crate) gateway: Gateway,
     child: ChildProcess,
-    /// Where it listens.
+    /// Where it listens for HTTP/1.1 (proxied to the REST mock).
     pub(crate) addr: SocketAddr,
+    /// Where it listens for gRPC over h2c (passed through to the gRPC mock).
+    pub(crate) grpc_addr: SocketAddr,
     /// Its version line, as the program prints it.
     pub(crate) version: String,
     _dir: TempDir,
@@ -100,13 +104,14 @@ pub(crate) struct PeerGateway {
 
 impl PeerGateway {
     /// Starts `gateway` (not gwbench's) pinned to `cpus` with `threads` workers, proxying every
-    /// path to the REST mock at `rest`, and waits until it answers. A start that fails names
-    /// the program and its log's last line.
+    /// path to the REST mock at `mocks.0` and, on a second port over h2c, gRPC to the gRPC mock
+    /// at `mocks.1`; waits until it listens. A start that fails names the program and its log's
+    /// last line.
     pub(crate) fn start(
         gateway: Gateway,
         cpus: &Cpus,
         threads: usize,
-        rest: SocketAddr,
+        mocks: (SocketAddr, SocketAddr),
     ) -> anyhow::Result<PeerGateway> {
         let Some((program, package)) = gateway.program() else {
             anyhow::bail!("gwbench's own gateway is started by the stack");
@@ -116,17 +121,28 @@ impl PeerGateway {
         let dir = TempDir::new(program).context("a directory for the gateway's config")?;
         // Caddy's threads are Go's: GOMAXPROCS is its one-worker-per-core setting.
         let env = [("GOMAXPROCS", threads.to_string())];
-        let (child, addr) = with_free_ports(1, |ports| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-            let args = write_config(gateway, &dir, addr, rest, threads)?;
+        let started = with_free_ports(2, |ports| {
+            let [addr, grpc_addr] =
+                [ports[0], ports[1]].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+            let args = write_config(gateway, &dir, (addr, grpc_addr), mocks, threads)?;
             let child = ChildProcess::spawn_with_env(program, &path, &args, &env, 0, cpus.clone())?;
-            Ok((child, addr, addr))
+            Ok((child, addr, (addr, grpc_addr)))
         })
-        .map_err(|e| anyhow::anyhow!("{program} did not start: {}", last_line(&e, &dir)))?;
+        .and_then(|(mut child, (addr, grpc_addr))| {
+            super::process::wait_listening(
+                &mut child,
+                grpc_addr,
+                std::time::Duration::from_secs(10),
+            )?;
+            Ok((child, addr, grpc_addr))
+        });
+        let (child, addr, grpc_addr) = started
+            .map_err(|e| anyhow::anyhow!("{program} did not start: {}", last_line(&e, &dir)))?;
         Ok(PeerGateway {
             gateway,
             child,
             addr,
+            grpc_addr,
             version,
             _dir: dir,
         })
@@ -166,20 +182,23 @@ fn last_line(e: &anyhow::Error, dir: &TempDir) -> String {
     }
 }
 
-/// Writes `gateway`'s config for a proxy on `addr` to `rest` into `dir`; the program's
+/// Listening addresses (HTTP/1.1, gRPC over h2c), or the mocks' (REST, gRPC).
+type Pair = (SocketAddr, SocketAddr);
+
+/// Writes `gateway`'s config for a proxy on `listen` to `mocks` into `dir`; the program's
 /// arguments.
 fn write_config(
     gateway: Gateway,
     dir: &Path,
-    addr: SocketAddr,
-    rest: SocketAddr,
+    listen: Pair,
+    mocks: Pair,
     threads: usize,
 ) -> anyhow::Result<Vec<String>> {
     let d = dir.display();
     let (file, text, args) = match gateway {
         Gateway::Nginx => (
             "nginx.conf",
-            nginx_config(dir, addr, rest, threads),
+            nginx_config(dir, listen, mocks, threads),
             vec![
                 "-c".into(),
                 format!("{d}/nginx.conf"),
@@ -189,12 +208,12 @@ fn write_config(
         ),
         Gateway::Haproxy => (
             "haproxy.cfg",
-            haproxy_config(addr, rest, threads),
+            haproxy_config(listen, mocks, threads),
             vec!["-f".into(), format!("{d}/haproxy.cfg"), "-db".into()],
         ),
         Gateway::Caddy => (
             "caddy.json",
-            caddy_config(addr, rest),
+            caddy_config(listen, mocks),
             vec!["run".into(), "--config".into(), format!("{d}/caddy.json")],
         ),
         Gateway::Gwbench => anyhow::bail!("gwbench's gateway has its own config"),
@@ -207,16 +226,21 @@ fn write_config(
 /// nginx: one worker per core (nginx's tuning guide: `worker_processes` to the cores), no
 /// access log (it costs a write per request), HTTP/1.1 and keep-alive to the upstream
 /// (`keepalive` with `proxy_http_version 1.1` and an empty `Connection` header, as its
-/// upstream-keepalive documentation says), clients' keep-alive without a request limit.
-fn nginx_config(dir: &Path, addr: SocketAddr, rest: SocketAddr, threads: usize) -> String {
+/// upstream-keepalive documentation says), clients' keep-alive without a request limit; gRPC
+/// through `grpc_pass` on an h2c listener, with keep-alive to the gRPC mock.
+fn nginx_config(dir: &Path, (addr, grpc_addr): Pair, (rest, grpc): Pair, threads: usize) -> String {
     let d = dir.display();
     format!(
         "worker_processes {threads};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  http2_max_requests 1000000;\n\
          \x20 upstream mock {{ server {rest}; keepalive 256; }}\n\
+         \x20 upstream grpcmock {{ server {grpc}; keepalive 256; }}\n\
          \x20 server {{\n    listen {addr} reuseport;\n\
          \x20   location / {{ proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+         \x20 }}\n\
+         \x20 server {{\n    listen {grpc_addr} http2;\n\
+         \x20   location / {{ grpc_pass grpc://grpcmock; }}\n\
          \x20 }}\n}}\n"
     )
 }
@@ -224,33 +248,49 @@ fn nginx_config(dir: &Path, addr: SocketAddr, rest: SocketAddr, threads: usize) 
 /// HAProxy: HTTP mode, one thread per core (`nbthread`), keep-alive on both sides and
 /// connections to the server reused by any client (`http-reuse always`, which its
 /// configuration manual names the most efficient where the server is the same for everyone),
-/// no log lines configured.
-fn haproxy_config(addr: SocketAddr, rest: SocketAddr, threads: usize) -> String {
+/// no log lines configured; gRPC as HTTP/2 on both sides (`proto h2`).
+fn haproxy_config((addr, grpc_addr): Pair, (rest, grpc): Pair, threads: usize) -> String {
     format!(
         "global\n  maxconn 8192\n  nbthread {threads}\n\
          defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
          option http-keep-alive\n\
          frontend gw\n  bind {addr}\n  default_backend mock\n\
-         backend mock\n  http-reuse always\n  server mock {rest}\n"
+         backend mock\n  http-reuse always\n  server mock {rest}\n\
+         frontend grpc\n  bind {grpc_addr} proto h2\n  default_backend grpcmock\n\
+         backend grpcmock\n  http-reuse always\n  server grpcmock {grpc} proto h2\n"
     )
 }
 
 /// Caddy (JSON config): no admin endpoint, no automatic HTTPS, no access log (Caddy logs
 /// requests only when asked), `reverse_proxy` to the mock with its transport's keep-alive;
-/// its threads are Go's (`GOMAXPROCS`, set from the layout).
-fn caddy_config(addr: SocketAddr, rest: SocketAddr) -> String {
+/// gRPC on an h2c server, passed on over h2c. Its threads are Go's (`GOMAXPROCS`, set from
+/// the layout).
+fn caddy_config((addr, grpc_addr): Pair, (rest, grpc): Pair) -> String {
+    let keep_alive = serde_json::json!({"max_idle_conns_per_host": 256});
     serde_json::json!({
         "admin": {"disabled": true},
         "logging": {"logs": {"default": {"level": "ERROR", "writer": {"output": "stderr"}}}},
-        "apps": {"http": {"servers": {"gw": {
-            "listen": [addr.to_string()],
-            "automatic_https": {"disable": true},
-            "routes": [{"handle": [{
-                "handler": "reverse_proxy",
-                "upstreams": [{"dial": rest.to_string()}],
-                "transport": {"protocol": "http", "keep_alive": {"max_idle_conns_per_host": 256}}
-            }]}]
-        }}}}
+        "apps": {"http": {"servers": {
+            "gw": {
+                "listen": [addr.to_string()],
+                "automatic_https": {"disable": true},
+                "routes": [{"handle": [{
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": rest.to_string()}],
+                    "transport": {"protocol": "http", "keep_alive": keep_alive}
+                }]}]
+            },
+            "grpc": {
+                "listen": [grpc_addr.to_string()],
+                "protocols": ["h1", "h2", "h2c"],
+                "automatic_https": {"disable": true},
+                "routes": [{"handle": [{
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": grpc.to_string()}],
+                    "transport": {"protocol": "http", "versions": ["h2c", "2"], "keep_alive": keep_alive}
+                }]}]
+            }
+        }}}
     })
     .to_string()
 }

@@ -349,7 +349,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Waits until `addr` accepts connections, or fails after `within` or when `child` exits
 /// (then with the last line it wrote to stderr).
-fn wait_listening(
+pub fn wait_listening(
     child: &mut ChildProcess,
     addr: SocketAddr,
     within: Duration,

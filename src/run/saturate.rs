@@ -447,7 +447,7 @@ fn gateway_list(args: &SaturateArgs) -> anyhow::Result<Vec<Gateway>> {
         .collect();
     if !peers.is_empty() && args.scenario != "rest" {
         return Err(SaturateError(format!(
-            "--gateway {}: other gateways than gwbench serve the rest scenario only; add --scenario rest",
+            "--gateway {}: saturate searches other gateways than gwbench on the rest scenario only; add --scenario rest",
             peers.join(",")
         ))
         .into());

@@ -224,7 +224,7 @@ impl Stack {
             gateway,
             &self.layout.gateway,
             self.layout.gateway_threads,
-            self.rest,
+            (self.rest, self.grpc),
         )?;
         self.peers.push(peer);
         Ok(&self.peers[self.peers.len() - 1])

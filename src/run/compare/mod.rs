@@ -422,12 +422,24 @@ fn gateway_scenarios(
         return Ok(Vec::new());
     }
     let peer = stack.start_peer(gateway)?;
-    Ok(vec![peer_rest(
-        gateway,
-        &rest.to_string(),
-        &peer.addr.to_string(),
+    let (addr, grpc_addr, pid) = (
+        peer.addr.to_string(),
+        peer.grpc_addr.to_string(),
         peer.pid(),
-    )])
+    );
+    Ok(names
+        .iter()
+        .filter_map(|n| match n.as_str() {
+            "rest" => Some(peer_rest(gateway, &rest.to_string(), &addr, pid)),
+            "grpc" => Some(scenario::peer_grpc(
+                gateway,
+                &grpc.to_string(),
+                &grpc_addr,
+                pid,
+            )),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The machine and the process layout, for the summary. The core count is the stack's, taken

@@ -140,6 +140,46 @@ pub(crate) fn peer_rest(
     }
 }
 
+/// gRPC `GetUser` direct vs passed through a peer gateway's h2c listener at `addr` to the
+/// gRPC mock at `grpc` (pass-through: gRPC in and out; ours transcodes in the `grpc`
+/// scenario instead), its CPU read from process `pid` and its children.
+pub(crate) fn peer_grpc(
+    gateway: crate::run::peers::Gateway,
+    grpc: &str,
+    addr: &str,
+    pid: u32,
+) -> Scenario {
+    use crate::run::peers::Gateway;
+    let (name, description) = match gateway {
+        Gateway::Nginx => (
+            "grpc-nginx",
+            "gRPC GetUser direct vs through nginx grpc_pass (gRPC pass-through over h2c)",
+        ),
+        Gateway::Haproxy => (
+            "grpc-haproxy",
+            "gRPC GetUser direct vs through HAProxy (HTTP/2 both sides, gRPC pass-through)",
+        ),
+        Gateway::Caddy => (
+            "grpc-caddy",
+            "gRPC GetUser direct vs through Caddy reverse_proxy over h2c (gRPC pass-through)",
+        ),
+        Gateway::Gwbench => ("grpc", "gRPC GetUser direct vs through the gateway"),
+    };
+    let side = |label: &'static str, host: &str, through: bool| Side {
+        protocol: Protocol::Grpc,
+        grpc_method: Some(("gwbench.v1.UserService/GetUser", r#"{"id": 42}"#)),
+        ..Side::http(label, format!("http://{host}"), through)
+    };
+    let mut through = side(gateway.name(), addr, true);
+    through.pids.gateway = Some(pid);
+    Scenario {
+        name,
+        description,
+        direct: side("direct", grpc, false),
+        gateway: through,
+    }
+}
+
 pub(crate) const KNOWN: &[&str] = &["rest", "grpc", "full", "dashboard", "ws", "ws-grpc"];
 
 /// A token for the embedded config's dev key, valid for the whole run.
