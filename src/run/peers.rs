@@ -156,10 +156,10 @@ impl PeerGateway {
 
 /// The program's version line (best effort: "" when it will not say).
 fn version(path: &Path, gateway: Gateway) -> String {
-    let flag = match gateway {
-        Gateway::Caddy => "version",
-        Gateway::Nginx => "-v",
-        _ => "-v",
+    let flag = if gateway == Gateway::Caddy {
+        "version"
+    } else {
+        "-v"
     };
     let Ok(out) = std::process::Command::new(path).arg(flag).output() else {
         return String::new();
