@@ -275,6 +275,25 @@ fn each_gateways_knee_is_searched_with_its_cpu() {
     }
     assert!(stdout.contains("gwbench: 400 req/s"), "{stdout}");
     assert!(stdout.contains("nginx: 400 req/s"), "{stdout}");
+    // Another gateway alone: its knee is in the answer too (not only direct's).
+    let out = gwbench::process::TempDir::new("saturate-nginx").unwrap();
+    let run = Command::new(cargo_bin("gwbench"))
+        .args(["saturate", "--target", "both", "--scenario", "rest"])
+        .args(["--gateway", "nginx", "--start", "200", "--max", "200"])
+        .args([
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--slo-p99",
+            "10s",
+        ])
+        .args(["-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = common::succeeded(&run);
+    assert!(stdout.contains("\n  nginx: 200 req/s"), "{stdout}");
     // Other gateways serve the rest scenario only.
     let refused = Command::new(cargo_bin("gwbench"))
         .args(["saturate", "--gateway", "nginx", "--scenario", "grpc"])

@@ -384,7 +384,8 @@ pub(super) fn saturate(args: &SaturateArgs) -> anyhow::Result<()> {
     if let Some(f) = &fleet {
         answer = fleet_answer(f, &answer, cores);
     }
-    if gateways.len() > 1 {
+    // The one-sentence answer is about our gateway: any other one searched is listed after it.
+    if gateways != [Gateway::Gwbench] {
         answer.push_str(&side_by_side(direct, &searches, sc.direct.label));
     }
 
@@ -464,8 +465,12 @@ fn gateway_list(args: &SaturateArgs) -> anyhow::Result<Vec<Gateway>> {
 /// Every gateway's knee, side by side (`--gateway` with more than one): the same SLO rule for
 /// each, its share of direct's knee, and its CPU per request at the knee.
 fn side_by_side(direct: Option<&Search>, searches: &[Search], direct_label: &str) -> String {
+    let gateways: Vec<&Search> = searches.iter().filter(|s| s.side != direct_label).collect();
+    if gateways.is_empty() {
+        return String::new();
+    }
     let mut out = String::from("\nEach gateway's knee (the same SLO rule for each):");
-    for s in searches.iter().filter(|s| s.side != direct_label) {
+    for s in gateways {
         let name = if s.side == "gateway" {
             "gwbench"
         } else {
