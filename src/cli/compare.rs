@@ -65,7 +65,8 @@ pub struct SaturateArgs {
     /// The Redis the fleet shares its limits in (default: a redis-server started for the run).
     #[arg(long, value_name = "URL", requires = "gateway_instances")]
     pub redis_url: Option<String>,
-    /// Gateways whose knee to find, comma-separated: gwbench (ours), nginx, haproxy, caddy.
+    /// Gateways whose knee to find, comma-separated: gwbench (ours), nginx, haproxy, caddy,
+    /// traefik.
     /// Other gateways than ours are started as `compare --gateway` starts them and searched on
     /// the rest scenario (the only one they serve: give --scenario rest), each with the same SLO
     /// rule; the answer gives each knee and the gateway's CPU per request there.
@@ -97,13 +98,16 @@ Scenarios (direct vs through the gateway, same offered rate):
   ws-grpc  SyncStock over WebSocket: the REST mock's own WebSocket twin vs the gateway translating
          to the gRPC bidi stream (translation cost; not in the default set)
 The default scenarios are rest, grpc and full.
-Build vs buy: --gateway gwbench,nginx,haproxy,caddy (any subset) also measures other gateways
+Build vs buy: --gateway gwbench,nginx,haproxy,caddy,traefik (any subset) also measures gateways
 in front of the same mocks, each on the rest scenario (rest-nginx, ...) and gRPC passed through
 over h2c (grpc-nginx, ...): started pinned as ours, one worker per core of the gateway's share,
 access log off, keep-alive to the mocks (nginx: upstream keepalive with HTTP/1.1, grpc_pass;
-HAProxy: http-reuse always, proto h2; Caddy: GOMAXPROCS, admin and automatic HTTPS off, h2c),
-their CPU read by PID with their children's; a closing table puts them side by side. Your own running gateway: --gateway-url URL --direct-url URL, with --gateway-pid PID
-(and --direct-pid PID) for its CPU.
+HAProxy: http-reuse always, proto h2; Caddy: GOMAXPROCS, admin and automatic HTTPS off, h2c;
+Traefik: GOMAXPROCS, file provider, 256 idle connections per upstream, h2c://; Envoy and Kong
+are not started by gwbench: run them yourself and use --gateway-url with --gateway-pid),
+their CPU read by PID with their children's; a closing table puts them side by side, and
+report.html charts each one's CPU per request. Your own running gateway: --gateway-url URL
+--direct-url URL, with --gateway-pid PID (and --direct-pid PID) for its CPU.
 --method duet (default) loads direct and gateway at the same time, each side its own
 connections and half of --rps, the two schedules interleaved (the sides' requests alternate);
 the overhead is bootstrapped over pairs of the same second, so that a stall of the machine hits
@@ -228,11 +232,12 @@ pub struct CompareArgs {
     #[arg(long, value_name = "PID", requires = "direct_url")]
     pub direct_pid: Option<u32>,
     /// Gateways to measure side by side on the same mocks, comma-separated, in this order:
-    /// gwbench (ours), nginx, haproxy, caddy. Each other one is started (pinned as ours, one
-    /// worker per core of the gateway's share, its config written for the run: see the notes
-    /// below), measured with its CPU on the REST proxy route (rest, as rest-<gateway>) and on
-    /// gRPC passed through (grpc, as grpc-<gateway>; ours transcodes there), and stopped. Needs
-    /// the program installed (Debian package of the same name).
+    /// gwbench (ours), nginx, haproxy, caddy, traefik. Each other one is started (pinned as
+    /// ours, one worker per core of the gateway's share, its config written for the run: see
+    /// the notes below), measured with its CPU on the REST proxy route (rest, as
+    /// rest-<gateway>) and on gRPC passed through (grpc, as grpc-<gateway>; ours transcodes
+    /// there), and stopped. Needs the program installed (nginx, haproxy, caddy: the Debian
+    /// package of the same name; traefik: its release binary on PATH, not in Debian).
     #[arg(long, default_value = "gwbench", value_name = "LIST")]
     pub gateway: String,
     /// No progress bar.

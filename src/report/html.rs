@@ -28,6 +28,8 @@ pub struct ScenarioPlot<'a> {
     pub overhead_ns: (f64, f64),
     /// When the run has them: the overheads' 95 % intervals and the noise floor.
     pub intervals: Option<OverheadIntervals>,
+    /// The gateway's CPU per request, µs (its process and children, by PID), when measured.
+    pub gateway_cpu_us: Option<f64>,
 }
 
 /// The service-time overhead at p50 and p99 with their 95 % intervals and the noise floor at
@@ -346,6 +348,48 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>], which: usize) -> String {
     })
 }
 
+/// The gateway's CPU per request per scenario, drawn when at least one scenario measured it:
+/// with `--gateway gwbench,nginx,…` the build-vs-buy comparison of what each costs.
+fn cpu_chart(scenarios: &[ScenarioPlot<'_>]) -> Option<String> {
+    if scenarios.iter().all(|s| s.gateway_cpu_us.is_none()) {
+        return None;
+    }
+    let n = scenarios.len();
+    let top = scenarios
+        .iter()
+        .filter_map(|s| s.gateway_cpu_us)
+        .fold(1.0f64, f64::max)
+        * 1.2;
+    let title = "gateway CPU per request (its process and children; none: not measured)";
+    Some(svg_chart((720, 280), |root| {
+        let mut chart = builder(root, title).build_cartesian_2d(0f64..n as f64, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                match (x - i as f64 - 0.5).abs() < 0.01 {
+                    true => scenarios
+                        .get(i)
+                        .map_or(String::new(), |s| s.name.to_string()),
+                    false => String::new(),
+                }
+            })
+            .y_label_formatter(&tick)
+            .y_desc("CPU per request (µs)")
+            .draw()?;
+        for (i, s) in scenarios.iter().enumerate() {
+            let Some(us) = s.gateway_cpu_us else { continue };
+            let x = i as f64;
+            chart.draw_series([Rectangle::new(
+                [(x + 0.3, 0.0), (x + 0.7, us)],
+                RGBColor(90, 90, 160).filled(),
+            )])?;
+        }
+        Ok(())
+    }))
+}
+
 /// The whole page.
 pub fn render(
     title: &str,
@@ -373,6 +417,9 @@ pub fn render(
             "<figure id=\"{id}\">{}</figure>",
             overhead_chart(scenarios, which)
         );
+    }
+    if let Some(chart) = cpu_chart(scenarios) {
+        let _ = writeln!(out, "<figure id=\"gateway-cpu\">{chart}</figure>");
     }
     for s in scenarios {
         let _ = writeln!(
@@ -623,20 +670,30 @@ mod tests {
                 p99: (120_000.0, -10_000.0, 300_000.0),
                 floor: (5_000.0, 200_000.0),
             }),
+            gateway_cpu_us: Some(14.6),
         };
         let page = render(
             "gwbench compare",
             &["2 cores".into()],
             "table & <stuff>",
-            &[plot],
+            std::slice::from_ref(&plot),
         );
-        assert_eq!(page.matches("<svg").count(), 4);
+        assert_eq!(page.matches("<svg").count(), 5);
+        assert!(page.contains("id=\"gateway-cpu\"") && page.contains("CPU per request (µs)"));
         assert!(!page.contains("<script"));
         // No tick label carries float noise (0.30000000000000004).
         assert!(!page.contains("00000000"), "{page}");
         assert!(page.contains("a &lt;test&gt;") && page.contains("table &amp; &lt;stuff&gt;"));
         assert!(!page.contains("chart could not be drawn"), "{page}");
         assert!(page.contains("99.9%"), "the nines axis is labelled");
+        // Without a CPU figure (a gateway URL without --gateway-pid) there is no CPU chart.
+        let unmeasured = ScenarioPlot {
+            gateway_cpu_us: None,
+            ..plot
+        };
+        let page = render("gwbench compare", &[], "", &[unmeasured]);
+        assert_eq!(page.matches("<svg").count(), 4);
+        assert!(!page.contains("gateway-cpu"));
     }
 
     #[test]
@@ -672,6 +729,7 @@ mod tests {
                 p99: (2_000_000.0, -500_000.0, 4_000_000.0),
                 floor: (5_000.0, 3_000_000.0),
             }),
+            gateway_cpu_us: None,
         };
         // The largest tick label of a chart (the SVG writes each on a line of its own).
         let top = |svg: &str| {

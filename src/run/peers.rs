@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::process::{ChildProcess, Cpus, TempDir, find, with_free_ports};
+use super::process::{ChildProcess, Cpus, Source, TempDir, find_from, with_free_ports};
 
 /// A gateway `compare --gateway` can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,15 +27,18 @@ pub(crate) enum Gateway {
     Haproxy,
     /// Caddy's `reverse_proxy`.
     Caddy,
+    /// Traefik (not in Debian; taken from PATH when there).
+    Traefik,
 }
 
 impl Gateway {
     /// Every gateway, in the order a run measures them.
-    pub(crate) const ALL: [Gateway; 4] = [
+    pub(crate) const ALL: [Gateway; 5] = [
         Gateway::Gwbench,
         Gateway::Nginx,
         Gateway::Haproxy,
         Gateway::Caddy,
+        Gateway::Traefik,
     ];
 
     /// Its name on the command line and in reports.
@@ -45,6 +48,7 @@ impl Gateway {
             Gateway::Nginx => "nginx",
             Gateway::Haproxy => "haproxy",
             Gateway::Caddy => "caddy",
+            Gateway::Traefik => "traefik",
         }
     }
 
@@ -70,13 +74,19 @@ impl Gateway {
         Ok(out)
     }
 
-    /// The program and the Debian package it comes in (None for ours).
-    fn program(self) -> Option<(&'static str, &'static str)> {
+    /// The program and where it comes from (None for ours).
+    fn program(self) -> Option<(&'static str, Source)> {
         match self {
             Gateway::Gwbench => None,
-            Gateway::Nginx => Some(("nginx", "nginx")),
-            Gateway::Haproxy => Some(("haproxy", "haproxy")),
-            Gateway::Caddy => Some(("caddy", "caddy")),
+            Gateway::Nginx => Some(("nginx", Source::Debian("nginx"))),
+            Gateway::Haproxy => Some(("haproxy", Source::Debian("haproxy"))),
+            Gateway::Caddy => Some(("caddy", Source::Debian("caddy"))),
+            Gateway::Traefik => Some((
+                "traefik",
+                Source::Elsewhere(
+                    "not in Debian: put its release binary from github.com/traefik/traefik on PATH",
+                ),
+            )),
         }
     }
 
@@ -113,13 +123,14 @@ impl PeerGateway {
         threads: usize,
         mocks: (SocketAddr, SocketAddr),
     ) -> anyhow::Result<PeerGateway> {
-        let Some((program, package)) = gateway.program() else {
+        let Some((program, source)) = gateway.program() else {
             anyhow::bail!("gwbench's own gateway is started by the stack");
         };
-        let path = find(program, package, &format!("--gateway {program}"))?;
+        let path = find_from(program, source, &format!("--gateway {program}"))?;
         let version = version(&path, gateway);
         let dir = TempDir::new(program).context("a directory for the gateway's config")?;
-        // Caddy's threads are Go's: GOMAXPROCS is its one-worker-per-core setting.
+        // Caddy's and Traefik's threads are Go's: GOMAXPROCS is their one-worker-per-core
+        // setting.
         let env = [("GOMAXPROCS", threads.to_string())];
         let started = with_free_ports(2, |ports| {
             let [addr, grpc_addr] =
@@ -156,10 +167,9 @@ impl PeerGateway {
 
 /// The program's version line (best effort: "" when it will not say).
 fn version(path: &Path, gateway: Gateway) -> String {
-    let flag = if gateway == Gateway::Caddy {
-        "version"
-    } else {
-        "-v"
+    let flag = match gateway {
+        Gateway::Caddy | Gateway::Traefik => "version",
+        _ => "-v",
     };
     let Ok(out) = std::process::Command::new(path).arg(flag).output() else {
         return String::new();
@@ -215,6 +225,11 @@ fn write_config(
             "caddy.json",
             caddy_config(listen, mocks),
             vec!["run".into(), "--config".into(), format!("{d}/caddy.json")],
+        ),
+        Gateway::Traefik => (
+            "dynamic.yml",
+            traefik_routes(mocks),
+            traefik_args(dir, listen),
         ),
         Gateway::Gwbench => anyhow::bail!("gwbench's gateway has its own config"),
     };
@@ -293,4 +308,39 @@ fn caddy_config((addr, grpc_addr): Pair, (rest, grpc): Pair) -> String {
         }}}
     })
     .to_string()
+}
+
+/// Traefik's static configuration, as flags: an entry point per listener, the routes from a
+/// file (below), its log to `error.log` at ERROR, no access log (off unless asked), no version
+/// check or usage report, and room for 256 idle connections to each upstream (Traefik's own
+/// old benchmark page raised the idle connections per host and set GOMAXPROCS to the cores:
+/// the latter comes from the layout). An entry point without TLS speaks h2c as well as
+/// HTTP/1.1, which gRPC needs.
+fn traefik_args(dir: &Path, (addr, grpc_addr): Pair) -> Vec<String> {
+    let d = dir.display();
+    [
+        format!("--entryPoints.web.address={addr}"),
+        format!("--entryPoints.grpc.address={grpc_addr}"),
+        format!("--providers.file.filename={d}/dynamic.yml"),
+        "--providers.file.watch=false".into(),
+        "--log.level=ERROR".into(),
+        format!("--log.filePath={d}/error.log"),
+        "--global.checkNewVersion=false".into(),
+        "--global.sendAnonymousUsage=false".into(),
+        "--serversTransport.maxIdleConnsPerHost=256".into(),
+    ]
+    .into()
+}
+
+/// Traefik's routes (its file provider's YAML): every path of each entry point to its mock,
+/// the gRPC one over h2c.
+fn traefik_routes((rest, grpc): Pair) -> String {
+    format!(
+        "http:\n  routers:\n\
+         \x20   rest:\n      entryPoints: [web]\n      rule: \"PathPrefix(`/`)\"\n      service: mock\n\
+         \x20   grpc:\n      entryPoints: [grpc]\n      rule: \"PathPrefix(`/`)\"\n      service: grpcmock\n\
+         \x20 services:\n\
+         \x20   mock:\n      loadBalancer:\n        servers:\n          - url: \"http://{rest}\"\n\
+         \x20   grpcmock:\n      loadBalancer:\n        servers:\n          - url: \"h2c://{grpc}\"\n"
+    )
 }

@@ -309,16 +309,34 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// A program a run needs is not installed: the one-line error names its Debian package.
+/// A program a run needs is not installed: the one-line error says where it comes from.
 #[derive(Debug, thiserror::Error)]
-#[error("{who} needs `{program}`, which is not installed (Debian: apt-get install -y {package})")]
+#[error("{who} needs `{program}`, which is not installed ({origin})")]
 pub struct Missing {
     /// What needs it (`--gateway nginx`).
     pub who: String,
     /// The program.
     pub program: &'static str,
-    /// Its Debian package.
-    pub package: &'static str,
+    /// Where to get it.
+    pub origin: Source,
+}
+
+/// Where a program comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A Debian package of this name.
+    Debian(&'static str),
+    /// Not in Debian: how to get it, in a few words.
+    Elsewhere(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Debian(package) => write!(f, "Debian: apt-get install -y {package}"),
+            Source::Elsewhere(how) => f.write_str(how),
+        }
+    }
 }
 
 /// The path of `program` on PATH, or in the system directories a package puts servers in
@@ -326,6 +344,15 @@ pub struct Missing {
 pub fn find(
     program: &'static str,
     package: &'static str,
+    who: &str,
+) -> Result<std::path::PathBuf, Missing> {
+    find_from(program, Source::Debian(package), who)
+}
+
+/// [`find`] for a program from `source`.
+pub fn find_from(
+    program: &'static str,
+    source: Source,
     who: &str,
 ) -> Result<std::path::PathBuf, Missing> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -336,7 +363,7 @@ pub fn find(
         .ok_or_else(|| Missing {
             who: who.to_string(),
             program,
-            package,
+            origin: source,
         })
 }
 

@@ -163,6 +163,7 @@ fn rerender(dir: &Path) -> anyhow::Result<()> {
                     sc["overhead_ns"]["service"]["p99"].as_f64().unwrap_or(0.0),
                 ),
                 intervals: intervals_of(sc, &summary["noise_floor"]),
+                gateway_cpu_us: sc["gateway"]["cpu_ms_per_1000"]["gateway_ms"].as_f64(),
             }
         })
         .collect();

@@ -686,6 +686,7 @@ fn write_reports(
                 sum.overhead_ns["service"]["p99"],
             ),
             intervals: plot_intervals(sum, summary.noise_floor.as_ref()),
+            gateway_cpu_us: sum.gateway.cpu_ms_per_1000.gateway_ms,
         })
         .collect();
     write(

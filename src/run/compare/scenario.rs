@@ -117,6 +117,10 @@ pub(crate) fn peer_rest(
             "rest-caddy",
             "REST mock GET /api/users/{id}: direct vs Caddy reverse_proxy",
         ),
+        Gateway::Traefik => (
+            "rest-traefik",
+            "REST mock GET /api/users/{id}: direct vs Traefik (file provider, one router)",
+        ),
         Gateway::Gwbench => (
             "rest",
             "REST mock GET /api/users/{id}: direct vs the gateway's proxy route (pure proxy cost)",
@@ -162,6 +166,10 @@ pub(crate) fn peer_grpc(
         Gateway::Caddy => (
             "grpc-caddy",
             "gRPC GetUser direct vs through Caddy reverse_proxy over h2c (gRPC pass-through)",
+        ),
+        Gateway::Traefik => (
+            "grpc-traefik",
+            "gRPC GetUser direct vs through Traefik to an h2c server (gRPC pass-through)",
         ),
         Gateway::Gwbench => ("grpc", "gRPC GetUser direct vs through the gateway"),
     };
