@@ -19,13 +19,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     // google.rpc.Status, for the error details upstreams send in grpc-status-details-bin.
     files.push(PathBuf::from("proto/google/rpc/status.proto"));
+    // The standard error detail types, so that details render as JSON, not base64.
+    files.push(PathBuf::from("proto/google/rpc/error_details.proto"));
     // google.api.HttpBody, so that descriptor sets without googleapis can still use it.
     files.push(PathBuf::from("proto/google/api/httpbody.proto"));
 
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler
         .include_imports(true)
-        .include_source_info(false)
+        .include_source_info(true)
         .open_files(&files)?;
     // The embedded set keeps custom options (google.api.http): prost_types' structs would drop
     // them as unknown fields, so the bytes come from protox's own encoder.

@@ -520,8 +520,8 @@ async fn a_panicking_handler_costs_its_request_a_500_and_the_server_serves_on() 
     task.await.unwrap();
 }
 
-/// A google.rpc.Status with one detail of a type the gateway knows (gwbench.v1.User) and one it
-/// does not, serialized as grpc-status-details-bin carries it (base64, no padding).
+/// A google.rpc.Status with details of a type the gateway's protos define (gwbench.v1.User),
+/// one unknown to it, and a standard one (google.rpc.DebugInfo), serialized as grpc-status-details-bin carries it (base64, no padding).
 fn status_details() -> String {
     use base64::Engine;
     use prost::Message;
@@ -541,11 +541,22 @@ fn status_details() -> String {
     let mut status = DynamicMessage::new(pool.get_message_by_name("google.rpc.Status").unwrap());
     status.set_field_by_name("code", Value::I32(5));
     status.set_field_by_name("message", Value::String("no such user".into()));
+    // A standard detail type (google/rpc/error_details.proto), always known to the gateway.
+    let mut debug = DynamicMessage::new(pool.get_message_by_name("google.rpc.DebugInfo").unwrap());
+    debug.set_field_by_name(
+        "stack_entries",
+        Value::List(vec![Value::String("foo:1".into())]),
+    );
+    debug.set_field_by_name("detail", Value::String("error debug details".into()));
     status.set_field_by_name(
         "details",
         Value::List(vec![
             any("type.googleapis.com/gwbench.v1.User", user.encode_to_vec()),
             any("type.googleapis.com/acme.v1.Unknown", vec![1, 2]),
+            any(
+                "type.googleapis.com/google.rpc.DebugInfo",
+                debug.encode_to_vec(),
+            ),
         ]),
     );
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec())
@@ -565,7 +576,7 @@ async fn an_upstream_errors_typed_details_reach_the_client_in_either_format() {
     let j = r.json();
     assert_eq!(j["error"]["code"], "NOT_FOUND", "{j}");
     let details = j["error"]["details"].as_array().unwrap();
-    assert_eq!(details.len(), 2, "{j}");
+    assert_eq!(details.len(), 3, "{j}");
     assert_eq!(
         details[0]["@type"], "type.googleapis.com/gwbench.v1.User",
         "{j}"
@@ -579,6 +590,12 @@ async fn an_upstream_errors_typed_details_reach_the_client_in_either_format() {
         details[1]["value"], "AQI=",
         "an unknown type keeps its bytes: {j}"
     );
+    assert_eq!(
+        details[2],
+        serde_json::json!({"@type": "type.googleapis.com/google.rpc.DebugInfo",
+            "stackEntries": ["foo:1"], "detail": "error debug details"}),
+        "a standard detail type is JSON, not base64: {j}"
+    );
     gw.shutdown().await;
 
     cfg.transcode.error_format = gwbench::gateway::config::ErrorFormat::Google;
@@ -588,7 +605,8 @@ async fn an_upstream_errors_typed_details_reach_the_client_in_either_format() {
     let j = r.json();
     assert_eq!(j["code"], 5, "google.rpc.Status JSON: {j}");
     assert_eq!(j["message"], "no such user", "{j}");
-    assert_eq!(j["details"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["details"].as_array().unwrap().len(), 3, "{j}");
+    assert_eq!(j["details"][2]["detail"], "error debug details", "{j}");
     // Errors that are not the transcoded route's keep the gateway's shape.
     let r = get(&url(gw.http, "/nowhere")).await;
     assert_eq!(r.json()["error"]["code"], "NOT_FOUND");

@@ -966,3 +966,220 @@ async fn a_server_stream_counts_as_in_flight_until_it_ends() {
     drop(messages);
     assert_eq!(upstream.in_flight(), [0]);
 }
+
+// ===== well-known types as the whole request and response =====
+
+/// Every well-known type as an RPC's whole request and response, echoed back byte for byte by
+/// the upstream: what comes back is what the proto3 JSON mapping writes for the type itself.
+const WHOLE_WKT_PROTO: &str = r#"
+syntax = "proto3";
+package whole.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/any.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+service Whole {
+  rpc Str(google.protobuf.StringValue) returns (google.protobuf.StringValue) {
+    option (google.api.http) = { post: "/w/string" body: "*" additional_bindings { get: "/w/string/{value}" } };
+  }
+  rpc I64(google.protobuf.Int64Value) returns (google.protobuf.Int64Value) {
+    option (google.api.http) = { post: "/w/int64" body: "*" };
+  }
+  rpc U32(google.protobuf.UInt32Value) returns (google.protobuf.UInt32Value) {
+    option (google.api.http) = { post: "/w/uint32" body: "*" };
+  }
+  rpc Flag(google.protobuf.BoolValue) returns (google.protobuf.BoolValue) {
+    option (google.api.http) = { post: "/w/bool" body: "*" };
+  }
+  rpc Raw(google.protobuf.BytesValue) returns (google.protobuf.BytesValue) {
+    option (google.api.http) = { post: "/w/bytes" body: "*" };
+  }
+  rpc Dbl(google.protobuf.DoubleValue) returns (google.protobuf.DoubleValue) {
+    option (google.api.http) = { post: "/w/double" body: "*" };
+  }
+  rpc Flt(google.protobuf.FloatValue) returns (google.protobuf.FloatValue) {
+    option (google.api.http) = { post: "/w/float" body: "*" };
+  }
+  rpc Ts(google.protobuf.Timestamp) returns (google.protobuf.Timestamp) {
+    option (google.api.http) = { post: "/w/timestamp" body: "*" };
+  }
+  rpc Dur(google.protobuf.Duration) returns (google.protobuf.Duration) {
+    option (google.api.http) = { post: "/w/duration" body: "*" };
+  }
+  rpc Obj(google.protobuf.Struct) returns (google.protobuf.Struct) {
+    option (google.api.http) = { post: "/w/struct" body: "*" };
+  }
+  rpc Val(google.protobuf.Value) returns (google.protobuf.Value) {
+    option (google.api.http) = { post: "/w/value" body: "*" };
+  }
+  rpc List(google.protobuf.ListValue) returns (google.protobuf.ListValue) {
+    option (google.api.http) = { post: "/w/list" body: "*" };
+  }
+  rpc Mask(google.protobuf.FieldMask) returns (google.protobuf.FieldMask) {
+    option (google.api.http) = { post: "/w/mask" body: "*" };
+  }
+  rpc Nothing(google.protobuf.Empty) returns (google.protobuf.Empty) {
+    option (google.api.http) = { post: "/w/empty" body: "*" };
+  }
+  rpc Packed(google.protobuf.Any) returns (google.protobuf.Any) {
+    option (google.api.http) = { post: "/w/any" body: "*" };
+  }
+}
+"#;
+
+#[tokio::test]
+async fn a_well_known_type_as_the_whole_message_is_its_json_form_both_ways() {
+    let (_dir, set) = compile_set("whole", "whole/v1/whole.proto", WHOLE_WKT_PROTO);
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    cfg.transcode.strict = true;
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let any = r#"{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1.5s"}"#;
+    // (path, body sent, body wanted back): the proto3 JSON mapping of the type itself.
+    let cases: &[(&str, &str, serde_json::Value)] = &[
+        ("/w/string", r#""foo""#, serde_json::json!("foo")),
+        ("/w/string", r#""""#, serde_json::json!("")),
+        (
+            "/w/int64",
+            r#""9007199254740993""#,
+            serde_json::json!("9007199254740993"),
+        ),
+        ("/w/int64", "-7", serde_json::json!("-7")),
+        ("/w/uint32", "7", serde_json::json!(7)),
+        ("/w/bool", "false", serde_json::json!(false)),
+        ("/w/bool", "true", serde_json::json!(true)),
+        ("/w/bytes", r#""YWJj""#, serde_json::json!("YWJj")),
+        ("/w/double", r#""NaN""#, serde_json::json!("NaN")),
+        (
+            "/w/double",
+            r#""-Infinity""#,
+            serde_json::json!("-Infinity"),
+        ),
+        ("/w/double", "1.5", serde_json::json!(1.5)),
+        ("/w/float", r#""Infinity""#, serde_json::json!("Infinity")),
+        (
+            "/w/timestamp",
+            r#""2026-12-02T10:00:00Z""#,
+            serde_json::json!("2026-12-02T10:00:00Z"),
+        ),
+        ("/w/duration", r#""1.5s""#, serde_json::json!("1.500s")),
+        (
+            "/w/struct",
+            r#"{"a":1,"b":[true,null,"x"],"c":{}}"#,
+            serde_json::json!({"a":1.0,"b":[true,null,"x"],"c":{}}),
+        ),
+        ("/w/value", "3", serde_json::json!(3.0)),
+        ("/w/value", r#""text""#, serde_json::json!("text")),
+        ("/w/value", "null", serde_json::json!(null)),
+        (
+            "/w/list",
+            r#"[1,"x",false]"#,
+            serde_json::json!([1.0, "x", false]),
+        ),
+        (
+            "/w/mask",
+            r#""a.b,fooBar""#,
+            serde_json::json!("a.b,fooBar"),
+        ),
+        ("/w/empty", "{}", serde_json::json!({})),
+        (
+            "/w/any",
+            any,
+            serde_json::json!({"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1.500s"}),
+        ),
+    ];
+    for (path, body, want) in cases {
+        let r = send(
+            http::Method::POST,
+            &url(gw.http, path),
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{path} {body}: {:?}", r.body);
+        assert_eq!(&r.json(), want, "{path} {body}: {:?}", r.body);
+    }
+    // A wrapper's value bound from the path.
+    let r = get(&url(gw.http, "/w/string/bob")).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (StatusCode::OK, serde_json::json!("bob"))
+    );
+    // Input that is not the type's JSON form is a 400 naming the type, not a guess.
+    for (path, body) in [
+        ("/w/bool", r#""yes""#),
+        ("/w/int64", "1.5"),
+        ("/w/timestamp", "7"),
+    ] {
+        let r = send(
+            http::Method::POST,
+            &url(gw.http, path),
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {:?}",
+            r.body
+        );
+    }
+    gw.shutdown().await;
+}
+
+/// A POST whose rule has no `body` (as grpc-gateway's "a bit of everything" has).
+const NO_BODY_PROTO: &str = r#"
+syntax = "proto3";
+package nobody.v1;
+import "google/api/annotations.proto";
+service Echo {
+  rpc Say(SayRequest) returns (SayReply) {
+    option (google.api.http) = { post: "/v1/say/{name}" };
+  }
+}
+message SayRequest { string name = 1; int32 times = 2; repeated string tags = 3; }
+message SayReply { string text = 1; int32 count = 2; repeated string labels = 3; }
+"#;
+
+/// A body sent to a rule without one is refused with a 400 that says so — form or JSON alike —
+/// never dropped on the way to a 200; an empty body or `{}` carries nothing and passes.
+#[tokio::test]
+async fn a_body_on_a_rule_without_one_is_refused_not_dropped() {
+    let (_dir, set) = compile_set("nobody", "nobody/v1/nobody.proto", NO_BODY_PROTO);
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let post = |body: &'static str, content_type: &'static str| {
+        let req = Request::post(url(gw.http, "/v1/say/myid1?times=2"))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        async move {
+            let resp = common::client().request(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    for (body, content_type) in [
+        ("num=1", "application/x-www-form-urlencoded"),
+        (r#"{"times": 3}"#, "application/json"),
+    ] {
+        let (status, text) = post(body, content_type).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{content_type}: {text}");
+        assert!(
+            text.contains("takes no body") && text.contains(content_type),
+            "{text}"
+        );
+    }
+    for body in ["", " {} \n"] {
+        let (status, text) = post(body, "application/json").await;
+        assert_eq!(status, StatusCode::OK, "{body:?}: {text}");
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(j, serde_json::json!({"text": "myid1", "count": 2}));
+    }
+    gw.shutdown().await;
+}

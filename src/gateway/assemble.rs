@@ -137,10 +137,16 @@ fn descriptor_pool(
     Ok(pool)
 }
 
-/// Adds google.rpc.Status (and google.protobuf.Any) to `pool` when it lacks them, so that an
-/// error's typed details (grpc-status-details-bin) can be decoded whatever the user's protos.
+/// Adds google.rpc.Status and the standard error detail types (with the well-known types they
+/// use) to `pool` when it lacks them, so that an error's typed details (grpc-status-details-bin)
+/// are decoded and rendered as JSON whatever the user's protos.
 fn with_rpc_status(pool: &mut DescriptorPool) -> Result<(), GatewayError> {
-    for name in ["google/protobuf/any.proto", "google/rpc/status.proto"] {
+    for name in [
+        "google/protobuf/any.proto",
+        "google/protobuf/duration.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+    ] {
         if pool.get_file_by_name(name).is_some() {
             continue;
         }

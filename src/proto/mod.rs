@@ -90,6 +90,8 @@ pub fn compile_protos(
     resolver.add(BundledGoogleApi);
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
+    // Comments are kept: `gateway --openapi` writes them as descriptions.
+    compiler.include_source_info(true);
     for f in files {
         compiler.open_file(f).map_err(|e| match e.file() {
             // The error is in an import: name it, and what imported it.
@@ -101,8 +103,9 @@ pub fn compile_protos(
         .map_err(|e| format!("the compiled protos do not decode: {e}"))
 }
 
-/// `google/api/annotations.proto`, `http.proto` and `httpbody.proto`, bundled so that
-/// `--proto` works without a copy of googleapis.
+/// `google/api/annotations.proto`, `http.proto` and `httpbody.proto`, and `google/rpc`'s
+/// `status.proto` and `error_details.proto`, bundled so that `--proto` works without a copy of
+/// googleapis.
 struct BundledGoogleApi;
 
 impl protox::file::FileResolver for BundledGoogleApi {
@@ -113,6 +116,10 @@ impl protox::file::FileResolver for BundledGoogleApi {
             }
             "google/api/http.proto" => include_str!("../../proto/google/api/http.proto"),
             "google/api/httpbody.proto" => include_str!("../../proto/google/api/httpbody.proto"),
+            "google/rpc/status.proto" => include_str!("../../proto/google/rpc/status.proto"),
+            "google/rpc/error_details.proto" => {
+                include_str!("../../proto/google/rpc/error_details.proto")
+            }
             _ => return Err(protox::Error::file_not_found(name)),
         };
         protox::file::File::from_source(name, source)

@@ -101,6 +101,13 @@ impl Plan {
     /// The plan for `desc` with json names (or proto names); None when a type it reaches is
     /// one it does not write itself.
     pub fn new(desc: &MessageDescriptor, proto_names: bool) -> Option<Plan> {
+        // A well-known type as the whole message has a JSON form of its own (a wrapper is its
+        // bare value, a Timestamp a string…), not an object of its fields: the serializer
+        // writes it. Empty's form is `{}`, which the plan writes too.
+        let name = desc.full_name();
+        if name.starts_with("google.protobuf.") && name != "google.protobuf.Empty" {
+            return None;
+        }
         let mut plan = Plan {
             messages: Vec::new(),
         };
@@ -753,6 +760,11 @@ syntax = "proto3";
 package t;
 import "google/protobuf/timestamp.proto";
 import "google/protobuf/duration.proto";
+import "google/protobuf/wrappers.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/any.proto";
 enum Color { COLOR_UNSPECIFIED = 0; RED = 1; GREEN = 2; }
 message Every {
   double d = 1; float f = 2; int32 i32 = 3; int64 i64 = 4; uint32 u32 = 5; uint64 u64 = 6;
@@ -996,6 +1008,34 @@ message Every {
                 check(&desc, &bytes, false);
             }
         }
+    }
+
+    /// A well-known type as the whole message (a StringValue answer) is its JSON form — a bare
+    /// string, number, boolean… — which the reference path writes: the plan declines it (it
+    /// would write `{"value": …}`) or, for Empty, writes the same `{}`.
+    #[test]
+    fn whole_well_known_types_render_as_prost_reflect_renders_them() {
+        let pool = pool();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x77_6b_74);
+        let mut names = 0;
+        for desc in pool
+            .all_messages()
+            .filter(|m| m.full_name().starts_with("google.protobuf."))
+        {
+            names += 1;
+            let plan = Plan::new(&desc, false);
+            for round in 0..50 {
+                let bytes = message(&desc, &mut rng, 0).encode_to_vec();
+                if plan.is_some() {
+                    check(&desc, &bytes, round % 2 == 1);
+                }
+            }
+            match desc.full_name() {
+                "google.protobuf.Empty" => assert!(plan.is_some()),
+                other => assert!(plan.is_none(), "{other} has a plan"),
+            }
+        }
+        assert!(names >= 15, "{names} well-known types in the test pool");
     }
 
     #[test]

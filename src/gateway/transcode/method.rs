@@ -72,6 +72,21 @@ pub struct MethodRoute {
     request_plan: std::sync::OnceLock<Option<RequestPlan>>,
 }
 
+/// A route's rule, as [`MethodRoute::shape`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteShape<'a> {
+    /// The request message.
+    pub input: &'a MessageDescriptor,
+    /// The response message.
+    pub output: &'a MessageDescriptor,
+    /// Where the HTTP body goes.
+    pub body: &'a BodyRule,
+    /// The field paths the path's variables bind, in order.
+    pub path_fields: &'a [Vec<FieldDescriptor>],
+    /// The response field answered (`response_body`), when the rule names one.
+    pub response_body: Option<&'a FieldDescriptor>,
+}
+
 /// A request type's JSON → wire plan, with the rule's body field and path variables
 /// resolved in it.
 #[derive(Debug, Clone)]
@@ -169,6 +184,19 @@ impl MethodRoute {
         self.server_streaming
     }
 
+    /// What the route's rule says, for documents written from the routes (OpenAPI): the
+    /// request and response types, where the body goes, the fields the path binds (in order),
+    /// and the response field the rule answers with.
+    pub fn shape(&self) -> RouteShape<'_> {
+        RouteShape {
+            input: &self.input,
+            output: &self.output,
+            body: &self.body,
+            path_fields: &self.path_fields,
+            response_body: self.response_body.as_ref(),
+        }
+    }
+
     /// Whether the RPC takes a stream of messages (client-streaming or bidi): an HTTP request
     /// is one message, so these are served over WebSocket only.
     pub fn takes_stream(&self) -> bool {
@@ -197,6 +225,16 @@ impl MethodRoute {
         content_type: Option<&str>,
         opts: &JsonOptions,
     ) -> Result<Bytes, GwError> {
+        if matches!(self.body, BodyRule::None) && carries_data(body) {
+            return Err(bad(format!(
+                "{}: this route takes no body (its google.api.http rule has no `body`), and \
+                 the request's {} bytes ({}) would be dropped: send the fields as query \
+                 parameters",
+                self.rpc,
+                body.len(),
+                content_type.unwrap_or("no content type")
+            )));
+        }
         let raw = self.http_body_target();
         if raw.is_none()
             && let Some(bytes) = self.encode_from_plan(params, query, body, opts)
@@ -515,6 +553,11 @@ mod nonfinite {
     /// The wrapper's value when it is not finite.
     fn wrapped(v: &Value) -> Option<f64> {
         let Value::Message(w) = v else { return None };
+        wrapped_message(w)
+    }
+
+    /// [`wrapped`] for a message: also the whole response's (a DoubleValue answer).
+    fn wrapped_message(w: &DynamicMessage) -> Option<f64> {
         if !is_float_wrapper(&w.descriptor()) {
             return None;
         }
@@ -538,12 +581,12 @@ mod nonfinite {
 
     /// Whether `msg` holds a non-finite float wrapper.
     pub(super) fn present(msg: &DynamicMessage) -> bool {
-        msg.fields().any(|(_, v)| value_present(v))
+        wrapped_message(msg).is_some() || msg.fields().any(|(_, v)| value_present(v))
     }
 
     fn value_present(v: &Value) -> bool {
         match v {
-            Value::Message(m) => wrapped(v).is_some() || present(m),
+            Value::Message(m) => present(m),
             Value::List(items) => items.iter().any(value_present),
             Value::Map(map) => map.values().any(value_present),
             _ => false,
@@ -565,6 +608,10 @@ mod nonfinite {
 
     /// Writes the non-finite wrappers of `msg` into its rendering `tree` as strings.
     pub(super) fn mend(msg: &DynamicMessage, tree: &mut serde_json::Value, proto_names: bool) {
+        if let Some(x) = wrapped_message(msg) {
+            *tree = text(x); // the whole answer is the wrapper: a bare value
+            return;
+        }
         for (f, v) in msg.fields() {
             let key = if proto_names { f.name() } else { f.json_name() };
             if let Some(slot) = tree.get_mut(key) {
@@ -656,6 +703,19 @@ fn set_http_body(
         current.set_field_by_name("content_type", Value::String(ct.to_string()));
     }
     Ok(())
+}
+
+/// Whether a body sent to a rule without one holds anything: not when empty, blank or an empty
+/// JSON object (`{}`, which clients send for "nothing"). Refused rather than dropped when it
+/// does (Envoy's transcoder refuses too; grpc-gateway parses form bodies into fields): the rule
+/// says where each field comes from, and data the upstream never sees would be lost silently.
+fn carries_data(body: &[u8]) -> bool {
+    let text = body.trim_ascii();
+    !(text.is_empty()
+        || text
+            .strip_prefix(b"{")
+            .and_then(|t| t.strip_suffix(b"}"))
+            .is_some_and(|t| t.trim_ascii().is_empty()))
 }
 
 /// An `Any` whose type is unknown: its type URL and its bytes in base64.
