@@ -36,6 +36,13 @@ pub struct GatewayArgs {
     /// annotated rule is served, 1 when some would be skipped, 2 when the gateway cannot start.
     #[arg(long)]
     pub check: bool,
+    /// Write an OpenAPI 3.1 document of the transcoded routes to FILE (`-`: stdout) and exit
+    /// without listening: every operation the rules bind, with its path and query parameters,
+    /// request body and responses in the proto3 JSON mapping, the error shape, the JWT scheme
+    /// on mounts with auth, and the protos' comments. Same inputs as serving (--config,
+    /// --proto, --descriptor-set, --reflect).
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    pub openapi: Option<std::path::PathBuf>,
     /// Listen address for REST/JSON (overrides listen.http; port 0 = any free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,

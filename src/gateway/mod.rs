@@ -176,6 +176,12 @@ impl Gateway {
         self.router.skipped()
     }
 
+    /// The OpenAPI 3.1 document of the transcoded routes (`gateway --openapi`), for the
+    /// configuration `cfg` this gateway was built from.
+    pub fn openapi(&self, cfg: &GatewayConfig) -> serde_json::Value {
+        transcode::openapi::document(&self.router.transcoded(), cfg)
+    }
+
     /// Answers one request: intake, the mount's stack, the response. Errors become JSON
     /// responses here, in one place; the observer (access log, tracing) sees the request
     /// arrive and writes once when its answer is ready.

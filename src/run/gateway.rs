@@ -109,6 +109,9 @@ pub(super) fn gateway(args: &GatewayArgs) -> anyhow::Result<()> {
     if args.check {
         return check(&cfg);
     }
+    if let Some(file) = &args.openapi {
+        return openapi(&cfg, file);
+    }
     if args.runtime == ServingModel::PerCore {
         let workers = args.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, usize::from),
@@ -173,6 +176,35 @@ async fn serve_until_signal(
             },
         }
     }
+}
+
+/// `gateway --openapi FILE`: the document of the routes, written (to stdout for `-`) without
+/// listening; one line on stderr says how many operations and how many rules were skipped.
+fn openapi(cfg: &GatewayConfig, file: &std::path::Path) -> anyhow::Result<()> {
+    let gateway = super::runtime(Some(1))?.block_on(crate::gateway::Gateway::connect(cfg))?;
+    let doc = gateway.openapi(cfg);
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    let operations: usize = doc["paths"].as_object().map_or(0, |p| {
+        p.values()
+            .filter_map(|v| v.as_object())
+            .map(|o| o.len())
+            .sum()
+    });
+    if file == std::path::Path::new("-") {
+        super::print_out(&text)?;
+    } else {
+        std::fs::write(file, &text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    eprintln!(
+        "openapi: {operations} operations, {} bytes{}; {} annotated rules skipped (not documented)",
+        text.len(),
+        match file == std::path::Path::new("-") {
+            true => String::new(),
+            false => format!(" in {}", file.display()),
+        },
+        gateway.skipped_rules().len()
+    );
+    Ok(())
 }
 
 /// `gateway --check`: the routes as the gateway would serve them, and what it would skip.

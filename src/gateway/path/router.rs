@@ -583,6 +583,22 @@ impl Router {
     pub fn routes(&self) -> &[RouteInfo] {
         &self.info
     }
+
+    /// Every transcoded route: its method, its path template, its middleware stack's index
+    /// (0: none; i: mount i - 1) and the route, in the order they were added.
+    pub fn transcoded(&self) -> Vec<(&Method, &str, usize, &Arc<MethodRoute>)> {
+        let bound = self
+            .entries
+            .iter()
+            .flat_map(|e| e.methods.iter().map(|(m, b)| (m, b)))
+            .chain(self.extended.iter().map(|e| (&e.method, &e.bound)));
+        bound
+            .filter_map(|(m, (target, stack, template))| match target {
+                Target::Transcode(route) => Some((m, &**template, *stack, route)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl Default for Router {
