@@ -2,8 +2,9 @@
 # Real APIs' protos through the transcoder: downloads googleapis' protos as the npm registry
 # serves them (google-proto-files, pinned by version and checksum), compiles each API below at
 # start with `gwbench gateway --check --proto` (no protoc) and prints, per API, its annotated
-# RPCs, the routes served and every rule skipped with the reason. Nothing listens; nothing is
-# checked in.
+# RPCs, the routes served and every rule skipped with the reason; then writes each API's OpenAPI
+# document (`gateway --openapi`) and validates it with openapi-spec-validator (PyPI), printing
+# its operations, size and the verdict. Nothing listens; nothing is checked in.
 #
 #   bash benches/public-apis.sh                       # the default list below
 #   APIS="google/pubsub/v1/pubsub.proto" bash benches/public-apis.sh
@@ -21,6 +22,9 @@ google/cloud/aiplatform/v1/dataset_service.proto
 google/bigtable/admin/v2/bigtable_table_admin.proto
 google/example/library/v1/library.proto"}
 
+python3 -c "import openapi_spec_validator" 2>/dev/null \
+  || python3 -m pip install -q openapi-spec-validator >/dev/null 2>&1 \
+  || { echo "missing: python3 with openapi-spec-validator (pip install openapi-spec-validator)" >&2; exit 2; }
 for tool in curl tar sha1sum; do
   command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
@@ -34,6 +38,16 @@ curl -fsS -o "$work/protos.tgz" \
 echo "$SHA1  $work/protos.tgz" | sha1sum -c --quiet
 tar xzf "$work/protos.tgz" -C "$work"
 root=$work/package
+cat > "$work/validate.py" <<'PY'
+import json, sys
+from openapi_spec_validator import validate
+from openapi_spec_validator.readers import read_from_filename
+d, _ = read_from_filename(sys.argv[1])
+validate(d)
+ops = sum(len(v) for v in d["paths"].values())
+ws, lost = len(d.get("x-websocket", [])), len(d.get("x-undocumented", []))
+print(f"{ops} operations + {ws} WebSocket-only, {lost} undocumented, valid OpenAPI {d['openapi']}")
+PY
 
 # The default config with one mount and no aggregation: each annotated rule is one route.
 "$GW" gateway --print-default-config | python3 -c '
@@ -51,7 +65,8 @@ for b in blocks:
     sys.stdout.write(text)
 ' > "$work/gw.toml"
 
-printf '%-62s %6s %7s %8s\n' "api (google-proto-files $VERSION)" rpcs routes skipped
+printf '%-62s %6s %7s %8s  %s\n' "api (google-proto-files $VERSION)" rpcs routes skipped \
+  "openapi: operations, validation, size"
 total_routes=0 total_skipped=0
 for api in $APIS; do
   rpcs=$(grep -cE '^\s*rpc ' "$root/$api" || true)
@@ -66,7 +81,13 @@ for api in $APIS; do
   fi
   routes=$(grep -c '^transcode' "$work/out" || true)
   skipped=$(grep -c '^skipped' "$work/out" || true)
-  printf '%-62s %6s %7s %8s\n' "$api" "$rpcs" "$routes" "$skipped"
+  doc=$work/$(basename "$api" .proto).openapi.json
+  verdict="--openapi failed"
+  if (cd "$root" && "$GW" gateway --config "$work/gw.toml" --openapi "$doc" --proto "$api" -I .) \
+    2> "$work/err"; then
+    verdict="$(python3 "$work/validate.py" "$doc" 2>&1 | tail -1), $(wc -c < "$doc") bytes"
+  fi
+  printf '%-62s %6s %7s %8s  %s\n' "$api" "$rpcs" "$routes" "$skipped" "$verdict"
   grep '^skipped' "$work/out" | sed 's/^/    /' || true
   total_routes=$((total_routes + routes)) total_skipped=$((total_skipped + skipped))
 done

@@ -153,9 +153,9 @@ fn the_document_is_valid_openapi_and_says_what_the_mapping_says() {
         keys,
         [
             "/v1/download/{name}",
+            "/v1/shelves/{shelf}",
+            "/v1/shelves/{shelf}:rename",
             "/v1/watch/{name}",
-            "/v1/{name}",
-            "/v1/{name}:rename"
         ],
         "the skipped rule is not documented"
     );
@@ -165,15 +165,15 @@ fn the_document_is_valid_openapi_and_says_what_the_mapping_says() {
     );
     // The secured mount says so.
     assert_eq!(
-        paths["/secure/v1/{name}"]["get"]["security"],
+        paths["/secure/v1/shelves/{shelf}"]["get"]["security"],
         json!([{"bearerAuth": []}])
     );
     assert_eq!(
         doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
         "bearer"
     );
-    assert!(paths["/v1/{name}"]["get"]["security"].is_null());
-    let get = &paths["/v1/{name}"]["get"];
+    assert!(paths["/v1/shelves/{shelf}"]["get"]["security"].is_null());
+    let get = &paths["/v1/shelves/{shelf}"]["get"];
     assert_eq!(get["description"], "Reads one shelf.");
     let params: Vec<&Value> = get["parameters"].as_array().unwrap().iter().collect();
     let param = |name: &str| {
@@ -182,8 +182,14 @@ fn the_document_is_valid_openapi_and_says_what_the_mapping_says() {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("no parameter {name}: {get}"))
     };
-    assert_eq!(param("name")["in"], "path");
-    assert_eq!(param("name")["schema"]["pattern"], "^shelves/[^/]+$");
+    // name=shelves/*: the variable's segments are the path's, its wildcard a parameter.
+    assert_eq!(param("shelf")["in"], "path");
+    assert!(
+        param("shelf")["description"]
+            .as_str()
+            .unwrap()
+            .contains("`name` (`shelves/*`)")
+    );
     assert_eq!(
         param("limit")["schema"],
         json!({"type": "string", "format": "int64"})
@@ -217,7 +223,7 @@ fn the_document_is_valid_openapi_and_says_what_the_mapping_says() {
         "#/components/schemas/feat.v1.Shelf"
     );
     // body: "shelf" and response_body: "title".
-    let rename = &paths["/v1/{name}:rename"]["post"];
+    let rename = &paths["/v1/shelves/{shelf}:rename"]["post"];
     assert_eq!(
         rename["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/feat.v1.Shelf"

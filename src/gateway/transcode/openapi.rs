@@ -7,9 +7,9 @@
 //! protos' comments where the descriptors kept them. Client-streaming and bidi RPCs are served
 //! over WebSocket, which OpenAPI does not describe: they are listed under `x-websocket`.
 //!
-//! Like protoc-gen-openapiv2 (grpc-gateway's), a variable over several segments
-//! (`{name=shelves/*}`) is one path parameter with a `pattern`; messages are components named by
-//! their full proto name.
+//! Like protoc-gen-openapiv2 (grpc-gateway's) with `expand_slashed_path_patterns`, a variable
+//! over several segments (`{name=shelves/*}`) is expanded into them (`shelves/{shelf}`);
+//! messages are components named by their full proto name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +32,7 @@ pub fn document(routes: &Routes<'_>, cfg: &GatewayConfig) -> Value {
     };
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     let mut websocket = Vec::new();
+    let mut clashes = Vec::new();
     let mut ids = BTreeSet::new();
     let mut tags: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut sorted: Vec<_> = routes.iter().collect();
@@ -49,11 +50,15 @@ pub fn document(routes: &Routes<'_>, cfg: &GatewayConfig) -> Value {
             tags.insert(service.to_string(), text);
         }
         let (path, names) = openapi_path(template);
+        let key = method.as_str().to_ascii_lowercase();
+        if paths.get(&path).is_some_and(|p| p.contains_key(&key)) {
+            // Two templates one OpenAPI path cannot tell apart (`**` in both): said, not lost.
+            clashes.push(json!({"path": template, "rpc": route.rpc, "method": key,
+                "reason": format!("the same OpenAPI path as another rule: {path}")}));
+            continue;
+        }
         let op = doc.operation(&names, *stack, route, &mut ids);
-        paths
-            .entry(path)
-            .or_default()
-            .insert(method.as_str().to_ascii_lowercase(), op);
+        paths.entry(path).or_default().insert(key, op);
     }
     doc.flush();
     let mut out = json!({
@@ -79,37 +84,149 @@ pub fn document(routes: &Routes<'_>, cfg: &GatewayConfig) -> Value {
     if !websocket.is_empty() {
         out["x-websocket"] = Value::Array(websocket);
     }
+    if !clashes.is_empty() {
+        out["x-undocumented"] = Value::Array(clashes);
+    }
     out
 }
 
-/// An OpenAPI path from a rule's template, and the name of each variable in order: `{a.b}`
-/// stays, `{name=shelves/*}` becomes `{name}` (its pattern goes to the parameter), an anonymous
-/// `*` or `**` becomes `{_wildcard1}`, ….
-fn openapi_path(template: &str) -> (String, Vec<(String, Option<String>)>) {
+/// A path parameter of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PathParam {
+    /// Its name in the OpenAPI path.
+    name: String,
+    /// Which of the rule's variables it is (by order), or None for an anonymous wildcard.
+    var: Option<usize>,
+    /// For a segment of a variable over several segments: that variable's name and pattern.
+    part_of: Option<(String, String)>,
+    /// `**`: the rest of the path, slashes included.
+    rest: bool,
+}
+
+/// An OpenAPI path from a rule's template, and its parameters in order. `{id}` and `{a.b}`
+/// stay; a variable over several segments is expanded into them, each wildcard a parameter
+/// named after the literal before it (`{name=shelves/*/books/*}` → `shelves/{shelf}/books/{book}`,
+/// as protoc-gen-openapiv2's `expand_slashed_path_patterns` does): a client that fills one
+/// `{name}` would percent-encode its slashes, which the gateway refuses. Anonymous `*` and `**`
+/// become `{_wildcard1}`, ….
+fn openapi_path(template: &str) -> (String, Vec<PathParam>) {
     let (path, verb) = split_verb(template);
+    let mut params: Vec<PathParam> = Vec::new();
     let mut out = String::new();
-    let mut names = Vec::new();
-    let mut rest = path;
-    let mut anonymous = 0;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&wildcards(&rest[..open], &mut anonymous, &mut names));
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-        let inner = &rest[open + 1..close.min(rest.len())];
-        let (name, pattern) = match inner.split_once('=') {
-            Some((n, p)) if p != "*" => (n, Some(segment_pattern(p))),
-            Some((n, _)) => (n, None),
-            None => (inner, None),
-        };
-        out.push_str(&format!("{{{name}}}"));
-        names.push((name.to_string(), pattern));
-        rest = rest.get(close + 1..).unwrap_or("");
+    let (mut var, mut anonymous) = (0, 0);
+    for seg in variables(path) {
+        match seg {
+            Seg::Literal(text) => {
+                let parts: Vec<String> = text
+                    .split('/')
+                    .map(|s| {
+                        let rest = s == "**";
+                        if s != "*" && !rest {
+                            return s.to_string();
+                        }
+                        anonymous += 1;
+                        let name = format!("_wildcard{anonymous}");
+                        let text = format!("{{{name}}}");
+                        params.push(PathParam {
+                            name,
+                            var: None,
+                            part_of: None,
+                            rest,
+                        });
+                        text
+                    })
+                    .collect();
+                out.push_str(&parts.join("/"));
+            }
+            Seg::Variable(name, None) => {
+                let name = unique(name, &params);
+                out.push_str(&format!("{{{name}}}"));
+                params.push(PathParam {
+                    name,
+                    var: Some(var),
+                    part_of: None,
+                    rest: false,
+                });
+                var += 1;
+            }
+            Seg::Variable(name, Some(pattern)) => {
+                let mut before = name.rsplit('.').next().unwrap_or(name).to_string();
+                let mut parts = Vec::new();
+                for s in pattern.split('/') {
+                    if s != "*" && s != "**" {
+                        parts.push(s.to_string());
+                        before = singular(s);
+                        continue;
+                    }
+                    let pname = unique(&before, &params);
+                    parts.push(format!("{{{pname}}}"));
+                    params.push(PathParam {
+                        name: pname,
+                        var: Some(var),
+                        part_of: Some((name.to_string(), pattern.to_string())),
+                        rest: s == "**",
+                    });
+                }
+                out.push_str(&parts.join("/"));
+                var += 1;
+            }
+        }
     }
-    out.push_str(&wildcards(rest, &mut anonymous, &mut names));
     if let Some(verb) = verb {
         out.push(':');
         out.push_str(verb);
     }
-    (out, names)
+    (out, params)
+}
+
+/// `name`, or `name2`, `name3`… when a parameter already has it.
+fn unique(name: &str, params: &[PathParam]) -> String {
+    let mut out = name.to_string();
+    let mut n = 1;
+    while params.iter().any(|p| p.name == out) {
+        n += 1;
+        out = format!("{name}{n}");
+    }
+    out
+}
+
+/// A piece of a template: literal text (slashes included) or a variable and its pattern (None
+/// for a single segment, `{id}` or `{id=*}`).
+enum Seg<'a> {
+    Literal(&'a str),
+    Variable(&'a str, Option<&'a str>),
+}
+
+/// A template's literal text and variables, in order.
+fn variables(mut rest: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    while let Some(open) = rest.find('{') {
+        out.push(Seg::Literal(&rest[..open]));
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+        let inner = &rest[open + 1..close];
+        out.push(match inner.split_once('=') {
+            Some((n, "*")) => Seg::Variable(n, None),
+            Some((n, p)) => Seg::Variable(n, Some(p)),
+            None => Seg::Variable(inner, None),
+        });
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    out.push(Seg::Literal(rest));
+    out
+}
+
+/// `shelves` → `shelf`, `books` → `book`, `entries` → `entry`: a parameter's name from the
+/// collection before it (a word that is not a plural stays).
+fn singular(word: &str) -> String {
+    if let Some(stem) = word.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if let Some(stem) = word.strip_suffix("ves") {
+        format!("{stem}f")
+    } else if let Some(stem) = word.strip_suffix('s').filter(|s| !s.ends_with('s')) {
+        stem.to_string()
+    } else {
+        word.to_string()
+    }
 }
 
 /// A template without its `:verb` (a colon after the last `/` and outside braces).
@@ -122,47 +239,6 @@ fn split_verb(template: &str) -> (&str, Option<&str>) {
         }
         _ => (template, None),
     }
-}
-
-/// Literal text with its anonymous `*` / `**` segments named as parameters.
-fn wildcards(text: &str, n: &mut usize, names: &mut Vec<(String, Option<String>)>) -> String {
-    text.split('/')
-        .map(|seg| match seg {
-            "*" | "**" => {
-                *n += 1;
-                let name = format!("_wildcard{n}");
-                let pattern = (seg == "**").then(|| ".*".to_string());
-                names.push((name.clone(), pattern));
-                format!("{{{name}}}")
-            }
-            other => other.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// A regular expression for a variable's segments (`shelves/*/books/*`).
-fn segment_pattern(segments: &str) -> String {
-    let parts: Vec<String> = segments
-        .split('/')
-        .map(|s| match s {
-            "*" => "[^/]+".to_string(),
-            "**" => ".+".to_string(),
-            lit => regex_escape(lit),
-        })
-        .collect();
-    format!("^{}$", parts.join("/"))
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(
-            |c| match c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                true => vec![c],
-                false => vec!['\\', c],
-            },
-        )
-        .collect()
 }
 
 struct Doc<'a> {
@@ -190,7 +266,7 @@ impl Doc<'_> {
     /// One operation.
     fn operation(
         &mut self,
-        names: &[(String, Option<String>)],
+        names: &[PathParam],
         stack: usize,
         route: &MethodRoute,
         ids: &mut BTreeSet<String>,
@@ -253,25 +329,32 @@ impl Doc<'_> {
 
     fn path_parameters(
         &mut self,
-        names: &[(String, Option<String>)],
+        params: &[PathParam],
         fields: &[Vec<FieldDescriptor>],
     ) -> Vec<Value> {
         let mut out = Vec::new();
-        let mut bound = fields.iter();
-        for (name, pattern) in names {
-            let field = match name.starts_with("_wildcard") {
-                true => None,
-                false => bound.next().and_then(|p| p.last()),
+        for p in params {
+            let field = p
+                .var
+                .and_then(|v| fields.get(v))
+                .and_then(|path| path.last());
+            let mut schema = match (field, &p.part_of) {
+                (Some(f), None) => self.kind_schema(&f.kind()),
+                _ => json!({"type": "string"}),
             };
-            let mut schema = match field {
-                Some(f) => self.kind_schema(&f.kind()),
-                None => json!({"type": "string"}),
-            };
-            if let (Some(p), Some(obj)) = (pattern, schema.as_object_mut()) {
-                obj.insert("pattern".into(), json!(p));
+            if p.rest {
+                schema["pattern"] = json!("^.+$");
             }
-            let mut param = json!({"name": name, "in": "path", "required": true, "schema": schema});
-            if let Some(text) = field.and_then(field_comment) {
+            let mut param =
+                json!({"name": p.name, "in": "path", "required": true, "schema": schema});
+            let text = match &p.part_of {
+                Some((var, pattern)) => Some(format!(
+                    "A segment of `{var}` (`{pattern}`): the field is sent as the whole matched \
+                     path."
+                )),
+                None => field.and_then(field_comment),
+            };
+            if let Some(text) = text {
                 param["description"] = json!(text);
             }
             out.push(param);
@@ -295,8 +378,8 @@ impl Doc<'_> {
         for f in msg.fields() {
             prefix.push(f.clone());
             let names: Vec<String> = prefix.iter().map(|p| p.name().to_string()).collect();
-            let taken = bound.contains(&names)
-                || body.as_ref().is_some_and(|b| names.starts_with(b));
+            let taken =
+                bound.contains(&names) || body.as_ref().is_some_and(|b| names.starts_with(b));
             let nested = match f.kind() {
                 Kind::Message(m) if !f.is_map() && !f.is_list() && !is_scalar_wkt(&m) => Some(m),
                 _ => None,
@@ -672,9 +755,24 @@ mod tests {
     fn templates_become_openapi_paths() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("/api/users/{id}", "/api/users/{id}", &["id"]),
-            ("/v1/{name=shelves/*}", "/v1/{name}", &["name"]),
+            ("/v1/{name=shelves/*}", "/v1/shelves/{shelf}", &["shelf"]),
+            (
+                "/v1/{name=shelves/*/books/*}",
+                "/v1/shelves/{shelf}/books/{book}",
+                &["shelf", "book"],
+            ),
             ("/v1/{a.b}/x:cancel", "/v1/{a.b}/x:cancel", &["a.b"]),
-            ("/v1/{name=things/*}:run", "/v1/{name}:run", &["name"]),
+            (
+                "/v1/{name=things/*}:run",
+                "/v1/things/{thing}:run",
+                &["thing"],
+            ),
+            (
+                "/v1/{parent=projects/*}/entries/{project}",
+                "/v1/projects/{project}/entries/{project2}",
+                &["project", "project2"],
+            ),
+            ("/v1/{name=**}", "/v1/{name}", &["name"]),
             (
                 "/v1/*/x/**",
                 "/v1/{_wildcard1}/x/{_wildcard2}",
@@ -684,10 +782,12 @@ mod tests {
         for (template, path, names) in cases {
             let (p, n) = openapi_path(template);
             assert_eq!(&p, path, "{template}");
-            let got: Vec<&str> = n.iter().map(|(n, _)| n.as_str()).collect();
+            let got: Vec<&str> = n.iter().map(|p| p.name.as_str()).collect();
             assert_eq!(&got, names, "{template}");
         }
         let (_, n) = openapi_path("/v1/{name=shelves/*/books/*}");
-        assert_eq!(n[0].1.as_deref(), Some("^shelves/[^/]+/books/[^/]+$"));
+        assert!(n.iter().all(|p| p.var == Some(0) && p.part_of.is_some()));
+        assert_eq!(singular("entries"), "entry");
+        assert_eq!(singular("address"), "address");
     }
 }
