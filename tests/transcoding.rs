@@ -1183,3 +1183,84 @@ async fn a_body_on_a_rule_without_one_is_refused_not_dropped() {
     }
     gw.shutdown().await;
 }
+
+/// Requests whose bytes fields have the wire form of the answers' Any fields, so that the echo
+/// upstream answers with whatever Any the test encodes by hand.
+const ANY_PROTO: &str = r#"
+syntax = "proto3";
+package anys.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/any.proto";
+import "google/protobuf/wrappers.proto";
+service Anys {
+  rpc Nested(Raw) returns (Packed) {
+    option (google.api.http) = { post: "/anys/nested" body: "*" };
+  }
+  rpc Top(RawAny) returns (google.protobuf.Any) {
+    option (google.api.http) = { get: "/anys/top" };
+  }
+}
+message Raw { bytes payload = 1; repeated bytes items = 2; map<string, bytes> by_name = 3; string note = 4; }
+message Packed {
+  google.protobuf.Any payload = 1;
+  repeated google.protobuf.Any items = 2;
+  map<string, google.protobuf.Any> by_name = 3;
+  string note = 4;
+}
+message RawAny { string type_url = 1; bytes value = 2; }
+"#;
+
+/// An Any's wire form, by hand: type_url (field 1), value (field 2).
+fn any_bytes(url: &str, value: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x0a, url.len() as u8];
+    b.extend_from_slice(url.as_bytes());
+    b.extend([0x12, value.len() as u8]);
+    b.extend_from_slice(value);
+    b
+}
+
+/// An Any in an answer is JSON when its type is known and `{"@type", "value": base64}` when it
+/// is not — at the top, in a field, a list or a map — never a failed answer.
+#[tokio::test]
+async fn an_any_of_an_unknown_type_in_an_answer_keeps_its_raw_form() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (_dir, set) = compile_set("anys", "anys/v1/anys.proto", ANY_PROTO);
+    let (mut cfg, _seen) = echo_config().await;
+    cfg.transcode.descriptor_set = Some(set);
+    let gw = GatewayServer::start(&cfg).await.unwrap();
+    let unknown = any_bytes("type.googleapis.com/acme.v1.Unknown", &[1, 2]);
+    // StringValue "hi": field 1, length 2.
+    let known = any_bytes(
+        "type.googleapis.com/google.protobuf.StringValue",
+        &[0x0a, 2, b'h', b'i'],
+    );
+    let raw = serde_json::json!({"@type": "type.googleapis.com/acme.v1.Unknown", "value": "AQI="});
+    let string = serde_json::json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "hi"});
+    let body = serde_json::json!({
+        "payload": b64(&unknown),
+        "items": [b64(&known), b64(&unknown)],
+        "byName": {"k": b64(&unknown), "s": b64(&known)},
+        "note": "kept",
+    });
+    let r = send(
+        http::Method::POST,
+        &url(gw.http, "/anys/nested"),
+        Bytes::from(body.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({
+            "payload": raw, "items": [string, raw], "byName": {"k": raw, "s": string}, "note": "kept",
+        })
+    );
+    let r = get(&url(
+        gw.http,
+        "/anys/top?typeUrl=type.googleapis.com/acme.v1.Unknown&value=AQI%3D",
+    ))
+    .await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, raw));
+    gw.shutdown().await;
+}

@@ -58,6 +58,8 @@ pub struct MethodRoute {
     /// Whether a DoubleValue, FloatValue or Value (Struct, ListValue) can occur in the
     /// response (see `nonfinite`).
     float_wrappers: bool,
+    /// Whether a google.protobuf.Any can occur in the response (see `opaque`).
+    any_fields: bool,
     /// The response is a google.api.HttpBody: its bytes are the HTTP body, as they are.
     http_body_out: bool,
     /// The RPC answers with a stream of messages.
@@ -167,6 +169,7 @@ impl MethodRoute {
             rpc,
             input,
             float_wrappers: nonfinite::reaches_float_wrapper(&method.output()),
+            any_fields: opaque::reaches_any(&method.output()),
             http_body_out: method.output().full_name() == HTTP_BODY && response_body.is_none(),
             output: method.output(),
             server_streaming: method.is_server_streaming(),
@@ -464,29 +467,40 @@ impl MethodRoute {
         if self.float_wrappers && nonfinite::present(&msg) {
             nonfinite::values_to_text(&mut msg);
         }
+        // An Any whose type the descriptors lack cannot be written by the serializer: it is
+        // set aside and put back in its raw form, {"@type", "value": base64}.
+        let unknown = match self.any_fields {
+            true => opaque::take_unknown(&mut msg, opts.proto_names),
+            false => Vec::new(),
+        };
+        let nonfinite = self.float_wrappers && nonfinite::present(&msg);
         let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
         match &self.response_body {
+            None if !nonfinite && unknown.is_empty() => msg
+                .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &opts.serialize)
+                .map_err(|e| internal(e.to_string()))?,
             // A non-finite DoubleValue/FloatValue would come out as null (prost-reflect writes
             // wrappers as bare numbers, serde_json writes NaN as null): rendered via a value
-            // tree and mended, only when there is one.
-            None if self.float_wrappers && nonfinite::present(&msg) => {
+            // tree and mended, only when there is one; likewise for an unknown Any.
+            None => {
                 let mut tree = msg
                     .serialize_with_options(serde_json::value::Serializer, &opts.serialize)
                     .map_err(|e| internal(e.to_string()))?;
-                nonfinite::mend(&msg, &mut tree, opts.proto_names);
+                if nonfinite {
+                    nonfinite::mend(&msg, &mut tree, opts.proto_names);
+                }
+                opaque::put_back(&mut tree, unknown);
                 serde_json::to_writer(&mut out, &tree).map_err(|e| internal(e.to_string()))?;
             }
-            None => msg
-                .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &opts.serialize)
-                .map_err(|e| internal(e.to_string()))?,
             Some(f) => {
                 let all = opts.serialize.clone().skip_default_fields(false);
                 let mut whole = msg
                     .serialize_with_options(serde_json::value::Serializer, &all)
                     .map_err(|e| internal(e.to_string()))?;
-                if self.float_wrappers && nonfinite::present(&msg) {
+                if nonfinite {
                     nonfinite::mend(&msg, &mut whole, opts.proto_names);
                 }
+                opaque::put_back(&mut whole, unknown);
                 let key = if opts.proto_names {
                     f.name()
                 } else {
@@ -716,6 +730,130 @@ fn carries_data(body: &[u8]) -> bool {
             .strip_prefix(b"{")
             .and_then(|t| t.strip_suffix(b"}"))
             .is_some_and(|t| t.trim_ascii().is_empty()))
+}
+
+/// Responses holding an `Any` of a type the descriptors lack: prost-reflect refuses to write
+/// them at all, so each such Any is taken out (its place holds a Duration Any, a type every
+/// gateway pool has) and its raw form written into the rendering where it was.
+mod opaque {
+    use std::collections::HashSet;
+
+    use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+
+    const ANY: &str = "google.protobuf.Any";
+    const PLACEHOLDER: &str = "type.googleapis.com/google.protobuf.Duration";
+
+    /// One step into a rendering: an object's key or an array's index.
+    #[derive(Debug, Clone)]
+    pub(super) enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// Where an unknown Any was, and its raw form.
+    pub(super) type Found = Vec<(Vec<Step>, serde_json::Value)>;
+
+    /// Whether a message of type `m` can hold an Any (fields, lists, maps).
+    pub(super) fn reaches_any(m: &MessageDescriptor) -> bool {
+        fn walk(m: &MessageDescriptor, seen: &mut HashSet<String>) -> bool {
+            if m.full_name() == ANY {
+                return true;
+            }
+            if !seen.insert(m.full_name().to_string()) {
+                return false;
+            }
+            m.fields().any(|f| match f.kind() {
+                Kind::Message(inner) => walk(&inner, seen),
+                _ => false,
+            })
+        }
+        walk(m, &mut HashSet::new())
+    }
+
+    /// Takes every Any of an unknown type out of `msg` (see the module).
+    pub(super) fn take_unknown(msg: &mut DynamicMessage, proto_names: bool) -> Found {
+        let mut found = Vec::new();
+        take(msg, proto_names, &mut Vec::new(), &mut found);
+        found
+    }
+
+    fn take(msg: &mut DynamicMessage, proto_names: bool, at: &mut Vec<Step>, found: &mut Found) {
+        if msg.descriptor().full_name() == ANY {
+            let url = match msg.get_field_by_number(1).as_deref() {
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let name = url.rsplit('/').next().unwrap_or_default();
+            if msg
+                .descriptor()
+                .parent_pool()
+                .get_message_by_name(name)
+                .is_none()
+            {
+                found.push((at.clone(), super::opaque_any(msg)));
+                msg.set_field_by_number(1, Value::String(PLACEHOLDER.into()));
+                msg.set_field_by_number(2, Value::Bytes(Default::default()));
+            }
+            return;
+        }
+        let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+        for f in fields {
+            let key = if proto_names { f.name() } else { f.json_name() };
+            at.push(Step::Key(key.to_string()));
+            let depth = at.len();
+            match msg.get_field_mut(&f) {
+                Value::Message(m) => take(m, proto_names, at, found),
+                Value::List(items) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        if let Value::Message(m) = item {
+                            at.push(Step::Index(i));
+                            take(m, proto_names, at, found);
+                            at.truncate(depth);
+                        }
+                    }
+                }
+                Value::Map(map) => {
+                    for (k, item) in map.iter_mut() {
+                        if let Value::Message(m) = item {
+                            at.push(Step::Key(key_text(k)));
+                            take(m, proto_names, at, found);
+                            at.truncate(depth);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            at.truncate(depth - 1);
+        }
+    }
+
+    /// A map key as the rendering writes it (JSON object keys are strings).
+    fn key_text(k: &MapKey) -> String {
+        match k {
+            MapKey::Bool(b) => b.to_string(),
+            MapKey::I32(x) => x.to_string(),
+            MapKey::I64(x) => x.to_string(),
+            MapKey::U32(x) => x.to_string(),
+            MapKey::U64(x) => x.to_string(),
+            MapKey::String(s) => s.clone(),
+        }
+    }
+
+    /// Writes each raw form where its Any was.
+    pub(super) fn put_back(tree: &mut serde_json::Value, found: Found) {
+        for (path, raw) in found {
+            let mut slot = Some(&mut *tree);
+            for step in &path {
+                slot = slot.and_then(|v| match step {
+                    Step::Key(k) => v.get_mut(k.as_str()),
+                    Step::Index(i) => v.get_mut(*i),
+                });
+            }
+            if let Some(slot) = slot {
+                *slot = raw;
+            }
+        }
+    }
 }
 
 /// An `Any` whose type is unknown: its type URL and its bytes in base64.
