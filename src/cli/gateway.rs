@@ -11,6 +11,7 @@ Examples:
   curl localhost:9901/routes            # what is routed where
   gwbench gateway --print-default-config > gw.toml; gwbench gateway --config gw.toml
   gwbench gateway --upstream-grpc 10.0.0.5:50051 --upstream-grpc 10.0.0.6:50051
+  gwbench gateway --proto api.proto -I protos --openapi openapi.json   # document, then exit
 
 Every RPC with a google.api.http annotation in the descriptor set (the embedded one,
 --descriptor-set FILE: a FileDescriptorSet with imports, --proto FILE compiled at start, or
