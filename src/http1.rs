@@ -1,10 +1,12 @@
 //! HTTP/1.1 for the two lean clients, the load generator's (`load::h1`, which skips bodies) and
 //! the gateway's proxy client (`gateway::h1`, which forwards them): response framing (RFC 9112
 //! §6.3) here — how the body ends, walked in place in the read buffer without copying — and the
-//! client core both drive in [`client`] (connect, write, parse the head, the reuse rule).
+//! client core both drive in [`client`] (connect, write, parse the head, the reuse rule); and
+//! request heads for a lean server path in [`server`].
 
 pub mod client;
 pub mod parked;
+pub mod server;
 
 use bytes::{Buf, BytesMut};
 
