@@ -193,8 +193,8 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(
         html.matches("<svg").count(),
-        2 + 2 * 4,
-        "the p50 and p99 overhead charts, and two charts per scenario"
+        2 + 1 + 2 * 4,
+        "the p50 and p99 overhead charts, the gateway's CPU, and two charts per scenario"
     );
     assert!(
         !html.contains("<script") && !html.contains("<link") && !html.contains("src="),
@@ -213,7 +213,11 @@ fn compare_writes_consistent_reports_and_leaves_no_child() {
         String::from_utf8_lossy(&rerender.stderr)
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 2 + 2 * 4);
+    assert_eq!(
+        html.matches("<svg").count(),
+        2 + 1 + 2 * 4,
+        "report draws what compare drew"
+    );
     let merged = Command::new(cargo_bin("gwbench"))
         .args(["report", "--merge"])
         .arg(out.join("rest-direct.hlog"))
