@@ -15,7 +15,8 @@
 //! - a request line over [`Limits::line`] is a 414, a head over [`Limits::head`] or with over
 //!   [`MAX_HEADERS`] fields a 431;
 //! - the target is origin-form (`/…`) or `*`; absolute-form and authority-form are handed to
-//!   the general server (`Parsed::Other`), which is also where `Upgrade` and `Expect` go.
+//!   the general server (`Parsed::Other`), which is also where `Upgrade`, `Expect` and the
+//!   HTTP/2 preface (h2c with prior knowledge) go.
 
 /// Most header fields a head may have (more is a 431).
 pub const MAX_HEADERS: usize = 100;
@@ -106,6 +107,14 @@ pub enum Parsed {
 /// Parses the head at the front of `buf`; the fields' spans go to `spans` (cleared first).
 pub fn parse(buf: &[u8], limits: &Limits, spans: &mut Spans) -> Result<Parsed, Refusal> {
     spans.fields.clear();
+    // HTTP/2 with prior knowledge (h2c) opens with its preface: the general server's.
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if buf.len() < PREFACE.len() && PREFACE.starts_with(buf) && !buf.is_empty() {
+        return Ok(Parsed::Partial);
+    }
+    if buf.starts_with(PREFACE) {
+        return Ok(Parsed::Other);
+    }
     let Some(end) = head_end(buf) else {
         return partial(buf, limits);
     };
@@ -328,6 +337,8 @@ mod tests {
             (b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 1),
             (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 1),
             (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", 1),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1),
+            (b"PRI * HTTP/2", 0),
         ];
         for (raw, want) in cases {
             assert_eq!(status(raw), *want, "{:?}", String::from_utf8_lossy(raw));
