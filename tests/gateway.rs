@@ -9,28 +9,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Stack, gateway_config as config, get, post, send, url};
+use common::{Stack, dev_token, gateway_config as config, get, post, send, url};
 use gwbench::backend::behavior::{Behavior, Latency};
 use gwbench::backend::{Backends, BackendsConfig};
 use gwbench::gateway::Gateway;
 use gwbench::gateway::serve::server::GatewayServer;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-
-/// A token the default config's dev key verifies, for `sub`, valid for five minutes.
-fn dev_token(sub: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    gwbench::gateway::middleware::auth::mint(
-        "HS256",
-        gwbench::gateway::config::dev_secret().as_bytes(),
-        Some("dev"),
-        &serde_json::json!({"sub": sub, "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
-    )
-    .unwrap()
-}
 
 fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -312,19 +312,7 @@ async fn every_documented_operation_answers_as_documented() {
         eprintln!("the default config's document is valid");
     }
     let stack = common::Stack::start(1).await;
-    let token = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        gwbench::gateway::middleware::auth::mint(
-            "HS256",
-            gwbench::gateway::config::dev_secret().as_bytes(),
-            Some("dev"),
-            &json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
-        )
-        .unwrap()
-    };
+    let token = common::dev_token("alice");
     let client = common::client();
     let mut walked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {

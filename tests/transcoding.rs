@@ -515,14 +515,7 @@ async fn a_descriptor_set_built_here_is_routed_and_transcoded() {
         assert!(h["grpc-timeout"].to_str().unwrap().ends_with('u'), "{h:?}");
     }
     // Through the /secure mount, the verified subject travels as metadata too.
-    let token = gwbench::gateway::middleware::auth::mint(
-        "HS256",
-        gwbench::gateway::config::dev_secret().as_bytes(),
-        Some("dev"),
-        &serde_json::json!({"sub": "alice", "iss": "gwbench", "aud": "gwbench-api",
-            "exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300}),
-    )
-    .unwrap();
+    let token = common::dev_token("alice");
     let req = Request::get(url(gw.http, "/secure/v1/say/bob"))
         .header("authorization", format!("Bearer {token}"))
         .header("x-user-id", "mallory") // a client's own copy is replaced

@@ -278,6 +278,17 @@ fn tick(v: &f64) -> String {
     }
 }
 
+/// A bar chart's x label: the scenario's name under the middle of its bar, nothing elsewhere.
+fn bar_label(scenarios: &[ScenarioPlot<'_>], x: f64) -> String {
+    let i = x.floor() as usize;
+    match (x - i as f64 - 0.5).abs() < 0.01 {
+        true => scenarios
+            .get(i)
+            .map_or(String::new(), |s| s.name.to_string()),
+        false => String::new(),
+    }
+}
+
 /// The overhead of the gateway side at one percentile (`which`: 0 for p50, 1 for p99) per
 /// scenario, on a scale of its own: p99's noise would flatten p50's bars on a shared one.
 fn overhead_chart(scenarios: &[ScenarioPlot<'_>], which: usize) -> String {
@@ -306,16 +317,7 @@ fn overhead_chart(scenarios: &[ScenarioPlot<'_>], which: usize) -> String {
         chart
             .configure_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - i as f64 - 0.5).abs() < 0.01 {
-                    scenarios
-                        .get(i)
-                        .map_or(String::new(), |s| s.name.to_string())
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| bar_label(scenarios, *x))
             .y_label_formatter(&tick)
             .y_desc("added latency (µs)")
             .draw()?;
@@ -366,15 +368,7 @@ fn cpu_chart(scenarios: &[ScenarioPlot<'_>]) -> Option<String> {
         chart
             .configure_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                match (x - i as f64 - 0.5).abs() < 0.01 {
-                    true => scenarios
-                        .get(i)
-                        .map_or(String::new(), |s| s.name.to_string()),
-                    false => String::new(),
-                }
-            })
+            .x_label_formatter(&|x| bar_label(scenarios, *x))
             .y_label_formatter(&tick)
             .y_desc("CPU per request (µs)")
             .draw()?;

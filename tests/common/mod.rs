@@ -365,3 +365,18 @@ pub fn succeeded(run: &std::process::Output) -> String {
 pub fn summary_in(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
 }
+
+/// A token the default config's dev key verifies, for `sub`, valid for five minutes.
+pub fn dev_token(sub: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    gwbench::gateway::middleware::auth::mint(
+        "HS256",
+        gwbench::gateway::config::dev_secret().as_bytes(),
+        Some("dev"),
+        &serde_json::json!({"sub": sub, "iss": "gwbench", "aud": "gwbench-api", "exp": now + 300}),
+    )
+    .unwrap()
+}

@@ -533,9 +533,7 @@ impl JsonOptions {
 /// Non-finite numbers in `google.protobuf.DoubleValue` / `FloatValue`, which the proto3 JSON
 /// mapping writes as "NaN", "Infinity" and "-Infinity" (as it does for plain double fields).
 mod nonfinite {
-    use std::collections::HashSet;
-
-    use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+    use prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value};
 
     /// A message whose rendering is a bare number that may not be finite: the float wrappers,
     /// and google.protobuf.Value (its `number_value`), inside Struct and ListValue too.
@@ -549,19 +547,7 @@ mod nonfinite {
     /// Whether a message of type `m` can hold a float wrapper anywhere (fields, lists, maps;
     /// not inside `Any`).
     pub(super) fn reaches_float_wrapper(m: &MessageDescriptor) -> bool {
-        fn walk(m: &MessageDescriptor, seen: &mut HashSet<String>) -> bool {
-            if is_float_wrapper(m) {
-                return true;
-            }
-            if !seen.insert(m.full_name().to_string()) {
-                return false;
-            }
-            m.fields().any(|f| match f.kind() {
-                Kind::Message(inner) => walk(&inner, seen),
-                _ => false,
-            })
-        }
-        walk(m, &mut HashSet::new())
+        super::reaches(m, &is_float_wrapper)
     }
 
     /// The wrapper's value when it is not finite.
@@ -732,13 +718,34 @@ fn carries_data(body: &[u8]) -> bool {
             .is_some_and(|t| t.trim_ascii().is_empty()))
 }
 
+/// Whether a message of type `m` is, or can hold anywhere (fields, lists, maps; not inside an
+/// `Any`'s bytes), a message `hit` picks.
+fn reaches(m: &MessageDescriptor, hit: &dyn Fn(&MessageDescriptor) -> bool) -> bool {
+    fn walk(
+        m: &MessageDescriptor,
+        hit: &dyn Fn(&MessageDescriptor) -> bool,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> bool {
+        if hit(m) {
+            return true;
+        }
+        if !seen.insert(m.full_name().to_string()) {
+            return false;
+        }
+        m.fields().any(|f| match f.kind() {
+            Kind::Message(inner) => walk(&inner, hit, seen),
+            _ => false,
+        })
+    }
+    walk(m, hit, &mut std::collections::HashSet::new())
+}
+
 /// Responses holding an `Any` of a type the descriptors lack: prost-reflect refuses to write
 /// them at all, so each such Any is taken out (its place holds a Duration Any, a type every
 /// gateway pool has) and its raw form written into the rendering where it was.
 mod opaque {
-    use std::collections::HashSet;
 
-    use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+    use prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value};
 
     const ANY: &str = "google.protobuf.Any";
     const PLACEHOLDER: &str = "type.googleapis.com/google.protobuf.Duration";
@@ -755,19 +762,7 @@ mod opaque {
 
     /// Whether a message of type `m` can hold an Any (fields, lists, maps).
     pub(super) fn reaches_any(m: &MessageDescriptor) -> bool {
-        fn walk(m: &MessageDescriptor, seen: &mut HashSet<String>) -> bool {
-            if m.full_name() == ANY {
-                return true;
-            }
-            if !seen.insert(m.full_name().to_string()) {
-                return false;
-            }
-            m.fields().any(|f| match f.kind() {
-                Kind::Message(inner) => walk(&inner, seen),
-                _ => false,
-            })
-        }
-        walk(m, &mut HashSet::new())
+        super::reaches(m, &|m| m.full_name() == ANY)
     }
 
     /// Takes every Any of an unknown type out of `msg` (see the module).
