@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod rewind;
 pub mod rxstamp;
 pub mod tls;
 mod watch;
