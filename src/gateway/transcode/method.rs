@@ -791,7 +791,12 @@ mod opaque {
             }
             return;
         }
-        let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+        // Only message-valued fields can hold an Any: scalars are not walked (nor named).
+        let fields: Vec<_> = msg
+            .fields()
+            .filter(|(f, _)| matches!(f.kind(), prost_reflect::Kind::Message(_)))
+            .map(|(f, _)| f)
+            .collect();
         for f in fields {
             let key = if proto_names { f.name() } else { f.json_name() };
             at.push(Step::Key(key.to_string()));
