@@ -179,7 +179,7 @@ impl Gateway {
     /// The OpenAPI 3.1 document of the transcoded routes (`gateway --openapi`), for the
     /// configuration `cfg` this gateway was built from.
     pub fn openapi(&self, cfg: &GatewayConfig) -> serde_json::Value {
-        transcode::openapi::document(&self.router.transcoded(), cfg)
+        path::openapi::document(&self.router.transcoded(), cfg)
     }
 
     /// Answers one request: intake, the mount's stack, the response. Errors become JSON

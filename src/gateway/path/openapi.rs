@@ -1,5 +1,5 @@
 //! An OpenAPI 3.1 document of the transcoded routes (`gateway --openapi FILE`), written from the
-//! same route table the gateway serves: every operation a rule binds (skipped rules are not
+//! same route table the gateway serves (its templates read by the router's own grammar): every operation a rule binds (skipped rules are not
 //! there), its path and query parameters, request body and responses as the proto3 JSON mapping
 //! writes them (64-bit integers as strings, enums by name, well-known types in their JSON
 //! forms), server streams as NDJSON or one array, `google.api.HttpBody` as raw bytes, the
@@ -17,8 +17,9 @@ use http::Method;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Value, json};
 
-use super::method::{BodyRule, MethodRoute};
+use super::template::Seg;
 use crate::gateway::config::{ErrorFormat, GatewayConfig, StreamFormat};
+use crate::gateway::transcode::method::{BodyRule, MethodRoute, RouteShape};
 
 /// What a document needs of each route: (method, template, middleware stack, route).
 pub type Routes<'a> = [(&'a Method, &'a str, usize, &'a std::sync::Arc<MethodRoute>)];
@@ -103,80 +104,91 @@ struct PathParam {
     rest: bool,
 }
 
-/// An OpenAPI path from a rule's template, and its parameters in order. `{id}` and `{a.b}`
-/// stay; a variable over several segments is expanded into them, each wildcard a parameter
-/// named after the literal before it (`{name=shelves/*/books/*}` → `shelves/{shelf}/books/{book}`,
-/// as protoc-gen-openapiv2's `expand_slashed_path_patterns` does): a client that fills one
+/// An OpenAPI path from a rule's template (parsed by the router's own grammar,
+/// [`super::template`]), and its parameters in order. `{id}` and `{a.b}` stay; a variable over
+/// several segments is expanded into them, each wildcard a parameter named after the literal
+/// before it (`{name=shelves/*/books/*}` → `shelves/{shelf}/books/{book}`, as
+/// protoc-gen-openapiv2's `expand_slashed_path_patterns` does): a client that fills one
 /// `{name}` would percent-encode its slashes, which the gateway refuses. Anonymous `*` and `**`
-/// become `{_wildcard1}`, ….
+/// become `{_wildcard1}`, …. A template the grammar refuses (never one the router served) is
+/// kept as it is, without parameters.
 fn openapi_path(template: &str) -> (String, Vec<PathParam>) {
-    let (path, verb) = split_verb(template);
+    let Ok(t) = super::template::parse(template) else {
+        return (template.to_string(), Vec::new());
+    };
     let mut params: Vec<PathParam> = Vec::new();
-    let mut out = String::new();
-    let (mut var, mut anonymous) = (0, 0);
-    for seg in variables(path) {
-        match seg {
-            Seg::Literal(text) => {
-                let parts: Vec<String> = text
-                    .split('/')
-                    .map(|s| {
-                        let rest = s == "**";
-                        if s != "*" && !rest {
-                            return s.to_string();
-                        }
-                        anonymous += 1;
-                        let name = format!("_wildcard{anonymous}");
-                        let text = format!("{{{name}}}");
-                        params.push(PathParam {
-                            name,
-                            var: None,
-                            part_of: None,
-                            rest,
-                        });
-                        text
-                    })
-                    .collect();
-                out.push_str(&parts.join("/"));
+    let mut parts: Vec<String> = Vec::new();
+    let mut anonymous = 0;
+    let mut i = 0;
+    while i < t.segs.len() {
+        let Some((var, (field, range))) =
+            t.vars.iter().enumerate().find(|(_, (_, r))| r.start == i)
+        else {
+            match &t.segs[i] {
+                Seg::Lit(text) => parts.push(text.clone()),
+                wild => {
+                    anonymous += 1;
+                    let name = format!("_wildcard{anonymous}");
+                    parts.push(format!("{{{name}}}"));
+                    let rest = *wild == Seg::DoubleStar;
+                    params.push(PathParam {
+                        name,
+                        var: None,
+                        part_of: None,
+                        rest,
+                    });
+                }
             }
-            Seg::Variable(name, None) => {
-                let name = unique(name, &params);
-                out.push_str(&format!("{{{name}}}"));
+            i += 1;
+            continue;
+        };
+        let segs = &t.segs[range.clone()];
+        if segs == [Seg::Star] {
+            let name = unique(field, &params);
+            parts.push(format!("{{{name}}}"));
+            params.push(PathParam {
+                name,
+                var: Some(var),
+                part_of: None,
+                rest: false,
+            });
+        } else {
+            let pattern: Vec<&str> = segs.iter().map(seg_text).collect();
+            let pattern = pattern.join("/");
+            let mut before = field.rsplit('.').next().unwrap_or(field).to_string();
+            for s in segs {
+                if let Seg::Lit(text) = s {
+                    parts.push(text.clone());
+                    before = singular(text);
+                    continue;
+                }
+                let name = unique(&before, &params);
+                parts.push(format!("{{{name}}}"));
                 params.push(PathParam {
                     name,
                     var: Some(var),
-                    part_of: None,
-                    rest: false,
+                    part_of: Some((field.clone(), pattern.clone())),
+                    rest: *s == Seg::DoubleStar,
                 });
-                var += 1;
-            }
-            Seg::Variable(name, Some(pattern)) => {
-                let mut before = name.rsplit('.').next().unwrap_or(name).to_string();
-                let mut parts = Vec::new();
-                for s in pattern.split('/') {
-                    if s != "*" && s != "**" {
-                        parts.push(s.to_string());
-                        before = singular(s);
-                        continue;
-                    }
-                    let pname = unique(&before, &params);
-                    parts.push(format!("{{{pname}}}"));
-                    params.push(PathParam {
-                        name: pname,
-                        var: Some(var),
-                        part_of: Some((name.to_string(), pattern.to_string())),
-                        rest: s == "**",
-                    });
-                }
-                out.push_str(&parts.join("/"));
-                var += 1;
             }
         }
+        i = range.end.max(i + 1);
     }
-    if let Some(verb) = verb {
+    let mut out = format!("/{}", parts.join("/"));
+    if let Some(verb) = &t.verb {
         out.push(':');
         out.push_str(verb);
     }
     (out, params)
+}
+
+/// A segment as the template wrote it.
+fn seg_text(s: &Seg) -> &str {
+    match s {
+        Seg::Lit(text) => text,
+        Seg::Star => "*",
+        Seg::DoubleStar => "**",
+    }
 }
 
 /// `name`, or `name2`, `name3`… when a parameter already has it.
@@ -187,31 +199,6 @@ fn unique(name: &str, params: &[PathParam]) -> String {
         n += 1;
         out = format!("{name}{n}");
     }
-    out
-}
-
-/// A piece of a template: literal text (slashes included) or a variable and its pattern (None
-/// for a single segment, `{id}` or `{id=*}`).
-enum Seg<'a> {
-    Literal(&'a str),
-    Variable(&'a str, Option<&'a str>),
-}
-
-/// A template's literal text and variables, in order.
-fn variables(mut rest: &str) -> Vec<Seg<'_>> {
-    let mut out = Vec::new();
-    while let Some(open) = rest.find('{') {
-        out.push(Seg::Literal(&rest[..open]));
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-        let inner = &rest[open + 1..close];
-        out.push(match inner.split_once('=') {
-            Some((n, "*")) => Seg::Variable(n, None),
-            Some((n, p)) => Seg::Variable(n, Some(p)),
-            None => Seg::Variable(inner, None),
-        });
-        rest = rest.get(close + 1..).unwrap_or("");
-    }
-    out.push(Seg::Literal(rest));
     out
 }
 
@@ -226,18 +213,6 @@ fn singular(word: &str) -> String {
         stem.to_string()
     } else {
         word.to_string()
-    }
-}
-
-/// A template without its `:verb` (a colon after the last `/` and outside braces).
-fn split_verb(template: &str) -> (&str, Option<&str>) {
-    let last = template.rfind('/').unwrap_or(0);
-    let tail = &template[last..];
-    match tail.rfind(':') {
-        Some(c) if !tail[c..].contains('}') => {
-            (&template[..last + c], Some(&template[last + c + 1..]))
-        }
-        _ => (template, None),
     }
 }
 
@@ -418,7 +393,7 @@ impl Doc<'_> {
         }
     }
 
-    fn request_body(&mut self, shape: &super::method::RouteShape<'_>) -> Option<Value> {
+    fn request_body(&mut self, shape: &RouteShape<'_>) -> Option<Value> {
         let schema = match shape.body {
             BodyRule::None => return None,
             BodyRule::All => self.message_schema(shape.input),
