@@ -233,30 +233,7 @@ fn each_gateways_knee_is_searched_with_its_cpu() {
     if common::require_tool(&["nginx"], "GWBENCH_REQUIRE_NGINX", "nginx").is_none() {
         return;
     }
-    let out = gwbench::process::TempDir::new("saturate-peers").unwrap();
-    let run = Command::new(cargo_bin("gwbench"))
-        .args(["saturate", "--target", "gateway", "--scenario", "rest"])
-        .args([
-            "--gateway",
-            "gwbench,nginx",
-            "--start",
-            "200",
-            "--max",
-            "400",
-        ])
-        .args([
-            "--step-duration",
-            "1s",
-            "--warmup",
-            "100ms",
-            "--slo-p99",
-            "10s",
-        ])
-        .args(["-q", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = common::succeeded(&run);
+    let (stdout, out) = short_search("saturate-peers", "gateway", "gwbench,nginx", "200", "400");
     let summary = common::summary_in(&out);
     let searches = summary["searches"].as_array().unwrap();
     let sides: Vec<&str> = searches
@@ -276,10 +253,30 @@ fn each_gateways_knee_is_searched_with_its_cpu() {
     assert!(stdout.contains("gwbench: 400 req/s"), "{stdout}");
     assert!(stdout.contains("nginx: 400 req/s"), "{stdout}");
     // Another gateway alone: its knee is in the answer too (not only direct's).
-    let out = gwbench::process::TempDir::new("saturate-nginx").unwrap();
+    let (stdout, _out) = short_search("saturate-nginx", "both", "nginx", "200", "200");
+    assert!(stdout.contains("\n  nginx: 200 req/s"), "{stdout}");
+    // Other gateways serve the rest scenario only.
+    let refused = Command::new(cargo_bin("gwbench"))
+        .args(["saturate", "--gateway", "nginx", "--scenario", "grpc"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("add --scenario rest"));
+}
+
+/// A short `saturate --scenario rest --target TARGET --gateway LIST` from `start` to `max`
+/// req/s (1 s steps, an SLO no step misses): its stdout, and the report's directory.
+fn short_search(
+    tag: &str,
+    target: &str,
+    gateways: &str,
+    start: &str,
+    max: &str,
+) -> (String, gwbench::process::TempDir) {
+    let out = gwbench::process::TempDir::new(tag).unwrap();
     let run = Command::new(cargo_bin("gwbench"))
-        .args(["saturate", "--target", "both", "--scenario", "rest"])
-        .args(["--gateway", "nginx", "--start", "200", "--max", "200"])
+        .args(["saturate", "--target", target, "--scenario", "rest"])
+        .args(["--gateway", gateways, "--start", start, "--max", max])
         .args([
             "--step-duration",
             "1s",
@@ -292,13 +289,5 @@ fn each_gateways_knee_is_searched_with_its_cpu() {
         .arg(&out)
         .output()
         .unwrap();
-    let stdout = common::succeeded(&run);
-    assert!(stdout.contains("\n  nginx: 200 req/s"), "{stdout}");
-    // Other gateways serve the rest scenario only.
-    let refused = Command::new(cargo_bin("gwbench"))
-        .args(["saturate", "--gateway", "nginx", "--scenario", "grpc"])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("add --scenario rest"));
+    (common::succeeded(&run), out)
 }
