@@ -11,6 +11,8 @@
 #                                      # cores it is given, here 1)
 #   GW_B=/tmp/gwbench-before bash benches/serving.sh   # also that build (per-core), same rounds
 #   MODELS="per-core" GW_B=... bash ...                # only these of this build
+#   MODELS="per-core hyper" bash benches/serving.sh    # "hyper": per-core with --http1 hyper
+#                                                      # (every request by hyper, as before #30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}; CONNS=${CONNS:-50}; THREADS=${THREADS:-}
@@ -37,9 +39,11 @@ models=$MODELS
 for model in $models; do
   p=$(free_port); a=$(free_port)
   bin=$GW runtime=$model
+  http1=()
   [ "$model" = b-per-core ] && { bin=$GW_B; runtime=per-core; }
+  [ "$model" = hyper ] && { runtime=per-core; http1=(--http1 hyper); }
   $srv "$bin" gateway --listen "127.0.0.1:$p" --admin "127.0.0.1:$a" --runtime "$runtime" \
-    "${threads[@]}" --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" \
+    "${threads[@]}" "${http1[@]}" --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" \
     > "$work/$model.out" 2>&1 &
   pid[$model]=$!; port[$model]=$p; pids+=($!)
   for _ in $(seq 100); do grep -q "ready admin" "$work/$model.out" 2>/dev/null && break; sleep 0.1; done

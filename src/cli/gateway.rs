@@ -102,6 +102,21 @@ pub struct GatewayArgs {
     /// work-stealing = one multi-threaded tokio runtime whose threads share every task.
     #[arg(long, value_enum, default_value_t = ServingModel::PerCore)]
     pub runtime: ServingModel,
+    /// Which server reads cleartext HTTP/1.1 (overrides listen.http1): lean = heads parsed in
+    /// place and answers written in one write, handing hyper what it does not serve
+    /// (upgrades, h2c, `Expect`, chunked or late bodies) — the default; hyper = hyper for every
+    /// request. TLS and h2c are hyper's either way.
+    #[arg(long, value_enum, value_name = "SERVER")]
+    pub http1: Option<Http1Choice>,
+}
+
+/// `--http1`: the server of cleartext HTTP/1.1 requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Http1Choice {
+    /// The lean path, hyper for what it leaves.
+    Lean,
+    /// hyper for every request.
+    Hyper,
 }
 
 /// How a server (the gateway, the mocks) spreads requests over its threads.

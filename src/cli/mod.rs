@@ -14,7 +14,7 @@ pub use backends::{BackendsArgs, Serve};
 use compare::{COMPARE_EXAMPLES, SATURATE_EXAMPLES};
 pub use compare::{CompareArgs, LayoutMode, Method, SaturateArgs};
 use gateway::GATEWAY_EXAMPLES;
-pub use gateway::{GatewayArgs, ServingModel};
+pub use gateway::{GatewayArgs, Http1Choice, ServingModel};
 use load::LOAD_EXAMPLES;
 pub use load::{Arrival, LoadArgs};
 use report::{DIFF_EXAMPLES, REPORT_EXAMPLES};

@@ -22,6 +22,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use lean::ReqBody;
+
+mod lean;
 pub mod rewind;
 pub mod rxstamp;
 pub mod tls;
@@ -276,7 +279,25 @@ where
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve(listener, handler, shutdown, limits, None)
+    serve(listener, ByHyper(handler), shutdown, limits, None)
+}
+
+/// As [`serve_http`], HTTP/1.1 requests served by the lean path ([`lean`]) where it can, and
+/// by hyper for the rest of a connection from the first head it leaves (upgrades, h2c,
+/// `Expect`, chunked or late bodies): the handler takes either body ([`ReqBody`]).
+pub fn serve_lean<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    limits: ServeLimits,
+) -> JoinHandle<()>
+where
+    H: Fn(Request<ReqBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(listener, Lean(handler), shutdown, limits, None)
 }
 
 /// [`serve_http`] over TLS (`tls`: certificate, key, ALPN h2 and http/1.1): each accepted
@@ -295,7 +316,7 @@ where
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve(listener, handler, shutdown, limits, Some(tls))
+    serve(listener, ByHyper(handler), shutdown, limits, Some(tls))
 }
 
 /// hyper's HTTP/1.1 + h2 builder for the served connections, and the watcher's timeouts.
@@ -331,19 +352,13 @@ async fn back_off(err: &std::io::Error, last_warning: &mut Option<std::time::Ins
 
 /// The accept loop of `serve_http` and `serve_https`: each connection within the cap is served
 /// on a task of its own; at `shutdown`, the listener closes and the connections drain.
-fn serve<H, F, B>(
+fn serve(
     listener: TcpListener,
-    handler: H,
+    serves: impl Serves,
     shutdown: CancellationToken,
     limits: ServeLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
-) -> JoinHandle<()>
-where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> JoinHandle<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let (builder, timeouts) = connection_builder(&limits);
@@ -373,7 +388,7 @@ where
                 acceptor: acceptor.as_ref(),
                 handshake_within: limits.header_read_timeout,
             };
-            conn.serve(stream, peer, slot, handler.clone());
+            serves.conn(&conn, stream, peer, slot);
         }
         drop(listener);
         // Drain: every connection is asked to shut down gracefully and is done when its slot
@@ -458,48 +473,18 @@ impl Conn<'_> {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _ = stream.set_nodelay(true);
-        let requests = Arc::new(watch::Requests::default());
-        let watching = requests.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let in_flight = requests.enter();
-            req.extensions_mut().insert(PeerAddr(peer));
-            let fut = handler(req);
-            async move {
-                // A panic (a bug, ours or a dependency's) costs this request a 500, not
-                // the connection an empty reply; the hook in `log_panics` says where.
-                let response = match AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(response) => response,
-                    Err(_) => internal_error().map(B::from_full),
-                };
-                // A switched protocol (WebSocket) keeps its own timeouts from here on.
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    in_flight.upgraded();
-                }
-                drop(in_flight);
-                Ok::<_, Infallible>(response)
-            }
-        });
+        let (builder, stopping, timeouts) =
+            (self.builder.clone(), self.stopping.clone(), self.timeouts);
         let Some(acceptor) = self.acceptor else {
-            let io = watch::Watched::new(stream, watching, self.timeouts);
-            let idle = io.closing();
-            let conn = self
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            let stopping = self.stopping.clone();
             // Client resets and protocol errors end that connection only.
             tokio::spawn(async move {
-                let _ = until_done!(conn, idle, stopping);
+                by_hyper(&builder, timeouts, stopping, stream, peer, handler).await;
                 drop(slot);
             });
             return;
         };
-        let (acceptor, builder, stopping) = (
-            acceptor.clone(),
-            self.builder.clone(),
-            self.stopping.clone(),
-        );
-        let (handshake_within, timeouts) = (self.handshake_within, self.timeouts);
+        let acceptor = acceptor.clone();
+        let handshake_within = self.handshake_within;
         tokio::spawn(async move {
             let handshake = async {
                 if plain_http(&stream).await? {
@@ -514,12 +499,128 @@ impl Conn<'_> {
             };
             // Watched above TLS: it sees the requests' bytes, so h2 is recognised and held to
             // the idle timeout, as on a cleartext connection.
-            let io = watch::Watched::new(tls, watching, timeouts);
-            let idle = io.closing();
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            let _ = until_done!(conn, idle, stopping);
+            by_hyper(&builder, timeouts, stopping, tls, peer, handler).await;
+            drop(slot);
+        });
+    }
+}
+
+/// hyper serving `io` (HTTP/1.1 with upgrades, or h2) to its end, each request carrying the
+/// peer's address, a panicking handler answered 500, the connection watched for the head and
+/// idle timeouts and shut down gracefully when idle or when the server stops.
+async fn by_hyper<IO, H, F, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    timeouts: watch::Timeouts,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    io: IO,
+    peer: std::net::SocketAddr,
+    handler: H,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let requests = Arc::new(watch::Requests::default());
+    let watching = requests.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let in_flight = requests.enter();
+        req.extensions_mut().insert(PeerAddr(peer));
+        let fut = handler(req);
+        async move {
+            // A panic (a bug, ours or a dependency's) costs this request a 500, not
+            // the connection an empty reply; the hook in `log_panics` says where.
+            let response = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(response) => response,
+                Err(_) => internal_error().map(B::from_full),
+            };
+            // A switched protocol (WebSocket) keeps its own timeouts from here on.
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                in_flight.upgraded();
+            }
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let io = watch::Watched::new(io, watching, timeouts);
+    let idle = io.closing();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let _ = until_done!(conn, idle, stopping);
+}
+
+/// How the accept loop serves its connections: by hyper alone, or by the lean path first.
+trait Serves: Clone + Send + 'static {
+    fn conn(
+        &self,
+        conn: &Conn<'_>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    );
+}
+
+/// Every connection by hyper.
+#[derive(Clone)]
+struct ByHyper<H>(H);
+
+impl<H, F, B> Serves for ByHyper<H>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn conn(
+        &self,
+        conn: &Conn<'_>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        conn.serve(stream, peer, slot, self.0.clone());
+    }
+}
+
+/// Cleartext connections by the lean path ([`lean`]), handed to hyper for what it leaves;
+/// TLS connections by hyper.
+#[derive(Clone)]
+struct Lean<H>(H);
+
+impl<H, F, B> Serves for Lean<H>
+where
+    H: Fn(Request<ReqBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn conn(
+        &self,
+        conn: &Conn<'_>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let handler = self.0.clone();
+        let h = handler.clone();
+        let via_hyper = move |req: Request<Incoming>| h(req.map(http_body_util::Either::Left));
+        if conn.acceptor.is_some() {
+            return conn.serve(stream, peer, slot, via_hyper);
+        }
+        let _ = stream.set_nodelay(true);
+        let setting = lean::Setting {
+            timeouts: conn.timeouts,
+            stopping: conn.stopping.clone(),
+            limits: crate::http1::server::Limits::default(),
+        };
+        let (builder, timeouts, stopping) =
+            (conn.builder.clone(), conn.timeouts, conn.stopping.clone());
+        tokio::spawn(async move {
+            let end = lean::serve(stream, peer, &handler, setting).await;
+            if let lean::End::Handover(stream, read) = end {
+                let io = rewind::Rewind::new(read, stream);
+                by_hyper(&builder, timeouts, stopping, io, peer, via_hyper).await;
+            }
             drop(slot);
         });
     }

@@ -27,6 +27,13 @@ pub(super) fn config(args: &GatewayArgs) -> Result<GatewayConfig, ConfigError> {
     if let Some(a) = args.admin {
         cfg.listen.admin = a;
     }
+    if let Some(server) = args.http1 {
+        use crate::gateway::config::Http1Server;
+        cfg.listen.http1 = match server {
+            crate::cli::Http1Choice::Lean => Http1Server::Lean,
+            crate::cli::Http1Choice::Hyper => Http1Server::Hyper,
+        };
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let client_ca = cfg.listen.tls.as_ref().and_then(|t| t.client_ca.clone());
         cfg.listen.tls = Some(crate::gateway::config::ListenTls {

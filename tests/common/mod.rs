@@ -91,6 +91,7 @@ pub fn gateway_config(grpc: &[String], rest: &[String]) -> GatewayConfig {
     let mut cfg = GatewayConfig::default_config();
     cfg.listen.http = "127.0.0.1:0".parse().unwrap();
     cfg.listen.admin = "127.0.0.1:0".parse().unwrap();
+    cfg.listen.http1 = http1_server();
     for u in &mut cfg.upstreams {
         u.endpoints = if u.name == "grpc" {
             grpc.to_vec()
@@ -100,6 +101,15 @@ pub fn gateway_config(grpc: &[String], rest: &[String]) -> GatewayConfig {
     }
     cfg.validate().unwrap();
     cfg
+}
+
+/// The gateway's HTTP/1.1 server for this test run: the lean path (the default), or hyper with
+/// `GWBENCH_TEST_HTTP1=hyper` (`.ci/run` runs the hostile and gateway tests both ways).
+pub fn http1_server() -> gwbench::gateway::config::Http1Server {
+    match std::env::var("GWBENCH_TEST_HTTP1").as_deref() {
+        Ok("hyper") => gwbench::gateway::config::Http1Server::Hyper,
+        _ => gwbench::gateway::config::Http1Server::Lean,
+    }
 }
 
 /// In-process mocks and a gateway in front of them, on free ports; `stop` ends both (and so

@@ -57,6 +57,22 @@ pub struct Listen {
     /// TLS on the REST/JSON listener (`[listen.tls]`); none: cleartext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenTls>,
+    /// Which server reads cleartext HTTP/1.1 (`http1 = "lean"`, the default, or `"hyper"`).
+    #[serde(default)]
+    pub http1: Http1Server,
+}
+
+/// `[listen] http1`: the server of cleartext HTTP/1.1 requests. h2c, TLS and upgrades are
+/// hyper's either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http1Server {
+    /// The lean path (`net/lean.rs`): heads parsed in place, one write per answer; what it
+    /// does not serve (upgrades, h2c, `Expect`, chunked or late bodies) goes to hyper.
+    #[default]
+    Lean,
+    /// hyper for every request (the path before issue #30, kept to compare and to fall back).
+    Hyper,
 }
 
 /// `[listen.tls]`: the listener terminates TLS (ALPN h2 and http/1.1).

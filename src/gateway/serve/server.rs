@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::reload::{Reload, Slot};
-use crate::gateway::config::GatewayConfig;
+use crate::gateway::config::{GatewayConfig, Http1Server};
 use crate::gateway::{Gateway, GatewayError};
 use crate::net::{self, BindError};
 
@@ -128,6 +128,32 @@ pub(super) fn serve_admin_and_upkeep(
     vec![admin, pruner, upkeep]
 }
 
+/// Serves the gateway's requests on `listener` until `shutdown`: over TLS by hyper, else
+/// HTTP/1.1 by the server `[listen] http1` names (h2c by hyper either way).
+pub(super) fn serve_requests<H, F>(
+    cfg: &GatewayConfig,
+    (listener, limits): (tokio::net::TcpListener, net::ServeLimits),
+    handler: H,
+    shutdown: &CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> JoinHandle<()>
+where
+    H: Fn(http::Request<net::ReqBody>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = crate::gateway::GwResponse> + Send + 'static,
+{
+    let shutdown = shutdown.clone();
+    if let (None, Http1Server::Lean) = (&tls, cfg.listen.http1) {
+        return net::serve_lean(listener, handler, shutdown, limits);
+    }
+    let by_hyper = move |req: http::Request<hyper::body::Incoming>| {
+        handler(req.map(http_body_util::Either::Left))
+    };
+    match tls {
+        Some(tls) => net::serve_https(listener, by_hyper, shutdown, limits, tls),
+        None => net::serve_http(listener, by_hyper, shutdown, limits),
+    }
+}
+
 /// `ready http ADDR` and `ready admin ADDR`.
 pub(super) fn ready_lines(http: SocketAddr, admin: SocketAddr) -> Vec<String> {
     vec![format!("ready http {http}"), format!("ready admin {admin}")]
@@ -168,15 +194,12 @@ impl GatewayServer {
         let tls = listener_tls(cfg)?;
         let shutdown = CancellationToken::new();
         // Each request takes the gateway current when it arrives, and finishes on it.
-        let handler = move |req| {
+        let handler = move |req: http::Request<net::ReqBody>| {
             let gw = slot.load_full();
             async move { gw.handle(req).await }
         };
         let limits = cfg.limits.serve_limits();
-        let main = match tls {
-            Some(tls) => net::serve_https(http_listener, handler, shutdown.clone(), limits, tls),
-            None => net::serve_http(http_listener, handler, shutdown.clone(), limits),
-        };
+        let main = serve_requests(cfg, (http_listener, limits), handler, &shutdown, tls);
         let mut tasks = vec![main];
         tasks.extend(serve_admin_and_upkeep(
             cfg,

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::reload::{Reload, Slot};
-use super::server::{StartError, ready_lines, serve_admin_and_upkeep};
+use super::server::{StartError, ready_lines, serve_admin_and_upkeep, serve_requests};
 use crate::gateway::assemble::Common;
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::{Gateway, GatewayError};
@@ -194,14 +194,11 @@ fn worker(
         }
         // Each request takes the gateway current when it arrives (a reload swaps it), and
         // finishes on it.
-        let handler = move |req| {
+        let handler = move |req: http::Request<net::ReqBody>| {
             let gw = slot.load_full();
             async move { gw.handle(req).await }
         };
-        let main = match tls {
-            Some(tls) => net::serve_https(listener, handler, shutdown.clone(), limits, tls),
-            None => net::serve_http(listener, handler, shutdown.clone(), limits),
-        };
+        let main = serve_requests(cfg, (listener, limits), handler, &shutdown, tls);
         let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown);
         let _ = main.await;
         let _ = armed.await;

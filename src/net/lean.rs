@@ -1,0 +1,497 @@
+//! The lean HTTP/1.1 serving path (issue #30): one task per connection reading into one
+//! reusable buffer, heads parsed in place by [`crate::http1::server`] (the smuggling rules
+//! decided there, once), the request handed to the handler with its body already whole, the
+//! answer's head and body written with one vectored write. What it does not serve it hands,
+//! with the bytes already read, to hyper for the rest of the connection's life (a
+//! [`Rewind`](super::rewind::Rewind) in front of the socket):
+//! - a head `http1::server` leaves to the general server (`Upgrade`, `Expect`, absolute-form,
+//!   the HTTP/2 preface of h2c with prior knowledge);
+//! - a chunked body, or one that is not whole in the buffer when its head is (clients write a
+//!   small request in one piece; a body arriving later is timed by the route's deadline on
+//!   hyper's side, as before), or one over [`MAX_BODY`].
+//!
+//! The decision is made per head, from the parse that is needed anyway; a connection served
+//! here never costs a second parse. What hyper did for the served requests and this keeps:
+//! pipelined requests answered in order; `Date`; `Connection: close` when the client or the
+//! server ends the connection; a HEAD's answer without a body; a panicking handler answered
+//! 500; the client hanging up while its request is in flight drops the request (counted 499
+//! by the gateway's metrics); the header-read and idle timeouts; on shutdown, a connection
+//! closes between requests (drain).
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Incoming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::http1::server::{self, BodyFraming, Head, Parsed, Spans};
+
+/// The request body a handler served by the lean path takes: hyper's, for the requests it
+/// serves, or the whole body the lean path read.
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
+
+/// The largest body the lean path reads with its head; a larger one goes to hyper's path.
+pub(super) const MAX_BODY: usize = 64 * 1024;
+
+/// The read buffer's first room, and how much it grows by.
+const READ_ROOM: usize = 8 * 1024;
+
+/// Bytes of pipelined requests read ahead while one is in flight (reading is what notices a
+/// client hanging up; past this much it stops until the answer is written).
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A body at most this long is copied behind its head and written with it in one write.
+const COPY_BODY: usize = 16 * 1024;
+
+/// What a lean connection needs from its listener.
+pub(super) struct Setting {
+    pub timeouts: super::watch::Timeouts,
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub limits: server::Limits,
+}
+
+/// How a lean connection ended.
+pub(super) enum End {
+    /// Closed (by either side, a timeout, a refusal or the drain).
+    Closed,
+    /// The rest is hyper's: the connection, with these bytes read from it first.
+    Handover(TcpStream, Bytes),
+}
+
+/// Serves `stream` until it closes or is handed over.
+pub(super) async fn serve<H, F, B>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: &H,
+    mut setting: Setting,
+) -> End
+where
+    H: Fn(Request<ReqBody>) -> F,
+    F: std::future::Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + super::FromFull,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = Conn {
+        buf: BytesMut::with_capacity(READ_ROOM),
+        spans: Spans::default(),
+        out: Vec::with_capacity(1024),
+        last_activity: Instant::now(),
+        timer: Box::pin(tokio::time::sleep(setting.timeouts.idle)),
+    };
+    loop {
+        let head = match conn.next_head(&mut stream, &mut setting).await {
+            Next::Head(head) => head,
+            Next::Closed => return End::Closed,
+            Next::Handover => return End::Handover(stream, conn.buf.freeze()),
+            Next::Refused(refusal) => {
+                let status =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+                let answer = super::json_error(status, code_of(status), refusal.reason);
+                let _ = conn.answer(&mut stream, answer, false, false).await;
+                let _ = stream.shutdown().await;
+                return End::Closed;
+            }
+        };
+        let Some(body_len) = conn.whole_body(&head) else {
+            return End::Handover(stream, conn.buf.freeze());
+        };
+        let head_request = conn.buf[head.method.clone()] == *b"HEAD";
+        let request = match conn.request(&head, body_len, peer) {
+            Ok(request) => request,
+            Err(reason) => {
+                let answer = super::json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", reason);
+                let _ = conn.answer(&mut stream, answer, false, false).await;
+                return End::Closed;
+            }
+        };
+        // Pinned where it is made: the gateway's request future is a few KB, copied whole at
+        // every move.
+        let answer = pin!(AssertUnwindSafe(handler(request)).catch_unwind());
+        let Some(response) = conn.in_flight(&mut stream, answer).await else {
+            return End::Closed; // the client left: the request was dropped with its future
+        };
+        let keep = head.keep_alive && !*setting.stopping.borrow();
+        match conn.answer(&mut stream, response, keep, head_request).await {
+            Ok(true) => conn.last_activity = Instant::now(),
+            Ok(false) | Err(_) => {
+                let _ = stream.shutdown().await;
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// The error code name of a refusal's status (the project's JSON error shape).
+fn code_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        414 | 431 => "OUT_OF_RANGE",
+        501 => "UNIMPLEMENTED",
+        _ => "INVALID_ARGUMENT",
+    }
+}
+
+/// What the front of the connection holds next.
+enum Next {
+    Head(Head),
+    Closed,
+    Handover,
+    Refused(server::Refusal),
+}
+
+/// One connection's reusable state.
+struct Conn {
+    buf: BytesMut,
+    spans: Spans,
+    out: Vec<u8>,
+    last_activity: Instant,
+    /// Armed lazily: it may fire early (then the deadline is checked and it is re-armed), so a
+    /// request arriving in one read costs no timer operation.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    /// Reads until a whole head is at the front of the buffer, within the idle timeout (no
+    /// byte yet) and the header-read timeout (from the head's first byte).
+    async fn next_head(&mut self, stream: &mut TcpStream, setting: &mut Setting) -> Next {
+        let mut head_started: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match server::parse(&self.buf, &setting.limits, &mut self.spans) {
+                    Ok(Parsed::Head(head)) => return Next::Head(head),
+                    Ok(Parsed::Other) => return Next::Handover,
+                    Ok(Parsed::Partial) => {}
+                    Err(refusal) => return Next::Refused(refusal),
+                }
+                head_started.get_or_insert_with(Instant::now);
+            } else if *setting.stopping.borrow() {
+                return Next::Closed; // drained between requests
+            }
+            let deadline = match head_started {
+                Some(at) => at + setting.timeouts.header_read,
+                None => self.last_activity + setting.timeouts.idle,
+            };
+            if self.buf.capacity() - self.buf.len() < READ_ROOM / 2 {
+                self.buf.reserve(READ_ROOM);
+            }
+            // Armed lazily: only when the armed time is later than the deadline or past.
+            let armed = self.timer.deadline();
+            if armed > deadline || armed <= Instant::now() {
+                self.timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                read = stream.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    Ok(_) => {}
+                },
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Next::Closed;
+                    }
+                }
+                _ = setting.stopping.changed(), if head_started.is_none() => {}
+            }
+        }
+    }
+
+    /// How long the head's body is, when it is whole in the buffer and the lean path takes
+    /// it; None: the request is hyper's.
+    fn whole_body(&self, head: &Head) -> Option<usize> {
+        match head.body {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => {
+                let n = usize::try_from(n).ok().filter(|&n| n <= MAX_BODY)?;
+                (self.buf.len() - head.len >= n).then_some(n)
+            }
+            BodyFraming::Chunked => None,
+        }
+    }
+
+    /// The request at the front of the buffer (head and `body_len` bytes of body), taken off
+    /// it; its fields' values share the buffer's bytes, not copied.
+    fn request(
+        &mut self,
+        head: &Head,
+        body_len: usize,
+        peer: SocketAddr,
+    ) -> Result<Request<ReqBody>, &'static str> {
+        let bytes = self.buf.split_to(head.len + body_len).freeze();
+        let method = Method::from_bytes(&bytes[head.method.clone()])
+            .map_err(|_| "a malformed request method")?;
+        let uri = Uri::from_maybe_shared(bytes.slice(head.target.clone()))
+            .map_err(|_| "a malformed request target")?;
+        let mut headers = HeaderMap::with_capacity(self.spans.fields.len());
+        for (name, value) in &self.spans.fields {
+            let name = HeaderName::from_bytes(&bytes[name.clone()])
+                .map_err(|_| "a malformed field name")?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
+                .map_err(|_| "a malformed field value")?;
+            headers.append(name, value);
+        }
+        let body = Full::new(bytes.slice(head.len..));
+        let mut request = Request::new(Either::Right(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = match head.http11 {
+            true => http::Version::HTTP_11,
+            false => http::Version::HTTP_10,
+        };
+        *request.headers_mut() = headers;
+        request.extensions_mut().insert(super::PeerAddr(peer));
+        Ok(request)
+    }
+
+    /// Awaits the answer, reading ahead meanwhile: None when the client hung up first (the
+    /// request's future is dropped here, which is how the gateway counts a 499).
+    async fn in_flight<F, B>(
+        &mut self,
+        stream: &mut TcpStream,
+        mut answer: std::pin::Pin<&mut F>,
+    ) -> Option<Response<B>>
+    where
+        F: std::future::Future<Output = std::thread::Result<Response<B>>>,
+        B: Body<Data = Bytes> + super::FromFull,
+    {
+        loop {
+            if self.buf.capacity() - self.buf.len() < READ_ROOM / 2 && self.buf.len() < READ_AHEAD {
+                self.buf.reserve(READ_ROOM);
+            }
+            tokio::select! {
+                biased;
+                answered = answer.as_mut() => {
+                    // A panic (a bug, ours or a dependency's) costs this request a 500.
+                    return Some(answered.unwrap_or_else(|_| super::internal_error().map(B::from_full)));
+                }
+                read = stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD => match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Writes `response` (head and body); Ok(true) when the connection may carry another
+    /// request. `keep`: the client and the server both keep it.
+    async fn answer<B>(
+        &mut self,
+        stream: &mut TcpStream,
+        response: Response<B>,
+        keep: bool,
+        head_request: bool,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let bodiless =
+            head_request || (100..200).contains(&status) || status == 204 || status == 304;
+        let closes = parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let keep = keep && !closes;
+        let exact = body.size_hint().exact();
+        let declared = declared_length(&parts.headers);
+        let framing = match (bodiless, exact, declared) {
+            (true, _, _) => Out::None,
+            (false, Some(n), _) => Out::Length(n),
+            (false, None, Some(n)) => Out::Length(n),
+            (false, None, None) if keep => Out::Chunked,
+            (false, None, None) => Out::UntilClose,
+        };
+        self.out.clear();
+        write_head(&mut self.out, &parts, framing, keep, head_request);
+        let mut body = pin!(body);
+        if bodiless {
+            stream.write_all(&self.out).await?;
+            return Ok(keep && framing != Out::UntilClose);
+        }
+        let mut left = match framing {
+            Out::Length(n) => Some(n),
+            _ => None,
+        };
+        // The usual answer is one data frame: written with the head in one write. A stream's
+        // frames are written as they come (a server stream's messages must not wait).
+        let mut failed = false;
+        loop {
+            let frame = match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(_)) => {
+                    // Failed midway: what came is written and the connection closed, so that
+                    // the client sees a cut body, never one that looks complete.
+                    failed = true;
+                    break;
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not sent on HTTP/1.1 (hyper does not either, unasked)
+            };
+            let data = match &mut left {
+                // Never past the length the head declared.
+                Some(left) => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+                    *left -= n as u64;
+                    data.slice(..n)
+                }
+                None => data,
+            };
+            if !data.is_empty() {
+                self.put_data(stream, &data, framing).await?;
+            }
+            if !body.is_end_stream() && !self.out.is_empty() {
+                stream.write_all(&self.out).await?;
+                self.out.clear();
+            }
+        }
+        if framing == Out::Chunked && !failed {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(keep && !failed && left.is_none_or(|l| l == 0) && framing != Out::UntilClose)
+    }
+
+    /// Adds `data` to what is to be written (a chunk's framing around it when chunked),
+    /// writing it out with what is pending when it is large.
+    async fn put_data(
+        &mut self,
+        stream: &mut TcpStream,
+        data: &[u8],
+        framing: Out,
+    ) -> io::Result<()> {
+        if framing == Out::Chunked {
+            self.out
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() <= COPY_BODY {
+            self.out.extend_from_slice(data);
+        } else {
+            write_both(stream, &self.out, data).await?;
+            self.out.clear();
+        }
+        if framing == Out::Chunked {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if self.out.len() > COPY_BODY {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes `a` then `b`, vectored.
+async fn write_both(stream: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = stream
+            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
+
+/// How an answer's body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// The answer's own `Content-Length` (a streamed proxy answer keeps its upstream's).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::CONTENT_LENGTH)?;
+    let digits = value.as_bytes();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The status line and fields: the framing fields are this path's own (the handler's are
+/// left out, but a HEAD answer's `Content-Length`, which says what a GET would get); `Date`
+/// added when the handler set none.
+fn write_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Out,
+    keep: bool,
+    head: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(parts.status.as_u16()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        let framing_field = *name == http::header::CONTENT_LENGTH
+            || *name == http::header::TRANSFER_ENCODING
+            || *name == http::header::CONNECTION;
+        if framing_field && !(head && *name == http::header::CONTENT_LENGTH) {
+            continue;
+        }
+        dated |= *name == http::header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Out::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Out::None | Out::UntilClose => {}
+    }
+    if !keep || framing == Out::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Calls `f` with the HTTP date of now, formatted at most once a second per thread.
+fn date(f: impl FnOnce(&[u8])) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second || cached.1.is_empty() {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(cached.1.as_bytes());
+    });
+}
