@@ -15,6 +15,8 @@
 #   SAT_SLO=10ms bash benches/gateway.sh
 #   GW_B=/tmp/gwbench-before bash benches/gateway.sh   # also a second gateway build, same runs
 #                                                      # (before/after a change, back to back)
+#   GW_B=target/release/gwbench GW_B_ARGS="--http1 hyper" bash benches/gateway.sh
+#                                                      # this build with hyper serving HTTP/1.1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RPS=${RPS:-5000}; DURATION=${DURATION:-5}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-16}
@@ -28,7 +30,7 @@ ngp=$(free_port)
 if [ -n "${GW_B:-}" ]; then
   gwbp=$(free_port); gwba=$(free_port)
   $srv "$GW_B" gateway --listen "127.0.0.1:$gwbp" --admin "127.0.0.1:$gwba" --threads 1 \
-    --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/gb.out" 2>&1 &
+    --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" ${GW_B_ARGS:-} > "$work/gb.out" 2>&1 &
   gwb_pid=$!; pids+=($gwb_pid)
 fi
 nginx_conf "$work" "$ngp" "$rest"

@@ -495,3 +495,201 @@ fn date(f: impl FnOnce(&[u8])) {
         f(cached.1.as_bytes());
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+
+    /// What the handler saw of a request.
+    type Seen = (String, String, Vec<u8>);
+
+    /// Serves one connection of `pieces` (written one after another; then, with `answers`,
+    /// read until that many 200s came, else the write side closed and read to the end) with
+    /// a handler that records each request and answers 200 `ok`; returns what it
+    /// recorded, the bytes answered, and the bytes handed over with the connection (None: the
+    /// lean path closed it).
+    fn exchange(
+        pieces: Vec<Vec<u8>>,
+        answers: Option<usize>,
+    ) -> (Vec<Seen>, Vec<u8>, Option<Bytes>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                for piece in pieces {
+                    if s.write_all(&piece).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let mut got = Vec::new();
+                let Some(n) = answers else {
+                    let _ = s.shutdown().await;
+                    let _ = s.read_to_end(&mut got).await;
+                    return got;
+                };
+                // Pipelining clients keep their write side open until answered.
+                let count =
+                    |got: &[u8]| String::from_utf8_lossy(got).matches(" 200 OK\r\n").count();
+                let mut buf = [0u8; 4096];
+                while count(&got) < n {
+                    let read =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf));
+                    match read.await {
+                        Ok(Ok(read)) if read > 0 => got.extend_from_slice(&buf[..read]),
+                        _ => break,
+                    }
+                }
+                got
+            });
+            let (stream, peer) = listener.accept().await.unwrap();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let handler = move |req: Request<ReqBody>| {
+                let record = record.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    record.lock().unwrap().push((
+                        parts.method.to_string(),
+                        parts.uri.to_string(),
+                        body.to_vec(),
+                    ));
+                    Response::new(Full::new(Bytes::from_static(b"ok")))
+                }
+            };
+            let (_stop, stopping) = tokio::sync::watch::channel(false);
+            let setting = Setting {
+                timeouts: crate::net::watch::Timeouts {
+                    header_read: std::time::Duration::from_secs(5),
+                    idle: std::time::Duration::from_secs(5),
+                },
+                stopping,
+                limits: server::Limits::default(),
+            };
+            let end = match serve(stream, peer, &handler, setting).await {
+                End::Closed => None,
+                End::Handover(stream, read) => {
+                    // hyper serves the rest, as `net::Lean` has it do.
+                    let io = super::super::rewind::Rewind::new(read.clone(), stream);
+                    let h = handler.clone();
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let answer = h(req.map(Either::Left));
+                        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                        .await;
+                    Some(read)
+                }
+            };
+            let answered = client.await.unwrap();
+            let seen = seen.lock().unwrap().clone();
+            (seen, answered, end)
+        })
+    }
+
+    /// `bytes` cut at `cuts` (positions, any order, out of range ignored).
+    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for to in at.into_iter().chain([bytes.len()]) {
+            if to > from {
+                pieces.push(bytes[from..to].to_vec());
+                from = to;
+            }
+        }
+        pieces
+    }
+
+    fn request() -> impl Strategy<Value = Seen> {
+        let path = "/[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}(\\?[a-z]=[0-9]{1,3})?";
+        let body = proptest::collection::vec(any::<u8>(), 0..64);
+        (prop::bool::ANY, path, body).prop_map(|(post, path, body)| match post {
+            true => ("POST".to_string(), path, body),
+            false => ("GET".to_string(), path, Vec::new()),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Pipelined requests however their bytes arrive: the handler sees exactly them, in
+        /// order, and each gets its answer (a body that arrives after its head is hyper's,
+        /// with the rest of the connection: the same requests either way).
+        #[test]
+        fn any_split_of_pipelined_requests_serves_the_same_requests(
+            requests in proptest::collection::vec(request(), 1..5),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut raw = Vec::new();
+            let mut want = Vec::new();
+            for (method, path, body) in &requests {
+                let mut head = format!("{method} {path} HTTP/1.1\r\nHost: h\r\n");
+                if method == "POST" {
+                    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                }
+                head.push_str("\r\n");
+                raw.extend_from_slice(head.as_bytes());
+                raw.extend_from_slice(body);
+                want.push((method.clone(), path.clone(), body.clone()));
+            }
+            let (seen, answered, _) = exchange(split(&raw, &cuts), Some(want.len()));
+            prop_assert_eq!(&seen, &want);
+            let answered = String::from_utf8_lossy(&answered);
+            prop_assert_eq!(answered.matches(" 200 OK\r\n").count(), want.len());
+        }
+
+        /// Arbitrary bytes never panic the loop: it answers what it serves, refuses with a
+        /// 4xx, hands the connection over, or closes.
+        #[test]
+        fn arbitrary_bytes_end_in_an_answer_a_refusal_or_a_handover(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let (_, answered, _) = exchange(split(&bytes, &cuts), None);
+            let answered = String::from_utf8_lossy(&answered);
+            for status in answered.match_indices("HTTP/1.1 ").filter_map(|(i, _)| answered.get(i + 9..i + 12)) {
+                prop_assert!(matches!(status, "200" | "400" | "414" | "431"), "{}", answered);
+            }
+        }
+    }
+
+    #[test]
+    fn heads_it_leaves_are_handed_over_with_every_byte_read() {
+        let upgrade =
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let chunked = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let first = b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n";
+        for later in [
+            &upgrade[..],
+            &chunked[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            let mut raw = first.to_vec();
+            raw.extend_from_slice(later);
+            let (seen, _, end) = exchange(vec![raw], None);
+            assert_eq!(seen[0].1, "/first", "the first request is served here");
+            assert_eq!(
+                end.as_deref(),
+                Some(later),
+                "the rest goes to hyper, every byte"
+            );
+        }
+    }
+}
