@@ -868,6 +868,12 @@ async fn smuggling_attempts_and_malformed_heads_never_reach_the_upstream() {
             400,
             Some(400),
         ),
+        (
+            "a request hidden in a body over the limit",
+            format!("POST /rest/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n{hidden}"),
+            413,
+            Some(413),
+        ),
         ("a request line over 8 KiB", long_line, 414, None),
         ("120 header fields", big_head, 431, Some(431)),
         ("a 70 KB field", huge_field, 431, None),

@@ -104,7 +104,7 @@ pub struct GatewayArgs {
     pub runtime: ServingModel,
     /// Which server reads cleartext HTTP/1.1 (overrides listen.http1): lean = heads parsed in
     /// place and answers written in one write, handing hyper what it does not serve
-    /// (upgrades, h2c, `Expect`, chunked or late bodies) — the default; hyper = hyper for every
+    /// (upgrades, h2c, `Expect`, chunked bodies) — the default; hyper = hyper for every
     /// request. TLS and h2c are hyper's either way.
     #[arg(long, value_enum, value_name = "SERVER")]
     pub http1: Option<Http1Choice>,

@@ -1,22 +1,21 @@
 //! The lean HTTP/1.1 serving path (issue #30): one task per connection reading into one
 //! reusable buffer, heads parsed in place by [`crate::http1::server`] (the smuggling rules
-//! decided there, once), the request handed to the handler with its body already whole, the
-//! answer's head and body written with one vectored write. What it does not serve it hands,
-//! with the bytes already read, to hyper for the rest of the connection's life (a
-//! [`Rewind`](super::rewind::Rewind) in front of the socket):
-//! - a head `http1::server` leaves to the general server (`Upgrade`, `Expect`, absolute-form,
-//!   the HTTP/2 preface of h2c with prior knowledge);
-//! - a chunked body, or one that is not whole in the buffer when its head is (clients write a
-//!   small request in one piece; a body arriving later is timed by the route's deadline on
-//!   hyper's side, as before), or one over [`MAX_BODY`].
+//! decided there, once), the answer's head and body written with one write. A body that came
+//! with its head is handed to the handler whole; one that arrives later is passed on in pieces
+//! as the connection reads it ([`LeanBody`]), so that the handler's body limit (413) and
+//! deadline (408) hold as on hyper's path. What it does not serve it hands, with the bytes
+//! already read, to hyper for the rest of the connection's life (a
+//! [`Rewind`](super::rewind::Rewind) in front of the socket): a head `http1::server` leaves
+//! to the general server (`Upgrade`, `Expect`, absolute-form, the HTTP/2 preface of h2c with
+//! prior knowledge), and a chunked body.
 //!
-//! The decision is made per head, from the parse that is needed anyway; a connection served
-//! here never costs a second parse. What hyper did for the served requests and this keeps:
-//! pipelined requests answered in order; `Date`; `Connection: close` when the client or the
-//! server ends the connection; a HEAD's answer without a body; a panicking handler answered
-//! 500; the client hanging up while its request is in flight drops the request (counted 499
-//! by the gateway's metrics); the header-read and idle timeouts; on shutdown, a connection
-//! closes between requests (drain).
+//! The decision is made per head, from the parse that is needed anyway. What hyper did for
+//! the served requests and this keeps: pipelined requests answered in order; `Date`;
+//! `Connection: close` when the client or the server ends the connection; a HEAD's answer
+//! without a body; a panicking handler answered 500; the client hanging up while its request
+//! is in flight drops the request (counted 499 by the gateway's metrics); the header-read and
+//! idle timeouts; on shutdown, a connection closes between requests (drain); a body its
+//! handler did not read to the end closes the connection after the answer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,7 +25,7 @@ use std::pin::pin;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,11 +34,98 @@ use tokio::time::Instant;
 use crate::http1::server::{self, BodyFraming, Head, Parsed, Spans};
 
 /// The request body a handler served by the lean path takes: hyper's, for the requests it
-/// serves, or the whole body the lean path read.
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+/// serves, or the lean path's ([`LeanBody`]).
+pub type ReqBody = Either<Incoming, LeanBody>;
 
-/// The largest body the lean path reads with its head; a larger one goes to hyper's path.
-pub(super) const MAX_BODY: usize = 64 * 1024;
+/// A request body read by the lean path: what came with the head, then (when the head came
+/// first) the rest as the connection's task reads it, in pieces through a small channel, so
+/// that the handler's own limit and deadline apply to it as they do to hyper's bodies.
+#[derive(Debug)]
+pub struct LeanBody {
+    first: Bytes,
+    rest: Option<tokio::sync::mpsc::Receiver<Bytes>>,
+    /// Bytes still to come after `first`.
+    left: u64,
+}
+
+impl LeanBody {
+    /// A body that is all here.
+    pub fn whole(body: Bytes) -> LeanBody {
+        LeanBody {
+            first: body,
+            rest: None,
+            left: 0,
+        }
+    }
+}
+
+impl Body for LeanBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        use std::task::Poll;
+        if !self.first.is_empty() {
+            let first = std::mem::take(&mut self.first);
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(rest.poll_recv(cx)) {
+            Some(piece) => {
+                self.left = self.left.saturating_sub(piece.len() as u64);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+            }
+            None => {
+                self.rest = None;
+                let what = "the client closed the connection before its body ended";
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    what,
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_empty() && self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.first.len() as u64 + self.left)
+    }
+}
+
+/// Pieces of a body in the channel to its handler at most (then the connection's buffer
+/// holds what comes, up to [`READ_AHEAD`], and reading stops until the handler takes more).
+const BODY_PIECES: usize = 4;
+
+/// The sending end of a body that is still arriving: the channel and what is still to come.
+struct Arriving {
+    to: tokio::sync::mpsc::Sender<Bytes>,
+    left: u64,
+}
+
+/// Ready when the body's channel has room for a piece (or its handler dropped it).
+async fn room(arriving: &Option<Arriving>) {
+    if let Some(a) = arriving {
+        drop(a.to.reserve().await);
+    }
+}
+
+/// What woke a request in flight.
+enum Event<R> {
+    Answered(R),
+    Room,
+    Read(io::Result<usize>),
+}
 
 /// The read buffer's first room, and how much it grows by.
 const READ_ROOM: usize = 8 * 1024;
@@ -100,11 +186,24 @@ where
                 return End::Closed;
             }
         };
-        let Some(body_len) = conn.whole_body(&head) else {
-            return End::Handover(stream, conn.buf.freeze());
+        let (here, later) = match head.body {
+            BodyFraming::None => (0, 0),
+            BodyFraming::Length(n) => {
+                let here =
+                    (conn.buf.len() - head.len).min(usize::try_from(n).unwrap_or(usize::MAX));
+                (here, n - here as u64)
+            }
+            BodyFraming::Chunked => return End::Handover(stream, conn.buf.freeze()),
         };
         let head_request = conn.buf[head.method.clone()] == *b"HEAD";
-        let request = match conn.request(&head, body_len, peer) {
+        let (mut arriving, rest) = match later {
+            0 => (None, None),
+            left => {
+                let (to, from) = tokio::sync::mpsc::channel(BODY_PIECES);
+                (Some(Arriving { to, left }), Some((from, left)))
+            }
+        };
+        let request = match conn.request(&head, here, rest, peer) {
             Ok(request) => request,
             Err(reason) => {
                 let answer = super::json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", reason);
@@ -115,10 +214,13 @@ where
         // Pinned where it is made: the gateway's request future is a few KB, copied whole at
         // every move.
         let answer = pin!(AssertUnwindSafe(handler(request)).catch_unwind());
-        let Some(response) = conn.in_flight(&mut stream, answer).await else {
+        let Some(response) = conn.in_flight(&mut stream, answer, &mut arriving).await else {
             return End::Closed; // the client left: the request was dropped with its future
         };
-        let keep = head.keep_alive && !*setting.stopping.borrow();
+        // A body its handler did not read to the end (a 413, an early answer) leaves the
+        // connection where the next request cannot be found: it closes after this answer.
+        let unread = arriving.is_some_and(|a| a.left > 0);
+        let keep = head.keep_alive && !unread && !*setting.stopping.borrow();
         match conn.answer(&mut stream, response, keep, head_request).await {
             Ok(true) => conn.last_activity = Instant::now(),
             Ok(false) | Err(_) => {
@@ -202,25 +304,14 @@ impl Conn {
         }
     }
 
-    /// How long the head's body is, when it is whole in the buffer and the lean path takes
-    /// it; None: the request is hyper's.
-    fn whole_body(&self, head: &Head) -> Option<usize> {
-        match head.body {
-            BodyFraming::None => Some(0),
-            BodyFraming::Length(n) => {
-                let n = usize::try_from(n).ok().filter(|&n| n <= MAX_BODY)?;
-                (self.buf.len() - head.len >= n).then_some(n)
-            }
-            BodyFraming::Chunked => None,
-        }
-    }
-
     /// The request at the front of the buffer (head and `body_len` bytes of body), taken off
-    /// it; its fields' values share the buffer's bytes, not copied.
+    /// it, the rest of its body to come through `rest`; its fields' values share the buffer's
+    /// bytes, not copied.
     fn request(
         &mut self,
         head: &Head,
         body_len: usize,
+        rest: Option<(tokio::sync::mpsc::Receiver<Bytes>, u64)>,
         peer: SocketAddr,
     ) -> Result<Request<ReqBody>, &'static str> {
         let bytes = self.buf.split_to(head.len + body_len).freeze();
@@ -236,7 +327,10 @@ impl Conn {
                 .map_err(|_| "a malformed field value")?;
             headers.append(name, value);
         }
-        let body = Full::new(bytes.slice(head.len..));
+        let mut body = LeanBody::whole(bytes.slice(head.len..));
+        if let Some((from, left)) = rest {
+            (body.rest, body.left) = (Some(from), left);
+        }
         let mut request = Request::new(Either::Right(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -249,12 +343,14 @@ impl Conn {
         Ok(request)
     }
 
-    /// Awaits the answer, reading ahead meanwhile: None when the client hung up first (the
-    /// request's future is dropped here, which is how the gateway counts a 499).
+    /// Awaits the answer, reading meanwhile: the rest of the request's body (handed to it in
+    /// pieces as it arrives), then ahead. None when the client hung up first (the request's
+    /// future is dropped here, which is how the gateway counts a 499).
     async fn in_flight<F, B>(
         &mut self,
         stream: &mut TcpStream,
         mut answer: std::pin::Pin<&mut F>,
+        arriving: &mut Option<Arriving>,
     ) -> Option<Response<B>>
     where
         F: std::future::Future<Output = std::thread::Result<Response<B>>>,
@@ -264,16 +360,39 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < READ_ROOM / 2 && self.buf.len() < READ_AHEAD {
                 self.buf.reserve(READ_ROOM);
             }
-            tokio::select! {
+            // Body bytes waiting in the buffer go to the handler when the channel has room.
+            let body_waiting = !self.buf.is_empty()
+                && arriving
+                    .as_ref()
+                    .is_some_and(|a| a.left > 0 && !a.to.is_closed());
+            let event = tokio::select! {
                 biased;
-                answered = answer.as_mut() => {
+                answered = answer.as_mut() => Event::Answered(answered),
+                () = room(arriving), if body_waiting => Event::Room,
+                read = stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD => Event::Read(read),
+            };
+            match event {
+                Event::Answered(answered) => {
                     // A panic (a bug, ours or a dependency's) costs this request a 500.
-                    return Some(answered.unwrap_or_else(|_| super::internal_error().map(B::from_full)));
+                    return Some(
+                        answered.unwrap_or_else(|_| super::internal_error().map(B::from_full)),
+                    );
                 }
-                read = stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD => match read {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                },
+                Event::Room => {
+                    if let Some(a) = arriving.as_mut() {
+                        let n = usize::try_from(a.left)
+                            .unwrap_or(usize::MAX)
+                            .min(self.buf.len());
+                        // The only sender, and room was just seen: this fails only when the
+                        // handler dropped the body (it then stays unread, and the connection
+                        // closes after the answer).
+                        if a.to.try_send(self.buf.split_to(n).freeze()).is_ok() {
+                            a.left -= n as u64;
+                        }
+                    }
+                }
+                Event::Read(Ok(0) | Err(_)) => return None,
+                Event::Read(Ok(_)) => {}
             }
         }
     }
@@ -499,6 +618,7 @@ fn date(f: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
     use proptest::prelude::*;
     use std::sync::{Arc, Mutex};
     use tokio::io::AsyncWriteExt;
@@ -630,8 +750,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Pipelined requests however their bytes arrive: the handler sees exactly them, in
-        /// order, and each gets its answer (a body that arrives after its head is hyper's,
-        /// with the rest of the connection: the same requests either way).
+        /// order, and each gets its answer, all on the lean path (a body arriving after its
+        /// head included).
         #[test]
         fn any_split_of_pipelined_requests_serves_the_same_requests(
             requests in proptest::collection::vec(request(), 1..5),
@@ -649,7 +769,8 @@ mod tests {
                 raw.extend_from_slice(body);
                 want.push((method.clone(), path.clone(), body.clone()));
             }
-            let (seen, answered, _) = exchange(split(&raw, &cuts), Some(want.len()));
+            let (seen, answered, end) = exchange(split(&raw, &cuts), Some(want.len()));
+            prop_assert_eq!(end, None);
             prop_assert_eq!(&seen, &want);
             let answered = String::from_utf8_lossy(&answered);
             prop_assert_eq!(answered.matches(" 200 OK\r\n").count(), want.len());

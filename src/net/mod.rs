@@ -284,7 +284,7 @@ where
 
 /// As [`serve_http`], HTTP/1.1 requests served by the lean path ([`lean`]) where it can, and
 /// by hyper for the rest of a connection from the first head it leaves (upgrades, h2c,
-/// `Expect`, chunked or late bodies): the handler takes either body ([`ReqBody`]).
+/// `Expect`, chunked bodies): the handler takes either body ([`ReqBody`]).
 pub fn serve_lean<H, F, B>(
     listener: TcpListener,
     handler: H,

@@ -68,7 +68,7 @@ pub struct Listen {
 #[serde(rename_all = "snake_case")]
 pub enum Http1Server {
     /// The lean path (`net/lean.rs`): heads parsed in place, one write per answer; what it
-    /// does not serve (upgrades, h2c, `Expect`, chunked or late bodies) goes to hyper.
+    /// does not serve (upgrades, h2c, `Expect`, chunked bodies) goes to hyper.
     #[default]
     Lean,
     /// hyper for every request (the path before issue #30, kept to compare and to fall back).
