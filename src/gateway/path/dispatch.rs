@@ -240,7 +240,7 @@ impl Core {
         }
         metadata.insert(REQUEST_ID, req.request_id.clone());
         // The client's address, as grpc-gateway sends it.
-        if let Some(PeerAddr(peer)) = req.parts.extensions.get::<PeerAddr>()
+        if let Some(peer) = &req.peer
             && let Some(v) = forward::forwarded_for(&req.parts.headers, peer)
         {
             metadata.insert(forward::X_FORWARDED_FOR, v);
@@ -315,12 +315,13 @@ impl Core {
             parts,
             body,
             request_id,
+            peer,
             ..
         } = req;
         let pq = forward::upstream_path(&parts.uri, &p.strip)?;
         // The proxy forwards the request's headers as they are: it takes them, no copy.
-        let peer = parts.extensions.get::<PeerAddr>();
-        let headers = forward::request_headers(parts.headers, peer, &request_id);
+        let headers =
+            forward::request_headers(parts.headers, peer.map(PeerAddr).as_ref(), &request_id);
         let upstream = &self.upstreams[p.upstream];
         let mut resp = upstream
             .http_forward(&parts.method, &pq, &headers, body, body_deadline)

@@ -132,8 +132,8 @@ pub(crate) async fn proxy(
     let on_upgrade = take_upgrade(&mut req)?;
     let h2 = crate::ws::is_extended_connect(&req.parts.method, &req.parts.extensions);
     let pq = forward::upstream_path(&req.parts.uri, strip)?;
-    let peer = req.parts.extensions.get::<PeerAddr>();
-    let mut headers = forward::request_headers(req.parts.headers, peer, &req.request_id);
+    let peer = req.peer.map(PeerAddr);
+    let mut headers = forward::request_headers(req.parts.headers, peer.as_ref(), &req.request_id);
     if h2 {
         as_http1_upgrade(&mut headers);
     }

@@ -138,15 +138,17 @@ pub(super) fn serve_requests<H, F>(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> JoinHandle<()>
 where
-    H: Fn(http::Request<net::ReqBody>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(http::Request<net::ReqBody>, Option<SocketAddr>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = crate::gateway::GwResponse> + Send + 'static,
 {
     let shutdown = shutdown.clone();
     if let (None, Http1Server::Lean) = (&tls, cfg.listen.http1) {
-        return net::serve_lean(listener, handler, shutdown, limits);
+        let lean = move |req, peer| handler(req, Some(peer));
+        return net::serve_lean(listener, lean, shutdown, limits);
     }
+    // hyper's requests carry the peer in their extensions.
     let by_hyper = move |req: http::Request<hyper::body::Incoming>| {
-        handler(req.map(http_body_util::Either::Left))
+        handler(req.map(http_body_util::Either::Left), None)
     };
     match tls {
         Some(tls) => net::serve_https(listener, by_hyper, shutdown, limits, tls),
@@ -194,9 +196,9 @@ impl GatewayServer {
         let tls = listener_tls(cfg)?;
         let shutdown = CancellationToken::new();
         // Each request takes the gateway current when it arrives, and finishes on it.
-        let handler = move |req: http::Request<net::ReqBody>| {
+        let handler = move |req: http::Request<net::ReqBody>, peer| {
             let gw = slot.load_full();
-            async move { gw.handle(req).await }
+            async move { gw.handle_from(req, peer).await }
         };
         let limits = cfg.limits.serve_limits();
         let main = serve_requests(cfg, (http_listener, limits), handler, &shutdown, tls);

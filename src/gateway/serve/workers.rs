@@ -194,9 +194,9 @@ fn worker(
         }
         // Each request takes the gateway current when it arrives (a reload swaps it), and
         // finishes on it.
-        let handler = move |req: http::Request<net::ReqBody>| {
+        let handler = move |req: http::Request<net::ReqBody>, peer| {
             let gw = slot.load_full();
-            async move { gw.handle(req).await }
+            async move { gw.handle_from(req, peer).await }
         };
         let main = serve_requests(cfg, (listener, limits), handler, &shutdown, tls);
         let armed = net::keep_timer_armed(Duration::from_millis(50), shutdown);
