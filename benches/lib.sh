@@ -64,8 +64,9 @@ start_stack() {
   $srv "$GW" backends --rest-port "$rest" --grpc-port "$grpc" --admin-port "$adm" --threads 1 \
     > "$work/b.out" 2>&1 &
   pids+=($!)
+  # GW_ARGS: more flags for this gateway (e.g. --http1 hyper).
   $srv "$GW" gateway --listen "127.0.0.1:$gwp" --admin "127.0.0.1:$gwa" --threads 1 \
-    --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" > "$work/g.out" 2>&1 &
+    --upstream-grpc "127.0.0.1:$grpc" --upstream-rest "127.0.0.1:$rest" ${GW_ARGS:-} > "$work/g.out" 2>&1 &
   gw_pid=$!
   pids+=($gw_pid)
   for _ in $(seq 100); do grep -q "ready admin" "$work/g.out" 2>/dev/null && break; sleep 0.1; done

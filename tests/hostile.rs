@@ -952,6 +952,18 @@ async fn pipelined_split_and_handed_over_requests_are_answered_in_order() {
     // The lean path answers HTTP/1.0 as HTTP/1.1 (RFC 9110 §6.2, as nginx); hyper mirrors 1.0.
     assert_eq!(text.matches(" 200 OK\r\n").count(), 2, "{text}");
 
+    // HTTP/1.0 with keep-alive (ab -k): told it is kept, and it is.
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    let ten = b"GET /rest/ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    let mut buf = [0u8; 1024];
+    for _ in 0..2 {
+        s.write_all(ten).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(text.contains(" 200 ok\r\n"), "{text}");
+        assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+    }
+
     // Expect: 100-continue: the interim answer, then the final one.
     let mut s = TcpStream::connect(gw.http).await.unwrap();
     s.write_all(b"POST /rest/seven HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")

@@ -181,7 +181,7 @@ where
                 let status =
                     StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let answer = super::json_error(status, code_of(status), refusal.reason);
-                let _ = conn.answer(&mut stream, answer, false, false).await;
+                let _ = conn.answer(&mut stream, answer, Asked::CLOSING).await;
                 let _ = stream.shutdown().await;
                 return End::Closed;
             }
@@ -207,7 +207,7 @@ where
             Ok(request) => request,
             Err(reason) => {
                 let answer = super::json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", reason);
-                let _ = conn.answer(&mut stream, answer, false, false).await;
+                let _ = conn.answer(&mut stream, answer, Asked::CLOSING).await;
                 return End::Closed;
             }
         };
@@ -221,7 +221,12 @@ where
         // connection where the next request cannot be found: it closes after this answer.
         let unread = arriving.is_some_and(|a| a.left > 0);
         let keep = head.keep_alive && !unread && !*setting.stopping.borrow();
-        match conn.answer(&mut stream, response, keep, head_request).await {
+        let asked = Asked {
+            keep,
+            head: head_request,
+            http11: head.http11,
+        };
+        match conn.answer(&mut stream, response, asked).await {
             Ok(true) => conn.last_activity = Instant::now(),
             Ok(false) | Err(_) => {
                 let _ = stream.shutdown().await;
@@ -395,14 +400,13 @@ impl Conn {
         }
     }
 
-    /// Writes `response` (head and body); Ok(true) when the connection may carry another
-    /// request. `keep`: the client and the server both keep it.
+    /// Writes `response` (head and body) as `asked`; Ok(true) when the connection may carry
+    /// another request.
     async fn answer<B>(
         &mut self,
         stream: &mut TcpStream,
         response: Response<B>,
-        keep: bool,
-        head_request: bool,
+        asked: Asked,
     ) -> io::Result<bool>
     where
         B: Body<Data = Bytes>,
@@ -410,25 +414,25 @@ impl Conn {
     {
         let (parts, body) = response.into_parts();
         let status = parts.status.as_u16();
-        let bodiless =
-            head_request || (100..200).contains(&status) || status == 204 || status == 304;
+        let bodiless = asked.head || (100..200).contains(&status) || status == 204 || status == 304;
         let closes = parts
             .headers
             .get_all(http::header::CONNECTION)
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let keep = keep && !closes;
+        let keep = asked.keep && !closes;
         let exact = body.size_hint().exact();
         let declared = declared_length(&parts.headers);
         let framing = match (bodiless, exact, declared) {
             (true, _, _) => Out::None,
             (false, Some(n), _) => Out::Length(n),
             (false, None, Some(n)) => Out::Length(n),
-            (false, None, None) if keep => Out::Chunked,
+            // HTTP/1.0 has no chunked coding: its stream ends with the connection.
+            (false, None, None) if keep && asked.http11 => Out::Chunked,
             (false, None, None) => Out::UntilClose,
         };
         self.out.clear();
-        write_head(&mut self.out, &parts, framing, keep, head_request);
+        write_head(&mut self.out, &parts, framing, Asked { keep, ..asked });
         let mut body = pin!(body);
         if bodiless {
             stream.write_all(&self.out).await?;
@@ -527,6 +531,26 @@ async fn write_both(stream: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::R
     Ok(())
 }
 
+/// What the request asked of its answer.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// The client and the server both keep the connection.
+    keep: bool,
+    /// The request was HEAD: no body.
+    head: bool,
+    /// The request was HTTP/1.1 (else 1.0).
+    http11: bool,
+}
+
+impl Asked {
+    /// A refusal's: the connection closes after it.
+    const CLOSING: Asked = Asked {
+        keep: false,
+        head: false,
+        http11: true,
+    };
+}
+
 /// How an answer's body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
@@ -549,13 +573,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// The status line and fields: the framing fields are this path's own (the handler's are
 /// left out, but a HEAD answer's `Content-Length`, which says what a GET would get); `Date`
 /// added when the handler set none.
-fn write_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    framing: Out,
-    keep: bool,
-    head: bool,
-) {
+fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, framing: Out, asked: Asked) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(parts.status.as_u16()).as_bytes());
     out.push(b' ');
@@ -566,7 +584,7 @@ fn write_head(
         let framing_field = *name == http::header::CONTENT_LENGTH
             || *name == http::header::TRANSFER_ENCODING
             || *name == http::header::CONNECTION;
-        if framing_field && !(head && *name == http::header::CONTENT_LENGTH) {
+        if framing_field && !(asked.head && *name == http::header::CONTENT_LENGTH) {
             continue;
         }
         dated |= *name == http::header::DATE;
@@ -584,8 +602,11 @@ fn write_head(
         Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Out::None | Out::UntilClose => {}
     }
-    if !keep || framing == Out::UntilClose {
+    if !asked.keep || framing == Out::UntilClose {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if !asked.http11 {
+        // An HTTP/1.0 client closes after the answer unless told otherwise (ab -k).
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     if !dated {
         out.extend_from_slice(b"date: ");
