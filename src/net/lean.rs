@@ -113,6 +113,9 @@ struct Arriving {
     left: u64,
 }
 
+/// The receiving end of a body that is still arriving, and how much is to come.
+type Rest = (tokio::sync::mpsc::Receiver<Bytes>, u64);
+
 /// Ready when the body's channel has room for a piece (or its handler dropped it).
 async fn room(arriving: &Option<Arriving>) {
     if let Some(a) = arriving {
@@ -180,34 +183,19 @@ where
             Next::Refused(refusal) => {
                 let status =
                     StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-                let answer = super::json_error(status, code_of(status), refusal.reason);
-                let _ = conn.answer(&mut stream, answer, Asked::CLOSING).await;
-                let _ = stream.shutdown().await;
+                conn.refuse(&mut stream, status, refusal.reason).await;
                 return End::Closed;
             }
         };
-        let (here, later) = match head.body {
-            BodyFraming::None => (0, 0),
-            BodyFraming::Length(n) => {
-                let here =
-                    (conn.buf.len() - head.len).min(usize::try_from(n).unwrap_or(usize::MAX));
-                (here, n - here as u64)
-            }
-            BodyFraming::Chunked => return End::Handover(stream, conn.buf.freeze()),
+        let Some((here, mut arriving, rest)) = conn.body_of(&head) else {
+            return End::Handover(stream, conn.buf.freeze()); // chunked: hyper's
         };
         let head_request = conn.buf[head.method.clone()] == *b"HEAD";
-        let (mut arriving, rest) = match later {
-            0 => (None, None),
-            left => {
-                let (to, from) = tokio::sync::mpsc::channel(BODY_PIECES);
-                (Some(Arriving { to, left }), Some((from, left)))
-            }
-        };
         let request = match conn.request(&head, here, rest) {
             Ok(request) => request,
             Err(reason) => {
-                let answer = super::json_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", reason);
-                let _ = conn.answer(&mut stream, answer, Asked::CLOSING).await;
+                conn.refuse(&mut stream, StatusCode::BAD_REQUEST, reason)
+                    .await;
                 return End::Closed;
             }
         };
@@ -309,6 +297,31 @@ impl Conn {
         }
     }
 
+    /// Where `head`'s body is: the bytes of it already here, and when more is to come, the
+    /// channel that takes it to the handler (both ends). None: a chunked body (hyper's).
+    fn body_of(&self, head: &Head) -> Option<(usize, Option<Arriving>, Option<Rest>)> {
+        let n = match head.body {
+            BodyFraming::None => return Some((0, None, None)),
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked => return None,
+        };
+        let here = (self.buf.len() - head.len).min(usize::try_from(n).unwrap_or(usize::MAX));
+        match n - here as u64 {
+            0 => Some((here, None, None)),
+            left => {
+                let (to, from) = tokio::sync::mpsc::channel(BODY_PIECES);
+                Some((here, Some(Arriving { to, left }), Some((from, left))))
+            }
+        }
+    }
+
+    /// Answers a request that cannot be served with `status` and `reason`, and closes.
+    async fn refuse(&mut self, stream: &mut TcpStream, status: StatusCode, reason: &str) {
+        let answer = super::json_error(status, code_of(status), reason);
+        let _ = self.answer(stream, answer, Asked::CLOSING).await;
+        let _ = stream.shutdown().await;
+    }
+
     /// The request at the front of the buffer (head and `body_len` bytes of body), taken off
     /// it, the rest of its body to come through `rest`; its fields' values share the buffer's
     /// bytes, not copied.
@@ -316,7 +329,7 @@ impl Conn {
         &mut self,
         head: &Head,
         body_len: usize,
-        rest: Option<(tokio::sync::mpsc::Receiver<Bytes>, u64)>,
+        rest: Option<Rest>,
     ) -> Result<Request<ReqBody>, &'static str> {
         let bytes = self.buf.split_to(head.len + body_len).freeze();
         let method = Method::from_bytes(&bytes[head.method.clone()])
@@ -433,25 +446,38 @@ impl Conn {
         };
         self.out.clear();
         write_head(&mut self.out, &parts, framing, Asked { keep, ..asked });
-        let mut body = pin!(body);
+        let body = pin!(body);
         if bodiless {
             stream.write_all(&self.out).await?;
             return Ok(keep && framing != Out::UntilClose);
         }
+        let complete = self.write_body(stream, body, framing).await?;
+        Ok(keep && complete && framing != Out::UntilClose)
+    }
+
+    /// Writes the body after the head waiting in `out`: the usual answer, one data frame,
+    /// with the head in one write; a stream's frames as they come (a server stream's messages
+    /// must not wait). Whether the body was written whole (a body that fails midway is cut:
+    /// what came is written, and the connection must close).
+    async fn write_body<B>(
+        &mut self,
+        stream: &mut TcpStream,
+        mut body: std::pin::Pin<&mut B>,
+        framing: Out,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes>,
+    {
         let mut left = match framing {
             Out::Length(n) => Some(n),
             _ => None,
         };
-        // The usual answer is one data frame: written with the head in one write. A stream's
-        // frames are written as they come (a server stream's messages must not wait).
         let mut failed = false;
         loop {
             let frame = match body.frame().await {
                 None => break,
                 Some(Ok(frame)) => frame,
                 Some(Err(_)) => {
-                    // Failed midway: what came is written and the connection closed, so that
-                    // the client sees a cut body, never one that looks complete.
                     failed = true;
                     break;
                 }
@@ -483,7 +509,7 @@ impl Conn {
             stream.write_all(&self.out).await?;
             self.out.clear();
         }
-        Ok(keep && !failed && left.is_none_or(|l| l == 0) && framing != Out::UntilClose)
+        Ok(!failed && left.is_none_or(|l| l == 0))
     }
 
     /// Adds `data` to what is to be written (a chunk's framing around it when chunked),

@@ -389,7 +389,7 @@ fn serve(
                 acceptor: acceptor.as_ref(),
                 handshake_within: limits.header_read_timeout,
             };
-            serves.conn(&conn, stream, peer, slot);
+            serves.conn(&conn, Accepted { stream, peer, slot });
         }
         drop(listener);
         // Drain: every connection is asked to shut down gracefully and is done when its slot
@@ -550,15 +550,17 @@ async fn by_hyper<IO, H, F, B>(
     let _ = until_done!(conn, idle, stopping);
 }
 
+/// An accepted connection within the cap: its socket, its client, and its slot (held until
+/// the connection ends).
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// How the accept loop serves its connections: by hyper alone, or by the lean path first.
 trait Serves: Clone + Send + 'static {
-    fn conn(
-        &self,
-        conn: &Conn<'_>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    );
+    fn conn(&self, conn: &Conn<'_>, accepted: Accepted);
 }
 
 /// Every connection by hyper.
@@ -572,14 +574,8 @@ where
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn conn(
-        &self,
-        conn: &Conn<'_>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        conn.serve(stream, peer, slot, self.0.clone());
+    fn conn(&self, conn: &Conn<'_>, a: Accepted) {
+        conn.serve(a.stream, a.peer, a.slot, self.0.clone());
     }
 }
 
@@ -595,13 +591,7 @@ where
     B: hyper::body::Body<Data = Bytes> + FromFull + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn conn(
-        &self,
-        conn: &Conn<'_>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) {
+    fn conn(&self, conn: &Conn<'_>, Accepted { stream, peer, slot }: Accepted) {
         let handler = self.0.clone();
         let h = handler.clone();
         let via_hyper =
