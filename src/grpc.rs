@@ -100,13 +100,19 @@ pub fn parse_timeout(s: &str) -> Option<Duration> {
 /// The `grpc-timeout` value for `d`: microseconds while they fit in 8 digits, else
 /// milliseconds (capped at 8 digits, about 27 hours), so it never says more than `d`.
 pub fn encode_timeout(d: Duration) -> HeaderValue {
+    // Written on the stack: one allocation (the value's own), not two (a `String` first).
     let us = d.as_micros();
-    let v = if us < 100_000_000 {
-        format!("{us}u")
-    } else {
-        format!("{}m", d.as_millis().min(99_999_999))
+    let (n, unit) = match us < 100_000_000 {
+        true => (us, b'u'),
+        false => (d.as_millis().min(99_999_999), b'm'),
     };
-    HeaderValue::from_str(&v).expect("digits and a unit are a valid header value")
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    let mut v = [0u8; 9];
+    v[..digits.len()].copy_from_slice(digits);
+    v[digits.len()] = unit;
+    HeaderValue::from_bytes(&v[..=digits.len()])
+        .expect("digits and a unit are a valid header value")
 }
 
 /// `msg` with the message prefix (not compressed).

@@ -34,7 +34,10 @@ fn new_request_id() -> HeaderValue {
     for (i, b) in out.iter_mut().enumerate() {
         *b = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+    // Owned by its `Bytes` from the start: the id is cloned into the upstream request and the
+    // answer, and a value copied into a `Bytes` paid a second allocation at its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .expect("hex digits are a valid header value")
 }
 
 /// Refuses an HTTP/1.1 request without exactly one `Host` (RFC 9112 §3.2): which host it is
