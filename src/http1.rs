@@ -8,6 +8,35 @@ pub mod client;
 pub mod parked;
 pub mod server;
 
+/// A header name from the wire, without an allocation for the usual custom ones: a standard
+/// name costs none (`http`'s own table), and an `x-…` name is taken from this thread's last
+/// few (a service answers with the same few on every response: each was one allocation a
+/// header a request).
+pub fn header_name(name: &[u8]) -> Result<http::HeaderName, http::header::InvalidHeaderName> {
+    use std::cell::RefCell;
+    const KEPT: usize = 8;
+    thread_local! {
+        static SEEN: RefCell<Vec<http::HeaderName>> = const { RefCell::new(Vec::new()) };
+    }
+    if !(name.len() > 2 && name[..2].eq_ignore_ascii_case(b"x-")) {
+        return http::HeaderName::from_bytes(name);
+    }
+    SEEN.with_borrow_mut(|seen| {
+        let found = seen.iter().find(|n| {
+            n.as_str().len() == name.len() && n.as_str().as_bytes().eq_ignore_ascii_case(name)
+        });
+        if let Some(n) = found {
+            return Ok(n.clone());
+        }
+        let n = http::HeaderName::from_bytes(name)?;
+        if seen.len() == KEPT {
+            seen.remove(0);
+        }
+        seen.push(n.clone());
+        Ok(n)
+    })
+}
+
 use bytes::{Buf, BytesMut};
 
 /// Longest chunk-size or trailer line accepted.
@@ -221,6 +250,23 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_from_the_cache_are_the_names_asked_for() {
+        assert_eq!(
+            header_name(b"Content-Type").unwrap(),
+            http::header::CONTENT_TYPE
+        );
+        // More distinct x- names than are kept, each asked twice in different cases.
+        for i in 0..20 {
+            let lower = format!("x-name-{i}");
+            let upper = lower.to_ascii_uppercase();
+            assert_eq!(header_name(lower.as_bytes()).unwrap().as_str(), lower);
+            assert_eq!(header_name(upper.as_bytes()).unwrap().as_str(), lower);
+        }
+        assert_eq!(header_name(b"X-Name-3").unwrap().as_str(), "x-name-3");
+        assert!(header_name(b"x-bad name").is_err());
+    }
 
     /// Feeds `wire` `step` bytes at a time; returns the body.
     fn decode(framing: Framing, wire: &[u8], step: usize) -> Result<Vec<u8>, &'static str> {

@@ -24,7 +24,7 @@ use std::pin::pin;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -336,9 +336,11 @@ impl Conn {
             .map_err(|_| "a malformed request method")?;
         let uri = Uri::from_maybe_shared(bytes.slice(head.target.clone()))
             .map_err(|_| "a malformed request target")?;
-        let mut headers = HeaderMap::with_capacity(self.spans.fields.len());
+        // Room for what the gateway adds before forwarding (request id, X-Forwarded-For,
+        // Forwarded): growing the map was one more allocation a request.
+        let mut headers = HeaderMap::with_capacity(self.spans.fields.len() + 4);
         for (name, value) in &self.spans.fields {
-            let name = HeaderName::from_bytes(&bytes[name.clone()])
+            let name = crate::http1::header_name(&bytes[name.clone()])
                 .map_err(|_| "a malformed field name")?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
                 .map_err(|_| "a malformed field value")?;

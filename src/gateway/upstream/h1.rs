@@ -251,7 +251,7 @@ fn head_of(
     let base = bytes.as_ptr() as usize;
     let mut values = Vec::with_capacity(r.headers.len());
     for h in r.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+        let name = crate::http1::header_name(h.name.as_bytes())
             .map_err(|e| ClientError::protocol(format!("header name {:?}: {e}", h.name)))?;
         let at = match h.value.is_empty() {
             true => 0,
