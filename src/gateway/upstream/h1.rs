@@ -166,17 +166,14 @@ impl Pool {
             }
             return Ok(resp.map(|()| Either::Left(Full::new(Bytes::new()))));
         };
-        // Decode what is buffered; the usual small answer is all there already.
-        let mut chunks: Vec<Bytes> = Vec::new();
+        // Decode what is buffered; the usual small answer is all there already, in one piece
+        // (kept without a `Vec`: that was one allocation a response).
+        let mut chunks: pieces::Pieces = Default::default();
         loop {
             match framing.step(&mut conn.buf, false) {
                 Ok(Step::Data(n)) => chunks.push(conn.buf.split_to(n).freeze()),
                 Ok(Step::Done) => {
-                    let body = match chunks.len() {
-                        0 => Bytes::new(),
-                        1 => chunks.pop().unwrap_or_default(),
-                        _ => chunks.concat().into(),
-                    };
+                    let body = chunks.into_one();
                     if conn.reusable(head.keep_alive) {
                         self.checkin(conn);
                     }
@@ -191,7 +188,7 @@ impl Pool {
             conn: Some(conn),
             deadline,
             framing,
-            pending: chunks.into(),
+            pending: chunks.into_deque(),
             pool: self.clone(),
             keep_alive: head.keep_alive,
             done: false,
@@ -378,6 +375,49 @@ fn parse_head(buf: &mut bytes::BytesMut, method: &Method) -> Result<Option<TestH
         resp.headers_mut().append(name, value);
     }
     Ok(Some((resp, framing.framing, framing.keep_alive)))
+}
+
+/// The pieces of a body decoded from the buffer: one without allocating, more in a `Vec`.
+mod pieces {
+    use bytes::Bytes;
+
+    #[derive(Default)]
+    pub(super) enum Pieces {
+        #[default]
+        None,
+        One(Bytes),
+        Many(Vec<Bytes>),
+    }
+
+    impl Pieces {
+        pub(super) fn push(&mut self, b: Bytes) {
+            *self = match std::mem::take(self) {
+                Pieces::None => Pieces::One(b),
+                Pieces::One(a) => Pieces::Many(vec![a, b]),
+                Pieces::Many(mut v) => {
+                    v.push(b);
+                    Pieces::Many(v)
+                }
+            };
+        }
+
+        /// All of it as one `Bytes` (copied only when there were several pieces).
+        pub(super) fn into_one(self) -> Bytes {
+            match self {
+                Pieces::None => Bytes::new(),
+                Pieces::One(b) => b,
+                Pieces::Many(v) => v.concat().into(),
+            }
+        }
+
+        pub(super) fn into_deque(self) -> std::collections::VecDeque<Bytes> {
+            match self {
+                Pieces::None => Default::default(),
+                Pieces::One(b) => [b].into(),
+                Pieces::Many(v) => v.into(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
