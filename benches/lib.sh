@@ -59,7 +59,7 @@ start_stack() {
   trap cleanup EXIT
   srv="taskset -c 0"; gen="taskset -c 1"
   [ "$(nproc)" -ge 2 ] || { srv=""; gen=""; }
-  local adm gwa
+  local adm
   rest=$(free_port); grpc=$(free_port); adm=$(free_port); gwp=$(free_port); gwa=$(free_port)
   $srv "$GW" backends --rest-port "$rest" --grpc-port "$grpc" --admin-port "$adm" --threads 1 \
     > "$work/b.out" 2>&1 &
