@@ -8,6 +8,16 @@ pub mod client;
 pub mod parked;
 pub mod server;
 
+/// A `Content-Length` value: digits only (no sign, no list, at most 19, surrounding blanks
+/// allowed), as every reader here takes it; anything else cannot be framed safely.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 /// A header name from the wire, without an allocation for the usual custom ones: a standard
 /// name costs none (`http`'s own table), and an `x-…` name is taken from this thread's last
 /// few (a service answers with the same few on every response: each was one allocation a
@@ -96,15 +106,11 @@ pub fn head(resp: &httparse::Response<'_, '_>, head_request: bool) -> Result<Hea
     let mut close = http10;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            // Digits only (no sign, no list): anything else cannot be framed safely.
-            let digits = h.value.trim_ascii();
-            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                return Err("bad Content-Length");
-            }
+            let n = content_length(h.value).ok_or("bad Content-Length")?;
             if length.is_some() {
                 return Err("several Content-Length headers");
             }
-            length = Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
+            length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_coded = true;
             // Chunked only counts as the final coding.

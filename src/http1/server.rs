@@ -42,7 +42,7 @@ impl Default for Limits {
 /// Why a head is refused: the status to answer before closing, and a sentence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    /// 400, 414, 431 or 501.
+    /// 400, 414 or 431.
     pub status: u16,
     /// What was wrong.
     pub reason: &'static str,
@@ -221,11 +221,9 @@ impl Framing {
             if self.length.is_some() {
                 return Err(refuse(400, "several Content-Length fields"));
             }
-            let digits = value.trim_ascii();
-            if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(refuse(400, "a Content-Length that is not a number"));
-            }
-            self.length = Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
+            let n = super::content_length(value)
+                .ok_or(refuse(400, "a Content-Length that is not a number"))?;
+            self.length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if !http11 {
                 return Err(refuse(400, "Transfer-Encoding on HTTP/1.0"));

@@ -228,7 +228,6 @@ where
 fn code_of(status: StatusCode) -> &'static str {
     match status.as_u16() {
         414 | 431 => "OUT_OF_RANGE",
-        501 => "UNIMPLEMENTED",
         _ => "INVALID_ARGUMENT",
     }
 }
@@ -523,8 +522,9 @@ impl Conn {
         framing: Out,
     ) -> io::Result<()> {
         if framing == Out::Chunked {
-            self.out
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            use std::io::Write;
+            // Into the buffer itself: no `String` per chunk.
+            let _ = write!(self.out, "{:x}\r\n", data.len());
         }
         if data.len() <= COPY_BODY {
             self.out.extend_from_slice(data);
@@ -590,12 +590,7 @@ enum Out {
 
 /// The answer's own `Content-Length` (a streamed proxy answer keeps its upstream's).
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(http::header::CONTENT_LENGTH)?;
-    let digits = value.as_bytes();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+    crate::http1::content_length(headers.get(http::header::CONTENT_LENGTH)?.as_bytes())
 }
 
 /// The status line and fields: the framing fields are this path's own (the handler's are
